@@ -1,1 +1,25 @@
-pub fn x(){}
+//! adpulse: tells a marketing team, minute by minute, whether their ad spend makes or loses money.
+//!
+//! Data flow (and module layout): `sources` -> `normalize` -> `pipeline` -> `sinks::questdb`
+//! (history) and `state` -> `sinks::metrics` (`/metrics`, served by `api`). `kpi` holds every
+//! definition; `app` wires it all together.
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod kpi;
+pub mod normalize;
+pub mod pipeline;
+pub mod records;
+pub mod sinks;
+pub mod sources;
+pub mod state;
+pub mod telemetry;
+
+/// Install the TLS crypto provider once (reqwest is built without a default one).
+pub fn init_tls() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}

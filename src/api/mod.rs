@@ -1,0 +1,62 @@
+//! HTTP API: `/metrics`, `/healthz`, `/readyz`. `router(state)` is tested in-process.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus::{Encoder, TextEncoder};
+use std::sync::Arc;
+
+use crate::sinks::questdb::SinkHealth;
+use crate::telemetry::Telemetry;
+
+/// What the handlers need.
+#[derive(Clone)]
+pub struct AppState {
+    pub telemetry: Arc<Telemetry>,
+    /// `None` when the QuestDB sink is disabled.
+    pub sink_health: Option<Arc<SinkHealth>>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn metrics(State(st): State<AppState>) -> Response {
+    let families = st.telemetry.registry.gather();
+    let mut body = Vec::with_capacity(64 * 1024);
+    match TextEncoder::new().encode(&families, &mut body) {
+        Ok(()) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            body,
+        )
+            .into_response(),
+        Err(error) => {
+            tracing::error!(%error, "cannot encode /metrics");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
+        }
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(st): State<AppState>) -> Response {
+    match &st.sink_health {
+        Some(h) if !h.is_up() => {
+            let body = serde_json::json!({
+                "ready": false,
+                "questdb": "down",
+                "reason": h.last_error().unwrap_or_else(|| "no successful write yet".into()),
+            });
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+        }
+        _ => axum::Json(serde_json::json!({"ready": true, "questdb": if st.sink_health.is_some() {"up"} else {"disabled"}})).into_response(),
+    }
+}

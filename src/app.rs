@@ -1,0 +1,215 @@
+//! `run`: wires sources -> pipeline -> sinks and the HTTP server, and stops them all on one
+//! shutdown signal.
+
+use arc_swap::ArcSwap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::api::{AppState, router};
+use crate::config::Config;
+use crate::kpi::Margin;
+use crate::normalize::Normalizer;
+use crate::pipeline::Pipeline;
+use crate::sinks::metrics::KpiCollector;
+use crate::sinks::questdb::{QuestDbSink, SinkHandle};
+use crate::sources::SourceContext;
+use crate::state::{Snapshot, SnapshotSettings, Store};
+use crate::telemetry::Telemetry;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Sink(#[from] crate::sinks::questdb::SinkError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// A running adpulse: its address and the token that stops it.
+pub struct Running {
+    pub addr: std::net::SocketAddr,
+    pub shutdown: CancellationToken,
+    pub pipeline: Arc<Pipeline>,
+    pub sink: Option<SinkHandle>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    sink_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stop sources first, then let the sink write (or spool) what it holds.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        if let Some(t) = self.sink_task {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Start everything; returns once the HTTP server listens.
+pub async fn start(config: Config) -> Result<Running, RunError> {
+    config.validate()?;
+    let telemetry = Arc::new(Telemetry::new());
+    let shutdown = CancellationToken::new();
+    let tz = config.timezone();
+    let mut sink_task = None;
+    let sink = if config.questdb.enabled {
+        let password = config.questdb_password()?;
+        let (sink, handle) = QuestDbSink::build(config.questdb.clone(), password, telemetry.clone())?;
+        let token = shutdown.child_token();
+        // the sink outlives the sources: it gets its own token, cancelled after they stop
+        let sink_token = CancellationToken::new();
+        let st = sink_token.clone();
+        sink_task = Some(tokio::spawn(async move {
+            let s = tokio::spawn(sink.run(st));
+            token.cancelled().await;
+            // give sources' last batches a moment to arrive, then stop the sink
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            sink_token.cancel();
+            let _ = s.await;
+        }));
+        Some(handle)
+    } else {
+        None
+    };
+
+    let normalizer = Normalizer::new(
+        tz,
+        config.general.reporting_currency.clone(),
+        config.fx.clone(),
+    );
+    let pipeline = Arc::new(Pipeline::new(
+        normalizer,
+        Store::new(config.general.retention_days),
+        sink.clone(),
+        telemetry.clone(),
+    ));
+
+    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::empty(
+        &config.general.reporting_currency,
+    )));
+    if let Err(error) = telemetry
+        .registry
+        .register(Box::new(KpiCollector::new(snapshot.clone())))
+    {
+        error!(%error, "KPI collector not registered");
+    }
+
+    let mut tasks = Vec::new();
+    // KPI refresher
+    {
+        let pipeline = pipeline.clone();
+        let snapshot = snapshot.clone();
+        let token = shutdown.clone();
+        let every = Duration::from_secs(config.general.refresh_interval_secs);
+        let config = config.clone();
+        let settings_for = move |now: chrono::DateTime<chrono::Utc>| SnapshotSettings {
+            tz,
+            currency: config.general.reporting_currency.clone(),
+            margin: Margin(config.general.gross_margin_ratio),
+            loss_rate_window_hours: config.general.loss_rate_window_hours,
+            tracking_window_hours: config.general.tracking_window_hours,
+            roi_target: config.roi_target(now.with_timezone(&tz).date_naive()),
+        };
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let now = pipeline.now();
+                let s = settings_for(now);
+                let snap = pipeline.with_store(|st| {
+                    st.prune(now);
+                    st.snapshot(now, &s)
+                });
+                snapshot.store(Arc::new(snap));
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = tokio::time::sleep(every) => {}
+                }
+            }
+        }));
+    }
+
+    let listener = TcpListener::bind(&config.server.listen)
+        .await
+        .map_err(|source| RunError::Listen {
+            addr: config.server.listen.clone(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| RunError::Listen {
+        addr: config.server.listen.clone(),
+        source,
+    })?;
+    let app = router(AppState {
+        telemetry: telemetry.clone(),
+        sink_health: sink.as_ref().map(|s| s.health.clone()),
+    });
+    {
+        let token = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await;
+            if let Err(error) = r {
+                error!(%error, "HTTP server stopped");
+            }
+        }));
+    }
+    info!(%addr, "serving /metrics, /healthz, /readyz");
+
+    for source in config.sources.clone() {
+        let ctx = SourceContext {
+            name: source.name().to_string(),
+            pipeline: pipeline.clone(),
+            shutdown: shutdown.clone(),
+        };
+        info!(source = %ctx.name, kind = source.kind(), "source starting");
+        tasks.push(tokio::spawn(source.run(ctx)));
+    }
+
+    Ok(Running {
+        addr,
+        shutdown,
+        pipeline,
+        sink,
+        tasks,
+        sink_task,
+    })
+}
+
+/// Run until ctrl-c or SIGTERM.
+pub async fn run(config: Config) -> Result<(), RunError> {
+    let running = start(config).await?;
+    shutdown_signal().await;
+    info!("shutting down");
+    running.stop().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,152 @@
+//! Normalized records: what every source produces after `normalize`, and what every sink consumes.
+//!
+//! Money is `rust_decimal::Decimal` end to end (exact, never binary floating point). Amounts without
+//! a suffix are in the reporting currency; `*_account` / `*_shop` keep what the platform reported.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// Width of a stats bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Bucket {
+    Hour,
+    Day,
+}
+
+impl Bucket {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Bucket::Hour => "hour",
+            Bucket::Day => "day",
+        }
+    }
+}
+
+/// Identity of a campaign across the whole system (the QuestDB DEDUP key minus time and bucket).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CampaignKey {
+    pub platform: String,
+    pub account: String,
+    pub campaign_id: String,
+}
+
+/// Delivery and conversion figures of one campaign in one bucket (`campaign_stats` table).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CampaignStat {
+    /// Bucket start (UTC instant).
+    pub ts: DateTime<Utc>,
+    pub bucket: Bucket,
+    /// Reporting-timezone date of the bucket start.
+    pub day: NaiveDate,
+    pub key: CampaignKey,
+    pub campaign_name: String,
+    /// Name of the adpulse source instance that produced the row.
+    pub source: String,
+    /// Spend in the reporting currency.
+    pub spend: Decimal,
+    /// Platform-attributed conversion value in the reporting currency.
+    pub conversion_value: Decimal,
+    pub spend_account: Decimal,
+    pub conversion_value_account: Decimal,
+    pub account_currency: String,
+    /// Reporting currency.
+    pub currency: String,
+    pub impressions: u64,
+    pub clicks: u64,
+    /// Purchases as the platform reports them (fractional for data-driven attribution).
+    pub conversions: f64,
+}
+
+/// What happened to an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderKind {
+    Order,
+    Refund,
+    Cancellation,
+}
+
+impl OrderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderKind::Order => "order",
+            OrderKind::Refund => "refund",
+            OrderKind::Cancellation => "cancellation",
+        }
+    }
+}
+
+/// An order, refund or cancellation (`orders` table). Refunds and cancellations carry a negative
+/// amount and land on the day they happen, not on the order's day.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderEvent {
+    pub ts: DateTime<Utc>,
+    pub day: NaiveDate,
+    /// Unique per event: the order id for orders, the refund id for refunds.
+    pub event_id: String,
+    pub order_id: String,
+    pub kind: OrderKind,
+    /// Reporting currency; negative for refunds and cancellations.
+    pub amount: Decimal,
+    pub amount_shop: Decimal,
+    pub shop_currency: String,
+    pub currency: String,
+    pub customer_id: Option<String>,
+    pub city: Option<String>,
+    pub utm_source: Option<String>,
+    pub utm_medium: Option<String>,
+    pub utm_campaign: Option<String>,
+    pub items: u32,
+    pub source: String,
+}
+
+/// Funnel stages in order (GA4 event names).
+pub const FUNNEL_STAGES: [&str; 5] = [
+    "session_start",
+    "view_item",
+    "add_to_cart",
+    "begin_checkout",
+    "purchase",
+];
+
+/// Count of one funnel event in one bucket for one traffic source (`funnel` table).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunnelStep {
+    pub ts: DateTime<Utc>,
+    pub bucket: Bucket,
+    pub day: NaiveDate,
+    pub stage: String,
+    /// `source / medium`, as GA4 reports it.
+    pub traffic_source: String,
+    pub source: String,
+    pub count: u64,
+}
+
+/// One normalized record, routed to its table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "table", rename_all = "snake_case")]
+pub enum Record {
+    CampaignStats(CampaignStat),
+    Orders(OrderEvent),
+    Funnel(FunnelStep),
+}
+
+impl Record {
+    pub fn table(&self) -> &'static str {
+        match self {
+            Record::CampaignStats(_) => "campaign_stats",
+            Record::Orders(_) => "orders",
+            Record::Funnel(_) => "funnel",
+        }
+    }
+
+    pub fn ts(&self) -> DateTime<Utc> {
+        match self {
+            Record::CampaignStats(r) => r.ts,
+            Record::Orders(r) => r.ts,
+            Record::Funnel(r) => r.ts,
+        }
+    }
+}

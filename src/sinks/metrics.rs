@@ -1,0 +1,342 @@
+//! `/metrics` KPI families, rendered from the latest [`Snapshot`]. The snapshot is swapped
+//! atomically (no lock on the scrape path) and every family is rebuilt from it on each scrape, so a
+//! campaign that disappears leaves no stale label set behind. A missing KPI (zero denominator) is
+//! simply not emitted.
+
+use arc_swap::ArcSwap;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use rust_decimal::Decimal;
+use std::sync::Arc;
+
+use crate::kpi::{Totals, stage_ratio, to_f64};
+use crate::state::Snapshot;
+
+/// A gauge family under construction.
+struct Family {
+    name: String,
+    help: &'static str,
+    metrics: Vec<Metric>,
+}
+
+impl Family {
+    fn new(name: impl Into<String>, help: &'static str) -> Self {
+        Self {
+            name: name.into(),
+            help,
+            metrics: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, labels: &[(&'static str, &str)], value: f64) {
+        if !value.is_finite() {
+            return;
+        }
+        let mut m = Metric::default();
+        let mut pairs: Vec<LabelPair> = labels
+            .iter()
+            .map(|(k, v)| {
+                let mut lp = LabelPair::default();
+                lp.set_name((*k).to_string());
+                lp.set_value((*v).to_string());
+                lp
+            })
+            .collect();
+        pairs.sort_by(|a, b| a.name().cmp(b.name()));
+        m.set_label(pairs);
+        let mut g = Gauge::default();
+        g.set_value(value);
+        m.set_gauge(g);
+        self.metrics.push(m);
+    }
+
+    fn opt(&mut self, labels: &[(&'static str, &str)], value: Option<f64>) {
+        if let Some(v) = value {
+            self.push(labels, v);
+        }
+    }
+
+    fn finish(self) -> MetricFamily {
+        let mut mf = MetricFamily::default();
+        mf.set_name(self.name);
+        mf.set_help(self.help.to_string());
+        mf.set_field_type(MetricType::GAUGE);
+        mf.set_metric(self.metrics);
+        mf
+    }
+}
+
+/// The families emitted for one scope (campaign, platform or total), in one fixed order.
+const SCOPE_FAMILIES: &[(&str, &str)] = &[
+    ("spend_today", "Spend today, reporting currency"),
+    ("conversion_value_today", "Platform-attributed conversion value today"),
+    ("revenue_today", "Shop revenue today (campaign: attributed by UTM)"),
+    ("profit_today", "Revenue x margin - spend, today"),
+    ("impressions_today", "Impressions today"),
+    ("clicks_today", "Clicks today"),
+    ("conversions_today", "Platform conversions (purchases) today"),
+    ("roas", "Conversion value / spend, today"),
+    ("roi", "(Revenue x margin - spend) / spend, today"),
+    ("cpa", "Spend / conversions, today"),
+    ("ctr_ratio", "Clicks / impressions, today"),
+    ("conversion_rate_ratio", "Conversions / clicks, today"),
+    ("loss_rate_per_hour", "(Spend - revenue x margin) per hour over the trailing window"),
+];
+
+fn scope_values(
+    t: &Totals,
+    loss_rate: Option<Decimal>,
+    margin: crate::kpi::Margin,
+) -> [(bool, Option<f64>); 13] {
+    // (is money, value)
+    [
+        (true, Some(to_f64(t.spend))),
+        (true, Some(to_f64(t.conversion_value))),
+        (true, Some(to_f64(t.revenue))),
+        (true, Some(to_f64(t.profit(margin)))),
+        (false, Some(t.impressions as f64)),
+        (false, Some(t.clicks as f64)),
+        (false, Some(t.conversions)),
+        (false, t.roas()),
+        (false, t.roi(margin)),
+        (true, t.cpa().map(to_f64)),
+        (false, t.ctr()),
+        (false, t.cr()),
+        (true, loss_rate.map(to_f64)),
+    ]
+}
+
+/// The KPI collector registered in the shared registry.
+pub struct KpiCollector {
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    descs: Vec<Desc>,
+    names: Vec<String>,
+}
+
+impl KpiCollector {
+    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>) -> Self {
+        let mut names = Vec::new();
+        for scope in ["campaign", "platform", "total"] {
+            for (n, _) in SCOPE_FAMILIES {
+                names.push(format!("adpulse_{scope}_{n}"));
+            }
+        }
+        for n in [
+            "adpulse_campaign_clicks_last_hours",
+            "adpulse_campaign_conversions_last_hours",
+            "adpulse_campaign_orders_last_hours",
+            "adpulse_campaign_spend_last_hour",
+            "adpulse_campaign_spend_hourly_baseline",
+            "adpulse_total_orders_today",
+            "adpulse_total_refunds_today",
+            "adpulse_roi_target",
+            "adpulse_campaigns",
+            "adpulse_funnel_events_today",
+            "adpulse_funnel_stage_conversion_ratio",
+            "adpulse_funnel_bottleneck",
+            "adpulse_snapshot_timestamp_seconds",
+        ] {
+            names.push(n.to_string());
+        }
+        let descs = names
+            .iter()
+            .filter_map(|n| Desc::new(n.clone(), "adpulse KPI".into(), vec![], Default::default()).ok())
+            .collect();
+        Self {
+            snapshot,
+            descs,
+            names,
+        }
+    }
+
+    pub fn family_names(&self) -> &[String] {
+        &self.names
+    }
+}
+
+fn scope_names() -> Vec<Vec<String>> {
+    ["campaign", "platform", "total"]
+        .iter()
+        .map(|scope| {
+            SCOPE_FAMILIES
+                .iter()
+                .map(|(n, _)| format!("adpulse_{scope}_{n}"))
+                .collect()
+        })
+        .collect()
+}
+
+/// Build every KPI family from a snapshot.
+pub fn families(s: &Snapshot) -> Vec<MetricFamily> {
+    let names = scope_names();
+    let cur = s.currency.as_str();
+    let mut out = Vec::new();
+    for (scope_idx, scope_names) in names.iter().enumerate() {
+        let mut fams: Vec<Family> = scope_names
+            .iter()
+            .zip(SCOPE_FAMILIES)
+            .map(|(n, (_, help))| Family::new(n.as_str(), help))
+            .collect();
+        match scope_idx {
+            0 => {
+                for c in &s.campaigns {
+                    let base = [
+                        ("platform", c.key.platform.as_str()),
+                        ("account", c.key.account.as_str()),
+                        ("campaign_id", c.key.campaign_id.as_str()),
+                        ("campaign", c.name.as_str()),
+                    ];
+                    let money = [base[0], base[1], base[2], base[3], ("currency", cur)];
+                    for (f, (is_money, v)) in fams
+                        .iter_mut()
+                        .zip(scope_values(&c.today, c.loss_rate_per_hour, s.margin))
+                    {
+                        f.opt(if is_money { &money } else { &base }, v);
+                    }
+                }
+            }
+            1 => {
+                for (p, v) in &s.platforms {
+                    let base = [("platform", p.as_str())];
+                    let money = [base[0], ("currency", cur)];
+                    for (f, (is_money, val)) in fams
+                        .iter_mut()
+                        .zip(scope_values(&v.today, v.loss_rate_per_hour, s.margin))
+                    {
+                        f.opt(if is_money { &money } else { &base }, val);
+                    }
+                }
+            }
+            _ => {
+                let money = [("currency", cur)];
+                for (f, (is_money, val)) in fams.iter_mut().zip(scope_values(
+                    &s.total.today,
+                    s.total.loss_rate_per_hour,
+                    s.margin,
+                )) {
+                    f.opt(if is_money { &money } else { &[] }, val);
+                }
+            }
+        }
+        out.extend(fams.into_iter().map(Family::finish));
+    }
+
+    let mut clicks_w = Family::new(
+        "adpulse_campaign_clicks_last_hours",
+        "Clicks over the trailing tracking window",
+    );
+    let mut conv_w = Family::new(
+        "adpulse_campaign_conversions_last_hours",
+        "Platform conversions over the trailing tracking window",
+    );
+    let mut orders_w = Family::new(
+        "adpulse_campaign_orders_last_hours",
+        "Shop orders attributed by UTM over the trailing tracking window",
+    );
+    let mut spend_h = Family::new(
+        "adpulse_campaign_spend_last_hour",
+        "Spend in the last complete hour",
+    );
+    let mut baseline = Family::new(
+        "adpulse_campaign_spend_hourly_baseline",
+        "Median spend of the same hour over the previous 7 days",
+    );
+    let mut states = [0u64; 3];
+    for c in &s.campaigns {
+        let base = [
+            ("platform", c.key.platform.as_str()),
+            ("account", c.key.account.as_str()),
+            ("campaign_id", c.key.campaign_id.as_str()),
+            ("campaign", c.name.as_str()),
+        ];
+        let money = [base[0], base[1], base[2], base[3], ("currency", cur)];
+        clicks_w.push(&base, c.window_clicks as f64);
+        conv_w.push(&base, c.window_conversions);
+        orders_w.push(&base, c.window_orders as f64);
+        spend_h.push(&money, to_f64(c.spend_last_hour));
+        baseline.opt(&money, c.spend_baseline.map(to_f64));
+        if c.today.spend.is_zero() {
+            states[2] += 1;
+        } else if c.today.profit(s.margin) >= Decimal::ZERO {
+            states[0] += 1;
+        } else {
+            states[1] += 1;
+        }
+    }
+    let mut camps = Family::new("adpulse_campaigns", "Campaigns by today's profit");
+    for (i, st) in ["profitable", "unprofitable", "no_spend"].iter().enumerate() {
+        camps.push(&[("state", st)], states[i] as f64);
+    }
+    let mut orders = Family::new("adpulse_total_orders_today", "Shop orders today");
+    orders.push(&[], s.total.orders as f64);
+    let mut refunds = Family::new(
+        "adpulse_total_refunds_today",
+        "Refunded amount today (positive)",
+    );
+    refunds.push(&[("currency", cur)], to_f64(s.total.refunds));
+    let mut target = Family::new("adpulse_roi_target", "ROI target in force today");
+    target.opt(&[], s.roi_target);
+
+    let mut events = Family::new("adpulse_funnel_events_today", "Funnel events today per stage");
+    let mut ratio = Family::new(
+        "adpulse_funnel_stage_conversion_ratio",
+        "Stage count / previous stage count, today",
+    );
+    let mut bottleneck = Family::new(
+        "adpulse_funnel_bottleneck",
+        "1 on the stage with the lowest stage conversion today",
+    );
+    let mut worst: Option<(usize, f64)> = None;
+    let ratios: Vec<Option<f64>> = s
+        .funnel
+        .iter()
+        .enumerate()
+        .map(|(i, (_, n))| {
+            if i == 0 {
+                None
+            } else {
+                stage_ratio(*n, s.funnel[i - 1].1)
+            }
+        })
+        .collect();
+    for (i, r) in ratios.iter().enumerate() {
+        if let Some(r) = r
+            && worst.is_none_or(|(_, w)| *r < w)
+        {
+            worst = Some((i, *r));
+        }
+    }
+    for (i, (stage, n)) in s.funnel.iter().enumerate() {
+        events.push(&[("stage", stage)], *n as f64);
+        ratio.opt(&[("stage", stage)], ratios[i]);
+        if i > 0 && worst.is_some() {
+            bottleneck.push(
+                &[("stage", stage)],
+                if worst.map(|w| w.0) == Some(i) { 1.0 } else { 0.0 },
+            );
+        }
+    }
+    let mut at = Family::new(
+        "adpulse_snapshot_timestamp_seconds",
+        "Collector clock of the KPIs shown (the simulated clock in the demo)",
+    );
+    at.push(&[], s.at.timestamp_millis() as f64 / 1000.0);
+    for f in [
+        clicks_w, conv_w, orders_w, spend_h, baseline, camps, orders, refunds, target, events,
+        ratio, bottleneck, at,
+    ] {
+        out.push(f.finish());
+    }
+    out.retain(|f| !f.get_metric().is_empty());
+    out
+}
+
+impl Collector for KpiCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        families(&self.snapshot.load())
+    }
+}

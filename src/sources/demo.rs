@@ -1,0 +1,640 @@
+//! demo: a simulator of MOI's crisis, calibrated to the seed's baseline (ROI about -91%, CPA about
+//! 27,899 INR, CR about 0.024%, revenue about 2,750 INR a day) with the faults SPEC lists:
+//! money-losing campaigns, a campaign whose conversion tracking breaks, a spend spike, and one
+//! profitable campaign.
+//!
+//! Determinism: every hour's figures come from an RNG seeded by (seed, campaign, hour index), and
+//! orders are placed by thresholding the cumulative expected conversions, so the same `seed` and
+//! `start` give the same rows whatever the tick timing, and totals track the calibration closely
+//! even though individual orders are rare (about one a day).
+
+use chrono::{DateTime, Duration, Utc};
+use chrono_tz::Tz;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rust_decimal::Decimal;
+use rust_decimal::prelude::FromPrimitive;
+use serde::Deserialize;
+use std::time::Duration as StdDuration;
+use tracing::{info, warn};
+
+use crate::config::Problem;
+use crate::normalize::{Observation, RawCampaignStat, RawFunnel, RawOrder, hour_floor};
+use crate::records::{Bucket, CampaignKey, OrderKind};
+use crate::sources::SourceContext;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoConfig {
+    /// Name of this source instance (label `source` in metrics and tables).
+    pub name: String,
+    /// RNG seed: the same seed and start give the same data.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Days of history written at start-up before going live.
+    #[serde(default = "default_backfill_days")]
+    pub backfill_days: u32,
+    /// Simulated seconds per real second in live mode (60: an hour a minute).
+    #[serde(default = "default_speedup")]
+    pub speedup: f64,
+    /// Real seconds between live updates.
+    #[serde(default = "default_tick_secs")]
+    pub tick_secs: f64,
+    /// Simulated "now" at start-up (default: the real clock). Fix it for reproducible runs.
+    #[serde(default)]
+    pub start: Option<DateTime<Utc>>,
+    /// Stop after the backfill instead of going live.
+    #[serde(default)]
+    pub backfill_only: bool,
+    /// Hours before `start` at which the Performance Max campaign's conversion tracking breaks.
+    #[serde(default = "default_break_hours")]
+    pub tracking_break_hours_ago: u32,
+    /// Hours before `start` at which the Display campaign's spend spike begins.
+    #[serde(default = "default_spike_hours")]
+    pub spike_hours_ago: u32,
+    /// Length of the spend spike, in hours.
+    #[serde(default = "default_spike_duration")]
+    pub spike_duration_hours: u32,
+    /// Spend multiplier during the spike.
+    #[serde(default = "default_spike_factor")]
+    pub spike_factor: f64,
+}
+
+fn default_seed() -> u64 {
+    42
+}
+fn default_backfill_days() -> u32 {
+    10
+}
+fn default_speedup() -> f64 {
+    60.0
+}
+fn default_tick_secs() -> f64 {
+    1.0
+}
+fn default_break_hours() -> u32 {
+    72
+}
+fn default_spike_hours() -> u32 {
+    2
+}
+fn default_spike_duration() -> u32 {
+    6
+}
+fn default_spike_factor() -> f64 {
+    6.0
+}
+
+impl DemoConfig {
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            seed: default_seed(),
+            backfill_days: default_backfill_days(),
+            speedup: default_speedup(),
+            tick_secs: default_tick_secs(),
+            start: None,
+            backfill_only: false,
+            tracking_break_hours_ago: default_break_hours(),
+            spike_hours_ago: default_spike_hours(),
+            spike_duration_hours: default_spike_duration(),
+            spike_factor: default_spike_factor(),
+        }
+    }
+
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut p = Vec::new();
+        let mut add = |k: &str, m: &str| {
+            p.push(Problem {
+                key: k.into(),
+                message: m.into(),
+            })
+        };
+        if self.name.trim().is_empty() {
+            add("name", "must not be empty");
+        }
+        if self.backfill_days > 400 {
+            add("backfill_days", "must be at most 400");
+        }
+        if !(self.speedup.is_finite() && self.speedup > 0.0 && self.speedup <= 1_000_000.0) {
+            add("speedup", "must be a number in (0, 1000000]");
+        }
+        if !(self.tick_secs.is_finite() && self.tick_secs >= 0.01 && self.tick_secs <= 3600.0) {
+            add("tick_secs", "must be between 0.01 and 3600");
+        }
+        if !(self.spike_factor.is_finite() && self.spike_factor >= 1.0) {
+            add("spike_factor", "must be at least 1");
+        }
+        p
+    }
+}
+
+/// What kind of trouble a campaign is in (the injected faults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Losing,
+    Profitable,
+    TrackingBreak,
+    SpendSpike,
+}
+
+/// A simulated campaign, with its calibrated daily means.
+#[derive(Debug, Clone)]
+pub struct DemoCampaign {
+    pub platform: &'static str,
+    pub account: &'static str,
+    pub id: &'static str,
+    pub name: &'static str,
+    pub role: Role,
+    pub spend_per_day: f64,
+    pub cpc: f64,
+    pub ctr: f64,
+    /// Shop orders per day.
+    pub orders_per_day: f64,
+    pub aov: f64,
+    pub utm_source: &'static str,
+    pub utm_medium: &'static str,
+}
+
+/// The scenario's campaigns. Daily totals: spend 30,556; clicks ~4,560; about 1.1 orders and 2,750
+/// INR revenue a day; the retargeting campaign is the only profitable one.
+pub fn campaigns() -> Vec<DemoCampaign> {
+    let meta = |id, name, role, spend, cpc, ctr, orders, aov| DemoCampaign {
+        platform: "meta",
+        account: "act_1029384756",
+        id,
+        name,
+        role,
+        spend_per_day: spend,
+        cpc,
+        ctr,
+        orders_per_day: orders,
+        aov,
+        utm_source: "facebook",
+        utm_medium: "paid_social",
+    };
+    let google = |id, name, role, spend, cpc, ctr, orders, aov| DemoCampaign {
+        platform: "google_ads",
+        account: "123-456-7890",
+        id,
+        name,
+        role,
+        spend_per_day: spend,
+        cpc,
+        ctr,
+        orders_per_day: orders,
+        aov,
+        utm_source: "google",
+        utm_medium: "cpc",
+    };
+    vec![
+        meta(
+            "120210000000001",
+            "Diwali Prospecting - Broad",
+            Role::Losing,
+            9_800.0,
+            6.70,
+            0.011,
+            0.05,
+            1_780.0,
+        ),
+        meta(
+            "120210000000002",
+            "Bridal Lookalike 2%",
+            Role::Losing,
+            6_400.0,
+            7.70,
+            0.009,
+            0.05,
+            1_780.0,
+        ),
+        meta(
+            "120210000000003",
+            "Retargeting - Catalogue",
+            Role::Profitable,
+            700.0,
+            10.30,
+            0.021,
+            0.35,
+            3_100.0,
+        ),
+        google(
+            "21000000001",
+            "Performance Max - Jewellery",
+            Role::TrackingBreak,
+            8_200.0,
+            6.30,
+            0.008,
+            0.56,
+            1_780.0,
+        ),
+        google(
+            "21000000002",
+            "Search - Generic Gold",
+            Role::Losing,
+            3_700.0,
+            9.10,
+            0.034,
+            0.04,
+            1_780.0,
+        ),
+        google(
+            "21000000003",
+            "Display - Remarketing",
+            Role::SpendSpike,
+            1_756.0,
+            3.40,
+            0.004,
+            0.04,
+            1_780.0,
+        ),
+    ]
+}
+
+/// Share of a day's activity in each local hour (mean 1.0): quiet nights, an evening peak.
+fn diurnal(local_hour: u32) -> f64 {
+    const W: [f64; 24] = [
+        0.45, 0.30, 0.22, 0.18, 0.18, 0.25, 0.45, 0.70, 0.90, 1.05, 1.15, 1.20, 1.25, 1.20, 1.15,
+        1.15, 1.20, 1.30, 1.45, 1.60, 1.70, 1.65, 1.30, 0.82,
+    ];
+    W[(local_hour % 24) as usize]
+}
+
+/// Full-hour figures of one campaign.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct HourFigures {
+    spend: f64,
+    impressions: u64,
+    clicks: u64,
+    expected_orders: f64,
+}
+
+/// An order placed by the simulator.
+#[derive(Debug, Clone)]
+struct SimOrder {
+    ts: DateTime<Utc>,
+    campaign: usize,
+    amount: Decimal,
+    seq: u64,
+    refund_at: Option<DateTime<Utc>>,
+}
+
+/// The generator: sequential over hours from an epoch, deterministic for (seed, start).
+pub struct DemoSource {
+    cfg: DemoConfig,
+    tz: Tz,
+    campaigns: Vec<DemoCampaign>,
+    start: DateTime<Utc>,
+    epoch: DateTime<Utc>,
+    /// Next hour (index from epoch) whose orders have not been generated.
+    next_hour: i64,
+    cum_expected: Vec<f64>,
+    next_threshold: Vec<f64>,
+    threshold_rng: Vec<ChaCha8Rng>,
+    orders: Vec<SimOrder>,
+    order_seq: u64,
+}
+
+const CITIES: [&str; 8] = [
+    "Mumbai",
+    "Delhi",
+    "Bengaluru",
+    "Hyderabad",
+    "Chennai",
+    "Pune",
+    "Kolkata",
+    "Ahmedabad",
+];
+
+impl DemoSource {
+    pub fn new(cfg: DemoConfig, tz: Tz) -> Self {
+        let start = cfg.start.unwrap_or_else(Utc::now);
+        let epoch = hour_floor(start, tz) - Duration::days(i64::from(cfg.backfill_days));
+        let campaigns = campaigns();
+        let n = campaigns.len();
+        let threshold_rng: Vec<ChaCha8Rng> = (0..n)
+            .map(|i| ChaCha8Rng::seed_from_u64(mix(cfg.seed, i as u64, u64::MAX)))
+            .collect();
+        let mut s = Self {
+            next_threshold: vec![0.0; n],
+            cum_expected: vec![0.0; n],
+            threshold_rng,
+            cfg,
+            tz,
+            campaigns,
+            start,
+            epoch,
+            next_hour: 0,
+            orders: Vec::new(),
+            order_seq: 0,
+        };
+        for i in 0..n {
+            // first order after a random fraction of one expected order
+            s.next_threshold[i] = s.threshold_rng[i].random_range(0.2..1.2);
+        }
+        s
+    }
+
+    pub fn start(&self) -> DateTime<Utc> {
+        self.start
+    }
+
+    pub fn epoch(&self) -> DateTime<Utc> {
+        self.epoch
+    }
+
+    fn hour_start(&self, h: i64) -> DateTime<Utc> {
+        self.epoch + Duration::hours(h)
+    }
+
+    fn hour_index(&self, t: DateTime<Utc>) -> i64 {
+        (t - self.epoch).num_seconds().div_euclid(3600)
+    }
+
+    fn figures(&self, c: usize, h: i64) -> HourFigures {
+        let camp = &self.campaigns[c];
+        let hs = self.hour_start(h);
+        let local = hs.with_timezone(&self.tz);
+        let mut rng = ChaCha8Rng::seed_from_u64(mix(self.cfg.seed, c as u64, h as u64));
+        let noise = lognormal(&mut rng, 0.18);
+        let weekday = chrono::Datelike::weekday(&local).num_days_from_monday();
+        let weekly = if weekday >= 5 { 1.08 } else { 0.97 };
+        let mut spend =
+            camp.spend_per_day / 24.0 * diurnal(chrono::Timelike::hour(&local)) * noise * weekly;
+        if camp.role == Role::SpendSpike {
+            let spike_start = hour_floor(self.start, self.tz)
+                - Duration::hours(i64::from(self.cfg.spike_hours_ago));
+            let spike_end = spike_start + Duration::hours(i64::from(self.cfg.spike_duration_hours));
+            if hs >= spike_start && hs < spike_end {
+                spend *= self.cfg.spike_factor;
+            }
+        }
+        let cpc = camp.cpc * lognormal(&mut rng, 0.08);
+        let clicks = (spend / cpc).round().max(0.0) as u64;
+        let ctr = camp.ctr * lognormal(&mut rng, 0.05);
+        let impressions = ((clicks as f64) / ctr).round() as u64;
+        // Orders follow clicks, but a spike of junk traffic converts no better than usual days.
+        let base_clicks = camp.spend_per_day / 24.0 * diurnal(chrono::Timelike::hour(&local))
+            / camp.cpc
+            * weekly;
+        let order_clicks = (clicks as f64).min(base_clicks * 1.5);
+        let expected_orders = camp.orders_per_day / (camp.spend_per_day / camp.cpc) * order_clicks;
+        HourFigures {
+            spend: (spend * 100.0).round() / 100.0,
+            impressions,
+            clicks,
+            expected_orders,
+        }
+    }
+
+    fn tracking_broken_at(&self, c: usize, t: DateTime<Utc>) -> bool {
+        self.campaigns[c].role == Role::TrackingBreak
+            && t >= self.start - Duration::hours(i64::from(self.cfg.tracking_break_hours_ago))
+    }
+
+    /// Generate orders for every hour before `until_hour` (exclusive).
+    fn generate_orders_until(&mut self, until_hour: i64) {
+        while self.next_hour < until_hour {
+            let h = self.next_hour;
+            for c in 0..self.campaigns.len() {
+                let f = self.figures(c, h);
+                let before = self.cum_expected[c];
+                self.cum_expected[c] += f.expected_orders;
+                while self.cum_expected[c] >= self.next_threshold[c] {
+                    // place the order where the cumulative curve crosses the threshold
+                    let frac = if f.expected_orders > 0.0 {
+                        ((self.next_threshold[c] - before) / f.expected_orders).clamp(0.0, 0.999)
+                    } else {
+                        0.5
+                    };
+                    let ts = self.hour_start(h) + Duration::seconds((frac * 3600.0) as i64);
+                    let rng = &mut self.threshold_rng[c];
+                    let amount = (self.campaigns[c].aov * lognormal(rng, 0.12)).round();
+                    let refund_at = if rng.random_bool(0.04) {
+                        Some(ts + Duration::hours(rng.random_range(24..72)))
+                    } else {
+                        None
+                    };
+                    self.order_seq += 1;
+                    self.orders.push(SimOrder {
+                        ts,
+                        campaign: c,
+                        amount: Decimal::from_f64(amount).unwrap_or_default(),
+                        seq: self.order_seq,
+                        refund_at,
+                    });
+                    let step = rng.random_range(0.5..1.5);
+                    self.next_threshold[c] += step;
+                }
+            }
+            self.next_hour += 1;
+        }
+    }
+
+    /// All observations for buckets in `[from, to)`, as of simulated time `now` (partial hours are
+    /// scaled to the elapsed fraction and re-sent later, which the sink upserts).
+    pub fn observations(
+        &mut self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Vec<Observation> {
+        let h0 = self.hour_index(from).max(0);
+        let h1 = self.hour_index(to - Duration::seconds(1)).max(h0);
+        self.generate_orders_until(h1 + 1);
+        let mut out = Vec::new();
+        for h in h0..=h1 {
+            let hs = self.hour_start(h);
+            if hs > now {
+                break;
+            }
+            let elapsed = ((now - hs).num_seconds() as f64 / 3600.0).clamp(0.0, 1.0);
+            let mut platform_clicks: std::collections::BTreeMap<(&str, &str), (u64, u64)> =
+                Default::default();
+            for c in 0..self.campaigns.len() {
+                let f = self.figures(c, h);
+                let camp = &self.campaigns[c];
+                let hour_orders: Vec<&SimOrder> = self
+                    .orders
+                    .iter()
+                    .filter(|o| o.campaign == c && o.ts >= hs && o.ts < hs + Duration::hours(1))
+                    .filter(|o| o.ts <= now)
+                    .collect();
+                let tracked: Vec<&&SimOrder> = hour_orders
+                    .iter()
+                    .filter(|o| !self.tracking_broken_at(c, o.ts))
+                    .collect();
+                let spend = Decimal::from_f64(f.spend * elapsed)
+                    .unwrap_or_default()
+                    .round_dp(2);
+                let clicks = (f.clicks as f64 * elapsed).floor() as u64;
+                let impressions = (f.impressions as f64 * elapsed).floor() as u64;
+                out.push(Observation::Campaign(RawCampaignStat {
+                    ts: hs,
+                    bucket: Bucket::Hour,
+                    key: CampaignKey {
+                        platform: camp.platform.into(),
+                        account: camp.account.into(),
+                        campaign_id: camp.id.into(),
+                    },
+                    campaign_name: camp.name.into(),
+                    spend,
+                    conversion_value: tracked.iter().map(|o| o.amount).sum(),
+                    account_currency: "INR".into(),
+                    impressions,
+                    clicks,
+                    conversions: tracked.len() as f64,
+                }));
+                let e = platform_clicks
+                    .entry((camp.utm_source, camp.utm_medium))
+                    .or_default();
+                e.0 += clicks;
+                e.1 += hour_orders.len() as u64;
+                for o in hour_orders {
+                    out.push(self.order_observation(o));
+                }
+            }
+            // Refunds that happen in this hour.
+            for o in &self.orders {
+                if let Some(r) = o.refund_at
+                    && r >= hs
+                    && r < hs + Duration::hours(1)
+                    && r <= now
+                {
+                    out.push(self.refund_observation(o, r));
+                }
+            }
+            // GA4-like funnel per traffic source.
+            let mut rng = ChaCha8Rng::seed_from_u64(mix(self.cfg.seed, 1_000, h as u64));
+            for ((src, med), (clicks, purchases)) in platform_clicks {
+                let sessions = (clicks as f64 * 1.22).round() as u64;
+                let view = (sessions as f64 * 0.55 * lognormal(&mut rng, 0.05)).round() as u64;
+                let atc = (view as f64 * 0.012 * lognormal(&mut rng, 0.2)).round() as u64;
+                let checkout = ((atc as f64) * 0.45).round() as u64;
+                let checkout = checkout.max(purchases);
+                let atc = atc.max(checkout);
+                for (stage, count) in [
+                    ("session_start", sessions),
+                    ("view_item", view),
+                    ("add_to_cart", atc),
+                    ("begin_checkout", checkout),
+                    ("purchase", purchases),
+                ] {
+                    out.push(Observation::Funnel(RawFunnel {
+                        ts: hs,
+                        bucket: Bucket::Hour,
+                        stage: stage.into(),
+                        traffic_source: format!("{src} / {med}"),
+                        count,
+                    }));
+                }
+            }
+        }
+        out
+    }
+
+    fn order_observation(&self, o: &SimOrder) -> Observation {
+        let camp = &self.campaigns[o.campaign];
+        let mut rng = ChaCha8Rng::seed_from_u64(mix(self.cfg.seed, 2_000, o.seq));
+        Observation::Order(RawOrder {
+            ts: o.ts,
+            event_id: format!("demo-{}", 100_000 + o.seq),
+            order_id: format!("demo-{}", 100_000 + o.seq),
+            kind: OrderKind::Order,
+            amount: o.amount,
+            currency: "INR".into(),
+            customer_id: Some(format!("cust-{}", rng.random_range(1..400))),
+            city: Some(CITIES[rng.random_range(0..CITIES.len())].into()),
+            utm_source: Some(camp.utm_source.into()),
+            utm_medium: Some(camp.utm_medium.into()),
+            utm_campaign: Some(camp.id.into()),
+            items: rng.random_range(1..3),
+        })
+    }
+
+    fn refund_observation(&self, o: &SimOrder, at: DateTime<Utc>) -> Observation {
+        let Observation::Order(mut r) = self.order_observation(o) else {
+            unreachable!("order_observation returns an order")
+        };
+        r.ts = at;
+        r.event_id = format!("{}-refund-1", r.order_id);
+        r.kind = OrderKind::Refund;
+        r.amount = -o.amount;
+        Observation::Order(r)
+    }
+
+    /// Backfill, then (unless `backfill_only`) go live until shutdown.
+    pub async fn run(mut self, ctx: SourceContext) {
+        let name = ctx.name.clone();
+        let stats = ctx.pipeline.telemetry().source(&name, "demo");
+        let start = self.start;
+        info!(source = %name, backfill_days = self.cfg.backfill_days, start = %start, "demo backfill");
+        // One simulated day per batch, so a large backfill streams instead of piling up.
+        let mut from = self.epoch;
+        while from < start {
+            if ctx.shutdown.is_cancelled() {
+                return;
+            }
+            let to = (from + Duration::days(1)).min(start);
+            let poll = std::time::Instant::now();
+            let obs = self.observations(from, to, start);
+            let n = obs.len();
+            match ctx.pipeline.emit(&name, obs, Some(start)).await {
+                Ok(_) => stats.poll_ok(poll.elapsed(), n, Some(to)),
+                Err(e) => {
+                    warn!(source = %name, error = %e, "demo backfill batch not delivered");
+                    stats.poll_failed(poll.elapsed());
+                    return;
+                }
+            }
+            from = to;
+        }
+        if self.cfg.backfill_only {
+            info!(source = %name, "demo backfill done (backfill_only)");
+            return;
+        }
+        let real0 = std::time::Instant::now();
+        let mut last = start;
+        let tick = StdDuration::from_secs_f64(self.cfg.tick_secs);
+        loop {
+            tokio::select! {
+                _ = ctx.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(tick) => {}
+            }
+            let sim_now = start
+                + Duration::milliseconds((real0.elapsed().as_secs_f64() * self.cfg.speedup * 1000.0) as i64);
+            // re-send the hour that was in progress at `last` (restated) up to now
+            let from = hour_floor(last, self.tz);
+            let poll = std::time::Instant::now();
+            let obs = self.observations(from, sim_now + Duration::seconds(1), sim_now);
+            let n = obs.len();
+            match ctx.pipeline.emit(&name, obs, Some(sim_now)).await {
+                Ok(_) => stats.poll_ok(poll.elapsed(), n, Some(sim_now)),
+                Err(e) => {
+                    warn!(source = %name, error = %e, "demo batch not delivered");
+                    stats.poll_failed(poll.elapsed());
+                }
+            }
+            last = sim_now;
+        }
+    }
+}
+
+/// SplitMix-style mixing of three integers into one seed.
+fn mix(seed: u64, a: u64, b: u64) -> u64 {
+    let mut z = seed
+        .wrapping_add(a.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_add(b.wrapping_mul(0xBF58_476D_1CE4_E5B9));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A mean-one lognormal multiplier with log-standard deviation `sigma`.
+fn lognormal(rng: &mut ChaCha8Rng, sigma: f64) -> f64 {
+    // Box-Muller
+    let u1: f64 = rng.random_range(f64::EPSILON..1.0);
+    let u2: f64 = rng.random_range(0.0..1.0);
+    let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+    (sigma * z - sigma * sigma / 2.0).exp()
+}

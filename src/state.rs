@@ -1,0 +1,361 @@
+//! Current state: the recent history the collector keeps in memory (retention_days of hourly
+//! buckets, orders and funnel counts, upserted by the same keys as QuestDB), and the KPI
+//! [`Snapshot`] computed from it for `/metrics`.
+
+use chrono::{DateTime, Duration, NaiveDate, Timelike, Utc};
+use chrono_tz::Tz;
+use rust_decimal::Decimal;
+use std::collections::{BTreeMap, HashMap};
+
+use crate::kpi::{Margin, Totals, loss_rate_per_hour};
+use crate::normalize::hour_floor;
+use crate::records::{Bucket, CampaignKey, FUNNEL_STAGES, OrderKind, Record};
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Cell {
+    spend: Decimal,
+    conversion_value: Decimal,
+    impressions: u64,
+    clicks: u64,
+    conversions: f64,
+}
+
+impl Cell {
+    fn totals(&self) -> Totals {
+        Totals {
+            spend: self.spend,
+            conversion_value: self.conversion_value,
+            revenue: Decimal::ZERO,
+            impressions: self.impressions,
+            clicks: self.clicks,
+            conversions: self.conversions,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct CampaignHistory {
+    name: String,
+    /// Hour buckets by start (unix seconds).
+    hours: BTreeMap<i64, Cell>,
+    /// Day buckets, for sources that only report days.
+    days: BTreeMap<NaiveDate, Cell>,
+}
+
+#[derive(Debug, Clone)]
+struct OrderLite {
+    day: NaiveDate,
+    kind: OrderKind,
+    amount: Decimal,
+    utm_campaign: Option<String>,
+}
+
+/// Settings the snapshot needs.
+#[derive(Debug, Clone)]
+pub struct SnapshotSettings {
+    pub tz: Tz,
+    pub currency: String,
+    pub margin: Margin,
+    pub loss_rate_window_hours: u32,
+    pub tracking_window_hours: u32,
+    pub roi_target: Option<f64>,
+}
+
+/// In-memory recent history.
+#[derive(Debug, Default)]
+pub struct Store {
+    campaigns: HashMap<CampaignKey, CampaignHistory>,
+    orders: BTreeMap<(DateTime<Utc>, String), OrderLite>,
+    funnel: HashMap<(i64, Bucket, String, String, String), (NaiveDate, u64)>,
+    retention: Duration,
+}
+
+impl Store {
+    pub fn new(retention_days: u32) -> Self {
+        Self {
+            retention: Duration::days(i64::from(retention_days)),
+            ..Default::default()
+        }
+    }
+
+    pub fn campaign_count(&self) -> usize {
+        self.campaigns.len()
+    }
+
+    /// Upsert records (same keys as the QuestDB tables: a restated bucket replaces the old one).
+    pub fn ingest(&mut self, records: &[Record]) {
+        for r in records {
+            match r {
+                Record::CampaignStats(c) => {
+                    let h = self.campaigns.entry(c.key.clone()).or_default();
+                    if h.name != c.campaign_name {
+                        h.name.clone_from(&c.campaign_name);
+                    }
+                    let cell = Cell {
+                        spend: c.spend,
+                        conversion_value: c.conversion_value,
+                        impressions: c.impressions,
+                        clicks: c.clicks,
+                        conversions: c.conversions,
+                    };
+                    match c.bucket {
+                        Bucket::Hour => {
+                            h.hours.insert(c.ts.timestamp(), cell);
+                        }
+                        Bucket::Day => {
+                            h.days.insert(c.day, cell);
+                        }
+                    }
+                }
+                Record::Orders(o) => {
+                    self.orders.insert(
+                        (o.ts, o.event_id.clone()),
+                        OrderLite {
+                            day: o.day,
+                            kind: o.kind,
+                            amount: o.amount,
+                            utm_campaign: o.utm_campaign.clone(),
+                        },
+                    );
+                }
+                Record::Funnel(f) => {
+                    self.funnel.insert(
+                        (
+                            f.ts.timestamp(),
+                            f.bucket,
+                            f.stage.clone(),
+                            f.traffic_source.clone(),
+                            f.source.clone(),
+                        ),
+                        (f.day, f.count),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Drop what is older than the retention before `now`.
+    pub fn prune(&mut self, now: DateTime<Utc>) {
+        let cutoff = now - self.retention;
+        let cut_s = cutoff.timestamp();
+        let cut_day = cutoff.date_naive();
+        self.campaigns.retain(|_, h| {
+            h.hours = h.hours.split_off(&cut_s);
+            h.days = h.days.split_off(&cut_day);
+            !(h.hours.is_empty() && h.days.is_empty())
+        });
+        self.orders = self.orders.split_off(&(cutoff, String::new()));
+        self.funnel.retain(|k, _| k.0 >= cut_s);
+    }
+
+    /// KPIs as of `now`.
+    pub fn snapshot(&self, now: DateTime<Utc>, s: &SnapshotSettings) -> Snapshot {
+        let today = now.with_timezone(&s.tz).date_naive();
+        let cur_hour = hour_floor(now, s.tz).timestamp();
+        let loss_from = cur_hour - 3600 * i64::from(s.loss_rate_window_hours);
+        let track_from = cur_hour - 3600 * i64::from(s.tracking_window_hours);
+        let last_hour = cur_hour - 3600;
+
+        // Shop revenue: today, by UTM campaign; and in the windows.
+        let mut total = TotalView::default();
+        let mut rev_today: HashMap<&str, Decimal> = HashMap::new();
+        let mut rev_loss_window: HashMap<&str, Decimal> = HashMap::new();
+        let mut orders_track_window: HashMap<&str, u64> = HashMap::new();
+        let mut total_rev_loss_window = Decimal::ZERO;
+        for ((ts, _), o) in self.orders.range((DateTime::<Utc>::from_timestamp(track_from.min(loss_from), 0).unwrap_or(now) - Duration::days(1), String::new())..) {
+            let t = ts.timestamp();
+            if o.day == today {
+                total.today.revenue += o.amount;
+                match o.kind {
+                    OrderKind::Order => total.orders += 1,
+                    _ => total.refunds -= o.amount,
+                }
+                if let Some(u) = &o.utm_campaign {
+                    *rev_today.entry(u.as_str()).or_default() += o.amount;
+                }
+            }
+            if t >= loss_from && t < cur_hour {
+                total_rev_loss_window += o.amount;
+                if let Some(u) = &o.utm_campaign {
+                    *rev_loss_window.entry(u.as_str()).or_default() += o.amount;
+                }
+            }
+            if t >= track_from && o.kind == OrderKind::Order
+                && let Some(u) = &o.utm_campaign
+            {
+                *orders_track_window.entry(u.as_str()).or_default() += 1;
+            }
+        }
+        let attributed = |m: &HashMap<&str, Decimal>, key: &CampaignKey, name: &str| -> Decimal {
+            m.get(key.campaign_id.as_str())
+                .or_else(|| m.get(name))
+                .copied()
+                .unwrap_or_default()
+        };
+
+        let mut campaigns = Vec::with_capacity(self.campaigns.len());
+        let mut platforms: BTreeMap<String, PlatformView> = BTreeMap::new();
+        let mut total_loss_window = Totals::default();
+        for (key, h) in &self.campaigns {
+            let mut today_t = Totals::default();
+            let mut any_hour_today = false;
+            let mut loss_w = Totals::default();
+            let mut track_w = Totals::default();
+            let mut spend_last_hour = Decimal::ZERO;
+            let day_start_guess = cur_hour - 26 * 3600;
+            let lo = day_start_guess.min(loss_from).min(track_from);
+            for (&t, c) in h.hours.range(lo..) {
+                let day = DateTime::<Utc>::from_timestamp(t, 0)
+                    .map(|d| d.with_timezone(&s.tz).date_naive());
+                if day == Some(today) {
+                    today_t += c.totals();
+                    any_hour_today = true;
+                }
+                if t >= loss_from && t < cur_hour {
+                    loss_w += c.totals();
+                }
+                if t >= track_from {
+                    track_w += c.totals();
+                }
+                if t == last_hour {
+                    spend_last_hour = c.spend;
+                }
+            }
+            if !any_hour_today && let Some(c) = h.days.get(&today) {
+                today_t = c.totals();
+            }
+            today_t.revenue = attributed(&rev_today, key, &h.name);
+            loss_w.revenue = attributed(&rev_loss_window, key, &h.name);
+            let window_orders = orders_track_window
+                .get(key.campaign_id.as_str())
+                .or_else(|| orders_track_window.get(h.name.as_str()))
+                .copied()
+                .unwrap_or(0);
+            // Baseline: median spend of the same hour on the previous 7 days.
+            let mut same_hour: Vec<Decimal> = (1..=7)
+                .filter_map(|d| h.hours.get(&(last_hour - d * 86_400)).map(|c| c.spend))
+                .collect();
+            let spend_baseline = if same_hour.len() >= 3 {
+                same_hour.sort();
+                Some(same_hour[same_hour.len() / 2])
+            } else {
+                None
+            };
+            let p = platforms.entry(key.platform.clone()).or_default();
+            p.today += today_t;
+            p.loss_window += loss_w;
+            total.today.spend += today_t.spend;
+            total.today.conversion_value += today_t.conversion_value;
+            total.today.impressions += today_t.impressions;
+            total.today.clicks += today_t.clicks;
+            total.today.conversions += today_t.conversions;
+            total_loss_window.spend += loss_w.spend;
+            campaigns.push(CampaignView {
+                key: key.clone(),
+                name: h.name.clone(),
+                today: today_t,
+                loss_rate_per_hour: loss_rate_per_hour(&loss_w, s.loss_rate_window_hours, s.margin),
+                window_clicks: track_w.clicks,
+                window_conversions: track_w.conversions,
+                window_orders,
+                spend_last_hour,
+                spend_baseline,
+            });
+        }
+        campaigns.sort_by(|a, b| a.key.cmp(&b.key));
+        for p in platforms.values_mut() {
+            p.loss_rate_per_hour =
+                loss_rate_per_hour(&p.loss_window, s.loss_rate_window_hours, s.margin);
+        }
+        total_loss_window.revenue = total_rev_loss_window;
+        total.loss_rate_per_hour =
+            loss_rate_per_hour(&total_loss_window, s.loss_rate_window_hours, s.margin);
+
+        let mut funnel_counts: BTreeMap<&str, u64> = BTreeMap::new();
+        for ((_, bucket, stage, _, _), (day, count)) in &self.funnel {
+            if *day == today && *bucket == Bucket::Hour {
+                *funnel_counts.entry(stage.as_str()).or_default() += count;
+            }
+        }
+        let funnel = FUNNEL_STAGES
+            .iter()
+            .map(|st| (st.to_string(), funnel_counts.get(st).copied().unwrap_or(0)))
+            .collect();
+
+        Snapshot {
+            at: now,
+            day: today,
+            hour_of_day: now.with_timezone(&s.tz).hour(),
+            currency: s.currency.clone(),
+            margin: s.margin,
+            campaigns,
+            platforms,
+            total,
+            funnel,
+            roi_target: s.roi_target,
+        }
+    }
+}
+
+/// KPIs of one campaign.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CampaignView {
+    pub key: CampaignKey,
+    pub name: String,
+    /// Today's totals; `revenue` is shop revenue attributed by UTM.
+    pub today: Totals,
+    pub loss_rate_per_hour: Option<Decimal>,
+    pub window_clicks: u64,
+    pub window_conversions: f64,
+    pub window_orders: u64,
+    pub spend_last_hour: Decimal,
+    pub spend_baseline: Option<Decimal>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PlatformView {
+    pub today: Totals,
+    loss_window: Totals,
+    pub loss_rate_per_hour: Option<Decimal>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TotalView {
+    /// Today's totals; `revenue` is all shop revenue, net of refunds.
+    pub today: Totals,
+    pub loss_rate_per_hour: Option<Decimal>,
+    pub orders: u64,
+    pub refunds: Decimal,
+}
+
+/// Everything `/metrics` shows, computed at one instant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub at: DateTime<Utc>,
+    pub day: NaiveDate,
+    pub hour_of_day: u32,
+    pub currency: String,
+    pub margin: Margin,
+    pub campaigns: Vec<CampaignView>,
+    pub platforms: BTreeMap<String, PlatformView>,
+    pub total: TotalView,
+    pub funnel: Vec<(String, u64)>,
+    pub roi_target: Option<f64>,
+}
+
+impl Snapshot {
+    pub fn empty(currency: &str) -> Self {
+        Snapshot {
+            at: Utc::now(),
+            day: Utc::now().date_naive(),
+            hour_of_day: 0,
+            currency: currency.into(),
+            margin: Margin::default(),
+            campaigns: vec![],
+            platforms: BTreeMap::new(),
+            total: TotalView::default(),
+            funnel: vec![],
+            roi_target: None,
+        }
+    }
+}

@@ -64,7 +64,8 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
     let mut sink_task = None;
     let sink = if config.questdb.enabled {
         let password = config.questdb_password()?;
-        let (sink, handle) = QuestDbSink::build(config.questdb.clone(), password, telemetry.clone())?;
+        let (sink, handle) =
+            QuestDbSink::build(config.questdb.clone(), password, telemetry.clone())?;
         let token = shutdown.child_token();
         // the sink outlives the sources: it gets its own token, cancelled after they stop
         let sink_token = CancellationToken::new();

@@ -336,7 +336,10 @@ impl Config {
                 );
             }
             if *rate <= Decimal::ZERO {
-                add(&format!("fx.{code}"), format!("rate {rate} must be positive"));
+                add(
+                    &format!("fx.{code}"),
+                    format!("rate {rate} must be positive"),
+                );
             }
         }
         for (i, w) in self.targets.windows(2).enumerate() {

@@ -101,7 +101,10 @@ impl Totals {
 
     /// CPM = spend × 1000 / impressions.
     pub fn cpm(&self) -> Option<f64> {
-        ratio(self.spend * Decimal::from(1000), Decimal::from(self.impressions))
+        ratio(
+            self.spend * Decimal::from(1000),
+            Decimal::from(self.impressions),
+        )
     }
 }
 
@@ -252,13 +255,19 @@ mod tests {
             revenue: dec!(600),
             ..Default::default()
         };
-        assert_eq!(loss_rate_per_hour(&w, 3, Margin::default()), Some(dec!(800)));
+        assert_eq!(
+            loss_rate_per_hour(&w, 3, Margin::default()),
+            Some(dec!(800))
+        );
         let p = Totals {
             spend: dec!(100),
             revenue: dec!(400),
             ..Default::default()
         };
-        assert_eq!(loss_rate_per_hour(&p, 1, Margin::default()), Some(dec!(-300)));
+        assert_eq!(
+            loss_rate_per_hour(&p, 1, Margin::default()),
+            Some(dec!(-300))
+        );
         assert_eq!(loss_rate_per_hour(&p, 0, Margin::default()), None);
     }
 

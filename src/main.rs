@@ -5,7 +5,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "adpulse", version, about = "Is our ad spend making or losing money, right now?")]
+#[command(
+    name = "adpulse",
+    version,
+    about = "Is our ad spend making or losing money, right now?"
+)]
 struct Cli {
     /// Config file (TOML). Without it, the embedded demo configuration is used.
     #[arg(long, short, global = true, env = "ADPULSE_CONFIG")]

@@ -302,7 +302,10 @@ mod tests {
             "2026-11-20T09:30:00Z".parse::<DateTime<Utc>>().unwrap()
         );
         assert_eq!(
-            day_start(NaiveDate::from_ymd_opt(2026, 11, 21).unwrap(), chrono_tz::Asia::Kolkata),
+            day_start(
+                NaiveDate::from_ymd_opt(2026, 11, 21).unwrap(),
+                chrono_tz::Asia::Kolkata
+            ),
             "2026-11-20T18:30:00Z".parse::<DateTime<Utc>>().unwrap()
         );
     }

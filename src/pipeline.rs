@@ -100,7 +100,9 @@ impl Pipeline {
         self.with_store(|s| s.ingest(&records));
         let n = records.len();
         if let Some(sink) = &self.sink {
-            sink.send(records).await.map_err(|_| EmitError::SinkClosed(n))?;
+            sink.send(records)
+                .await
+                .map_err(|_| EmitError::SinkClosed(n))?;
         }
         Ok(n)
     }

@@ -61,12 +61,15 @@ pub struct SnapshotSettings {
     pub roi_target: Option<f64>,
 }
 
+/// Same key as the `funnel` table's DEDUP key: (bucket start, bucket, stage, traffic source, source).
+type FunnelKey = (i64, Bucket, String, String, String);
+
 /// In-memory recent history.
 #[derive(Debug, Default)]
 pub struct Store {
     campaigns: HashMap<CampaignKey, CampaignHistory>,
     orders: BTreeMap<(DateTime<Utc>, String), OrderLite>,
-    funnel: HashMap<(i64, Bucket, String, String, String), (NaiveDate, u64)>,
+    funnel: HashMap<FunnelKey, (NaiveDate, u64)>,
     retention: Duration,
 }
 
@@ -162,7 +165,13 @@ impl Store {
         let mut rev_loss_window: HashMap<&str, Decimal> = HashMap::new();
         let mut orders_track_window: HashMap<&str, u64> = HashMap::new();
         let mut total_rev_loss_window = Decimal::ZERO;
-        for ((ts, _), o) in self.orders.range((DateTime::<Utc>::from_timestamp(track_from.min(loss_from), 0).unwrap_or(now) - Duration::days(1), String::new())..) {
+        for ((ts, _), o) in self.orders.range(
+            (
+                DateTime::<Utc>::from_timestamp(track_from.min(loss_from), 0).unwrap_or(now)
+                    - Duration::days(1),
+                String::new(),
+            )..,
+        ) {
             let t = ts.timestamp();
             if o.day == today {
                 total.today.revenue += o.amount;
@@ -180,7 +189,8 @@ impl Store {
                     *rev_loss_window.entry(u.as_str()).or_default() += o.amount;
                 }
             }
-            if t >= track_from && o.kind == OrderKind::Order
+            if t >= track_from
+                && o.kind == OrderKind::Order
                 && let Some(u) = &o.utm_campaign
             {
                 *orders_track_window.entry(u.as_str()).or_default() += 1;

@@ -65,7 +65,11 @@ impl Telemetry {
         ));
         must(registry.register(Box::new(flush.clone())));
         Self {
-            source_up: ig("adpulse_source_up", "1 if the source's last poll succeeded", &["source", "type"]),
+            source_up: ig(
+                "adpulse_source_up",
+                "1 if the source's last poll succeeded",
+                &["source", "type"],
+            ),
             source_last_success: g(
                 "adpulse_source_last_success_timestamp_seconds",
                 "End of the source's last successful poll",
@@ -81,14 +85,22 @@ impl Telemetry {
                 "Duration of the source's last poll",
                 &["source"],
             ),
-            source_polls: c("adpulse_source_polls_total", "Polls by result", &["source", "result"]),
+            source_polls: c(
+                "adpulse_source_polls_total",
+                "Polls by result",
+                &["source", "result"],
+            ),
             source_rows: c("adpulse_source_rows_total", "Records produced", &["source"]),
             source_rejected: c(
                 "adpulse_source_rejected_rows_total",
                 "Records rejected by normalize (see the log for each)",
                 &["source"],
             ),
-            sink_up: ig("adpulse_sink_up", "1 if the sink's last write or health check succeeded", &["sink"]),
+            sink_up: ig(
+                "adpulse_sink_up",
+                "1 if the sink's last write or health check succeeded",
+                &["sink"],
+            ),
             sink_rows_written: c(
                 "adpulse_sink_rows_written_total",
                 "Rows acknowledged by the sink",
@@ -99,9 +111,21 @@ impl Telemetry {
                 "Failed flush attempts",
                 &["sink"],
             ),
-            sink_buffered: ig("adpulse_sink_buffered_rows", "Rows waiting in memory", &["sink"]),
-            sink_spooled: ig("adpulse_sink_spooled_rows", "Rows waiting in the disk spool", &["sink"]),
-            sink_spool_bytes: ig("adpulse_sink_spool_bytes", "Size of the disk spool", &["sink"]),
+            sink_buffered: ig(
+                "adpulse_sink_buffered_rows",
+                "Rows waiting in memory",
+                &["sink"],
+            ),
+            sink_spooled: ig(
+                "adpulse_sink_spooled_rows",
+                "Rows waiting in the disk spool",
+                &["sink"],
+            ),
+            sink_spool_bytes: ig(
+                "adpulse_sink_spool_bytes",
+                "Size of the disk spool",
+                &["sink"],
+            ),
             sink_last_success: g(
                 "adpulse_sink_last_success_timestamp_seconds",
                 "Time of the last acknowledged flush",
@@ -114,7 +138,7 @@ impl Telemetry {
 
     /// Handle for one source's metrics.
     pub fn source(&self, name: &str, kind: &str) -> SourceStats {
-        let s = SourceStats {
+        SourceStats {
             up: self.source_up.with_label_values(&[name, kind]),
             last_success: self.source_last_success.with_label_values(&[name]),
             data_ts: self.source_data_ts.with_label_values(&[name]),
@@ -122,8 +146,7 @@ impl Telemetry {
             ok: self.source_polls.with_label_values(&[name, "ok"]),
             err: self.source_polls.with_label_values(&[name, "error"]),
             rows: self.source_rows.with_label_values(&[name]),
-        };
-        s
+        }
     }
 
     pub fn rejected(&self, source: &str, n: u64) {
@@ -150,7 +173,12 @@ pub struct SourceStats {
 }
 
 impl SourceStats {
-    pub fn poll_ok(&self, took: Duration, rows: usize, data_until: Option<chrono::DateTime<chrono::Utc>>) {
+    pub fn poll_ok(
+        &self,
+        took: Duration,
+        rows: usize,
+        data_until: Option<chrono::DateTime<chrono::Utc>>,
+    ) {
         self.up.set(1);
         self.last_success.set(unix_now());
         self.poll_duration.set(took.as_secs_f64());

@@ -32,7 +32,10 @@ async fn metrics(State(st): State<AppState>) -> Response {
     let mut body = Vec::with_capacity(64 * 1024);
     match TextEncoder::new().encode(&families, &mut body) {
         Ok(()) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             body,
         )
             .into_response(),

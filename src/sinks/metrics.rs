@@ -69,18 +69,30 @@ impl Family {
 /// The families emitted for one scope (campaign, platform or total), in one fixed order.
 const SCOPE_FAMILIES: &[(&str, &str)] = &[
     ("spend_today", "Spend today, reporting currency"),
-    ("conversion_value_today", "Platform-attributed conversion value today"),
-    ("revenue_today", "Shop revenue today (campaign: attributed by UTM)"),
+    (
+        "conversion_value_today",
+        "Platform-attributed conversion value today",
+    ),
+    (
+        "revenue_today",
+        "Shop revenue today (campaign: attributed by UTM)",
+    ),
     ("profit_today", "Revenue x margin - spend, today"),
     ("impressions_today", "Impressions today"),
     ("clicks_today", "Clicks today"),
-    ("conversions_today", "Platform conversions (purchases) today"),
+    (
+        "conversions_today",
+        "Platform conversions (purchases) today",
+    ),
     ("roas", "Conversion value / spend, today"),
     ("roi", "(Revenue x margin - spend) / spend, today"),
     ("cpa", "Spend / conversions, today"),
     ("ctr_ratio", "Clicks / impressions, today"),
     ("conversion_rate_ratio", "Conversions / clicks, today"),
-    ("loss_rate_per_hour", "(Spend - revenue x margin) per hour over the trailing window"),
+    (
+        "loss_rate_per_hour",
+        "(Spend - revenue x margin) per hour over the trailing window",
+    ),
 ];
 
 fn scope_values(
@@ -140,7 +152,9 @@ impl KpiCollector {
         }
         let descs = names
             .iter()
-            .filter_map(|n| Desc::new(n.clone(), "adpulse KPI".into(), vec![], Default::default()).ok())
+            .filter_map(|n| {
+                Desc::new(n.clone(), "adpulse KPI".into(), vec![], Default::default()).ok()
+            })
             .collect();
         Self {
             snapshot,
@@ -187,9 +201,9 @@ pub fn families(s: &Snapshot) -> Vec<MetricFamily> {
                         ("campaign", c.name.as_str()),
                     ];
                     let money = [base[0], base[1], base[2], base[3], ("currency", cur)];
-                    for (f, (is_money, v)) in fams
-                        .iter_mut()
-                        .zip(scope_values(&c.today, c.loss_rate_per_hour, s.margin))
+                    for (f, (is_money, v)) in
+                        fams.iter_mut()
+                            .zip(scope_values(&c.today, c.loss_rate_per_hour, s.margin))
                     {
                         f.opt(if is_money { &money } else { &base }, v);
                     }
@@ -199,9 +213,9 @@ pub fn families(s: &Snapshot) -> Vec<MetricFamily> {
                 for (p, v) in &s.platforms {
                     let base = [("platform", p.as_str())];
                     let money = [base[0], ("currency", cur)];
-                    for (f, (is_money, val)) in fams
-                        .iter_mut()
-                        .zip(scope_values(&v.today, v.loss_rate_per_hour, s.margin))
+                    for (f, (is_money, val)) in
+                        fams.iter_mut()
+                            .zip(scope_values(&v.today, v.loss_rate_per_hour, s.margin))
                     {
                         f.opt(if is_money { &money } else { &base }, val);
                     }
@@ -264,7 +278,10 @@ pub fn families(s: &Snapshot) -> Vec<MetricFamily> {
         }
     }
     let mut camps = Family::new("adpulse_campaigns", "Campaigns by today's profit");
-    for (i, st) in ["profitable", "unprofitable", "no_spend"].iter().enumerate() {
+    for (i, st) in ["profitable", "unprofitable", "no_spend"]
+        .iter()
+        .enumerate()
+    {
         camps.push(&[("state", st)], states[i] as f64);
     }
     let mut orders = Family::new("adpulse_total_orders_today", "Shop orders today");
@@ -277,7 +294,10 @@ pub fn families(s: &Snapshot) -> Vec<MetricFamily> {
     let mut target = Family::new("adpulse_roi_target", "ROI target in force today");
     target.opt(&[], s.roi_target);
 
-    let mut events = Family::new("adpulse_funnel_events_today", "Funnel events today per stage");
+    let mut events = Family::new(
+        "adpulse_funnel_events_today",
+        "Funnel events today per stage",
+    );
     let mut ratio = Family::new(
         "adpulse_funnel_stage_conversion_ratio",
         "Stage count / previous stage count, today",
@@ -312,7 +332,11 @@ pub fn families(s: &Snapshot) -> Vec<MetricFamily> {
         if i > 0 && worst.is_some() {
             bottleneck.push(
                 &[("stage", stage)],
-                if worst.map(|w| w.0) == Some(i) { 1.0 } else { 0.0 },
+                if worst.map(|w| w.0) == Some(i) {
+                    1.0
+                } else {
+                    0.0
+                },
             );
         }
     }

@@ -96,7 +96,10 @@ pub struct SinkHandle {
 
 impl SinkHandle {
     /// Waits while the sink applies back-pressure (spool full).
-    pub async fn send(&self, records: Vec<Record>) -> Result<(), mpsc::error::SendError<Vec<Record>>> {
+    pub async fn send(
+        &self,
+        records: Vec<Record>,
+    ) -> Result<(), mpsc::error::SendError<Vec<Record>>> {
         if records.is_empty() {
             return Ok(());
         }
@@ -179,7 +182,11 @@ fn conf_string(cfg: &QuestDbConfig, password: Option<&Secret>) -> Result<String,
         url: cfg.http_url.clone(),
         reason: e.to_string(),
     })?;
-    let scheme = if url.scheme() == "https" { "https" } else { "http" };
+    let scheme = if url.scheme() == "https" {
+        "https"
+    } else {
+        "http"
+    };
     let host = url.host_str().unwrap_or("127.0.0.1");
     let port = url.port_or_known_default().unwrap_or(9000);
     // retry_timeout=0: this sink owns retries (backoff, spool), the client must not block on them.
@@ -448,8 +455,8 @@ impl QuestDbSink {
         }
     }
 
-    /// One attempt to drain: schema, then spool (oldest first), then memory.
-    async fn drain(&mut self, force: bool) {
+    /// One attempt to drain: schema, then spool (oldest first), then memory in `flush_rows` chunks.
+    async fn drain(&mut self) {
         if let Some(at) = self.retry_at
             && Instant::now() < at
         {
@@ -497,7 +504,7 @@ impl QuestDbSink {
                 }
             }
         }
-        while !self.pending.is_empty() && (force || self.pending.len() >= 1) {
+        while !self.pending.is_empty() {
             let n = self.pending.len().min(self.cfg.flush_rows);
             let rows: Vec<Record> = self.pending.drain(..n).collect();
             match self.write(rows).await {
@@ -547,7 +554,7 @@ impl QuestDbSink {
         let interval = Duration::from_millis(self.cfg.flush_interval_ms);
         let mut last_flush = Instant::now();
         // first contact (creates the tables even before any row arrives)
-        self.drain(true).await;
+        self.drain().await;
         loop {
             let accept = !self.spool_full;
             let wake = if self.pending.is_empty() && self.spool.is_empty() && self.schema_ready {
@@ -562,7 +569,7 @@ impl QuestDbSink {
                         Some(b) => {
                             self.pending.extend(b);
                             if self.pending.len() >= self.cfg.flush_rows {
-                                self.drain(false).await;
+                                self.drain().await;
                                 last_flush = Instant::now();
                             }
                             self.overflow();
@@ -574,7 +581,7 @@ impl QuestDbSink {
                 _ = tokio::time::sleep(wake) => {}
             }
             if last_flush.elapsed() >= interval {
-                self.drain(true).await;
+                self.drain().await;
                 self.overflow();
                 last_flush = Instant::now();
             }
@@ -584,12 +591,18 @@ impl QuestDbSink {
             self.pending.extend(b);
         }
         self.retry_at = None;
-        self.drain(true).await;
+        self.drain().await;
         if !self.pending.is_empty() {
             let rows: Vec<Record> = self.pending.drain(..).collect();
             match self.spool.push(&rows) {
-                Ok(()) => info!(sink = SINK, rows = rows.len(), "unsent rows spooled for the next run"),
-                Err(e) => error!(sink = SINK, rows = rows.len(), error = %e, "unsent rows could not be spooled at shutdown"),
+                Ok(()) => info!(
+                    sink = SINK,
+                    rows = rows.len(),
+                    "unsent rows spooled for the next run"
+                ),
+                Err(e) => {
+                    error!(sink = SINK, rows = rows.len(), error = %e, "unsent rows could not be spooled at shutdown")
+                }
             }
         }
         self.update_gauges();

@@ -117,7 +117,9 @@ impl Spool {
                 path: self.dir.clone(),
             });
         }
-        let path = self.dir.join(format!("segment-{:012}.jsonl", self.next_seq));
+        let path = self
+            .dir
+            .join(format!("segment-{:012}.jsonl", self.next_seq));
         let tmp = path.with_extension("tmp");
         {
             let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
@@ -227,7 +229,11 @@ mod tests {
     #[test]
     fn corrupt_segment_is_reported_with_line() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("segment-000000000000.jsonl"), "{\"table\":\"funnel\"}\nnot json\n").unwrap();
+        std::fs::write(
+            dir.path().join("segment-000000000000.jsonl"),
+            "{\"table\":\"funnel\"}\nnot json\n",
+        )
+        .unwrap();
         let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
         let e = s.peek().unwrap_err();
         assert!(e.to_string().contains("line 1"), "{e}");

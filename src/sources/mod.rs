@@ -41,7 +41,11 @@ impl SourceConfig {
     /// Run until `shutdown` fires (or, for a finite source, until done).
     pub async fn run(self, ctx: SourceContext) {
         match self {
-            SourceConfig::Demo(c) => demo::DemoSource::new(c, ctx.pipeline.timezone()).run(ctx).await,
+            SourceConfig::Demo(c) => {
+                demo::DemoSource::new(c, ctx.pipeline.timezone())
+                    .run(ctx)
+                    .await
+            }
         }
     }
 }

@@ -22,6 +22,7 @@ pub struct Telemetry {
     pub sink_buffered: IntGaugeVec,
     pub sink_spooled: IntGaugeVec,
     pub sink_spool_bytes: IntGaugeVec,
+    pub sink_backpressure: IntGaugeVec,
     pub sink_last_success: GaugeVec,
     pub sink_flush_duration: HistogramVec,
 }
@@ -124,6 +125,11 @@ impl Telemetry {
             sink_spool_bytes: ig(
                 "adpulse_sink_spool_bytes",
                 "Size of the disk spool",
+                &["sink"],
+            ),
+            sink_backpressure: ig(
+                "adpulse_sink_backpressure",
+                "1 while the spool is full and sources are made to wait",
                 &["sink"],
             ),
             sink_last_success: g(

@@ -57,6 +57,7 @@ async fn readyz(State(st): State<AppState>) -> Response {
                 "ready": false,
                 "questdb": "down",
                 "reason": h.last_error().unwrap_or_else(|| "no successful write yet".into()),
+                "spool_full": h.spool_full(),
             });
             (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
         }

@@ -65,12 +65,17 @@ pub enum SinkError {
 #[derive(Debug, Default)]
 pub struct SinkHealth {
     up: AtomicBool,
+    spool_full: AtomicBool,
     last_error: std::sync::Mutex<Option<String>>,
 }
 
 impl SinkHealth {
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
+    }
+    /// True while the spool is full and sources are made to wait.
+    pub fn spool_full(&self) -> bool {
+        self.spool_full.load(Ordering::Relaxed)
     }
     pub fn last_error(&self) -> Option<String> {
         self.last_error
@@ -328,6 +333,12 @@ impl QuestDbSink {
         t.sink_spool_bytes
             .with_label_values(&[SINK])
             .set(self.spool.bytes() as i64);
+        t.sink_backpressure
+            .with_label_values(&[SINK])
+            .set(i64::from(self.spool_full));
+        self.health
+            .spool_full
+            .store(self.spool_full, Ordering::Relaxed);
     }
 
     fn mark_down(&mut self, err: &SinkError) {

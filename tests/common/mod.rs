@@ -1,0 +1,358 @@
+//! Test harness: real QuestDB and Prometheus processes on free loopback ports, each with its own
+//! temporary folder, killed when dropped. A missing component is an error that says how to get it.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// An HTTP client (installs the TLS provider adpulse uses first).
+pub fn client() -> reqwest::Client {
+    adpulse::init_tls();
+    reqwest::Client::new()
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+fn questdb_version() -> String {
+    let text = std::fs::read_to_string(repo().join("scripts/versions.sh"))
+        .expect("scripts/versions.sh is missing");
+    text.lines()
+        .find_map(|l| l.strip_prefix("QUESTDB_VERSION="))
+        .expect("QUESTDB_VERSION not in scripts/versions.sh")
+        .trim()
+        .to_string()
+}
+
+pub fn questdb_jar() -> PathBuf {
+    if let Ok(p) = std::env::var("ADPULSE_QUESTDB_JAR") {
+        return PathBuf::from(p);
+    }
+    let v = questdb_version();
+    let jar = repo().join(format!(".stack/bin/questdb-{v}.jar"));
+    assert!(
+        jar.is_file(),
+        "QuestDB {v} is not installed at {}: run `bash scripts/install-deps.sh` (fetches it from Maven Central), or set ADPULSE_QUESTDB_JAR",
+        jar.display()
+    );
+    jar
+}
+
+fn require(cmd: &str, package: &str) {
+    let ok = Command::new(cmd)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    assert!(
+        ok,
+        "`{cmd}` is not installed: run `bash scripts/install-deps.sh` (Debian package {package})"
+    );
+}
+
+/// Poll `f` until it returns `Some`, or panic with `what` after `limit` (a readiness wait, not a
+/// performance bound).
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A real QuestDB server.
+pub struct QuestDb {
+    child: Option<Child>,
+    pub http_port: u16,
+    pub pg_port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl QuestDb {
+    /// Start on free ports and wait until it answers SQL.
+    pub async fn start() -> QuestDb {
+        Self::start_on(free_port()).await
+    }
+
+    /// Start with its HTTP endpoint on `http_port` (e.g. one adpulse already points at).
+    pub async fn start_on(http_port: u16) -> QuestDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut q = QuestDb {
+            child: None,
+            http_port,
+            pg_port: free_port(),
+            dir,
+        };
+        q.spawn();
+        q.wait_ready().await;
+        q
+    }
+
+    fn spawn(&mut self) {
+        let jar = questdb_jar();
+        require("java", "openjdk-17-jre-headless");
+        let root = self.dir.path().join("root");
+        std::fs::create_dir_all(&root).expect("questdb root");
+        let log = std::fs::File::create(self.dir.path().join("questdb.log")).expect("log file");
+        let child = Command::new("java")
+            .args(["-Xms128m", "-Xmx512m", "-p"])
+            .arg(&jar)
+            .args(["-m", "io.questdb/io.questdb.ServerMain", "-d"])
+            .arg(&root)
+            .env("QDB_HTTP_BIND_TO", format!("127.0.0.1:{}", self.http_port))
+            .env("QDB_PG_NET_BIND_TO", format!("127.0.0.1:{}", self.pg_port))
+            .env("QDB_HTTP_MIN_ENABLED", "false")
+            .env("QDB_LINE_TCP_ENABLED", "false")
+            .env("QDB_TELEMETRY_ENABLED", "false")
+            .env("QDB_SHARED_WORKER_COUNT", "2")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("cannot start java for QuestDB");
+        self.child = Some(child);
+    }
+
+    async fn wait_ready(&mut self) {
+        let url = self.url();
+        let dir = self.dir.path().to_path_buf();
+        let start = Instant::now();
+        loop {
+            if let Ok(r) = client()
+                .get(format!("{url}/exec?query=select%201"))
+                .send()
+                .await
+                && r.status().is_success()
+            {
+                return;
+            }
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                let log = std::fs::read_to_string(dir.join("questdb.log")).unwrap_or_default();
+                panic!("QuestDB exited ({status}):\n{log}");
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "QuestDB did not start on port {}",
+                self.http_port
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Run SQL; panics with QuestDB's message on an error.
+    pub async fn sql(&self, query: &str) -> serde_json::Value {
+        let v = self.try_sql(query).await;
+        match v {
+            Ok(v) => v,
+            Err(e) => panic!("SQL failed: {e}\n{query}"),
+        }
+    }
+
+    pub async fn try_sql(&self, query: &str) -> Result<serde_json::Value, String> {
+        let r = client()
+            .get(format!("{}/exec", self.url()))
+            .query(&[("query", query)])
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let v: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
+        if let Some(e) = v.get("error") {
+            return Err(e.to_string());
+        }
+        Ok(v)
+    }
+
+    /// Rows of a query as JSON arrays.
+    pub async fn rows(&self, query: &str) -> Vec<Vec<serde_json::Value>> {
+        let v = self.sql(query).await;
+        v["dataset"]
+            .as_array()
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| r.as_array().cloned().unwrap_or_default())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// A single number (LONG, DOUBLE or DECIMAL-as-string) from a one-cell query.
+    pub async fn number(&self, query: &str) -> Option<f64> {
+        let rows = self.rows(query).await;
+        let cell = rows.first()?.first()?.clone();
+        match cell {
+            serde_json::Value::Number(n) => n.as_f64(),
+            serde_json::Value::String(s) => s.parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// Wait until WAL tables have applied everything written so far and `query` returns `want`.
+    pub async fn wait_for_count(&self, query: &str, want: f64) {
+        eventually(
+            &format!("`{query}` to return {want}"),
+            Duration::from_secs(60),
+            || async {
+                match self.try_sql(query).await {
+                    Ok(v) => {
+                        let got = v["dataset"][0][0].as_f64()?;
+                        (got == want).then_some(())
+                    }
+                    Err(_) => None,
+                }
+            },
+        )
+        .await
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for QuestDb {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A real Prometheus server scraping the given targets every second.
+pub struct Prometheus {
+    child: Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    pub async fn start(jobs: &[(&str, String)], rule_files: &[PathBuf]) -> Prometheus {
+        require("prometheus", "prometheus");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let mut cfg = String::from(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n",
+        );
+        for (job, target) in jobs {
+            cfg.push_str(&format!(
+                "  - job_name: {job}\n    static_configs:\n      - targets: ['{target}']\n"
+            ));
+        }
+        if !rule_files.is_empty() {
+            cfg.push_str("rule_files:\n");
+            for f in rule_files {
+                cfg.push_str(&format!("  - {}\n", f.display()));
+            }
+        }
+        let cfg_path = dir.path().join("prometheus.yml");
+        std::fs::write(&cfg_path, cfg).expect("write prometheus.yml");
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log");
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", cfg_path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("cannot start prometheus");
+        let p = Prometheus { child, port, dir };
+        let url = format!("http://127.0.0.1:{port}/-/ready");
+        eventually("Prometheus to be ready", Duration::from_secs(60), || {
+            let url = url.clone();
+            async move {
+                client()
+                    .get(url)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| ())
+            }
+        })
+        .await;
+        p
+    }
+
+    /// Instant query; the vector's samples as (labels, value).
+    pub async fn query(&self, promql: &str) -> Vec<(serde_json::Value, f64)> {
+        let v: serde_json::Value = client()
+            .get(format!("http://127.0.0.1:{}/api/v1/query", self.port))
+            .query(&[("query", promql)])
+            .send()
+            .await
+            .expect("prometheus query")
+            .json()
+            .await
+            .expect("prometheus json");
+        assert_eq!(v["status"], "success", "{promql}: {v}");
+        v["data"]["result"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| {
+                        let val = s["value"][1].as_str()?.parse().ok()?;
+                        Some((s["metric"].clone(), val))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = &self.dir;
+    }
+}
+
+/// GET a URL on adpulse; (status, body).
+pub async fn get(url: &str) -> (u16, String) {
+    match client().get(url).send().await {
+        Ok(r) => {
+            let s = r.status().as_u16();
+            (s, r.text().await.unwrap_or_default())
+        }
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// Value of an unlabelled (or first matching) sample in a /metrics body.
+pub fn metric(body: &str, name_and_labels: &str) -> Option<f64> {
+    body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (k, v) = l.rsplit_once(' ')?;
+        (k == name_and_labels).then(|| v.parse().ok()).flatten()
+    })
+}

@@ -1,0 +1,343 @@
+//! The QuestDB sink against a real QuestDB: exact values, restatements upserted, and QuestDB down
+//! at start (memory, spool, back-pressure) with every row written exactly once afterwards.
+
+mod common;
+
+use adpulse::config::{Config, QuestDbConfig};
+use adpulse::normalize::Normalizer;
+use adpulse::records::{Bucket, CampaignKey, CampaignStat, OrderEvent, OrderKind, Record};
+use adpulse::sinks::questdb::QuestDbSink;
+use adpulse::sources::SourceConfig;
+use adpulse::sources::demo::{DemoConfig, DemoSource};
+use adpulse::telemetry::Telemetry;
+use chrono::{DateTime, Utc};
+use common::*;
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+fn stat(ts: &str, spend: Decimal, conversions: f64) -> Record {
+    let ts: DateTime<Utc> = ts.parse().unwrap();
+    Record::CampaignStats(CampaignStat {
+        ts,
+        bucket: Bucket::Hour,
+        day: ts.with_timezone(&chrono_tz::Asia::Kolkata).date_naive(),
+        key: CampaignKey {
+            platform: "meta".into(),
+            account: "act_1".into(),
+            campaign_id: "c-1".into(),
+        },
+        campaign_name: "Bridal, \"Lookalike\" 2%".into(),
+        source: "test".into(),
+        spend,
+        conversion_value: dec!(2499.00),
+        spend_account: spend,
+        conversion_value_account: dec!(2499.00),
+        account_currency: "INR".into(),
+        currency: "INR".into(),
+        impressions: 120_000,
+        clicks: 1_450,
+        conversions,
+    })
+}
+
+fn order(id: &str, kind: OrderKind, amount: Decimal, ts: &str) -> Record {
+    let ts: DateTime<Utc> = ts.parse().unwrap();
+    Record::Orders(OrderEvent {
+        ts,
+        day: ts.with_timezone(&chrono_tz::Asia::Kolkata).date_naive(),
+        event_id: id.into(),
+        order_id: "1001".into(),
+        kind,
+        amount,
+        amount_shop: amount,
+        shop_currency: "INR".into(),
+        currency: "INR".into(),
+        customer_id: Some("cust-9".into()),
+        city: Some("Mumbai".into()),
+        utm_source: Some("facebook".into()),
+        utm_medium: Some("paid_social".into()),
+        utm_campaign: Some("c-1".into()),
+        items: 2,
+        source: "test".into(),
+    })
+}
+
+fn sink_config(url: String, spool: &std::path::Path) -> QuestDbConfig {
+    QuestDbConfig {
+        http_url: url,
+        flush_interval_ms: 50,
+        retry_initial_ms: 50,
+        retry_max_ms: 500,
+        spool_dir: spool.to_path_buf(),
+        ..QuestDbConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_land_exactly_and_restated_rows_replace_the_old_ones() {
+    let q = QuestDb::start().await;
+    let spool = tempfile::tempdir().unwrap();
+    let telemetry = Arc::new(Telemetry::new());
+    let (sink, handle) =
+        QuestDbSink::build(sink_config(q.url(), spool.path()), None, telemetry.clone()).unwrap();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(sink.run(stop.clone()));
+
+    handle
+        .send(vec![
+            stat("2026-11-20T18:30:00Z", dec!(1234.56), 1.0),
+            stat("2026-11-20T19:30:00Z", dec!(0.07), 0.5),
+            order(
+                "1001",
+                OrderKind::Order,
+                dec!(2499.00),
+                "2026-11-20T19:45:00Z",
+            ),
+            order(
+                "1001-r1",
+                OrderKind::Refund,
+                dec!(-749.70),
+                "2026-11-22T08:00:00Z",
+            ),
+        ])
+        .await
+        .unwrap();
+    q.wait_for_count("SELECT count() FROM campaign_stats", 2.0)
+        .await;
+    q.wait_for_count("SELECT count() FROM orders", 2.0).await;
+
+    let rows = q
+        .rows("SELECT ts, bucket, day, platform, account, campaign_id, campaign_name, spend, conversions, clicks, impressions, currency FROM campaign_stats ORDER BY ts")
+        .await;
+    assert_eq!(rows[0][0], "2026-11-20T18:30:00.000000Z");
+    assert_eq!(rows[0][1], "hour");
+    // 18:30 UTC is midnight in India: the row belongs to the 21st there
+    assert_eq!(rows[0][2], "2026-11-21");
+    assert_eq!(rows[0][6], "Bridal, \"Lookalike\" 2%");
+    assert_eq!(rows[0][7], "1234.560000");
+    assert_eq!(rows[1][7], "0.070000");
+    assert_eq!(rows[1][8], 0.5);
+    assert_eq!(rows[0][9], 1450);
+    assert_eq!(rows[0][10], 120000);
+    assert_eq!(rows[0][11], "INR");
+    let totals = q.rows("SELECT sum(amount), count() FROM orders").await;
+    assert_eq!(totals[0][0], "1749.300000");
+    let refund = q
+        .rows("SELECT day, kind, amount FROM orders WHERE kind = 'refund'")
+        .await;
+    assert_eq!(
+        refund[0],
+        vec!["2026-11-22".into(), "refund".into(), "-749.700000".into()] as Vec<serde_json::Value>
+    );
+
+    // The platform restates the first hour (late conversions) and re-sends the second unchanged.
+    handle
+        .send(vec![
+            stat("2026-11-20T18:30:00Z", dec!(1300.00), 2.0),
+            stat("2026-11-20T19:30:00Z", dec!(0.07), 0.5),
+        ])
+        .await
+        .unwrap();
+    q.wait_for_count(
+        "SELECT count() FROM campaign_stats WHERE conversions = 2.0",
+        1.0,
+    )
+    .await;
+    let after = q
+        .rows("SELECT count(), sum(spend), sum(conversions) FROM campaign_stats")
+        .await;
+    assert_eq!(after[0][0], 2, "a restated row must replace, not add");
+    assert_eq!(after[0][1], "1300.070000");
+    assert_eq!(after[0][2], 2.5);
+
+    stop.cancel();
+    task.await.unwrap();
+    let gathered = prometheus::TextEncoder::new()
+        .encode_to_string(&telemetry.registry.gather())
+        .unwrap();
+    assert_eq!(
+        metric(
+            &gathered,
+            "adpulse_sink_rows_written_total{sink=\"questdb\",table=\"campaign_stats\"}"
+        ),
+        Some(4.0)
+    );
+    assert_eq!(
+        metric(&gathered, "adpulse_sink_up{sink=\"questdb\"}"),
+        Some(1.0)
+    );
+}
+
+fn demo_config(port: u16, spool: &std::path::Path, start: DateTime<Utc>, days: u32) -> Config {
+    let mut cfg = Config::from_toml_str(adpulse::config::DEFAULT_CONFIG).unwrap();
+    cfg.server.listen = "127.0.0.1:0".into();
+    cfg.general.refresh_interval_secs = 1;
+    cfg.questdb = QuestDbConfig {
+        flush_rows: 200,
+        max_buffered_rows: 300,
+        ..sink_config(format!("http://127.0.0.1:{port}"), spool)
+    };
+    let mut demo = DemoConfig::new("demo");
+    demo.start = Some(start);
+    demo.backfill_days = days;
+    demo.backfill_only = true;
+    cfg.sources = vec![SourceConfig::Demo(demo)];
+    cfg
+}
+
+/// What the demo produces for `cfg`: (campaign rows, orders, funnel rows, total spend).
+fn expected(cfg: &Config) -> (usize, usize, usize, Decimal) {
+    let SourceConfig::Demo(d) = &cfg.sources[0];
+    let mut src = DemoSource::new(d.clone(), cfg.timezone());
+    let start = src.start();
+    let obs = src.observations(src.epoch(), start, start);
+    let n = Normalizer::new(cfg.timezone(), "INR", cfg.fx.clone());
+    let (mut c, mut o, mut f, mut spend) = (0, 0, 0, Decimal::ZERO);
+    for ob in obs {
+        match n.normalize("demo", ob).unwrap() {
+            Record::CampaignStats(r) => {
+                c += 1;
+                spend += r.spend;
+            }
+            Record::Orders(_) => o += 1,
+            Record::Funnel(_) => f += 1,
+        }
+    }
+    (c, o, f, spend)
+}
+
+async fn metrics_of(addr: std::net::SocketAddr) -> String {
+    get(&format!("http://{addr}/metrics")).await.1
+}
+
+async fn assert_all_rows_landed_once(q: &QuestDb, cfg: &Config) {
+    let (c, o, f, spend) = expected(cfg);
+    q.wait_for_count("SELECT count() FROM campaign_stats", c as f64)
+        .await;
+    q.wait_for_count("SELECT count() FROM orders", o as f64)
+        .await;
+    q.wait_for_count("SELECT count() FROM funnel", f as f64)
+        .await;
+    let s = q.rows("SELECT sum(spend) FROM campaign_stats").await;
+    let got: Decimal = s[0][0].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        got, spend,
+        "spend in QuestDB must equal the demo's to the paisa"
+    );
+    // one row per key: counting distinct keys gives the same number
+    let distinct = q
+        .rows("SELECT count() FROM (SELECT DISTINCT ts, bucket, platform, account, campaign_id FROM campaign_stats)")
+        .await;
+    assert_eq!(distinct[0][0], c as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn questdb_down_at_start_then_buffered_and_spooled_rows_land_exactly_once() {
+    let port = free_port();
+    let spool = tempfile::tempdir().unwrap();
+    let start: DateTime<Utc> = "2026-11-20T09:10:00Z".parse().unwrap();
+    let cfg = demo_config(port, spool.path(), start, 2);
+    let (c, o, f, _) = expected(&cfg);
+    let total = (c + o + f) as f64;
+
+    let running = adpulse::app::start(cfg.clone()).await.unwrap();
+    let addr = running.addr;
+    // adpulse serves /metrics and says the sink is unhealthy while QuestDB is not there
+    let body = eventually(
+        "rows to wait in memory and spool",
+        Duration::from_secs(60),
+        || async {
+            let m = metrics_of(addr).await;
+            let buffered = metric(&m, "adpulse_sink_buffered_rows{sink=\"questdb\"}")?;
+            let spooled = metric(&m, "adpulse_sink_spooled_rows{sink=\"questdb\"}")?;
+            (buffered + spooled == total && spooled > 0.0).then_some(m)
+        },
+    )
+    .await;
+    assert_eq!(
+        metric(&body, "adpulse_sink_up{sink=\"questdb\"}"),
+        Some(0.0)
+    );
+    assert!(metric(&body, "adpulse_sink_write_failures_total{sink=\"questdb\"}").unwrap() >= 1.0);
+    eventually(
+        "KPIs served without QuestDB",
+        Duration::from_secs(30),
+        || async { metric(&metrics_of(addr).await, "adpulse_total_roi") },
+    )
+    .await;
+    let (status, ready) = get(&format!("http://{addr}/readyz")).await;
+    assert_eq!(status, 503, "{ready}");
+    assert!(ready.contains("unreachable"), "{ready}");
+    assert_eq!(get(&format!("http://{addr}/healthz")).await.0, 200);
+    let segments = std::fs::read_dir(spool.path()).unwrap().count();
+    assert!(segments > 0);
+
+    // QuestDB comes up on the port adpulse was configured with
+    let q = QuestDb::start_on(port).await;
+    assert_all_rows_landed_once(&q, &cfg).await;
+    let m = eventually(
+        "spool and memory to drain",
+        Duration::from_secs(60),
+        || async {
+            let m = metrics_of(addr).await;
+            (metric(&m, "adpulse_sink_spooled_rows{sink=\"questdb\"}")? == 0.0
+                && metric(&m, "adpulse_sink_buffered_rows{sink=\"questdb\"}")? == 0.0)
+                .then_some(m)
+        },
+    )
+    .await;
+    assert_eq!(metric(&m, "adpulse_sink_up{sink=\"questdb\"}"), Some(1.0));
+    assert_eq!(get(&format!("http://{addr}/readyz")).await.0, 200);
+    let written: f64 = ["campaign_stats", "orders", "funnel"]
+        .iter()
+        .filter_map(|t| {
+            metric(
+                &m,
+                &format!("adpulse_sink_rows_written_total{{sink=\"questdb\",table=\"{t}\"}}"),
+            )
+        })
+        .sum();
+    assert_eq!(written, total, "every row written once");
+    assert_eq!(
+        std::fs::read_dir(spool.path()).unwrap().count(),
+        0,
+        "spool emptied"
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_spool_pauses_the_source_and_loses_nothing() {
+    let port = free_port();
+    let spool = tempfile::tempdir().unwrap();
+    let start: DateTime<Utc> = "2026-11-18T15:40:00Z".parse().unwrap();
+    let mut cfg = demo_config(port, spool.path(), start, 3);
+    cfg.questdb.spool_max_bytes = 200_000;
+    let (c, o, f, _) = expected(&cfg);
+    let total = (c + o + f) as f64;
+
+    let running = adpulse::app::start(cfg.clone()).await.unwrap();
+    let addr = running.addr;
+    let m = eventually("back-pressure", Duration::from_secs(60), || async {
+        let m = metrics_of(addr).await;
+        (metric(&m, "adpulse_sink_backpressure{sink=\"questdb\"}")? == 1.0).then_some(m)
+    })
+    .await;
+    let held = metric(&m, "adpulse_sink_buffered_rows{sink=\"questdb\"}").unwrap()
+        + metric(&m, "adpulse_sink_spooled_rows{sink=\"questdb\"}").unwrap();
+    assert!(
+        held < total,
+        "the source is held back: {held} of {total} rows produced"
+    );
+    assert!(metric(&m, "adpulse_sink_spool_bytes{sink=\"questdb\"}").unwrap() <= 200_000.0);
+    let (status, ready) = get(&format!("http://{addr}/readyz")).await;
+    assert_eq!(status, 503);
+    assert!(ready.contains("\"spool_full\":true"), "{ready}");
+
+    let q = QuestDb::start_on(port).await;
+    assert_all_rows_landed_once(&q, &cfg).await;
+    running.stop().await;
+}

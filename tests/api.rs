@@ -1,0 +1,188 @@
+//! The HTTP API in-process (`router` + `oneshot`) and the binary's `check-config`.
+
+use adpulse::api::{AppState, router};
+use adpulse::kpi::Margin;
+use adpulse::records::{Bucket, CampaignKey, CampaignStat, Record};
+use adpulse::sinks::metrics::KpiCollector;
+use adpulse::state::{SnapshotSettings, Store};
+use adpulse::telemetry::Telemetry;
+use arc_swap::ArcSwap;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use chrono::{DateTime, Duration, Utc};
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+use std::sync::Arc;
+use tower::ServiceExt;
+
+fn settings() -> SnapshotSettings {
+    SnapshotSettings {
+        tz: chrono_tz::Asia::Kolkata,
+        currency: "INR".into(),
+        margin: Margin::default(),
+        loss_rate_window_hours: 3,
+        tracking_window_hours: 24,
+        roi_target: Some(0.0),
+    }
+}
+
+fn row(id: &str, ts: DateTime<Utc>, spend: Decimal, clicks: u64, conv: f64) -> Record {
+    Record::CampaignStats(CampaignStat {
+        ts,
+        bucket: Bucket::Hour,
+        day: ts.with_timezone(&chrono_tz::Asia::Kolkata).date_naive(),
+        key: CampaignKey {
+            platform: "meta".into(),
+            account: "act_1".into(),
+            campaign_id: id.into(),
+        },
+        campaign_name: format!("Campaign {id}"),
+        source: "t".into(),
+        spend,
+        conversion_value: dec!(0),
+        spend_account: spend,
+        conversion_value_account: dec!(0),
+        account_currency: "INR".into(),
+        currency: "INR".into(),
+        impressions: clicks * 100,
+        clicks,
+        conversions: conv,
+    })
+}
+
+async fn body_of(app: axum::Router, uri: &str) -> (StatusCode, String) {
+    let r = app
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = r.status();
+    let bytes = axum::body::to_bytes(r.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn metrics_follow_the_snapshot_and_drop_vanished_campaigns() {
+    let telemetry = Arc::new(Telemetry::new());
+    let now: DateTime<Utc> = "2026-11-20T12:40:00Z".parse().unwrap();
+    let mut store = Store::new(8);
+    store.ingest(&[
+        row(
+            "a",
+            "2026-11-20T10:30:00Z".parse().unwrap(),
+            dec!(1000),
+            200,
+            0.0,
+        ),
+        row(
+            "b",
+            "2026-11-20T10:30:00Z".parse().unwrap(),
+            dec!(500),
+            0,
+            0.0,
+        ),
+    ]);
+    let snap = Arc::new(ArcSwap::from_pointee(store.snapshot(now, &settings())));
+    telemetry
+        .registry
+        .register(Box::new(KpiCollector::new(snap.clone())))
+        .unwrap();
+    let app = router(AppState {
+        telemetry: telemetry.clone(),
+        sink_health: None,
+    });
+    let (status, body) = body_of(app.clone(), "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains(
+        r#"adpulse_campaign_spend_today{account="act_1",campaign="Campaign a",campaign_id="a",currency="INR",platform="meta"} 1000"#
+    ), "{body}");
+    assert!(body.contains(r#"adpulse_campaign_roi{account="act_1",campaign="Campaign b",campaign_id="b",platform="meta"} -1"#));
+    // b has impressions 0 and clicks 0: CTR and CR are missing, not 0 or NaN
+    assert!(!body.contains(r#"adpulse_campaign_ctr_ratio{account="act_1",campaign="Campaign b""#));
+    assert!(!body.contains("NaN") && !body.contains("Inf"));
+    assert!(body.contains("adpulse_total_spend_today{currency=\"INR\"} 1500"));
+    assert!(body.contains("adpulse_roi_target 0"));
+
+    // a week later only campaign a still reports: b's series must disappear
+    let later = now + Duration::days(9);
+    store.ingest(&[row("a", later - Duration::hours(1), dec!(10), 5, 0.0)]);
+    store.prune(later);
+    snap.store(Arc::new(store.snapshot(later, &settings())));
+    let (_, body) = body_of(app, "/metrics").await;
+    assert!(body.contains(r#"campaign_id="a""#));
+    assert!(
+        !body.contains(r#"campaign_id="b""#),
+        "stale label set for b:\n{body}"
+    );
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let telemetry = Arc::new(Telemetry::new());
+    let app = router(AppState {
+        telemetry,
+        sink_health: None,
+    });
+    assert_eq!(body_of(app.clone(), "/healthz").await.0, StatusCode::OK);
+    let (s, b) = body_of(app.clone(), "/readyz").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(b.contains("disabled"));
+    assert_eq!(body_of(app, "/nope").await.0, StatusCode::NOT_FOUND);
+}
+
+#[test]
+fn check_config_lists_every_problem_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[general]\nreporting_timezone = \"Mars/Base\"\n[server]\nlisten = \"nowhere\"\n[[sources]]\ntype = \"demo\"\nname = \"demo\"\nspeedup = -1.0\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_adpulse"))
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in [
+        "general.reporting_timezone",
+        "server.listen",
+        "sources[0].speedup",
+    ] {
+        assert!(err.contains(key), "{key} missing from:\n{err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+
+    let ok = std::process::Command::new(env!("CARGO_BIN_EXE_adpulse"))
+        .arg("check-config")
+        .env_remove("ADPULSE_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    let missing = std::process::Command::new(env!("CARGO_BIN_EXE_adpulse"))
+        .args(["check-config", "--config", "/nonexistent/adpulse.toml"])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/adpulse.toml"));
+}
+
+#[test]
+fn bad_env_override_names_the_key() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_adpulse"))
+        .arg("check-config")
+        .env("ADPULSE_QUESTDB__FLUSH_ROWS", "lots")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("flush_rows"), "{err}");
+}

@@ -26,6 +26,11 @@ enum Command {
     CheckConfig,
     /// Print the embedded default configuration.
     DefaultConfig,
+    /// Exit 0 if URL answers 2xx (the container health check; no curl in the image).
+    Probe {
+        /// e.g. http://127.0.0.1:9464/healthz
+        url: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,6 +45,25 @@ fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Run) {
         Command::DefaultConfig => {
             print!("{}", adpulse::config::DEFAULT_CONFIG);
+            Ok(())
+        }
+        Command::Probe { url } => {
+            adpulse::init_tls();
+            let status = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?
+                .block_on(async {
+                    reqwest::Client::builder()
+                        .timeout(std::time::Duration::from_secs(3))
+                        .build()?
+                        .get(&url)
+                        .send()
+                        .await
+                        .map(|r| r.status())
+                })
+                .with_context(|| format!("{url} did not answer"))?;
+            anyhow::ensure!(status.is_success(), "{url} answered {status}");
             Ok(())
         }
         Command::CheckConfig => {

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod app;
+pub mod bench;
 pub mod config;
 pub mod kpi;
 pub mod normalize;

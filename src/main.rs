@@ -26,11 +26,42 @@ enum Command {
     CheckConfig,
     /// Print the embedded default configuration.
     DefaultConfig,
+    /// Measurements for docs/benchmarks.md.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Exit 0 if URL answers 2xx (the container health check; no curl in the image).
     Probe {
         /// e.g. http://127.0.0.1:9464/healthz
         url: String,
     },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Rows/s into QuestDB: adpulse's sink against a bare questdb-rs loop, alternating.
+    Ingest {
+        /// QuestDB HTTP endpoint (a scratch instance: rows are written to its tables).
+        #[arg(long, default_value = "http://127.0.0.1:9000")]
+        questdb_url: String,
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+    },
+    /// KPI snapshot and /metrics render time and size for N live campaigns.
+    Metrics {
+        #[arg(long, default_value_t = 10_000)]
+        campaigns: usize,
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+    },
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,6 +76,46 @@ fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Run) {
         Command::DefaultConfig => {
             print!("{}", adpulse::config::DEFAULT_CONFIG);
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Ingest {
+            questdb_url,
+            rows,
+            repeats,
+        }) => {
+            let runs = runtime()?
+                .block_on(adpulse::bench::ingest(&questdb_url, rows, repeats))
+                .map_err(|e| anyhow::anyhow!(e))?;
+            println!("run  bare questdb-rs rows/s  adpulse rows/s  ratio");
+            for (i, r) in runs.iter().enumerate() {
+                println!(
+                    "{:<4} {:>20.0}  {:>14.0}  {:.2}",
+                    i + 1,
+                    r.bare_rows_per_sec,
+                    r.adpulse_rows_per_sec,
+                    r.adpulse_rows_per_sec / r.bare_rows_per_sec
+                );
+            }
+            let med = |mut v: Vec<f64>| {
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            let b = med(runs.iter().map(|r| r.bare_rows_per_sec).collect());
+            let a = med(runs.iter().map(|r| r.adpulse_rows_per_sec).collect());
+            println!("median {b:>18.0}  {a:>14.0}  {:.2}", a / b);
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Metrics { campaigns, repeats }) => {
+            let r = adpulse::bench::metrics(campaigns, repeats);
+            println!(
+                "campaigns {}  series {}  snapshot {:.1} ms  render {:.1} ms  size {} bytes ({:.1} MiB)",
+                r.campaigns,
+                r.series,
+                r.snapshot_ms,
+                r.render_ms,
+                r.bytes,
+                r.bytes as f64 / 1048576.0
+            );
             Ok(())
         }
         Command::Probe { url } => {
@@ -81,11 +152,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Run => {
             let cfg = adpulse::config::Config::load(cli.config.as_deref())?;
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?
-                .block_on(adpulse::app::run(cfg))?;
+            runtime()?.block_on(adpulse::app::run(cfg))?;
             Ok(())
         }
     }

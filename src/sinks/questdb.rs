@@ -297,8 +297,9 @@ impl QuestDbSink {
         if !spool.is_empty() {
             info!(rows = spool.rows(), dir = %cfg.spool_dir.display(), "spooled rows from an earlier run will be replayed");
         }
-        // The channel is small: the bound on memory is `max_buffered_rows`, enforced below.
-        let (tx, rx) = mpsc::channel(16);
+        // A short queue of batches: the bound on memory is `max_buffered_rows` (enforced below)
+        // plus these few in-flight batches, which sources keep small.
+        let (tx, rx) = mpsc::channel(4);
         let health = Arc::new(SinkHealth::default());
         let conf = conf_string(&cfg, password.as_ref())?;
         let sql = SqlClient::new(&cfg, password);

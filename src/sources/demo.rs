@@ -15,6 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::FromPrimitive;
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::time::Duration as StdDuration;
 use tracing::{info, warn};
 
@@ -43,6 +44,9 @@ pub struct DemoConfig {
     /// Simulated "now" at start-up (default: the real clock). Fix it for reproducible runs.
     #[serde(default)]
     pub start: Option<DateTime<Utc>>,
+    /// Copies of the scenario's campaigns, for load tests (1,667 gives 10,002 campaigns).
+    #[serde(default = "default_scale")]
+    pub scale: u32,
     /// Stop after the backfill instead of going live.
     #[serde(default)]
     pub backfill_only: bool,
@@ -72,6 +76,9 @@ fn default_speedup() -> f64 {
 fn default_tick_secs() -> f64 {
     1.0
 }
+fn default_scale() -> u32 {
+    1
+}
 fn default_break_hours() -> u32 {
     72
 }
@@ -94,6 +101,7 @@ impl DemoConfig {
             speedup: default_speedup(),
             tick_secs: default_tick_secs(),
             start: None,
+            scale: default_scale(),
             backfill_only: false,
             tracking_break_hours_ago: default_break_hours(),
             spike_hours_ago: default_spike_hours(),
@@ -122,6 +130,9 @@ impl DemoConfig {
         if !(self.tick_secs.is_finite() && self.tick_secs >= 0.01 && self.tick_secs <= 3600.0) {
             add("tick_secs", "must be between 0.01 and 3600");
         }
+        if self.scale == 0 || self.scale > 10_000 {
+            add("scale", "must be between 1 and 10000");
+        }
         if !(self.spike_factor.is_finite() && self.spike_factor >= 1.0) {
             add("spike_factor", "must be at least 1");
         }
@@ -143,8 +154,8 @@ pub enum Role {
 pub struct DemoCampaign {
     pub platform: &'static str,
     pub account: &'static str,
-    pub id: &'static str,
-    pub name: &'static str,
+    pub id: String,
+    pub name: String,
     pub role: Role,
     pub spend_per_day: f64,
     pub cpc: f64,
@@ -160,11 +171,11 @@ pub struct DemoCampaign {
 /// tracked conversions and 2,750 INR of revenue net of refunds (checked over 10 days for many seeds
 /// by `tests/demo_calibration.rs`). The retargeting campaign is the only profitable one.
 pub fn campaigns() -> Vec<DemoCampaign> {
-    let meta = |id, name, role, spend, cpc, ctr, orders, aov| DemoCampaign {
+    let meta = |id: &str, name: &str, role, spend, cpc, ctr, orders, aov| DemoCampaign {
         platform: "meta",
         account: "act_1029384756",
-        id,
-        name,
+        id: id.into(),
+        name: name.into(),
         role,
         spend_per_day: spend,
         cpc,
@@ -174,11 +185,11 @@ pub fn campaigns() -> Vec<DemoCampaign> {
         utm_source: "facebook",
         utm_medium: "paid_social",
     };
-    let google = |id, name, role, spend, cpc, ctr, orders, aov| DemoCampaign {
+    let google = |id: &str, name: &str, role, spend, cpc, ctr, orders, aov| DemoCampaign {
         platform: "google_ads",
         account: "123-456-7890",
-        id,
-        name,
+        id: id.into(),
+        name: name.into(),
         role,
         spend_per_day: spend,
         cpc,
@@ -303,6 +314,9 @@ pub struct DemoSource {
     next_threshold: Vec<f64>,
     threshold_rng: Vec<ChaCha8Rng>,
     orders: Vec<SimOrder>,
+    /// Indexes into `orders` by hour (from epoch) of the order and of its refund.
+    orders_by_hour: HashMap<i64, Vec<usize>>,
+    refunds_by_hour: HashMap<i64, Vec<usize>>,
     order_seq: u64,
 }
 
@@ -321,7 +335,15 @@ impl DemoSource {
     pub fn new(cfg: DemoConfig, tz: Tz) -> Self {
         let start = cfg.start.unwrap_or_else(Utc::now);
         let epoch = hour_floor(start, tz) - Duration::days(i64::from(cfg.backfill_days));
-        let campaigns = campaigns();
+        let base = campaigns();
+        let mut campaigns = base.clone();
+        for k in 1..cfg.scale.max(1) {
+            campaigns.extend(base.iter().map(|c| DemoCampaign {
+                id: format!("{}{k:05}", c.id),
+                name: format!("{} #{k}", c.name),
+                ..c.clone()
+            }));
+        }
         let threshold_rng: Vec<ChaCha8Rng> = (0..POOLS)
             .map(|i| ChaCha8Rng::seed_from_u64(mix(cfg.seed, i as u64, u64::MAX)))
             .collect();
@@ -338,6 +360,8 @@ impl DemoSource {
             epoch,
             next_hour: 0,
             orders: Vec::new(),
+            orders_by_hour: HashMap::new(),
+            refunds_by_hour: HashMap::new(),
             order_seq: 0,
         }
     }
@@ -444,6 +468,12 @@ impl DemoSource {
                         None
                     };
                     self.order_seq += 1;
+                    let idx = self.orders.len();
+                    self.orders_by_hour.entry(h).or_default().push(idx);
+                    if let Some(r) = refund_at {
+                        let rh = self.hour_index(r);
+                        self.refunds_by_hour.entry(rh).or_default().push(idx);
+                    }
                     self.orders.push(SimOrder {
                         ts,
                         campaign: c,
@@ -487,10 +517,13 @@ impl DemoSource {
                 let f = self.figures(c, h);
                 let camp = &self.campaigns[c];
                 let hour_orders: Vec<&SimOrder> = self
-                    .orders
+                    .orders_by_hour
+                    .get(&h)
+                    .map(|v| v.as_slice())
+                    .unwrap_or_default()
                     .iter()
-                    .filter(|o| o.campaign == c && o.ts >= hs && o.ts < hs + Duration::hours(1))
-                    .filter(|o| o.ts <= now)
+                    .map(|&i| &self.orders[i])
+                    .filter(|o| o.campaign == c && o.ts <= now)
                     .collect();
                 let tracked: Vec<&&SimOrder> = hour_orders
                     .iter()
@@ -507,9 +540,9 @@ impl DemoSource {
                     key: CampaignKey {
                         platform: camp.platform.into(),
                         account: camp.account.into(),
-                        campaign_id: camp.id.into(),
+                        campaign_id: camp.id.clone(),
                     },
-                    campaign_name: camp.name.into(),
+                    campaign_name: camp.name.clone(),
                     spend,
                     conversion_value: tracked.iter().map(|o| o.amount).sum(),
                     account_currency: "INR".into(),
@@ -527,10 +560,14 @@ impl DemoSource {
                 }
             }
             // Refunds that happen in this hour.
-            for o in &self.orders {
+            for &i in self
+                .refunds_by_hour
+                .get(&h)
+                .map(|v| v.as_slice())
+                .unwrap_or_default()
+            {
+                let o = &self.orders[i];
                 if let Some(r) = o.refund_at
-                    && r >= hs
-                    && r < hs + Duration::hours(1)
                     && r <= now
                 {
                     out.push(self.refund_observation(o, r));
@@ -579,7 +616,7 @@ impl DemoSource {
             city: Some(CITIES[rng.random_range(0..CITIES.len())].into()),
             utm_source: Some(camp.utm_source.into()),
             utm_medium: Some(camp.utm_medium.into()),
-            utm_campaign: Some(camp.id.into()),
+            utm_campaign: Some(camp.id.clone()),
             items: rng.random_range(1..3),
         })
     }
@@ -601,13 +638,15 @@ impl DemoSource {
         let stats = ctx.pipeline.telemetry().source(&name, "demo");
         let start = self.start;
         info!(source = %name, backfill_days = self.cfg.backfill_days, start = %start, "demo backfill");
-        // One simulated day per batch, so a large backfill streams instead of piling up.
+        // Batches of about 2,000 campaign rows (a day for the scenario's 6 campaigns, an hour for
+        // 10,000), so a large backfill streams through the sink instead of piling up in memory.
+        let hours_per_batch = (2_000 / self.campaigns.len().max(1)).clamp(1, 24) as i64;
         let mut from = self.epoch;
         while from < start {
             if ctx.shutdown.is_cancelled() {
                 return;
             }
-            let to = (from + Duration::days(1)).min(start);
+            let to = (from + Duration::hours(hours_per_batch)).min(start);
             let poll = std::time::Instant::now();
             let obs = self.observations(from, to, start);
             let n = obs.len();

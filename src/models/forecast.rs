@@ -649,7 +649,8 @@ fn mstl(prep: &Prepared, horizon: usize) -> Result<(Vec<f64>, Vec<Quant>), Model
     if prep.m2 > 0 {
         periods.push(prep.m2);
     }
-    let model = augurs_mstl::MSTLModel::new(periods, augurs_ets::AutoETS::non_seasonal());
+    let trend = augurs_ets::trend::AutoETSTrendModel::from(augurs_ets::AutoETS::non_seasonal());
+    let model = augurs_mstl::MSTLModel::new(periods, trend);
     let fit = model
         .fit(&prep.y)
         .map_err(|e| ModelError::Fit(e.to_string()))?;

@@ -133,6 +133,30 @@ pub fn backtest_report(nab_dir: &Path, out: &mut dyn Write) -> Result<(), ModelE
     Ok(())
 }
 
+/// Customer segments (RFM + KMeans) and CLV on an order file
+/// (`InvoiceNo,InvoiceDate,CustomerID,TotalPrice`), with the last 90 days held out.
+pub fn segments_report(orders: &Path, out: &mut dyn Write) -> Result<(), ModelError> {
+    let orders = super::segments::read_orders(orders)?;
+    let eval = super::segments::evaluate(&orders, 90)?;
+    writeln!(out, "## Customer segments and CLV")?;
+    writeln!(out)?;
+    write!(out, "{}", super::segments::render(&eval))?;
+    Ok(())
+}
+
+/// Campaign score and conversion probability, fitted and evaluated on seeded synthetic data.
+pub fn scoring_report(out: &mut dyn Write) -> Result<(), ModelError> {
+    let (campaign, ce, conv, ve) = super::scoring::evaluate_synthetic()?;
+    writeln!(out, "## Campaign score and conversion probability")?;
+    writeln!(out)?;
+    write!(
+        out,
+        "{}",
+        super::scoring::render(&[(&campaign, &ce), (&conv, &ve)])
+    )?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::num;

@@ -254,8 +254,8 @@ impl HwState {
             }
         }
         let mut s2 = vec![0.0; shape.m2];
-        if shape.m2 > 0 {
-            let weeks = (y.len() / shape.m2).clamp(1, 4);
+        if let Some(weeks) = y.len().checked_div(shape.m2) {
+            let weeks = weeks.clamp(1, 4);
             for (p, s) in s2.iter_mut().enumerate() {
                 let devs: Vec<f64> = (0..weeks)
                     .map(|w| {

@@ -121,7 +121,7 @@ pub fn nab_score(detections: &[bool], windows: &[(usize, usize)], profile: CostP
     let mut fp_part = 0.0;
     let mut prev: Option<(usize, f64)> = None; // (right index, width) of the previous window
     let mut wi = 0;
-    for i in 0..n {
+    for (i, &detected) in detections.iter().enumerate() {
         while wi < windows.len() && windows[wi].1 < i {
             let (l, r) = windows[wi];
             prev = Some((r, (r - l + 1) as f64));
@@ -135,12 +135,12 @@ pub fn nab_score(detections: &[bool], windows: &[(usize, usize)], profile: CostP
             let (l, r) = windows[wi];
             let width = (r - l + 1) as f64;
             let entry = window_part[wi].get_or_insert(-profile.fn_weight);
-            if detections[i] {
+            if detected {
                 let pos = -((r as f64 - i as f64 + 1.0) / width);
                 let s = scaled_sigmoid(pos) * profile.tp_weight / max_tp;
                 *entry = entry.max(s);
             }
-        } else if detections[i] {
+        } else if detected {
             let past = match prev {
                 None => 3.0,
                 Some((r, w)) => (i as f64 - r as f64).abs() / (w - 1.0).max(1.0),

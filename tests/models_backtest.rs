@@ -53,3 +53,16 @@ fn holt_winters_beats_seasonal_naive_with_calibrated_intervals() {
         "holt-winters {hw:.3} vs seasonal naive {naive:.3}"
     );
 }
+
+/// Prints the full comparison table, including augurs MSTL when built with `--features augurs`:
+/// `cargo test --release --features augurs --test models_backtest -- --ignored --nocapture`
+#[test]
+#[ignore = "slow comparison run for docs/models.md"]
+fn print_backtest_report() {
+    let mut out = Vec::new();
+    if let Err(e) = adpulse::models::cli::backtest_report(&nab_dir(), &mut out) {
+        panic!("backtest report: {e}");
+    }
+    println!("{}", String::from_utf8_lossy(&out));
+    assert!(!out.is_empty());
+}

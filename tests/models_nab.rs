@@ -24,7 +24,11 @@ fn nab_floors_hold_with_one_parameter_set() {
         Ok(r) => r,
         Err(e) => panic!("NAB evaluation failed: {e}"),
     };
-    println!("{}", nab::render(&result));
+    let mut report = Vec::new();
+    if let Err(e) = adpulse::models::cli::nab_report(&dir, &mut report) {
+        panic!("NAB report failed: {e}");
+    }
+    println!("{}", String::from_utf8_lossy(&report));
     assert_eq!(result.windows, 7, "the shared NAB subset has 7 windows");
     assert!(
         result.detected >= 6,

@@ -293,8 +293,9 @@ impl HwState {
 
     fn base(&self, h: usize, p: HwParams, shape: HwShape) -> f64 {
         let t = self.t + h - 1;
+        // sum_{i=1..h} phi^i in closed form (phi < 1 whenever the trend is on).
         let damp: f64 = if p.beta > 0.0 {
-            (1..=h).map(|i| p.phi.powi(i as i32)).sum()
+            p.phi * (1.0 - p.phi.powi(h as i32)) / (1.0 - p.phi)
         } else {
             0.0
         };

@@ -33,7 +33,12 @@ pub fn rows(n: usize, campaigns: usize, base: DateTime<Utc>) -> Vec<Record> {
                 bucket: Bucket::Hour,
                 day: ts.with_timezone(&chrono_tz::Asia::Kolkata).date_naive(),
                 key: CampaignKey {
-                    platform: if c % 2 == 0 { "meta" } else { "google_ads" }.into(),
+                    platform: if c.is_multiple_of(2) {
+                        "meta"
+                    } else {
+                        "google_ads"
+                    }
+                    .into(),
                     account: "act_1".into(),
                     campaign_id: format!("c{c:05}"),
                 },

@@ -2,13 +2,15 @@
 //!
 //! Data flow (and module layout): `sources` -> `normalize` -> `pipeline` -> `sinks::questdb`
 //! (history) and `state` -> `sinks::metrics` (`/metrics`, served by `api`). `kpi` holds every
-//! definition; `app` wires it all together.
+//! definition; `models` fits forecasts, anomaly detectors and scores in-process; `app` wires it
+//! all together.
 
 pub mod api;
 pub mod app;
 pub mod bench;
 pub mod config;
 pub mod kpi;
+pub mod models;
 pub mod normalize;
 pub mod pipeline;
 pub mod records;

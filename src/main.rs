@@ -26,6 +26,23 @@ enum Command {
     CheckConfig,
     /// Print the embedded default configuration.
     DefaultConfig,
+    /// Forecast a `timestamp,value` CSV: point, 80% and 95% bands per future step (CSV out).
+    Forecast {
+        #[arg(long)]
+        input: PathBuf,
+        /// Steps ahead, in the series' own step (hours for hourly data).
+        #[arg(long, default_value_t = 48)]
+        horizon: usize,
+    },
+    /// Score every row of a `timestamp,value` CSV as it would be streamed: expected band, score
+    /// in [0,1] and anomaly flag (CSV out).
+    Detect {
+        #[arg(long)]
+        input: PathBuf,
+    },
+    /// Print the held-out evaluations of the models.
+    #[command(subcommand)]
+    Eval(EvalCommand),
     /// Measurements for docs/benchmarks.md.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -57,6 +74,27 @@ enum BenchCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum EvalCommand {
+    /// Anomaly detection on the NAB ad-exchange series with labelled windows.
+    Nab {
+        #[arg(long, default_value = "../shared/data/nab")]
+        dir: PathBuf,
+    },
+    /// Rolling-origin forecast backtest (MASE against seasonal naive, interval coverage).
+    Backtest {
+        #[arg(long, default_value = "../shared/data/nab")]
+        nab_dir: PathBuf,
+    },
+    /// RFM + KMeans customer segments and CLV on an order history.
+    Segments {
+        #[arg(long, default_value = "../shared/data/online-retail/invoices.csv")]
+        orders: PathBuf,
+    },
+    /// Campaign score and conversion probability.
+    Scoring,
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -76,6 +114,30 @@ fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Run) {
         Command::DefaultConfig => {
             print!("{}", adpulse::config::DEFAULT_CONFIG);
+            Ok(())
+        }
+        Command::Forecast { input, horizon } => {
+            let mut out = std::io::stdout().lock();
+            adpulse::models::cli::forecast_csv(&input, horizon, &mut out)?;
+            Ok(())
+        }
+        Command::Detect { input } => {
+            let mut out = std::io::stdout().lock();
+            adpulse::models::cli::detect_csv(&input, &mut out)?;
+            Ok(())
+        }
+        Command::Eval(e) => {
+            let mut out = std::io::stdout().lock();
+            match e {
+                EvalCommand::Nab { dir } => adpulse::models::cli::nab_report(&dir, &mut out)?,
+                EvalCommand::Backtest { nab_dir } => {
+                    adpulse::models::cli::backtest_report(&nab_dir, &mut out)?
+                }
+                EvalCommand::Segments { orders } => {
+                    adpulse::models::cli::segments_report(&orders, &mut out)?
+                }
+                EvalCommand::Scoring => adpulse::models::cli::scoring_report(&mut out)?,
+            }
             Ok(())
         }
         Command::Bench(BenchCommand::Ingest {

@@ -1,0 +1,573 @@
+//! Streaming anomaly scoring.
+//!
+//! [`Detector`] scores each new point against a robust, seasonal expectation built only from
+//! the past: the level is the median of the last full cycle, the seasonal offset of the current
+//! phase is the median, over the previous cycles, of that phase's deviation from its own
+//! centred cycle median, and the spread is the MAD of the detector's own recent residuals.
+//! Non-negative series (costs, counts, rates) are scored on a log scale, because their noise
+//! grows with their level and their spikes are multiplicative. One [`DetectorConfig`] serves every
+//! series: the NAB evaluation in [`super::nab`] runs the defaults on all files.
+//!
+//! [`TrackingBreak`] is the dedicated rule for broken conversion tracking: clicks keep coming
+//! while conversions stay at zero.
+
+use std::collections::VecDeque;
+
+use super::stats;
+
+/// Settings of the streaming detector. The defaults are the one parameter set evaluated on NAB.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetectorConfig {
+    /// Expected spacing of points in seconds (3600 for hourly series).
+    pub step_secs: i64,
+    /// Seasonal period in steps (24 for hourly data, 7 for daily data), or `None`.
+    pub season_len: Option<usize>,
+    /// How many past cycles the seasonal offset is estimated from.
+    pub seasons_back: usize,
+    /// Points in the trailing window whose median is the level (one full cycle by default).
+    pub level_window: usize,
+    /// Residuals kept to estimate the spread (MAD).
+    pub scale_window: usize,
+    /// Points seen before any point may be flagged.
+    pub warmup: usize,
+    /// Robust z-score at which a point is flagged; the score is 0.5 there and the band edges
+    /// are at this distance from the expectation.
+    pub threshold_z: f64,
+    /// Log-transform non-negative series (decided on the warm-up points).
+    pub log_transform: bool,
+    /// The log transform is `ln(x + c)` with `c` this fraction of the warm-up median: it keeps
+    /// zeros finite and stops near-zero dips from dominating.
+    pub log_offset_frac: f64,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        Self::for_step(3600)
+    }
+}
+
+impl DetectorConfig {
+    /// Defaults for a series with the given step: daily cycle for hourly data, weekly cycle for
+    /// daily data, no seasonality otherwise.
+    pub fn for_step(step_secs: i64) -> Self {
+        let season_len = super::series::season_len_for_step(step_secs);
+        let cycle = season_len.unwrap_or(24);
+        DetectorConfig {
+            step_secs,
+            season_len,
+            seasons_back: 7,
+            level_window: cycle,
+            scale_window: 7 * cycle,
+            warmup: 3 * cycle,
+            threshold_z: 7.0,
+            log_transform: true,
+            log_offset_frac: 0.1,
+        }
+    }
+}
+
+/// The result of scoring one point.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scored {
+    /// Anomaly score in [0, 1]: `z^2 / (z^2 + threshold^2)` for the robust z-score, so 0.5 at the
+    /// band edge. 0 while warming up and for non-finite input.
+    pub score: f64,
+    /// Expected value (original units).
+    pub expected: f64,
+    /// Lower band edge (original units).
+    pub lower: f64,
+    /// Upper band edge (original units).
+    pub upper: f64,
+    /// True when the point leaves the band (`score >= 0.5`) after warm-up.
+    pub is_anomaly: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Obs {
+    slot: i64,
+    raw: f64,
+}
+
+/// Streaming robust seasonal detector. Feed points in time order with [`Detector::update`].
+#[derive(Debug, Clone)]
+pub struct Detector {
+    cfg: DetectorConfig,
+    origin: Option<i64>,
+    last_slot: i64,
+    seen: usize,
+    history: VecDeque<Obs>,
+    residuals: VecDeque<f64>,
+    /// `Some(c)` once the log transform `ln(x + c)` is chosen; decided at the end of warm-up.
+    log_offset: Option<f64>,
+    transform_decided: bool,
+}
+
+impl Detector {
+    /// A detector with the given settings.
+    pub fn new(cfg: DetectorConfig) -> Self {
+        Detector {
+            cfg,
+            origin: None,
+            last_slot: i64::MIN,
+            seen: 0,
+            history: VecDeque::new(),
+            residuals: VecDeque::new(),
+            log_offset: None,
+            transform_decided: false,
+        }
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &DetectorConfig {
+        &self.cfg
+    }
+
+    fn history_len(&self) -> usize {
+        let p = self.cfg.season_len.unwrap_or(0);
+        (self.cfg.seasons_back * p + p / 2 + self.cfg.level_window + 1).max(self.cfg.warmup)
+    }
+
+    fn fwd(&self, x: f64) -> f64 {
+        match self.log_offset {
+            Some(c) => (x + c).max(c * 1e-3).ln(),
+            None => x,
+        }
+    }
+
+    fn inv(&self, y: f64) -> f64 {
+        match self.log_offset {
+            Some(c) => y.exp() - c,
+            None => y,
+        }
+    }
+
+    fn decide_transform(&mut self) {
+        self.transform_decided = true;
+        if !self.cfg.log_transform {
+            return;
+        }
+        let raws: Vec<f64> = self.history.iter().map(|o| o.raw).collect();
+        if raws.iter().any(|x| *x < 0.0) {
+            return;
+        }
+        // ln(x + c): c keeps zeros finite; a tenth of the typical level keeps small values from
+        // dominating while leaving the multiplicative shape of the bulk intact.
+        let med = stats::median(&raws);
+        let frac = self.cfg.log_offset_frac.max(1e-6);
+        let c = if med > 0.0 {
+            frac * med
+        } else {
+            let m = stats::mean(&raws);
+            if m > 0.0 { frac * m } else { 1.0 }
+        };
+        self.log_offset = Some(c);
+    }
+
+    /// Transformed values of the history whose slot lies in `[from, to)`.
+    fn window(&self, from: i64, to: i64, out: &mut Vec<f64>) {
+        out.clear();
+        let start = self.history.partition_point(|o| o.slot < from);
+        for o in self.history.range(start..) {
+            if o.slot >= to {
+                break;
+            }
+            out.push(self.fwd(o.raw));
+        }
+    }
+
+    fn value_at(&self, slot: i64) -> Option<f64> {
+        let i = self.history.partition_point(|o| o.slot < slot);
+        self.history
+            .get(i)
+            .filter(|o| o.slot == slot)
+            .map(|o| self.fwd(o.raw))
+    }
+
+    /// Level and seasonal offset for `slot` from the history before it (transformed scale).
+    fn expectation(&self, slot: i64) -> Option<f64> {
+        let mut buf = Vec::with_capacity(self.cfg.level_window);
+        self.window(slot - self.cfg.level_window as i64, slot, &mut buf);
+        if buf.len() * 2 < self.cfg.level_window {
+            // Too little recent history (after a long gap): fall back to the whole history.
+            self.window(i64::MIN, slot, &mut buf);
+        }
+        let level = stats::median_in_place(&mut buf);
+        if !level.is_finite() {
+            return None;
+        }
+        let Some(p) = self.cfg.season_len.filter(|p| *p >= 2) else {
+            return Some(level);
+        };
+        let p = p as i64;
+        let half = p / 2;
+        let mut devs = Vec::with_capacity(self.cfg.seasons_back);
+        for k in 1..=self.cfg.seasons_back as i64 {
+            let s = slot - k * p;
+            let Some(v) = self.value_at(s) else { continue };
+            // Centred cycle around the past point; it ends before `slot` because half < p.
+            self.window(s - half, s - half + p, &mut buf);
+            if buf.len() * 2 < p as usize {
+                continue;
+            }
+            devs.push(v - stats::median_in_place(&mut buf));
+        }
+        // With a single past cycle the offset is too noisy to trust.
+        let seasonal = if devs.len() >= 2 {
+            stats::median_in_place(&mut devs)
+        } else {
+            0.0
+        };
+        Some(level + seasonal)
+    }
+
+    /// Robust spread of recent residuals: 1.4826 * MAD, or 1.2533 * mean absolute deviation when
+    /// more than half the residuals are equal (count data), with a tiny floor so a constant
+    /// series flags any change instead of dividing by zero.
+    fn scale(&self) -> f64 {
+        let r: Vec<f64> = self.residuals.iter().copied().collect();
+        let med = stats::median(&r);
+        let abs: Vec<f64> = r.iter().map(|x| (x - med).abs()).collect();
+        let mut s = 1.4826 * stats::median(&abs);
+        if s <= 0.0 || !s.is_finite() {
+            s = 1.2533 * stats::mean(&abs);
+        }
+        if !s.is_finite() {
+            s = 0.0;
+        }
+        s.max(1e-9)
+    }
+
+    /// Scores `value` observed at `ts` (epoch seconds), then learns from it.
+    ///
+    /// Points must come in time order; a point whose slot is not after the last one is scored
+    /// but not learned. A non-finite value scores 0 and is not learned.
+    pub fn update(&mut self, ts: i64, value: f64) -> Scored {
+        let origin = *self.origin.get_or_insert(ts);
+        let step = self.cfg.step_secs.max(1);
+        let slot = ((ts - origin) as f64 / step as f64).round() as i64;
+        let ready = self.seen >= self.cfg.warmup && self.transform_decided;
+        let expected_t = if ready { self.expectation(slot) } else { None };
+        let scored = match expected_t {
+            Some(e) if value.is_finite() => {
+                let scale = self.scale();
+                let y = self.fwd(value);
+                let r = y - e;
+                let z = r / scale;
+                let k = self.cfg.threshold_z;
+                let score = z * z / (z * z + k * k);
+                if slot > self.last_slot {
+                    self.residuals.push_back(r);
+                    if self.residuals.len() > self.cfg.scale_window {
+                        self.residuals.pop_front();
+                    }
+                }
+                Scored {
+                    score,
+                    expected: self.inv(e),
+                    lower: self.inv(e - k * scale),
+                    upper: self.inv(e + k * scale),
+                    is_anomaly: z.abs() >= k,
+                }
+            }
+            Some(e) => {
+                let scale = self.scale();
+                let k = self.cfg.threshold_z;
+                Scored {
+                    score: 0.0,
+                    expected: self.inv(e),
+                    lower: self.inv(e - k * scale),
+                    upper: self.inv(e + k * scale),
+                    is_anomaly: false,
+                }
+            }
+            None => {
+                // Warming up: the running median, no band yet.
+                let raws: Vec<f64> = self.history.iter().map(|o| o.raw).collect();
+                let m = stats::median(&raws);
+                let m = if m.is_finite() { m } else { value };
+                Scored {
+                    score: 0.0,
+                    expected: m,
+                    lower: f64::NAN,
+                    upper: f64::NAN,
+                    is_anomaly: false,
+                }
+            }
+        };
+        if value.is_finite() && slot > self.last_slot {
+            self.last_slot = slot;
+            self.seen += 1;
+            self.history.push_back(Obs { slot, raw: value });
+            let keep = self.history_len() as i64;
+            while self.history.front().is_some_and(|o| o.slot < slot - keep) {
+                self.history.pop_front();
+            }
+            if !self.transform_decided && self.seen >= self.cfg.warmup {
+                self.decide_transform();
+                // Seed the spread from the warm-up so the first scored points have a scale.
+                self.seed_residuals();
+            }
+        }
+        scored
+    }
+
+    fn seed_residuals(&mut self) {
+        let slots: Vec<i64> = self.history.iter().map(|o| o.slot).collect();
+        let mut res = Vec::new();
+        for s in slots {
+            if let (Some(e), Some(v)) = (self.expectation(s), self.value_at(s)) {
+                res.push(v - e);
+            }
+        }
+        self.residuals = res.into_iter().collect();
+        while self.residuals.len() > self.cfg.scale_window {
+            self.residuals.pop_front();
+        }
+    }
+}
+
+/// Settings of the tracking-break rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackingBreakConfig {
+    /// Consecutive hours with zero conversions before the rule fires.
+    pub zero_hours: usize,
+    /// Clicks over those hours must be at least this fraction of the baseline clicks for the same
+    /// number of hours (0.5 = 50%).
+    pub min_click_ratio: f64,
+    /// Hours of history (before the zero run) that form the baseline.
+    pub baseline_hours: usize,
+    /// Conversions the baseline must contain for the campaign to count as one that converts.
+    pub min_baseline_conversions: f64,
+    /// The baseline's expected conversions over the zero run must be at least this, so a
+    /// campaign that converts once a week is not flagged after a quiet afternoon.
+    pub min_expected_conversions: f64,
+}
+
+impl Default for TrackingBreakConfig {
+    fn default() -> Self {
+        TrackingBreakConfig {
+            zero_hours: 6,
+            min_click_ratio: 0.5,
+            baseline_hours: 7 * 24,
+            min_baseline_conversions: 5.0,
+            min_expected_conversions: 3.0,
+        }
+    }
+}
+
+/// State of the tracking-break rule after one hour.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrackingStatus {
+    /// Hours in a row with zero conversions (and clicks).
+    pub zero_hours: usize,
+    /// Clicks in the zero run divided by baseline clicks for as many hours (NaN without baseline).
+    pub click_ratio: f64,
+    /// Conversions the baseline rate predicts for the zero run.
+    pub expected_conversions: f64,
+    /// Probability of seeing zero conversions in the run if tracking worked (Poisson); the
+    /// score is `1 - p`.
+    pub p_zero: f64,
+    /// True when the rule fires.
+    pub broken: bool,
+}
+
+/// Streaming detector for broken conversion tracking: clicks continue while conversions fall to
+/// zero. Feed one hour at a time with [`TrackingBreak::update`].
+#[derive(Debug, Clone)]
+pub struct TrackingBreak {
+    cfg: TrackingBreakConfig,
+    /// (clicks, conversions) of the baseline hours, oldest first.
+    baseline: VecDeque<(f64, f64)>,
+    /// Clicks of the current zero-conversion run.
+    run_clicks: Vec<f64>,
+}
+
+impl TrackingBreak {
+    /// A new rule.
+    pub fn new(cfg: TrackingBreakConfig) -> Self {
+        TrackingBreak {
+            cfg,
+            baseline: VecDeque::new(),
+            run_clicks: Vec::new(),
+        }
+    }
+
+    /// Feeds one hour of clicks and conversions. Non-finite or negative inputs count as missing
+    /// and leave the state unchanged.
+    pub fn update(&mut self, clicks: f64, conversions: f64) -> TrackingStatus {
+        let valid =
+            clicks.is_finite() && conversions.is_finite() && clicks >= 0.0 && conversions >= 0.0;
+        if valid {
+            if conversions == 0.0 && clicks > 0.0 {
+                self.run_clicks.push(clicks);
+            } else {
+                // The run ends: its hours join the baseline as ordinary history.
+                for c in self.run_clicks.drain(..) {
+                    self.baseline.push_back((c, 0.0));
+                }
+                self.baseline.push_back((clicks, conversions));
+            }
+            while self.baseline.len() > self.cfg.baseline_hours {
+                self.baseline.pop_front();
+            }
+        }
+        self.status()
+    }
+
+    fn status(&self) -> TrackingStatus {
+        let n = self.run_clicks.len();
+        let (b_clicks, b_conv) = self
+            .baseline
+            .iter()
+            .fold((0.0, 0.0), |(a, b), (c, v)| (a + c, b + v));
+        let b_hours = self.baseline.len() as f64;
+        let run_clicks: f64 = self.run_clicks.iter().sum();
+        let click_ratio = if b_hours > 0.0 && b_clicks > 0.0 {
+            run_clicks / (b_clicks / b_hours * n as f64)
+        } else {
+            f64::NAN
+        };
+        // Conversions per click in the baseline, applied to the clicks of the run.
+        let expected = if b_clicks > 0.0 {
+            b_conv / b_clicks * run_clicks
+        } else {
+            0.0
+        };
+        let p_zero = (-expected).exp();
+        let broken = n >= self.cfg.zero_hours
+            && b_conv >= self.cfg.min_baseline_conversions
+            && click_ratio >= self.cfg.min_click_ratio
+            && expected >= self.cfg.min_expected_conversions;
+        TrackingStatus {
+            zero_hours: n,
+            click_ratio,
+            expected_conversions: expected,
+            p_zero,
+            broken,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn hourly(n: usize, seed: u64) -> Vec<f64> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        (0..n)
+            .map(|t| {
+                let daily = 1.0 + 0.5 * (2.0 * std::f64::consts::PI * (t % 24) as f64 / 24.0).sin();
+                100.0 * daily * (1.0 + 0.05 * (rng.random::<f64>() - 0.5))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn flags_a_spike_but_not_the_daily_cycle() {
+        let mut xs = hourly(24 * 20, 1);
+        xs[24 * 15 + 5] *= 3.0;
+        let mut d = Detector::new(DetectorConfig::default());
+        let flags: Vec<usize> = xs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, x)| d.update(i as i64 * 3600, *x).is_anomaly.then_some(i))
+            .collect();
+        assert_eq!(flags, vec![24 * 15 + 5]);
+    }
+
+    #[test]
+    fn band_follows_the_season() {
+        let xs = hourly(24 * 14, 2);
+        let mut d = Detector::new(DetectorConfig::default());
+        let mut last = Vec::new();
+        for (i, x) in xs.iter().enumerate() {
+            let s = d.update(i as i64 * 3600, *x);
+            if i >= 24 * 13 {
+                last.push((s, *x));
+            }
+        }
+        for (s, x) in last {
+            assert!(s.lower < x && x < s.upper, "{x} outside {s:?}");
+            assert!((s.expected - x).abs() / x < 0.1, "{x} vs {s:?}");
+            assert!((0.0..0.5).contains(&s.score));
+        }
+    }
+
+    #[test]
+    fn warm_up_nan_gaps_and_constant_series() {
+        let mut d = Detector::new(DetectorConfig::default());
+        let first = d.update(0, 5.0);
+        assert_eq!(first.score, 0.0);
+        assert!(!first.is_anomaly);
+        let mut t = 0;
+        for _ in 0..200 {
+            t += 3600;
+            let s = d.update(t, 5.0);
+            assert!(!s.is_anomaly && s.score == 0.0);
+        }
+        let nan = d.update(t + 3600, f64::NAN);
+        assert!(!nan.is_anomaly && nan.score == 0.0);
+        // A 10-hour gap, then a change on a constant series is flagged.
+        let s = d.update(t + 10 * 3600, 6.0);
+        assert!(s.is_anomaly && s.score > 0.99, "{s:?}");
+        assert!(s.expected.is_finite() && (s.expected - 5.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn negative_series_use_the_linear_scale() {
+        let mut d = Detector::new(DetectorConfig::default());
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for i in 0..300 {
+            let s = d.update(i * 3600, rng.random::<f64>() - 0.5);
+            assert!(!s.is_anomaly || i < 72, "flag at {i}");
+        }
+        let s = d.update(300 * 3600, -20.0);
+        assert!(s.is_anomaly);
+        assert!(s.lower < s.expected && s.expected < s.upper);
+    }
+
+    #[test]
+    fn tracking_break_fires_only_when_clicks_continue() {
+        let cfg = TrackingBreakConfig::default();
+        let mut tb = TrackingBreak::new(cfg.clone());
+        // A week of 100 clicks and 2 conversions per hour.
+        for _ in 0..168 {
+            assert!(!tb.update(100.0, 2.0).broken);
+        }
+        for h in 1..=8 {
+            let s = tb.update(90.0, 0.0);
+            assert_eq!(s.zero_hours, h);
+            assert_eq!(s.broken, h >= cfg.zero_hours, "hour {h}: {s:?}");
+        }
+        // Conversions come back: the run ends.
+        assert!(!tb.update(100.0, 1.0).broken);
+
+        // Clicks collapse together with conversions: a traffic drop, not a tracking break.
+        let mut tb = TrackingBreak::new(cfg.clone());
+        for _ in 0..168 {
+            tb.update(100.0, 2.0);
+        }
+        for _ in 0..10 {
+            assert!(!tb.update(10.0, 0.0).broken);
+        }
+
+        // A campaign that never converted is never flagged.
+        let mut tb = TrackingBreak::new(cfg.clone());
+        for _ in 0..200 {
+            assert!(!tb.update(100.0, 0.0).broken);
+        }
+
+        // A rarely converting campaign needs a longer silence than the minimum.
+        let mut tb = TrackingBreak::new(cfg);
+        for h in 0..168 {
+            tb.update(100.0, if h % 24 == 0 { 1.0 } else { 0.0 });
+        }
+        for _ in 0..6 {
+            let s = tb.update(100.0, 0.0);
+            assert!(!s.broken, "{s:?}");
+        }
+        assert!(tb.update(f64::NAN, 0.0).p_zero > 0.0);
+    }
+}

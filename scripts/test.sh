@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
   echo "QuestDB is not installed for the tests: run bash scripts/install-deps.sh" >&2; exit 1; }
 bash scripts/check-alerting.sh
 python3 scripts/check-dashboards.py
-cargo test --locked --all-targets
+cargo test --locked

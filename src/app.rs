@@ -11,10 +11,11 @@ use tracing::{error, info};
 use crate::api::{AppState, router};
 use crate::config::Config;
 use crate::kpi::Margin;
+use crate::models::live::{ModelOutputs, ModelRunner};
 use crate::normalize::Normalizer;
 use crate::pipeline::Pipeline;
-use crate::sinks::metrics::KpiCollector;
-use crate::sinks::questdb::{QuestDbSink, SinkHandle};
+use crate::sinks::metrics::{KpiCollector, ModelCollector};
+use crate::sinks::questdb::{QuestDbSink, SinkHandle, SqlClient};
 use crate::sources::SourceContext;
 use crate::state::{Snapshot, SnapshotSettings, Store};
 use crate::telemetry::Telemetry;
@@ -106,6 +107,22 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
     }
 
     let mut tasks = Vec::new();
+    if config.models.enabled {
+        let outputs = Arc::new(ArcSwap::from_pointee(ModelOutputs::default()));
+        if let Err(error) = telemetry
+            .registry
+            .register(Box::new(ModelCollector::new(outputs.clone())))
+        {
+            error!(%error, "model collector not registered");
+        }
+        let sql = if config.questdb.enabled {
+            Some(SqlClient::new(&config.questdb, config.questdb_password()?))
+        } else {
+            None
+        };
+        let runner = ModelRunner::new(&config, pipeline.clone(), sql, sink.clone(), outputs);
+        tasks.push(tokio::spawn(runner.run(shutdown.clone())));
+    }
     // KPI refresher
     {
         let pipeline = pipeline.clone();

@@ -60,6 +60,9 @@ pub struct Config {
     /// ROI target trajectory: each entry applies from its date until the next one.
     #[serde(default = "default_targets")]
     pub targets: Vec<RoiTarget>,
+    /// Forecasts and anomaly detection fitted in-process.
+    #[serde(default)]
+    pub models: ModelsConfig,
     /// Data sources, each listed explicitly with its `type`.
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
@@ -160,6 +163,39 @@ impl Default for QuestDbConfig {
             spool_max_bytes: 1 << 30,
             retry_initial_ms: 250,
             retry_max_ms: 15_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelsConfig {
+    /// Fit forecasts and score anomalies at all.
+    pub enabled: bool,
+    /// How often new complete hours are scored for anomalies, in seconds.
+    pub score_interval_secs: u64,
+    /// How often forecasts are refitted, in seconds.
+    pub refit_interval_secs: u64,
+    /// Hours ahead of the hourly spend, conversions and conversion-value forecasts.
+    pub forecast_hours: usize,
+    /// Days ahead of the daily revenue forecast.
+    pub revenue_forecast_days: usize,
+    /// Days of daily revenue history read from QuestDB for the revenue forecast.
+    pub revenue_history_days: u32,
+    /// Known events (festivals, seasons) added to the built-in Indian calendar.
+    pub festivals: Vec<crate::models::forecast::FestivalEvent>,
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            score_interval_secs: 60,
+            refit_interval_secs: 3600,
+            forecast_hours: 48,
+            revenue_forecast_days: 30,
+            revenue_history_days: 365,
+            festivals: Vec::new(),
         }
     }
 }
@@ -353,6 +389,30 @@ impl Config {
         for (i, t) in self.targets.iter().enumerate() {
             if !t.roi.is_finite() {
                 add(&format!("targets[{i}].roi"), "must be a number".into());
+            }
+        }
+        let m = &self.models;
+        if m.score_interval_secs == 0 {
+            add("models.score_interval_secs", "must be at least 1".into());
+        }
+        if m.refit_interval_secs == 0 {
+            add("models.refit_interval_secs", "must be at least 1".into());
+        }
+        if m.forecast_hours == 0 || m.forecast_hours > 24 * 14 {
+            add("models.forecast_hours", "must be between 1 and 336".into());
+        }
+        if m.revenue_forecast_days == 0 || m.revenue_forecast_days > 366 {
+            add(
+                "models.revenue_forecast_days",
+                "must be between 1 and 366".into(),
+            );
+        }
+        for (i, f) in m.festivals.iter().enumerate() {
+            if f.end < f.start {
+                add(
+                    &format!("models.festivals[{i}].end"),
+                    "is before its start".into(),
+                );
             }
         }
         if self.sources.is_empty() {

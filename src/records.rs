@@ -124,6 +124,42 @@ pub struct FunnelStep {
     pub count: u64,
 }
 
+/// One step of a forecast run (`forecasts` table).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForecastRow {
+    /// The time the forecast is for (bucket start).
+    pub ts: DateTime<Utc>,
+    pub generated_at: DateTime<Utc>,
+    pub model: String,
+    /// `spend_hourly`, `conversions_hourly`, `conversion_value_hourly`, `revenue_daily`,
+    /// `loss_daily`.
+    pub series: String,
+    pub horizon_hours: i64,
+    pub yhat: f64,
+    pub yhat_lower_80: f64,
+    pub yhat_upper_80: f64,
+    pub yhat_lower_95: f64,
+    pub yhat_upper_95: f64,
+}
+
+/// One scored point of an anomaly detector (`anomalies` table).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnomalyRow {
+    pub ts: DateTime<Utc>,
+    /// spend, cpc, cpm, ctr, cr, conversions, revenue.
+    pub series: String,
+    pub platform: String,
+    pub campaign_id: String,
+    pub value: f64,
+    pub expected: f64,
+    pub lower: f64,
+    pub upper: f64,
+    pub score: f64,
+    pub is_anomaly: bool,
+    /// `robust_seasonal` or `tracking_break`.
+    pub detector: String,
+}
+
 /// One normalized record, routed to its table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "table", rename_all = "snake_case")]
@@ -131,6 +167,8 @@ pub enum Record {
     CampaignStats(CampaignStat),
     Orders(OrderEvent),
     Funnel(FunnelStep),
+    Forecasts(ForecastRow),
+    Anomalies(AnomalyRow),
 }
 
 impl Record {
@@ -139,6 +177,8 @@ impl Record {
             Record::CampaignStats(_) => "campaign_stats",
             Record::Orders(_) => "orders",
             Record::Funnel(_) => "funnel",
+            Record::Forecasts(_) => "forecasts",
+            Record::Anomalies(_) => "anomalies",
         }
     }
 
@@ -147,6 +187,8 @@ impl Record {
             Record::CampaignStats(r) => r.ts,
             Record::Orders(r) => r.ts,
             Record::Funnel(r) => r.ts,
+            Record::Forecasts(r) => r.ts,
+            Record::Anomalies(r) => r.ts,
         }
     }
 }

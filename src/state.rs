@@ -121,6 +121,8 @@ impl Store {
                         },
                     );
                 }
+                // model outputs are written to QuestDB only
+                Record::Forecasts(_) | Record::Anomalies(_) => {}
                 Record::Funnel(f) => {
                     self.funnel.insert(
                         (
@@ -135,6 +137,51 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// Visit every campaign's hour buckets starting at or after `from` (unix seconds), in time
+    /// order per campaign. `revenue` is not set (see [`Store::hourly_totals`]).
+    pub fn visit_campaign_hours(
+        &self,
+        from: i64,
+        mut f: impl FnMut(&CampaignKey, &str, i64, &Totals),
+    ) {
+        for (key, h) in &self.campaigns {
+            for (&t, c) in h.hours.range(from..) {
+                f(key, &h.name, t, &c.totals());
+            }
+        }
+    }
+
+    /// Totals over all campaigns per hour bucket in `[from, to)`, with shop revenue (all orders,
+    /// net of refunds) in the hour bucket they fall into.
+    pub fn hourly_totals(&self, from: i64, to: i64, tz: Tz) -> BTreeMap<i64, Totals> {
+        let mut out: BTreeMap<i64, Totals> = BTreeMap::new();
+        for h in self.campaigns.values() {
+            for (&t, c) in h.hours.range(from..to) {
+                *out.entry(t).or_default() += c.totals();
+            }
+        }
+        let lo = DateTime::<Utc>::from_timestamp(from, 0).unwrap_or_default();
+        for ((ts, _), o) in self.orders.range((lo, String::new())..) {
+            let b = hour_floor(*ts, tz).timestamp();
+            if b >= to {
+                break;
+            }
+            if b >= from {
+                out.entry(b).or_default().revenue += o.amount;
+            }
+        }
+        out
+    }
+
+    /// Shop revenue per reporting day (all orders kept in memory).
+    pub fn daily_revenue(&self) -> BTreeMap<NaiveDate, Decimal> {
+        let mut out: BTreeMap<NaiveDate, Decimal> = BTreeMap::new();
+        for o in self.orders.values() {
+            *out.entry(o.day).or_default() += o.amount;
+        }
+        out
     }
 
     /// Drop what is older than the retention before `now`.

@@ -137,5 +137,65 @@ async fn prometheus_roi_matches_sql_and_schema_examples_run() {
         let n = v["dataset"].as_array().map(Vec::len).unwrap_or(0);
         assert!(n > 0, "docs/schema.md query '{title}' returned no rows");
     }
+    // The models ran in the service: forecasts with bands and anomaly bands in Prometheus,
+    // every forecast step and scored point in QuestDB.
+    for (metric, want) in [
+        ("adpulse_forecast_spend_hourly", 5),
+        ("adpulse_forecast_loss_today", 5),
+        ("adpulse_forecast_revenue_daily", 5),
+    ] {
+        let got = eventually(metric, Duration::from_secs(90), || async {
+            let v = prom.query(metric).await;
+            (v.len() == want).then_some(v)
+        })
+        .await;
+        let get = |band: &str| {
+            got.iter()
+                .find(|(l, _)| l["ml_forecast"] == band)
+                .map(|s| s.1)
+                .unwrap()
+        };
+        assert!(
+            get("yhat_lower") <= get("yhat") && get("yhat") <= get("yhat_upper"),
+            "{metric}: {got:?}"
+        );
+        assert!(
+            get("yhat_lower_95") <= get("yhat_lower") && get("yhat_upper") <= get("yhat_upper_95"),
+            "{metric}: {got:?}"
+        );
+    }
+    let loss = prom
+        .query("adpulse_forecast_loss_today{ml_forecast=\"yhat\"}")
+        .await[0]
+        .1;
+    let loss_so_far = -prom.query("adpulse_total_profit_today").await[0].1;
+    assert!(
+        loss >= loss_so_far,
+        "predicted end-of-day loss {loss} below the loss so far {loss_so_far}"
+    );
+    let scores = prom.query("adpulse_anomaly_score").await;
+    assert_eq!(
+        scores.len(),
+        6 * 6,
+        "6 series x 6 campaigns: {}",
+        scores.len()
+    );
+    assert!(scores.iter().all(|(_, v)| (0.0..=1.0).contains(v)));
+    let spike = prom
+        .query("adpulse_anomaly_flag{series=\"spend\",campaign=\"Display - Remarketing\"}")
+        .await;
+    assert_eq!(spike.len(), 1);
+    eventually(
+        "forecasts and anomalies rows in QuestDB",
+        Duration::from_secs(60),
+        || async {
+            let f = q.number("SELECT count() FROM forecasts").await?;
+            let a = q
+                .number("SELECT count() FROM anomalies WHERE detector = 'robust_seasonal'")
+                .await?;
+            (f >= 48.0 * 3.0 + 30.0 && a > 6.0 * 200.0).then_some(())
+        },
+    )
+    .await;
     running.stop().await;
 }

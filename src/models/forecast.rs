@@ -199,7 +199,8 @@ impl Transform {
     }
     fn inv(self, y: f64) -> f64 {
         match self.offset {
-            // Never below zero for a series that never was.
+            // Never below zero for a series that never was; an unknown bound stays unknown.
+            Some(_) if y.is_nan() => f64::NAN,
             Some(c) => (y.exp() - c).max(0.0),
             None => y,
         }
@@ -441,6 +442,26 @@ fn error_quantiles(errors: &[Vec<f64>], horizon: usize) -> Vec<Quant> {
             out.push(q.map(|x| x * f));
         } else {
             out.push([f64::NAN; 4]);
+        }
+    }
+    if last_good.is_none() {
+        // Short history (fewer than 20 errors at every horizon): a documented fallback, normal
+        // intervals from the spread of all recorded errors, widened like a random walk.
+        let pooled: Vec<f64> = errors
+            .iter()
+            .flatten()
+            .copied()
+            .filter(|e| e.is_finite())
+            .collect();
+        if pooled.len() >= 5 {
+            let mean = pooled.iter().sum::<f64>() / pooled.len() as f64;
+            let var =
+                pooled.iter().map(|e| (e - mean).powi(2)).sum::<f64>() / (pooled.len() - 1) as f64;
+            let sd = var.sqrt();
+            for (h0, q) in out.iter_mut().enumerate() {
+                let w = sd * ((h0 + 1) as f64).sqrt();
+                *q = [-1.2816 * w, 1.2816 * w, -1.96 * w, 1.96 * w];
+            }
         }
     }
     out

@@ -9,6 +9,7 @@ pub mod anomaly;
 pub mod backtest;
 pub mod cli;
 pub mod forecast;
+pub mod live;
 pub mod nab;
 pub mod scoring;
 pub mod segments;

@@ -364,3 +364,128 @@ impl Collector for KpiCollector {
         families(&self.snapshot.load())
     }
 }
+
+/// Families of the models' outputs (forecasts "for now" with bands, anomaly bands and scores).
+pub fn model_families(m: &crate::models::live::ModelOutputs) -> Vec<MetricFamily> {
+    let cur = m.currency.as_str();
+    let mut out = Vec::new();
+    for fc in &m.forecasts {
+        let mut fam = Family::new(
+            format!("adpulse_forecast_{}", fc.target),
+            "Forecast for the current slot, with 80% (yhat_lower/yhat_upper) and 95% bands",
+        );
+        for (band, v) in [
+            ("yhat", fc.yhat),
+            ("yhat_lower", fc.lower_80),
+            ("yhat_upper", fc.upper_80),
+            ("yhat_lower_95", fc.lower_95),
+            ("yhat_upper_95", fc.upper_95),
+        ] {
+            if fc.money {
+                fam.push(&[("ml_forecast", band), ("currency", cur)], v);
+            } else {
+                fam.push(&[("ml_forecast", band)], v);
+            }
+        }
+        out.push(fam);
+    }
+    let mut level = Family::new(
+        "adpulse_anomaly_level",
+        "Observed value of the last complete hour",
+    );
+    let mut expected = Family::new("adpulse_anomaly_expected", "Value the detector expected");
+    let mut upper = Family::new(
+        "adpulse_anomaly_upper_band",
+        "Upper edge of the expected band",
+    );
+    let mut lower = Family::new(
+        "adpulse_anomaly_lower_band",
+        "Lower edge of the expected band",
+    );
+    let mut score = Family::new(
+        "adpulse_anomaly_score",
+        "Anomaly score, 0..1 (0.5 at the band edge)",
+    );
+    let mut flag = Family::new(
+        "adpulse_anomaly_flag",
+        "1 when the last complete hour left the band",
+    );
+    for a in &m.anomalies {
+        let l = [
+            ("series", a.series),
+            ("platform", a.key.platform.as_str()),
+            ("account", a.key.account.as_str()),
+            ("campaign_id", a.key.campaign_id.as_str()),
+            ("campaign", a.campaign.as_str()),
+        ];
+        level.push(&l, a.level);
+        expected.push(&l, a.expected);
+        upper.push(&l, a.upper);
+        lower.push(&l, a.lower);
+        score.push(&l, a.score);
+        flag.push(&l, if a.is_anomaly { 1.0 } else { 0.0 });
+    }
+    let mut tb = Family::new(
+        "adpulse_tracking_break",
+        "1 when clicks continue while conversions fell to zero (model detector)",
+    );
+    let mut tbs = Family::new(
+        "adpulse_tracking_break_score",
+        "1 - probability of the zero-conversion run if tracking worked",
+    );
+    for t in &m.tracking {
+        let l = [
+            ("platform", t.key.platform.as_str()),
+            ("account", t.key.account.as_str()),
+            ("campaign_id", t.key.campaign_id.as_str()),
+            ("campaign", t.campaign.as_str()),
+        ];
+        tb.push(&l, if t.broken { 1.0 } else { 0.0 });
+        tbs.push(&l, t.score);
+    }
+    let mut refit = Family::new(
+        "adpulse_models_last_refit_timestamp_seconds",
+        "Collector clock of the last forecast refit",
+    );
+    if let Some(t) = m.last_refit {
+        refit.push(&[], t.timestamp_millis() as f64 / 1000.0);
+    }
+    out.extend([level, expected, upper, lower, score, flag, tb, tbs, refit]);
+    let mut fams: Vec<MetricFamily> = out.into_iter().map(Family::finish).collect();
+    fams.retain(|f| !f.get_metric().is_empty());
+    fams
+}
+
+/// Collector for the models' outputs.
+pub struct ModelCollector {
+    outputs: Arc<ArcSwap<crate::models::live::ModelOutputs>>,
+    descs: Vec<Desc>,
+}
+
+impl ModelCollector {
+    pub fn new(outputs: Arc<ArcSwap<crate::models::live::ModelOutputs>>) -> Self {
+        let descs = ["adpulse_anomaly_level", "adpulse_forecast_loss_today"]
+            .iter()
+            .filter_map(|n| {
+                Desc::new(
+                    n.to_string(),
+                    "adpulse model output".into(),
+                    vec![],
+                    Default::default(),
+                )
+                .ok()
+            })
+            .collect();
+        Self { outputs, descs }
+    }
+}
+
+impl Collector for ModelCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        model_families(&self.outputs.load())
+    }
+}

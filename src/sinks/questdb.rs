@@ -47,6 +47,20 @@ pub const TABLES: &[(&str, &str)] = &[
          TIMESTAMP(ts) PARTITION BY DAY WAL \
          DEDUP UPSERT KEYS(ts, bucket, stage, traffic_source, source)",
     ),
+    (
+        "forecasts",
+        "CREATE TABLE IF NOT EXISTS forecasts (ts TIMESTAMP, generated_at TIMESTAMP, model SYMBOL, \
+         series SYMBOL, horizon_hours LONG, yhat DOUBLE, yhat_lower_80 DOUBLE, yhat_upper_80 DOUBLE, \
+         yhat_lower_95 DOUBLE, yhat_upper_95 DOUBLE) TIMESTAMP(ts) PARTITION BY DAY WAL \
+         DEDUP UPSERT KEYS(ts, generated_at, model, series)",
+    ),
+    (
+        "anomalies",
+        "CREATE TABLE IF NOT EXISTS anomalies (ts TIMESTAMP, series SYMBOL, platform SYMBOL, \
+         campaign_id SYMBOL, value DOUBLE, expected DOUBLE, lower DOUBLE, upper DOUBLE, score DOUBLE, \
+         is_anomaly BOOLEAN, detector SYMBOL) TIMESTAMP(ts) PARTITION BY DAY WAL \
+         DEDUP UPSERT KEYS(ts, series, platform, campaign_id, detector)",
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +179,33 @@ pub fn encode(buf: &mut Buffer, r: &Record, ingested_at: TimestampMicros) -> Res
                 .and_then(|b| b.at(ts(o.ts)))
                 .map_err(enc)
         }
+        Record::Forecasts(f) => buf
+            .table("forecasts")
+            .and_then(|b| b.symbol("model", &f.model))
+            .and_then(|b| b.symbol("series", &f.series))
+            .and_then(|b| b.column_ts("generated_at", ts(f.generated_at)))
+            .and_then(|b| b.column_i64("horizon_hours", f.horizon_hours))
+            .and_then(|b| b.column_f64("yhat", f.yhat))
+            .and_then(|b| b.column_f64("yhat_lower_80", f.yhat_lower_80))
+            .and_then(|b| b.column_f64("yhat_upper_80", f.yhat_upper_80))
+            .and_then(|b| b.column_f64("yhat_lower_95", f.yhat_lower_95))
+            .and_then(|b| b.column_f64("yhat_upper_95", f.yhat_upper_95))
+            .and_then(|b| b.at(ts(f.ts)))
+            .map_err(enc),
+        Record::Anomalies(a) => buf
+            .table("anomalies")
+            .and_then(|b| b.symbol("series", &a.series))
+            .and_then(|b| b.symbol("platform", &a.platform))
+            .and_then(|b| b.symbol("campaign_id", &a.campaign_id))
+            .and_then(|b| b.symbol("detector", &a.detector))
+            .and_then(|b| b.column_f64("value", a.value))
+            .and_then(|b| b.column_f64("expected", a.expected))
+            .and_then(|b| b.column_f64("lower", a.lower))
+            .and_then(|b| b.column_f64("upper", a.upper))
+            .and_then(|b| b.column_f64("score", a.score))
+            .and_then(|b| b.column_bool("is_anomaly", a.is_anomaly))
+            .and_then(|b| b.at(ts(a.ts)))
+            .map_err(enc),
         Record::Funnel(f) => {
             let day = f.day.format("%Y-%m-%d").to_string();
             buf.table("funnel")
@@ -445,21 +486,16 @@ impl QuestDbSink {
             .observe(started.elapsed().as_secs_f64());
         match res {
             Ok(()) => {
-                let mut per_table: [u64; 3] = [0; 3];
+                let mut per_table: std::collections::BTreeMap<&'static str, u64> =
+                    Default::default();
                 for r in &rows {
-                    per_table[match r {
-                        Record::CampaignStats(_) => 0,
-                        Record::Orders(_) => 1,
-                        Record::Funnel(_) => 2,
-                    }] += 1;
+                    *per_table.entry(r.table()).or_default() += 1;
                 }
-                for (i, t) in ["campaign_stats", "orders", "funnel"].iter().enumerate() {
-                    if per_table[i] > 0 {
-                        self.telemetry
-                            .sink_rows_written
-                            .with_label_values(&[SINK, t])
-                            .inc_by(per_table[i]);
-                    }
+                for (t, n) in per_table {
+                    self.telemetry
+                        .sink_rows_written
+                        .with_label_values(&[SINK, t])
+                        .inc_by(n);
                 }
                 Ok(rows)
             }

@@ -1,0 +1,581 @@
+//! The models inside the running service: scores every new complete hour of every campaign with
+//! the streaming anomaly detectors (and the tracking-break rule), refits the forecasts on a
+//! schedule, publishes the latest values as Prometheus series and writes every scored point and
+//! every forecast step to QuestDB (`anomalies`, `forecasts`).
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono_tz::Tz;
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::ModelsConfig;
+use crate::kpi::{Margin, Totals};
+use crate::models::anomaly::{Detector, DetectorConfig, TrackingBreak, TrackingBreakConfig};
+use crate::models::forecast::{self, FestivalCalendar, Forecast, ForecastConfig};
+use crate::models::series::{self, Point, TimestampStyle};
+use crate::normalize::{day_start, hour_floor};
+use crate::pipeline::Pipeline;
+use crate::records::{AnomalyRow, CampaignKey, ForecastRow, Record};
+use crate::sinks::questdb::{SinkHandle, SqlClient};
+
+/// The anomaly series scored per campaign.
+pub const CAMPAIGN_SERIES: [&str; 6] = ["spend", "cpc", "cpm", "ctr", "cr", "conversions"];
+
+/// Point forecast and bands of one forecast target, for "now".
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForecastNow {
+    /// Metric name suffix: `spend_hourly`, `conversions_hourly`, `conversion_value_hourly`,
+    /// `revenue_daily`, `loss_today`.
+    pub target: &'static str,
+    pub money: bool,
+    pub yhat: f64,
+    pub lower_80: f64,
+    pub upper_80: f64,
+    pub lower_95: f64,
+    pub upper_95: f64,
+}
+
+/// Latest anomaly state of one series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnomalyNow {
+    pub series: &'static str,
+    pub key: CampaignKey,
+    pub campaign: String,
+    pub level: f64,
+    pub expected: f64,
+    pub lower: f64,
+    pub upper: f64,
+    pub score: f64,
+    pub is_anomaly: bool,
+}
+
+/// Latest tracking-break state of one campaign.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackingNow {
+    pub key: CampaignKey,
+    pub campaign: String,
+    pub score: f64,
+    pub broken: bool,
+}
+
+/// What `/metrics` shows of the models.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelOutputs {
+    pub currency: String,
+    pub forecasts: Vec<ForecastNow>,
+    pub anomalies: Vec<AnomalyNow>,
+    pub tracking: Vec<TrackingNow>,
+    pub last_refit: Option<DateTime<Utc>>,
+}
+
+/// The runner task's state.
+pub struct ModelRunner {
+    cfg: ModelsConfig,
+    tz: Tz,
+    margin: Margin,
+    calendar: FestivalCalendar,
+    pipeline: Arc<Pipeline>,
+    sql: Option<SqlClient>,
+    sink: Option<SinkHandle>,
+    outputs: Arc<ArcSwap<ModelOutputs>>,
+    detectors: HashMap<(CampaignKey, &'static str), Detector>,
+    tracking: HashMap<CampaignKey, TrackingBreak>,
+    last_scored: HashMap<CampaignKey, i64>,
+    latest_anomaly: HashMap<(CampaignKey, &'static str), AnomalyNow>,
+    latest_tracking: HashMap<CampaignKey, TrackingNow>,
+    revenue_detector: Detector,
+    revenue_scored: i64,
+    forecasts: Vec<ForecastNow>,
+    last_refit: Option<(Instant, DateTime<Utc>)>,
+}
+
+fn f(d: Decimal) -> f64 {
+    d.to_f64().unwrap_or(f64::NAN)
+}
+
+/// The value of each anomaly series for one campaign-hour (`None`: undefined, e.g. CPC without
+/// clicks, and not scored).
+fn series_values(t: &Totals) -> [Option<f64>; 6] {
+    [
+        Some(f(t.spend)),
+        t.cpc(),
+        t.cpm(),
+        t.ctr(),
+        t.cr(),
+        Some(t.conversions),
+    ]
+}
+
+impl ModelRunner {
+    pub fn new(
+        config: &crate::config::Config,
+        pipeline: Arc<Pipeline>,
+        sql: Option<SqlClient>,
+        sink: Option<SinkHandle>,
+        outputs: Arc<ArcSwap<ModelOutputs>>,
+    ) -> Self {
+        let cfg = config.models.clone();
+        let tz = config.timezone();
+        let currency = config.general.reporting_currency.clone();
+        let margin = Margin(config.general.gross_margin_ratio);
+        // the calendar maps timestamps to days by a fixed offset: the reporting timezone's now
+        let mut calendar = FestivalCalendar {
+            utc_offset_minutes: {
+                use chrono::Offset;
+                Utc::now()
+                    .with_timezone(&tz)
+                    .offset()
+                    .fix()
+                    .local_minus_utc()
+                    / 60
+            },
+            ..FestivalCalendar::default()
+        };
+        calendar.events.extend(cfg.festivals.iter().cloned());
+        outputs.store(Arc::new(ModelOutputs {
+            currency,
+            ..Default::default()
+        }));
+        Self {
+            cfg,
+            tz,
+            margin,
+            calendar,
+            pipeline,
+            sql,
+            sink,
+            outputs,
+            detectors: HashMap::new(),
+            tracking: HashMap::new(),
+            last_scored: HashMap::new(),
+            latest_anomaly: HashMap::new(),
+            latest_tracking: HashMap::new(),
+            revenue_detector: Detector::new(DetectorConfig::for_step(3600)),
+            revenue_scored: i64::MIN,
+            forecasts: Vec::new(),
+            last_refit: None,
+        }
+    }
+
+    /// Score new complete hours; refit when due. Returns the rows to write.
+    pub async fn cycle(&mut self) -> Vec<Record> {
+        let now = self.pipeline.now();
+        let mut rows = tokio::task::block_in_place(|| self.score(now));
+        // refit on schedule, and until a first fit succeeded (data may still be arriving)
+        let due = self.forecasts.is_empty()
+            || self
+                .last_refit
+                .is_none_or(|(at, _)| at.elapsed().as_secs() >= self.cfg.refit_interval_secs);
+        if due {
+            let daily = self.daily_revenue_history(now).await;
+            rows.extend(tokio::task::block_in_place(|| self.refit(now, daily)));
+            self.last_refit = Some((Instant::now(), now));
+        }
+        let prev = self.outputs.load();
+        let mut anomalies: Vec<AnomalyNow> = self.latest_anomaly.values().cloned().collect();
+        anomalies.sort_by(|a, b| (&a.key, a.series).cmp(&(&b.key, b.series)));
+        let mut tracking: Vec<TrackingNow> = self.latest_tracking.values().cloned().collect();
+        tracking.sort_by(|a, b| a.key.cmp(&b.key));
+        self.outputs.store(Arc::new(ModelOutputs {
+            currency: prev.currency.clone(),
+            forecasts: self.forecasts.clone(),
+            anomalies,
+            tracking,
+            last_refit: self.last_refit.map(|(_, t)| t),
+        }));
+        rows
+    }
+
+    /// Feed every complete hour not yet seen to the detectors.
+    fn score(&mut self, now: DateTime<Utc>) -> Vec<Record> {
+        let cur_hour = hour_floor(now, self.tz).timestamp();
+        let mut points: Vec<(CampaignKey, String, i64, Totals)> = Vec::new();
+        let last = &self.last_scored;
+        self.pipeline.with_store(|s| {
+            s.visit_campaign_hours(i64::MIN, |key, name, t, totals| {
+                if t < cur_hour && last.get(key).is_none_or(|&l| t > l) {
+                    points.push((key.clone(), name.to_string(), t, *totals));
+                }
+            })
+        });
+        points.sort_by(|a, b| (&a.0, a.2).cmp(&(&b.0, b.2)));
+        let mut rows = Vec::new();
+        for (key, name, t, totals) in points {
+            let ts = Utc.timestamp_opt(t, 0).single().unwrap_or(now);
+            for (series, value) in CAMPAIGN_SERIES.iter().zip(series_values(&totals)) {
+                let Some(v) = value.filter(|v| v.is_finite()) else {
+                    continue;
+                };
+                let det = self
+                    .detectors
+                    .entry((key.clone(), series))
+                    .or_insert_with(|| Detector::new(DetectorConfig::for_step(3600)));
+                let s = det.update(t, v);
+                rows.push(Record::Anomalies(AnomalyRow {
+                    ts,
+                    series: series.to_string(),
+                    platform: key.platform.clone(),
+                    campaign_id: key.campaign_id.clone(),
+                    value: v,
+                    expected: s.expected,
+                    lower: s.lower,
+                    upper: s.upper,
+                    score: s.score,
+                    is_anomaly: s.is_anomaly,
+                    detector: "robust_seasonal".into(),
+                }));
+                self.latest_anomaly.insert(
+                    (key.clone(), series),
+                    AnomalyNow {
+                        series,
+                        key: key.clone(),
+                        campaign: name.clone(),
+                        level: v,
+                        expected: s.expected,
+                        lower: s.lower,
+                        upper: s.upper,
+                        score: s.score,
+                        is_anomaly: s.is_anomaly,
+                    },
+                );
+            }
+            let tb = self
+                .tracking
+                .entry(key.clone())
+                .or_insert_with(|| TrackingBreak::new(TrackingBreakConfig::default()));
+            let st = tb.update(totals.clicks as f64, totals.conversions);
+            let score = if st.p_zero.is_finite() {
+                (1.0 - st.p_zero).clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
+            rows.push(Record::Anomalies(AnomalyRow {
+                ts,
+                series: "conversions".into(),
+                platform: key.platform.clone(),
+                campaign_id: key.campaign_id.clone(),
+                value: totals.conversions,
+                expected: st.expected_conversions,
+                lower: 0.0,
+                upper: f64::NAN,
+                score,
+                is_anomaly: st.broken,
+                detector: "tracking_break".into(),
+            }));
+            self.latest_tracking.insert(
+                key.clone(),
+                TrackingNow {
+                    key: key.clone(),
+                    campaign: name,
+                    score,
+                    broken: st.broken,
+                },
+            );
+            self.last_scored.insert(key, t);
+        }
+        // whole-business revenue, hour by hour
+        let totals = self.pipeline.with_store(|s| {
+            s.hourly_totals(self.revenue_scored.saturating_add(1), cur_hour, self.tz)
+        });
+        for (t, tot) in totals {
+            let v = f(tot.revenue);
+            let s = self.revenue_detector.update(t, v);
+            rows.push(Record::Anomalies(AnomalyRow {
+                ts: Utc.timestamp_opt(t, 0).single().unwrap_or(now),
+                series: "revenue".into(),
+                platform: "all".into(),
+                campaign_id: "all".into(),
+                value: v,
+                expected: s.expected,
+                lower: s.lower,
+                upper: s.upper,
+                score: s.score,
+                is_anomaly: s.is_anomaly,
+                detector: "robust_seasonal".into(),
+            }));
+            self.revenue_scored = t;
+        }
+        // campaigns that vanished from memory leave no stale series
+        let live: std::collections::HashSet<CampaignKey> = self.pipeline.with_store(|s| {
+            let mut set = std::collections::HashSet::new();
+            s.visit_campaign_hours(cur_hour - 2 * 86_400, |k, _, _, _| {
+                set.insert(k.clone());
+            });
+            set
+        });
+        self.latest_anomaly.retain(|(k, _), _| live.contains(k));
+        self.latest_tracking.retain(|k, _| live.contains(k));
+        self.detectors.retain(|(k, _), _| live.contains(k));
+        self.tracking.retain(|k, _| live.contains(k));
+        rows
+    }
+
+    /// Daily revenue per reporting day before today: from QuestDB when it answers (the long
+    /// history), else from memory.
+    async fn daily_revenue_history(&self, now: DateTime<Utc>) -> Vec<(i64, f64)> {
+        let today = now.with_timezone(&self.tz).date_naive();
+        let today_start = day_start(today, self.tz);
+        if let Some(sql) = &self.sql {
+            let from = today_start - Duration::days(i64::from(self.cfg.revenue_history_days));
+            let q = format!(
+                "SELECT day, sum(amount) FROM orders WHERE ts >= '{}' AND ts < '{}' GROUP BY day ORDER BY day",
+                from.format("%Y-%m-%dT%H:%M:%S.000000Z"),
+                today_start.format("%Y-%m-%dT%H:%M:%S.000000Z"),
+            );
+            match sql.exec(&q).await {
+                Ok(v) => {
+                    let rows: Vec<(i64, f64)> = v["dataset"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|r| {
+                                    let day = chrono::NaiveDate::parse_from_str(
+                                        r[0].as_str()?,
+                                        "%Y-%m-%d",
+                                    )
+                                    .ok()?;
+                                    let amount: f64 = r[1].as_str()?.parse().ok()?;
+                                    Some((day_start(day, self.tz).timestamp(), amount))
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    if !rows.is_empty() {
+                        return rows;
+                    }
+                }
+                Err(error) => {
+                    warn!(%error, "revenue history from QuestDB unavailable; using memory")
+                }
+            }
+        }
+        self.pipeline.with_store(|s| {
+            s.daily_revenue()
+                .into_iter()
+                .filter(|(d, _)| *d < today)
+                .map(|(d, a)| (day_start(d, self.tz).timestamp(), f(a)))
+                .collect()
+        })
+    }
+
+    fn fit(&self, points: Vec<Point>, horizon: usize) -> Option<Forecast> {
+        let cfg = ForecastConfig {
+            festivals: Some(self.calendar.clone()),
+            ..ForecastConfig::default()
+        };
+        let s = series::clean(&points, TimestampStyle::Rfc3339).ok()?;
+        match forecast::forecast(&s, horizon, &cfg) {
+            Ok(f) => Some(f),
+            Err(error) => {
+                warn!(%error, "forecast not fitted");
+                None
+            }
+        }
+    }
+
+    fn refit(&mut self, now: DateTime<Utc>, daily: Vec<(i64, f64)>) -> Vec<Record> {
+        let started = Instant::now();
+        let cur_hour = hour_floor(now, self.tz).timestamp();
+        let history = self
+            .pipeline
+            .with_store(|s| s.hourly_totals(i64::MIN, cur_hour, self.tz));
+        let mut rows = Vec::new();
+        let mut now_values = Vec::new();
+        let push = |rows: &mut Vec<Record>,
+                    now_values: &mut Vec<ForecastNow>,
+                    target: &'static str,
+                    money: bool,
+                    fc: &Forecast,
+                    now_slot: i64| {
+            for k in 0..fc.yhat.len() {
+                let ts = fc.start + fc.step_secs * k as i64;
+                rows.push(Record::Forecasts(ForecastRow {
+                    ts: Utc.timestamp_opt(ts, 0).single().unwrap_or(now),
+                    generated_at: now,
+                    model: fc.model.clone(),
+                    series: target.to_string(),
+                    horizon_hours: (ts - now_slot).max(0) / 3600 + fc.step_secs / 3600,
+                    yhat: fc.yhat[k],
+                    yhat_lower_80: fc.lower_80[k],
+                    yhat_upper_80: fc.upper_80[k],
+                    yhat_lower_95: fc.lower_95[k],
+                    yhat_upper_95: fc.upper_95[k],
+                }));
+            }
+            // the value "for now" is the slot that contains now
+            if let Some(k) = (0..fc.yhat.len()).find(|&k| {
+                let ts = fc.start + fc.step_secs * k as i64;
+                ts <= now_slot && now_slot < ts + fc.step_secs
+            }) {
+                now_values.push(ForecastNow {
+                    target,
+                    money,
+                    yhat: fc.yhat[k],
+                    lower_80: fc.lower_80[k],
+                    upper_80: fc.upper_80[k],
+                    lower_95: fc.lower_95[k],
+                    upper_95: fc.upper_95[k],
+                });
+            }
+        };
+        let hourly = |sel: fn(&Totals) -> f64| -> Vec<Point> {
+            history
+                .iter()
+                .map(|(&t, tot)| Point {
+                    ts: t,
+                    value: sel(tot),
+                })
+                .collect()
+        };
+        let mut spend_fc = None;
+        for (target, money, sel) in [
+            (
+                "spend_hourly",
+                true,
+                (|t: &Totals| f(t.spend)) as fn(&Totals) -> f64,
+            ),
+            ("conversions_hourly", false, |t: &Totals| t.conversions),
+            ("conversion_value_hourly", true, |t: &Totals| {
+                f(t.conversion_value)
+            }),
+        ] {
+            if let Some(fc) = self.fit(hourly(sel), self.cfg.forecast_hours) {
+                push(&mut rows, &mut now_values, target, money, &fc, cur_hour);
+                if target == "spend_hourly" {
+                    spend_fc = Some(fc);
+                }
+            }
+        }
+        let today = now.with_timezone(&self.tz).date_naive();
+        let today_start = day_start(today, self.tz).timestamp();
+        if !daily.is_empty() {
+            let points = daily
+                .iter()
+                .map(|&(ts, v)| Point { ts, value: v })
+                .collect();
+            if let Some(fc) = self.fit(points, self.cfg.revenue_forecast_days) {
+                push(
+                    &mut rows,
+                    &mut now_values,
+                    "revenue_daily",
+                    true,
+                    &fc,
+                    today_start,
+                );
+            }
+        }
+        // Predicted end-of-day loss: the loss so far plus the spend still expected today, less
+        // the revenue that spend brings at the trailing 7-day revenue/spend ratio.
+        if let Some(fc) = spend_fc {
+            let day_end = day_start(today + chrono::Days::new(1), self.tz).timestamp();
+            let (so_far, week) = self.pipeline.with_store(|s| {
+                let so_far: Totals = s
+                    .hourly_totals(today_start, day_end, self.tz)
+                    .values()
+                    .fold(Totals::default(), |mut a, t| {
+                        a += *t;
+                        a
+                    });
+                let week: Totals = s
+                    .hourly_totals(cur_hour - 7 * 86_400, cur_hour, self.tz)
+                    .values()
+                    .fold(Totals::default(), |mut a, t| {
+                        a += *t;
+                        a
+                    });
+                (so_far, week)
+            });
+            let ratio = if week.spend.is_zero() {
+                0.0
+            } else {
+                f(week.revenue * self.margin.0) / f(week.spend)
+            };
+            let elapsed = (now.timestamp() - cur_hour) as f64 / 3600.0;
+            let mut rem = [0.0f64; 5];
+            for k in 0..fc.yhat.len() {
+                let ts = fc.start + fc.step_secs * k as i64;
+                if ts >= day_end {
+                    break;
+                }
+                let share = if ts == cur_hour {
+                    1.0 - elapsed.clamp(0.0, 1.0)
+                } else {
+                    1.0
+                };
+                for (j, v) in [
+                    fc.yhat[k],
+                    fc.lower_80[k],
+                    fc.upper_80[k],
+                    fc.lower_95[k],
+                    fc.upper_95[k],
+                ]
+                .iter()
+                .enumerate()
+                {
+                    rem[j] += share * v;
+                }
+            }
+            let loss_now = -f(so_far.profit(self.margin));
+            let loss = |spend: f64| loss_now + spend * (1.0 - ratio);
+            let (a80, b80) = (loss(rem[1]), loss(rem[2]));
+            let (a95, b95) = (loss(rem[3]), loss(rem[4]));
+            let l = ForecastNow {
+                target: "loss_today",
+                money: true,
+                yhat: loss(rem[0]),
+                lower_80: a80.min(b80),
+                upper_80: a80.max(b80),
+                lower_95: a95.min(b95),
+                upper_95: a95.max(b95),
+            };
+            rows.push(Record::Forecasts(ForecastRow {
+                ts: Utc.timestamp_opt(today_start, 0).single().unwrap_or(now),
+                generated_at: now,
+                model: format!("{}+revenue_ratio_7d", fc.model),
+                series: "loss_daily".into(),
+                horizon_hours: ((day_end - now.timestamp()) as f64 / 3600.0).ceil() as i64,
+                yhat: l.yhat,
+                yhat_lower_80: l.lower_80,
+                yhat_upper_80: l.upper_80,
+                yhat_lower_95: l.lower_95,
+                yhat_upper_95: l.upper_95,
+            }));
+            now_values.push(l);
+        }
+        info!(
+            series = now_values.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "forecasts refitted"
+        );
+        self.forecasts = now_values;
+        rows
+    }
+
+    /// Run until shutdown.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let every = std::time::Duration::from_secs(self.cfg.score_interval_secs);
+        // let the sources deliver their first batches (a backfill) before the first fit
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every.min(std::time::Duration::from_secs(5))) => {}
+        }
+        loop {
+            let rows = self.cycle().await;
+            if let Some(sink) = &self.sink
+                && sink.send(rows).await.is_err()
+            {
+                warn!("model rows not written: the QuestDB sink has stopped");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+}

@@ -26,6 +26,29 @@ enum Command {
     CheckConfig,
     /// Print the embedded default configuration.
     DefaultConfig,
+    /// Import a CSV export (Meta Ads Manager, Google Ads report, Shopify orders) into QuestDB.
+    /// Every good row is written (upserted); every bad row is listed with line, column and reason,
+    /// and the exit code is 2 when there were any.
+    Import {
+        #[arg(long, value_enum)]
+        format: adpulse::sources::csv_import::ImportFormat,
+        file: PathBuf,
+        /// Account id when the file has none.
+        #[arg(long, default_value = "csv")]
+        account: String,
+        /// Currency when the file has no currency column or header unit.
+        #[arg(long, default_value = "INR")]
+        currency: String,
+        /// Timezone of the account or shop.
+        #[arg(long, default_value = "Asia/Kolkata")]
+        timezone: chrono_tz::Tz,
+        /// Read 03/04/2026 as March 4 (US exports); the default is day first (3 April).
+        #[arg(long)]
+        month_first: bool,
+        /// Parse and report only; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Forecast a `timestamp,value` CSV: point, 80% and 95% bands per future step (CSV out).
     Forecast {
         #[arg(long)]
@@ -114,6 +137,46 @@ fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Run) {
         Command::DefaultConfig => {
             print!("{}", adpulse::config::DEFAULT_CONFIG);
+            Ok(())
+        }
+        Command::Import {
+            format,
+            file,
+            account,
+            currency,
+            timezone,
+            month_first,
+            dry_run,
+        } => {
+            let cfg = adpulse::config::Config::load(cli.config.as_deref())?;
+            let opts = adpulse::sources::csv_import::ImportOptions {
+                account,
+                currency,
+                timezone,
+                day_first: !month_first,
+            };
+            let summary = runtime()?
+                .block_on(adpulse::sources::csv_import::import_file(
+                    &cfg, format, &file, &opts, dry_run,
+                ))
+                .map_err(|e| anyhow::anyhow!(e))?;
+            println!(
+                "{}: {} rows {}, {} rejected",
+                file.display(),
+                summary.imported,
+                if dry_run {
+                    "parsed (dry run)"
+                } else {
+                    "imported"
+                },
+                summary.rejected.len()
+            );
+            for r in &summary.rejected {
+                eprintln!("{}: {r}", file.display());
+            }
+            if !summary.rejected.is_empty() {
+                std::process::exit(2);
+            }
             Ok(())
         }
         Command::Forecast { input, horizon } => {

@@ -42,7 +42,8 @@ fn kpi_exposition_matches_the_golden_file() {
         .encode(&families(&snap), &mut text)
         .unwrap();
     let text = String::from_utf8(text).unwrap();
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/metrics/golden.prom");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/metrics/golden.prom");
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, &text).unwrap();
     }

@@ -1,6 +1,7 @@
 //! Sources: where data comes from. Every component is listed in [`SourceConfig`] (no registration by
 //! side effect), so `grep SourceConfig::` finds each one.
 
+pub mod csv_import;
 pub mod demo;
 
 use serde::Deserialize;

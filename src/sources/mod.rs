@@ -3,6 +3,7 @@
 
 pub mod csv_import;
 pub mod demo;
+pub mod meta;
 
 use serde::Deserialize;
 use std::sync::Arc;

@@ -192,7 +192,9 @@ fn demo_config(port: u16, spool: &std::path::Path, start: DateTime<Utc>, days: u
 
 /// What the demo produces for `cfg`: (campaign rows, orders, funnel rows, total spend).
 fn expected(cfg: &Config) -> (usize, usize, usize, Decimal) {
-    let SourceConfig::Demo(d) = &cfg.sources[0];
+    let SourceConfig::Demo(d) = &cfg.sources[0] else {
+        unreachable!("demo_config builds a demo source")
+    };
     let mut src = DemoSource::new(d.clone(), cfg.timezone());
     let start = src.start();
     let obs = src.observations(src.epoch(), start, start);

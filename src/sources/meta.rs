@@ -1,5 +1,6 @@
-//! Meta Marketing API insights: parsing of the campaign-level `/act_{id}/insights` response into
-//! observations (the HTTP polling loop that drives it is issue #5's next step).
+//! Meta Marketing API: campaign-level daily `/act_{id}/insights`, cursor pagination, throttling
+//! (error codes 4, 17, 32, 613, 80000-80014 and the usage headers' waits), through the shared
+//! polling loop in `sources::http`.
 //!
 //! What the API does that matters here: numbers arrive as strings; every row carries
 //! `account_currency`; `date_start` is a day in the ad account's timezone; purchases appear under
@@ -13,6 +14,10 @@ use std::str::FromStr;
 
 use crate::normalize::{Observation, RawCampaignStat, day_start};
 use crate::records::{Bucket, CampaignKey};
+use crate::sources::SourceContext;
+use crate::sources::http::{
+    LoopSettings, PollSource, SourceError, Window, run_polling, send_with_retry,
+};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum MetaError {
@@ -151,6 +156,326 @@ pub fn parse_insights(
         observations,
         next_after,
     })
+}
+
+/// Settings of a Meta ad account source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetaConfig {
+    /// Name of this source instance.
+    pub name: String,
+    /// Ad account id, `act_<digits>`.
+    pub account_id: String,
+    /// Graph API version, pinned.
+    #[serde(default = "default_api_version")]
+    pub api_version: String,
+    /// API base URL (a local server in tests).
+    #[serde(default = "default_base_url")]
+    pub base_url: String,
+    /// Environment variable holding the access token.
+    #[serde(default = "default_token_env")]
+    pub access_token_env: String,
+    /// File holding the access token (takes precedence).
+    #[serde(default)]
+    pub access_token_file: Option<std::path::PathBuf>,
+    /// The ad account's timezone (its `date_start` days).
+    #[serde(default = "default_tz")]
+    pub account_timezone: String,
+    /// The one action type counted as a purchase (they overlap: never summed).
+    #[serde(default = "default_purchase")]
+    pub purchase_action_type: String,
+    /// Days re-read every poll: Meta restates insights for up to 28 days.
+    #[serde(default = "default_lookback")]
+    pub lookback_days: u32,
+    /// Seconds between polls.
+    #[serde(default = "default_interval")]
+    pub interval_secs: u64,
+    /// Rows per page.
+    #[serde(default = "default_limit")]
+    pub page_limit: u32,
+    /// Longest throttle wait honoured, in seconds.
+    #[serde(default = "default_max_wait")]
+    pub max_throttle_wait_secs: u64,
+    /// Request timeout, in seconds.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_api_version() -> String {
+    "v25.0".into()
+}
+fn default_base_url() -> String {
+    "https://graph.facebook.com".into()
+}
+fn default_token_env() -> String {
+    "ADPULSE_META_ACCESS_TOKEN".into()
+}
+fn default_tz() -> String {
+    "Asia/Kolkata".into()
+}
+fn default_purchase() -> String {
+    "omni_purchase".into()
+}
+fn default_lookback() -> u32 {
+    28
+}
+fn default_interval() -> u64 {
+    900
+}
+fn default_limit() -> u32 {
+    500
+}
+fn default_max_wait() -> u64 {
+    3600
+}
+fn default_timeout() -> u64 {
+    60
+}
+
+impl MetaConfig {
+    pub fn problems(&self) -> Vec<crate::config::Problem> {
+        let mut p = Vec::new();
+        let mut add = |k: &str, m: String| {
+            p.push(crate::config::Problem {
+                key: k.into(),
+                message: m,
+            })
+        };
+        if !(self.account_id.starts_with("act_")
+            && self.account_id[4..].chars().all(|c| c.is_ascii_digit())
+            && self.account_id.len() > 4)
+        {
+            add(
+                "account_id",
+                format!("{:?} is not like act_1234567890", self.account_id),
+            );
+        }
+        if self.account_timezone.parse::<Tz>().is_err() {
+            add(
+                "account_timezone",
+                format!("{:?} is not an IANA timezone", self.account_timezone),
+            );
+        }
+        if self.lookback_days == 0 || self.lookback_days > 37 * 31 {
+            add(
+                "lookback_days",
+                "must be between 1 and 1147 (Meta keeps 37 months)".into(),
+            );
+        }
+        if self.interval_secs < 60 {
+            add(
+                "interval_secs",
+                "must be at least 60 (Meta's rate limits)".into(),
+            );
+        }
+        if reqwest::Url::parse(&self.base_url).is_err() {
+            add("base_url", format!("{:?} is not a URL", self.base_url));
+        }
+        p
+    }
+
+    fn token(&self) -> Result<crate::config::Secret, SourceError> {
+        if let Some(f) = &self.access_token_file {
+            return std::fs::read_to_string(f)
+                .map(|t| crate::config::Secret::new(t.trim()))
+                .map_err(|e| {
+                    SourceError::Config(format!("access_token_file {}: {e}", f.display()))
+                });
+        }
+        std::env::var(&self.access_token_env)
+            .map(crate::config::Secret::new)
+            .map_err(|_| {
+                SourceError::Config(format!(
+                    "no access token: set ${} or access_token_file",
+                    self.access_token_env
+                ))
+            })
+    }
+}
+
+/// Meta's usage headers: the wait they ask for, if any.
+pub fn throttle_wait(headers: &reqwest::header::HeaderMap) -> Option<std::time::Duration> {
+    let mut wait: Option<u64> = None;
+    if let Some(v) = headers
+        .get("x-business-use-case-usage")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+    {
+        // {"<business id>": [{"type": "ads_insights", "estimated_time_to_regain_access": <minutes>, ...}]}
+        for entries in v.as_object().into_iter().flat_map(|o| o.values()) {
+            for e in entries.as_array().into_iter().flatten() {
+                if let Some(m) = e["estimated_time_to_regain_access"].as_u64() {
+                    wait = Some(wait.unwrap_or(0).max(m * 60));
+                }
+            }
+        }
+    }
+    if let Some(v) = headers
+        .get("x-ad-account-usage")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+        && let Some(s) = v["reset_time_duration"].as_u64()
+    {
+        wait = Some(wait.unwrap_or(0).max(s));
+    }
+    wait.map(std::time::Duration::from_secs)
+}
+
+/// Classify an error body (Graph API error object) into a [`SourceError`].
+pub fn classify_error(
+    status: u16,
+    headers: &reqwest::header::HeaderMap,
+    body: &str,
+) -> SourceError {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let code = v["error"]["code"].as_i64().unwrap_or(0);
+    let message = v["error"]["message"]
+        .as_str()
+        .unwrap_or("no error message")
+        .chars()
+        .take(300)
+        .collect::<String>();
+    let throttling =
+        matches!(code, 4 | 17 | 32 | 613) || (80000..=80014).contains(&code) || status == 429;
+    if throttling {
+        return SourceError::Throttled {
+            wait: throttle_wait(headers).unwrap_or(std::time::Duration::from_secs(60)),
+            message: format!("code {code}: {message}"),
+        };
+    }
+    if code == 190 || code == 102 || status == 401 {
+        return SourceError::Auth(format!("code {code}: {message}"));
+    }
+    SourceError::Http {
+        status,
+        message: format!("code {code}: {message}"),
+    }
+}
+
+/// A running Meta source.
+pub struct MetaSource {
+    cfg: MetaConfig,
+    tz: Tz,
+    http: reqwest::Client,
+}
+
+impl MetaSource {
+    pub fn new(cfg: MetaConfig) -> Result<Self, SourceError> {
+        crate::init_tls();
+        let tz = cfg.account_timezone.parse().map_err(|_| {
+            SourceError::Config(format!("account_timezone {:?}", cfg.account_timezone))
+        })?;
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(cfg.timeout_secs))
+            .build()
+            .map_err(|e| SourceError::Config(e.to_string()))?;
+        Ok(Self { cfg, tz, http })
+    }
+
+    async fn page(&self, window: Window, after: Option<&str>) -> Result<InsightsPage, SourceError> {
+        let token = self.cfg.token()?;
+        let url = format!(
+            "{}/{}/{}/insights",
+            self.cfg.base_url.trim_end_matches('/'),
+            self.cfg.api_version,
+            self.cfg.account_id
+        );
+        let time_range = format!(
+            r#"{{"since":"{}","until":"{}"}}"#,
+            window.since, window.until
+        );
+        let limit = self.cfg.page_limit.to_string();
+        let mut query: Vec<(&str, &str)> = vec![
+            ("level", "campaign"),
+            ("time_increment", "1"),
+            (
+                "fields",
+                "campaign_id,campaign_name,spend,impressions,clicks,actions,action_values,account_currency",
+            ),
+            ("time_range", &time_range),
+            ("limit", &limit),
+        ];
+        if let Some(a) = after {
+            query.push(("after", a));
+        }
+        let what = format!("meta insights {}", self.cfg.account_id);
+        let body = send_with_retry(&what, || async {
+            let mut auth =
+                reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+                    .map_err(|_| {
+                        SourceError::Config("access token has invalid characters".into())
+                    })?;
+            auth.set_sensitive(true);
+            let resp = self
+                .http
+                .get(&url)
+                .query(&query)
+                .header(reqwest::header::AUTHORIZATION, auth)
+                .send()
+                .await
+                .map_err(|e| SourceError::Transport(e.without_url().to_string()))?;
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            let text = resp
+                .text()
+                .await
+                .map_err(|e| SourceError::Transport(e.without_url().to_string()))?;
+            if status >= 400 {
+                return Err(classify_error(status, &headers, &text));
+            }
+            Ok(text)
+        })
+        .await?;
+        parse_insights(
+            &body,
+            &self.cfg.account_id,
+            self.tz,
+            &self.cfg.purchase_action_type,
+        )
+        .map_err(|e| SourceError::Malformed(e.to_string()))
+    }
+}
+
+impl PollSource for MetaSource {
+    fn account_timezone(&self) -> Tz {
+        self.tz
+    }
+
+    async fn poll(&mut self, window: Window) -> Result<Vec<Observation>, SourceError> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        // bounded: a cursor loop that never ends is a server bug, not a reason to hang
+        for _ in 0..10_000 {
+            let page = self.page(window, after.as_deref()).await?;
+            out.extend(page.observations);
+            match page.next_after {
+                Some(a) => after = Some(a),
+                None => return Ok(out),
+            }
+        }
+        Err(SourceError::Malformed(
+            "more than 10,000 pages: cursor does not advance".into(),
+        ))
+    }
+}
+
+/// Run the source with the shared loop.
+pub async fn run(cfg: MetaConfig, ctx: SourceContext) {
+    let settings = LoopSettings {
+        interval: std::time::Duration::from_secs(cfg.interval_secs),
+        lookback_days: cfg.lookback_days,
+        max_throttle_wait: std::time::Duration::from_secs(cfg.max_throttle_wait_secs),
+    };
+    match MetaSource::new(cfg) {
+        Ok(s) => run_polling(s, settings, ctx, "meta").await,
+        Err(error) => {
+            ctx.pipeline
+                .telemetry()
+                .source(&ctx.name, "meta")
+                .poll_failed(std::time::Duration::ZERO);
+            tracing::error!(source = %ctx.name, %error, "meta source not started");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 pub mod csv_import;
 pub mod demo;
+pub mod http;
 pub mod meta;
 
 use serde::Deserialize;
@@ -18,18 +19,22 @@ use crate::pipeline::Pipeline;
 pub enum SourceConfig {
     /// The built-in simulator of MOI's crisis (the embedded default).
     Demo(demo::DemoConfig),
+    /// Meta Marketing API insights of one ad account.
+    Meta(meta::MetaConfig),
 }
 
 impl SourceConfig {
     pub fn name(&self) -> &str {
         match self {
             SourceConfig::Demo(c) => &c.name,
+            SourceConfig::Meta(c) => &c.name,
         }
     }
 
     pub fn kind(&self) -> &'static str {
         match self {
             SourceConfig::Demo(_) => "demo",
+            SourceConfig::Meta(_) => "meta",
         }
     }
 
@@ -37,6 +42,7 @@ impl SourceConfig {
     pub fn problems(&self, _config: &Config) -> Vec<Problem> {
         match self {
             SourceConfig::Demo(c) => c.problems(),
+            SourceConfig::Meta(c) => c.problems(),
         }
     }
 
@@ -48,6 +54,7 @@ impl SourceConfig {
                     .run(ctx)
                     .await
             }
+            SourceConfig::Meta(c) => meta::run(c, ctx).await,
         }
     }
 }

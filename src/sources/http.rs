@@ -1,0 +1,146 @@
+//! The one polling loop every HTTP source shares (vector's `http_client` pattern): each source
+//! only says how to build its requests and parse its responses ([`PollSource`]); this module owns
+//! the schedule, the restatement look-back window, throttling waits, retries of transient
+//! failures, self-metrics and hand-over to the pipeline.
+
+use backon::{ExponentialBuilder, Retryable};
+use chrono::{Duration as CDuration, NaiveDate, Utc};
+use chrono_tz::Tz;
+use std::future::Future;
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+use crate::normalize::Observation;
+use crate::sources::SourceContext;
+
+/// Why a poll failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("authentication failed: {0} (check the token; nothing is retried until it changes)")]
+    Auth(String),
+    #[error("throttled by the API; it asks to wait {wait:?}: {message}")]
+    Throttled { wait: Duration, message: String },
+    #[error("malformed response: {0}")]
+    Malformed(String),
+    #[error("HTTP {status}: {message}")]
+    Http { status: u16, message: String },
+    #[error("transport error: {0}")]
+    Transport(String),
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+impl SourceError {
+    /// Worth retrying at once (with backoff) inside one poll.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SourceError::Transport(_) => true,
+            SourceError::Http { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+}
+
+/// The days one poll covers: the restatement look-back, inclusive, in the account's timezone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub since: NaiveDate,
+    pub until: NaiveDate,
+}
+
+impl Window {
+    pub fn lookback(today: NaiveDate, days: u32) -> Self {
+        Window {
+            since: today - CDuration::days(i64::from(days.saturating_sub(1))),
+            until: today,
+        }
+    }
+}
+
+/// What an HTTP source implements.
+pub trait PollSource: Send {
+    /// Timezone of the account (its "today").
+    fn account_timezone(&self) -> Tz;
+    /// Fetch every page for the window and parse it.
+    fn poll(
+        &mut self,
+        window: Window,
+    ) -> impl Future<Output = Result<Vec<Observation>, SourceError>> + Send;
+}
+
+/// Shared HTTP helper: one request with transient failures retried (exponential backoff with
+/// jitter); throttling and auth errors are returned to the caller unchanged.
+pub async fn send_with_retry<F, Fut, T>(what: &str, mut attempt: F) -> Result<T, SourceError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, SourceError>>,
+{
+    (|| attempt())
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_secs(10))
+                .with_max_times(4)
+                .with_jitter(),
+        )
+        .when(SourceError::is_transient)
+        .notify(
+            |e, d| warn!(request = %what, error = %e, retry_in = ?d, "transient failure, retrying"),
+        )
+        .await
+}
+
+/// Settings of the loop.
+#[derive(Debug, Clone)]
+pub struct LoopSettings {
+    pub interval: Duration,
+    pub lookback_days: u32,
+    /// Longest wait honoured for a throttle; longer waits are capped (and logged).
+    pub max_throttle_wait: Duration,
+}
+
+/// Poll forever: the look-back window each time (restatements are upserted downstream).
+pub async fn run_polling<S: PollSource>(
+    mut source: S,
+    settings: LoopSettings,
+    ctx: SourceContext,
+    kind: &str,
+) {
+    let stats = ctx.pipeline.telemetry().source(&ctx.name, kind);
+    loop {
+        let today = Utc::now()
+            .with_timezone(&source.account_timezone())
+            .date_naive();
+        let window = Window::lookback(today, settings.lookback_days);
+        let started = Instant::now();
+        let mut wait = settings.interval;
+        match source.poll(window).await {
+            Ok(obs) => {
+                let n = obs.len();
+                match ctx.pipeline.emit(&ctx.name, obs, None).await {
+                    Ok(_) => {
+                        stats.poll_ok(started.elapsed(), n, Some(Utc::now()));
+                        info!(source = %ctx.name, rows = n, since = %window.since, until = %window.until, "poll ok");
+                    }
+                    Err(error) => {
+                        stats.poll_failed(started.elapsed());
+                        warn!(source = %ctx.name, %error, "poll result not delivered");
+                    }
+                }
+            }
+            Err(error) => {
+                stats.poll_failed(started.elapsed());
+                warn!(source = %ctx.name, %error, "poll failed");
+                if let SourceError::Throttled { wait: w, .. } = &error {
+                    wait = (*w)
+                        .min(settings.max_throttle_wait)
+                        .max(Duration::from_secs(1));
+                }
+            }
+        }
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! The Meta source against a local server replaying the Graph API's documented formats: cursor
+//! pagination over 3 pages, a throttle (code 80004 with `x-ad-account-usage`) whose wait is
+//! honoured, an auth failure that marks only that source down, and a malformed body.
+
+mod common;
+
+use adpulse::config::Config;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get as route_get;
+use common::*;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy)]
+enum Mode {
+    ThrottleThenPages,
+    AuthFailure,
+    Malformed,
+}
+
+/// One request seen: when, its query, its Authorization header.
+type Request = (Instant, HashMap<String, String>, String);
+
+#[derive(Clone)]
+struct Fake {
+    mode: Mode,
+    log: Arc<Mutex<Vec<Request>>>,
+}
+
+fn row(id: &str, day: &str, spend: &str) -> serde_json::Value {
+    serde_json::json!({
+        "account_id": "1029384756", "account_currency": "INR", "campaign_id": id,
+        "campaign_name": format!("Campaign {id}"), "date_start": day, "date_stop": day,
+        "spend": spend, "impressions": "1000", "clicks": "10",
+        "actions": [{"action_type": "omni_purchase", "value": "1"}, {"action_type": "purchase", "value": "1"}],
+        "action_values": [{"action_type": "omni_purchase", "value": "2499.00"}]
+    })
+}
+
+async fn insights(
+    State(f): State<Fake>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let n = {
+        let mut log = f.log.lock().unwrap();
+        log.push((Instant::now(), q.clone(), auth));
+        log.len()
+    };
+    match f.mode {
+        Mode::AuthFailure => (
+            StatusCode::BAD_REQUEST,
+            r#"{"error":{"message":"Error validating access token: Session has expired.","type":"OAuthException","code":190,"error_subcode":463,"fbtrace_id":"AbC"}}"#,
+        )
+            .into_response(),
+        Mode::Malformed => (StatusCode::OK, "<html>upstream proxy error</html>").into_response(),
+        Mode::ThrottleThenPages if n == 1 => (
+            StatusCode::BAD_REQUEST,
+            [(
+                "x-ad-account-usage",
+                r#"{"acc_id_util_pct":100,"reset_time_duration":2,"ads_api_access_tier":"standard_access"}"#,
+            )],
+            r#"{"error":{"message":"(#80004) There have been too many calls to this ad-account.","type":"OAuthException","code":80004,"error_subcode":2446079,"fbtrace_id":"AbC"}}"#,
+        )
+            .into_response(),
+        Mode::ThrottleThenPages => {
+            let (data, after) = match q.get("after").map(String::as_str) {
+                None => (vec![row("1", "2026-11-18", "100.10"), row("2", "2026-11-18", "200.20")], Some("c1")),
+                Some("c1") => (vec![row("1", "2026-11-19", "110.01"), row("2", "2026-11-19", "0.09")], Some("c2")),
+                Some("c2") => (vec![row("3", "2026-11-19", "5.55"), row("3", "2026-11-20", "6.66")], None),
+                Some(other) => return (StatusCode::BAD_REQUEST, format!("unknown cursor {other}")).into_response(),
+            };
+            let mut body = serde_json::json!({"data": data, "paging": {"cursors": {"before": "b", "after": after.unwrap_or("end")}}});
+            if let Some(a) = after {
+                body["paging"]["next"] = serde_json::json!(format!("/v25.0/act_1029384756/insights?after={a}"));
+            }
+            axum::Json(body).into_response()
+        }
+    }
+}
+
+async fn fake(mode: Mode) -> (String, Fake) {
+    let f = Fake {
+        mode,
+        log: Arc::default(),
+    };
+    let app = Router::new()
+        .route("/v25.0/act_1029384756/insights", route_get(insights))
+        .with_state(f.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), f)
+}
+
+fn config(base: &str, token_file: &std::path::Path) -> Config {
+    let mut cfg = Config::from_toml_str(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[questdb]
+enabled = false
+[models]
+enabled = false
+[[sources]]
+type = "demo"
+name = "demo"
+backfill_days = 1
+backfill_only = true
+[[sources]]
+type = "meta"
+name = "meta"
+account_id = "act_1029384756"
+base_url = "{base}"
+access_token_file = "{}"
+account_timezone = "America/Los_Angeles"
+interval_secs = 600
+"#,
+        token_file.display()
+    ))
+    .unwrap();
+    cfg.general.refresh_interval_secs = 1;
+    assert_eq!(cfg.problems(), vec![]);
+    cfg
+}
+
+fn token_file(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    let p = dir.path().join("meta_token");
+    std::fs::write(&p, "EAAB-test-token-secret\n").unwrap();
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_through_a_throttle_honouring_its_wait() {
+    let (base, f) = fake(Mode::ThrottleThenPages).await;
+    let dir = tempfile::tempdir().unwrap();
+    let running = adpulse::app::start(config(&base, &token_file(&dir)))
+        .await
+        .unwrap();
+    let addr = running.addr;
+    let m = eventually("meta rows", Duration::from_secs(30), || async {
+        let (_, m) = get(&format!("http://{addr}/metrics")).await;
+        (metric(&m, "adpulse_source_rows_total{source=\"meta\"}")? == 6.0).then_some(m)
+    })
+    .await;
+    assert_eq!(
+        metric(&m, "adpulse_source_up{source=\"meta\",type=\"meta\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "adpulse_source_polls_total{result=\"error\",source=\"meta\"}"
+        ),
+        Some(1.0)
+    );
+    assert!(!m.contains("EAAB-test-token-secret"));
+    let log = f.log.lock().unwrap().clone();
+    assert_eq!(log.len(), 4, "throttled call + 3 pages");
+    let waited = log[1].0 - log[0].0;
+    assert!(
+        waited >= Duration::from_secs(2),
+        "reset_time_duration honoured: {waited:?}"
+    );
+    assert_eq!(log[2].1.get("after").map(String::as_str), Some("c1"));
+    assert_eq!(log[3].1.get("after").map(String::as_str), Some("c2"));
+    assert_eq!(log[1].2, "Bearer EAAB-test-token-secret");
+    let q = &log[1].1;
+    assert_eq!(q["level"], "campaign");
+    assert_eq!(q["time_increment"], "1");
+    assert!(q["time_range"].contains("\"since\""));
+    assert!(q["fields"].contains("action_values") && q["fields"].contains("account_currency"));
+    // a Los Angeles account: its days start at 08:00 UTC, not Indian midnight
+    let snap = running.pipeline.with_store(|s| s.campaign_count());
+    assert_eq!(snap, 6 + 3, "6 demo campaigns and 3 Meta campaigns");
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_failure_marks_only_that_source_down() {
+    let (base, f) = fake(Mode::AuthFailure).await;
+    let dir = tempfile::tempdir().unwrap();
+    let running = adpulse::app::start(config(&base, &token_file(&dir)))
+        .await
+        .unwrap();
+    let addr = running.addr;
+    let m = eventually(
+        "meta marked down, demo up",
+        Duration::from_secs(30),
+        || async {
+            let (_, m) = get(&format!("http://{addr}/metrics")).await;
+            (metric(&m, "adpulse_source_up{source=\"meta\",type=\"meta\"}")? == 0.0
+                && metric(&m, "adpulse_source_up{source=\"demo\",type=\"demo\"}")? == 1.0)
+                .then_some(m)
+        },
+    )
+    .await;
+    assert!(!m.contains("EAAB-test-token-secret"));
+    // the demo's KPIs keep flowing
+    eventually("demo KPIs", Duration::from_secs(30), || async {
+        let (_, m) = get(&format!("http://{addr}/metrics")).await;
+        metric(&m, "adpulse_campaign_spend_today{account=\"act_1029384756\",campaign=\"Diwali Prospecting - Broad\",campaign_id=\"120210000000001\",currency=\"INR\",platform=\"meta\"}")
+    })
+    .await;
+    // an auth error is not retried in a loop
+    assert_eq!(f.log.lock().unwrap().len(), 1);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_body_is_an_error_not_a_panic() {
+    let (base, _f) = fake(Mode::Malformed).await;
+    let dir = tempfile::tempdir().unwrap();
+    let running = adpulse::app::start(config(&base, &token_file(&dir)))
+        .await
+        .unwrap();
+    let addr = running.addr;
+    eventually("meta poll error", Duration::from_secs(30), || async {
+        let (_, m) = get(&format!("http://{addr}/metrics")).await;
+        (metric(
+            &m,
+            "adpulse_source_polls_total{result=\"error\",source=\"meta\"}",
+        )? >= 1.0
+            && metric(&m, "adpulse_source_up{source=\"meta\",type=\"meta\"}")? == 0.0)
+            .then_some(())
+    })
+    .await;
+    running.stop().await;
+}

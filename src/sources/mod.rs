@@ -3,6 +3,7 @@
 
 pub mod csv_import;
 pub mod demo;
+pub mod google_ads;
 pub mod http;
 pub mod meta;
 
@@ -21,6 +22,8 @@ pub enum SourceConfig {
     Demo(demo::DemoConfig),
     /// Meta Marketing API insights of one ad account.
     Meta(meta::MetaConfig),
+    /// Google Ads API campaign report of one customer.
+    GoogleAds(google_ads::GoogleAdsConfig),
 }
 
 impl SourceConfig {
@@ -28,6 +31,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Demo(c) => &c.name,
             SourceConfig::Meta(c) => &c.name,
+            SourceConfig::GoogleAds(c) => &c.name,
         }
     }
 
@@ -35,6 +39,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Demo(_) => "demo",
             SourceConfig::Meta(_) => "meta",
+            SourceConfig::GoogleAds(_) => "google_ads",
         }
     }
 
@@ -43,6 +48,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Demo(c) => c.problems(),
             SourceConfig::Meta(c) => c.problems(),
+            SourceConfig::GoogleAds(c) => c.problems(),
         }
     }
 
@@ -55,6 +61,7 @@ impl SourceConfig {
                     .await
             }
             SourceConfig::Meta(c) => meta::run(c, ctx).await,
+            SourceConfig::GoogleAds(c) => google_ads::run(c, ctx).await,
         }
     }
 }

@@ -1,0 +1,511 @@
+//! Google Ads API (REST): `customers/{id}/googleAds:searchStream` with GAQL, campaign by
+//! `segments.date`, through the shared polling loop. Access tokens come from the OAuth
+//! refresh-token flow; every request carries the `developer-token` (and `login-customer-id` for a
+//! manager account) header. `costMicros` (an int64 sent as a string) becomes money exactly;
+//! quota errors carry a `retryDelay` that is honoured.
+
+use chrono::NaiveDate;
+use chrono_tz::Tz;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use crate::config::{Problem, Secret};
+use crate::normalize::{Observation, RawCampaignStat, day_start};
+use crate::records::{Bucket, CampaignKey};
+use crate::sources::SourceContext;
+use crate::sources::http::{
+    LoopSettings, PollSource, SourceError, Window, run_polling, send_with_retry,
+};
+
+/// Settings of one Google Ads customer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoogleAdsConfig {
+    /// Name of this source instance.
+    pub name: String,
+    /// Customer id, digits (dashes allowed: 123-456-7890).
+    pub customer_id: String,
+    /// Manager account id for the `login-customer-id` header, if access goes through one.
+    #[serde(default)]
+    pub login_customer_id: Option<String>,
+    /// API version, pinned.
+    #[serde(default = "default_version")]
+    pub api_version: String,
+    /// API base URL (a local server in tests).
+    #[serde(default = "default_base")]
+    pub base_url: String,
+    /// OAuth token endpoint.
+    #[serde(default = "default_token_url")]
+    pub token_url: String,
+    /// Environment variables holding the secrets (or files: `*_file` take precedence).
+    #[serde(default = "default_dev_env")]
+    pub developer_token_env: String,
+    #[serde(default)]
+    pub developer_token_file: Option<std::path::PathBuf>,
+    #[serde(default = "default_client_id_env")]
+    pub client_id_env: String,
+    #[serde(default = "default_client_secret_env")]
+    pub client_secret_env: String,
+    #[serde(default)]
+    pub client_secret_file: Option<std::path::PathBuf>,
+    #[serde(default = "default_refresh_env")]
+    pub refresh_token_env: String,
+    #[serde(default)]
+    pub refresh_token_file: Option<std::path::PathBuf>,
+    /// The customer's timezone (its `segments.date` days).
+    #[serde(default = "default_tz")]
+    pub account_timezone: String,
+    /// The customer's currency.
+    #[serde(default = "default_currency")]
+    pub account_currency: String,
+    /// Days re-read every poll (conversions keep changing for the conversion window).
+    #[serde(default = "default_lookback")]
+    pub lookback_days: u32,
+    #[serde(default = "default_interval")]
+    pub interval_secs: u64,
+    #[serde(default = "default_max_wait")]
+    pub max_throttle_wait_secs: u64,
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_version() -> String {
+    "v21".into()
+}
+fn default_base() -> String {
+    "https://googleads.googleapis.com".into()
+}
+fn default_token_url() -> String {
+    "https://oauth2.googleapis.com/token".into()
+}
+fn default_dev_env() -> String {
+    "ADPULSE_GOOGLE_ADS_DEVELOPER_TOKEN".into()
+}
+fn default_client_id_env() -> String {
+    "ADPULSE_GOOGLE_ADS_CLIENT_ID".into()
+}
+fn default_client_secret_env() -> String {
+    "ADPULSE_GOOGLE_ADS_CLIENT_SECRET".into()
+}
+fn default_refresh_env() -> String {
+    "ADPULSE_GOOGLE_ADS_REFRESH_TOKEN".into()
+}
+fn default_tz() -> String {
+    "Asia/Kolkata".into()
+}
+fn default_currency() -> String {
+    "INR".into()
+}
+fn default_lookback() -> u32 {
+    14
+}
+fn default_interval() -> u64 {
+    900
+}
+fn default_max_wait() -> u64 {
+    3600
+}
+fn default_timeout() -> u64 {
+    60
+}
+
+fn secret(file: &Option<std::path::PathBuf>, env: &str) -> Result<Secret, SourceError> {
+    if let Some(f) = file {
+        return std::fs::read_to_string(f)
+            .map(|t| Secret::new(t.trim()))
+            .map_err(|e| SourceError::Config(format!("{}: {e}", f.display())));
+    }
+    std::env::var(env)
+        .map(Secret::new)
+        .map_err(|_| SourceError::Config(format!("${env} is not set (or use the *_file setting)")))
+}
+
+impl GoogleAdsConfig {
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut p = Vec::new();
+        let digits =
+            |s: &str| s.chars().filter(|c| *c != '-').all(|c| c.is_ascii_digit()) && !s.is_empty();
+        if !digits(&self.customer_id) {
+            p.push(Problem {
+                key: "customer_id".into(),
+                message: format!(
+                    "{:?} is not a customer id like 123-456-7890",
+                    self.customer_id
+                ),
+            });
+        }
+        if let Some(l) = &self.login_customer_id
+            && !digits(l)
+        {
+            p.push(Problem {
+                key: "login_customer_id".into(),
+                message: format!("{l:?} is not a customer id"),
+            });
+        }
+        if self.account_timezone.parse::<Tz>().is_err() {
+            p.push(Problem {
+                key: "account_timezone".into(),
+                message: format!("{:?} is not an IANA timezone", self.account_timezone),
+            });
+        }
+        if self.lookback_days == 0 || self.lookback_days > 90 {
+            p.push(Problem {
+                key: "lookback_days".into(),
+                message: "must be between 1 and 90".into(),
+            });
+        }
+        if self.interval_secs < 60 {
+            p.push(Problem {
+                key: "interval_secs".into(),
+                message: "must be at least 60".into(),
+            });
+        }
+        p
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Batch {
+    #[serde(default)]
+    results: Vec<ResultRow>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ResultRow {
+    campaign: Campaign,
+    #[serde(default)]
+    metrics: Metrics,
+    segments: Segments,
+}
+
+#[derive(Debug, Deserialize)]
+struct Campaign {
+    id: String,
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Metrics {
+    #[serde(default)]
+    cost_micros: Option<String>,
+    #[serde(default)]
+    impressions: Option<String>,
+    #[serde(default)]
+    clicks: Option<String>,
+    #[serde(default)]
+    conversions: Option<serde_json::Number>,
+    #[serde(default)]
+    conversions_value: Option<serde_json::Number>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Segments {
+    date: String,
+}
+
+/// Parse a `searchStream` body (a JSON array of batches) into daily campaign observations.
+pub fn parse_search_stream(
+    body: &str,
+    customer: &str,
+    tz: Tz,
+    currency: &str,
+) -> Result<Vec<Observation>, SourceError> {
+    let batches: Vec<Batch> = serde_json::from_str(body)
+        .map_err(|e| SourceError::Malformed(format!("searchStream: {e}")))?;
+    let mut out = Vec::new();
+    for (i, r) in batches.into_iter().flat_map(|b| b.results).enumerate() {
+        let bad = |field: &str, v: &str| {
+            SourceError::Malformed(format!(
+                "result {i} (campaign {}): {field} = {v:?}",
+                r.campaign.id
+            ))
+        };
+        let int = |field: &str, v: &Option<String>| -> Result<i64, SourceError> {
+            v.as_deref()
+                .map_or(Ok(0), |s| s.parse::<i64>().map_err(|_| bad(field, s)))
+        };
+        let micros = int("metrics.costMicros", &r.metrics.cost_micros)?;
+        // JSON numbers keep their decimal text: no binary rounding of money
+        let dec = |field: &str, n: &Option<serde_json::Number>| -> Result<Decimal, SourceError> {
+            n.as_ref().map_or(Ok(Decimal::ZERO), |n| {
+                Decimal::from_str(&n.to_string())
+                    .or_else(|_| Decimal::from_scientific(&n.to_string()))
+                    .map_err(|_| bad(field, &n.to_string()))
+            })
+        };
+        let conversions = dec("metrics.conversions", &r.metrics.conversions)?;
+        let value = dec("metrics.conversionsValue", &r.metrics.conversions_value)?;
+        let day = NaiveDate::parse_from_str(&r.segments.date, "%Y-%m-%d")
+            .map_err(|_| bad("segments.date", &r.segments.date))?;
+        out.push(Observation::Campaign(RawCampaignStat {
+            ts: day_start(day, tz),
+            bucket: Bucket::Day,
+            key: CampaignKey {
+                platform: "google_ads".into(),
+                account: customer.to_string(),
+                campaign_id: r.campaign.id.clone(),
+            },
+            campaign_name: r.campaign.name.clone(),
+            spend: Decimal::new(micros, 6),
+            conversion_value: value,
+            account_currency: currency.to_string(),
+            impressions: u64::try_from(int("metrics.impressions", &r.metrics.impressions)?)
+                .unwrap_or(0),
+            clicks: u64::try_from(int("metrics.clicks", &r.metrics.clicks)?).unwrap_or(0),
+            conversions: rust_decimal::prelude::ToPrimitive::to_f64(&conversions).unwrap_or(0.0),
+        }));
+    }
+    Ok(out)
+}
+
+/// Parse a protobuf duration string like `"30s"` or `"1.5s"`.
+fn parse_duration(s: &str) -> Option<Duration> {
+    s.strip_suffix('s')?
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .map(Duration::from_secs_f64)
+}
+
+/// Classify a Google Ads error response.
+pub fn classify_error(status: u16, body: &str) -> SourceError {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let st = v["error"]["status"].as_str().unwrap_or("");
+    let message: String = v["error"]["message"]
+        .as_str()
+        .unwrap_or("no message")
+        .chars()
+        .take(300)
+        .collect();
+    if status == 429 || st == "RESOURCE_EXHAUSTED" {
+        // details[].errors[].details.quotaErrorDetails.retryDelay
+        let delay = v["error"]["details"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|d| d["errors"].as_array().into_iter().flatten())
+            .filter_map(|e| e["details"]["quotaErrorDetails"]["retryDelay"].as_str())
+            .filter_map(parse_duration)
+            .max();
+        return SourceError::Throttled {
+            wait: delay.unwrap_or(Duration::from_secs(60)),
+            message,
+        };
+    }
+    if status == 401 || status == 403 || st == "UNAUTHENTICATED" || st == "PERMISSION_DENIED" {
+        return SourceError::Auth(format!("{st}: {message}"));
+    }
+    SourceError::Http {
+        status,
+        message: format!("{st}: {message}"),
+    }
+}
+
+/// A running Google Ads source.
+pub struct GoogleAdsSource {
+    cfg: GoogleAdsConfig,
+    tz: Tz,
+    http: reqwest::Client,
+    access: Option<(Secret, Instant)>,
+}
+
+impl GoogleAdsSource {
+    pub fn new(cfg: GoogleAdsConfig) -> Result<Self, SourceError> {
+        crate::init_tls();
+        let tz = cfg.account_timezone.parse().map_err(|_| {
+            SourceError::Config(format!("account_timezone {:?}", cfg.account_timezone))
+        })?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(cfg.timeout_secs))
+            .build()
+            .map_err(|e| SourceError::Config(e.to_string()))?;
+        Ok(Self {
+            cfg,
+            tz,
+            http,
+            access: None,
+        })
+    }
+
+    /// An access token from the refresh-token flow, reused until shortly before it expires.
+    async fn access_token(&mut self) -> Result<Secret, SourceError> {
+        if let Some((t, until)) = &self.access
+            && Instant::now() < *until
+        {
+            return Ok(t.clone());
+        }
+        let client_id = secret(&None, &self.cfg.client_id_env)?;
+        let client_secret = secret(&self.cfg.client_secret_file, &self.cfg.client_secret_env)?;
+        let refresh = secret(&self.cfg.refresh_token_file, &self.cfg.refresh_token_env)?;
+        let resp = self
+            .http
+            .post(&self.cfg.token_url)
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", client_id.expose()),
+                ("client_secret", client_secret.expose()),
+                ("refresh_token", refresh.expose()),
+            ])
+            .send()
+            .await
+            .map_err(|e| SourceError::Transport(e.without_url().to_string()))?;
+        let status = resp.status().as_u16();
+        let v: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|e| SourceError::Malformed(format!("token response: {}", e.without_url())))?;
+        if status >= 400 {
+            return Err(SourceError::Auth(format!(
+                "token refresh refused: {}",
+                v["error"].as_str().unwrap_or("unknown error")
+            )));
+        }
+        let token = v["access_token"]
+            .as_str()
+            .ok_or_else(|| SourceError::Malformed("token response without access_token".into()))?;
+        let ttl = v["expires_in"].as_u64().unwrap_or(3600).saturating_sub(60);
+        let t = Secret::new(token);
+        self.access = Some((t.clone(), Instant::now() + Duration::from_secs(ttl)));
+        Ok(t)
+    }
+}
+
+impl PollSource for GoogleAdsSource {
+    fn account_timezone(&self) -> Tz {
+        self.tz
+    }
+
+    async fn poll(&mut self, window: Window) -> Result<Vec<Observation>, SourceError> {
+        let token = self.access_token().await?;
+        let dev = secret(
+            &self.cfg.developer_token_file,
+            &self.cfg.developer_token_env,
+        )?;
+        let customer: String = self.cfg.customer_id.chars().filter(|c| *c != '-').collect();
+        let url = format!(
+            "{}/{}/customers/{customer}/googleAds:searchStream",
+            self.cfg.base_url.trim_end_matches('/'),
+            self.cfg.api_version
+        );
+        let query = format!(
+            "SELECT campaign.id, campaign.name, segments.date, metrics.cost_micros, metrics.impressions, \
+             metrics.clicks, metrics.conversions, metrics.conversions_value FROM campaign \
+             WHERE segments.date BETWEEN '{}' AND '{}'",
+            window.since, window.until
+        );
+        let login = self
+            .cfg
+            .login_customer_id
+            .as_ref()
+            .map(|l| l.replace('-', ""));
+        let body = send_with_retry("google ads searchStream", || async {
+            let mut auth =
+                reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+                    .map_err(|_| {
+                        SourceError::Config("access token has invalid characters".into())
+                    })?;
+            auth.set_sensitive(true);
+            let mut devh = reqwest::header::HeaderValue::from_str(dev.expose()).map_err(|_| {
+                SourceError::Config("developer token has invalid characters".into())
+            })?;
+            devh.set_sensitive(true);
+            let mut req = self
+                .http
+                .post(&url)
+                .header(reqwest::header::AUTHORIZATION, auth)
+                .header("developer-token", devh)
+                .json(&serde_json::json!({ "query": query }));
+            if let Some(l) = &login {
+                req = req.header("login-customer-id", l.as_str());
+            }
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| SourceError::Transport(e.without_url().to_string()))?;
+            let status = resp.status().as_u16();
+            let text = resp
+                .text()
+                .await
+                .map_err(|e| SourceError::Transport(e.without_url().to_string()))?;
+            if status >= 400 {
+                return Err(classify_error(status, &text));
+            }
+            Ok(text)
+        })
+        .await?;
+        parse_search_stream(
+            &body,
+            &self.cfg.customer_id,
+            self.tz,
+            &self.cfg.account_currency,
+        )
+    }
+}
+
+/// Run the source with the shared loop.
+pub async fn run(cfg: GoogleAdsConfig, ctx: SourceContext) {
+    let settings = LoopSettings {
+        interval: Duration::from_secs(cfg.interval_secs),
+        lookback_days: cfg.lookback_days,
+        max_throttle_wait: Duration::from_secs(cfg.max_throttle_wait_secs),
+    };
+    match GoogleAdsSource::new(cfg) {
+        Ok(s) => run_polling(s, settings, ctx, "google_ads").await,
+        Err(error) => {
+            ctx.pipeline
+                .telemetry()
+                .source(&ctx.name, "google_ads")
+                .poll_failed(Duration::ZERO);
+            tracing::error!(source = %ctx.name, %error, "google ads source not started");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    #[test]
+    fn search_stream_batches_parse_exactly() {
+        let body = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/google_ads/search_stream.json"),
+        )
+        .unwrap();
+        let obs =
+            parse_search_stream(&body, "123-456-7890", chrono_tz::Asia::Kolkata, "INR").unwrap();
+        assert_eq!(obs.len(), 3, "two batches");
+        let Observation::Campaign(c) = &obs[0] else {
+            panic!()
+        };
+        assert_eq!(c.spend, dec!(8036.120000));
+        assert_eq!(c.conversions, 0.6);
+        assert_eq!(c.conversion_value, dec!(1212.5));
+        assert_eq!(c.clicks, 1275);
+        let e = parse_search_stream(
+            "[{\"results\": [{\"campaign\": {}}]}]",
+            "1",
+            chrono_tz::UTC,
+            "INR",
+        )
+        .unwrap_err();
+        assert!(matches!(e, SourceError::Malformed(_)), "{e}");
+    }
+
+    #[test]
+    fn quota_errors_carry_their_retry_delay() {
+        let body = r#"{"error":{"code":429,"message":"Resource has been exhausted (e.g. check quota).","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.ads.googleads.v21.errors.GoogleAdsFailure","errors":[{"errorCode":{"quotaError":"RESOURCE_EXHAUSTED"},"message":"Too many requests.","details":{"quotaErrorDetails":{"rateScope":"ACCOUNT","rateName":"Number of operations for basic access","retryDelay":"37s"}}}]}]}}"#;
+        match classify_error(429, body) {
+            SourceError::Throttled { wait, .. } => assert_eq!(wait, Duration::from_secs(37)),
+            other => panic!("{other}"),
+        }
+        let auth = r#"{"error":{"code":401,"message":"Request had invalid authentication credentials.","status":"UNAUTHENTICATED"}}"#;
+        assert!(matches!(classify_error(401, auth), SourceError::Auth(_)));
+    }
+}

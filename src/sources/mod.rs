@@ -6,6 +6,7 @@ pub mod demo;
 pub mod google_ads;
 pub mod http;
 pub mod meta;
+pub mod shopify;
 
 use serde::Deserialize;
 use std::sync::Arc;
@@ -24,6 +25,8 @@ pub enum SourceConfig {
     Meta(meta::MetaConfig),
     /// Google Ads API campaign report of one customer.
     GoogleAds(google_ads::GoogleAdsConfig),
+    /// Shopify Admin API (GraphQL) orders: the revenue source of truth.
+    Shopify(shopify::ShopifyConfig),
 }
 
 impl SourceConfig {
@@ -32,6 +35,7 @@ impl SourceConfig {
             SourceConfig::Demo(c) => &c.name,
             SourceConfig::Meta(c) => &c.name,
             SourceConfig::GoogleAds(c) => &c.name,
+            SourceConfig::Shopify(c) => &c.name,
         }
     }
 
@@ -40,6 +44,7 @@ impl SourceConfig {
             SourceConfig::Demo(_) => "demo",
             SourceConfig::Meta(_) => "meta",
             SourceConfig::GoogleAds(_) => "google_ads",
+            SourceConfig::Shopify(_) => "shopify",
         }
     }
 
@@ -49,6 +54,7 @@ impl SourceConfig {
             SourceConfig::Demo(c) => c.problems(),
             SourceConfig::Meta(c) => c.problems(),
             SourceConfig::GoogleAds(c) => c.problems(),
+            SourceConfig::Shopify(c) => c.problems(),
         }
     }
 
@@ -62,6 +68,7 @@ impl SourceConfig {
             }
             SourceConfig::Meta(c) => meta::run(c, ctx).await,
             SourceConfig::GoogleAds(c) => google_ads::run(c, ctx).await,
+            SourceConfig::Shopify(c) => shopify::run(c, ctx).await,
         }
     }
 }

@@ -1,0 +1,141 @@
+//! The Shopify source against a local GraphQL server replaying the documented formats: 3 cursor
+//! pages, a THROTTLED response waited out by the cost bucket's restore rate, refunds and
+//! cancellations on their own days; net revenue in a real QuestDB equal to the fixtures' to the
+//! paisa; a second poll (restatement) adds nothing.
+
+mod common;
+
+use adpulse::config::Config;
+use axum::Router;
+use axum::http::HeaderMap;
+use axum::routing::post;
+use common::*;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+type Seen = Arc<Mutex<Vec<(Instant, String, serde_json::Value)>>>;
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(repo().join("tests/fixtures/shopify").join(name)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_throttle_refunds_and_exact_net_revenue() {
+    let q = QuestDb::start().await;
+    let seen: Seen = Arc::default();
+    let s2 = seen.clone();
+    let app = Router::new().route(
+        "/admin/api/2025-10/graphql.json",
+        post(
+            move |headers: HeaderMap, body: axum::Json<serde_json::Value>| {
+                let seen = s2.clone();
+                async move {
+                    let token = headers
+                        .get("x-shopify-access-token")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    let n = {
+                        let mut s = seen.lock().unwrap();
+                        s.push((Instant::now(), token, body.0.clone()));
+                        s.len()
+                    };
+                    let after = body.0["variables"]["after"].as_str().map(str::to_string);
+                    let file = match (n, after.as_deref()) {
+                        (2, _) => "throttled.json",
+                        (_, None) => "orders_page1.json",
+                        (_, Some("eyJsYXN0X2lkIjo1MDAyfQ==")) => "orders_page2.json",
+                        (_, Some(_)) => "orders_page3.json",
+                    };
+                    ([("content-type", "application/json")], fixture(file))
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "shpat_secret_123\n").unwrap();
+    let mut cfg = Config::from_toml_str(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[questdb]
+http_url = "{}"
+spool_dir = "{}"
+flush_interval_ms = 50
+[models]
+enabled = false
+[[sources]]
+type = "shopify"
+name = "shop"
+shop_domain = "moi-jewellery.myshopify.com"
+base_url = "{base}"
+access_token_file = "{}"
+interval_secs = 1
+"#,
+        q.url(),
+        dir.path().join("spool").display(),
+        token.display()
+    ))
+    .unwrap();
+    cfg.general.refresh_interval_secs = 1;
+    assert_eq!(cfg.problems(), vec![]);
+    let running = adpulse::app::start(cfg).await.unwrap();
+    // 4 orders + 1 refund + 1 cancellation
+    q.wait_for_count("SELECT count() FROM orders", 6.0).await;
+    // let a second poll (the restatement look-back) pass: still 6 rows
+    eventually("a second poll", Duration::from_secs(30), || async {
+        (seen.lock().unwrap().len() >= 7).then_some(())
+    })
+    .await;
+    q.wait_for_count("SELECT count() FROM orders", 6.0).await;
+    let net = q.rows("SELECT sum(amount) FROM orders").await;
+    assert_eq!(net[0][0], "7297.790000");
+    let refund = q
+        .rows("SELECT day, amount, utm_campaign FROM orders WHERE kind = 'refund'")
+        .await;
+    assert_eq!(
+        refund[0][0], "2026-11-21",
+        "the refund lands on its own day"
+    );
+    assert_eq!(refund[0][1], "-749.700000");
+    assert_eq!(refund[0][2], "21000000001", "UTM from the landing page");
+    let cancel = q
+        .rows("SELECT day, amount FROM orders WHERE kind = 'cancellation'")
+        .await;
+    assert_eq!(
+        cancel[0],
+        vec![
+            serde_json::json!("2026-11-20"),
+            serde_json::json!("-1299.000000")
+        ]
+    );
+    let late = q
+        .rows("SELECT day FROM orders WHERE order_id = '#1004'")
+        .await;
+    assert_eq!(
+        late[0][0], "2026-11-21",
+        "18:40 UTC is past midnight in India"
+    );
+
+    let seen = seen.lock().unwrap().clone();
+    let waited = seen[2].0 - seen[1].0;
+    assert!(
+        waited >= Duration::from_secs(1),
+        "THROTTLED waited out: {waited:?}"
+    );
+    assert_eq!(seen[0].1, "shpat_secret_123");
+    assert!(
+        seen[0].2["variables"]["query"]
+            .as_str()
+            .unwrap()
+            .starts_with("updated_at:>=")
+    );
+    let (_, m) = get(&format!("http://{}/metrics", running.addr)).await;
+    assert!(!m.contains("shpat_secret_123"));
+    running.stop().await;
+}

@@ -9,12 +9,13 @@ use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::config::{Problem, Secret};
 use crate::normalize::{Observation, RawCampaignStat, day_start};
 use crate::records::{Bucket, CampaignKey};
 use crate::sources::SourceContext;
+use crate::sources::google_oauth::GoogleOAuth;
 use crate::sources::http::{
     LoopSettings, PollSource, SourceError, Window, run_polling, send_with_retry,
 };
@@ -111,7 +112,7 @@ fn default_timeout() -> u64 {
     60
 }
 
-fn secret(file: &Option<std::path::PathBuf>, env: &str) -> Result<Secret, SourceError> {
+pub(crate) fn secret(file: &Option<std::path::PathBuf>, env: &str) -> Result<Secret, SourceError> {
     if let Some(f) = file {
         return std::fs::read_to_string(f)
             .map(|t| Secret::new(t.trim()))
@@ -311,7 +312,7 @@ pub struct GoogleAdsSource {
     cfg: GoogleAdsConfig,
     tz: Tz,
     http: reqwest::Client,
-    access: Option<(Secret, Instant)>,
+    oauth: GoogleOAuth,
 }
 
 impl GoogleAdsSource {
@@ -324,54 +325,21 @@ impl GoogleAdsSource {
             .timeout(Duration::from_secs(cfg.timeout_secs))
             .build()
             .map_err(|e| SourceError::Config(e.to_string()))?;
+        let oauth = GoogleOAuth {
+            token_url: cfg.token_url.clone(),
+            client_id_env: cfg.client_id_env.clone(),
+            client_secret_env: cfg.client_secret_env.clone(),
+            client_secret_file: cfg.client_secret_file.clone(),
+            refresh_token_env: cfg.refresh_token_env.clone(),
+            refresh_token_file: cfg.refresh_token_file.clone(),
+            access: None,
+        };
         Ok(Self {
             cfg,
             tz,
             http,
-            access: None,
+            oauth,
         })
-    }
-
-    /// An access token from the refresh-token flow, reused until shortly before it expires.
-    async fn access_token(&mut self) -> Result<Secret, SourceError> {
-        if let Some((t, until)) = &self.access
-            && Instant::now() < *until
-        {
-            return Ok(t.clone());
-        }
-        let client_id = secret(&None, &self.cfg.client_id_env)?;
-        let client_secret = secret(&self.cfg.client_secret_file, &self.cfg.client_secret_env)?;
-        let refresh = secret(&self.cfg.refresh_token_file, &self.cfg.refresh_token_env)?;
-        let resp = self
-            .http
-            .post(&self.cfg.token_url)
-            .form(&[
-                ("grant_type", "refresh_token"),
-                ("client_id", client_id.expose()),
-                ("client_secret", client_secret.expose()),
-                ("refresh_token", refresh.expose()),
-            ])
-            .send()
-            .await
-            .map_err(|e| SourceError::Transport(e.without_url().to_string()))?;
-        let status = resp.status().as_u16();
-        let v: serde_json::Value = resp
-            .json()
-            .await
-            .map_err(|e| SourceError::Malformed(format!("token response: {}", e.without_url())))?;
-        if status >= 400 {
-            return Err(SourceError::Auth(format!(
-                "token refresh refused: {}",
-                v["error"].as_str().unwrap_or("unknown error")
-            )));
-        }
-        let token = v["access_token"]
-            .as_str()
-            .ok_or_else(|| SourceError::Malformed("token response without access_token".into()))?;
-        let ttl = v["expires_in"].as_u64().unwrap_or(3600).saturating_sub(60);
-        let t = Secret::new(token);
-        self.access = Some((t.clone(), Instant::now() + Duration::from_secs(ttl)));
-        Ok(t)
     }
 }
 
@@ -381,7 +349,7 @@ impl PollSource for GoogleAdsSource {
     }
 
     async fn poll(&mut self, window: Window) -> Result<Vec<Observation>, SourceError> {
-        let token = self.access_token().await?;
+        let token = self.oauth.access_token(&self.http).await?;
         let dev = secret(
             &self.cfg.developer_token_file,
             &self.cfg.developer_token_env,

@@ -3,7 +3,9 @@
 
 pub mod csv_import;
 pub mod demo;
+pub mod ga4;
 pub mod google_ads;
+pub mod google_oauth;
 pub mod http;
 pub mod meta;
 pub mod shopify;
@@ -27,6 +29,8 @@ pub enum SourceConfig {
     GoogleAds(google_ads::GoogleAdsConfig),
     /// Shopify Admin API (GraphQL) orders: the revenue source of truth.
     Shopify(shopify::ShopifyConfig),
+    /// GA4 Data API funnel events.
+    Ga4(ga4::Ga4Config),
 }
 
 impl SourceConfig {
@@ -36,6 +40,7 @@ impl SourceConfig {
             SourceConfig::Meta(c) => &c.name,
             SourceConfig::GoogleAds(c) => &c.name,
             SourceConfig::Shopify(c) => &c.name,
+            SourceConfig::Ga4(c) => &c.name,
         }
     }
 
@@ -45,6 +50,7 @@ impl SourceConfig {
             SourceConfig::Meta(_) => "meta",
             SourceConfig::GoogleAds(_) => "google_ads",
             SourceConfig::Shopify(_) => "shopify",
+            SourceConfig::Ga4(_) => "ga4",
         }
     }
 
@@ -55,6 +61,7 @@ impl SourceConfig {
             SourceConfig::Meta(c) => c.problems(),
             SourceConfig::GoogleAds(c) => c.problems(),
             SourceConfig::Shopify(c) => c.problems(),
+            SourceConfig::Ga4(c) => c.problems(),
         }
     }
 
@@ -69,6 +76,7 @@ impl SourceConfig {
             SourceConfig::Meta(c) => meta::run(c, ctx).await,
             SourceConfig::GoogleAds(c) => google_ads::run(c, ctx).await,
             SourceConfig::Shopify(c) => shopify::run(c, ctx).await,
+            SourceConfig::Ga4(c) => ga4::run(c, ctx).await,
         }
     }
 }

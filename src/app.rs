@@ -182,11 +182,15 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
     }
     info!(%addr, "serving /metrics, /healthz, /readyz");
 
+    let cursors = Arc::new(crate::sources::cursor::CursorStore::new(
+        &config.general.state_dir,
+    ));
     for source in config.sources.clone() {
         let ctx = SourceContext {
             name: source.name().to_string(),
             pipeline: pipeline.clone(),
             shutdown: shutdown.clone(),
+            cursors: cursors.clone(),
         };
         info!(source = %ctx.name, kind = source.kind(), "source starting");
         tasks.push(tokio::spawn(source.run(ctx)));

@@ -85,6 +85,8 @@ pub struct GeneralConfig {
     pub refresh_interval_secs: u64,
     /// How much hourly history the collector keeps in memory, in days.
     pub retention_days: u32,
+    /// Folder of persisted sync state (per-source cursors, backfill progress).
+    pub state_dir: PathBuf,
 }
 
 impl Default for GeneralConfig {
@@ -97,6 +99,7 @@ impl Default for GeneralConfig {
             tracking_window_hours: 6,
             refresh_interval_secs: 5,
             retention_days: 8,
+            state_dir: PathBuf::from("data/state"),
         }
     }
 }

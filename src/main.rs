@@ -26,6 +26,22 @@ enum Command {
     CheckConfig,
     /// Print the embedded default configuration.
     DefaultConfig,
+    /// Re-read a date range from one API source into QuestDB: progress bar, throttling honoured,
+    /// resumable (re-run the same command after an interruption).
+    Backfill {
+        /// Name of a configured source.
+        #[arg(long)]
+        source: String,
+        /// First day (the account's timezone), YYYY-MM-DD.
+        #[arg(long)]
+        from: chrono::NaiveDate,
+        /// Last day, inclusive.
+        #[arg(long)]
+        to: chrono::NaiveDate,
+        /// Days per request.
+        #[arg(long, default_value_t = 7)]
+        chunk_days: u32,
+    },
     /// Import a CSV export (Meta Ads Manager, Google Ads report, Shopify orders) into QuestDB.
     /// Every good row is written (upserted); every bad row is listed with line, column and reason,
     /// and the exit code is 2 when there were any.
@@ -137,6 +153,39 @@ fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Run) {
         Command::DefaultConfig => {
             print!("{}", adpulse::config::DEFAULT_CONFIG);
+            Ok(())
+        }
+        Command::Backfill {
+            source,
+            from,
+            to,
+            chunk_days,
+        } => {
+            let cfg = adpulse::config::Config::load(cli.config.as_deref())?;
+            cfg.validate()?;
+            let s = runtime()?
+                .block_on(adpulse::sources::backfill::backfill(
+                    &cfg,
+                    &source,
+                    from,
+                    to,
+                    chunk_days,
+                    std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                ))
+                .map_err(|e| anyhow::anyhow!(e))?;
+            println!(
+                "{source}: {} days, {} rows written{}{}",
+                s.days,
+                s.rows,
+                s.resumed_from
+                    .map(|d| format!(", resumed from {d}"))
+                    .unwrap_or_default(),
+                if s.throttle_waits > 0 {
+                    format!(", {} throttle waits", s.throttle_waits)
+                } else {
+                    String::new()
+                }
+            );
             Ok(())
         }
         Command::Import {

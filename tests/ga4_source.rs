@@ -83,6 +83,8 @@ async fn pages_per_day_and_pauses_before_the_quota_is_gone() {
     unsafe { std::env::set_var("ADPULSE_TEST_GA4_CLIENT_ID", "ga-client") };
     let mut cfg = Config::from_toml_str(&format!(
         r#"
+[general]
+state_dir = "{state}"
 [server]
 listen = "127.0.0.1:0"
 [questdb]
@@ -107,6 +109,7 @@ interval_secs = 1
         dir.path().join("spool").display(),
         f("cs"),
         f("rt"),
+        state = dir.path().display(),
     ))
     .unwrap();
     cfg.general.refresh_interval_secs = 1;

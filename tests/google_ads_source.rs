@@ -75,6 +75,8 @@ async fn quota_wait_then_exact_totals_in_questdb() {
     unsafe { std::env::set_var("ADPULSE_TEST_GADS_CLIENT_ID", "client-123.apps") };
     let mut cfg = Config::from_toml_str(&format!(
         r#"
+[general]
+state_dir = "{state}"
 [server]
 listen = "127.0.0.1:0"
 [questdb]
@@ -102,6 +104,7 @@ interval_secs = 600
         cs = f("cs", "client-secret"),
         rt = f("rt", "rt-secret"),
         dt = f("dt", "dev-token-abc"),
+        state = dir.path().display(),
     ))
     .unwrap();
     cfg.general.refresh_interval_secs = 1;

@@ -105,6 +105,8 @@ async fn fake(mode: Mode) -> (String, Fake) {
 fn config(base: &str, token_file: &std::path::Path) -> Config {
     let mut cfg = Config::from_toml_str(&format!(
         r#"
+[general]
+state_dir = "{state}"
 [server]
 listen = "127.0.0.1:0"
 [questdb]
@@ -125,7 +127,8 @@ access_token_file = "{}"
 account_timezone = "America/Los_Angeles"
 interval_secs = 600
 "#,
-        token_file.display()
+        token_file.display(),
+        state = token_file.parent().unwrap().display(),
     ))
     .unwrap();
     cfg.general.refresh_interval_secs = 1;

@@ -1,5 +1,5 @@
-//! Secrets never leak: the QuestDB password given through the environment appears in no log line
-//! and no metric, even while QuestDB is unreachable and errors are being logged.
+//! Secrets never leak: the QuestDB password and an ad-platform token given through the environment
+//! appear in no log line and no metric, even while their services fail and errors are logged.
 
 mod common;
 
@@ -17,6 +17,8 @@ async fn questdb_password_stays_out_of_logs_and_metrics() {
         &cfg,
         format!(
             r#"
+[general]
+state_dir = "{state}"
 [server]
 listen = "127.0.0.1:{port}"
 [questdb]
@@ -29,17 +31,28 @@ retry_max_ms = 200
 type = "demo"
 name = "demo"
 backfill_days = 1
+[[sources]]
+type = "meta"
+name = "meta"
+account_id = "act_1"
+base_url = "http://127.0.0.1:{meta}"
+access_token_env = "ADPULSE_TEST_META_TOKEN"
+interval_secs = 60
 "#,
+            meta = free_port(),
+            state = dir.path().join("state").display(),
             qdb = free_port(),
             spool = dir.path().join("spool").display()
         ),
     )
     .unwrap();
     let secret = "pw-9f8e7d6c5b4a-do-not-print";
+    let token = "EAAB-meta-token-do-not-print";
     let mut child = Command::new(env!("CARGO_BIN_EXE_adpulse"))
         .args(["run", "--config"])
         .arg(&cfg)
         .env("ADPULSE_QUESTDB_PASSWORD", secret)
+        .env("ADPULSE_TEST_META_TOKEN", token)
         .env("RUST_LOG", "debug")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -52,7 +65,13 @@ backfill_days = 1
             let (s, b) = get(&format!("http://127.0.0.1:{port}/metrics")).await;
             (s == 200
                 && metric(&b, "adpulse_sink_write_failures_total{sink=\"questdb\"}").unwrap_or(0.0)
-                    >= 3.0)
+                    >= 3.0
+                && metric(
+                    &b,
+                    "adpulse_source_polls_total{result=\"error\",source=\"meta\"}",
+                )
+                .unwrap_or(0.0)
+                    >= 1.0)
                 .then_some(b)
         },
     )
@@ -74,7 +93,12 @@ backfill_days = 1
         .read_to_string(&mut logs)
         .unwrap();
     assert!(logs.contains("QuestDB"), "the failure is logged: {logs}");
+    assert!(
+        logs.contains("poll failed"),
+        "the Meta failure is logged: {logs}"
+    );
     for (what, text) in [("logs", &logs), ("/metrics", &body), ("/readyz", &ready)] {
         assert!(!text.contains(secret), "the password appears in {what}");
+        assert!(!text.contains(token), "the Meta token appears in {what}");
     }
 }

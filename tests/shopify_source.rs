@@ -61,6 +61,8 @@ async fn pages_throttle_refunds_and_exact_net_revenue() {
     std::fs::write(&token, "shpat_secret_123\n").unwrap();
     let mut cfg = Config::from_toml_str(&format!(
         r#"
+[general]
+state_dir = "{state}"
 [server]
 listen = "127.0.0.1:0"
 [questdb]
@@ -79,7 +81,8 @@ interval_secs = 1
 "#,
         q.url(),
         dir.path().join("spool").display(),
-        token.display()
+        token.display(),
+        state = dir.path().display(),
     ))
     .unwrap();
     cfg.general.refresh_interval_secs = 1;

@@ -90,6 +90,9 @@ where
         .await
 }
 
+/// Longest gap the polling loop fills by itself after an outage, in days.
+pub const MAX_GAP_DAYS: i64 = 90;
+
 /// Settings of the loop.
 #[derive(Debug, Clone)]
 pub struct LoopSettings {
@@ -120,6 +123,12 @@ pub async fn run_polling<S: PollSource>(
                 match ctx.pipeline.emit(&ctx.name, obs, None).await {
                     Ok(_) => {
                         stats.poll_ok(started.elapsed(), n, Some(Utc::now()));
+                        if let Err(error) = ctx
+                            .cursors
+                            .update(&ctx.name, |c| c.synced_until = Some(window.until))
+                        {
+                            warn!(source = %ctx.name, %error, "sync cursor not saved");
+                        }
                         info!(source = %ctx.name, rows = n, since = %window.since, until = %window.until, "poll ok");
                     }
                     Err(error) => {
@@ -129,8 +138,9 @@ pub async fn run_polling<S: PollSource>(
                 }
             }
             Err(error) => {
-                stats.poll_failed(started.elapsed());
+                // logged before the metric moves, so whoever sees the metric finds the reason
                 warn!(source = %ctx.name, %error, "poll failed");
+                stats.poll_failed(started.elapsed());
                 if let SourceError::Throttled { wait: w, .. } = &error {
                     wait = (*w)
                         .min(settings.max_throttle_wait)

@@ -1,7 +1,9 @@
 //! Sources: where data comes from. Every component is listed in [`SourceConfig`] (no registration by
 //! side effect), so `grep SourceConfig::` finds each one.
 
+pub mod backfill;
 pub mod csv_import;
+pub mod cursor;
 pub mod demo;
 pub mod ga4;
 pub mod google_ads;
@@ -87,4 +89,54 @@ pub struct SourceContext {
     pub name: String,
     pub pipeline: Arc<Pipeline>,
     pub shutdown: CancellationToken,
+    /// Persisted sync state (cursors, backfill progress).
+    pub cursors: Arc<cursor::CursorStore>,
+}
+
+/// Any HTTP source, for commands that drive one directly (`adpulse backfill`).
+pub enum AnyPoller {
+    Meta(meta::MetaSource),
+    GoogleAds(google_ads::GoogleAdsSource),
+    Shopify(shopify::ShopifySource),
+    Ga4(ga4::Ga4Source),
+}
+
+impl AnyPoller {
+    /// The poller of a configured source; `None` for sources that are not HTTP APIs (the demo).
+    pub fn from_config(c: &SourceConfig) -> Option<Result<Self, http::SourceError>> {
+        Some(match c {
+            SourceConfig::Demo(_) => return None,
+            SourceConfig::Meta(c) => meta::MetaSource::new(c.clone()).map(AnyPoller::Meta),
+            SourceConfig::GoogleAds(c) => {
+                google_ads::GoogleAdsSource::new(c.clone()).map(AnyPoller::GoogleAds)
+            }
+            SourceConfig::Shopify(c) => {
+                shopify::ShopifySource::new(c.clone()).map(AnyPoller::Shopify)
+            }
+            SourceConfig::Ga4(c) => ga4::Ga4Source::new(c.clone()).map(AnyPoller::Ga4),
+        })
+    }
+}
+
+impl http::PollSource for AnyPoller {
+    fn account_timezone(&self) -> chrono_tz::Tz {
+        match self {
+            AnyPoller::Meta(s) => s.account_timezone(),
+            AnyPoller::GoogleAds(s) => s.account_timezone(),
+            AnyPoller::Shopify(s) => s.account_timezone(),
+            AnyPoller::Ga4(s) => s.account_timezone(),
+        }
+    }
+
+    async fn poll(
+        &mut self,
+        window: http::Window,
+    ) -> Result<Vec<crate::normalize::Observation>, http::SourceError> {
+        match self {
+            AnyPoller::Meta(s) => s.poll(window).await,
+            AnyPoller::GoogleAds(s) => s.poll(window).await,
+            AnyPoller::Shopify(s) => s.poll(window).await,
+            AnyPoller::Ga4(s) => s.poll(window).await,
+        }
+    }
 }

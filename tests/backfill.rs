@@ -77,6 +77,7 @@ account_id = "act_42"
 base_url = "{base}"
 access_token_file = "{token}"
 account_timezone = "Asia/Kolkata"
+hourly_days = 0
 "#,
         state = dir.path().join("state").display(),
         qdb = q.url(),

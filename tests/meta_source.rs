@@ -125,6 +125,7 @@ account_id = "act_1029384756"
 base_url = "{base}"
 access_token_file = "{}"
 account_timezone = "America/Los_Angeles"
+hourly_days = 0
 interval_secs = 600
 "#,
         token_file.display(),

@@ -61,6 +61,9 @@ struct Row {
     actions: Vec<ActionValue>,
     #[serde(default)]
     action_values: Vec<ActionValue>,
+    /// With `breakdowns=hourly_stats_aggregated_by_advertiser_time_zone`: "13:00:00 - 13:59:59".
+    #[serde(default)]
+    hourly_stats_aggregated_by_advertiser_time_zone: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,9 +133,29 @@ pub fn parse_insights(
         })?;
         let whole =
             |d: Decimal| rust_decimal::prelude::ToPrimitive::to_u64(&d.trunc()).unwrap_or(0);
+        let (ts, bucket) = match &r.hourly_stats_aggregated_by_advertiser_time_zone {
+            None => (day_start(day, account_tz), Bucket::Day),
+            Some(range) => {
+                let hour: u32 = range
+                    .get(0..2)
+                    .and_then(|h| h.parse().ok())
+                    .filter(|h| *h < 24)
+                    .ok_or_else(|| MetaError::BadDate {
+                        row: i,
+                        campaign: r.campaign_id.clone(),
+                        value: range.clone(),
+                    })?;
+                let local = day.and_hms_opt(hour, 0, 0).unwrap_or_default();
+                let ts = chrono::TimeZone::from_local_datetime(&account_tz, &local)
+                    .earliest()
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .unwrap_or_else(|| day_start(day, account_tz));
+                (ts, Bucket::Hour)
+            }
+        };
         observations.push(Observation::Campaign(RawCampaignStat {
-            ts: day_start(day, account_tz),
-            bucket: Bucket::Day,
+            ts,
+            bucket,
             key: CampaignKey {
                 platform: "meta".into(),
                 account: account.to_string(),
@@ -193,6 +216,10 @@ pub struct MetaConfig {
     /// Rows per page.
     #[serde(default = "default_limit")]
     pub page_limit: u32,
+    /// Also read hourly rows (`hourly_stats_aggregated_by_advertiser_time_zone`) for this many
+    /// most recent days (0: daily only).
+    #[serde(default = "default_hourly_days")]
+    pub hourly_days: u32,
     /// Longest throttle wait honoured, in seconds.
     #[serde(default = "default_max_wait")]
     pub max_throttle_wait_secs: u64,
@@ -224,6 +251,9 @@ fn default_interval() -> u64 {
 }
 fn default_limit() -> u32 {
     500
+}
+fn default_hourly_days() -> u32 {
+    2
 }
 fn default_max_wait() -> u64 {
     3600
@@ -372,7 +402,12 @@ impl MetaSource {
         Ok(Self { cfg, tz, http })
     }
 
-    async fn page(&self, window: Window, after: Option<&str>) -> Result<InsightsPage, SourceError> {
+    async fn page(
+        &self,
+        window: Window,
+        hourly: bool,
+        after: Option<&str>,
+    ) -> Result<InsightsPage, SourceError> {
         let token = self.cfg.token()?;
         let url = format!(
             "{}/{}/{}/insights",
@@ -395,6 +430,12 @@ impl MetaSource {
             ("time_range", &time_range),
             ("limit", &limit),
         ];
+        if hourly {
+            query.push((
+                "breakdowns",
+                "hourly_stats_aggregated_by_advertiser_time_zone",
+            ));
+        }
         if let Some(a) = after {
             query.push(("after", a));
         }
@@ -442,11 +483,36 @@ impl PollSource for MetaSource {
     }
 
     async fn poll(&mut self, window: Window) -> Result<Vec<Observation>, SourceError> {
+        let mut out = self.all_pages(window, false).await?;
+        if self.cfg.hourly_days > 0 {
+            let since = (window.until - chrono::Days::new(u64::from(self.cfg.hourly_days) - 1))
+                .max(window.since);
+            out.extend(
+                self.all_pages(
+                    Window {
+                        since,
+                        until: window.until,
+                    },
+                    true,
+                )
+                .await?,
+            );
+        }
+        Ok(out)
+    }
+}
+
+impl MetaSource {
+    async fn all_pages(
+        &self,
+        window: Window,
+        hourly: bool,
+    ) -> Result<Vec<Observation>, SourceError> {
         let mut out = Vec::new();
         let mut after: Option<String> = None;
         // bounded: a cursor loop that never ends is a server bug, not a reason to hang
         for _ in 0..10_000 {
-            let page = self.page(window, after.as_deref()).await?;
+            let page = self.page(window, hourly, after.as_deref()).await?;
             out.extend(page.observations);
             match page.next_after {
                 Some(a) => after = Some(a),
@@ -525,6 +591,31 @@ mod tests {
         };
         assert_eq!(r.conversions, 0.0);
         assert_eq!(r.conversion_value, dec!(0));
+    }
+
+    #[test]
+    fn hourly_breakdown_rows_are_hour_buckets_in_the_account_timezone() {
+        let body = fixture().replace(
+            "\"date_stop\": \"2026-11-18\",",
+            "\"date_stop\": \"2026-11-18\", \"hourly_stats_aggregated_by_advertiser_time_zone\": \"13:00:00 - 13:59:59\",",
+        );
+        let p = parse_insights(&body, "act_1", chrono_tz::Asia::Kolkata, "omni_purchase").unwrap();
+        let Observation::Campaign(c) = &p.observations[0] else {
+            panic!()
+        };
+        assert_eq!(c.bucket, Bucket::Hour);
+        // 13:00 in India is 07:30 UTC
+        assert_eq!(
+            c.ts,
+            "2026-11-18T07:30:00Z"
+                .parse::<chrono::DateTime<chrono::Utc>>()
+                .unwrap()
+        );
+        let bad = fixture().replace(
+            "\"date_stop\": \"2026-11-18\",",
+            "\"date_stop\": \"2026-11-18\", \"hourly_stats_aggregated_by_advertiser_time_zone\": \"late evening\",",
+        );
+        assert!(parse_insights(&bad, "act_1", chrono_tz::UTC, "purchase").is_err());
     }
 
     #[test]

@@ -91,6 +91,7 @@ async fn metrics_follow_the_snapshot_and_drop_vanished_campaigns() {
     let app = router(AppState {
         telemetry: telemetry.clone(),
         sink_health: None,
+        actions: None,
     });
     let (status, body) = body_of(app.clone(), "/metrics").await;
     assert_eq!(status, StatusCode::OK);
@@ -123,6 +124,7 @@ async fn health_and_readiness() {
     let app = router(AppState {
         telemetry,
         sink_health: None,
+        actions: None,
     });
     assert_eq!(body_of(app.clone(), "/healthz").await.0, StatusCode::OK);
     let (s, b) = body_of(app.clone(), "/readyz").await;

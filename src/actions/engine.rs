@@ -1297,6 +1297,53 @@ mod tests {
         }
     }
 
+    /// The property above is not vacuous: the same setup does raise a budget, to the cap.
+    #[tokio::test]
+    async fn auto_mode_raises_a_winning_budget_up_to_the_cap_once() {
+        let base = NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
+        let win: Day = (1_000, 1, 4_000, 100_000, 2_000);
+        let history = vec![vec![win], vec![win], vec![win], vec![win]];
+        let mut cfg = ActionsConfig::default();
+        cfg.mode = Mode::Auto;
+        cfg.dry_run = false;
+        cfg.auto.rules = vec!["roas_above".into()];
+        cfg.caps.campaign_daily = Some(dec!(1100));
+        let mem = Arc::new(Mem {
+            state: Mutex::new(HashMap::from([(
+                key(0),
+                CampaignState {
+                    status: CampaignStatus::Active,
+                    daily_budget: Some(dec!(1000)),
+                    budget_ref: None,
+                },
+            )])),
+            cap: dec!(1100),
+            max_ratio: dec!(0.25),
+            violations: Mutex::new(Vec::new()),
+            mutations: Mutex::new(HashMap::new()),
+            day: Mutex::new(Some(base)),
+        });
+        let snap = Arc::new(ArcSwap::from_pointee(snapshot(&history, 3, base)));
+        let e = ActionEngine::new(
+            cfg,
+            "INR",
+            BTreeMap::new(),
+            snap,
+            None,
+            &Registry::new(),
+            vec![mem.clone()],
+        );
+        let s = e.evaluate("rules").await;
+        assert_eq!(s.auto_executed, 1);
+        assert_eq!(e.evaluate("rules").await.auto_executed, 0, "once a day");
+        assert_eq!(
+            mem.state.lock().unwrap()[&key(0)].daily_budget,
+            Some(dec!(1100)),
+            "+25% would be 1,250: capped"
+        );
+        assert!(mem.violations.lock().unwrap().is_empty());
+    }
+
     #[tokio::test]
     async fn recommend_mode_dedups_and_refuses_approval() {
         let base = NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();

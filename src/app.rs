@@ -165,9 +165,22 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         addr: config.server.listen.clone(),
         source,
     })?;
+    let actions = if config.actions.enabled {
+        let engine = Arc::new(crate::actions::ActionEngine::from_config(
+            &config,
+            snapshot.clone(),
+            sink.clone(),
+            &telemetry.registry,
+        )?);
+        tasks.push(tokio::spawn(engine.clone().run_loop(shutdown.clone())));
+        Some(engine)
+    } else {
+        None
+    };
     let app = router(AppState {
         telemetry: telemetry.clone(),
         sink_health: sink.as_ref().map(|s| s.health.clone()),
+        actions,
     });
     {
         let token = shutdown.clone();

@@ -66,6 +66,9 @@ pub struct Config {
     /// Data sources, each listed explicitly with its `type`.
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
+    /// Automation rules, caps, approval mode and the ad platform clients that act.
+    #[serde(default)]
+    pub actions: crate::actions::ActionsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -417,6 +420,9 @@ impl Config {
                     "is before its start".into(),
                 );
             }
+        }
+        for pr in self.actions.problems() {
+            add(&pr.key, pr.message);
         }
         if self.sources.is_empty() {
             add(

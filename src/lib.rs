@@ -2,9 +2,10 @@
 //!
 //! Data flow (and module layout): `sources` -> `normalize` -> `pipeline` -> `sinks::questdb`
 //! (history) and `state` -> `sinks::metrics` (`/metrics`, served by `api`). `kpi` holds every
-//! definition; `models` fits forecasts, anomaly detectors and scores in-process; `app` wires it
-//! all together.
+//! definition; `models` fits forecasts, anomaly detectors and scores in-process; `actions` turns
+//! KPIs into recommendations and audited pause/budget actions; `app` wires it all together.
 
+pub mod actions;
 pub mod api;
 pub mod app;
 pub mod bench;

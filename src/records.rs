@@ -160,6 +160,40 @@ pub struct AnomalyRow {
     pub detector: String,
 }
 
+/// One event of the action audit trail (`actions` table): who did what to which campaign, why
+/// (rule and the figures it saw), the state before and after, and the result. Refused API calls
+/// are recorded too.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionRow {
+    pub ts: DateTime<Utc>,
+    /// Recommendation id, or the request's id for kill switches and refusals.
+    pub action_id: String,
+    /// recommended, approved, rejected, executed, failed, dry_run, duplicate, expired, refused,
+    /// alert.
+    pub event: String,
+    /// `rules`, `auto`, `read_token`, `write_token[:name]`, `anonymous`, `alertmanager`.
+    pub actor: String,
+    pub mode: String,
+    pub dry_run: bool,
+    pub rule: String,
+    /// pause, enable, raise_budget, expand_audience, rotate_creatives, or the refused call.
+    pub kind: String,
+    pub platform: String,
+    pub account: String,
+    pub campaign_id: String,
+    pub campaign_name: String,
+    pub reason: String,
+    /// The figures the rule looked at, as JSON.
+    pub rule_values: String,
+    /// Campaign state before and after, as JSON (empty when not read).
+    pub state_before: String,
+    pub state_after: String,
+    /// ok, failed, refused, unauthenticated, forbidden, skipped.
+    pub result: String,
+    pub detail: String,
+    pub idempotency_key: String,
+}
+
 /// One normalized record, routed to its table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "table", rename_all = "snake_case")]
@@ -169,6 +203,7 @@ pub enum Record {
     Funnel(FunnelStep),
     Forecasts(ForecastRow),
     Anomalies(AnomalyRow),
+    Actions(ActionRow),
 }
 
 impl Record {
@@ -179,6 +214,7 @@ impl Record {
             Record::Funnel(_) => "funnel",
             Record::Forecasts(_) => "forecasts",
             Record::Anomalies(_) => "anomalies",
+            Record::Actions(_) => "actions",
         }
     }
 
@@ -189,6 +225,7 @@ impl Record {
             Record::Funnel(r) => r.ts,
             Record::Forecasts(r) => r.ts,
             Record::Anomalies(r) => r.ts,
+            Record::Actions(r) => r.ts,
         }
     }
 }

@@ -121,8 +121,8 @@ impl Store {
                         },
                     );
                 }
-                // model outputs are written to QuestDB only
-                Record::Forecasts(_) | Record::Anomalies(_) => {}
+                // model outputs and the audit trail are written to QuestDB only
+                Record::Forecasts(_) | Record::Anomalies(_) | Record::Actions(_) => {}
                 Record::Funnel(f) => {
                     self.funnel.insert(
                         (
@@ -212,6 +212,13 @@ impl Store {
         let mut rev_loss_window: HashMap<&str, Decimal> = HashMap::new();
         let mut orders_track_window: HashMap<&str, u64> = HashMap::new();
         let mut total_rev_loss_window = Decimal::ZERO;
+        // Revenue per (UTM campaign, day) over everything kept, for the per-day history.
+        let mut rev_by_day: HashMap<(&str, NaiveDate), Decimal> = HashMap::new();
+        for o in self.orders.values() {
+            if let Some(u) = &o.utm_campaign {
+                *rev_by_day.entry((u.as_str(), o.day)).or_default() += o.amount;
+            }
+        }
         for ((ts, _), o) in self.orders.range(
             (
                 DateTime::<Utc>::from_timestamp(track_from.min(loss_from), 0).unwrap_or(now)
@@ -281,6 +288,13 @@ impl Store {
             if !any_hour_today && let Some(c) = h.days.get(&today) {
                 today_t = c.totals();
             }
+            let days = daily_history(h, s.tz, |day| {
+                rev_by_day
+                    .get(&(key.campaign_id.as_str(), day))
+                    .or_else(|| rev_by_day.get(&(h.name.as_str(), day)))
+                    .copied()
+                    .unwrap_or_default()
+            });
             today_t.revenue = attributed(&rev_today, key, &h.name);
             loss_w.revenue = attributed(&rev_loss_window, key, &h.name);
             let window_orders = orders_track_window
@@ -317,6 +331,7 @@ impl Store {
                 window_orders,
                 spend_last_hour,
                 spend_baseline,
+                days,
             });
         }
         campaigns.sort_by(|a, b| a.key.cmp(&b.key));
@@ -354,6 +369,31 @@ impl Store {
     }
 }
 
+/// Per reporting day totals of one campaign, oldest first: hour buckets summed by local day, a
+/// day bucket where no hour bucket exists for that day, revenue attributed by UTM.
+fn daily_history(
+    h: &CampaignHistory,
+    tz: Tz,
+    revenue: impl Fn(NaiveDate) -> Decimal,
+) -> Vec<(NaiveDate, Totals)> {
+    let mut by_day: BTreeMap<NaiveDate, Totals> = BTreeMap::new();
+    for (&t, c) in &h.hours {
+        if let Some(d) = DateTime::<Utc>::from_timestamp(t, 0) {
+            *by_day.entry(d.with_timezone(&tz).date_naive()).or_default() += c.totals();
+        }
+    }
+    for (day, c) in &h.days {
+        by_day.entry(*day).or_insert_with(|| c.totals());
+    }
+    by_day
+        .into_iter()
+        .map(|(day, mut t)| {
+            t.revenue = revenue(day);
+            (day, t)
+        })
+        .collect()
+}
+
 /// KPIs of one campaign.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CampaignView {
@@ -367,6 +407,10 @@ pub struct CampaignView {
     pub window_orders: u64,
     pub spend_last_hour: Decimal,
     pub spend_baseline: Option<Decimal>,
+    /// Totals per reporting day over the kept history (`retention_days`), oldest first, today
+    /// last when it has data; `revenue` is shop revenue attributed by UTM. For rules that look
+    /// at several days.
+    pub days: Vec<(NaiveDate, Totals)>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -91,6 +91,7 @@ async fn metrics_follow_the_snapshot_and_drop_vanished_campaigns() {
     let app = router(AppState {
         telemetry: telemetry.clone(),
         sink_health: None,
+        actions: None,
     });
     let (status, body) = body_of(app.clone(), "/metrics").await;
     assert_eq!(status, StatusCode::OK);
@@ -123,6 +124,7 @@ async fn health_and_readiness() {
     let app = router(AppState {
         telemetry,
         sink_health: None,
+        actions: None,
     });
     assert_eq!(body_of(app.clone(), "/healthz").await.0, StatusCode::OK);
     let (s, b) = body_of(app.clone(), "/readyz").await;
@@ -185,4 +187,39 @@ fn bad_env_override_names_the_key() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("flush_rows"), "{err}");
+}
+
+#[tokio::test]
+async fn openapi_describes_every_actions_route_and_actions_answer_503_when_disabled() {
+    let doc: serde_json::Value = serde_json::from_str(adpulse::api::actions::OPENAPI).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    for p in [
+        "/api/v1/recommendations",
+        "/api/v1/recommendations/{id}/approve",
+        "/api/v1/recommendations/{id}/reject",
+        "/api/v1/reallocation",
+        "/api/v1/kill-switch",
+        "/api/v1/alerts/webhook",
+        "/api/v1/openapi.json",
+    ] {
+        assert!(
+            paths.contains_key(p),
+            "{p} missing from the OpenAPI description"
+        );
+    }
+    let app = router(AppState {
+        telemetry: Arc::new(Telemetry::new()),
+        sink_health: None,
+        actions: None,
+    });
+    let (s, body) = body_of(app.clone(), "/api/v1/openapi.json").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+        doc
+    );
+    let (s, body) = body_of(app, "/api/v1/recommendations").await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("disabled"), "{body}");
 }

@@ -208,7 +208,7 @@ fn expected(cfg: &Config) -> (usize, usize, usize, Decimal) {
             }
             Record::Orders(_) => o += 1,
             Record::Funnel(_) => f += 1,
-            Record::Forecasts(_) | Record::Anomalies(_) => {
+            Record::Forecasts(_) | Record::Anomalies(_) | Record::Actions(_) => {
                 unreachable!("normalize never yields model rows")
             }
         }

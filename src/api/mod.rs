@@ -1,10 +1,13 @@
-//! HTTP API: `/metrics`, `/healthz`, `/readyz`. `router(state)` is tested in-process.
+//! HTTP API: `/metrics`, `/healthz`, `/readyz`, and the actions API under `/api/v1` (see
+//! `actions`). `router(state)` is tested in-process.
+
+pub mod actions;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use prometheus::{Encoder, TextEncoder};
 use std::sync::Arc;
 
@@ -17,6 +20,8 @@ pub struct AppState {
     pub telemetry: Arc<Telemetry>,
     /// `None` when the QuestDB sink is disabled.
     pub sink_health: Option<Arc<SinkHealth>>,
+    /// `None` when actions are disabled (the `/api/v1` routes answer 503).
+    pub actions: Option<Arc<crate::actions::ActionEngine>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -24,6 +29,16 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/api/v1/openapi.json", get(actions::openapi))
+        .route("/api/v1/recommendations", get(actions::list))
+        .route(
+            "/api/v1/recommendations/{id}/approve",
+            post(actions::approve),
+        )
+        .route("/api/v1/recommendations/{id}/reject", post(actions::reject))
+        .route("/api/v1/reallocation", get(actions::reallocation))
+        .route("/api/v1/kill-switch", post(actions::kill_switch))
+        .route("/api/v1/alerts/webhook", post(actions::alert_webhook))
         .with_state(state)
 }
 

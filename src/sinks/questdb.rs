@@ -61,6 +61,15 @@ pub const TABLES: &[(&str, &str)] = &[
          is_anomaly BOOLEAN, detector SYMBOL) TIMESTAMP(ts) PARTITION BY DAY WAL \
          DEDUP UPSERT KEYS(ts, series, platform, campaign_id, detector)",
     ),
+    (
+        "actions",
+        "CREATE TABLE IF NOT EXISTS actions (ts TIMESTAMP, action_id SYMBOL, event SYMBOL, \
+         actor SYMBOL, mode SYMBOL, dry_run BOOLEAN, rule SYMBOL, kind SYMBOL, platform SYMBOL, \
+         account SYMBOL, campaign_id SYMBOL, campaign_name VARCHAR, reason VARCHAR, \
+         rule_values VARCHAR, state_before VARCHAR, state_after VARCHAR, result SYMBOL, \
+         detail VARCHAR, idempotency_key VARCHAR) TIMESTAMP(ts) PARTITION BY DAY WAL \
+         DEDUP UPSERT KEYS(ts, action_id, event)",
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -204,6 +213,28 @@ pub fn encode(buf: &mut Buffer, r: &Record, ingested_at: TimestampMicros) -> Res
             .and_then(|b| b.column_f64("upper", a.upper))
             .and_then(|b| b.column_f64("score", a.score))
             .and_then(|b| b.column_bool("is_anomaly", a.is_anomaly))
+            .and_then(|b| b.at(ts(a.ts)))
+            .map_err(enc),
+        Record::Actions(a) => buf
+            .table("actions")
+            .and_then(|b| b.symbol("action_id", &a.action_id))
+            .and_then(|b| b.symbol("event", &a.event))
+            .and_then(|b| b.symbol("actor", &a.actor))
+            .and_then(|b| b.symbol("mode", &a.mode))
+            .and_then(|b| b.symbol("rule", &a.rule))
+            .and_then(|b| b.symbol("kind", &a.kind))
+            .and_then(|b| b.symbol("platform", &a.platform))
+            .and_then(|b| b.symbol("account", &a.account))
+            .and_then(|b| b.symbol("campaign_id", &a.campaign_id))
+            .and_then(|b| b.symbol("result", &a.result))
+            .and_then(|b| b.column_bool("dry_run", a.dry_run))
+            .and_then(|b| b.column_str("campaign_name", &a.campaign_name))
+            .and_then(|b| b.column_str("reason", &a.reason))
+            .and_then(|b| b.column_str("rule_values", &a.rule_values))
+            .and_then(|b| b.column_str("state_before", &a.state_before))
+            .and_then(|b| b.column_str("state_after", &a.state_after))
+            .and_then(|b| b.column_str("detail", &a.detail))
+            .and_then(|b| b.column_str("idempotency_key", &a.idempotency_key))
             .and_then(|b| b.at(ts(a.ts)))
             .map_err(enc),
         Record::Funnel(f) => {

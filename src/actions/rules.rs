@@ -1,0 +1,771 @@
+//! The rules engine: pure functions from a KPI [`Snapshot`] (today and the per-day history of
+//! each campaign) to proposals, the budget reallocation proposal, and the budget arithmetic that
+//! keeps every change inside the caps. No I/O here: `engine` decides what to do with the result.
+
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+use super::config::{ActionsConfig, AutoConfig, CapsConfig, RuleConfig};
+use crate::kpi::{Margin, Totals, to_f64};
+use crate::records::CampaignKey;
+use crate::state::{CampaignView, Snapshot};
+
+/// Rule name of the emergency caps (campaign or account breach).
+pub const BUDGET_CAP: &str = "budget_cap";
+
+/// What an action does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    Pause,
+    Enable,
+    /// Multiply the daily budget by `1 + ratio`, within the caps.
+    RaiseBudget,
+    /// A recommendation for a person: no API call.
+    ExpandAudience,
+    /// A recommendation for a person: no API call.
+    RotateCreatives,
+}
+
+impl ActionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Pause => "pause",
+            ActionKind::Enable => "enable",
+            ActionKind::RaiseBudget => "raise_budget",
+            ActionKind::ExpandAudience => "expand_audience",
+            ActionKind::RotateCreatives => "rotate_creatives",
+        }
+    }
+
+    /// True when adpulse can carry it out through an ad platform API.
+    pub fn executable(self) -> bool {
+        matches!(
+            self,
+            ActionKind::Pause | ActionKind::Enable | ActionKind::RaiseBudget
+        )
+    }
+}
+
+/// What a rule found on one campaign.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Proposal {
+    pub rule: String,
+    pub key: CampaignKey,
+    pub campaign_name: String,
+    pub kind: ActionKind,
+    /// For `RaiseBudget`: the fraction to add.
+    pub budget_increase_ratio: Option<Decimal>,
+    /// One sentence for the marketing lead.
+    pub reason: String,
+    /// The figures the rule looked at.
+    pub values: BTreeMap<String, f64>,
+}
+
+/// Sum of the `days` complete reporting days before today.
+fn complete_days(c: &CampaignView, today: chrono::NaiveDate, days: u32) -> Totals {
+    let from = today - chrono::Duration::days(i64::from(days.max(1)));
+    let mut t = Totals::default();
+    for (d, day) in &c.days {
+        if *d >= from && *d < today {
+            t += *day;
+        }
+    }
+    t
+}
+
+/// Sum of the last `days` reporting days up to today (today included).
+pub fn window(c: &CampaignView, today: chrono::NaiveDate, days: u32) -> Totals {
+    let from = today - chrono::Duration::days(i64::from(days.max(1)) - 1);
+    let mut t = Totals::default();
+    for (d, day) in &c.days {
+        if *d >= from && *d <= today {
+            t += *day;
+        }
+    }
+    t
+}
+
+fn money(d: Decimal) -> f64 {
+    (to_f64(d) * 100.0).round() / 100.0
+}
+
+/// Every proposal for this snapshot. A campaign with a pause proposal gets no other one: there is
+/// no point rotating the creatives of a campaign being stopped.
+pub fn evaluate(snap: &Snapshot, cfg: &ActionsConfig) -> Vec<Proposal> {
+    let mut out: Vec<Proposal> = Vec::new();
+    let today = snap.day;
+    let cur = &snap.currency;
+
+    // Emergency caps: today's spend per campaign, then per account.
+    let mut account_spend: BTreeMap<&str, Decimal> = BTreeMap::new();
+    for c in &snap.campaigns {
+        *account_spend.entry(c.key.account.as_str()).or_default() += c.today.spend;
+    }
+    for c in &snap.campaigns {
+        let spend = c.today.spend;
+        if let Some(cap) = cfg.caps.campaign_cap(&c.key.campaign_id)
+            && spend > cap
+        {
+            out.push(Proposal {
+                rule: BUDGET_CAP.into(),
+                key: c.key.clone(),
+                campaign_name: c.name.clone(),
+                kind: ActionKind::Pause,
+                budget_increase_ratio: None,
+                reason: format!(
+                    "spent {} {cur} today, above its daily cap of {} {cur}",
+                    money(spend),
+                    money(cap)
+                ),
+                values: BTreeMap::from([
+                    ("spend_today".into(), money(spend)),
+                    ("cap".into(), money(cap)),
+                ]),
+            });
+            continue;
+        }
+        if let Some(cap) = cfg.caps.accounts.get(&c.key.account)
+            && let Some(total) = account_spend.get(c.key.account.as_str())
+            && total > cap
+            && spend > Decimal::ZERO
+        {
+            out.push(Proposal {
+                rule: BUDGET_CAP.into(),
+                key: c.key.clone(),
+                campaign_name: c.name.clone(),
+                kind: ActionKind::Pause,
+                budget_increase_ratio: None,
+                reason: format!(
+                    "account {} spent {} {cur} today, above its daily cap of {} {cur}",
+                    c.key.account,
+                    money(*total),
+                    money(*cap)
+                ),
+                values: BTreeMap::from([
+                    ("account_spend_today".into(), money(*total)),
+                    ("cap".into(), money(*cap)),
+                    ("spend_today".into(), money(spend)),
+                ]),
+            });
+        }
+    }
+
+    for c in &snap.campaigns {
+        let mut mine: Vec<Proposal> = Vec::new();
+        for rule in &cfg.rules {
+            if let Some(p) = apply(rule, c, today, cur) {
+                mine.push(p);
+            }
+        }
+        out.extend(mine);
+    }
+
+    // pause supersedes everything else on the same campaign
+    let paused: std::collections::HashSet<CampaignKey> = out
+        .iter()
+        .filter(|p| p.kind == ActionKind::Pause)
+        .map(|p| p.key.clone())
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|p| {
+        (p.kind == ActionKind::Pause || !paused.contains(&p.key))
+            // one pause per campaign: the cap's (listed first) wins over the CPA rule's
+            && (p.kind != ActionKind::Pause || seen.insert(p.key.clone()))
+    });
+    out
+}
+
+fn apply(
+    rule: &RuleConfig,
+    c: &CampaignView,
+    today: chrono::NaiveDate,
+    cur: &str,
+) -> Option<Proposal> {
+    let base = |kind, reason: String, values: Vec<(&str, f64)>| Proposal {
+        rule: rule.name().into(),
+        key: c.key.clone(),
+        campaign_name: c.name.clone(),
+        kind,
+        budget_increase_ratio: None,
+        reason,
+        values: values
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    };
+    match rule {
+        RuleConfig::CpaAbove(r) => {
+            let w = window(c, today, r.window_days);
+            let above = match w.cpa() {
+                Some(cpa) => cpa > r.threshold,
+                // no conversion at all: CPA is above any threshold the spend exceeds
+                None => w.spend > r.threshold,
+            };
+            if !above {
+                return None;
+            }
+            let cpa = w.cpa().map(money);
+            let reason = match cpa {
+                Some(v) => format!(
+                    "CPA {v} {cur} over {} days, above {} {cur}",
+                    r.window_days,
+                    money(r.threshold)
+                ),
+                None => format!(
+                    "spent {} {cur} over {} days with no conversion (CPA above {} {cur})",
+                    money(w.spend),
+                    r.window_days,
+                    money(r.threshold)
+                ),
+            };
+            let mut values = vec![
+                ("spend", money(w.spend)),
+                ("conversions", w.conversions),
+                ("threshold", money(r.threshold)),
+            ];
+            if let Some(v) = cpa {
+                values.push(("cpa", v));
+            }
+            Some(base(ActionKind::Pause, reason, values))
+        }
+        RuleConfig::RoasAbove(r) => {
+            // each of the last `days` complete days must exist and be above the threshold
+            let mut roas = Vec::new();
+            for back in 1..=i64::from(r.days) {
+                let d = today - chrono::Duration::days(back);
+                let t = c.days.iter().find(|(day, _)| *day == d).map(|(_, t)| t)?;
+                let v = t.roas()?;
+                if v <= r.threshold {
+                    return None;
+                }
+                roas.push(v);
+            }
+            let min = roas.iter().copied().fold(f64::INFINITY, f64::min);
+            let mut p = base(
+                ActionKind::RaiseBudget,
+                format!(
+                    "ROAS above {} on each of the last {} days (lowest {:.2}): budget +{}%",
+                    r.threshold,
+                    r.days,
+                    min,
+                    (r.budget_increase_ratio * Decimal::from(100)).normalize()
+                ),
+                vec![
+                    ("roas_min", min),
+                    ("threshold", r.threshold),
+                    ("days", f64::from(r.days)),
+                ],
+            );
+            p.budget_increase_ratio = Some(r.budget_increase_ratio);
+            Some(p)
+        }
+        RuleConfig::CrAbove(r) => {
+            let w = window(c, today, r.window_days);
+            let cr = w.cr()?;
+            (w.clicks >= r.min_clicks && cr > r.threshold).then(|| {
+                base(
+                    ActionKind::ExpandAudience,
+                    format!(
+                        "CR {:.2}% over {} days, above {:.2}%: the audience converts, try a wider one",
+                        cr * 100.0,
+                        r.window_days,
+                        r.threshold * 100.0
+                    ),
+                    vec![
+                        ("cr", cr),
+                        ("clicks", w.clicks as f64),
+                        ("threshold", r.threshold),
+                    ],
+                )
+            })
+        }
+        RuleConfig::CtrBelow(r) => {
+            let w = window(c, today, r.window_days);
+            let ctr = w.ctr()?;
+            (w.impressions >= r.min_impressions && ctr < r.threshold).then(|| {
+                base(
+                    ActionKind::RotateCreatives,
+                    format!(
+                        "CTR {:.2}% over {} days, below {:.2}%: rotate the creatives",
+                        ctr * 100.0,
+                        r.window_days,
+                        r.threshold * 100.0
+                    ),
+                    vec![
+                        ("ctr", ctr),
+                        ("impressions", w.impressions as f64),
+                        ("threshold", r.threshold),
+                    ],
+                )
+            })
+        }
+    }
+}
+
+/// One move of the reallocation proposal.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Move {
+    pub from: CampaignKey,
+    pub from_name: String,
+    pub to: CampaignKey,
+    pub to_name: String,
+    /// Daily amount moved, reporting currency.
+    pub amount: Decimal,
+}
+
+/// Budget reallocation: stop the losing campaigns' daily spend, give part of it to the winning
+/// ones (within caps and `max_increase_ratio`), keep the rest unspent. Measured on complete days
+/// (today excluded, so a morning does not look like a cheap day).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Reallocation {
+    pub currency: String,
+    pub window_days: u32,
+    pub moves: Vec<Move>,
+    /// Daily spend taken from losing campaigns (their average over the window).
+    pub freed_per_day: Decimal,
+    /// Part of it not given to any winner: simply not spent.
+    pub unspent_per_day: Decimal,
+    /// Expected change of daily profit, assuming each campaign's return per unit of spend over
+    /// the window stays what it was (a linear estimate: optimistic for the winners).
+    pub expected_daily_profit_change: Decimal,
+    pub assumption: &'static str,
+}
+
+/// Return per unit of spend (revenue × margin / spend) over the window; `None` without spend.
+fn return_ratio(w: &Totals, margin: Margin) -> Option<Decimal> {
+    (!w.spend.is_zero()).then(|| w.revenue * margin.0 / w.spend)
+}
+
+pub fn reallocate(snap: &Snapshot, cfg: &ActionsConfig) -> Reallocation {
+    let days = cfg.reallocation.window_days.max(1);
+    let n = Decimal::from(days);
+    struct C<'a> {
+        v: &'a CampaignView,
+        spend_day: Decimal,
+        ret: Decimal,
+    }
+    let mut losers = Vec::new();
+    let mut winners = Vec::new();
+    for v in &snap.campaigns {
+        let w = complete_days(v, snap.day, days);
+        let Some(ret) = return_ratio(&w, snap.margin) else {
+            continue;
+        };
+        let c = C {
+            v,
+            spend_day: (w.spend / n).round_dp(2),
+            ret,
+        };
+        if ret < Decimal::ONE {
+            losers.push(c);
+        } else if ret > Decimal::ONE {
+            winners.push(c);
+        }
+    }
+    // best winners first; deterministic order
+    winners.sort_by(|a, b| b.ret.cmp(&a.ret).then(a.v.key.cmp(&b.v.key)));
+    losers.sort_by(|a, b| a.ret.cmp(&b.ret).then(a.v.key.cmp(&b.v.key)));
+    let mut account_room: BTreeMap<&str, Decimal> = BTreeMap::new();
+    for (acc, cap) in &cfg.caps.accounts {
+        let used: Decimal = snap
+            .campaigns
+            .iter()
+            .filter(|c| &c.key.account == acc)
+            .map(|c| (complete_days(c, snap.day, days).spend / n).round_dp(2))
+            .sum();
+        account_room.insert(acc.as_str(), (*cap - used).max(Decimal::ZERO));
+    }
+    let mut room: Vec<Decimal> = winners
+        .iter()
+        .map(|w| {
+            let mut r = w.spend_day * cfg.reallocation.max_increase_ratio;
+            if let Some(cap) = cfg.caps.campaign_cap(&w.v.key.campaign_id) {
+                r = r.min((cap - w.spend_day).max(Decimal::ZERO));
+            }
+            r.round_dp(2)
+        })
+        .collect();
+    let mut moves = Vec::new();
+    let mut gain = Decimal::ZERO;
+    let mut freed = Decimal::ZERO;
+    let mut given = Decimal::ZERO;
+    for l in &losers {
+        freed += l.spend_day;
+        gain += (Decimal::ONE - l.ret) * l.spend_day;
+        let mut left = l.spend_day;
+        for (i, w) in winners.iter().enumerate() {
+            if left.is_zero() {
+                break;
+            }
+            let mut r = room[i].min(left);
+            if let Some(a) = account_room.get_mut(w.v.key.account.as_str()) {
+                r = r.min(*a);
+                *a -= r;
+            }
+            if r <= Decimal::ZERO {
+                continue;
+            }
+            room[i] -= r;
+            left -= r;
+            given += r;
+            gain += (w.ret - Decimal::ONE) * r;
+            moves.push(Move {
+                from: l.v.key.clone(),
+                from_name: l.v.name.clone(),
+                to: w.v.key.clone(),
+                to_name: w.v.name.clone(),
+                amount: r,
+            });
+        }
+    }
+    Reallocation {
+        currency: snap.currency.clone(),
+        window_days: days,
+        moves,
+        freed_per_day: freed,
+        unspent_per_day: freed - given,
+        expected_daily_profit_change: gain.round_dp(2),
+        assumption: "each campaign keeps its return per unit of spend over the window",
+    }
+}
+
+/// Why a budget change is refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BudgetRefusal {
+    #[error("no daily cap is configured for this campaign: budgets are never raised without one")]
+    NoCap,
+    #[error("the campaign has no daily budget of its own to raise")]
+    NoBudget,
+    #[error("already at its cap ({0})")]
+    AtCap(Decimal),
+}
+
+/// New daily budget for a raise of `ratio` (reporting currency), within: the campaign cap (which
+/// must exist), the account cap given the other campaigns' budgets, and `auto` limits when
+/// `auto` is given. Rounded down to the paisa. Never returns an amount above any cap.
+pub fn raise_budget(
+    key: &CampaignKey,
+    current: Option<Decimal>,
+    ratio: Decimal,
+    other_budgets_in_account: Decimal,
+    caps: &CapsConfig,
+    auto: Option<&AutoConfig>,
+) -> Result<Decimal, BudgetRefusal> {
+    let current = current
+        .filter(|c| *c > Decimal::ZERO)
+        .ok_or(BudgetRefusal::NoBudget)?;
+    let cap = caps
+        .campaign_cap(&key.campaign_id)
+        .ok_or(BudgetRefusal::NoCap)?;
+    let ratio = match auto {
+        Some(a) => ratio.min(a.max_budget_increase_ratio),
+        None => ratio,
+    }
+    .max(Decimal::ZERO);
+    let mut target = current * (Decimal::ONE + ratio);
+    target = target.min(cap);
+    if let Some(acc) = caps.accounts.get(&key.account) {
+        target = target.min(*acc - other_budgets_in_account);
+    }
+    let target = target.round_dp_with_strategy(2, rust_decimal::RoundingStrategy::ToZero);
+    if target <= current {
+        return Err(BudgetRefusal::AtCap(current));
+    }
+    Ok(target)
+}
+
+/// Share as f64 for display.
+pub fn pct(d: Decimal) -> f64 {
+    d.to_f64().unwrap_or(0.0) * 100.0
+}
+
+#[cfg(test)]
+#[allow(clippy::field_reassign_with_default)]
+mod tests {
+    use super::*;
+    use crate::actions::config::{CpaAbove, RoasAbove};
+    use chrono::NaiveDate;
+    use rust_decimal_macros::dec;
+
+    fn day(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    fn view(id: &str, days: Vec<(&str, Totals)>) -> CampaignView {
+        let days: Vec<(NaiveDate, Totals)> = days.into_iter().map(|(d, t)| (day(d), t)).collect();
+        CampaignView {
+            key: CampaignKey {
+                platform: "meta".into(),
+                account: "act_1".into(),
+                campaign_id: id.into(),
+            },
+            name: format!("Campaign {id}"),
+            today: days.last().map(|d| d.1).unwrap_or_default(),
+            loss_rate_per_hour: None,
+            window_clicks: 0,
+            window_conversions: 0.0,
+            window_orders: 0,
+            spend_last_hour: Decimal::ZERO,
+            spend_baseline: None,
+            days,
+        }
+    }
+
+    fn snap(campaigns: Vec<CampaignView>) -> Snapshot {
+        let mut s = Snapshot::empty("INR");
+        s.day = day("2026-11-23");
+        s.campaigns = campaigns;
+        s
+    }
+
+    fn t(spend: Decimal, conv: f64, value: Decimal, revenue: Decimal) -> Totals {
+        Totals {
+            spend,
+            conversion_value: value,
+            revenue,
+            impressions: 100_000,
+            clicks: 2_000,
+            conversions: conv,
+        }
+    }
+
+    #[test]
+    fn cpa_rule_counts_spend_without_conversions_as_above() {
+        let cfg = ActionsConfig::default();
+        let s = snap(vec![
+            // 6,000 spent over the 7-day window with no conversion: pause
+            view(
+                "a",
+                vec![
+                    ("2026-11-22", t(dec!(3000), 0.0, dec!(0), dec!(0))),
+                    ("2026-11-23", t(dec!(3000), 0.0, dec!(0), dec!(0))),
+                ],
+            ),
+            // 4,000 spent with no conversion: not (yet) above 5,000
+            view(
+                "b",
+                vec![("2026-11-23", t(dec!(4000), 0.0, dec!(0), dec!(0)))],
+            ),
+            // CPA 3,000: fine
+            view(
+                "c",
+                vec![("2026-11-23", t(dec!(6000), 2.0, dec!(9000), dec!(9000)))],
+            ),
+            // spent long ago (outside the 7-day window): ignored
+            view(
+                "d",
+                vec![
+                    ("2026-11-10", t(dec!(9000), 0.0, dec!(0), dec!(0))),
+                    ("2026-11-23", t(dec!(100), 0.0, dec!(0), dec!(0))),
+                ],
+            ),
+        ]);
+        let p = evaluate(&s, &cfg);
+        let pauses: Vec<&str> = p
+            .iter()
+            .filter(|p| p.kind == ActionKind::Pause)
+            .map(|p| p.key.campaign_id.as_str())
+            .collect();
+        assert_eq!(pauses, ["a"]);
+        assert_eq!(p[0].values["spend"], 6000.0);
+        assert!(p[0].reason.contains("no conversion"), "{}", p[0].reason);
+    }
+
+    #[test]
+    fn roas_needs_every_one_of_the_last_days_and_pause_supersedes() {
+        let cfg = ActionsConfig::default();
+        let good = t(dec!(1000), 1.0, dec!(3500), dec!(3500));
+        let weak = t(dec!(1000), 1.0, dec!(2900), dec!(2900));
+        let s = snap(vec![
+            view(
+                "up",
+                vec![
+                    ("2026-11-20", good),
+                    ("2026-11-21", good),
+                    ("2026-11-22", good),
+                    ("2026-11-23", weak),
+                ],
+            ),
+            view("gap", vec![("2026-11-20", good), ("2026-11-22", good)]),
+            view(
+                "dip",
+                vec![
+                    ("2026-11-20", good),
+                    ("2026-11-21", weak),
+                    ("2026-11-22", good),
+                ],
+            ),
+        ]);
+        let p = evaluate(&s, &cfg);
+        let raises: Vec<&str> = p
+            .iter()
+            .filter(|p| p.kind == ActionKind::RaiseBudget)
+            .map(|p| p.key.campaign_id.as_str())
+            .collect();
+        assert_eq!(raises, ["up"]);
+        // a campaign over its cap is paused and gets nothing else
+        let mut cfg = cfg;
+        cfg.caps.campaign_daily = Some(dec!(500));
+        let p = evaluate(&s, &cfg);
+        let up: Vec<&Proposal> = p.iter().filter(|p| p.key.campaign_id == "up").collect();
+        assert_eq!(up.len(), 1);
+        assert_eq!(
+            (up[0].rule.as_str(), up[0].kind),
+            (BUDGET_CAP, ActionKind::Pause)
+        );
+    }
+
+    #[test]
+    fn ctr_and_cr_rules_need_evidence() {
+        let cfg = ActionsConfig::default();
+        let low_ctr = Totals {
+            spend: dec!(100),
+            impressions: 10_000,
+            clicks: 50,
+            conversions: 2.0,
+            ..Default::default()
+        };
+        let thin = Totals {
+            spend: dec!(100),
+            impressions: 1_000,
+            clicks: 5,
+            ..Default::default()
+        };
+        let converting = Totals {
+            spend: dec!(100),
+            impressions: 10_000,
+            clicks: 200,
+            conversions: 5.0,
+            ..Default::default()
+        };
+        let s = snap(vec![
+            view("low", vec![("2026-11-23", low_ctr)]),
+            view("thin", vec![("2026-11-23", thin)]),
+            view("conv", vec![("2026-11-23", converting)]),
+        ]);
+        let kinds: Vec<(String, ActionKind)> = evaluate(&s, &cfg)
+            .into_iter()
+            .map(|p| (p.key.campaign_id, p.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("low".to_string(), ActionKind::RotateCreatives),
+                ("conv".to_string(), ActionKind::ExpandAudience)
+            ]
+        );
+    }
+
+    #[test]
+    fn account_cap_pauses_every_spending_campaign_of_the_account() {
+        let mut cfg = ActionsConfig::default();
+        cfg.rules = vec![RuleConfig::CpaAbove(CpaAbove::default())];
+        cfg.caps.accounts.insert("act_1".into(), dec!(1500));
+        let s = snap(vec![
+            view(
+                "a",
+                vec![("2026-11-23", t(dec!(1000), 1.0, dec!(0), dec!(0)))],
+            ),
+            view(
+                "b",
+                vec![("2026-11-23", t(dec!(1000), 1.0, dec!(0), dec!(0)))],
+            ),
+            view(
+                "idle",
+                vec![("2026-11-23", t(dec!(0), 0.0, dec!(0), dec!(0)))],
+            ),
+        ]);
+        let p = evaluate(&s, &cfg);
+        assert_eq!(p.len(), 2);
+        assert!(
+            p.iter()
+                .all(|p| p.rule == BUDGET_CAP && p.kind == ActionKind::Pause)
+        );
+        assert_eq!(p[0].values["account_spend_today"], 2000.0);
+    }
+
+    #[test]
+    fn reallocation_moves_losers_to_winners_within_caps_with_its_profit_effect() {
+        let mut cfg = ActionsConfig::default();
+        cfg.rules = vec![RuleConfig::RoasAbove(RoasAbove::default())];
+        cfg.reallocation.window_days = 1;
+        cfg.caps.campaigns.insert("win".into(), dec!(1100));
+        let s = snap(vec![
+            // loses 900 a day on 1,000 of spend (return 0.1); today does not count
+            view(
+                "lose",
+                vec![
+                    ("2026-11-22", t(dec!(1000), 0.0, dec!(0), dec!(100))),
+                    ("2026-11-23", t(dec!(50), 0.0, dec!(0), dec!(0))),
+                ],
+            ),
+            // returns 2 per unit: +25% would be 250, the cap leaves 100
+            view(
+                "win",
+                vec![("2026-11-22", t(dec!(1000), 1.0, dec!(0), dec!(2000)))],
+            ),
+        ]);
+        let r = reallocate(&s, &cfg);
+        assert_eq!(r.moves.len(), 1);
+        assert_eq!(r.moves[0].amount, dec!(100));
+        assert_eq!(r.freed_per_day, dec!(1000));
+        assert_eq!(r.unspent_per_day, dec!(900));
+        // +900 from not losing, +100 from the winner's extra 100
+        assert_eq!(r.expected_daily_profit_change, dec!(1000));
+    }
+
+    #[test]
+    fn budget_raise_respects_every_cap_and_needs_one() {
+        let key = CampaignKey {
+            platform: "meta".into(),
+            account: "act_1".into(),
+            campaign_id: "c".into(),
+        };
+        let mut caps = CapsConfig::default();
+        assert_eq!(
+            raise_budget(&key, Some(dec!(1000)), dec!(0.25), dec!(0), &caps, None),
+            Err(BudgetRefusal::NoCap)
+        );
+        caps.campaign_daily = Some(dec!(1100));
+        assert_eq!(
+            raise_budget(&key, Some(dec!(1000)), dec!(0.25), dec!(0), &caps, None),
+            Ok(dec!(1100))
+        );
+        caps.campaign_daily = Some(dec!(5000));
+        assert_eq!(
+            raise_budget(&key, Some(dec!(1000)), dec!(0.25), dec!(0), &caps, None),
+            Ok(dec!(1250))
+        );
+        let auto = AutoConfig {
+            max_budget_increase_ratio: dec!(0.1),
+            ..AutoConfig::default()
+        };
+        assert_eq!(
+            raise_budget(
+                &key,
+                Some(dec!(1000)),
+                dec!(0.25),
+                dec!(0),
+                &caps,
+                Some(&auto)
+            ),
+            Ok(dec!(1100))
+        );
+        caps.accounts.insert("act_1".into(), dec!(3000));
+        assert_eq!(
+            raise_budget(&key, Some(dec!(1000)), dec!(0.25), dec!(1900), &caps, None),
+            Ok(dec!(1100))
+        );
+        assert_eq!(
+            raise_budget(&key, Some(dec!(1000)), dec!(0.25), dec!(2000), &caps, None),
+            Err(BudgetRefusal::AtCap(dec!(1000)))
+        );
+        assert_eq!(
+            raise_budget(&key, None, dec!(0.25), dec!(0), &caps, None),
+            Err(BudgetRefusal::NoBudget)
+        );
+    }
+}

@@ -4,6 +4,9 @@
 #   - promtool test rules       on alerting/tests/*.yml (every alert, firing and not firing)
 #   - amtool check-config       on alerting/alertmanager.yml
 #   - amtool config routes test: the route tree sends each severity/team to the expected receivers
+#   - promtool check config / amtool check-config on the configs scripts/stack.sh generates for the
+#     native stack (`stack.sh render-config DIR`: Prometheus with these rule files and an
+#     Alertmanager target, Alertmanager with its secret files), so the stack's configs are checked too
 # Exits non-zero on the first failure. Needs promtool and amtool (Prometheus 2.42 /
 # Alertmanager 0.25 or newer).
 set -euo pipefail
@@ -50,5 +53,12 @@ route critical,engineering    severity=critical team=engineering alertname=Adpul
 route engineering             severity=warning team=engineering alertname=AdpulseSourceDown
 route warning                 severity=warning team=marketing campaign=x alertname=AdpulseCampaignROASLow
 route adpulse                 severity=info team=marketing alertname=AdpulseInfo
+
+echo "== stack configs (scripts/stack.sh render-config)"
+rendered=$(mktemp -d)
+trap 'rm -rf "$rendered"' EXIT
+bash scripts/stack.sh render-config "$rendered" >/dev/null
+promtool check config "$rendered/prometheus.yml"
+amtool check-config "$rendered/alertmanager.yml"
 
 echo "check-alerting: OK"

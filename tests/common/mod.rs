@@ -84,6 +84,8 @@ pub struct QuestDb {
     child: Option<Child>,
     pub http_port: u16,
     pub pg_port: u16,
+    /// Port of QuestDB's own Prometheus `/metrics` (its "min" HTTP server), when enabled.
+    pub metrics_port: Option<u16>,
     dir: tempfile::TempDir,
 }
 
@@ -95,16 +97,32 @@ impl QuestDb {
 
     /// Start with its HTTP endpoint on `http_port` (e.g. one adpulse already points at).
     pub async fn start_on(http_port: u16) -> QuestDb {
+        Self::start_inner(http_port, None).await
+    }
+
+    /// Start on free ports with QuestDB's Prometheus `/metrics` enabled (as `scripts/stack.sh`
+    /// runs it), so a Prometheus can scrape it as job `questdb`.
+    pub async fn start_with_metrics() -> QuestDb {
+        Self::start_inner(free_port(), Some(free_port())).await
+    }
+
+    async fn start_inner(http_port: u16, metrics_port: Option<u16>) -> QuestDb {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut q = QuestDb {
             child: None,
             http_port,
             pg_port: free_port(),
+            metrics_port,
             dir,
         };
         q.spawn();
         q.wait_ready().await;
         q
+    }
+
+    /// `host:port` of QuestDB's `/metrics`, for a Prometheus scrape job.
+    pub fn metrics_addr(&self) -> Option<String> {
+        self.metrics_port.map(|p| format!("127.0.0.1:{p}"))
     }
 
     fn spawn(&mut self) {
@@ -113,14 +131,21 @@ impl QuestDb {
         let root = self.dir.path().join("root");
         std::fs::create_dir_all(&root).expect("questdb root");
         let log = std::fs::File::create(self.dir.path().join("questdb.log")).expect("log file");
-        let child = Command::new("java")
-            .args(["-Xms128m", "-Xmx512m", "-p"])
+        let mut cmd = Command::new("java");
+        cmd.args(["-Xms128m", "-Xmx512m", "-p"])
             .arg(&jar)
             .args(["-m", "io.questdb/io.questdb.ServerMain", "-d"])
             .arg(&root)
             .env("QDB_HTTP_BIND_TO", format!("127.0.0.1:{}", self.http_port))
-            .env("QDB_PG_NET_BIND_TO", format!("127.0.0.1:{}", self.pg_port))
-            .env("QDB_HTTP_MIN_ENABLED", "false")
+            .env("QDB_PG_NET_BIND_TO", format!("127.0.0.1:{}", self.pg_port));
+        match self.metrics_port {
+            Some(port) => cmd
+                .env("QDB_HTTP_MIN_ENABLED", "true")
+                .env("QDB_HTTP_MIN_NET_BIND_TO", format!("127.0.0.1:{port}"))
+                .env("QDB_METRICS_ENABLED", "true"),
+            None => cmd.env("QDB_HTTP_MIN_ENABLED", "false"),
+        };
+        let child = cmd
             .env("QDB_LINE_TCP_ENABLED", "false")
             .env("QDB_TELEMETRY_ENABLED", "false")
             .env("QDB_SHARED_WORKER_COUNT", "2")
@@ -255,6 +280,16 @@ pub struct Prometheus {
 
 impl Prometheus {
     pub async fn start(jobs: &[(&str, String)], rule_files: &[PathBuf]) -> Prometheus {
+        Self::start_alerting(jobs, rule_files, None).await
+    }
+
+    /// Like `start`, and sends the alerts of `rule_files` to the Alertmanager at `alertmanager`
+    /// (`host:port`).
+    pub async fn start_alerting(
+        jobs: &[(&str, String)],
+        rule_files: &[PathBuf],
+        alertmanager: Option<&str>,
+    ) -> Prometheus {
         require("prometheus", "prometheus");
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
@@ -271,6 +306,11 @@ impl Prometheus {
             for f in rule_files {
                 cfg.push_str(&format!("  - {}\n", f.display()));
             }
+        }
+        if let Some(am) = alertmanager {
+            cfg.push_str(&format!(
+                "alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['{am}']\n"
+            ));
         }
         let cfg_path = dir.path().join("prometheus.yml");
         std::fs::write(&cfg_path, cfg).expect("write prometheus.yml");
@@ -302,6 +342,24 @@ impl Prometheus {
         })
         .await;
         p
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// GET an API path (e.g. `/api/v1/query`) with query parameters; the JSON answer, whatever
+    /// its status (a rejected query is `{"status":"error","error":...}`).
+    pub async fn api(&self, path: &str, params: &[(&str, &str)]) -> serde_json::Value {
+        client()
+            .get(format!("{}{path}", self.url()))
+            .query(params)
+            .send()
+            .await
+            .expect("prometheus request")
+            .json()
+            .await
+            .expect("prometheus json")
     }
 
     /// Instant query; the vector's samples as (labels, value).
@@ -336,6 +394,173 @@ impl Drop for Prometheus {
         let _ = self.child.wait();
         let _ = &self.dir;
     }
+}
+
+/// A real Alertmanager (Debian's `prometheus-alertmanager`) with the given configuration, on a free
+/// port, with its own storage, clustering off.
+pub struct Alertmanager {
+    child: Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Alertmanager {
+    pub async fn start(config_yaml: &str) -> Alertmanager {
+        require("prometheus-alertmanager", "prometheus-alertmanager");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let cfg_path = dir.path().join("alertmanager.yml");
+        std::fs::write(&cfg_path, config_yaml).expect("write alertmanager.yml");
+        let log = std::fs::File::create(dir.path().join("alertmanager.log")).expect("log");
+        let child = Command::new("prometheus-alertmanager")
+            .arg(format!("--config.file={}", cfg_path.display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            // a single instance: no gossip port to collide with other tests
+            .arg("--cluster.listen-address=")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("cannot start prometheus-alertmanager");
+        let mut am = Alertmanager { child, port, dir };
+        let url = format!("{}/-/ready", am.url());
+        let start = Instant::now();
+        loop {
+            if let Ok(r) = client().get(&url).send().await
+                && r.status().is_success()
+            {
+                break;
+            }
+            if let Ok(Some(status)) = am.child.try_wait() {
+                panic!("Alertmanager exited ({status}):\n{}", am.log());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "Alertmanager did not become ready on port {port}:\n{}",
+                am.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        am
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `host:port`, for Prometheus' `alerting` section.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("alertmanager.log")).unwrap_or_default()
+    }
+
+    /// Alerts Alertmanager holds (`/api/v2/alerts`: active, inhibited and silenced).
+    pub async fn alerts(&self) -> Vec<serde_json::Value> {
+        client()
+            .get(format!("{}/api/v2/alerts", self.url()))
+            .send()
+            .await
+            .expect("alertmanager request")
+            .json()
+            .await
+            .expect("alertmanager json")
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Copies of `alerting/rules/*.yml` in `dir` with every `for:` duration replaced by `for_`, so a
+/// test sees alerts fire in seconds instead of the hours a rule may require (the rule files keep
+/// their durations as plain `for: <literal>` lines for this). Returns the copies' paths.
+pub fn rules_with_short_for(dir: &Path, for_: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("alerting/rules"))
+        .expect("alerting/rules")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yml"))
+        .collect();
+    files.sort();
+    for f in files {
+        let text = std::fs::read_to_string(&f).expect("rule file");
+        let mut replaced = 0;
+        let short: Vec<String> = text
+            .lines()
+            .map(|l| {
+                let t = l.trim_start();
+                if t.starts_with("for:") {
+                    replaced += 1;
+                    format!("{}for: {for_}", &l[..l.len() - t.len()])
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        let alerts = text
+            .lines()
+            .filter(|l| l.trim_start().starts_with("- alert:"))
+            .count();
+        assert_eq!(
+            replaced,
+            alerts,
+            "{}: every alert should have one `for:` line",
+            f.display()
+        );
+        let dest = dir.join(f.file_name().expect("file name"));
+        std::fs::write(&dest, short.join("\n") + "\n").expect("write rules");
+        out.push(dest);
+    }
+    assert!(!out.is_empty(), "no rule files in alerting/rules");
+    out
+}
+
+/// adpulse (`adpulse::app::start`, the embedded default configuration) running `demo` into `q`,
+/// on a free port, refreshing its KPIs every second. Returns once the backfill is in QuestDB (every
+/// hour of `backfill_days` for the scenario's 6 campaigns, plus the hour in progress at `start`)
+/// and the KPIs have been recomputed from the complete backfill. Keep the `TempDir` (the spool)
+/// alive as long as adpulse runs.
+pub async fn start_demo(
+    q: &QuestDb,
+    demo: adpulse::sources::demo::DemoConfig,
+) -> (adpulse::app::Running, tempfile::TempDir) {
+    use adpulse::config::{Config, QuestDbConfig};
+    let start = demo.start.expect("start_demo needs a fixed demo start");
+    assert_eq!(
+        demo.scale, 1,
+        "start_demo counts the scenario's 6 campaigns"
+    );
+    let spool = tempfile::tempdir().expect("temp dir");
+    let mut cfg = Config::from_toml_str(adpulse::config::DEFAULT_CONFIG).expect("default config");
+    cfg.server.listen = "127.0.0.1:0".into();
+    cfg.general.refresh_interval_secs = 1;
+    cfg.questdb = QuestDbConfig {
+        http_url: q.url(),
+        flush_interval_ms: 100,
+        spool_dir: spool.path().to_path_buf(),
+        ..QuestDbConfig::default()
+    };
+    let tz = cfg.timezone();
+    let hours = i64::from(demo.backfill_days) * 24
+        + i64::from(adpulse::normalize::hour_floor(start, tz) != start);
+    cfg.sources = vec![adpulse::sources::SourceConfig::Demo(demo)];
+    let running = adpulse::app::start(cfg).await.expect("adpulse starts");
+    q.wait_for_count("SELECT count() FROM campaign_stats", (hours * 6) as f64)
+        .await;
+    // The KPIs are recomputed every second from the in-memory store, which holds everything before
+    // the sink acknowledged it: two refreshes after the rows are in QuestDB, /metrics reflects the
+    // whole backfill (a readiness wait, not a performance bound).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    (running, spool)
 }
 
 /// GET a URL on adpulse; (status, body).

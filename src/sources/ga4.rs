@@ -227,14 +227,8 @@ pub struct Ga4Source {
 
 impl Ga4Source {
     pub fn new(cfg: Ga4Config) -> Result<Self, SourceError> {
-        crate::init_tls();
-        let tz = cfg.property_timezone.parse().map_err(|_| {
-            SourceError::Config(format!("property_timezone {:?}", cfg.property_timezone))
-        })?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(cfg.timeout_secs))
-            .build()
-            .map_err(|e| SourceError::Config(e.to_string()))?;
+        let tz = crate::sources::http::timezone("property_timezone", &cfg.property_timezone)?;
+        let http = crate::sources::http::client(cfg.timeout_secs)?;
         let oauth = GoogleOAuth {
             token_url: cfg.token_url.clone(),
             client_id_env: cfg.client_id_env.clone(),

@@ -317,14 +317,8 @@ pub struct GoogleAdsSource {
 
 impl GoogleAdsSource {
     pub fn new(cfg: GoogleAdsConfig) -> Result<Self, SourceError> {
-        crate::init_tls();
-        let tz = cfg.account_timezone.parse().map_err(|_| {
-            SourceError::Config(format!("account_timezone {:?}", cfg.account_timezone))
-        })?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(cfg.timeout_secs))
-            .build()
-            .map_err(|e| SourceError::Config(e.to_string()))?;
+        let tz = crate::sources::http::timezone("account_timezone", &cfg.account_timezone)?;
+        let http = crate::sources::http::client(cfg.timeout_secs)?;
         let oauth = GoogleOAuth {
             token_url: cfg.token_url.clone(),
             client_id_env: cfg.client_id_env.clone(),
@@ -372,12 +366,7 @@ impl PollSource for GoogleAdsSource {
             .as_ref()
             .map(|l| l.replace('-', ""));
         let body = send_with_retry("google ads searchStream", || async {
-            let mut auth =
-                reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
-                    .map_err(|_| {
-                        SourceError::Config("access token has invalid characters".into())
-                    })?;
-            auth.set_sensitive(true);
+            let auth = crate::sources::http::secret_header(&format!("Bearer {}", token.expose()))?;
             let mut devh = reqwest::header::HeaderValue::from_str(dev.expose()).map_err(|_| {
                 SourceError::Config("developer token has invalid characters".into())
             })?;

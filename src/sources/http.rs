@@ -90,6 +90,31 @@ where
         .await
 }
 
+/// An HTTP client for an API source (TLS provider installed, request timeout set).
+pub fn client(timeout_secs: u64) -> Result<reqwest::Client, SourceError> {
+    crate::init_tls();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(timeout_secs))
+        .build()
+        .map_err(|e| SourceError::Config(e.to_string()))
+}
+
+/// A configured timezone, or a config error naming the key.
+pub fn timezone(key: &str, value: &str) -> Result<Tz, SourceError> {
+    value
+        .parse()
+        .map_err(|_| SourceError::Config(format!("{key} {value:?} is not an IANA timezone")))
+}
+
+/// A header value holding a secret, marked sensitive so it is never printed.
+pub fn secret_header(value: &str) -> Result<reqwest::header::HeaderValue, SourceError> {
+    let mut h = reqwest::header::HeaderValue::from_str(value).map_err(|_| {
+        SourceError::Config("a token has characters not allowed in a header".into())
+    })?;
+    h.set_sensitive(true);
+    Ok(h)
+}
+
 /// Longest gap the polling loop fills by itself after an outage, in days.
 pub const MAX_GAP_DAYS: i64 = 90;
 

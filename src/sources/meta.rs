@@ -391,14 +391,8 @@ pub struct MetaSource {
 
 impl MetaSource {
     pub fn new(cfg: MetaConfig) -> Result<Self, SourceError> {
-        crate::init_tls();
-        let tz = cfg.account_timezone.parse().map_err(|_| {
-            SourceError::Config(format!("account_timezone {:?}", cfg.account_timezone))
-        })?;
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(cfg.timeout_secs))
-            .build()
-            .map_err(|e| SourceError::Config(e.to_string()))?;
+        let tz = crate::sources::http::timezone("account_timezone", &cfg.account_timezone)?;
+        let http = crate::sources::http::client(cfg.timeout_secs)?;
         Ok(Self { cfg, tz, http })
     }
 
@@ -441,12 +435,7 @@ impl MetaSource {
         }
         let what = format!("meta insights {}", self.cfg.account_id);
         let body = send_with_retry(&what, || async {
-            let mut auth =
-                reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
-                    .map_err(|_| {
-                        SourceError::Config("access token has invalid characters".into())
-                    })?;
-            auth.set_sensitive(true);
+            let auth = crate::sources::http::secret_header(&format!("Bearer {}", token.expose()))?;
             let resp = self
                 .http
                 .get(&url)

@@ -328,15 +328,8 @@ pub struct ShopifySource {
 
 impl ShopifySource {
     pub fn new(cfg: ShopifyConfig) -> Result<Self, SourceError> {
-        crate::init_tls();
-        let tz = cfg
-            .shop_timezone
-            .parse()
-            .map_err(|_| SourceError::Config(format!("shop_timezone {:?}", cfg.shop_timezone)))?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(cfg.timeout_secs))
-            .build()
-            .map_err(|e| SourceError::Config(e.to_string()))?;
+        let tz = crate::sources::http::timezone("shop_timezone", &cfg.shop_timezone)?;
+        let http = crate::sources::http::client(cfg.timeout_secs)?;
         Ok(Self { cfg, tz, http })
     }
 

@@ -216,6 +216,15 @@ pub struct MetaConfig {
     /// Rows per page.
     #[serde(default = "default_limit")]
     pub page_limit: u32,
+    /// Ranges longer than this many days are read as async report runs.
+    #[serde(default = "default_async_threshold")]
+    pub async_threshold_days: u32,
+    /// Milliseconds between async job status checks.
+    #[serde(default = "default_async_poll_ms")]
+    pub async_poll_ms: u64,
+    /// Seconds an async job may run before it is retried as two halves.
+    #[serde(default = "default_async_timeout")]
+    pub async_timeout_secs: u64,
     /// Also read hourly rows (`hourly_stats_aggregated_by_advertiser_time_zone`) for this many
     /// most recent days (0: daily only).
     #[serde(default = "default_hourly_days")]
@@ -251,6 +260,15 @@ fn default_interval() -> u64 {
 }
 fn default_limit() -> u32 {
     500
+}
+fn default_async_threshold() -> u32 {
+    31
+}
+fn default_async_poll_ms() -> u64 {
+    2_000
+}
+fn default_async_timeout() -> u64 {
+    600
 }
 fn default_hourly_days() -> u32 {
     2
@@ -396,50 +414,53 @@ impl MetaSource {
         Ok(Self { cfg, tz, http })
     }
 
-    async fn page(
-        &self,
-        window: Window,
-        hourly: bool,
-        after: Option<&str>,
-    ) -> Result<InsightsPage, SourceError> {
-        let token = self.cfg.token()?;
-        let url = format!(
-            "{}/{}/{}/insights",
-            self.cfg.base_url.trim_end_matches('/'),
-            self.cfg.api_version,
-            self.cfg.account_id
-        );
-        let time_range = format!(
-            r#"{{"since":"{}","until":"{}"}}"#,
-            window.since, window.until
-        );
-        let limit = self.cfg.page_limit.to_string();
-        let mut query: Vec<(&str, &str)> = vec![
-            ("level", "campaign"),
-            ("time_increment", "1"),
+    fn insights_query(&self, window: Window, hourly: bool) -> Vec<(String, String)> {
+        let mut q = vec![
+            ("level".to_string(), "campaign".to_string()),
+            ("time_increment".into(), "1".into()),
             (
-                "fields",
-                "campaign_id,campaign_name,spend,impressions,clicks,actions,action_values,account_currency",
+                "fields".into(),
+                "campaign_id,campaign_name,spend,impressions,clicks,actions,action_values,account_currency".into(),
             ),
-            ("time_range", &time_range),
-            ("limit", &limit),
+            (
+                "time_range".into(),
+                format!(r#"{{"since":"{}","until":"{}"}}"#, window.since, window.until),
+            ),
+            ("limit".into(), self.cfg.page_limit.to_string()),
         ];
         if hourly {
-            query.push((
-                "breakdowns",
-                "hourly_stats_aggregated_by_advertiser_time_zone",
+            q.push((
+                "breakdowns".into(),
+                "hourly_stats_aggregated_by_advertiser_time_zone".into(),
             ));
         }
-        if let Some(a) = after {
-            query.push(("after", a));
-        }
-        let what = format!("meta insights {}", self.cfg.account_id);
-        let body = send_with_retry(&what, || async {
+        q
+    }
+
+    /// One Graph API call (GET or POST) with transient failures retried.
+    async fn call(
+        &self,
+        post: bool,
+        path: &str,
+        query: &[(String, String)],
+    ) -> Result<String, SourceError> {
+        let token = self.cfg.token()?;
+        let url = format!(
+            "{}/{}/{}",
+            self.cfg.base_url.trim_end_matches('/'),
+            self.cfg.api_version,
+            path
+        );
+        let what = format!("meta {path}");
+        send_with_retry(&what, || async {
             let auth = crate::sources::http::secret_header(&format!("Bearer {}", token.expose()))?;
-            let resp = self
-                .http
-                .get(&url)
-                .query(&query)
+            let req = if post {
+                self.http.post(&url)
+            } else {
+                self.http.get(&url)
+            };
+            let resp = req
+                .query(query)
                 .header(reqwest::header::AUTHORIZATION, auth)
                 .send()
                 .await
@@ -455,14 +476,123 @@ impl MetaSource {
             }
             Ok(text)
         })
-        .await?;
+        .await
+    }
+
+    fn parse(&self, body: &str) -> Result<InsightsPage, SourceError> {
         parse_insights(
-            &body,
+            body,
             &self.cfg.account_id,
             self.tz,
             &self.cfg.purchase_action_type,
         )
         .map_err(|e| SourceError::Malformed(e.to_string()))
+    }
+
+    /// Every page of `path` (an insights edge), following `paging.cursors.after`.
+    async fn pages(
+        &self,
+        path: &str,
+        mut query: Vec<(String, String)>,
+    ) -> Result<Vec<Observation>, SourceError> {
+        let mut out = Vec::new();
+        // bounded: a cursor loop that never ends is a server bug, not a reason to hang
+        for _ in 0..10_000 {
+            let page = self.parse(&self.call(false, path, &query).await?)?;
+            out.extend(page.observations);
+            match page.next_after {
+                Some(a) => {
+                    query.retain(|(k, _)| k != "after");
+                    query.push(("after".into(), a));
+                }
+                None => return Ok(out),
+            }
+        }
+        Err(SourceError::Malformed(
+            "more than 10,000 pages: cursor does not advance".into(),
+        ))
+    }
+
+    /// A large range as an async report run: start the job, poll it, read its result; a job that
+    /// fails, is skipped or times out is retried as two halves (down to single days, which are
+    /// read synchronously).
+    fn run_async(
+        &self,
+        window: Window,
+        hourly: bool,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Vec<Observation>, SourceError>> + Send + '_>,
+    > {
+        Box::pin(async move {
+            let edge = format!("{}/insights", self.cfg.account_id);
+            let days = (window.until - window.since).num_days() + 1;
+            if days <= 1 {
+                return self.pages(&edge, self.insights_query(window, hourly)).await;
+            }
+            let started: serde_json::Value = serde_json::from_str(
+                &self
+                    .call(true, &edge, &self.insights_query(window, hourly))
+                    .await?,
+            )
+            .map_err(|e| SourceError::Malformed(format!("async report start: {e}")))?;
+            let id = started["report_run_id"]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    SourceError::Malformed("async report start without report_run_id".into())
+                })?;
+            let deadline = std::time::Instant::now()
+                + std::time::Duration::from_secs(self.cfg.async_timeout_secs);
+            let status = loop {
+                let v: serde_json::Value = serde_json::from_str(
+                    &self
+                        .call(
+                            false,
+                            &id,
+                            &[(
+                                "fields".into(),
+                                "async_status,async_percent_completion".into(),
+                            )],
+                        )
+                        .await?,
+                )
+                .map_err(|e| SourceError::Malformed(format!("async report {id}: {e}")))?;
+                let st = v["async_status"].as_str().unwrap_or("").to_string();
+                if st == "Job Completed" || st == "Job Failed" || st == "Job Skipped" {
+                    break st;
+                }
+                if std::time::Instant::now() > deadline {
+                    break "timed out".to_string();
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(self.cfg.async_poll_ms)).await;
+            };
+            if status == "Job Completed" {
+                let q = vec![("limit".to_string(), self.cfg.page_limit.to_string())];
+                return self.pages(&format!("{id}/insights"), q).await;
+            }
+            let mid = window.since + chrono::Days::new(((days - 1) / 2) as u64);
+            tracing::warn!(account = %self.cfg.account_id, report = %id, %status, since = %window.since, until = %window.until, "async report did not complete; retrying as two halves");
+            let mut out = self
+                .run_async(
+                    Window {
+                        since: window.since,
+                        until: mid,
+                    },
+                    hourly,
+                )
+                .await?;
+            out.extend(
+                self.run_async(
+                    Window {
+                        since: mid + chrono::Days::new(1),
+                        until: window.until,
+                    },
+                    hourly,
+                )
+                .await?,
+            );
+            Ok(out)
+        })
     }
 }
 
@@ -497,20 +627,12 @@ impl MetaSource {
         window: Window,
         hourly: bool,
     ) -> Result<Vec<Observation>, SourceError> {
-        let mut out = Vec::new();
-        let mut after: Option<String> = None;
-        // bounded: a cursor loop that never ends is a server bug, not a reason to hang
-        for _ in 0..10_000 {
-            let page = self.page(window, hourly, after.as_deref()).await?;
-            out.extend(page.observations);
-            match page.next_after {
-                Some(a) => after = Some(a),
-                None => return Ok(out),
-            }
+        let days = (window.until - window.since).num_days() + 1;
+        if days > i64::from(self.cfg.async_threshold_days) {
+            return self.run_async(window, hourly).await;
         }
-        Err(SourceError::Malformed(
-            "more than 10,000 pages: cursor does not advance".into(),
-        ))
+        let edge = format!("{}/insights", self.cfg.account_id);
+        self.pages(&edge, self.insights_query(window, hourly)).await
     }
 }
 

@@ -99,7 +99,7 @@ impl Default for GeneralConfig {
             reporting_timezone: "Asia/Kolkata".into(),
             gross_margin_ratio: Decimal::ONE,
             loss_rate_window_hours: 3,
-            tracking_window_hours: 6,
+            tracking_window_hours: 24,
             refresh_interval_secs: 5,
             retention_days: 8,
             state_dir: PathBuf::from("data/state"),

@@ -188,8 +188,11 @@ async fn approvals_execute_once_refusals_are_audited_and_tokens_never_leak() {
 
     // The demo's five losing campaigns, once the whole backfill is in.
     // 10 days x 24 hours x 6 campaigns (the start is on an Indian hour boundary)
-    q.wait_for_count("SELECT count() FROM campaign_stats", (240 * 6) as f64)
-        .await;
+    q.wait_for_count(
+        "SELECT count() FROM campaign_stats WHERE bucket = 'hour'",
+        (240 * 6) as f64,
+    )
+    .await;
     let recs = eventually(
         "five open recommendations",
         Duration::from_secs(90),

@@ -32,7 +32,7 @@ fn ten_days(seed: u64) -> (Figures, Vec<Observation>) {
     };
     for o in &obs {
         match o {
-            Observation::Campaign(c) => {
+            Observation::Campaign(c) if c.bucket == adpulse::records::Bucket::Hour => {
                 f.spend += c.spend.to_f64().unwrap();
                 f.conversions += c.conversions;
                 f.clicks += c.clicks;
@@ -41,7 +41,8 @@ fn ten_days(seed: u64) -> (Figures, Vec<Observation>) {
                 assert!(o.kind == OrderKind::Order || o.amount.is_sign_negative());
                 f.revenue += o.amount.to_f64().unwrap();
             }
-            Observation::Funnel(_) => {}
+            // day rows repeat the hours' sums (checked below)
+            Observation::Campaign(_) | Observation::Funnel(_) => {}
         }
     }
     (f, obs)
@@ -94,4 +95,41 @@ fn same_seed_same_data_other_seed_other_data() {
     let (_, c) = ten_days(8);
     assert_eq!(a, b);
     assert_ne!(a, c);
+}
+
+#[test]
+fn day_rows_equal_the_sum_of_their_hours() {
+    use adpulse::records::Bucket;
+    use rust_decimal::Decimal;
+    use std::collections::HashMap;
+    let (_, obs) = ten_days(5);
+    let tz = chrono_tz::Asia::Kolkata;
+    let mut hours: HashMap<(String, chrono::NaiveDate), (Decimal, u64, f64)> = HashMap::new();
+    let mut days = HashMap::new();
+    for o in &obs {
+        if let Observation::Campaign(c) = o {
+            let k = (
+                c.key.campaign_id.clone(),
+                c.ts.with_timezone(&tz).date_naive(),
+            );
+            match c.bucket {
+                Bucket::Hour => {
+                    let e = hours.entry(k).or_default();
+                    e.0 += c.spend;
+                    e.1 += c.clicks;
+                    e.2 += c.conversions;
+                }
+                Bucket::Day => {
+                    assert!(
+                        days.insert(k, (c.spend, c.clicks, c.conversions)).is_none(),
+                        "one day row per campaign and day"
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(days.len(), hours.len());
+    for (k, h) in &hours {
+        assert_eq!(days.get(k), Some(h), "{k:?}");
+    }
 }

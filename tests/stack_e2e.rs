@@ -64,8 +64,11 @@ async fn prometheus_roi_matches_sql_and_schema_examples_run() {
     let running = adpulse::app::start(cfg).await.unwrap();
     let addr = running.addr;
     // 10 days x 24 hours x 6 campaigns, plus the hour in progress
-    q.wait_for_count("SELECT count() FROM campaign_stats", (240 * 6 + 6) as f64)
-        .await;
+    q.wait_for_count(
+        "SELECT count() FROM campaign_stats WHERE bucket = 'hour'",
+        (240 * 6 + 6) as f64,
+    )
+    .await;
 
     let prom = Prometheus::start(&[("adpulse", addr.to_string())], &[]).await;
     let roi_prom = eventually(

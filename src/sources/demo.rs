@@ -510,53 +510,20 @@ impl DemoSource {
             if hs > now {
                 break;
             }
-            let elapsed = ((now - hs).num_seconds() as f64 / 3600.0).clamp(0.0, 1.0);
             let mut platform_clicks: std::collections::BTreeMap<(&str, &str), (u64, u64)> =
                 Default::default();
             for c in 0..self.campaigns.len() {
-                let f = self.figures(c, h);
+                let (stat, hour_orders) = self.hour_stat(c, h, now);
                 let camp = &self.campaigns[c];
-                let hour_orders: Vec<&SimOrder> = self
-                    .orders_by_hour
-                    .get(&h)
-                    .map(|v| v.as_slice())
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|&i| &self.orders[i])
-                    .filter(|o| o.campaign == c && o.ts <= now)
-                    .collect();
-                let tracked: Vec<&&SimOrder> = hour_orders
-                    .iter()
-                    .filter(|o| !self.tracking_broken_at(c, o.ts))
-                    .collect();
-                let spend = Decimal::from_f64(f.spend * elapsed)
-                    .unwrap_or_default()
-                    .round_dp(2);
-                let clicks = (f.clicks as f64 * elapsed).floor() as u64;
-                let impressions = (f.impressions as f64 * elapsed).floor() as u64;
-                out.push(Observation::Campaign(RawCampaignStat {
-                    ts: hs,
-                    bucket: Bucket::Hour,
-                    key: CampaignKey {
-                        platform: camp.platform.into(),
-                        account: camp.account.into(),
-                        campaign_id: camp.id.clone(),
-                    },
-                    campaign_name: camp.name.clone(),
-                    spend,
-                    conversion_value: tracked.iter().map(|o| o.amount).sum(),
-                    account_currency: "INR".into(),
-                    impressions,
-                    clicks,
-                    conversions: tracked.len() as f64,
-                }));
+                let clicks = stat.clicks;
+                out.push(Observation::Campaign(stat));
                 let e = platform_clicks
                     .entry((camp.utm_source, camp.utm_medium))
                     .or_default();
                 e.0 += clicks;
                 e.1 += hour_orders.len() as u64;
-                for o in hour_orders {
-                    out.push(self.order_observation(o));
+                for i in hour_orders {
+                    out.push(self.order_observation(&self.orders[i]));
                 }
             }
             // Refunds that happen in this hour.
@@ -599,6 +566,91 @@ impl DemoSource {
                 }
             }
         }
+        out.extend(self.day_rollups(h0, h1, now));
+        out
+    }
+
+    /// One campaign-hour as of `now` (a partial hour scaled to its elapsed part), and the indexes
+    /// of the shop orders placed in it so far.
+    fn hour_stat(&self, c: usize, h: i64, now: DateTime<Utc>) -> (RawCampaignStat, Vec<usize>) {
+        let hs = self.hour_start(h);
+        let elapsed = ((now - hs).num_seconds() as f64 / 3600.0).clamp(0.0, 1.0);
+        let f = self.figures(c, h);
+        let camp = &self.campaigns[c];
+        let hour_orders: Vec<usize> = self
+            .orders_by_hour
+            .get(&h)
+            .map(|v| v.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .copied()
+            .filter(|&i| self.orders[i].campaign == c && self.orders[i].ts <= now)
+            .collect();
+        let tracked: Vec<&SimOrder> = hour_orders
+            .iter()
+            .map(|&i| &self.orders[i])
+            .filter(|o| !self.tracking_broken_at(c, o.ts))
+            .collect();
+        let stat = RawCampaignStat {
+            ts: hs,
+            bucket: Bucket::Hour,
+            key: CampaignKey {
+                platform: camp.platform.into(),
+                account: camp.account.into(),
+                campaign_id: camp.id.clone(),
+            },
+            campaign_name: camp.name.clone(),
+            spend: Decimal::from_f64(f.spend * elapsed)
+                .unwrap_or_default()
+                .round_dp(2),
+            conversion_value: tracked.iter().map(|o| o.amount).sum(),
+            account_currency: "INR".into(),
+            impressions: (f.impressions as f64 * elapsed).floor() as u64,
+            clicks: (f.clicks as f64 * elapsed).floor() as u64,
+            conversions: tracked.len() as f64,
+        };
+        (stat, hour_orders)
+    }
+
+    /// Day rows (the sum of the day's hours so far) for every reporting day that hours
+    /// `h0..=h1` touch, as the ad platforms report days beside hours.
+    fn day_rollups(&self, h0: i64, h1: i64, now: DateTime<Utc>) -> Vec<Observation> {
+        let mut days: Vec<chrono::NaiveDate> = (h0..=h1)
+            .map(|h| self.hour_start(h))
+            .filter(|hs| *hs <= now)
+            .map(|hs| hs.with_timezone(&self.tz).date_naive())
+            .collect();
+        days.dedup();
+        let mut out = Vec::new();
+        for day in days {
+            let start = crate::normalize::day_start(day, self.tz);
+            let end = crate::normalize::day_start(day + chrono::Days::new(1), self.tz);
+            let (a, b) = (self.hour_index(start).max(0), self.hour_index(end) - 1);
+            for c in 0..self.campaigns.len() {
+                let mut total: Option<RawCampaignStat> = None;
+                for h in a..=b {
+                    if self.hour_start(h) > now || h >= self.next_hour {
+                        break;
+                    }
+                    let (s, _) = self.hour_stat(c, h, now);
+                    match total.as_mut() {
+                        None => total = Some(s),
+                        Some(t) => {
+                            t.spend += s.spend;
+                            t.conversion_value += s.conversion_value;
+                            t.impressions += s.impressions;
+                            t.clicks += s.clicks;
+                            t.conversions += s.conversions;
+                        }
+                    }
+                }
+                if let Some(mut t) = total {
+                    t.ts = start;
+                    t.bucket = Bucket::Day;
+                    out.push(Observation::Campaign(t));
+                }
+            }
+        }
         out
     }
 
@@ -632,21 +684,31 @@ impl DemoSource {
         Observation::Order(r)
     }
 
+    /// The backfill's batches: about 2,000 campaign rows each (a day for the scenario's 6
+    /// campaigns, an hour for 10,000), so a large backfill streams through the sink instead of
+    /// piling up in memory. A day row is re-sent (upserted) by every batch that touches its day.
+    pub fn backfill_windows(&self) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+        let hours_per_batch = (2_000 / self.campaigns.len().max(1)).clamp(1, 24) as i64;
+        let mut out = Vec::new();
+        let mut from = self.epoch;
+        while from < self.start {
+            let to = (from + Duration::hours(hours_per_batch)).min(self.start);
+            out.push((from, to));
+            from = to;
+        }
+        out
+    }
+
     /// Backfill, then (unless `backfill_only`) go live until shutdown.
     pub async fn run(mut self, ctx: SourceContext) {
         let name = ctx.name.clone();
         let stats = ctx.pipeline.telemetry().source(&name, "demo");
         let start = self.start;
         info!(source = %name, backfill_days = self.cfg.backfill_days, start = %start, "demo backfill");
-        // Batches of about 2,000 campaign rows (a day for the scenario's 6 campaigns, an hour for
-        // 10,000), so a large backfill streams through the sink instead of piling up in memory.
-        let hours_per_batch = (2_000 / self.campaigns.len().max(1)).clamp(1, 24) as i64;
-        let mut from = self.epoch;
-        while from < start {
+        for (from, to) in self.backfill_windows() {
             if ctx.shutdown.is_cancelled() {
                 return;
             }
-            let to = (from + Duration::hours(hours_per_batch)).min(start);
             let poll = std::time::Instant::now();
             let obs = self.observations(from, to, start);
             let n = obs.len();
@@ -658,7 +720,6 @@ impl DemoSource {
                     return;
                 }
             }
-            from = to;
         }
         if self.cfg.backfill_only {
             info!(source = %name, "demo backfill done (backfill_only)");

@@ -554,8 +554,11 @@ pub async fn start_demo(
         + i64::from(adpulse::normalize::hour_floor(start, tz) != start);
     cfg.sources = vec![adpulse::sources::SourceConfig::Demo(demo)];
     let running = adpulse::app::start(cfg).await.expect("adpulse starts");
-    q.wait_for_count("SELECT count() FROM campaign_stats", (hours * 6) as f64)
-        .await;
+    q.wait_for_count(
+        "SELECT count() FROM campaign_stats WHERE bucket = 'hour'",
+        (hours * 6) as f64,
+    )
+    .await;
     // The KPIs are recomputed every second from the in-memory store, which holds everything before
     // the sink acknowledged it: two refreshes after the rows are in QuestDB, /metrics reflects the
     // whole backfill (a readiness wait, not a performance bound).

@@ -98,6 +98,7 @@ refresh_token_file = "{rt}"
 developer_token_file = "{dt}"
 account_timezone = "Asia/Kolkata"
 interval_secs = 600
+hourly_days = 0
 "#,
         qdb = q.url(),
         spool = dir.path().join("spool").display(),

@@ -66,6 +66,9 @@ pub struct GoogleAdsConfig {
     pub lookback_days: u32,
     #[serde(default = "default_interval")]
     pub interval_secs: u64,
+    /// Also read hourly rows (`segments.hour`) for this many most recent days (0: daily only).
+    #[serde(default = "default_hourly_days")]
+    pub hourly_days: u32,
     #[serde(default = "default_max_wait")]
     pub max_throttle_wait_secs: u64,
     #[serde(default = "default_timeout")]
@@ -104,6 +107,9 @@ fn default_lookback() -> u32 {
 }
 fn default_interval() -> u64 {
     900
+}
+fn default_hourly_days() -> u32 {
+    2
 }
 fn default_max_wait() -> u64 {
     3600
@@ -207,6 +213,9 @@ struct Metrics {
 #[derive(Debug, Deserialize)]
 struct Segments {
     date: String,
+    /// Present when the query selects `segments.hour` (0-23, account timezone).
+    #[serde(default)]
+    hour: Option<u32>,
 }
 
 /// Parse a `searchStream` body (a JSON array of batches) into daily campaign observations.
@@ -243,9 +252,21 @@ pub fn parse_search_stream(
         let value = dec("metrics.conversionsValue", &r.metrics.conversions_value)?;
         let day = NaiveDate::parse_from_str(&r.segments.date, "%Y-%m-%d")
             .map_err(|_| bad("segments.date", &r.segments.date))?;
+        let (ts, bucket) = match r.segments.hour {
+            None => (day_start(day, tz), Bucket::Day),
+            Some(h) if h < 24 => {
+                let local = day.and_hms_opt(h, 0, 0).unwrap_or_default();
+                let ts = chrono::TimeZone::from_local_datetime(&tz, &local)
+                    .earliest()
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .unwrap_or_else(|| day_start(day, tz));
+                (ts, Bucket::Hour)
+            }
+            Some(h) => return Err(bad("segments.hour", &h.to_string())),
+        };
         out.push(Observation::Campaign(RawCampaignStat {
-            ts: day_start(day, tz),
-            bucket: Bucket::Day,
+            ts,
+            bucket,
             key: CampaignKey {
                 platform: "google_ads".into(),
                 account: customer.to_string(),
@@ -343,6 +364,31 @@ impl PollSource for GoogleAdsSource {
     }
 
     async fn poll(&mut self, window: Window) -> Result<Vec<Observation>, SourceError> {
+        let mut out = self.search(window, false).await?;
+        if self.cfg.hourly_days > 0 {
+            let since = (window.until - chrono::Days::new(u64::from(self.cfg.hourly_days) - 1))
+                .max(window.since);
+            out.extend(
+                self.search(
+                    Window {
+                        since,
+                        until: window.until,
+                    },
+                    true,
+                )
+                .await?,
+            );
+        }
+        Ok(out)
+    }
+}
+
+impl GoogleAdsSource {
+    async fn search(
+        &mut self,
+        window: Window,
+        hourly: bool,
+    ) -> Result<Vec<Observation>, SourceError> {
         let token = self.oauth.access_token(&self.http).await?;
         let dev = secret(
             &self.cfg.developer_token_file,
@@ -355,10 +401,12 @@ impl PollSource for GoogleAdsSource {
             self.cfg.api_version
         );
         let query = format!(
-            "SELECT campaign.id, campaign.name, segments.date, metrics.cost_micros, metrics.impressions, \
+            "SELECT campaign.id, campaign.name, segments.date{}, metrics.cost_micros, metrics.impressions, \
              metrics.clicks, metrics.conversions, metrics.conversions_value FROM campaign \
              WHERE segments.date BETWEEN '{}' AND '{}'",
-            window.since, window.until
+            if hourly { ", segments.hour" } else { "" },
+            window.since,
+            window.until
         );
         let login = self
             .cfg
@@ -453,6 +501,26 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(e, SourceError::Malformed(_)), "{e}");
+    }
+
+    #[test]
+    fn hourly_segments_are_hour_buckets_in_the_account_timezone() {
+        let body = r#"[{"results": [{"campaign": {"id": "7", "name": "C"}, "metrics": {"costMicros": "1500000"}, "segments": {"date": "2026-11-18", "hour": 13}}]}]"#;
+        let obs = parse_search_stream(body, "1", chrono_tz::America::Los_Angeles, "USD").unwrap();
+        let Observation::Campaign(c) = &obs[0] else {
+            panic!()
+        };
+        assert_eq!(c.bucket, Bucket::Hour);
+        assert_eq!(c.spend, dec!(1.5));
+        // 13:00 in Los Angeles (PST) is 21:00 UTC
+        assert_eq!(
+            c.ts,
+            "2026-11-18T21:00:00Z"
+                .parse::<chrono::DateTime<chrono::Utc>>()
+                .unwrap()
+        );
+        let bad = body.replace("\"hour\": 13", "\"hour\": 25");
+        assert!(parse_search_stream(&bad, "1", chrono_tz::UTC, "USD").is_err());
     }
 
     #[test]

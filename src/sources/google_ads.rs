@@ -11,13 +11,13 @@ use serde::Deserialize;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::config::{Problem, Secret};
+use crate::config::Problem;
 use crate::normalize::{Observation, RawCampaignStat, day_start};
 use crate::records::{Bucket, CampaignKey};
 use crate::sources::SourceContext;
 use crate::sources::google_oauth::GoogleOAuth;
 use crate::sources::http::{
-    LoopSettings, PollSource, SourceError, Window, run_polling, send_with_retry,
+    LoopSettings, PollSource, SourceError, Window, read_secret, run_polling, send_with_retry,
 };
 
 /// Settings of one Google Ads customer.
@@ -116,17 +116,6 @@ fn default_max_wait() -> u64 {
 }
 fn default_timeout() -> u64 {
     60
-}
-
-pub(crate) fn secret(file: &Option<std::path::PathBuf>, env: &str) -> Result<Secret, SourceError> {
-    if let Some(f) = file {
-        return std::fs::read_to_string(f)
-            .map(|t| Secret::new(t.trim()))
-            .map_err(|e| SourceError::Config(format!("{}: {e}", f.display())));
-    }
-    std::env::var(env)
-        .map(Secret::new)
-        .map_err(|_| SourceError::Config(format!("${env} is not set (or use the *_file setting)")))
 }
 
 impl GoogleAdsConfig {
@@ -390,8 +379,8 @@ impl GoogleAdsSource {
         hourly: bool,
     ) -> Result<Vec<Observation>, SourceError> {
         let token = self.oauth.access_token(&self.http).await?;
-        let dev = secret(
-            &self.cfg.developer_token_file,
+        let dev = read_secret(
+            self.cfg.developer_token_file.as_deref(),
             &self.cfg.developer_token_env,
         )?;
         let customer: String = self.cfg.customer_id.chars().filter(|c| *c != '-').collect();

@@ -4,8 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::config::Secret;
-use crate::sources::google_ads::secret;
-use crate::sources::http::SourceError;
+use crate::sources::http::{SourceError, read_secret};
 
 #[derive(Debug, Clone)]
 pub struct GoogleOAuth {
@@ -25,9 +24,10 @@ impl GoogleOAuth {
         {
             return Ok(t.clone());
         }
-        let client_id = secret(&None, &self.client_id_env)?;
-        let client_secret = secret(&self.client_secret_file, &self.client_secret_env)?;
-        let refresh = secret(&self.refresh_token_file, &self.refresh_token_env)?;
+        let client_id = read_secret(None, &self.client_id_env)?;
+        let client_secret =
+            read_secret(self.client_secret_file.as_deref(), &self.client_secret_env)?;
+        let refresh = read_secret(self.refresh_token_file.as_deref(), &self.refresh_token_env)?;
         let resp = http
             .post(&self.token_url)
             .form(&[

@@ -106,6 +106,22 @@ pub fn timezone(key: &str, value: &str) -> Result<Tz, SourceError> {
         .map_err(|_| SourceError::Config(format!("{key} {value:?} is not an IANA timezone")))
 }
 
+/// A secret from its file (when configured; trailing whitespace trimmed) or else from the
+/// environment variable `env`. The error names where it looked, never the value.
+pub fn read_secret(
+    file: Option<&std::path::Path>,
+    env: &str,
+) -> Result<crate::config::Secret, SourceError> {
+    if let Some(f) = file {
+        return std::fs::read_to_string(f)
+            .map(|t| crate::config::Secret::new(t.trim()))
+            .map_err(|e| SourceError::Config(format!("{}: {e}", f.display())));
+    }
+    std::env::var(env)
+        .map(crate::config::Secret::new)
+        .map_err(|_| SourceError::Config(format!("${env} is not set (or use the *_file setting)")))
+}
+
 /// A header value holding a secret, marked sensitive so it is never printed.
 pub fn secret_header(value: &str) -> Result<reqwest::header::HeaderValue, SourceError> {
     let mut h = reqwest::header::HeaderValue::from_str(value).map_err(|_| {

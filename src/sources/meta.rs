@@ -323,21 +323,7 @@ impl MetaConfig {
     }
 
     fn token(&self) -> Result<crate::config::Secret, SourceError> {
-        if let Some(f) = &self.access_token_file {
-            return std::fs::read_to_string(f)
-                .map(|t| crate::config::Secret::new(t.trim()))
-                .map_err(|e| {
-                    SourceError::Config(format!("access_token_file {}: {e}", f.display()))
-                });
-        }
-        std::env::var(&self.access_token_env)
-            .map(crate::config::Secret::new)
-            .map_err(|_| {
-                SourceError::Config(format!(
-                    "no access token: set ${} or access_token_file",
-                    self.access_token_env
-                ))
-            })
+        crate::sources::http::read_secret(self.access_token_file.as_deref(), &self.access_token_env)
     }
 }
 

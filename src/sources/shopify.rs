@@ -334,16 +334,10 @@ impl ShopifySource {
     }
 
     fn token(&self) -> Result<Secret, SourceError> {
-        if let Some(f) = &self.cfg.access_token_file {
-            return std::fs::read_to_string(f)
-                .map(|t| Secret::new(t.trim()))
-                .map_err(|e| {
-                    SourceError::Config(format!("access_token_file {}: {e}", f.display()))
-                });
-        }
-        std::env::var(&self.cfg.access_token_env)
-            .map(Secret::new)
-            .map_err(|_| SourceError::Config(format!("${} is not set", self.cfg.access_token_env)))
+        crate::sources::http::read_secret(
+            self.cfg.access_token_file.as_deref(),
+            &self.cfg.access_token_env,
+        )
     }
 }
 

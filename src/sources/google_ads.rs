@@ -354,19 +354,8 @@ impl PollSource for GoogleAdsSource {
 
     async fn poll(&mut self, window: Window) -> Result<Vec<Observation>, SourceError> {
         let mut out = self.search(window, false).await?;
-        if self.cfg.hourly_days > 0 {
-            let since = (window.until - chrono::Days::new(u64::from(self.cfg.hourly_days) - 1))
-                .max(window.since);
-            out.extend(
-                self.search(
-                    Window {
-                        since,
-                        until: window.until,
-                    },
-                    true,
-                )
-                .await?,
-            );
+        if let Some(recent) = window.last_days(self.cfg.hourly_days) {
+            out.extend(self.search(recent, true).await?);
         }
         Ok(out)
     }

@@ -55,6 +55,14 @@ impl Window {
             until: today,
         }
     }
+
+    /// The last `days` days of this window (the part also read hour by hour), if any.
+    pub fn last_days(self, days: u32) -> Option<Window> {
+        (days > 0).then(|| Window {
+            since: Window::lookback(self.until, days).since.max(self.since),
+            until: self.until,
+        })
+    }
 }
 
 /// What an HTTP source implements.
@@ -193,5 +201,30 @@ pub async fn run_polling<S: PollSource>(
             _ = ctx.shutdown.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_days_stays_inside_the_window() {
+        let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        let w = Window::lookback(d("2026-11-20"), 28);
+        assert_eq!(w.since, d("2026-10-24"));
+        assert_eq!(
+            w.last_days(2),
+            Some(Window {
+                since: d("2026-11-19"),
+                until: d("2026-11-20")
+            })
+        );
+        let short = Window {
+            since: d("2026-11-20"),
+            until: d("2026-11-20"),
+        };
+        assert_eq!(short.last_days(2), Some(short));
+        assert_eq!(w.last_days(0), None);
     }
 }

@@ -589,19 +589,8 @@ impl PollSource for MetaSource {
 
     async fn poll(&mut self, window: Window) -> Result<Vec<Observation>, SourceError> {
         let mut out = self.all_pages(window, false).await?;
-        if self.cfg.hourly_days > 0 {
-            let since = (window.until - chrono::Days::new(u64::from(self.cfg.hourly_days) - 1))
-                .max(window.since);
-            out.extend(
-                self.all_pages(
-                    Window {
-                        since,
-                        until: window.until,
-                    },
-                    true,
-                )
-                .await?,
-            );
+        if let Some(recent) = window.last_days(self.cfg.hourly_days) {
+            out.extend(self.all_pages(recent, true).await?);
         }
         Ok(out)
     }

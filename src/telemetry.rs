@@ -155,6 +155,18 @@ impl Telemetry {
         }
     }
 
+    /// Rows `sink` has acknowledged so far, over every table adpulse writes.
+    pub fn rows_written(&self, sink: &str) -> u64 {
+        crate::sinks::questdb::TABLES
+            .iter()
+            .map(|(table, _)| {
+                self.sink_rows_written
+                    .with_label_values(&[sink, table])
+                    .get()
+            })
+            .sum()
+    }
+
     pub fn rejected(&self, source: &str, n: u64) {
         self.source_rejected.with_label_values(&[source]).inc_by(n);
     }

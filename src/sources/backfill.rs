@@ -102,17 +102,7 @@ pub async fn backfill(
         Some(handle),
         telemetry.clone(),
     );
-    let written = || -> u64 {
-        ["campaign_stats", "orders", "funnel"]
-            .iter()
-            .map(|t| {
-                telemetry
-                    .sink_rows_written
-                    .with_label_values(&["questdb", t])
-                    .get()
-            })
-            .sum()
-    };
+    let written = || telemetry.rows_written("questdb");
 
     let total_days = (to - from).num_days() as u64 + 1;
     let pb = if show_progress {

@@ -617,17 +617,7 @@ pub async fn import_file(
             .await
             .map_err(|e| e.to_string())?;
     }
-    let written = || -> u64 {
-        ["campaign_stats", "orders"]
-            .iter()
-            .map(|t| {
-                telemetry
-                    .sink_rows_written
-                    .with_label_values(&["questdb", t])
-                    .get()
-            })
-            .sum()
-    };
+    let written = || telemetry.rows_written("questdb");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while written() < n && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;

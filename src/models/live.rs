@@ -196,11 +196,17 @@ impl ModelRunner {
     fn score(&mut self, now: DateTime<Utc>) -> Vec<Record> {
         let cur_hour = hour_floor(now, self.tz).timestamp();
         let mut points: Vec<(CampaignKey, String, i64, Totals)> = Vec::new();
+        // campaigns with data in the last two days; the others leave no stale series (below)
+        let live_from = cur_hour - 2 * 86_400;
+        let mut live: std::collections::HashSet<CampaignKey> = std::collections::HashSet::new();
         let last = &self.last_scored;
         self.pipeline.with_store(|s| {
             s.visit_campaign_hours(i64::MIN, |key, name, t, totals| {
                 if t < cur_hour && last.get(key).is_none_or(|&l| t > l) {
                     points.push((key.clone(), name.to_string(), t, *totals));
+                }
+                if t >= live_from && !live.contains(key) {
+                    live.insert(key.clone());
                 }
             })
         });
@@ -302,13 +308,6 @@ impl ModelRunner {
             self.revenue_scored = t;
         }
         // campaigns that vanished from memory leave no stale series
-        let live: std::collections::HashSet<CampaignKey> = self.pipeline.with_store(|s| {
-            let mut set = std::collections::HashSet::new();
-            s.visit_campaign_hours(cur_hour - 2 * 86_400, |k, _, _, _| {
-                set.insert(k.clone());
-            });
-            set
-        });
         self.latest_anomaly.retain(|(k, _), _| live.contains(k));
         self.latest_tracking.retain(|k, _| live.contains(k));
         self.detectors.retain(|(k, _), _| live.contains(k));

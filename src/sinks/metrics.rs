@@ -10,6 +10,7 @@ use rust_decimal::Decimal;
 use std::sync::Arc;
 
 use crate::kpi::{Totals, stage_ratio, to_f64};
+use crate::records::CampaignKey;
 use crate::state::Snapshot;
 
 /// A gauge family under construction.
@@ -122,7 +123,6 @@ fn scope_values(
 pub struct KpiCollector {
     snapshot: Arc<ArcSwap<Snapshot>>,
     descs: Vec<Desc>,
-    names: Vec<String>,
 }
 
 impl KpiCollector {
@@ -156,16 +156,26 @@ impl KpiCollector {
                 Desc::new(n.clone(), "adpulse KPI".into(), vec![], Default::default()).ok()
             })
             .collect();
-        Self {
-            snapshot,
-            descs,
-            names,
-        }
+        Self { snapshot, descs }
     }
+}
 
-    pub fn family_names(&self) -> &[String] {
-        &self.names
-    }
+/// The label set of one campaign.
+fn campaign_labels<'a>(key: &'a CampaignKey, name: &'a str) -> [(&'static str, &'a str); 4] {
+    [
+        ("platform", key.platform.as_str()),
+        ("account", key.account.as_str()),
+        ("campaign_id", key.campaign_id.as_str()),
+        ("campaign", name),
+    ]
+}
+
+/// A campaign's label set for a money family (adds the currency).
+fn with_currency<'a>(
+    l: [(&'static str, &'a str); 4],
+    cur: &'a str,
+) -> [(&'static str, &'a str); 5] {
+    [l[0], l[1], l[2], l[3], ("currency", cur)]
 }
 
 fn scope_names() -> Vec<Vec<String>> {
@@ -194,13 +204,8 @@ pub fn families(s: &Snapshot) -> Vec<MetricFamily> {
         match scope_idx {
             0 => {
                 for c in &s.campaigns {
-                    let base = [
-                        ("platform", c.key.platform.as_str()),
-                        ("account", c.key.account.as_str()),
-                        ("campaign_id", c.key.campaign_id.as_str()),
-                        ("campaign", c.name.as_str()),
-                    ];
-                    let money = [base[0], base[1], base[2], base[3], ("currency", cur)];
+                    let base = campaign_labels(&c.key, &c.name);
+                    let money = with_currency(base, cur);
                     for (f, (is_money, v)) in
                         fams.iter_mut()
                             .zip(scope_values(&c.today, c.loss_rate_per_hour, s.margin))
@@ -257,13 +262,8 @@ pub fn families(s: &Snapshot) -> Vec<MetricFamily> {
     );
     let mut states = [0u64; 3];
     for c in &s.campaigns {
-        let base = [
-            ("platform", c.key.platform.as_str()),
-            ("account", c.key.account.as_str()),
-            ("campaign_id", c.key.campaign_id.as_str()),
-            ("campaign", c.name.as_str()),
-        ];
-        let money = [base[0], base[1], base[2], base[3], ("currency", cur)];
+        let base = campaign_labels(&c.key, &c.name);
+        let money = with_currency(base, cur);
         clicks_w.push(&base, c.window_clicks as f64);
         conv_w.push(&base, c.window_conversions);
         orders_w.push(&base, c.window_orders as f64);
@@ -411,13 +411,8 @@ pub fn model_families(m: &crate::models::live::ModelOutputs) -> Vec<MetricFamily
         "1 when the last complete hour left the band",
     );
     for a in &m.anomalies {
-        let l = [
-            ("series", a.series),
-            ("platform", a.key.platform.as_str()),
-            ("account", a.key.account.as_str()),
-            ("campaign_id", a.key.campaign_id.as_str()),
-            ("campaign", a.campaign.as_str()),
-        ];
+        let c = campaign_labels(&a.key, &a.campaign);
+        let l = [("series", a.series), c[0], c[1], c[2], c[3]];
         level.push(&l, a.level);
         expected.push(&l, a.expected);
         upper.push(&l, a.upper);
@@ -434,12 +429,7 @@ pub fn model_families(m: &crate::models::live::ModelOutputs) -> Vec<MetricFamily
         "1 - probability of the zero-conversion run if tracking worked",
     );
     for t in &m.tracking {
-        let l = [
-            ("platform", t.key.platform.as_str()),
-            ("account", t.key.account.as_str()),
-            ("campaign_id", t.key.campaign_id.as_str()),
-            ("campaign", t.campaign.as_str()),
-        ];
+        let l = campaign_labels(&t.key, &t.campaign);
         tb.push(&l, if t.broken { 1.0 } else { 0.0 });
         tbs.push(&l, t.score);
     }

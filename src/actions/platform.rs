@@ -129,6 +129,43 @@ fn transport(platform: &'static str, e: reqwest::Error) -> PlatformError {
     }
 }
 
+/// Decode a platform's JSON answer. A body that cannot be read is retryable when `retryable`
+/// says so for its status, malformed otherwise; an `error` object is classified by `api_error`;
+/// a non-2xx answer without one is malformed.
+async fn decode(
+    platform: &'static str,
+    resp: reqwest::Response,
+    retryable: fn(reqwest::StatusCode) -> bool,
+    api_error: fn(u16, &serde_json::Value) -> PlatformError,
+) -> Result<serde_json::Value, PlatformError> {
+    let status = resp.status();
+    let body: serde_json::Value = match resp.json().await {
+        Ok(b) => b,
+        Err(e) => {
+            let message = format!("HTTP {status}: {}", e.without_url());
+            return Err(if retryable(status) {
+                PlatformError::Retryable {
+                    platform,
+                    message,
+                    retry_after: None,
+                }
+            } else {
+                PlatformError::Malformed { platform, message }
+            });
+        }
+    };
+    if let Some(err) = body.get("error") {
+        return Err(api_error(status.as_u16(), err));
+    }
+    if !status.is_success() {
+        return Err(PlatformError::Malformed {
+            platform,
+            message: format!("HTTP {status} without an error object"),
+        });
+    }
+    Ok(body)
+}
+
 /// Meta Marketing API (Graph API): `GET /{campaign_id}?fields=status,daily_budget`,
 /// `POST /{campaign_id}` with `status=PAUSED|ACTIVE` or `daily_budget=<minor units>`.
 pub struct MetaAds {
@@ -156,33 +193,7 @@ impl MetaAds {
             .send()
             .await
             .map_err(|e| transport(META, e))?;
-        let status = resp.status();
-        let body: serde_json::Value = match resp.json().await {
-            Ok(b) => b,
-            Err(e) if status.is_server_error() => {
-                return Err(PlatformError::Retryable {
-                    platform: META,
-                    message: format!("HTTP {status}: {}", e.without_url()),
-                    retry_after: None,
-                });
-            }
-            Err(e) => {
-                return Err(PlatformError::Malformed {
-                    platform: META,
-                    message: format!("HTTP {status}: {}", e.without_url()),
-                });
-            }
-        };
-        if let Some(err) = body.get("error") {
-            return Err(meta_error(status.as_u16(), err));
-        }
-        if !status.is_success() {
-            return Err(PlatformError::Malformed {
-                platform: META,
-                message: format!("HTTP {status} without an error object"),
-            });
-        }
-        Ok(body)
+        decode(META, resp, |s| s.is_server_error(), meta_error).await
     }
 
     async fn post(&self, id: &str, form: &[(&str, String)]) -> Result<(), PlatformError> {
@@ -390,33 +401,13 @@ impl GoogleAds {
             req = req.header("login-customer-id", l);
         }
         let resp = req.send().await.map_err(|e| transport(GOOGLE, e))?;
-        let status = resp.status();
-        let body: serde_json::Value = match resp.json().await {
-            Ok(b) => b,
-            Err(e) if status.is_server_error() || status.as_u16() == 429 => {
-                return Err(PlatformError::Retryable {
-                    platform: GOOGLE,
-                    message: format!("HTTP {status}: {}", e.without_url()),
-                    retry_after: None,
-                });
-            }
-            Err(e) => {
-                return Err(PlatformError::Malformed {
-                    platform: GOOGLE,
-                    message: format!("HTTP {status}: {}", e.without_url()),
-                });
-            }
-        };
-        if let Some(err) = body.get("error") {
-            return Err(google_error(status.as_u16(), err));
-        }
-        if !status.is_success() {
-            return Err(PlatformError::Malformed {
-                platform: GOOGLE,
-                message: format!("HTTP {status} without an error object"),
-            });
-        }
-        Ok(body)
+        decode(
+            GOOGLE,
+            resp,
+            |s| s.is_server_error() || s.as_u16() == 429,
+            google_error,
+        )
+        .await
     }
 }
 

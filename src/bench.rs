@@ -100,12 +100,16 @@ async fn through_adpulse(cfg: &QuestDbConfig, rows: Vec<Record>) -> Result<f64, 
     while it.peek().is_some() {
         batches.push(it.by_ref().take(BATCH).collect());
     }
-    let before = telemetry.rows_written("questdb");
+    // one counter handle, read in a tight loop: the wait must not take CPU from the sink it times
+    let written = telemetry
+        .sink_rows_written
+        .with_label_values(&["questdb", "campaign_stats"]);
+    let before = written.get();
     let t = Instant::now();
     for b in batches {
         handle.send(b).await.map_err(|e| e.to_string())?;
     }
-    while telemetry.rows_written("questdb") - before < n {
+    while written.get() - before < n {
         tokio::time::sleep(std::time::Duration::from_micros(200)).await;
     }
     let rate = n as f64 / t.elapsed().as_secs_f64();

@@ -377,9 +377,20 @@ fn daily_history(
     revenue: impl Fn(NaiveDate) -> Decimal,
 ) -> Vec<(NaiveDate, Totals)> {
     let mut by_day: BTreeMap<NaiveDate, Totals> = BTreeMap::new();
+    // Hours come in time order: convert to the local day once per day, not once per hour (the
+    // timezone lookup dominated the snapshot with thousands of campaigns).
+    let mut current: Option<(NaiveDate, i64)> = None; // (local day, start of the next one)
     for (&t, c) in &h.hours {
-        if let Some(d) = DateTime::<Utc>::from_timestamp(t, 0) {
-            *by_day.entry(d.with_timezone(&tz).date_naive()).or_default() += c.totals();
+        if current.is_none_or(|(_, next)| t >= next) {
+            let Some(d) = DateTime::<Utc>::from_timestamp(t, 0) else {
+                continue;
+            };
+            let day = d.with_timezone(&tz).date_naive();
+            let next = crate::normalize::day_start(day + chrono::Days::new(1), tz).timestamp();
+            current = Some((day, next));
+        }
+        if let Some((day, _)) = current {
+            *by_day.entry(day).or_default() += c.totals();
         }
     }
     for (day, c) in &h.days {
@@ -458,5 +469,47 @@ impl Snapshot {
             funnel: vec![],
             roi_target: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    #[test]
+    fn daily_history_splits_hours_at_local_midnight() {
+        let tz = chrono_tz::Asia::Kolkata;
+        let mut h = CampaignHistory::default();
+        // 48 hourly buckets from 17:30 UTC (23:00 in India) on the 18th: the first belongs to
+        // the 18th, the next 24 to the 19th, the remaining 23 to the 20th
+        let start = "2026-11-18T17:30:00Z"
+            .parse::<DateTime<Utc>>()
+            .unwrap()
+            .timestamp();
+        for k in 0..48 {
+            h.hours.insert(
+                start + 3600 * k,
+                Cell {
+                    spend: dec!(1.5),
+                    clicks: 1,
+                    ..Default::default()
+                },
+            );
+        }
+        let days = daily_history(&h, tz, |_| Decimal::ZERO);
+        let d = |s| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        let got: Vec<(NaiveDate, u64, Decimal)> = days
+            .iter()
+            .map(|(day, t)| (*day, t.clicks, t.spend))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (d("2026-11-18"), 1, dec!(1.5)),
+                (d("2026-11-19"), 24, dec!(36.0)),
+                (d("2026-11-20"), 23, dec!(34.5)),
+            ]
+        );
     }
 }

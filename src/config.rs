@@ -10,9 +10,9 @@ use figment::providers::{Env, Format, Toml};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use crate::base::{Problem, Secret};
 use crate::sources::SourceConfig;
 
 /// The configuration used when no file is given: the demo on the local stack's default ports.
@@ -29,19 +29,6 @@ pub enum ConfigError {
     Parse(String),
     #[error("invalid config:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<Problem>),
-}
-
-/// One validation problem, with the key it is about.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Problem {
-    pub key: String,
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.key, self.message)
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -481,28 +468,11 @@ impl Config {
                 path: path.clone(),
                 source,
             })?;
-            return Ok(Some(Secret(text.trim_end().to_string())));
+            return Ok(Some(Secret::new(text.trim_end())));
         }
-        Ok(std::env::var(&self.questdb.password_env).ok().map(Secret))
-    }
-}
-
-/// A secret string whose `Debug`/`Display` never show the value.
-#[derive(Clone, PartialEq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
+        Ok(std::env::var(&self.questdb.password_env)
+            .ok()
+            .map(Secret::new))
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod actions;
 pub mod api;
 pub mod app;
+pub mod base;
 pub mod bench;
 pub mod config;
 pub mod kpi;

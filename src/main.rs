@@ -117,17 +117,17 @@ enum BenchCommand {
 enum EvalCommand {
     /// Anomaly detection on the NAB ad-exchange series with labelled windows.
     Nab {
-        #[arg(long, default_value = "../shared/data/nab")]
+        #[arg(long, default_value = "datasets/nab")]
         dir: PathBuf,
     },
     /// Rolling-origin forecast backtest (MASE against seasonal naive, interval coverage).
     Backtest {
-        #[arg(long, default_value = "../shared/data/nab")]
+        #[arg(long, default_value = "datasets/nab")]
         nab_dir: PathBuf,
     },
     /// RFM + KMeans customer segments and CLV on an order history.
     Segments {
-        #[arg(long, default_value = "../shared/data/online-retail/invoices.csv")]
+        #[arg(long, default_value = "datasets/online-retail/invoices.csv")]
         orders: PathBuf,
     },
     /// Campaign score and conversion probability.

@@ -8,10 +8,7 @@ use adpulse::models::forecast::Method;
 
 fn nab_dir() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .parent()
-        .map(|p| p.join("shared/data/nab"))
-        .unwrap_or_else(|| manifest.join("shared/data/nab"))
+    manifest.join("datasets/nab")
 }
 
 #[test]
@@ -19,7 +16,7 @@ fn holt_winters_beats_seasonal_naive_with_calibrated_intervals() {
     let dir = nab_dir();
     assert!(
         dir.is_dir(),
-        "NAB data missing: expected {} (shared/ must sit beside the clone)",
+        "NAB data missing: expected {} (the repository carries it in datasets/)",
         dir.display()
     );
     let series = match backtest::standard_series(&dir) {

@@ -6,10 +6,7 @@ use adpulse::models::nab;
 
 fn nab_dir() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .parent()
-        .map(|p| p.join("shared/data/nab"))
-        .unwrap_or_else(|| manifest.join("shared/data/nab"))
+    manifest.join("datasets/nab")
 }
 
 #[test]
@@ -17,7 +14,7 @@ fn nab_floors_hold_with_one_parameter_set() {
     let dir = nab_dir();
     assert!(
         dir.join("windows.json").is_file(),
-        "NAB data missing: expected {} (shared/ must sit beside the clone)",
+        "NAB data missing: expected {} (the repository carries it in datasets/)",
         dir.display()
     );
     let result = match nab::evaluate_dir(&dir, None) {

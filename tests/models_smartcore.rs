@@ -1,5 +1,5 @@
 //! smartcore models with their held-out evaluations: segments and CLV on the real UCI order
-//! history (shared/data/online-retail), campaign score and conversion probability on seeded
+//! history (datasets/online-retail), campaign score and conversion probability on seeded
 //! synthetic data.
 
 use std::path::PathBuf;
@@ -8,10 +8,7 @@ use adpulse::models::{cli, scoring, segments};
 
 fn invoices() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .parent()
-        .map(|p| p.join("shared/data/online-retail/invoices.csv"))
-        .unwrap_or_else(|| manifest.join("shared/data/online-retail/invoices.csv"))
+    manifest.join("datasets/online-retail/invoices.csv")
 }
 
 #[test]
@@ -19,7 +16,7 @@ fn segments_and_clv_on_held_out_months() {
     let path = invoices();
     assert!(
         path.is_file(),
-        "order history missing: expected {} (shared/ must sit beside the clone)",
+        "order history missing: expected {} (the repository carries it in datasets/)",
         path.display()
     );
     let orders = match segments::read_orders(&path) {

@@ -24,7 +24,8 @@ use super::platform::{
     AdPlatform, CampaignState, CampaignStatus, GoogleAds, MetaAds, PlatformError,
 };
 use super::rules::{self, ActionKind, Proposal, Reallocation};
-use crate::config::{Config, ConfigError, Secret};
+use crate::base::Secret;
+use crate::config::{Config, ConfigError};
 use crate::records::{ActionRow, CampaignKey, Record};
 use crate::sinks::questdb::SinkHandle;
 use crate::state::Snapshot;

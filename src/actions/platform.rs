@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use super::config::{GoogleAdsConfig, MetaConfig};
-use crate::config::Secret;
+use crate::base::Secret;
 use crate::records::CampaignKey;
 
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -265,7 +265,7 @@ pub fn evaluate_dir(dir: &Path, cfg: Option<&DetectorConfig>) -> Result<NabResul
     let windows_path = dir.join("windows.json");
     if !windows_path.is_file() {
         return Err(ModelError::EvalData(format!(
-            "{} not found: the NAB evaluation needs the shared data folder (shared/data/nab)",
+            "{} not found: the NAB evaluation needs the NAB data (the repository carries it in datasets/nab)",
             windows_path.display()
         )));
     }

@@ -14,7 +14,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::{QuestDbConfig, Secret};
+use crate::base::Secret;
+use crate::config::QuestDbConfig;
 use crate::records::Record;
 use crate::sinks::spool::{Spool, SpoolError};
 use crate::telemetry::Telemetry;

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::time::Duration as StdDuration;
 use tracing::{info, warn};
 
-use crate::config::Problem;
+use crate::base::Problem;
 use crate::normalize::{Observation, RawCampaignStat, RawFunnel, RawOrder, hour_floor};
 use crate::records::{Bucket, CampaignKey, OrderKind};
 use crate::sources::SourceContext;

@@ -8,7 +8,7 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 use std::time::{Duration, Instant};
 
-use crate::config::Problem;
+use crate::base::Problem;
 use crate::normalize::{Observation, RawFunnel};
 use crate::records::{Bucket, FUNNEL_STAGES};
 use crate::sources::SourceContext;

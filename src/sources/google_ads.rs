@@ -11,7 +11,7 @@ use serde::Deserialize;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::config::Problem;
+use crate::base::Problem;
 use crate::normalize::{Observation, RawCampaignStat, day_start};
 use crate::records::{Bucket, CampaignKey};
 use crate::sources::SourceContext;

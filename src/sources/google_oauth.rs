@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::config::Secret;
+use crate::base::Secret;
 use crate::sources::http::{SourceError, read_secret};
 
 #[derive(Debug, Clone)]

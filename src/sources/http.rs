@@ -119,14 +119,14 @@ pub fn timezone(key: &str, value: &str) -> Result<Tz, SourceError> {
 pub fn read_secret(
     file: Option<&std::path::Path>,
     env: &str,
-) -> Result<crate::config::Secret, SourceError> {
+) -> Result<crate::base::Secret, SourceError> {
     if let Some(f) = file {
         return std::fs::read_to_string(f)
-            .map(|t| crate::config::Secret::new(t.trim()))
+            .map(|t| crate::base::Secret::new(t.trim()))
             .map_err(|e| SourceError::Config(format!("{}: {e}", f.display())));
     }
     std::env::var(env)
-        .map(crate::config::Secret::new)
+        .map(crate::base::Secret::new)
         .map_err(|_| SourceError::Config(format!("${env} is not set (or use the *_file setting)")))
 }
 

@@ -16,7 +16,8 @@ use serde::Deserialize;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Problem};
+use crate::base::Problem;
+use crate::config::Config;
 use crate::pipeline::Pipeline;
 
 /// One configured source, tagged by `type` in TOML.

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::config::{Problem, Secret};
+use crate::base::{Problem, Secret};
 use crate::normalize::{Observation, RawOrder};
 use crate::records::OrderKind;
 use crate::sources::SourceContext;

@@ -1,0 +1,4 @@
+//! Commands that drive components once from the command line (rather than running as a service):
+//! `adpulse backfill`.
+
+pub mod backfill;

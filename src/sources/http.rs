@@ -300,8 +300,9 @@ pub struct DayDelivery {
     pub stored: usize,
 }
 
-/// Hand a batch to the pipeline one account day at a time, after summing rows that share a key.
-/// Returns per day how many rows there were and how many were stored; a day with fewer stored
+/// Hand a batch to the pipeline one account day at a time, after summing rows that share a key,
+/// and wait until every day's rows are durable. Returns per day how many rows there were and how
+/// many were stored; a day with fewer stored
 /// than rows had rows rejected (the pipeline logs each reason).
 pub async fn deliver(
     pipeline: &crate::pipeline::Pipeline,
@@ -314,10 +315,15 @@ pub async fn deliver(
     for o in merge_duplicates(batch) {
         by_day.entry(day_of(&o, tz, reporting)).or_default().push(o);
     }
-    let mut out = BTreeMap::new();
+    let mut tickets = Vec::with_capacity(by_day.len());
     for (day, obs) in by_day {
         let rows = obs.len();
-        let stored = pipeline.emit(source, obs, None).await?;
+        tickets.push((day, rows, pipeline.deliver(source, obs, None).await?));
+    }
+    // a day counts only once its rows are durable (QuestDB acknowledged or spool fsynced)
+    let mut out = BTreeMap::new();
+    for (day, rows, t) in tickets {
+        let stored = t.durable().await?;
         out.insert(day, DayDelivery { rows, stored });
     }
     Ok(out)

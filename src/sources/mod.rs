@@ -10,6 +10,7 @@ pub mod http;
 pub mod ledger;
 pub mod meta;
 pub mod shopify;
+pub mod utm;
 
 use serde::Deserialize;
 use std::sync::Arc;

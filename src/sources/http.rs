@@ -703,3 +703,107 @@ mod loop_tests {
         }
     }
 }
+
+/// The gap-fill promise: a source stopped for longer than its look-back window reads the whole
+/// gap when it starts again, and the ledger then holds every day of it as complete.
+#[cfg(test)]
+mod gap_tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+    use std::sync::{Arc, Mutex};
+
+    struct Recorder {
+        windows: Arc<Mutex<Vec<Window>>>,
+    }
+
+    impl PollSource for Recorder {
+        fn account_timezone(&self) -> Tz {
+            chrono_tz::UTC
+        }
+        async fn poll(&mut self, w: Window) -> Result<Vec<Observation>, SourceError> {
+            self.windows.lock().unwrap().push(w);
+            // one order per day of the window
+            Ok(w.days()
+                .map(|d| {
+                    Observation::Order(crate::normalize::RawOrder {
+                        ts: crate::normalize::day_start(d, chrono_tz::UTC) + CDuration::hours(12),
+                        event_id: format!("o{d}"),
+                        order_id: format!("#{d}"),
+                        kind: crate::records::OrderKind::Order,
+                        amount: dec!(100),
+                        currency: "INR".into(),
+                        customer_id: None,
+                        city: None,
+                        utm_source: None,
+                        utm_medium: None,
+                        utm_campaign: None,
+                        items: 1,
+                    })
+                })
+                .collect())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_restart_after_an_outage_longer_than_the_lookback_fills_the_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let cursors = Arc::new(crate::sources::cursor::CursorStore::new(dir.path()));
+        let today = Utc::now().date_naive();
+        // the source last synced 20 days ago; its look-back is 3 days
+        cursors
+            .update("shop", |c| {
+                c.synced_until = Some(today - CDuration::days(20))
+            })
+            .unwrap();
+        let pipeline = Arc::new(crate::pipeline::Pipeline::new(
+            crate::normalize::Normalizer::new(chrono_tz::UTC, "INR", Default::default()),
+            crate::state::Store::new(40),
+            None,
+            Arc::new(crate::telemetry::Telemetry::new()),
+        ));
+        let ctx = SourceContext {
+            name: "shop".into(),
+            pipeline,
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            cursors: cursors.clone(),
+        };
+        let windows: Arc<Mutex<Vec<Window>>> = Arc::default();
+        let stop = ctx.shutdown.clone();
+        let settings = LoopSettings {
+            interval: Duration::from_secs(3600),
+            lookback_days: 3,
+            wait: WaitPolicy::new(1, 10),
+        };
+        let task = tokio::spawn(run_polling(
+            Recorder {
+                windows: windows.clone(),
+            },
+            settings,
+            ctx,
+            "shopify",
+        ));
+        while windows.lock().unwrap().is_empty()
+            || cursors.get("shop").unwrap().synced_until != Some(today)
+        {
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop.cancel();
+        task.await.unwrap();
+        let first = windows.lock().unwrap()[0];
+        assert_eq!(
+            first,
+            Window {
+                since: today - CDuration::days(19),
+                until: today
+            },
+            "the first poll after the restart covers the whole gap, not only the look-back"
+        );
+        let ledger = Ledger::new(dir.path());
+        let days = ledger.days("shop").unwrap();
+        for d in each_day(today - CDuration::days(19), today) {
+            assert_eq!(days.get(&d), Some(&DayState::Complete), "{d}");
+        }
+        assert!(ledger.incomplete("shop").unwrap().is_empty());
+    }
+}

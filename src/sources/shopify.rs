@@ -271,7 +271,7 @@ pub fn parse_orders(body: &str) -> Result<OrdersPage, SourceError> {
             if src.is_none()
                 && let Some(lp) = &v.landing_page
             {
-                (src, med, camp) = crate::sources::csv_import::utm(lp);
+                (src, med, camp) = crate::sources::utm::utm(lp);
             }
             if src.is_none()
                 && let Some(r) = &v.referrer_url

@@ -175,7 +175,7 @@ fn main() -> anyhow::Result<()> {
             let cfg = adpulse::config::Config::load(cli.config.as_deref())?;
             cfg.validate()?;
             let s = runtime()?
-                .block_on(adpulse::sources::backfill::backfill(
+                .block_on(adpulse::commands::backfill::backfill(
                     &cfg,
                     &source,
                     from,

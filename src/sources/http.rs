@@ -171,7 +171,8 @@ pub async fn run_polling<S: PollSource>(
                 let n = obs.len();
                 match ctx.pipeline.emit(&ctx.name, obs, None).await {
                     Ok(_) => {
-                        stats.poll_ok(started.elapsed(), n, Some(Utc::now()));
+                        // data freshness comes from the records (Pipeline::emit), not the poll time
+                        stats.poll_ok(started.elapsed(), n, None);
                         if let Err(error) = ctx
                             .cursors
                             .update(&ctx.name, |c| c.synced_until = Some(window.until))

@@ -169,9 +169,10 @@ pub async fn run_polling<S: PollSource>(
         match source.poll(window).await {
             Ok(obs) => {
                 let n = obs.len();
-                match ctx.pipeline.emit(&ctx.name, obs, None).await {
+                // the cursor moves only once the rows are durable (QuestDB acked or spool fsynced)
+                match ctx.pipeline.emit_durable(&ctx.name, obs, None).await {
                     Ok(_) => {
-                        // data freshness comes from the records (Pipeline::emit), not the poll time
+                        // data freshness comes from the records (Pipeline::deliver), not the poll time
                         stats.poll_ok(started.elapsed(), n, None);
                         if let Err(error) = ctx
                             .cursors

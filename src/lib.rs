@@ -10,6 +10,7 @@ pub mod api;
 pub mod app;
 pub mod base;
 pub mod bench;
+pub mod commands;
 pub mod config;
 pub mod kpi;
 pub mod models;

@@ -1,3 +1,5 @@
-//! The binary's commands that are more than a call into one module.
+//! Commands that run once and exit (`adpulse import`, `adpulse backfill`, `adpulse user`): each
+//! drives the library the same way `adpulse run` does.
 
+pub mod import;
 pub mod user;

@@ -139,6 +139,7 @@ fn snapshot(history: &[Vec<Day>], upto: usize, base: NaiveDate) -> Snapshot {
                 spend_last_hour: Decimal::ZERO,
                 spend_baseline: None,
                 days,
+                rolling: vec![],
             }
         })
         .collect();

@@ -160,13 +160,23 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,questdb=warn".into()),
-        )
-        .with_target(false)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,questdb=warn".into());
+    // JSON on request (ADPULSE_LOG_FORMAT=json); otherwise plain text, with colours only on a
+    // terminal so log files carry no ANSI escapes
+    if std::env::var("ADPULSE_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json")) {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_target(false)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .init();
+    }
     match cli.command.unwrap_or(Command::Run) {
         Command::DefaultConfig => {
             print!("{}", adpulse::config::DEFAULT_CONFIG);
@@ -315,13 +325,15 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Metrics { campaigns, repeats }) => {
             let r = adpulse::bench::metrics(campaigns, repeats);
             println!(
-                "campaigns {}  series {}  snapshot {:.1} ms  render {:.1} ms  size {} bytes ({:.1} MiB)",
+                "campaigns {}  series {}  snapshot {:.1} ms  render {:.1} ms  gzip {:.1} ms  size {} bytes ({:.1} MiB, {:.1} MiB gzipped)",
                 r.campaigns,
                 r.series,
                 r.snapshot_ms,
                 r.render_ms,
+                r.gzip_ms,
                 r.bytes,
-                r.bytes as f64 / 1048576.0
+                r.bytes as f64 / 1048576.0,
+                r.gzip_bytes as f64 / 1048576.0
             );
             Ok(())
         }

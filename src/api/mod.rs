@@ -26,6 +26,8 @@ pub struct AppState {
     pub actions: Option<Arc<crate::actions::ActionEngine>>,
     /// The action center; `None`: not served.
     pub web: Option<crate::web::WebState>,
+    /// The KPI and model families, rendered once per snapshot (`None`: self-metrics only).
+    pub exposition: Option<Arc<crate::sinks::metrics::Exposition>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -76,22 +78,52 @@ fn api_limit(
     tower_governor::GovernorLayer::new(conf)
 }
 
-async fn metrics(State(st): State<AppState>) -> Response {
-    let families = st.telemetry.registry.gather();
-    let mut body = Vec::with_capacity(64 * 1024);
-    match TextEncoder::new().encode(&families, &mut body) {
-        Ok(()) => (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            body,
-        )
-            .into_response(),
-        Err(error) => {
-            tracing::error!(%error, "cannot encode /metrics");
-            (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
+/// The cached KPI/model body (rendered once per snapshot) followed by the self-metrics, which
+/// are small and gathered fresh; gzip when the scraper asks for it.
+async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    let rendered = match st.exposition.clone() {
+        // rendering is CPU work (tens of ms at 10,000 campaigns): keep it off the async workers
+        Some(e) => match tokio::task::spawn_blocking(move || e.current()).await {
+            Ok(r) => Some(r),
+            Err(error) => {
+                tracing::error!(%error, "cannot render /metrics");
+                return (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response();
+            }
+        },
+        None => None,
+    };
+    let mut own = Vec::with_capacity(16 * 1024);
+    if let Err(error) = TextEncoder::new().encode(&st.telemetry.registry.gather(), &mut own) {
+        tracing::error!(%error, "cannot encode /metrics");
+        return (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response();
+    }
+    let gzip = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(crate::sinks::metrics::accepts_gzip);
+    let content_type = (
+        header::CONTENT_TYPE,
+        "text/plain; version=0.0.4; charset=utf-8",
+    );
+    let vary = (header::VARY, "accept-encoding");
+    // two chunks, the cached one shared rather than copied (20 scrapers must not hold 20 copies)
+    let two = |a: bytes::Bytes, b: bytes::Bytes| {
+        axum::body::Body::from_stream(futures_util::stream::iter([
+            Ok::<_, std::convert::Infallible>(a),
+            Ok(b),
+        ]))
+    };
+    match (rendered, gzip) {
+        (Some(r), true) => {
+            let [head, rest] = r.gzip_with(&own);
+            (
+                [content_type, vary, (header::CONTENT_ENCODING, "gzip")],
+                two(head, rest),
+            )
+                .into_response()
         }
+        (Some(r), false) => ([content_type, vary], two(r.text.clone(), own.into())).into_response(),
+        (None, _) => ([content_type, vary], own).into_response(),
     }
 }
 

@@ -209,9 +209,18 @@ struct Tally {
 
 /// Wait until QuestDB holds as many rows as the reference in every table, then compare.
 async fn compare(q: &QuestDb, want: &BTreeMap<&'static str, Rows>, case: &str) -> Tally {
+    // a readiness wait, long enough for half a million rows replayed by a debug build on 2 cores
     for (table, rows) in want {
-        q.wait_for_count(&format!("SELECT count() FROM {table}"), rows.len() as f64)
-            .await;
+        let sql = format!("SELECT count() FROM {table}");
+        eventually(
+            &format!("{table} to hold {} rows", rows.len()),
+            Duration::from_secs(900),
+            || async {
+                let v = q.try_sql(&sql).await.ok()?;
+                (v["dataset"][0][0].as_u64()? as usize == rows.len()).then_some(())
+            },
+        )
+        .await;
     }
     let mut t = Tally::default();
     for (table, key_cols, sql) in QUERIES {

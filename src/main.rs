@@ -78,8 +78,9 @@ enum Command {
     },
     /// Forecast a `timestamp,value` CSV: point, 80% and 95% bands per future step (CSV out).
     Forecast {
-        #[arg(long)]
-        input: PathBuf,
+        /// A CSV file, or a folder of them; repeat for more (rows then start with `input`).
+        #[arg(long, required = true)]
+        input: Vec<PathBuf>,
         /// Steps ahead, in the series' own step (hours for hourly data).
         #[arg(long, default_value_t = 48)]
         horizon: usize,
@@ -87,8 +88,9 @@ enum Command {
     /// Score every row of a `timestamp,value` CSV as it would be streamed: expected band, score
     /// in [0,1] and anomaly flag (CSV out).
     Detect {
-        #[arg(long)]
-        input: PathBuf,
+        /// A CSV file, or a folder of them; repeat for more (rows then start with `input`).
+        #[arg(long, required = true)]
+        input: Vec<PathBuf>,
     },
     /// Print the held-out evaluations of the models.
     #[command(subcommand)]
@@ -179,7 +181,7 @@ fn main() -> anyhow::Result<()> {
             let cfg = adpulse::config::Config::load(cli.config.as_deref())?;
             cfg.validate()?;
             let s = runtime()?
-                .block_on(adpulse::sources::backfill::backfill(
+                .block_on(adpulse::commands::backfill::backfill(
                     &cfg,
                     &source,
                     from,

@@ -138,7 +138,6 @@ fn snapshot(history: &[Vec<Day>], upto: usize, base: NaiveDate) -> Snapshot {
                 window_orders: 0,
                 spend_last_hour: Decimal::ZERO,
                 spend_baseline: None,
-                rolling: vec![],
                 days,
                 rolling: vec![],
             }

@@ -333,3 +333,36 @@ pub(super) async fn openapi() -> Response {
 /// The OpenAPI 3.1 description of `/api/v1` (hand-written; `tests/actions_api.rs` checks it
 /// names every route the router serves).
 pub const OPENAPI: &str = include_str!("openapi.json");
+
+#[cfg(test)]
+mod fuzz {
+    //! Bounded fuzzing of the request parsing (issue 9, item 10): arbitrary bodies, headers and
+    //! ids never panic; they parse or answer a client error.
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        #[test]
+        fn bodies_parse_or_are_refused_never_panic(body in prop::collection::vec(any::<u8>(), 0..512)) {
+            let b = Bytes::from(body);
+            let _ = parse::<Decision>(&b);
+            let _ = parse::<KillRequest>(&b);
+            let _ = serde_json::from_slice::<AlertmanagerPayload>(&b);
+            let _ = crate::web::parse_form_for_fuzz(&b);
+        }
+
+        #[test]
+        fn bearer_and_actor_names_are_bounded(h in ".{0,300}", by in ".{0,300}") {
+            let mut headers = HeaderMap::new();
+            if let Ok(v) = header::HeaderValue::from_str(&h) {
+                headers.insert(header::AUTHORIZATION, v);
+            }
+            let _ = bearer(&headers);
+            let a = actor_name("write_token", Some(&by));
+            prop_assert!(a.chars().count() <= "write_token:".len() + 64);
+            prop_assert!(!a.chars().any(char::is_control), "{a:?}");
+        }
+    }
+}

@@ -91,6 +91,12 @@ pub fn router(state: WebState) -> Router {
         .with_state(state)
 }
 
+/// The action center's form parser, for the API fuzz harness: (fields parsed).
+#[doc(hidden)]
+pub fn parse_form_for_fuzz(body: &[u8]) -> usize {
+    session::FormData::parse(body).count()
+}
+
 const HTMX: &[u8] = include_bytes!("assets/htmx.min.js");
 const CSS: &[u8] = include_bytes!("assets/app.css");
 

@@ -413,6 +413,7 @@ struct KillRow {
 
 struct KillResult {
     campaign_id: String,
+    name: String,
     result: String,
     detail: String,
 }
@@ -613,6 +614,12 @@ pub(super) async fn kill(State(st): State<WebState>, p: Posted) -> Response {
         results: out
             .into_iter()
             .map(|(k, o)| KillResult {
+                name: snap
+                    .campaigns
+                    .iter()
+                    .find(|c| c.key == k)
+                    .map(|c| c.name.clone())
+                    .unwrap_or_default(),
                 campaign_id: k.campaign_id,
                 result: o.result.as_str().replace('_', " "),
                 detail: outcome_text(&Some(o)),
@@ -791,6 +798,7 @@ pub(super) async fn apply_reallocation(State(st): State<WebState>, p: Posted) ->
             let results = out
                 .into_iter()
                 .map(|(k, kind, o)| KillResult {
+                    name: String::new(),
                     campaign_id: k.campaign_id,
                     result: format!("{}: {}", kind.as_str().replace('_', " "), o.result.as_str()),
                     detail: outcome_text(&Some(o)),

@@ -206,6 +206,10 @@ impl FormData {
         )
     }
 
+    pub fn count(&self) -> usize {
+        self.0.len()
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
@@ -337,6 +341,10 @@ pub(super) async fn login_page(
     let message = match q.why.as_deref() {
         Some("expired") => Some("Your session expired: sign in again.".to_string()),
         Some("out") => Some("Signed out.".to_string()),
+        Some("signin") => Some(format!(
+            "Sign in to continue (a session ends after {} minutes without activity).",
+            st.cfg.session_idle_secs.div_ceil(60)
+        )),
         _ => None,
     };
     let no_users = st.users.list().map(|u| u.is_empty()).unwrap_or(false);

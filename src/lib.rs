@@ -8,6 +8,7 @@
 pub mod actions;
 pub mod api;
 pub mod app;
+pub mod attribution;
 pub mod base;
 pub mod bench;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod kpi;
 pub mod models;
 pub mod normalize;
 pub mod pipeline;
+pub mod profit;
 pub mod records;
 pub mod sinks;
 pub mod sources;

@@ -117,6 +117,53 @@ pub fn loss_rate_per_hour(window: &Totals, hours: u32, margin: Margin) -> Option
     Some(-window.profit(margin) / Decimal::from(hours))
 }
 
+/// A trailing window of whole hour buckets ending with the current (partial) one: the bucket
+/// starting `hours - 1` hours before the current hour's start, through now. The same definition
+/// runs in SQL as `ts >= dateadd('h', -(hours - 1), <current hour start>)` (docs/metrics.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// The `window` label value.
+    pub label: &'static str,
+    /// Length in hour buckets.
+    pub hours: u32,
+}
+
+impl Window {
+    /// Start (unix seconds) of the oldest hour bucket in the window, given the current hour's.
+    pub fn start(&self, current_hour_start: i64) -> i64 {
+        current_hour_start - 3600 * (i64::from(self.hours) - 1)
+    }
+}
+
+/// Whole-business rolling windows shown in `/metrics` (`"10d"` is the seed's 10-day view).
+pub const TOTAL_WINDOWS: [Window; 4] = [
+    Window {
+        label: "24h",
+        hours: 24,
+    },
+    Window {
+        label: "7d",
+        hours: 7 * 24,
+    },
+    Window {
+        label: "10d",
+        hours: 10 * 24,
+    },
+    Window {
+        label: "30d",
+        hours: 30 * 24,
+    },
+];
+
+/// Per-campaign rolling windows (the first two of [`TOTAL_WINDOWS`]: a label set per campaign
+/// and window costs series).
+pub const CAMPAIGN_WINDOWS: [Window; 2] = [TOTAL_WINDOWS[0], TOTAL_WINDOWS[1]];
+
+/// Loss over a window: `spend − revenue × margin` (= −profit; positive means losing money).
+pub fn loss(window: &Totals, margin: Margin) -> Decimal {
+    -window.profit(margin)
+}
+
 /// Stage conversion: `count / previous`, `None` when the previous stage is zero.
 pub fn stage_ratio(count: u64, previous: u64) -> Option<f64> {
     ratio_f(count as f64, previous as f64)

@@ -11,6 +11,7 @@ pub mod app;
 pub mod attribution;
 pub mod base;
 pub mod bench;
+pub mod commands;
 pub mod config;
 pub mod kpi;
 pub mod models;

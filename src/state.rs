@@ -7,7 +7,7 @@ use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, HashMap};
 
-use crate::kpi::{Margin, Totals, loss_rate_per_hour};
+use crate::kpi::{CAMPAIGN_WINDOWS, Margin, TOTAL_WINDOWS, Totals, Window, loss_rate_per_hour};
 use crate::normalize::hour_floor;
 use crate::records::{Bucket, CampaignKey, FUNNEL_STAGES, OrderKind, Record};
 
@@ -205,6 +205,34 @@ impl Store {
         let loss_from = cur_hour - 3600 * i64::from(s.loss_rate_window_hours);
         let track_from = cur_hour - 3600 * i64::from(s.tracking_window_hours);
         let last_hour = cur_hour - 3600;
+        let today_start = crate::normalize::day_start(today, s.tz).timestamp();
+        let tomorrow_start =
+            crate::normalize::day_start(today + chrono::Days::new(1), s.tz).timestamp();
+        // Rolling windows the kept history covers (a longer one would be missing data).
+        let total_windows: Vec<Window> = TOTAL_WINDOWS
+            .into_iter()
+            .filter(|w| self.retention >= Duration::hours(i64::from(w.hours)))
+            .collect();
+        let camp_windows: Vec<Window> = CAMPAIGN_WINDOWS
+            .into_iter()
+            .filter(|w| self.retention >= Duration::hours(i64::from(w.hours)))
+            .collect();
+        let oldest_window = total_windows
+            .iter()
+            .map(|w| w.start(cur_hour))
+            .min()
+            .unwrap_or(cur_hour);
+        let mut total_rolling: Vec<Rolling> = total_windows
+            .iter()
+            .map(|&window| Rolling {
+                window,
+                totals: Totals::default(),
+                orders: 0,
+            })
+            .collect();
+        // per UTM campaign: (revenue, orders) per campaign window
+        let mut rev_rolling: HashMap<&str, [(Decimal, u64); CAMPAIGN_WINDOWS.len()]> =
+            HashMap::new();
 
         // Shop revenue: today, by UTM campaign; and in the windows.
         let mut total = TotalView::default();
@@ -221,12 +249,29 @@ impl Store {
         }
         for ((ts, _), o) in self.orders.range(
             (
-                DateTime::<Utc>::from_timestamp(track_from.min(loss_from), 0).unwrap_or(now)
+                DateTime::<Utc>::from_timestamp(track_from.min(loss_from).min(oldest_window), 0)
+                    .unwrap_or(now)
                     - Duration::days(1),
                 String::new(),
             )..,
         ) {
             let t = ts.timestamp();
+            let is_order = o.kind == OrderKind::Order;
+            for r in total_rolling.iter_mut() {
+                if t >= r.window.start(cur_hour) && *ts <= now {
+                    r.totals.revenue += o.amount;
+                    r.orders += u64::from(is_order);
+                }
+            }
+            if let Some(u) = &o.utm_campaign {
+                for (i, w) in camp_windows.iter().enumerate() {
+                    if t >= w.start(cur_hour) && *ts <= now {
+                        let e = &mut rev_rolling.entry(u.as_str()).or_default()[i];
+                        e.0 += o.amount;
+                        e.1 += u64::from(is_order);
+                    }
+                }
+            }
             if o.day == today {
                 total.today.revenue += o.amount;
                 match o.kind {
@@ -267,11 +312,28 @@ impl Store {
             let mut track_w = Totals::default();
             let mut spend_last_hour = Decimal::ZERO;
             let day_start_guess = cur_hour - 26 * 3600;
-            let lo = day_start_guess.min(loss_from).min(track_from);
+            let mut rolling: Vec<Rolling> = camp_windows
+                .iter()
+                .map(|&window| Rolling {
+                    window,
+                    totals: Totals::default(),
+                    orders: 0,
+                })
+                .collect();
+            let lo = day_start_guess
+                .min(loss_from)
+                .min(track_from)
+                .min(oldest_window);
             for (&t, c) in h.hours.range(lo..) {
-                let day = DateTime::<Utc>::from_timestamp(t, 0)
-                    .map(|d| d.with_timezone(&s.tz).date_naive());
-                if day == Some(today) {
+                let cell = c.totals();
+                if t <= cur_hour {
+                    for r in total_rolling.iter_mut().chain(rolling.iter_mut()) {
+                        if t >= r.window.start(cur_hour) {
+                            r.totals += cell;
+                        }
+                    }
+                }
+                if t >= today_start && t < tomorrow_start {
                     today_t += c.totals();
                     any_hour_today = true;
                 }
@@ -296,6 +358,15 @@ impl Store {
                     .unwrap_or_default()
             });
             today_t.revenue = attributed(&rev_today, key, &h.name);
+            if let Some(rv) = rev_rolling
+                .get(key.campaign_id.as_str())
+                .or_else(|| rev_rolling.get(h.name.as_str()))
+            {
+                for (r, (rev, n)) in rolling.iter_mut().zip(rv) {
+                    r.totals.revenue = *rev;
+                    r.orders = *n;
+                }
+            }
             loss_w.revenue = attributed(&rev_loss_window, key, &h.name);
             let window_orders = orders_track_window
                 .get(key.campaign_id.as_str())
@@ -332,6 +403,7 @@ impl Store {
                 spend_last_hour,
                 spend_baseline,
                 days,
+                rolling,
             });
         }
         campaigns.sort_by(|a, b| a.key.cmp(&b.key));
@@ -342,6 +414,7 @@ impl Store {
         total_loss_window.revenue = total_rev_loss_window;
         total.loss_rate_per_hour =
             loss_rate_per_hour(&total_loss_window, s.loss_rate_window_hours, s.margin);
+        total.rolling = total_rolling;
 
         let mut funnel_counts: BTreeMap<&str, u64> = BTreeMap::new();
         for ((_, bucket, stage, _, _), (day, count)) in &self.funnel {
@@ -422,6 +495,17 @@ pub struct CampaignView {
     /// last when it has data; `revenue` is shop revenue attributed by UTM. For rules that look
     /// at several days.
     pub days: Vec<(NaiveDate, Totals)>,
+    /// Trailing windows of [`CAMPAIGN_WINDOWS`] the kept history covers; `revenue` and `orders`
+    /// attributed by UTM.
+    pub rolling: Vec<Rolling>,
+}
+
+/// Totals over one trailing [`Window`], with the shop orders (refunds not counted) in it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rolling {
+    pub window: Window,
+    pub totals: Totals,
+    pub orders: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -438,6 +522,9 @@ pub struct TotalView {
     pub loss_rate_per_hour: Option<Decimal>,
     pub orders: u64,
     pub refunds: Decimal,
+    /// Trailing windows of [`TOTAL_WINDOWS`] the kept history covers; `revenue` is all shop
+    /// revenue, net of refunds.
+    pub rolling: Vec<Rolling>,
 }
 
 /// Everything `/metrics` shows, computed at one instant.

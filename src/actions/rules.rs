@@ -511,6 +511,7 @@ mod tests {
             spend_last_hour: Decimal::ZERO,
             spend_baseline: None,
             days,
+            rolling: vec![],
         }
     }
 

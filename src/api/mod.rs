@@ -65,6 +65,9 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// Ready when QuestDB takes rows. Rows QuestDB refused are reported apart (`rejected_rows`, with
+/// the newest reason): they are in the dead-letter file, and do not make adpulse unready, since
+/// every other row is still written.
 async fn readyz(State(st): State<AppState>) -> Response {
     match &st.sink_health {
         Some(h) if !h.is_up() => {
@@ -73,9 +76,20 @@ async fn readyz(State(st): State<AppState>) -> Response {
                 "questdb": "down",
                 "reason": h.last_error().unwrap_or_else(|| "no successful write yet".into()),
                 "spool_full": h.spool_full(),
+                "rejected_rows": h.rejected_rows(),
+                "last_rejection": h.last_rejection(),
             });
             (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
         }
-        _ => axum::Json(serde_json::json!({"ready": true, "questdb": if st.sink_health.is_some() {"up"} else {"disabled"}})).into_response(),
+        Some(h) => axum::Json(serde_json::json!({
+            "ready": true,
+            "questdb": "up",
+            "rejected_rows": h.rejected_rows(),
+            "last_rejection": h.last_rejection(),
+        }))
+        .into_response(),
+        None => {
+            axum::Json(serde_json::json!({"ready": true, "questdb": "disabled"})).into_response()
+        }
     }
 }

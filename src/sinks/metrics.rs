@@ -150,6 +150,12 @@ impl KpiCollector {
         ] {
             names.push(n.to_string());
         }
+        for (n, _, _) in TOTAL_ROLLING {
+            names.push(rolling_name("total", n));
+        }
+        for (n, _, _) in CAMPAIGN_ROLLING {
+            names.push(rolling_name("campaign", n));
+        }
         let descs = names
             .iter()
             .filter_map(|n| {
@@ -340,6 +346,7 @@ pub fn families(s: &Snapshot) -> Vec<MetricFamily> {
             );
         }
     }
+    out.extend(rolling_families(s).into_iter().map(Family::finish));
     let mut at = Family::new(
         "adpulse_snapshot_timestamp_seconds",
         "Collector clock of the KPIs shown (the simulated clock in the demo)",
@@ -353,6 +360,160 @@ pub fn families(s: &Snapshot) -> Vec<MetricFamily> {
     }
     out.retain(|f| !f.get_metric().is_empty());
     out
+}
+
+/// Whole-business rolling-window families: (name suffix, help, is money).
+const TOTAL_ROLLING: &[(&str, &str, bool)] = &[
+    ("spend", "Spend over the trailing window", true),
+    (
+        "revenue",
+        "Shop revenue (net of refunds) over the trailing window",
+        true,
+    ),
+    (
+        "profit",
+        "Revenue x margin - spend over the trailing window",
+        true,
+    ),
+    (
+        "conversion_value",
+        "Platform-attributed conversion value over the trailing window",
+        true,
+    ),
+    (
+        "conversions",
+        "Platform conversions over the trailing window",
+        false,
+    ),
+    ("clicks", "Clicks over the trailing window", false),
+    ("impressions", "Impressions over the trailing window", false),
+    (
+        "orders",
+        "Shop orders (refunds not counted) over the trailing window",
+        false,
+    ),
+    (
+        "roi",
+        "(Revenue x margin - spend) / spend over the trailing window",
+        false,
+    ),
+    (
+        "roas",
+        "Conversion value / spend over the trailing window",
+        false,
+    ),
+    ("cpa", "Spend / conversions over the trailing window", true),
+    (
+        "conversion_rate",
+        "Conversions / clicks over the trailing window",
+        false,
+    ),
+    (
+        "loss",
+        "Spend - revenue x margin over the trailing window (positive: losing money)",
+        true,
+    ),
+];
+
+/// Per-campaign rolling-window families (money ones carry the currency).
+const CAMPAIGN_ROLLING: &[(&str, &str, bool)] = &[
+    ("spend", "Spend over the trailing window", true),
+    (
+        "revenue",
+        "Shop revenue attributed by UTM over the trailing window",
+        true,
+    ),
+    (
+        "profit",
+        "Revenue x margin - spend over the trailing window",
+        true,
+    ),
+    (
+        "conversions",
+        "Platform conversions over the trailing window",
+        false,
+    ),
+    ("clicks", "Clicks over the trailing window", false),
+    (
+        "orders",
+        "Shop orders attributed by UTM over the trailing window",
+        false,
+    ),
+];
+
+/// Name of a rolling family: `_ratio` stays the last suffix (Prometheus convention).
+fn rolling_name(scope: &str, n: &str) -> String {
+    if n == "conversion_rate" {
+        format!("adpulse_{scope}_{n}_rolling_ratio")
+    } else {
+        format!("adpulse_{scope}_{n}_rolling")
+    }
+}
+
+fn rolling_families(s: &Snapshot) -> Vec<Family> {
+    let cur = s.currency.as_str();
+    let m = s.margin;
+    let mut total: Vec<Family> = TOTAL_ROLLING
+        .iter()
+        .map(|(n, help, _)| Family::new(rolling_name("total", n), help))
+        .collect();
+    for r in &s.total.rolling {
+        let t = &r.totals;
+        let vals = [
+            Some(to_f64(t.spend)),
+            Some(to_f64(t.revenue)),
+            Some(to_f64(t.profit(m))),
+            Some(to_f64(t.conversion_value)),
+            Some(t.conversions),
+            Some(t.clicks as f64),
+            Some(t.impressions as f64),
+            Some(r.orders as f64),
+            t.roi(m),
+            t.roas(),
+            t.cpa().map(to_f64),
+            t.cr(),
+            Some(to_f64(crate::kpi::loss(t, m))),
+        ];
+        let w = r.window.label;
+        for ((f, (_, _, money)), v) in total.iter_mut().zip(TOTAL_ROLLING).zip(vals) {
+            if *money {
+                f.opt(&[("window", w), ("currency", cur)], v);
+            } else {
+                f.opt(&[("window", w)], v);
+            }
+        }
+    }
+    let mut camp: Vec<Family> = CAMPAIGN_ROLLING
+        .iter()
+        .map(|(n, help, _)| Family::new(rolling_name("campaign", n), help))
+        .collect();
+    for c in &s.campaigns {
+        let l = campaign_labels(&c.key, &c.name);
+        for r in &c.rolling {
+            let t = &r.totals;
+            let w = r.window.label;
+            let vals = [
+                to_f64(t.spend),
+                to_f64(t.revenue),
+                to_f64(t.profit(m)),
+                t.conversions,
+                t.clicks as f64,
+                r.orders as f64,
+            ];
+            for ((f, (_, _, money)), v) in camp.iter_mut().zip(CAMPAIGN_ROLLING).zip(vals) {
+                if *money {
+                    f.push(
+                        &[l[0], l[1], l[2], l[3], ("window", w), ("currency", cur)],
+                        v,
+                    );
+                } else {
+                    f.push(&[l[0], l[1], l[2], l[3], ("window", w)], v);
+                }
+            }
+        }
+    }
+    total.extend(camp);
+    total
 }
 
 impl Collector for KpiCollector {

@@ -14,7 +14,7 @@ use std::ops::AddAssign;
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentFees {
-    /// Share of net revenue, e.g. 0.02 for 2%.
+    /// Share of net sales, e.g. 0.02 for 2%.
     pub percent_of_revenue: Decimal,
     /// Fixed fee per order, in the reporting currency.
     pub fixed_per_order: Decimal,
@@ -30,9 +30,9 @@ impl Default for PaymentFees {
 }
 
 impl PaymentFees {
-    /// Fees on `orders` orders worth `net_revenue` in total.
-    pub fn on(&self, net_revenue: Decimal, orders: u64) -> Decimal {
-        net_revenue * self.percent_of_revenue + self.fixed_per_order * Decimal::from(orders)
+    /// Fees on `orders` orders with `net_sales` in total.
+    pub fn on(&self, net_sales: Decimal, orders: u64) -> Decimal {
+        net_sales * self.percent_of_revenue + self.fixed_per_order * Decimal::from(orders)
     }
 }
 

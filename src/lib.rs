@@ -8,6 +8,7 @@
 pub mod actions;
 pub mod api;
 pub mod app;
+pub mod attribution;
 pub mod base;
 pub mod bench;
 pub mod commands;
@@ -17,6 +18,7 @@ pub mod models;
 pub mod normalize;
 pub mod pipeline;
 pub mod platforms;
+pub mod profit;
 pub mod records;
 pub mod sinks;
 pub mod sources;

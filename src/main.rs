@@ -149,6 +149,14 @@ enum EvalCommand {
     },
     /// Campaign score and conversion probability.
     Scoring,
+    /// BG/NBD + Gamma-Gamma CLV fitted on CDNOW (39 weeks calibration, 39 holdout) next to the
+    /// published figures, and on UCI Online Retail.
+    Clv {
+        #[arg(long, default_value = "datasets/cdnow/CDNOW_sample.txt")]
+        cdnow: PathBuf,
+        #[arg(long, default_value = "datasets/online-retail/invoices.csv")]
+        orders: PathBuf,
+    },
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -292,6 +300,9 @@ fn main() -> anyhow::Result<()> {
                     adpulse::models::cli::segments_report(&orders, &mut out)?
                 }
                 EvalCommand::Scoring => adpulse::models::cli::scoring_report(&mut out)?,
+                EvalCommand::Clv { cdnow, orders } => {
+                    adpulse::profit::eval::report(&cdnow, &orders, &mut out)?
+                }
             }
             Ok(())
         }

@@ -217,7 +217,12 @@ fn expected(cfg: &Config) -> (usize, usize, usize, Decimal, usize) {
             }
             Record::Orders(_) => o += 1,
             Record::Funnel(_) => f += 1,
-            Record::Forecasts(_) | Record::Anomalies(_) | Record::Actions(_) => {
+            Record::Forecasts(_)
+            | Record::Anomalies(_)
+            | Record::Actions(_)
+            | Record::OrderLines(_)
+            | Record::Touchpoints(_)
+            | Record::Attribution(_) => {
                 unreachable!("normalize never yields model rows")
             }
         }

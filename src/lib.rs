@@ -16,6 +16,7 @@ pub mod kpi;
 pub mod models;
 pub mod normalize;
 pub mod pipeline;
+pub mod platforms;
 pub mod records;
 pub mod sinks;
 pub mod sources;

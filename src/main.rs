@@ -98,6 +98,10 @@ enum Command {
     /// Measurements for docs/benchmarks.md.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Add, change or remove people of the action center (the users file,
+    /// `actions.web.users_file`).
+    #[command(subcommand)]
+    User(adpulse::commands::user::UserCommand),
     /// Exit 0 if URL answers 2xx (the container health check; no curl in the image).
     Probe {
         /// e.g. http://127.0.0.1:9464/healthz
@@ -177,7 +181,7 @@ fn main() -> anyhow::Result<()> {
             let cfg = adpulse::config::Config::load(cli.config.as_deref())?;
             cfg.validate()?;
             let s = runtime()?
-                .block_on(adpulse::sources::backfill::backfill(
+                .block_on(adpulse::commands::backfill::backfill(
                     &cfg,
                     &source,
                     from,
@@ -338,6 +342,16 @@ fn main() -> anyhow::Result<()> {
                 })
                 .with_context(|| format!("{url} did not answer"))?;
             anyhow::ensure!(status.is_success(), "{url} answered {status}");
+            Ok(())
+        }
+        Command::User(cmd) => {
+            let cfg = adpulse::config::Config::load(cli.config.as_deref())?;
+            adpulse::commands::user::run(
+                &cmd,
+                &cfg.actions.web.users_file,
+                &mut std::io::stdin().lock(),
+                &mut std::io::stdout(),
+            )?;
             Ok(())
         }
         Command::CheckConfig => {

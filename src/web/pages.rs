@@ -41,60 +41,37 @@ fn action_error(e: crate::actions::engine::ActionError) -> Response {
 
 // ---------------------------------------------------------------- Now
 
-/// Whole-business figures over a trailing window, read from the `/metrics` rolling-window
-/// gauges when present (one definition), else summed from the campaigns' daily history with
-/// the same `kpi` functions.
+/// Whole-business figures over a trailing window: the snapshot's rolling window (the same
+/// numbers `/metrics` shows as `adpulse_total_*_rolling`), `None` when the kept history is
+/// shorter than the window.
 struct Window {
     spend: Decimal,
     revenue: Decimal,
     loss: Decimal,
     roi: Option<f64>,
-    source: &'static str,
 }
 
-fn gauge(st: &WebState, name: &str, window: &str) -> Option<f64> {
-    st.telemetry
-        .registry
-        .gather()
+fn rolling(snap: &Snapshot, label: &str) -> Option<Window> {
+    let r = snap
+        .total
+        .rolling
         .iter()
-        .find(|f| f.name() == name)?
-        .get_metric()
-        .iter()
-        .find(|m| {
-            m.get_label()
-                .iter()
-                .any(|l| l.name() == "window" && l.value() == window)
-        })
-        .map(|m| m.get_gauge().get_value())
+        .find(|r| r.window.label == label)?;
+    Some(Window {
+        spend: r.totals.spend,
+        revenue: r.totals.revenue,
+        loss: crate::kpi::loss(&r.totals, snap.margin),
+        roi: r.totals.roi(snap.margin),
+    })
 }
 
-fn rolling(st: &WebState, snap: &Snapshot, days: u32, window: &str) -> Window {
-    let dec = |x: f64| Decimal::from_f64(x).unwrap_or_default().round_dp(2);
-    if let (Some(spend), Some(revenue)) = (
-        gauge(st, "adpulse_total_spend_rolling", window),
-        gauge(st, "adpulse_total_revenue_rolling", window),
-    ) {
-        let loss =
-            gauge(st, "adpulse_total_loss_rolling", window).map_or(dec(spend - revenue), dec);
-        return Window {
-            spend: dec(spend),
-            revenue: dec(revenue),
-            loss,
-            roi: gauge(st, "adpulse_total_roi_rolling", window),
-            source: "whole business (shop revenue), from /metrics",
-        };
-    }
-    let mut t = Totals::default();
-    for c in &snap.campaigns {
-        t += rules::window(c, snap.day, days);
-    }
-    Window {
-        spend: t.spend,
-        revenue: t.revenue,
-        loss: -t.profit(snap.margin),
-        roi: t.roi(snap.margin),
-        source: "campaign-attributed revenue (the whole-business window is not in /metrics yet)",
-    }
+/// A campaign's last 7 days: its rolling window, else its daily history.
+fn last_7d(c: &CampaignView, snap: &Snapshot) -> Totals {
+    c.rolling
+        .iter()
+        .find(|r| r.window.label == "7d")
+        .map(|r| r.totals)
+        .unwrap_or_else(|| rules::window(c, snap.day, 7))
 }
 
 struct LosingRow {
@@ -140,10 +117,11 @@ pub(super) async fn now(State(st): State<WebState>, v: Viewer) -> Response {
     let snap = st.engine.snapshot();
     let m = snap.margin;
     let today = &snap.total.today;
-    let w = rolling(&st, &snap, 10, "10d");
+    let w = rolling(&snap, "10d");
     let roi_today = today.roi(m);
     let target = snap.roi_target;
-    let gap = match (w.roi, target) {
+    let w_roi = w.as_ref().and_then(|w| w.roi);
+    let gap = match (w_roi, target) {
         (Some(r), Some(t)) => Some(r - t),
         _ => None,
     };
@@ -152,8 +130,8 @@ pub(super) async fn now(State(st): State<WebState>, v: Viewer) -> Response {
         .campaigns
         .iter()
         .filter_map(|c| {
-            let w7 = rules::window(c, snap.day, 7);
-            let loss = -w7.profit(m);
+            let w7 = last_7d(c, &snap);
+            let loss = crate::kpi::loss(&w7, m);
             (loss > Decimal::ZERO).then(|| {
                 (
                     loss,
@@ -189,11 +167,15 @@ pub(super) async fn now(State(st): State<WebState>, v: Viewer) -> Response {
         spend_today: inr(today.spend),
         revenue_today: inr(today.revenue),
         roi_today: pct(roi_today),
-        loss_10d: inr(w.loss),
-        spend_10d: inr(w.spend),
-        revenue_10d: inr(w.revenue),
-        roi_10d: pct(w.roi),
-        window_source: w.source,
+        loss_10d: w.as_ref().map_or("—".into(), |w| inr(w.loss)),
+        spend_10d: w.as_ref().map_or("—".into(), |w| inr(w.spend)),
+        revenue_10d: w.as_ref().map_or("—".into(), |w| inr(w.revenue)),
+        roi_10d: pct(w_roi),
+        window_source: if w.is_some() {
+            "whole business: ad spend against all shop revenue, trailing 240 hours"
+        } else {
+            "not yet: adpulse holds less than 10 days of history"
+        },
         target: pct(target),
         gap: gap.map_or("—".into(), |g| pct(Some(g))),
         behind: gap.is_some_and(|g| g < 0.0),
@@ -241,7 +223,7 @@ fn effect(r: &Recommendation, snap: &Snapshot) -> String {
     let Some(c) = snap.campaigns.iter().find(|c| c.key == r.key()) else {
         return "—".into();
     };
-    let w = rules::window(c, snap.day, 7);
+    let w = last_7d(c, snap);
     let daily = w.profit(snap.margin) / Decimal::from(7);
     let v = match r.kind {
         ActionKind::Pause => -daily,
@@ -1064,7 +1046,7 @@ pub(super) async fn campaign_page(
         *r.status_mut() = StatusCode::NOT_FOUND;
         return r;
     };
-    let w7 = rules::window(c, snap.day, 7);
+    let w7 = last_7d(c, &snap);
     let days = c
         .days
         .iter()
@@ -1092,7 +1074,7 @@ pub(super) async fn campaign_page(
         revenue_today: inr(c.today.revenue),
         roi_today: pct(c.today.roi(m)),
         roi_7d: pct(w7.roi(m)),
-        loss_7d: inr(-w7.profit(m)),
+        loss_7d: inr(crate::kpi::loss(&w7, m)),
         days,
         recs,
         audit: audit.iter().map(audit_view).collect(),

@@ -140,6 +140,7 @@ fn snapshot(history: &[Vec<Day>], upto: usize, base: NaiveDate) -> Snapshot {
                 spend_baseline: None,
                 rolling: vec![],
                 days,
+                rolling: vec![],
             }
         })
         .collect();

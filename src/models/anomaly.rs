@@ -565,21 +565,18 @@ pub fn alerts_at(
         .collect()
 }
 
-/// Settings of the tracking-break rule.
+/// Settings of the tracking-break test.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrackingBreakConfig {
-    /// Consecutive hours with zero conversions before the rule fires.
+    /// Consecutive hours with zero conversions (and clicks) before the test may fire.
     pub zero_hours: usize,
     /// Clicks over those hours must be at least this fraction of the baseline clicks for the same
-    /// number of hours (0.5 = 50%).
+    /// number of hours (0.5 = 50%): a traffic drop is not a tracking break.
     pub min_click_ratio: f64,
     /// Hours of history (before the zero run) that form the baseline.
     pub baseline_hours: usize,
-    /// Conversions the baseline must contain for the campaign to count as one that converts.
-    pub min_baseline_conversions: f64,
-    /// The baseline's expected conversions over the zero run must be at least this, so a
-    /// campaign that converts once a week is not flagged after a quiet afternoon.
-    pub min_expected_conversions: f64,
+    /// The test fires when the probability of what was seen, if tracking worked, is at most this.
+    pub max_p: f64,
 }
 
 impl Default for TrackingBreakConfig {
@@ -587,64 +584,106 @@ impl Default for TrackingBreakConfig {
         TrackingBreakConfig {
             zero_hours: 6,
             min_click_ratio: 0.5,
-            baseline_hours: 7 * 24,
-            min_baseline_conversions: 5.0,
-            min_expected_conversions: 3.0,
+            baseline_hours: 10 * 24,
+            max_p: 0.01,
         }
     }
 }
 
-/// State of the tracking-break rule after one hour.
+/// Why the tracking-break test fired (or would fire first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrackingReason {
+    /// Not flagged.
+    None,
+    /// Zero conversions over the run's clicks is too unlikely at the campaign's own rate.
+    ZeroConversions,
+    /// The shop recorded orders attributed to the campaign that the platform did not count.
+    UnmatchedOrders,
+}
+
+impl TrackingReason {
+    /// Lower-case name for QuestDB and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            TrackingReason::None => "none",
+            TrackingReason::ZeroConversions => "zero_conversions",
+            TrackingReason::UnmatchedOrders => "unmatched_shop_orders",
+        }
+    }
+}
+
+/// State of the tracking-break test after one hour.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TrackingStatus {
     /// Hours in a row with zero conversions (and clicks).
     pub zero_hours: usize,
     /// Clicks in the zero run divided by baseline clicks for as many hours (NaN without baseline).
     pub click_ratio: f64,
-    /// Conversions the baseline rate predicts for the zero run.
+    /// Conversions the baseline rate predicts for the zero run's clicks.
     pub expected_conversions: f64,
-    /// Probability of seeing zero conversions in the run if tracking worked (Poisson); the
-    /// score is `1 - p`.
+    /// Probability of zero conversions in the run if tracking worked: the negative-binomial
+    /// predictive `(C / (C + c))^K` of a Poisson rate per click with the baseline's K conversions
+    /// over C clicks (Gamma posterior), so a campaign with 3 conversions is judged on its own
+    /// uncertain rate instead of being skipped.
     pub p_zero: f64,
-    /// True when the rule fires.
+    /// Shop orders attributed to the campaign during the run (platform counted none).
+    pub unmatched_orders: f64,
+    /// Probability of the platform missing all of them if tracking worked: `(1 - q)^S` with `q`
+    /// the baseline's share of shop orders the platform counted (Beta(1, 1) prior).
+    pub p_orders: f64,
+    /// Why it fired.
+    pub reason: TrackingReason,
+    /// True when the test fires.
     pub broken: bool,
 }
 
-/// Streaming detector for broken conversion tracking: clicks continue while conversions fall to
-/// zero. Feed one hour at a time with [`TrackingBreak::update`].
+/// Streaming test for broken conversion tracking at low volume. Feed one hour at a time.
 #[derive(Debug, Clone)]
 pub struct TrackingBreak {
     cfg: TrackingBreakConfig,
-    /// (clicks, conversions) of the baseline hours, oldest first.
-    baseline: VecDeque<(f64, f64)>,
-    /// Clicks of the current zero-conversion run.
-    run_clicks: Vec<f64>,
+    /// (clicks, platform conversions, attributed shop orders) of the baseline hours.
+    baseline: VecDeque<(f64, f64, f64)>,
+    /// (clicks, shop orders) of the current zero-conversion run.
+    run: Vec<(f64, f64)>,
 }
 
 impl TrackingBreak {
-    /// A new rule.
+    /// A new test.
     pub fn new(cfg: TrackingBreakConfig) -> Self {
         TrackingBreak {
             cfg,
             baseline: VecDeque::new(),
-            run_clicks: Vec::new(),
+            run: Vec::new(),
         }
     }
 
-    /// Feeds one hour of clicks and conversions. Non-finite or negative inputs count as missing
-    /// and leave the state unchanged.
+    /// Feeds one hour of clicks and platform conversions (no shop attribution known).
     pub fn update(&mut self, clicks: f64, conversions: f64) -> TrackingStatus {
+        self.update_with_orders(clicks, conversions, None)
+    }
+
+    /// Feeds one hour of clicks, platform conversions and, when known, shop orders attributed
+    /// to the campaign. Non-finite or negative inputs count as missing and leave the state
+    /// unchanged.
+    pub fn update_with_orders(
+        &mut self,
+        clicks: f64,
+        conversions: f64,
+        shop_orders: Option<f64>,
+    ) -> TrackingStatus {
+        let orders = shop_orders.filter(|o| o.is_finite() && *o >= 0.0);
         let valid =
             clicks.is_finite() && conversions.is_finite() && clicks >= 0.0 && conversions >= 0.0;
         if valid {
             if conversions == 0.0 && clicks > 0.0 {
-                self.run_clicks.push(clicks);
+                self.run.push((clicks, orders.unwrap_or(0.0)));
             } else {
                 // The run ends: its hours join the baseline as ordinary history.
-                for c in self.run_clicks.drain(..) {
-                    self.baseline.push_back((c, 0.0));
+                for (c, o) in self.run.drain(..) {
+                    self.baseline.push_back((c, 0.0, o));
                 }
-                self.baseline.push_back((clicks, conversions));
+                self.baseline
+                    .push_back((clicks, conversions, orders.unwrap_or(0.0)));
             }
             while self.baseline.len() > self.cfg.baseline_hours {
                 self.baseline.pop_front();
@@ -654,36 +693,63 @@ impl TrackingBreak {
     }
 
     fn status(&self) -> TrackingStatus {
-        let n = self.run_clicks.len();
-        let (b_clicks, b_conv) = self
+        let n = self.run.len();
+        let (b_clicks, b_conv, b_orders) = self
             .baseline
             .iter()
-            .fold((0.0, 0.0), |(a, b), (c, v)| (a + c, b + v));
+            .fold((0.0, 0.0, 0.0), |(a, b, c), (x, y, z)| {
+                (a + x, b + y, c + z)
+            });
         let b_hours = self.baseline.len() as f64;
-        let run_clicks: f64 = self.run_clicks.iter().sum();
+        let run_clicks: f64 = self.run.iter().map(|r| r.0).sum();
+        let run_orders: f64 = self.run.iter().map(|r| r.1).sum();
         let click_ratio = if b_hours > 0.0 && b_clicks > 0.0 {
             run_clicks / (b_clicks / b_hours * n as f64)
         } else {
             f64::NAN
         };
-        // Conversions per click in the baseline, applied to the clicks of the run.
         let expected = if b_clicks > 0.0 {
             b_conv / b_clicks * run_clicks
         } else {
             0.0
         };
-        let p_zero = (-expected).exp();
-        let broken = n >= self.cfg.zero_hours
-            && b_conv >= self.cfg.min_baseline_conversions
-            && click_ratio >= self.cfg.min_click_ratio
-            && expected >= self.cfg.min_expected_conversions;
+        // A campaign that never converted carries no evidence of tracking.
+        let p_zero = if b_conv > 0.0 && b_clicks > 0.0 {
+            (b_clicks / (b_clicks + run_clicks)).powf(b_conv)
+        } else {
+            1.0
+        };
+        let q = ((b_conv + 1.0) / (b_orders.max(b_conv) + 2.0)).clamp(0.0, 1.0);
+        let p_orders = if b_conv > 0.0 {
+            (1.0 - q).powf(run_orders)
+        } else {
+            1.0
+        };
+        let eligible = n >= self.cfg.zero_hours && click_ratio >= self.cfg.min_click_ratio;
+        let reason = if !eligible {
+            TrackingReason::None
+        } else if p_orders <= self.cfg.max_p && p_orders <= p_zero {
+            TrackingReason::UnmatchedOrders
+        } else if p_zero <= self.cfg.max_p {
+            TrackingReason::ZeroConversions
+        } else {
+            TrackingReason::None
+        };
         TrackingStatus {
             zero_hours: n,
             click_ratio,
             expected_conversions: expected,
             p_zero,
-            broken,
+            unmatched_orders: run_orders,
+            p_orders,
+            reason,
+            broken: reason != TrackingReason::None,
         }
+    }
+
+    /// The smaller of the two probabilities (the evidence against working tracking).
+    pub fn p_value(status: &TrackingStatus) -> f64 {
+        status.p_zero.min(status.p_orders)
     }
 }
 
@@ -770,22 +836,27 @@ mod tests {
     #[test]
     fn tracking_break_fires_only_when_clicks_continue() {
         let cfg = TrackingBreakConfig::default();
+        // Ten days of 100 clicks and 2 conversions per hour: zero conversions over 6 hours of
+        // 90 clicks is (24000 / 24540)^480 = 2.3e-5 by hand.
         let mut tb = TrackingBreak::new(cfg.clone());
-        // A week of 100 clicks and 2 conversions per hour.
-        for _ in 0..168 {
+        for _ in 0..240 {
             assert!(!tb.update(100.0, 2.0).broken);
         }
         for h in 1..=8 {
             let s = tb.update(90.0, 0.0);
             assert_eq!(s.zero_hours, h);
             assert_eq!(s.broken, h >= cfg.zero_hours, "hour {h}: {s:?}");
+            if h == 6 {
+                assert!((s.p_zero - 2.3e-5).abs() < 0.2e-5, "{s:?}");
+                assert_eq!(s.reason, TrackingReason::ZeroConversions);
+            }
         }
         // Conversions come back: the run ends.
         assert!(!tb.update(100.0, 1.0).broken);
 
         // Clicks collapse together with conversions: a traffic drop, not a tracking break.
         let mut tb = TrackingBreak::new(cfg.clone());
-        for _ in 0..168 {
+        for _ in 0..240 {
             tb.update(100.0, 2.0);
         }
         for _ in 0..10 {
@@ -794,19 +865,49 @@ mod tests {
 
         // A campaign that never converted is never flagged.
         let mut tb = TrackingBreak::new(cfg.clone());
-        for _ in 0..200 {
+        for _ in 0..300 {
             assert!(!tb.update(100.0, 0.0).broken);
         }
-
-        // A rarely converting campaign needs a longer silence than the minimum.
-        let mut tb = TrackingBreak::new(cfg);
-        for h in 0..168 {
-            tb.update(100.0, if h % 24 == 0 { 1.0 } else { 0.0 });
-        }
-        for _ in 0..6 {
-            let s = tb.update(100.0, 0.0);
-            assert!(!s.broken, "{s:?}");
-        }
         assert!(tb.update(f64::NAN, 0.0).p_zero > 0.0);
+    }
+
+    #[test]
+    fn low_volume_break_is_caught_by_unmatched_shop_orders() {
+        let cfg = TrackingBreakConfig::default();
+        // 3 conversions in 10 days, each matching a shop order.
+        let mut tb = TrackingBreak::new(cfg.clone());
+        for h in 0..240 {
+            let conv = if h % 80 == 40 { 1.0 } else { 0.0 };
+            tb.update_with_orders(30.0, conv, Some(conv));
+        }
+        // Tracking breaks: the shop keeps recording orders the platform does not count.
+        // q = (3 + 1) / (3 + 2) = 0.8, so two unmatched orders give p = 0.2^2 = 0.04 and three
+        // give 0.008 <= 0.01 (by hand).
+        let mut flagged_at = None;
+        for h in 1..=72 {
+            let orders = if h % 20 == 0 { 1.0 } else { 0.0 };
+            let s = tb.update_with_orders(30.0, 0.0, Some(orders));
+            if s.broken && flagged_at.is_none() {
+                flagged_at = Some(h);
+                assert_eq!(s.reason, TrackingReason::UnmatchedOrders, "{s:?}");
+                assert!((s.p_orders - 0.008).abs() < 1e-9, "{s:?}");
+            }
+        }
+        assert_eq!(flagged_at, Some(60));
+        // Zero conversions alone over the 111-hour run (39 quiet hours before the break, 72
+        // after) is weak evidence at this volume: (201 h of clicks / 312 h)^3 = 0.27.
+        let mut tb = TrackingBreak::new(cfg);
+        for h in 0..240 {
+            tb.update(30.0, if h % 80 == 40 { 1.0 } else { 0.0 });
+        }
+        let mut last = None;
+        for _ in 0..72 {
+            last = Some(tb.update(30.0, 0.0));
+        }
+        let last = last.expect("status");
+        assert!(
+            !last.broken && (last.p_zero - (201.0f64 / 312.0).powi(3)).abs() < 1e-9,
+            "{last:?}"
+        );
     }
 }

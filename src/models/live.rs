@@ -256,8 +256,9 @@ impl ModelRunner {
                 .entry(key.clone())
                 .or_insert_with(|| TrackingBreak::new(TrackingBreakConfig::default()));
             let st = tb.update(totals.clicks as f64, totals.conversions);
-            let score = if st.p_zero.is_finite() {
-                (1.0 - st.p_zero).clamp(0.0, 1.0)
+            let p = TrackingBreak::p_value(&st);
+            let score = if p.is_finite() {
+                (1.0 - p).clamp(0.0, 1.0)
             } else {
                 0.0
             };
@@ -272,7 +273,8 @@ impl ModelRunner {
                 upper: f64::NAN,
                 score,
                 is_anomaly: st.broken,
-                detector: "tracking_break".into(),
+                // The reason rides in the detector column, e.g. `tracking_break:zero_conversions`.
+                detector: format!("tracking_break:{}", st.reason.name()),
             }));
             self.latest_tracking.insert(
                 key.clone(),

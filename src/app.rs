@@ -194,14 +194,28 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
     } else {
         None
     };
+    let web = actions
+        .as_ref()
+        .filter(|_| config.actions.web.enabled)
+        .map(|e| {
+            crate::web::WebState::new(
+                e.clone(),
+                telemetry.clone(),
+                config.actions.web.clone(),
+                config.targets.iter().map(|t| (t.from, t.roi)).collect(),
+            )
+        });
     let app = router(AppState {
         telemetry: telemetry.clone(),
         sink_health: sink.as_ref().map(|s| s.health.clone()),
         actions,
+        web,
     });
     {
         let token = shutdown.clone();
         tasks.push(tokio::spawn(async move {
+            // the peer address keys the login and API rate limits
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
             let r = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { token.cancelled().await })
                 .await;

@@ -22,6 +22,7 @@ pub mod sinks;
 pub mod sources;
 pub mod state;
 pub mod telemetry;
+pub mod web;
 
 /// Install the TLS crypto provider once (reqwest is built without a default one).
 pub fn init_tls() {

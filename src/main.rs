@@ -78,8 +78,9 @@ enum Command {
     },
     /// Forecast a `timestamp,value` CSV: point, 80% and 95% bands per future step (CSV out).
     Forecast {
-        #[arg(long)]
-        input: PathBuf,
+        /// A CSV file, or a folder of them; repeat for more (rows then start with `input`).
+        #[arg(long, required = true)]
+        input: Vec<PathBuf>,
         /// Steps ahead, in the series' own step (hours for hourly data).
         #[arg(long, default_value_t = 48)]
         horizon: usize,
@@ -87,8 +88,9 @@ enum Command {
     /// Score every row of a `timestamp,value` CSV as it would be streamed: expected band, score
     /// in [0,1] and anomaly flag (CSV out).
     Detect {
-        #[arg(long)]
-        input: PathBuf,
+        /// A CSV file, or a folder of them; repeat for more (rows then start with `input`).
+        #[arg(long, required = true)]
+        input: Vec<PathBuf>,
     },
     /// Print the held-out evaluations of the models.
     #[command(subcommand)]
@@ -96,6 +98,10 @@ enum Command {
     /// Measurements for docs/benchmarks.md.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Add, change or remove people of the action center (the users file,
+    /// `actions.web.users_file`).
+    #[command(subcommand)]
+    User(adpulse::commands::user::UserCommand),
     /// Exit 0 if URL answers 2xx (the container health check; no curl in the image).
     Probe {
         /// e.g. http://127.0.0.1:9464/healthz
@@ -336,6 +342,16 @@ fn main() -> anyhow::Result<()> {
                 })
                 .with_context(|| format!("{url} did not answer"))?;
             anyhow::ensure!(status.is_success(), "{url} answered {status}");
+            Ok(())
+        }
+        Command::User(cmd) => {
+            let cfg = adpulse::config::Config::load(cli.config.as_deref())?;
+            adpulse::commands::user::run(
+                &cmd,
+                &cfg.actions.web.users_file,
+                &mut std::io::stdin().lock(),
+                &mut std::io::stdout(),
+            )?;
             Ok(())
         }
         Command::CheckConfig => {

@@ -194,6 +194,17 @@ impl Telemetry {
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
+    /// Data freshness from the data itself: `until` is the end of the newest bucket (or event
+    /// time) of records `source` delivered. The gauge only moves forward, so a poll that
+    /// re-reads old days (restatement look-back) does not make the data look older.
+    pub fn data_seen(&self, source: &str, until: chrono::DateTime<chrono::Utc>) {
+        let g = self.source_data_ts.with_label_values(&[source]);
+        let t = until.timestamp_millis() as f64 / 1000.0;
+        if t > g.get() {
+            g.set(t);
+        }
+    }
+
     pub fn rejected(&self, source: &str, n: u64) {
         self.source_rejected.with_label_values(&[source]).inc_by(n);
     }

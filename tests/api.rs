@@ -92,6 +92,7 @@ async fn metrics_follow_the_snapshot_and_drop_vanished_campaigns() {
         telemetry: telemetry.clone(),
         sink_health: None,
         actions: None,
+        web: None,
     });
     let (status, body) = body_of(app.clone(), "/metrics").await;
     assert_eq!(status, StatusCode::OK);
@@ -125,6 +126,7 @@ async fn health_and_readiness() {
         telemetry,
         sink_health: None,
         actions: None,
+        web: None,
     });
     assert_eq!(body_of(app.clone(), "/healthz").await.0, StatusCode::OK);
     let (s, b) = body_of(app.clone(), "/readyz").await;
@@ -212,6 +214,7 @@ async fn openapi_describes_every_actions_route_and_actions_answer_503_when_disab
         telemetry: Arc::new(Telemetry::new()),
         sink_health: None,
         actions: None,
+        web: None,
     });
     let (s, body) = body_of(app.clone(), "/api/v1/openapi.json").await;
     assert_eq!(s, StatusCode::OK);

@@ -1,18 +1,19 @@
 //! `adpulse import`: a CSV export as a source. The file is streamed twice, so memory is bounded by
 //! the batch size and not by the file:
 //!
-//! 1. the first pass remembers a 64-bit digest of each row's key (8 bytes per distinct
-//!    campaign-day or order), and which digests occur more than once;
+//! 1. the first pass counts the rows of each key by a 64-bit digest of it (about 16 bytes per
+//!    distinct campaign-day or order), and keeps the counts of the digests that repeat;
 //! 2. the second pass emits rows whose key occurs once in batches of `questdb.flush_rows`, and
-//!    sums rows whose key repeats (ad-level or segmented exports) in a map that holds only those
-//!    keys, emitted at the end. A digest collision only sends a row through the summing map.
+//!    sums rows whose key repeats (ad-level or segmented exports) in a map that holds a key only
+//!    until its last row has been read, then emits the sum. Exports list a campaign-day's rows
+//!    near each other, so that map stays small. A digest collision only delays a sum.
 //!
 //! Everything goes through [`Pipeline::emit`] like every other source: the normalizer's
 //! validation, the in-memory state, the QuestDB sink with its spool and delivery guarantee. Each
 //! row is first normalized on its own, so a row the pipeline would refuse is named with its line;
 //! the command returns once QuestDB has acknowledged every row it emitted.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,20 +107,18 @@ pub async fn import_file(
         path: path.to_path_buf(),
         source,
     };
-    // pass 1: which keys repeat
-    let mut seen: HashSet<u64> = HashSet::new();
-    let mut repeated: HashSet<u64> = HashSet::new();
+    // pass 1: how many rows each key has
+    let mut remaining: HashMap<u64, u32> = HashMap::new();
     for item in open(path, format, opts)? {
         if let Item::Good { observations, .. } = item.map_err(perr)? {
             for o in &observations {
-                let h = key_hash(&key_of(o));
-                if !seen.insert(h) {
-                    repeated.insert(h);
-                }
+                let n = remaining.entry(key_hash(&key_of(o))).or_default();
+                *n = n.saturating_add(1);
             }
         }
     }
-    drop(seen);
+    remaining.retain(|_, n| *n > 1);
+    remaining.shrink_to_fit();
 
     let normalizer = Normalizer::new(
         config.timezone(),
@@ -150,7 +149,8 @@ pub async fn import_file(
     let mut summary = ImportSummary::default();
     let mut reader = open(path, format, opts)?;
     let mut batch: Vec<Observation> = Vec::with_capacity(batch_rows);
-    let mut summing: HashMap<Key, (u64, Observation)> = HashMap::new();
+    // repeating keys being summed, by digest (a collision puts two keys under one digest)
+    let mut summing: HashMap<u64, Vec<(Key, u64, Observation)>> = HashMap::new();
     let mut emitted: u64 = 0;
     let result: Result<(), ImportCommandError> = async {
         for item in reader.by_ref() {
@@ -160,36 +160,54 @@ pub async fn import_file(
                 Item::Good { line, observations } => {
                     summary.rows += 1;
                     // a row the pipeline would refuse is named here, with its line
-                    if let Some(error) = observations
+                    let refused = observations
                         .iter()
-                        .find_map(|o| normalizer.normalize(&source, o.clone()).err())
-                    {
+                        .find_map(|o| normalizer.normalize(&source, o.clone()).err());
+                    for obs in observations {
+                        let key = key_of(&obs);
+                        let h = key_hash(&key);
+                        let Some(left) = remaining.get_mut(&h) else {
+                            if refused.is_none() {
+                                batch.push(obs);
+                            }
+                            continue;
+                        };
+                        *left -= 1;
+                        let last = *left == 0;
+                        if refused.is_none() {
+                            let group = summing.entry(h).or_default();
+                            match group.iter_mut().find(|(k, _, _)| *k == key) {
+                                Some((_, _, acc)) => match merge(acc, &obs) {
+                                    Ok(()) => summary.summed += 1,
+                                    Err(reason) => summary.rejected.push(Rejected {
+                                        line,
+                                        column: String::new(),
+                                        reason,
+                                    }),
+                                },
+                                None => group.push((key, line, obs)),
+                            }
+                        }
+                        if last {
+                            remaining.remove(&h);
+                            for (_, first_line, sum) in summing.remove(&h).unwrap_or_default() {
+                                push_sum(
+                                    &normalizer,
+                                    &source,
+                                    first_line,
+                                    sum,
+                                    &mut batch,
+                                    &mut summary,
+                                );
+                            }
+                        }
+                    }
+                    if let Some(error) = refused {
                         summary.rejected.push(Rejected {
                             line,
                             column: String::new(),
                             reason: error.to_string(),
                         });
-                        continue;
-                    }
-                    for obs in observations {
-                        let key = key_of(&obs);
-                        if !repeated.contains(&key_hash(&key)) {
-                            batch.push(obs);
-                            continue;
-                        }
-                        match summing.get_mut(&key) {
-                            Some((_, acc)) => match merge(acc, &obs) {
-                                Ok(()) => summary.summed += 1,
-                                Err(reason) => summary.rejected.push(Rejected {
-                                    line,
-                                    column: String::new(),
-                                    reason,
-                                }),
-                            },
-                            None => {
-                                summing.insert(key, (line, obs));
-                            }
-                        }
                     }
                     if batch.len() >= batch_rows {
                         emitted += emit(&pipeline, &source, &mut batch).await?;
@@ -197,22 +215,12 @@ pub async fn import_file(
                 }
             }
         }
-        // the summed keys, in key order so that two runs emit alike
-        let mut sums: Vec<(Key, (u64, Observation))> = summing.drain().collect();
+        // sums still open (only when pass 2 saw fewer rows than pass 1: the file changed
+        // between the passes), in key order so that two runs emit alike
+        let mut sums: Vec<(Key, u64, Observation)> = summing.drain().flat_map(|(_, v)| v).collect();
         sums.sort_by(|a, b| a.0.cmp(&b.0));
-        for (_, (line, obs)) in sums {
-            if let Err(error) = normalizer.normalize(&source, obs.clone()) {
-                summary.rejected.push(Rejected {
-                    line,
-                    column: String::new(),
-                    reason: format!("the sum of the rows sharing this row's key: {error}"),
-                });
-                continue;
-            }
-            batch.push(obs);
-            if batch.len() >= batch_rows {
-                emitted += emit(&pipeline, &source, &mut batch).await?;
-            }
+        for (_, line, obs) in sums {
+            push_sum(&normalizer, &source, line, obs, &mut batch, &mut summary);
         }
         emitted += emit(&pipeline, &source, &mut batch).await?;
         if !dry_run {
@@ -232,6 +240,25 @@ pub async fn import_file(
     summary.latin1_rows = reader.latin1_rows;
     summary.rejected.sort_by_key(|r| r.line);
     Ok(summary)
+}
+
+/// A finished sum goes into the batch, unless the sum itself is refused.
+fn push_sum(
+    normalizer: &Normalizer,
+    source: &str,
+    line: u64,
+    obs: Observation,
+    batch: &mut Vec<Observation>,
+    summary: &mut ImportSummary,
+) {
+    match normalizer.normalize(source, obs.clone()) {
+        Ok(_) => batch.push(obs),
+        Err(error) => summary.rejected.push(Rejected {
+            line,
+            column: String::new(),
+            reason: format!("the sum of the rows sharing this row's key: {error}"),
+        }),
+    }
 }
 
 async fn emit(

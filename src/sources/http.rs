@@ -476,7 +476,8 @@ pub async fn run_polling<S: PollSource>(
         match failure {
             None if delivered_ok => {
                 backoff = settings.wait.backoff();
-                stats.poll_ok(started.elapsed(), n, Some(Utc::now()));
+                // data freshness comes from the records (Pipeline::deliver), not the poll time
+                stats.poll_ok(started.elapsed(), n, None);
                 if let Err(error) = ctx
                     .cursors
                     .update(&ctx.name, |c| c.synced_until = Some(window.until))

@@ -370,6 +370,7 @@ pub struct MetaConfig {
     pub api_version: String,
     /// Variable holding the access token (needs `ads_management`).
     pub access_token_env: String,
+    /// File holding the access token (takes precedence over the variable).
     pub access_token_file: Option<PathBuf>,
     /// Currency of the ad accounts (budgets are set in it).
     pub account_currency: String,
@@ -380,8 +381,8 @@ pub struct MetaConfig {
 impl Default for MetaConfig {
     fn default() -> Self {
         Self {
-            base_url: "https://graph.facebook.com".into(),
-            api_version: "v23.0".into(),
+            base_url: crate::platforms::meta::BASE_URL.into(),
+            api_version: crate::platforms::meta::API_VERSION.into(),
             access_token_env: "ADPULSE_META_ACCESS_TOKEN".into(),
             access_token_file: None,
             account_currency: "INR".into(),
@@ -399,9 +400,11 @@ pub struct GoogleAdsConfig {
     pub api_version: String,
     /// Variable holding the OAuth access token.
     pub access_token_env: String,
+    /// File holding the OAuth access token (takes precedence over the variable).
     pub access_token_file: Option<PathBuf>,
     /// Variable holding the developer token.
     pub developer_token_env: String,
+    /// File holding the developer token (takes precedence over the variable).
     pub developer_token_file: Option<PathBuf>,
     /// Manager account id sent as `login-customer-id`, digits only.
     pub login_customer_id: Option<String>,
@@ -414,8 +417,8 @@ pub struct GoogleAdsConfig {
 impl Default for GoogleAdsConfig {
     fn default() -> Self {
         Self {
-            base_url: "https://googleads.googleapis.com".into(),
-            api_version: "v21".into(),
+            base_url: crate::platforms::google::ADS_BASE_URL.into(),
+            api_version: crate::platforms::google::ADS_API_VERSION.into(),
             access_token_env: "ADPULSE_GOOGLE_ADS_ACCESS_TOKEN".into(),
             access_token_file: None,
             developer_token_env: "ADPULSE_GOOGLE_ADS_DEVELOPER_TOKEN".into(),
@@ -427,25 +430,21 @@ impl Default for GoogleAdsConfig {
     }
 }
 
-/// A secret from a file (trailing newline dropped) or else an environment variable; `None` when
-/// neither is set.
+/// A secret through the crate's one loader ([`crate::platforms::load_secret`]: file first, then
+/// the variable, surrounding whitespace trimmed); `None` when neither is set.
 pub fn load_secret(
     file: Option<&PathBuf>,
     env: &str,
 ) -> Result<Option<Secret>, crate::config::ConfigError> {
-    if let Some(path) = file {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| crate::config::ConfigError::Read {
-                path: path.clone(),
-                source,
-            })?;
-        let t = text.trim_end();
-        return Ok((!t.is_empty()).then(|| Secret::new(t)));
+    use crate::platforms::SecretError;
+    match crate::platforms::load_secret(file.map(PathBuf::as_path), env) {
+        Ok(s) => Ok(s),
+        // an empty token file is "not configured" here: the client stays off
+        Err(SecretError::EmptyFile(_) | SecretError::Unset(_)) => Ok(None),
+        Err(SecretError::File { path, source }) => {
+            Err(crate::config::ConfigError::Read { path, source })
+        }
     }
-    Ok(std::env::var(env)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .map(Secret::new))
 }
 
 impl ActionsConfig {

@@ -154,7 +154,8 @@ async fn decode(
             });
         }
     };
-    if let Some(err) = body.get("error") {
+    // an error object, or Google's array form `[{"error": ...}]`
+    if let Some(err) = crate::platforms::google::error_object(&body) {
         return Err(api_error(status.as_u16(), err));
     }
     if !status.is_success() {
@@ -237,30 +238,29 @@ fn form_encode(form: &[(&str, String)]) -> String {
         .join("&")
 }
 
-/// Meta error object -> error. Transient per Meta's docs: `is_transient`, codes 1 and 2 (API
-/// unknown / service), 4, 17, 32, 613 and 80000-80014 (rate limits), and any 5xx.
+/// Meta error object -> error, through the one Meta classifier shared with the insights source
+/// ([`crate::platforms::meta::classify_value`]): `is_transient`, codes 1 and 2, the rate-limit
+/// codes and any 5xx are retryable.
 fn meta_error(status: u16, err: &serde_json::Value) -> PlatformError {
-    let code = err.get("code").and_then(|c| c.as_i64()).unwrap_or(0);
-    let message = format!(
-        "code {code}: {}",
-        err.get("message")
-            .and_then(|m| m.as_str())
-            .unwrap_or("no message")
-    );
-    let transient = err.get("is_transient").and_then(|t| t.as_bool()) == Some(true)
-        || matches!(code, 1 | 2 | 4 | 17 | 32 | 341 | 613 | 80000..=80014)
-        || status >= 500;
-    if transient {
-        PlatformError::Retryable {
-            platform: META,
-            message,
-            retry_after: None,
-        }
-    } else {
-        PlatformError::Rejected {
-            platform: META,
-            message,
-        }
+    from_fault(
+        META,
+        crate::platforms::meta::classify_value(status, &reqwest::header::HeaderMap::new(), err),
+    )
+}
+
+/// A classified platform fault as the actions see it: retry later, or refused for good.
+fn from_fault(platform: &'static str, f: crate::platforms::ApiFault) -> PlatformError {
+    use crate::platforms::FaultKind;
+    match f.kind {
+        FaultKind::Throttled | FaultKind::Transient => PlatformError::Retryable {
+            platform,
+            message: f.message,
+            retry_after: f.retry_after,
+        },
+        FaultKind::Auth | FaultKind::Rejected => PlatformError::Rejected {
+            platform,
+            message: f.message,
+        },
     }
 }
 
@@ -411,41 +411,11 @@ impl GoogleAds {
     }
 }
 
-/// Google RPC status -> error: RESOURCE_EXHAUSTED, UNAVAILABLE, INTERNAL, DEADLINE_EXCEEDED and
-/// ABORTED are retryable, with the `google.rpc.RetryInfo` `retryDelay` when given ("30s").
+/// Google RPC status -> error, through the one Google classifier shared with the sources
+/// ([`crate::platforms::google::classify_value`]): the delay comes from `google.rpc.RetryInfo` or
+/// from Google Ads' `quotaErrorDetails.retryDelay`, whichever the answer carries.
 fn google_error(http: u16, err: &serde_json::Value) -> PlatformError {
-    let status = err.get("status").and_then(|s| s.as_str()).unwrap_or("");
-    let message = format!(
-        "{} {status}: {}",
-        http,
-        err.get("message")
-            .and_then(|m| m.as_str())
-            .unwrap_or("no message")
-    );
-    let retry_after = err.get("details").and_then(|d| d.as_array()).and_then(|d| {
-        d.iter().find_map(|x| {
-            let s = x.get("retryDelay")?.as_str()?;
-            let secs: f64 = s.strip_suffix('s')?.parse().ok()?;
-            (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
-        })
-    });
-    let retryable = matches!(
-        status,
-        "RESOURCE_EXHAUSTED" | "UNAVAILABLE" | "INTERNAL" | "DEADLINE_EXCEEDED" | "ABORTED"
-    ) || http == 429
-        || http >= 500;
-    if retryable {
-        PlatformError::Retryable {
-            platform: GOOGLE,
-            message,
-            retry_after,
-        }
-    } else {
-        PlatformError::Rejected {
-            platform: GOOGLE,
-            message,
-        }
-    }
+    from_fault(GOOGLE, crate::platforms::google::classify_value(http, err))
 }
 
 fn micros(s: &serde_json::Value) -> Option<Decimal> {
@@ -622,6 +592,15 @@ mod tests {
         );
         assert!(e.is_retryable());
         assert_eq!(e.retry_after(), Some(Duration::from_secs(30)));
+        // the documented Google Ads quota error: the delay sits in quotaErrorDetails
+        let e = google_error(
+            429,
+            &json!({"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "Resource has been exhausted (e.g. check quota).",
+                    "details": [{"@type": "type.googleapis.com/google.ads.googleads.v21.errors.GoogleAdsFailure",
+                                 "errors": [{"errorCode": {"quotaError": "RESOURCE_EXHAUSTED"}, "message": "Too many requests.",
+                                             "details": {"quotaErrorDetails": {"rateScope": "ACCOUNT", "retryDelay": "37s"}}}]}]}),
+        );
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(37)));
         let e = google_error(
             403,
             &json!({"code": 403, "status": "PERMISSION_DENIED", "message": "no"}),

@@ -39,6 +39,68 @@ promtool check rules "${rules[@]}"
 echo "== promtool test rules"
 promtool test rules "${tests[@]}"
 
+echo "== runbooks: a Meaning/Impact/Diagnosis/Mitigation section per alert, linked by runbook_url"
+python3 - alerting/rules/*.yml <<'PY'
+import re, sys
+book = open("docs/runbooks.md", encoding="utf-8").read()
+sections = dict(re.findall(r"^## (\S+)\n(.*?)(?=^## |\Z)", book, re.S | re.M))
+problems = []
+for path in sys.argv[1:]:
+    text = open(path, encoding="utf-8").read()
+    for name, url in re.findall(r"- alert: (\S+)\n(?:.*\n)*?\s+runbook_url: '([^']+)'", text):
+        if not url.endswith("#" + name.lower()):
+            problems.append(f"{path}: {name}: runbook_url {url} does not point at #{name.lower()}")
+        body = sections.get(name)
+        if body is None:
+            problems.append(f"docs/runbooks.md: no section for {name}")
+            continue
+        for part in ("Meaning", "Impact", "Diagnosis", "Mitigation"):
+            if f"**{part}:**" not in body:
+                problems.append(f"docs/runbooks.md: {name} lacks **{part}:**")
+if problems:
+    print("\n".join(problems), file=sys.stderr)
+    sys.exit(1)
+print("every alert has its runbook section")
+PY
+
+echo "== inhibition only within an alert family (the families listed in adpulse.rules.yml)"
+python3 - <<'PY'
+import re, sys
+head = open("alerting/rules/adpulse.rules.yml", encoding="utf-8").read().split("groups:")[0]
+block = head.split("# Families")[1].split("#\n")[0]
+families, current = {}, None
+for line in block.splitlines():
+    m = re.match(r"#   (\w+)\s{2,}(.*)", line)
+    if m:
+        current = m.group(1)
+        rest = m.group(2)
+    elif current and re.match(r"#\s{10,}\S", line):
+        rest = line[1:]
+    else:
+        continue
+    for name in re.findall(r"Adpulse\w+\*?", rest.split("(")[0]):
+        families.setdefault(current, []).append(name)
+def family(name):
+    for fam, names in families.items():
+        for n in names:
+            if n == name or (n.endswith("*") and name.startswith(n[:-1])):
+                return fam
+    return None
+am = open("alerting/alertmanager.yml", encoding="utf-8").read()
+rules = re.findall(r"- source_matchers: \['alertname=~?\"([^\"]+)\"'\]\n\s+target_matchers: \['alertname=~?\"([^\"]+)\"'\]", am)
+problems = []
+for src, dst in rules:
+    fams = {family(n) for n in src.split("|") + dst.split("|")}
+    if len(fams) != 1 or None in fams:
+        problems.append(f"inhibit {src} -> {dst} crosses families {fams}")
+if len(rules) != am.count("- source_matchers:"):
+    problems.append("every inhibit rule must match on alertname (source and target)")
+if problems:
+    print("\n".join(problems), file=sys.stderr)
+    sys.exit(1)
+print(f"{len(rules)} inhibit rules, each within one family")
+PY
+
 echo "== amtool check-config"
 amtool check-config alerting/alertmanager.yml
 

@@ -7,7 +7,15 @@ For every dashboards/*.json:
   - checks every datasource reference (panels, queries, template variables, annotations) names a
     uid provisioned in provisioning/datasources/*.yml, with the same type;
   - checks the adpulse conventions: unique dashboard uid, unique panel ids, timezone
-    Asia/Kolkata, template variables platform, account and campaign.
+    Asia/Kolkata, template variables platform, account and campaign;
+  - and the conventions of issue 13 (each one fails on the dashboards before it): a money unit
+    on every money field; no `bucket = 'hour'` filter on a range longer than the days hour rows
+    are complete; every shown variable used by every panel, or the panel marked "Business total";
+    no area sparkline on instant queries; `noValue` on every stat; refresh 15-30 s; forecasts
+    shown into the future; campaign tables linked to the action center; losses in a fixed red;
+    one threshold set per KPI.
+
+`--dir DIR` checks the dashboards of another directory (e.g. an older version).
 
 Needs Python 3.11 and `jsonschema` (pip install jsonschema). Exits 1 on any problem.
 """
@@ -86,10 +94,163 @@ def datasource_refs(dashboard: dict):
             yield f"annotation {ann.get('name')!r}", ann["datasource"]
 
 
+# The vendored schema only admits the built-in Grafana annotation shape for an annotation's
+# `target` (upstream: "TODO: this should be a regular DataQuery"), while Grafana runs a data-source
+# annotation's target as that data source's query. For annotations on our provisioned
+# datasources, those schema errors are replaced by check_datasource_annotations below.
+PROM_ANNOTATION_KEYS = {"expr", "step", "titleFormat", "textFormat", "tagKeys", "useValueForTime"}
+
+
+def datasource_annotation_error(dashboard: dict, error) -> bool:
+    path = list(error.absolute_path)
+    if len(path) < 3 or path[:2] != ["annotations", "list"]:
+        return False
+    ann = dashboard["annotations"]["list"][path[2]]
+    if ann.get("builtIn") or ann.get("datasource", {}).get("uid") in BUILT_IN_UIDS:
+        return False
+    if len(path) >= 4 and path[3] == "target":
+        return True
+    return len(path) == 3 and error.validator == "additionalProperties" and \
+        set(re.findall(r"'(\w+)'", error.message)) <= PROM_ANNOTATION_KEYS
+
+
+def check_datasource_annotations(dashboard: dict):
+    for ann in dashboard.get("annotations", {}).get("list", []):
+        if ann.get("builtIn") or ann.get("datasource", {}).get("uid") in BUILT_IN_UIDS:
+            continue
+        target = ann.get("target")
+        kind = ann.get("datasource", {}).get("type")
+        if not isinstance(target, dict) or not target.get("refId"):
+            yield f"annotation {ann.get('name')!r}: needs a target with a refId"
+        elif kind == "prometheus" and not target.get("expr"):
+            yield f"annotation {ann.get('name')!r}: Prometheus target without expr"
+        elif kind == "grafana-postgresql-datasource" and not target.get("rawSql"):
+            yield f"annotation {ann.get('name')!r}: SQL target without rawSql"
+        extra = set(ann) - {"datasource", "enable", "hide", "iconColor", "name", "target", "filter"} - PROM_ANNOTATION_KEYS
+        if extra:
+            yield f"annotation {ann.get('name')!r}: unknown keys {sorted(extra)}"
+
+
 def panels_of(dashboard: dict):
     for panel in dashboard.get("panels", []):
         yield panel
         yield from panel.get("panels", [])
+
+
+# ---------------------------------------------------------------- conventions of issue 13
+MONEY_UNITS = {"currencyINR", "locale"}  # locale: Indian grouping (docs/dashboards.md, "INR")
+MONEY_WORDS = re.compile(r"(?i)\b(spend|revenue|amount|loss\w*|profit|cpa|conversion_value|refund\w*|aov|yhat)\b|₹|INR")
+RATIO_TITLE = re.compile(r"(?i)\b(roas|roi|mer|ctr|cr|rate|conversion|score|ratio|heat map|count|orders|campaigns:)\b")
+LIVE_REFRESH = {"15s", "20s", "30s"}
+SCOPE_VARIABLES = ("platform", "account", "campaign", "traffic_source")
+# Hour rows are complete only for the recent days the platforms report by hour (Meta's and Google
+# Ads' `hourly_days`, 2 by default); older days have day rows only, GA4 may have day rows only.
+COMPLETE_HOURS_DAYS = 2
+
+
+def queries(panel: dict) -> list[str]:
+    return [t.get("rawSql") or t.get("expr") or "" for t in panel.get("targets", [])]
+
+
+def range_days(expr: str) -> float | None:
+    m = re.fullmatch(r"now-(\d+)([mhdwM])(/d)?", expr or "")
+    if not m:
+        return None
+    n, u = int(m.group(1)), m.group(2)
+    return n * {"m": 1 / 1440, "h": 1 / 24, "d": 1, "w": 7, "M": 30}[u]
+
+
+def panel_units(panel: dict) -> set[str]:
+    units = {panel.get("fieldConfig", {}).get("defaults", {}).get("unit")}
+    for o in panel.get("fieldConfig", {}).get("overrides", []):
+        for prop in o.get("properties", []):
+            if prop.get("id") == "unit":
+                units.add(prop.get("value"))
+    return {u for u in units if u}
+
+
+def convention_problems(dashboard: dict) -> list[str]:
+    out: list[str] = []
+    uid = dashboard.get("uid", "")
+    if dashboard.get("refresh") not in LIVE_REFRESH:
+        out.append(f"refresh is {dashboard.get('refresh')!r}, want one of {sorted(LIVE_REFRESH)} (live dashboard)")
+    # the scope selectors; panel-specific pickers (forecast, anomaly_series) are exempt
+    shown = [v["name"] for v in dashboard.get("templating", {}).get("list", [])
+             if v.get("hide", 0) == 0 and v.get("name") in SCOPE_VARIABLES]
+    dash_from = range_days(dashboard.get("time", {}).get("from"))
+    reads_forecasts = False
+    for p in panels_of(dashboard):
+        if p.get("type") == "row":
+            continue
+        where = f"panel {p.get('id')} {p.get('title')!r}"
+        qs = queries(p)
+        text = " ".join(qs)
+        desc = p.get("description", "")
+        reads_forecasts |= bool(re.search(r"\bFROM forecasts\b", text))
+        # a unit on every money field
+        if MONEY_WORDS.search(text + " " + p.get("title", "")) and not RATIO_TITLE.search(p.get("title", "")) \
+                and p.get("type") in ("stat", "timeseries", "table", "bargauge", "barchart"):
+            if not panel_units(p) & MONEY_UNITS:
+                out.append(f"{where}: money without a money unit (units {sorted(panel_units(p))}, want one of {sorted(MONEY_UNITS)})")
+        # no hour-only filter on ranges longer than the complete-hours window
+        bounded = re.search(r"dateadd\('d', -([12]), ", text)  # the query limits itself to complete hours
+        if "bucket = 'hour'" in text and not bounded:
+            days = range_days(p.get("timeFrom") and f"now-{p['timeFrom']}") if p.get("timeFrom") else dash_from
+            if days is None or days > COMPLETE_HOURS_DAYS:
+                out.append(f"{where}: reads bucket = 'hour' over {p.get('timeFrom') or dashboard.get('time', {}).get('from')}, "
+                           f"longer than the {COMPLETE_HOURS_DAYS} days hour rows are complete: read day rows or set timeFrom")
+        # every shown variable used, or the panel marked as a business total
+        unused = [v for v in shown if not re.search(r"\$(\{)?" + re.escape(v) + r"\b", text)]
+        unused = [v for v in unused if f"Ignores the {v} selector" not in desc]
+        if unused and not desc.startswith("Business total"):
+            out.append(f"{where}: ignores the shown variable(s) {unused}: use them, or start the description with 'Business total'")
+        if p.get("type") == "stat":
+            graph = p.get("options", {}).get("graphMode", "area")
+            ranged = any(t.get("range") or (t.get("datasource", {}).get("uid") == "adpulse-questdb"
+                                             and t.get("format") == "time_series") for t in p.get("targets", []))
+            if graph == "area" and not ranged:
+                out.append(f"{where}: area sparkline on instant queries (empty area): use range queries or graphMode none")
+            if "noValue" not in p.get("fieldConfig", {}).get("defaults", {}):
+                out.append(f"{where}: headline stat without noValue (say what an empty result means)")
+        # links from campaign tables to the action center
+        if p.get("type") == "table" and re.search(r"campaign_id", text) and uid != "adpulse-health" \
+                and not re.search(r"FROM anomalies", text):
+            links = json.dumps(p.get("fieldConfig", {}))
+            if "${action_center_url}/campaigns/${__data.fields.campaign_id}" not in links:
+                out.append(f"{where}: campaign table without a data link to the action center "
+                           "(${action_center_url}/campaigns/${__data.fields.campaign_id})")
+        # one colour role per quantity: losses red, never the palette's first colour (green)
+        if p.get("type") == "timeseries" and re.search(r"(?i)loss", text + p.get("title", "")):
+            colored = any(o.get("matcher", {}).get("id") == "byRegexp" and "loss" in o["matcher"].get("options", "")
+                          and any(pr.get("id") == "color" for pr in o.get("properties", []))
+                          for o in p.get("fieldConfig", {}).get("overrides", []))
+            if not colored and p.get("fieldConfig", {}).get("defaults", {}).get("color", {}).get("mode") not in ("fixed", "shades"):
+                out.append(f"{where}: loss series without a fixed red colour or shades of red (palette-classic draws the first series green)")
+    if reads_forecasts and not str(dashboard.get("time", {}).get("to", "")).startswith("now+"):
+        out.append(f"time range ends at {dashboard.get('time', {}).get('to')!r}: forecasts need now+<horizon>")
+    if "${action_center_url}" in json.dumps(dashboard) and not any(
+            v.get("name") == "action_center_url" for v in dashboard.get("templating", {}).get("list", [])):
+        out.append("uses ${action_center_url} without defining the variable")
+    return out
+
+
+def threshold_problems(dashboards: dict[str, dict]) -> list[str]:
+    """One threshold set per KPI: stat panels showing the same metric use the same steps."""
+    seen: dict[str, tuple[str, str]] = {}
+    out = []
+    for name, d in dashboards.items():
+        for p in panels_of(d):
+            if p.get("type") != "stat" or not p.get("targets"):
+                continue
+            # the KPI: the first query, without offsets or selectors (the same KPI by platform)
+            key = re.sub(r"\{[^}]*\$[^}]*\}|\s+offset \w+|\s+", "", queries(p)[0])
+            if "adpulse_" not in key:
+                continue
+            steps = json.dumps(p.get("fieldConfig", {}).get("defaults", {}).get("thresholds", {}).get("steps"))
+            if key in seen and seen[key][1] != steps:
+                out.append(f"{name}: panel {p.get('id')} {p.get('title')!r}: thresholds of {key} differ from {seen[key][0]}")
+            seen.setdefault(key, (f"{name} panel {p.get('id')}", steps))
+    return out
 
 
 def main() -> int:
@@ -103,11 +264,15 @@ def main() -> int:
     datasources = provisioned_datasources()
     problems: list[str] = []
     uids: dict[str, Path] = {}
+    global DASHBOARDS
+    if len(sys.argv) == 3 and sys.argv[1] == "--dir":  # check another copy (e.g. main's dashboards)
+        DASHBOARDS = Path(sys.argv[2]).resolve()
     files = sorted(DASHBOARDS.glob("*.json"))
+    loaded: dict[str, dict] = {}
     if not files:
         problems.append("no dashboards/*.json found")
     for path in files:
-        name = path.relative_to(ROOT)
+        name = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
         try:
             dashboard = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as error:
@@ -115,8 +280,13 @@ def main() -> int:
             continue
         for error in sorted(validator.iter_errors(dashboard), key=lambda e: list(e.absolute_path)):
             at = "/".join(str(p) for p in error.absolute_path) or "(root)"
+            if datasource_annotation_error(dashboard, error):
+                continue
             problems.append(f"{name}: schema: {at}: {error.message}")
+        problems.extend(f"{name}: {m}" for m in check_datasource_annotations(dashboard))
 
+        loaded[str(name)] = dashboard
+        problems.extend(f"{name}: {m}" for m in convention_problems(dashboard))
         uid = dashboard.get("uid")
         if not uid:
             problems.append(f"{name}: no uid")
@@ -151,6 +321,7 @@ def main() -> int:
                 problems.append(f"{name}: {where}: datasource {ds_uid!r} has type {datasources[ds_uid]!r}, "
                                 f"the dashboard says {ref['type']!r}")
 
+    problems.extend(threshold_problems(loaded))
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:

@@ -3,6 +3,7 @@
 #   - Java 17 (QuestDB 9.3.x runs on it) and Maven (to fetch QuestDB from Maven Central)
 #   - QuestDB ${QUESTDB_VERSION}, copied to .stack/bin/
 #   - Prometheus (with promtool) and Alertmanager (with amtool) from Debian's packages
+#   - Chromium and chromedriver (the action center's browser tests)
 # Idempotent: what is present is left alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,9 @@ command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || need_apt+=(prometheus-alertmanager)
 command -v amtool >/dev/null || need_apt+=(prometheus-alertmanager)
 command -v curl >/dev/null || need_apt+=(curl)
+# the action center's browser tests (tests/browser.rs)
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 if ((${#need_apt[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "missing: ${need_apt[*]} — install them with: sudo apt-get install ${need_apt[*]}" >&2

@@ -14,7 +14,7 @@ use crate::kpi::Margin;
 use crate::models::live::{ModelOutputs, ModelRunner};
 use crate::normalize::Normalizer;
 use crate::pipeline::Pipeline;
-use crate::sinks::metrics::{KpiCollector, ModelCollector};
+use crate::sinks::metrics::Exposition;
 use crate::sinks::questdb::{QuestDbSink, ShutdownReport, SinkHandle, SqlClient};
 use crate::sources::SourceContext;
 use crate::state::{Snapshot, SnapshotSettings, Store};
@@ -116,22 +116,11 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
     let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::empty(
         &config.general.reporting_currency,
     )));
-    if let Err(error) = telemetry
-        .registry
-        .register(Box::new(KpiCollector::new(snapshot.clone())))
-    {
-        error!(%error, "KPI collector not registered");
-    }
-
     let mut tasks = Vec::new();
+    let mut model_outputs = None;
     if config.models.enabled {
         let outputs = Arc::new(ArcSwap::from_pointee(ModelOutputs::default()));
-        if let Err(error) = telemetry
-            .registry
-            .register(Box::new(ModelCollector::new(outputs.clone())))
-        {
-            error!(%error, "model collector not registered");
-        }
+        model_outputs = Some(outputs.clone());
         let sql = if config.questdb.enabled {
             Some(SqlClient::new(&config.questdb, config.questdb_password()?))
         } else {
@@ -140,8 +129,15 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         let runner = ModelRunner::new(&config, pipeline.clone(), sql, sink.clone(), outputs);
         tasks.push(tokio::spawn(runner.run(shutdown.clone())));
     }
+    // The KPI and model families: rendered once per snapshot, served to every scraper.
+    let exposition = Arc::new(Exposition::new(
+        snapshot.clone(),
+        model_outputs,
+        &config.metrics,
+    ));
     // KPI refresher
     {
+        let exposition = exposition.clone();
         let pipeline = pipeline.clone();
         let snapshot = snapshot.clone();
         let token = shutdown.clone();
@@ -164,6 +160,9 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
                     st.snapshot(now, &s)
                 });
                 snapshot.store(Arc::new(snap));
+                // render now, off the async workers, so scrapes find the body ready
+                let e = exposition.clone();
+                let _ = tokio::task::spawn_blocking(move || e.current()).await;
                 tokio::select! {
                     _ = token.cancelled() => break,
                     _ = tokio::time::sleep(every) => {}
@@ -194,14 +193,29 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
     } else {
         None
     };
+    let web = actions
+        .as_ref()
+        .filter(|_| config.actions.web.enabled)
+        .map(|e| {
+            crate::web::WebState::new(
+                e.clone(),
+                telemetry.clone(),
+                config.actions.web.clone(),
+                config.targets.iter().map(|t| (t.from, t.roi)).collect(),
+            )
+        });
     let app = router(AppState {
         telemetry: telemetry.clone(),
         sink_health: sink.as_ref().map(|s| s.health.clone()),
         actions,
+        web,
+        exposition: Some(exposition),
     });
     {
         let token = shutdown.clone();
         tasks.push(tokio::spawn(async move {
+            // the peer address keys the login and API rate limits
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
             let r = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { token.cancelled().await })
                 .await;

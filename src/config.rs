@@ -50,12 +50,25 @@ pub struct Config {
     /// Forecasts and anomaly detection fitted in-process.
     #[serde(default)]
     pub models: ModelsConfig,
+    /// What `/metrics` shows: the per-campaign cardinality control.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// Data sources, each listed explicitly with its `type`.
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
     /// Automation rules, caps, approval mode and the ad platform clients that act.
     #[serde(default)]
     pub actions: crate::actions::ActionsConfig,
+}
+
+/// `[metrics]`: what `/metrics` shows (read by `sinks::metrics`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Cardinality control for huge accounts: per-campaign series only for the top N campaigns
+    /// by spend over the last 7 days; the others are summed per platform into one label set
+    /// `campaign="other"`. Off (every campaign) when absent.
+    pub campaign_series_top_n: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

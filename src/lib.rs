@@ -8,6 +8,7 @@
 pub mod actions;
 pub mod api;
 pub mod app;
+pub mod attribution;
 pub mod base;
 pub mod bench;
 pub mod commands;
@@ -16,11 +17,14 @@ pub mod kpi;
 pub mod models;
 pub mod normalize;
 pub mod pipeline;
+pub mod platforms;
+pub mod profit;
 pub mod records;
 pub mod sinks;
 pub mod sources;
 pub mod state;
 pub mod telemetry;
+pub mod web;
 
 /// Install the TLS crypto provider once (reqwest is built without a default one).
 pub fn init_tls() {

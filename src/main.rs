@@ -78,8 +78,9 @@ enum Command {
     },
     /// Forecast a `timestamp,value` CSV: point, 80% and 95% bands per future step (CSV out).
     Forecast {
-        #[arg(long)]
-        input: PathBuf,
+        /// A CSV file, or a folder of them; repeat for more (rows then start with `input`).
+        #[arg(long, required = true)]
+        input: Vec<PathBuf>,
         /// Steps ahead, in the series' own step (hours for hourly data).
         #[arg(long, default_value_t = 48)]
         horizon: usize,
@@ -87,8 +88,9 @@ enum Command {
     /// Score every row of a `timestamp,value` CSV as it would be streamed: expected band, score
     /// in [0,1] and anomaly flag (CSV out).
     Detect {
-        #[arg(long)]
-        input: PathBuf,
+        /// A CSV file, or a folder of them; repeat for more (rows then start with `input`).
+        #[arg(long, required = true)]
+        input: Vec<PathBuf>,
     },
     /// Print the held-out evaluations of the models.
     #[command(subcommand)]
@@ -96,6 +98,10 @@ enum Command {
     /// Measurements for docs/benchmarks.md.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Add, change or remove people of the action center (the users file,
+    /// `actions.web.users_file`).
+    #[command(subcommand)]
+    User(adpulse::commands::user::UserCommand),
     /// Exit 0 if URL answers 2xx (the container health check; no curl in the image).
     Probe {
         /// e.g. http://127.0.0.1:9464/healthz
@@ -143,6 +149,14 @@ enum EvalCommand {
     },
     /// Campaign score and conversion probability.
     Scoring,
+    /// BG/NBD + Gamma-Gamma CLV fitted on CDNOW (39 weeks calibration, 39 holdout) next to the
+    /// published figures, and on UCI Online Retail.
+    Clv {
+        #[arg(long, default_value = "datasets/cdnow/CDNOW_sample.txt")]
+        cdnow: PathBuf,
+        #[arg(long, default_value = "datasets/online-retail/invoices.csv")]
+        orders: PathBuf,
+    },
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -154,13 +168,23 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,questdb=warn".into()),
-        )
-        .with_target(false)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,questdb=warn".into());
+    // JSON on request (ADPULSE_LOG_FORMAT=json); otherwise plain text, with colours only on a
+    // terminal so log files carry no ANSI escapes
+    if std::env::var("ADPULSE_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json")) {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_target(false)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .init();
+    }
     match cli.command.unwrap_or(Command::Run) {
         Command::DefaultConfig => {
             print!("{}", adpulse::config::DEFAULT_CONFIG);
@@ -175,7 +199,7 @@ fn main() -> anyhow::Result<()> {
             let cfg = adpulse::config::Config::load(cli.config.as_deref())?;
             cfg.validate()?;
             let s = runtime()?
-                .block_on(adpulse::sources::backfill::backfill(
+                .block_on(adpulse::commands::backfill::backfill(
                     &cfg,
                     &source,
                     from,
@@ -276,6 +300,9 @@ fn main() -> anyhow::Result<()> {
                     adpulse::models::cli::segments_report(&orders, &mut out)?
                 }
                 EvalCommand::Scoring => adpulse::models::cli::scoring_report(&mut out)?,
+                EvalCommand::Clv { cdnow, orders } => {
+                    adpulse::profit::eval::report(&cdnow, &orders, &mut out)?
+                }
             }
             Ok(())
         }
@@ -309,13 +336,15 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Metrics { campaigns, repeats }) => {
             let r = adpulse::bench::metrics(campaigns, repeats);
             println!(
-                "campaigns {}  series {}  snapshot {:.1} ms  render {:.1} ms  size {} bytes ({:.1} MiB)",
+                "campaigns {}  series {}  snapshot {:.1} ms  render {:.1} ms  gzip {:.1} ms  size {} bytes ({:.1} MiB, {:.1} MiB gzipped)",
                 r.campaigns,
                 r.series,
                 r.snapshot_ms,
                 r.render_ms,
+                r.gzip_ms,
                 r.bytes,
-                r.bytes as f64 / 1048576.0
+                r.bytes as f64 / 1048576.0,
+                r.gzip_bytes as f64 / 1048576.0
             );
             Ok(())
         }
@@ -336,6 +365,16 @@ fn main() -> anyhow::Result<()> {
                 })
                 .with_context(|| format!("{url} did not answer"))?;
             anyhow::ensure!(status.is_success(), "{url} answered {status}");
+            Ok(())
+        }
+        Command::User(cmd) => {
+            let cfg = adpulse::config::Config::load(cli.config.as_deref())?;
+            adpulse::commands::user::run(
+                &cmd,
+                &cfg.actions.web.users_file,
+                &mut std::io::stdin().lock(),
+                &mut std::io::stdout(),
+            )?;
             Ok(())
         }
         Command::CheckConfig => {

@@ -391,6 +391,50 @@ pub fn validate(r: &Record, now: DateTime<Utc>) -> Result<(), NormalizeError> {
         }
         // model and audit rows are made by adpulse itself, not read from outside
         Record::Forecasts(_) | Record::Anomalies(_) | Record::Actions(_) => Ok(()),
+        // order depth: the same checks as orders, so a bad line is dead-lettered with its id
+        Record::OrderLines(l) => {
+            let id = format!("{} / {}", l.order_id, l.line_id);
+            check_ts(l.ts, now, &id)?;
+            for (field, v) in [
+                ("unit_price", l.unit_price),
+                ("discount", l.discount),
+                ("net_sales", l.net_sales),
+                ("tax", l.tax),
+                ("shipping_charged", l.shipping_charged),
+                ("refunded_amount", l.refunded_amount),
+            ] {
+                check_money(field, v, &id)?;
+            }
+            if let Some(c) = l.unit_cost {
+                check_money("unit_cost", c, &id)?;
+            }
+            check_text(
+                &id,
+                [
+                    ("order_id", Some(l.order_id.as_str())),
+                    ("line_id", Some(l.line_id.as_str())),
+                    ("sku", Some(l.sku.as_str())),
+                    ("product", Some(l.product.as_str())),
+                    ("variant", Some(l.variant.as_str())),
+                    ("city", l.city.as_deref()),
+                ],
+            )
+        }
+        Record::Touchpoints(t) => {
+            let id = format!("{} #{}", t.journey_id, t.position);
+            check_ts(t.ts, now, &id)?;
+            check_text(
+                &id,
+                [
+                    ("journey_id", Some(t.journey_id.as_str())),
+                    ("channel", Some(t.channel.as_str())),
+                    ("referrer", t.referrer.as_deref()),
+                    ("landing_page", t.landing_page.as_deref()),
+                ],
+            )
+        }
+        // computed by adpulse from records already checked
+        Record::Attribution(_) => Ok(()),
     }
 }
 

@@ -149,6 +149,11 @@ impl Pipeline {
         if rejected > 0 {
             self.telemetry.rejected(source, rejected);
         }
+        // the collector's clock (the demo's simulated time), so a simulated day is not capped
+        // at the real clock
+        if let Some(until) = newest_data(&records, self.now()) {
+            self.telemetry.data_seen(source, until);
+        }
         self.with_store(|s| s.ingest(&records));
         let n = records.len();
         let ticket = match &self.sink {
@@ -160,5 +165,88 @@ impl Pipeline {
             None => Durable::now(),
         };
         Ok(Delivery { records: n, ticket })
+    }
+}
+
+/// End of the newest data in `records` (a bucket's end, an order's time), never after `now`: a
+/// day bucket of today holds data up to now at most. `None` without source data (e.g. only
+/// model rows).
+fn newest_data(records: &[Record], now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    use crate::records::Bucket;
+    let end = |ts: DateTime<Utc>, b: Bucket| match b {
+        Bucket::Hour => ts + chrono::Duration::hours(1),
+        Bucket::Day => ts + chrono::Duration::days(1),
+    };
+    records
+        .iter()
+        .filter_map(|r| match r {
+            Record::CampaignStats(c) => Some(end(c.ts, c.bucket)),
+            Record::Orders(o) => Some(o.ts),
+            Record::Funnel(f) => Some(end(f.ts, f.bucket)),
+            _ => None,
+        })
+        .max()
+        .map(|t| t.min(now))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::{Bucket, FunnelStep};
+
+    fn step(ts: &str, bucket: Bucket) -> Record {
+        let ts: DateTime<Utc> = ts.parse().unwrap();
+        Record::Funnel(FunnelStep {
+            ts,
+            bucket,
+            day: ts.date_naive(),
+            stage: "purchase".into(),
+            traffic_source: "google / cpc".into(),
+            source: "ga4".into(),
+            count: 1,
+        })
+    }
+
+    #[test]
+    fn newest_data_is_the_end_of_the_newest_bucket_never_after_now() {
+        let now: DateTime<Utc> = "2026-11-20T10:40:00Z".parse().unwrap();
+        // two hour buckets, the newer one started at 08:00: data until 09:00 (not the poll time)
+        let hours = [
+            step("2026-11-20T07:00:00Z", Bucket::Hour),
+            step("2026-11-20T08:00:00Z", Bucket::Hour),
+        ];
+        assert_eq!(
+            newest_data(&hours, now),
+            Some("2026-11-20T09:00:00Z".parse().unwrap())
+        );
+        // today's day bucket holds data until now at most
+        let day = [step("2026-11-19T18:30:00Z", Bucket::Day)];
+        assert_eq!(newest_data(&day, now), Some(now));
+        assert_eq!(newest_data(&[], now), None);
+    }
+
+    #[test]
+    fn the_freshness_gauge_only_moves_forward() {
+        let t = Telemetry::new();
+        t.data_seen("meta", "2026-11-20T09:00:00Z".parse().unwrap());
+        // a restatement look-back re-reads older days: the data is not older for it
+        t.data_seen("meta", "2026-11-18T00:00:00Z".parse().unwrap());
+        let body = String::from_utf8(
+            prometheus::TextEncoder::new()
+                .encode_to_string(&t.registry.gather())
+                .unwrap()
+                .into_bytes(),
+        )
+        .unwrap();
+        let want = "2026-11-20T09:00:00Z"
+            .parse::<DateTime<Utc>>()
+            .unwrap()
+            .timestamp();
+        assert!(
+            body.contains(&format!(
+                "adpulse_source_data_timestamp_seconds{{source=\"meta\"}} {want}"
+            )),
+            "{body}"
+        );
     }
 }

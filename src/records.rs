@@ -246,6 +246,105 @@ pub struct ActionRow {
     pub idempotency_key: String,
 }
 
+/// Where a line's unit cost came from (issue 16: missing costs are reported, never invented).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CostSource {
+    /// The inventory item's cost as the shop reports it.
+    InventoryItem,
+    /// The configured fallback margin of the product type or collection.
+    FallbackMargin,
+    /// No cost known: COGS is left empty and the SKU is reported.
+    Missing,
+}
+
+impl CostSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CostSource::InventoryItem => "inventory_item",
+            CostSource::FallbackMargin => "fallback_margin",
+            CostSource::Missing => "missing",
+        }
+    }
+}
+
+/// One line item of an order (`order_lines` table): what was sold, at what price and cost, and
+/// what was refunded of it. Money in the reporting currency.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderLine {
+    /// The order's time.
+    pub ts: DateTime<Utc>,
+    pub day: NaiveDate,
+    pub order_id: String,
+    pub line_id: String,
+    pub sku: String,
+    pub product: String,
+    pub variant: String,
+    pub product_type: String,
+    pub quantity: u32,
+    /// Unit price before discounts.
+    pub unit_price: Decimal,
+    /// Discounts allocated to this line.
+    pub discount: Decimal,
+    /// quantity × unit_price − discount.
+    pub net_sales: Decimal,
+    pub tax: Decimal,
+    /// Shipping charged to the customer, allocated to this line.
+    pub shipping_charged: Decimal,
+    /// Unit cost (`None` when `cost_source` is `missing`).
+    pub unit_cost: Option<Decimal>,
+    pub cost_source: CostSource,
+    pub refunded_quantity: u32,
+    pub refunded_amount: Decimal,
+    pub customer_id: Option<String>,
+    /// The customer's order index is 1.
+    pub new_customer: bool,
+    pub city: Option<String>,
+    pub province: Option<String>,
+    pub country: Option<String>,
+    pub utm_campaign: Option<String>,
+    pub currency: String,
+    pub source: String,
+}
+
+/// One touch of a customer journey (`touchpoints` table).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TouchpointRow {
+    pub ts: DateTime<Utc>,
+    /// The order id for a converting journey, the visitor id otherwise.
+    pub journey_id: String,
+    pub order_id: Option<String>,
+    /// 1-based position in the journey.
+    pub position: u32,
+    /// `platform:campaign_id` for paid touches, `organic:<source>` or `direct` otherwise.
+    pub channel: String,
+    pub utm_source: Option<String>,
+    pub utm_medium: Option<String>,
+    pub utm_campaign: Option<String>,
+    pub referrer: Option<String>,
+    pub landing_page: Option<String>,
+    pub source: String,
+}
+
+/// Attributed conversions and revenue of one channel under one model and window for one day
+/// (`attribution` table).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttributionRow {
+    /// Start of the reporting day (UTC instant).
+    pub ts: DateTime<Utc>,
+    pub day: NaiveDate,
+    pub model: String,
+    /// `1d`, `7d`, `14d`, `28d`, `lifetime`.
+    pub window: String,
+    pub channel: String,
+    pub conversions: f64,
+    pub revenue: Decimal,
+    pub spend: Decimal,
+    /// What the platform itself reported for the channel that day (`None` for unpaid channels).
+    pub platform_conversions: Option<f64>,
+    pub currency: String,
+}
+
 /// One normalized record, routed to its table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "table", rename_all = "snake_case")]
@@ -256,17 +355,23 @@ pub enum Record {
     Forecasts(ForecastRow),
     Anomalies(AnomalyRow),
     Actions(ActionRow),
+    OrderLines(OrderLine),
+    Touchpoints(TouchpointRow),
+    Attribution(AttributionRow),
 }
 
 /// Every table adpulse writes, in the order of `Record`'s variants (a leaf list, so `telemetry` and
 /// the sinks share it without importing each other).
-pub const TABLE_NAMES: [&str; 6] = [
+pub const TABLE_NAMES: [&str; 9] = [
     "campaign_stats",
     "orders",
     "funnel",
     "forecasts",
     "anomalies",
     "actions",
+    "order_lines",
+    "touchpoints",
+    "attribution",
 ];
 
 impl Record {
@@ -278,6 +383,9 @@ impl Record {
             Record::Forecasts(_) => "forecasts",
             Record::Anomalies(_) => "anomalies",
             Record::Actions(_) => "actions",
+            Record::OrderLines(_) => "order_lines",
+            Record::Touchpoints(_) => "touchpoints",
+            Record::Attribution(_) => "attribution",
         }
     }
 
@@ -289,6 +397,9 @@ impl Record {
             Record::Forecasts(r) => r.ts,
             Record::Anomalies(r) => r.ts,
             Record::Actions(r) => r.ts,
+            Record::OrderLines(r) => r.ts,
+            Record::Touchpoints(r) => r.ts,
+            Record::Attribution(r) => r.ts,
         }
     }
 }

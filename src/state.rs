@@ -123,6 +123,9 @@ impl Store {
                 }
                 // model outputs and the audit trail are written to QuestDB only
                 Record::Forecasts(_) | Record::Anomalies(_) | Record::Actions(_) => {}
+                // order depth and attribution feed QuestDB and the dashboards; the live
+                // snapshot reads orders
+                Record::OrderLines(_) | Record::Touchpoints(_) | Record::Attribution(_) => {}
                 Record::Funnel(f) => {
                     self.funnel.insert(
                         (

@@ -16,6 +16,8 @@ pub struct Telemetry {
     source_polls: IntCounterVec,
     source_rows: IntCounterVec,
     source_rejected: IntCounterVec,
+    /// Days the completeness ledger holds as incomplete, per source.
+    source_incomplete_days: IntGaugeVec,
     pub sink_up: IntGaugeVec,
     pub sink_rows_written: IntCounterVec,
     pub sink_write_failures: IntCounterVec,
@@ -67,7 +69,13 @@ impl Telemetry {
             &["sink"],
         ));
         must(registry.register(Box::new(flush.clone())));
+        let incomplete_days = ig(
+            "adpulse_source_incomplete_days",
+            "Days the completeness ledger holds as incomplete (to be fetched again)",
+            &["source"],
+        );
         Self {
+            source_incomplete_days: incomplete_days,
             source_up: ig(
                 "adpulse_source_up",
                 "1 if the source's last poll succeeded",
@@ -177,6 +185,24 @@ impl Telemetry {
                     .get()
             })
             .sum()
+    }
+
+    /// Set the number of incomplete days of `source` (from the completeness ledger).
+    pub fn incomplete_days(&self, source: &str, n: usize) {
+        self.source_incomplete_days
+            .with_label_values(&[source])
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Data freshness from the data itself: `until` is the end of the newest bucket (or event
+    /// time) of records `source` delivered. The gauge only moves forward, so a poll that
+    /// re-reads old days (restatement look-back) does not make the data look older.
+    pub fn data_seen(&self, source: &str, until: chrono::DateTime<chrono::Utc>) {
+        let g = self.source_data_ts.with_label_values(&[source]);
+        let t = until.timestamp_millis() as f64 / 1000.0;
+        if t > g.get() {
+            g.set(t);
+        }
     }
 
     pub fn rejected(&self, source: &str, n: u64) {

@@ -3,7 +3,7 @@
 use adpulse::api::{AppState, router};
 use adpulse::kpi::Margin;
 use adpulse::records::{Bucket, CampaignKey, CampaignStat, Record};
-use adpulse::sinks::metrics::KpiCollector;
+use adpulse::sinks::metrics::Exposition;
 use adpulse::state::{SnapshotSettings, Store};
 use adpulse::telemetry::Telemetry;
 use arc_swap::ArcSwap;
@@ -84,14 +84,16 @@ async fn metrics_follow_the_snapshot_and_drop_vanished_campaigns() {
         ),
     ]);
     let snap = Arc::new(ArcSwap::from_pointee(store.snapshot(now, &settings())));
-    telemetry
-        .registry
-        .register(Box::new(KpiCollector::new(snap.clone())))
-        .unwrap();
     let app = router(AppState {
         telemetry: telemetry.clone(),
         sink_health: None,
         actions: None,
+        web: None,
+        exposition: Some(Arc::new(Exposition::new(
+            snap.clone(),
+            None,
+            &Default::default(),
+        ))),
     });
     let (status, body) = body_of(app.clone(), "/metrics").await;
     assert_eq!(status, StatusCode::OK);
@@ -125,6 +127,8 @@ async fn health_and_readiness() {
         telemetry,
         sink_health: None,
         actions: None,
+        web: None,
+        exposition: None,
     });
     assert_eq!(body_of(app.clone(), "/healthz").await.0, StatusCode::OK);
     let (s, b) = body_of(app.clone(), "/readyz").await;
@@ -212,6 +216,8 @@ async fn openapi_describes_every_actions_route_and_actions_answer_503_when_disab
         telemetry: Arc::new(Telemetry::new()),
         sink_health: None,
         actions: None,
+        web: None,
+        exposition: None,
     });
     let (s, body) = body_of(app.clone(), "/api/v1/openapi.json").await;
     assert_eq!(s, StatusCode::OK);

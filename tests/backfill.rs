@@ -1,10 +1,13 @@
-//! `adpulse backfill` on the Meta source against a local Graph API: chunked, throttle honoured,
-//! and resumable: a failure in the second chunk keeps the first, and the re-run starts after it.
+//! `adpulse backfill` on the Meta source against a local Graph API: it works from the
+//! completeness ledger. A run interrupted by a rejected row (no FX rate) and by a throttle asking
+//! for longer than `max_throttle_wait_secs` fails naming each incomplete day; after the causes are
+//! fixed, a re-run fetches exactly those days (the request log shows nothing else is re-read), and
+//! a usage header saying "0 minutes" waits the configured floor instead of looping.
 
 mod common;
 
+use adpulse::commands::backfill::{BackfillError, backfill};
 use adpulse::config::Config;
-use adpulse::sources::backfill::backfill;
 use axum::Router;
 use axum::extract::Query;
 use axum::http::StatusCode;
@@ -12,43 +15,99 @@ use axum::response::IntoResponse;
 use axum::routing::get as route_get;
 use chrono::NaiveDate;
 use common::*;
+use rust_decimal::Decimal;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The rows the fake Graph API serves for one day: two campaigns; on 2026-10-03 the second
+/// campaign is booked in USD (another ad account currency), which needs an FX rate.
+fn rows_of(d: NaiveDate) -> Vec<(String, &'static str, &'static str)> {
+    let usd = d.to_string() == "2026-10-03";
+    vec![
+        ("1".to_string(), "INR", "10.01"),
+        (
+            "2".to_string(),
+            if usd { "USD" } else { "INR" },
+            if usd { "2.00" } else { "10.01" },
+        ),
+    ]
+}
+
+fn meta_config(
+    dir: &std::path::Path,
+    qdb: &str,
+    base: &str,
+    token: &std::path::Path,
+    fx: &str,
+) -> Config {
+    Config::from_toml_str(&format!(
+        r#"
+[general]
+state_dir = "{state}"
+[questdb]
+http_url = "{qdb}"
+spool_dir = "{spool}"
+flush_interval_ms = 50
+{fx}
+[[sources]]
+type = "meta"
+name = "meta"
+account_id = "act_42"
+base_url = "{base}"
+access_token_file = "{token}"
+account_timezone = "Asia/Kolkata"
+hourly_days = 0
+min_throttle_wait_secs = 1
+max_throttle_wait_secs = 3600
+"#,
+        state = dir.join("state").display(),
+        spool = dir.join("spool").display(),
+        token = token.display(),
+    ))
+    .unwrap()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn interrupted_backfill_resumes_after_the_last_stored_chunk() {
+async fn a_rerun_after_fixing_the_causes_fetches_exactly_the_incomplete_days() {
     let q = QuestDb::start().await;
     let log: Arc<Mutex<Vec<String>>> = Arc::default();
-    let fail_chunk2 = Arc::new(AtomicBool::new(true));
-    let throttle_once = Arc::new(AtomicBool::new(true));
-    let (l2, f2, t2) = (log.clone(), fail_chunk2.clone(), throttle_once.clone());
+    // 1: the second chunk asks for 677 minutes (Meta counts in minutes), beyond the cap
+    // 2: the third chunk says "0 minutes" once
+    let phase = Arc::new(AtomicU32::new(1));
+    let zero_once = Arc::new(AtomicU32::new(1));
+    let (l2, p2, z2) = (log.clone(), phase.clone(), zero_once.clone());
     let app = Router::new().route(
         "/v25.0/act_42/insights",
         route_get(move |Query(p): Query<HashMap<String, String>>| {
-            let (log, fail, throttle) = (l2.clone(), f2.clone(), t2.clone());
+            let (log, phase, zero) = (l2.clone(), p2.clone(), z2.clone());
             async move {
                 let tr: serde_json::Value = serde_json::from_str(&p["time_range"]).unwrap();
                 let since = NaiveDate::parse_from_str(tr["since"].as_str().unwrap(), "%Y-%m-%d").unwrap();
                 let until = NaiveDate::parse_from_str(tr["until"].as_str().unwrap(), "%Y-%m-%d").unwrap();
-                log.lock().unwrap().push(since.to_string());
-                if since.to_string() == "2026-10-08" && fail.swap(false, Ordering::SeqCst) {
-                    return (StatusCode::BAD_REQUEST, r#"{"error":{"message":"(#100) Invalid parameter","type":"OAuthException","code":100,"fbtrace_id":"x"}}"#).into_response();
-                }
-                if since.to_string() == "2026-10-15" && throttle.swap(false, Ordering::SeqCst) {
-                    return (
+                log.lock().unwrap().push(format!("{since}..{until}"));
+                let throttle = |minutes: u32| {
+                    (
                         StatusCode::BAD_REQUEST,
-                        [("x-business-use-case-usage", r#"{"42":[{"type":"ads_insights","call_count":100,"total_cputime":30,"total_time":40,"estimated_time_to_regain_access":0}]}"#)],
-                        r#"{"error":{"message":"(#17) User request limit reached","type":"OAuthException","code":17,"fbtrace_id":"x"}}"#,
+                        [("x-business-use-case-usage", format!(r#"{{"42":[{{"type":"ads_insights","call_count":100,"total_cputime":30,"total_time":40,"estimated_time_to_regain_access":{minutes}}}]}}"#))],
+                        r#"{"error":{"message":"(#80000) There have been too many calls from this ad-account. Wait a bit and try again.","type":"OAuthException","code":80000,"error_subcode":2446079,"fbtrace_id":"x"}}"#,
                     )
-                        .into_response();
+                        .into_response()
+                };
+                if since.to_string() == "2026-10-08" && phase.load(Ordering::SeqCst) == 1 {
+                    return throttle(677);
+                }
+                if since.to_string() == "2026-10-15" && zero.swap(0, Ordering::SeqCst) == 1 {
+                    return throttle(0);
                 }
                 let mut data = Vec::new();
                 let mut d = since;
                 while d <= until {
-                    for c in ["1", "2"] {
-                        data.push(serde_json::json!({"account_currency": "INR", "campaign_id": c, "campaign_name": format!("C{c}"),
-                            "date_start": d.to_string(), "date_stop": d.to_string(), "spend": "10.01", "impressions": "100", "clicks": "3"}));
+                    for (c, cur, spend) in rows_of(d) {
+                        data.push(serde_json::json!({"account_currency": cur, "campaign_id": c, "campaign_name": format!("C{c}"),
+                            "date_start": d.to_string(), "date_stop": d.to_string(), "spend": spend, "impressions": "100", "clicks": "3"}));
                     }
                     d = d.succ_opt().unwrap();
                 }
@@ -62,67 +121,83 @@ async fn interrupted_backfill_resumes_after_the_last_stored_chunk() {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("t");
     std::fs::write(&token, "tok").unwrap();
-    let cfg = Config::from_toml_str(&format!(
-        r#"
-[general]
-state_dir = "{state}"
-[questdb]
-http_url = "{qdb}"
-spool_dir = "{spool}"
-flush_interval_ms = 50
-[[sources]]
-type = "meta"
-name = "meta"
-account_id = "act_42"
-base_url = "{base}"
-access_token_file = "{token}"
-account_timezone = "Asia/Kolkata"
-hourly_days = 0
-"#,
-        state = dir.path().join("state").display(),
-        qdb = q.url(),
-        spool = dir.path().join("spool").display(),
-        token = token.display(),
-    ))
-    .unwrap();
     let from = NaiveDate::from_ymd_opt(2026, 10, 1).unwrap();
     let to = NaiveDate::from_ymd_opt(2026, 10, 20).unwrap();
 
+    // run 1: no USD rate, and a throttle beyond the cap
+    let cfg = meta_config(dir.path(), &q.url(), &base, &token, "");
     let err = backfill(&cfg, "meta", from, to, 7, false)
         .await
         .unwrap_err();
-    assert!(err.contains("re-run the same command to resume"), "{err}");
-    assert!(err.contains("2026-10-08"), "{err}");
-    q.wait_for_count("SELECT count() FROM campaign_stats", 14.0)
+    let BackfillError::Incomplete {
+        complete,
+        incomplete,
+    } = &err
+    else {
+        panic!("{err}")
+    };
+    let text = err.to_string();
+    assert!(
+        text.starts_with("6 days complete, 14 incomplete: 2026-10-03: "),
+        "{text}"
+    );
+    assert!(text.contains("no exchange rate for USD"), "{text}");
+    assert!(text.contains("2026-10-08..2026-10-20: throttled: the API asks to wait 40620s, more than max_throttle_wait_secs (3600s)"), "{text}");
+    assert_eq!((*complete, incomplete.len()), (6, 14));
+    assert_eq!(
+        log.lock().unwrap().clone(),
+        vec!["2026-10-01..2026-10-07", "2026-10-08..2026-10-14"],
+        "the throttle beyond the cap stops the run at once: no sleep, no request for the last chunk"
+    );
+    // 13 rows: the USD row was rejected, the rest of 2026-10-01..07 stored
+    q.wait_for_count("SELECT count() FROM campaign_stats", 13.0)
         .await;
 
+    // run 2: the rate is added and the throttle is over
+    phase.store(2, Ordering::SeqCst);
+    log.lock().unwrap().clear();
+    let cfg = meta_config(dir.path(), &q.url(), &base, &token, "[fx]\nUSD = \"83.5\"");
     let s = backfill(&cfg, "meta", from, to, 7, false).await.unwrap();
-    assert_eq!(s.resumed_from, NaiveDate::from_ymd_opt(2026, 10, 8));
-    assert_eq!(s.days, 13);
-    assert_eq!(s.throttle_waits, 1);
+    assert_eq!(s.days, 14);
+    assert_eq!(s.already_complete, 6);
+    assert_eq!(s.resumed_from, NaiveDate::from_ymd_opt(2026, 10, 3));
+    assert_eq!(
+        log.lock().unwrap().clone(),
+        vec![
+            "2026-10-03..2026-10-03",
+            "2026-10-08..2026-10-14",
+            "2026-10-15..2026-10-20",
+            "2026-10-15..2026-10-20"
+        ],
+        "exactly the incomplete days are fetched again; the \"0 minutes\" throttle is retried once"
+    );
+    // "0 minutes" waited the 1 s floor, once: at most one request per floor period
+    assert_eq!(s.waits, vec![Duration::from_secs(1)]);
     q.wait_for_count("SELECT count() FROM campaign_stats", 40.0)
         .await;
+    // the independent total: every served row, converted at the configured rate
+    let rate = Decimal::from_str("83.5").unwrap();
+    let mut want = Decimal::ZERO;
+    for d in from.iter_days().take_while(|d| *d <= to) {
+        for (_, cur, spend) in rows_of(d) {
+            let v = Decimal::from_str(spend).unwrap();
+            want += if cur == "USD" { v * rate } else { v };
+        }
+    }
     let total = q.rows("SELECT sum(spend) FROM campaign_stats").await;
-    assert_eq!(total[0][0], "400.400000");
-    let log = log.lock().unwrap().clone();
     assert_eq!(
-        log,
-        vec![
-            "2026-10-01",
-            "2026-10-08",
-            "2026-10-08",
-            "2026-10-15",
-            "2026-10-15"
-        ],
-        "chunk 1 is not fetched again on the re-run; the throttled chunk is retried"
+        Decimal::from_str(total[0][0].as_str().unwrap()).unwrap(),
+        want
     );
-    // done: a third run has nothing to do
+    // done: a third run has nothing to do and asks nothing
+    log.lock().unwrap().clear();
     let s = backfill(&cfg, "meta", from, to, 7, false).await.unwrap();
-    assert_eq!(s.days, 0);
+    assert_eq!((s.days, s.already_complete), (0, 20));
+    assert!(log.lock().unwrap().is_empty());
     let bad = backfill(&cfg, "nope", from, to, 7, false)
         .await
         .unwrap_err();
-    assert!(bad.contains("no source named"), "{bad}");
+    assert!(bad.to_string().contains("no source named"), "{bad}");
 }
 
 /// Large ranges go through Meta's async report runs: a job that fails is retried as two halves,

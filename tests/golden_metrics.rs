@@ -1,35 +1,44 @@
-//! The KPI exposition, diffed end to end against a golden file (node_exporter style): the demo's
-//! first two days at a fixed start, rendered as Prometheus text. Regenerate after an intended
-//! change with `UPDATE_GOLDEN=1 cargo test --test golden_metrics` and review the diff.
+//! The KPI exposition of the demo's first two days at a fixed start:
+//! - its key values (ROI, CPA and loss rate of a campaign today, the whole business's rolling
+//!   windows) checked against figures summed in this test straight from the input rows, with
+//!   none of the store's or the renderer's code;
+//! - diffed end to end against a golden file (node_exporter style) to catch any other change.
+//!   Regenerate after an intended change with `UPDATE_GOLDEN=1 cargo test --test golden_metrics`
+//!   and review the diff.
 
 use adpulse::kpi::Margin;
 use adpulse::normalize::Normalizer;
-use adpulse::sinks::metrics::families;
+use adpulse::records::{Bucket, OrderKind, Record};
+use adpulse::sinks::metrics::render_kpis;
 use adpulse::sources::demo::{DemoConfig, DemoSource};
 use adpulse::state::{SnapshotSettings, Store};
-use chrono::{DateTime, Utc};
-use prometheus::Encoder;
+use chrono::{DateTime, Duration, Timelike, Utc};
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
 
-#[test]
-fn kpi_exposition_matches_the_golden_file() {
-    let start: DateTime<Utc> = "2026-11-20T12:40:00Z".parse().unwrap();
+fn demo(start: &str, days: u32) -> (DateTime<Utc>, Vec<Record>) {
+    let start: DateTime<Utc> = start.parse().unwrap();
     let mut cfg = DemoConfig::new("demo");
     cfg.start = Some(start);
-    cfg.backfill_days = 2;
+    cfg.backfill_days = days;
     let tz = chrono_tz::Asia::Kolkata;
     let mut src = DemoSource::new(cfg, tz);
     let obs = src.observations(src.epoch(), start, start);
     let n = Normalizer::new(tz, "INR", Default::default());
-    let records: Vec<_> = obs
+    let records = obs
         .into_iter()
         .map(|o| n.normalize("demo", o).unwrap())
         .collect();
+    (start, records)
+}
+
+fn exposition(start: DateTime<Utc>, records: &[Record]) -> String {
     let mut store = Store::new(8);
-    store.ingest(&records);
+    store.ingest(records);
     let snap = store.snapshot(
         start,
         &SnapshotSettings {
-            tz,
+            tz: chrono_tz::Asia::Kolkata,
             currency: "INR".into(),
             margin: Margin::default(),
             loss_rate_window_hours: 3,
@@ -37,11 +46,182 @@ fn kpi_exposition_matches_the_golden_file() {
             roi_target: Some(0.0),
         },
     );
-    let mut text = Vec::new();
-    prometheus::TextEncoder::new()
-        .encode(&families(&snap), &mut text)
+    let mut text = String::new();
+    render_kpis(&snap, None, &mut text);
+    text
+}
+
+/// The value of the one sample whose line starts with `name{` and contains every `labels` pair.
+fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    let hits: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| labels.iter().all(|p| l.contains(p)))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(hits.len() <= 1, "{name} {labels:?} matches {hits:?}");
+    hits.first().copied()
+}
+
+fn close(got: Option<f64>, want: f64, what: &str) {
+    let got = got.unwrap_or_else(|| panic!("{what} missing from /metrics"));
+    assert!(
+        (got - want).abs() <= 1e-9 * want.abs().max(1.0),
+        "{what}: /metrics shows {got}, the input rows give {want}"
+    );
+}
+
+#[test]
+fn key_values_match_sums_of_the_input_rows() {
+    // late in the Indian day, so that campaigns have converted today
+    let (now, records) = demo("2026-11-21T17:50:00Z", 3);
+    let text = exposition(now, &records);
+    // Independent figures. India has no DST: local hour buckets start at :30 UTC, the local day
+    // at 18:30 UTC the evening before.
+    let ist = chrono::FixedOffset::east_opt(5 * 3600 + 1800).unwrap();
+    let local = now.with_timezone(&ist);
+    let today = local.date_naive();
+    let cur_hour = (now - Duration::minutes(i64::from(local.minute())))
+        .with_second(0)
+        .unwrap()
+        .with_nanosecond(0)
         .unwrap();
-    let text = String::from_utf8(text).unwrap();
+    let loss_from = cur_hour - Duration::hours(3);
+    let starts = [
+        cur_hour - Duration::hours(23),
+        cur_hour - Duration::hours(167),
+    ];
+    let mut w = [(Decimal::ZERO, Decimal::ZERO, 0u64); 2]; // 24h, 7d: spend, revenue, orders
+    // per campaign id: spend, conversions, revenue today; spend, revenue over the loss window
+    #[derive(Default)]
+    struct C {
+        spend: Decimal,
+        conv: f64,
+        revenue: Decimal,
+        loss_spend: Decimal,
+        loss_rev: Decimal,
+    }
+    let mut per: std::collections::BTreeMap<String, C> = Default::default();
+    for r in &records {
+        match r {
+            Record::CampaignStats(c) if c.bucket == Bucket::Hour => {
+                for (k, s) in starts.iter().enumerate() {
+                    if c.ts >= *s && c.ts <= now {
+                        w[k].0 += c.spend;
+                    }
+                }
+                let e = per.entry(c.key.campaign_id.clone()).or_default();
+                if c.ts.with_timezone(&ist).date_naive() == today {
+                    e.spend += c.spend;
+                    e.conv += c.conversions;
+                }
+                if c.ts >= loss_from && c.ts < cur_hour {
+                    e.loss_spend += c.spend;
+                }
+            }
+            Record::Orders(o) => {
+                for (k, s) in starts.iter().enumerate() {
+                    if o.ts >= *s && o.ts <= now {
+                        w[k].1 += o.amount;
+                        w[k].2 += u64::from(o.kind == OrderKind::Order);
+                    }
+                }
+                // the demo tags orders with the campaign id
+                let Some(id) = &o.utm_campaign else { continue };
+                let e = per.entry(id.clone()).or_default();
+                if o.ts.with_timezone(&ist).date_naive() == today {
+                    e.revenue += o.amount;
+                }
+                if o.ts >= loss_from && o.ts < cur_hour {
+                    e.loss_rev += o.amount;
+                }
+            }
+            _ => {}
+        }
+    }
+    let f = |d: Decimal| d.to_f64().unwrap();
+    let mut cpas = 0;
+    for (id, c) in &per {
+        if c.spend.is_zero() {
+            continue;
+        }
+        let l = format!(r#"campaign_id="{id}""#);
+        let l = &[l.as_str()];
+        close(
+            sample(&text, "adpulse_campaign_spend_today", l),
+            f(c.spend),
+            "spend today",
+        );
+        close(
+            sample(&text, "adpulse_campaign_roi", l),
+            f((c.revenue - c.spend) / c.spend),
+            &format!("ROI today of {id}"),
+        );
+        if c.conv > 0.0 {
+            cpas += 1;
+            close(
+                sample(&text, "adpulse_campaign_cpa", l),
+                f(c.spend) / c.conv,
+                &format!("CPA today of {id}"),
+            );
+        } else {
+            assert_eq!(
+                sample(&text, "adpulse_campaign_cpa", l),
+                None,
+                "CPA of {id}"
+            );
+        }
+        close(
+            sample(&text, "adpulse_campaign_loss_rate_per_hour", l),
+            f((c.loss_spend - c.loss_rev) / Decimal::from(3)),
+            &format!("loss rate per hour of {id}"),
+        );
+    }
+    assert!(
+        per.len() >= 6 && cpas >= 1,
+        "the fixture must exercise ROI and CPA"
+    );
+    for (k, label) in ["24h", "7d"].iter().enumerate() {
+        let l = format!(r#"window="{label}""#);
+        let l = &[l.as_str()];
+        let (s, rv, n) = w[k];
+        close(
+            sample(&text, "adpulse_total_spend_rolling", l),
+            f(s),
+            "spend rolling",
+        );
+        close(
+            sample(&text, "adpulse_total_revenue_rolling", l),
+            f(rv),
+            "revenue rolling",
+        );
+        close(
+            sample(&text, "adpulse_total_loss_rolling", l),
+            f(s - rv),
+            "loss rolling",
+        );
+        close(
+            sample(&text, "adpulse_total_orders_rolling", l),
+            n as f64,
+            "orders rolling",
+        );
+        close(
+            sample(&text, "adpulse_total_roi_rolling", l),
+            f((rv - s) / s),
+            "ROI rolling",
+        );
+    }
+    // 8 days of history cannot show 10 or 30 days: those windows are absent, not truncated
+    assert_eq!(
+        sample(&text, "adpulse_total_spend_rolling", &[r#"window="10d""#]),
+        None
+    );
+}
+
+#[test]
+fn kpi_exposition_matches_the_golden_file() {
+    let (start, records) = demo("2026-11-20T12:40:00Z", 2);
+    let text = exposition(start, &records);
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/metrics/golden.prom");
     if std::env::var_os("UPDATE_GOLDEN").is_some() {

@@ -12,13 +12,13 @@ fn fixture(name: &str) -> PathBuf {
 
 fn run_forecast(name: &str, horizon: usize) -> Result<String, String> {
     let mut out = Vec::new();
-    cli::forecast_csv(&fixture(name), horizon, &mut out).map_err(|e| e.to_string())?;
+    cli::forecast_csv(&[fixture(name)], horizon, &mut out).map_err(|e| e.to_string())?;
     String::from_utf8(out).map_err(|e| e.to_string())
 }
 
 fn run_detect(name: &str) -> Result<String, String> {
     let mut out = Vec::new();
-    cli::detect_csv(&fixture(name), &mut out).map_err(|e| e.to_string())?;
+    cli::detect_csv(&[fixture(name)], &mut out).map_err(|e| e.to_string())?;
     String::from_utf8(out).map_err(|e| e.to_string())
 }
 
@@ -60,7 +60,7 @@ fn detect_scores_every_row_and_flags_the_spike_only() {
     let mut lines = text.lines();
     assert_eq!(
         lines.next(),
-        Some("timestamp,value,expected,lower,upper,score,is_anomaly")
+        Some("timestamp,value,expected,lower,upper,score,is_anomaly,state")
     );
     let rows: Vec<Vec<&str>> = lines.map(fields).collect();
     assert_eq!(rows.len(), 240);
@@ -79,29 +79,120 @@ fn detect_scores_every_row_and_flags_the_spike_only() {
     assert!(parse(rows[100][3]) < parse(rows[100][2]));
 }
 
+/// The data rows of a fixture as (timestamp text, value text), read without the code under test.
+fn input_rows(name: &str) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(fixture(name)).expect("fixture");
+    text.lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("timestamp"))
+        .map(|l| {
+            let (t, v) = l.split_once(',').unwrap_or((l, ""));
+            (t.trim().to_string(), v.trim().to_string())
+        })
+        .collect()
+}
+
 #[test]
-fn messy_input_is_sorted_deduplicated_and_nan_free() {
+fn detect_keeps_every_input_row_in_order_with_its_timestamp() {
+    for name in ["messy.csv", "duplicates_irregular.csv"] {
+        let input = input_rows(name);
+        let text = run_detect(name).expect("detect");
+        let rows: Vec<Vec<&str>> = text.lines().skip(1).map(fields).collect();
+        assert_eq!(
+            rows.len(),
+            input.len(),
+            "{name}: one output row per input row"
+        );
+        for (r, (ts, v)) in rows.iter().zip(&input) {
+            assert_eq!(r[0], ts, "{name}: timestamps in input order, verbatim");
+            let value: f64 = v.parse().unwrap_or(f64::NAN);
+            if value.is_finite() {
+                assert!((parse(r[1]) - value).abs() < 1e-9, "{name}: {r:?} vs {v}");
+                assert_ne!(r[7], "missing", "{r:?}");
+            } else {
+                assert_eq!(r[7], "missing", "{r:?}");
+            }
+            assert!(
+                ["warmup", "missing", "normal", "alert", "anomalous"].contains(&r[7]),
+                "{r:?}"
+            );
+        }
+    }
+    // The duplicate timestamps are both scored: 00:00 appears twice in messy.csv.
     let text = run_detect("messy.csv").expect("detect");
-    let ts: Vec<&str> = text.lines().skip(1).map(|l| fields(l)[0]).collect();
-    assert_eq!(
-        ts,
-        vec![
-            "2025-10-01T00:00:00Z",
-            "2025-10-01T01:00:00Z",
-            "2025-10-01T02:00:00Z",
-            "2025-10-01T03:00:00Z",
-            "2025-10-01T06:00:00Z",
-            "2025-10-01T08:00:00Z",
-            "2025-10-01T09:00:00Z",
-            "2025-10-01T10:00:00Z",
-        ]
-    );
-    // The later duplicate of 00:00 wins.
-    assert!(text.contains("2025-10-01T00:00:00Z,1.5,"), "{text}");
+    assert_eq!(text.matches("2025-10-01T00:00:00Z,").count(), 2, "{text}");
+    // Warm-up rows say so, and the rows after it carry a band.
+    let text = run_detect("duplicates_irregular.csv").expect("detect");
+    let rows: Vec<Vec<&str>> = text.lines().skip(1).map(fields).collect();
+    assert_eq!(rows[0][7], "warmup");
+    assert_eq!(rows[0][3], "");
+    let last = &rows[rows.len() - 1];
+    assert_eq!(last[7], "normal", "{last:?}");
+    assert!(parse(last[3]) < parse(last[2]) && parse(last[2]) < parse(last[4]));
     // Gaps are interpolated for forecasting.
     let f = run_forecast("messy.csv", 3).expect("forecast");
     assert_eq!(f.lines().count(), 4);
     assert!(f.contains("2025-10-01T11:00:00Z,"), "{f}");
+}
+
+#[test]
+fn many_inputs_per_call_and_bounded_sizes() {
+    // A folder and a file: every row says which input it belongs to.
+    let dir = tempfile::tempdir().expect("tempdir");
+    for name in ["hourly.csv", "messy.csv"] {
+        std::fs::copy(fixture(name), dir.path().join(name)).expect("copy");
+    }
+    let mut out = Vec::new();
+    cli::detect_csv(
+        &[
+            dir.path().to_path_buf(),
+            fixture("duplicates_irregular.csv"),
+        ],
+        &mut out,
+    )
+    .expect("detect many");
+    let text = String::from_utf8(out).expect("utf8");
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("input,timestamp,value,expected,lower,upper,score,is_anomaly,state")
+    );
+    let rows: Vec<&str> = lines.collect();
+    let per = |n: &str| {
+        rows.iter()
+            .filter(|r| r.split(',').next().is_some_and(|i| i.ends_with(n)))
+            .count()
+    };
+    assert_eq!(per("hourly.csv"), input_rows("hourly.csv").len());
+    assert_eq!(per("messy.csv"), input_rows("messy.csv").len());
+    assert_eq!(
+        per("duplicates_irregular.csv"),
+        input_rows("duplicates_irregular.csv").len()
+    );
+
+    // Four rows spread over eleven centuries would need a grid of billions of slots.
+    let e = run_detect("spread.csv").expect_err("too large");
+    assert!(e.contains("above the limit of 1000000"), "{e}");
+    let e = run_forecast("spread.csv", 5).expect_err("too large");
+    assert!(e.contains("above the limit of 1000000"), "{e}");
+    let e = run_forecast("hourly.csv", 10_001).expect_err("horizon");
+    assert!(
+        e.contains("--horizon is 10001, above the limit of 10000"),
+        "{e}"
+    );
+
+    // One bad file in a batch: the good one is written, the error names the bad one.
+    let mut out = Vec::new();
+    let e = cli::forecast_csv(&[fixture("hourly.csv"), fixture("short.csv")], 2, &mut out)
+        .expect_err("one bad input");
+    assert!(
+        e.to_string().contains("1 of 2 inputs failed") && e.to_string().contains("short.csv"),
+        "{e}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out).lines().count(),
+        3,
+        "header + 2 rows of hourly.csv"
+    );
 }
 
 #[test]

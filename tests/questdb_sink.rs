@@ -217,7 +217,12 @@ fn expected(cfg: &Config) -> (usize, usize, usize, Decimal, usize) {
             }
             Record::Orders(_) => o += 1,
             Record::Funnel(_) => f += 1,
-            Record::Forecasts(_) | Record::Anomalies(_) | Record::Actions(_) => {
+            Record::Forecasts(_)
+            | Record::Anomalies(_)
+            | Record::Actions(_)
+            | Record::OrderLines(_)
+            | Record::Touchpoints(_)
+            | Record::Attribution(_) => {
                 unreachable!("normalize never yields model rows")
             }
         }
@@ -361,4 +366,226 @@ async fn full_spool_pauses_the_source_and_loses_nothing() {
     let q = QuestDb::start_on(port).await;
     assert_all_rows_landed_once(&q, &cfg).await;
     running.stop().await;
+}
+
+fn anomaly(ts: &str, expected: f64) -> Record {
+    Record::Anomalies(adpulse::records::AnomalyRow {
+        ts: ts.parse().unwrap(),
+        series: "spend".into(),
+        platform: "meta".into(),
+        campaign_id: "c-1".into(),
+        value: 12.5,
+        expected,
+        lower: f64::NAN,
+        upper: f64::INFINITY,
+        score: 0.0,
+        is_anomaly: false,
+        detector: "robust_seasonal".into(),
+    })
+}
+
+/// Hourly campaign rows `0..n`, distinct keys, spend `i.01`.
+fn hours(n: usize) -> Vec<Record> {
+    let t0: DateTime<Utc> = "2026-11-01T00:30:00Z".parse().unwrap();
+    (0..n)
+        .map(|i| {
+            let ts = t0 + chrono::Duration::hours(i as i64);
+            stat(
+                &ts.to_rfc3339(),
+                Decimal::new(i as i64 * 100 + 1, 2),
+                i as f64,
+            )
+        })
+        .collect()
+}
+
+fn dead_letter_lines(spool: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(spool.join("dead-letter.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Issue 9.2: one row QuestDB refuses used to stop every write forever. Now it is bisected out,
+/// put in the dead-letter file with QuestDB's reason and counted; every good row lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_row_is_dead_lettered_and_never_blocks_the_others() {
+    let q = QuestDb::start().await;
+    let spool = tempfile::tempdir().unwrap();
+    let telemetry = Arc::new(Telemetry::new());
+    let (sink, handle) =
+        QuestDbSink::build(sink_config(q.url(), spool.path()), None, telemetry.clone()).unwrap();
+    let health = handle.health.clone();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(sink.run(stop.clone()));
+
+    let mut rows = hours(200);
+    // spend above DECIMAL(18,6): the sink is handed it directly (normalize would refuse it)
+    let poison_ts = "2026-10-01T00:30:00Z";
+    rows.insert(
+        117,
+        stat(poison_ts, "12345678901234.5".parse().unwrap(), 1.0),
+    );
+    let ticket = handle.send(rows).await.unwrap();
+    ticket.wait().await.unwrap();
+    q.wait_for_count("SELECT count() FROM campaign_stats", 200.0)
+        .await;
+    // every good row, exactly (hand sum: sum_{i<200} (i + 0.01) = 19900 + 2)
+    let s = q
+        .rows("SELECT sum(spend), min(ts) FROM campaign_stats")
+        .await;
+    assert_eq!(s[0][0], "19902.000000");
+    assert_eq!(s[0][1], "2026-11-01T00:30:00.000000Z");
+    let dead = dead_letter_lines(spool.path());
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["kind"], "rejected");
+    assert_eq!(dead[0]["table"], "campaign_stats");
+    assert_eq!(dead[0]["record"]["spend"], "12345678901234.5");
+    assert!(!dead[0]["reason"].as_str().unwrap().is_empty());
+    assert_eq!(health.rejected_rows(), 1);
+    assert!(
+        health.is_up(),
+        "a refused row is not an unreachable QuestDB"
+    );
+    stop.cancel();
+    let report = task.await.unwrap();
+    assert_eq!(report.unsaved_rows, 0);
+    let m = prometheus::TextEncoder::new()
+        .encode_to_string(&telemetry.registry.gather())
+        .unwrap();
+    let rejected: f64 = m
+        .lines()
+        .filter(|l| {
+            l.starts_with("adpulse_sink_rows_rejected_total{")
+                && l.contains("table=\"campaign_stats\"")
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert_eq!(rejected, 1.0, "{m}");
+}
+
+/// Issue 9.1: warm-up anomaly rows with NaN bands made the spool unreadable, and the whole segment
+/// (with campaign and order rows) was set aside. Now every row of the segment lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nan_model_rows_spooled_during_an_outage_land_with_their_neighbours() {
+    let port = free_port();
+    let spool = tempfile::tempdir().unwrap();
+    let telemetry = Arc::new(Telemetry::new());
+    let (sink, handle) = QuestDbSink::build(
+        sink_config(format!("http://127.0.0.1:{port}"), spool.path()),
+        None,
+        telemetry.clone(),
+    )
+    .unwrap();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(sink.run(stop.clone()));
+    let mut rows = hours(50);
+    rows.push(anomaly("2026-11-01T03:30:00Z", f64::NAN));
+    rows.push(anomaly("2026-11-01T04:30:00Z", 3.25));
+    rows.push(order(
+        "1001",
+        OrderKind::Order,
+        dec!(2499.00),
+        "2026-11-01T05:45:00Z",
+    ));
+    // QuestDB is down: the ticket resolves once the rows are fsynced to the spool
+    handle.send(rows).await.unwrap().wait().await.unwrap();
+    let spooled = adpulse::sinks::spool::Spool::open(spool.path(), u64::MAX, 0).unwrap();
+    assert_eq!(spooled.rows(), 53, "durable means on disk");
+    drop(spooled);
+    let q = QuestDb::start_on(port).await;
+    q.wait_for_count("SELECT count() FROM campaign_stats", 50.0)
+        .await;
+    q.wait_for_count("SELECT count() FROM orders", 1.0).await;
+    q.wait_for_count("SELECT count() FROM anomalies", 2.0).await;
+    let a = q
+        .rows("SELECT expected, lower, upper FROM anomalies ORDER BY ts")
+        .await;
+    // QuestDB stores NaN and infinity as its DOUBLE null
+    assert_eq!(a[0][0], serde_json::Value::Null);
+    assert_eq!(a[1][0], 3.25);
+    assert!(dead_letter_lines(spool.path()).is_empty());
+    stop.cancel();
+    task.await.unwrap();
+}
+
+/// Issue 9.4: SIGTERM with a full spool logged "unsent rows could not be spooled" and dropped
+/// them. Now shutdown writes past the soft cap into the reserve and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_with_a_full_spool_writes_into_the_reserve_and_drops_nothing() {
+    let port = free_port();
+    let spool = tempfile::tempdir().unwrap();
+    let telemetry = Arc::new(Telemetry::new());
+    let cfg = QuestDbConfig {
+        spool_max_bytes: 20_000,
+        spool_reserve_bytes: 10 << 20,
+        max_buffered_rows: 100_000,
+        ..sink_config(format!("http://127.0.0.1:{port}"), spool.path())
+    };
+    let (sink, handle) = QuestDbSink::build(cfg, None, telemetry.clone()).unwrap();
+    let draining = CancellationToken::new();
+    let sink = sink.drain_on(draining.clone());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(sink.run(stop.clone()));
+    let all = hours(3000);
+    let mut tickets = Vec::new();
+    // the spool fills; the sink then stops taking batches (back-pressure): send from a task
+    // (`full_spool_pauses_the_source_and_loses_nothing` shows the source being held back)
+    let h = handle.clone();
+    let chunks: Vec<Vec<Record>> = all.chunks(100).map(|c| c.to_vec()).collect();
+    let sender = tokio::spawn(async move {
+        for c in chunks {
+            tickets.push(h.send(c).await.unwrap());
+        }
+        tickets
+    });
+    eventually("back-pressure", Duration::from_secs(60), || async {
+        handle.health.spool_full().then_some(())
+    })
+    .await;
+    // SIGTERM: sources are told to stop, back-pressure lifts, their last rows are taken
+    draining.cancel();
+    let tickets = sender.await.unwrap();
+    stop.cancel();
+    let report = task.await.unwrap();
+    assert_eq!(report.unsaved_rows, 0);
+    assert_eq!(report.spooled_rows, 3000);
+    for t in tickets {
+        t.wait().await.expect("every batch is durable");
+    }
+    let s = adpulse::sinks::spool::Spool::open(spool.path(), 20_000, 0).unwrap();
+    assert_eq!(s.rows(), 3000);
+    assert!(s.bytes() > 20_000, "past the soft cap, into the reserve");
+}
+
+/// Issue 9.5: a password with `;` cut the ILP configuration string. QuestDB with HTTP basic auth
+/// and such a password takes rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_with_semicolons_authenticates() {
+    let password = "pa;ss;;word=1;request_timeout=1";
+    let q = QuestDb::start_with_env(&[
+        ("QDB_HTTP_USER", "adpulse"),
+        ("QDB_HTTP_PASSWORD", password),
+    ])
+    .await;
+    let spool = tempfile::tempdir().unwrap();
+    let telemetry = Arc::new(Telemetry::new());
+    let cfg = QuestDbConfig {
+        username: Some("adpulse".into()),
+        ..sink_config(q.url(), spool.path())
+    };
+    let (sink, handle) = QuestDbSink::build(
+        cfg,
+        Some(adpulse::base::Secret::new(password)),
+        telemetry.clone(),
+    )
+    .unwrap();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(sink.run(stop.clone()));
+    handle.send(hours(3)).await.unwrap().wait().await.unwrap();
+    assert!(handle.health.is_up(), "{:?}", handle.health.last_error());
+    assert_eq!(telemetry.rows_written("questdb"), 3);
+    stop.cancel();
+    task.await.unwrap();
 }

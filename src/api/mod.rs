@@ -1,5 +1,7 @@
 //! HTTP API: `/metrics`, `/healthz`, `/readyz`, and the actions API under `/api/v1` (see
-//! `actions`). `router(state)` is tested in-process.
+//! `actions`), rate-limited per address (a `tower_governor` layer), so a flood of requests with
+//! a wrong token is answered 429 before it costs anything. The action center (`crate::web`) is
+//! merged in at `/` when configured. `router(state)` is tested in-process.
 
 pub mod actions;
 
@@ -22,13 +24,19 @@ pub struct AppState {
     pub sink_health: Option<Arc<SinkHealth>>,
     /// `None` when actions are disabled (the `/api/v1` routes answer 503).
     pub actions: Option<Arc<crate::actions::ActionEngine>>,
+    /// The action center; `None`: not served.
+    pub web: Option<crate::web::WebState>,
+    /// The KPI and model families, rendered once per snapshot (`None`: self-metrics only).
+    pub exposition: Option<Arc<crate::sinks::metrics::Exposition>>,
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+    let limits = state
+        .actions
+        .as_ref()
+        .map(|e| e.config().auth.clone())
+        .unwrap_or_default();
+    let api = Router::new()
         .route("/api/v1/openapi.json", get(actions::openapi))
         .route("/api/v1/recommendations", get(actions::list))
         .route(
@@ -39,25 +47,83 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/reallocation", get(actions::reallocation))
         .route("/api/v1/kill-switch", post(actions::kill_switch))
         .route("/api/v1/alerts/webhook", post(actions::alert_webhook))
-        .with_state(state)
+        .layer(api_limit(&limits));
+    let web = state.web.clone();
+    let mut app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(api)
+        .with_state(state);
+    if let Some(w) = web {
+        app = app.merge(crate::web::router(w));
+    }
+    app
 }
 
-async fn metrics(State(st): State<AppState>) -> Response {
-    let families = st.telemetry.registry.gather();
-    let mut body = Vec::with_capacity(64 * 1024);
-    match TextEncoder::new().encode(&families, &mut body) {
-        Ok(()) => (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            body,
-        )
-            .into_response(),
-        Err(error) => {
-            tracing::error!(%error, "cannot encode /metrics");
-            (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
+/// Requests per address to `/api/v1`: a burst, then one per `api_refill_ms`.
+fn api_limit(
+    a: &crate::actions::config::AuthConfig,
+) -> tower_governor::GovernorLayer<
+    crate::web::PeerIp,
+    governor::middleware::NoOpMiddleware,
+    axum::body::Body,
+> {
+    let conf = tower_governor::governor::GovernorConfigBuilder::default()
+        .per_millisecond(a.api_refill_ms.max(1))
+        .burst_size(a.api_burst.max(1))
+        .key_extractor(crate::web::PeerIp)
+        .finish()
+        .expect("API rate limit: period and burst are at least 1");
+    tower_governor::GovernorLayer::new(conf)
+}
+
+/// The cached KPI/model body (rendered once per snapshot) followed by the self-metrics, which
+/// are small and gathered fresh; gzip when the scraper asks for it.
+async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    let rendered = match st.exposition.clone() {
+        // rendering is CPU work (tens of ms at 10,000 campaigns): keep it off the async workers
+        Some(e) => match tokio::task::spawn_blocking(move || e.current()).await {
+            Ok(r) => Some(r),
+            Err(error) => {
+                tracing::error!(%error, "cannot render /metrics");
+                return (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response();
+            }
+        },
+        None => None,
+    };
+    let mut own = Vec::with_capacity(16 * 1024);
+    if let Err(error) = TextEncoder::new().encode(&st.telemetry.registry.gather(), &mut own) {
+        tracing::error!(%error, "cannot encode /metrics");
+        return (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response();
+    }
+    let gzip = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(crate::sinks::metrics::accepts_gzip);
+    let content_type = (
+        header::CONTENT_TYPE,
+        "text/plain; version=0.0.4; charset=utf-8",
+    );
+    let vary = (header::VARY, "accept-encoding");
+    // two chunks, the cached one shared rather than copied (20 scrapers must not hold 20 copies)
+    let two = |a: bytes::Bytes, b: bytes::Bytes| {
+        axum::body::Body::from_stream(futures_util::stream::iter([
+            Ok::<_, std::convert::Infallible>(a),
+            Ok(b),
+        ]))
+    };
+    match (rendered, gzip) {
+        (Some(r), true) => {
+            let [head, rest] = r.gzip_with(&own);
+            (
+                [content_type, vary, (header::CONTENT_ENCODING, "gzip")],
+                two(head, rest),
+            )
+                .into_response()
         }
+        (Some(r), false) => ([content_type, vary], two(r.text.clone(), own.into())).into_response(),
+        (None, _) => ([content_type, vary], own).into_response(),
     }
 }
 

@@ -1,4 +1,6 @@
-//! Commands that run once and exit (`adpulse import`, `adpulse backfill`): each drives sources
-//! through the same pipeline as `adpulse run`.
+//! Commands that run once and exit (`adpulse import`, `adpulse backfill`, `adpulse user`): each
+//! drives the library the same way `adpulse run` does.
 
+pub mod backfill;
 pub mod import;
+pub mod user;

@@ -2,7 +2,7 @@
 //! CSV or Markdown tables out. The binary only parses arguments and calls these.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::ModelError;
 use super::anomaly::{Detector, DetectorConfig};
@@ -26,23 +26,134 @@ fn num(x: f64) -> String {
     }
 }
 
-/// Reads a `timestamp,value` CSV and writes a forecast of `horizon` steps after its last row:
-/// `timestamp,yhat,yhat_lower_80,yhat_upper_80,yhat_lower_95,yhat_upper_95`.
-pub fn forecast_csv(input: &Path, horizon: usize, out: &mut dyn Write) -> Result<(), ModelError> {
-    let s = series::load_csv(input)?;
+pub use super::forecast::MAX_HORIZON;
+
+/// The files behind `--input` arguments: a file as given, a folder as its `*.csv` files in
+/// name order.
+pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, ModelError> {
+    let mut out = Vec::new();
+    for p in inputs {
+        if p.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|source| ModelError::Io {
+                    path: p.clone(),
+                    source,
+                })?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.is_file() && f.extension().is_some_and(|x| x == "csv"))
+                .collect();
+            files.sort();
+            out.extend(files);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Runs `each` on every input; with more than one input, rows carry an `input` column. A bad
+/// file does not stop the others: their output is written, and the failures are returned
+/// together at the end.
+fn for_inputs(
+    inputs: &[PathBuf],
+    out: &mut dyn Write,
+    header: &str,
+    mut each: impl FnMut(&Path, Option<&str>, &mut dyn Write) -> Result<(), ModelError>,
+) -> Result<(), ModelError> {
+    let files = expand_inputs(inputs)?;
+    let many = files.len() > 1;
+    if many {
+        writeln!(out, "input,{header}")?;
+    } else {
+        writeln!(out, "{header}")?;
+    }
+    let mut failures = Vec::new();
+    for f in &files {
+        let label = f.display().to_string();
+        let label = csv_field(&label);
+        if let Err(e) = each(f, many.then_some(label.as_str()), out) {
+            if let ModelError::Write(_) = e {
+                return Err(e);
+            }
+            failures.push((f.clone(), e));
+        }
+    }
+    match failures.len() {
+        0 => Ok(()),
+        1 if !many => Err(failures.remove(0).1),
+        _ => Err(ModelError::Inputs {
+            failed: failures.len(),
+            total: files.len(),
+            details: failures
+                .iter()
+                .map(|(p, e)| format!("{}: {e}", p.display()))
+                .collect::<Vec<_>>()
+                .join("; "),
+        }),
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+const FORECAST_HEADER: &str =
+    "timestamp,yhat,yhat_lower_80,yhat_upper_80,yhat_lower_95,yhat_upper_95";
+const DETECT_HEADER: &str = "timestamp,value,expected,lower,upper,score,is_anomaly,state";
+
+/// Reads `timestamp,value` CSVs and writes a forecast of `horizon` steps after each one's last
+/// row: `[input,]timestamp,yhat,yhat_lower_80,yhat_upper_80,yhat_lower_95,yhat_upper_95`.
+pub fn forecast_csv(
+    inputs: &[PathBuf],
+    horizon: usize,
+    out: &mut dyn Write,
+) -> Result<(), ModelError> {
+    check_horizon(horizon)?;
+    for_inputs(inputs, out, FORECAST_HEADER, |path, label, out| {
+        let file = std::fs::File::open(path).map_err(|source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        forecast_reader(file, horizon, label, out)
+    })
+}
+
+fn check_horizon(horizon: usize) -> Result<(), ModelError> {
+    if horizon > MAX_HORIZON {
+        return Err(ModelError::TooLarge {
+            what: "--horizon",
+            got: horizon,
+            limit: MAX_HORIZON,
+            hint: "forecast fewer steps, or use a coarser series (daily instead of hourly)",
+        });
+    }
+    Ok(())
+}
+
+/// The forecast of one CSV read from `reader` (no header line written); see [`forecast_csv`].
+pub fn forecast_reader(
+    reader: impl std::io::Read,
+    horizon: usize,
+    label: Option<&str>,
+    out: &mut dyn Write,
+) -> Result<(), ModelError> {
+    check_horizon(horizon)?;
+    let (points, style) = series::read_csv(reader)?;
+    let s = series::clean(&points, style)?;
     let cfg = ForecastConfig {
         festivals: Some(forecast::FestivalCalendar::default()),
         ..ForecastConfig::default()
     };
     let f = forecast::forecast(&s, horizon, &cfg)?;
-    writeln!(
-        out,
-        "timestamp,yhat,yhat_lower_80,yhat_upper_80,yhat_lower_95,yhat_upper_95"
-    )?;
+    let prefix = label.map_or(String::new(), |l| format!("{l},"));
     for i in 0..f.yhat.len() {
         writeln!(
             out,
-            "{},{},{},{},{},{}",
+            "{prefix}{},{},{},{},{},{}",
             f.style.format(f.start + f.step_secs * i as i64),
             num(f.yhat[i]),
             num(f.lower_80[i]),
@@ -54,34 +165,66 @@ pub fn forecast_csv(input: &Path, horizon: usize, out: &mut dyn Write) -> Result
     Ok(())
 }
 
-/// Reads a `timestamp,value` CSV and scores every row in time order with the streaming detector:
-/// `timestamp,value,expected,lower,upper,score,is_anomaly`. Rows are sorted and de-duplicated
-/// (last row wins) first; rows without a finite value are skipped; `lower` and `upper` are empty
-/// during the warm-up (the first three cycles).
-pub fn detect_csv(input: &Path, out: &mut dyn Write) -> Result<(), ModelError> {
-    let (points, style) = series::read_csv_path(input)?;
-    let s = series::clean(&points, style)?;
-    let mut det = Detector::new(DetectorConfig::for_step(s.step_secs));
-    writeln!(out, "timestamp,value,expected,lower,upper,score,is_anomaly")?;
-    for (k, v) in s.values.iter().enumerate() {
-        if !v.is_finite() {
-            continue;
-        }
-        let ts = s.ts(k);
-        let r = det.update(ts, *v);
+/// Scores every row of `timestamp,value` CSVs with the streaming detector:
+/// `[input,]timestamp,value,expected,lower,upper,score,is_anomaly,state`.
+///
+/// The output keeps the input: one row per input data row, in the input's order, with the
+/// input's timestamp text. Rows are fed to the detector in time order (a stable sort, so a
+/// duplicate timestamp is scored after the row it repeats, against the same expectation, and
+/// not learned twice). `state` is `warmup` (not enough history yet: no band), `missing` (no
+/// finite value), `normal`, `alert` (first anomalous row of an episode) or `anomalous`.
+pub fn detect_csv(inputs: &[PathBuf], out: &mut dyn Write) -> Result<(), ModelError> {
+    for_inputs(inputs, out, DETECT_HEADER, |path, label, out| {
+        let file = std::fs::File::open(path).map_err(|source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        detect_reader(file, label, out).map(|_| ())
+    })
+}
+
+/// The detection of one CSV read from `reader` (no header line written); returns the rows
+/// written. See [`detect_csv`].
+pub fn detect_reader(
+    reader: impl std::io::Read,
+    label: Option<&str>,
+    out: &mut dyn Write,
+) -> Result<usize, ModelError> {
+    let (rows, style) = series::read_csv_rows(reader)?;
+    if rows.is_empty() {
+        return Err(ModelError::Empty);
+    }
+    let points: Vec<series::Point> = rows.iter().map(|r| r.point).collect();
+    // The step comes from the cleaned copy; a series too short to infer one is hourly.
+    let step = match series::clean(&points, style) {
+        Ok(s) => s.step_secs,
+        Err(e @ ModelError::TooLarge { .. }) => return Err(e),
+        Err(_) => 3600,
+    };
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|&i| rows[i].point.ts);
+    let mut det = Detector::new(DetectorConfig::for_step(step));
+    let mut scored = vec![None; rows.len()];
+    for i in order {
+        scored[i] = Some(det.update(rows[i].point.ts, rows[i].point.value));
+    }
+    let prefix = label.map_or(String::new(), |l| format!("{l},"));
+    for (row, r) in rows.iter().zip(scored) {
+        let Some(r) = r else { continue };
         writeln!(
             out,
-            "{},{},{},{},{},{:.4},{}",
-            style.format(ts),
-            num(*v),
+            "{prefix}{},{},{},{},{},{:.4},{},{}",
+            csv_field(&row.ts_text),
+            num(row.point.value),
             num(r.expected),
             num(r.lower),
             num(r.upper),
             r.score,
-            r.is_anomaly
+            r.is_anomaly,
+            r.state.name()
         )?;
     }
-    Ok(())
+    Ok(rows.len())
 }
 
 /// Runs the NAB evaluation on every file of `dir` (with `windows-all.json`) and prints the

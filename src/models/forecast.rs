@@ -96,6 +96,9 @@ impl FestivalCalendar {
     }
 }
 
+/// Longest horizon in steps: 10,000 (more than a year of hourly steps).
+pub const MAX_HORIZON: usize = 10_000;
+
 /// The forecasting method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -487,6 +490,14 @@ fn prepare(
         return Err(ModelError::InvalidParameter(
             "horizon must be at least 1".into(),
         ));
+    }
+    if horizon > MAX_HORIZON {
+        return Err(ModelError::TooLarge {
+            what: "the horizon",
+            got: horizon,
+            limit: MAX_HORIZON,
+            hint: "forecast fewer steps, or use a coarser series (daily instead of hourly)",
+        });
     }
     let s = series.filled(cfg.max_gap);
     let n = s.values.len();

@@ -69,6 +69,16 @@ pub enum ModelError {
         /// What to do instead.
         hint: &'static str,
     },
+    /// Some inputs of a batch failed (the others were written).
+    #[error("{failed} of {total} inputs failed: {details}")]
+    Inputs {
+        /// Inputs that failed.
+        failed: usize,
+        /// Inputs in the batch.
+        total: usize,
+        /// `path: error` per failed input.
+        details: String,
+    },
     /// A smartcore fit or prediction failed.
     #[error("model fit failed: {0}")]
     Fit(String),

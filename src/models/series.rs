@@ -209,6 +209,21 @@ pub fn read_csv_path(path: &Path) -> Result<(Vec<Point>, TimestampStyle), ModelE
 /// are kept as NaN so that [`clean`] can count them; anything else unparsable is an error with
 /// its line number.
 pub fn read_csv<R: Read>(reader: R) -> Result<(Vec<Point>, TimestampStyle), ModelError> {
+    let (rows, style) = read_csv_rows(reader)?;
+    Ok((rows.into_iter().map(|r| r.point).collect(), style))
+}
+
+/// One data row as read, with its timestamp text kept verbatim (so output can repeat it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputRow {
+    /// The parsed row (value NaN when empty, `NaN` or infinite).
+    pub point: Point,
+    /// The timestamp field exactly as in the input (trimmed).
+    pub ts_text: String,
+}
+
+/// Like [`read_csv`], keeping every data row in file order with its timestamp text.
+pub fn read_csv_rows<R: Read>(reader: R) -> Result<(Vec<InputRow>, TimestampStyle), ModelError> {
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -245,7 +260,10 @@ pub fn read_csv<R: Read>(reader: R) -> Result<(Vec<Point>, TimestampStyle), Mode
             line,
             value: raw.to_string(),
         })?;
-        points.push(Point { ts, value });
+        points.push(InputRow {
+            point: Point { ts, value },
+            ts_text: ts_field.to_string(),
+        });
     }
     Ok((points, style))
 }
@@ -259,6 +277,10 @@ fn parse_value(raw: &str) -> Option<f64> {
         .ok()
         .map(|v| if v.is_finite() { v } else { f64::NAN })
 }
+
+/// Longest regular grid [`clean`] builds: 1,000,000 slots (114 years of hourly data, 9.5 years
+/// of 5-minute data). Documented in `docs/models.md`.
+pub const MAX_GRID_SLOTS: usize = 1_000_000;
 
 /// Cleans raw points into a [`RegularSeries`]. Fails on an empty series and when no step can be
 /// inferred (fewer than two distinct timestamps).
@@ -308,6 +330,15 @@ pub fn clean(points: &[Point], style: TimestampStyle) -> Result<RegularSeries, M
     }
     let start = dedup[0].ts;
     let last_slot = ((dedup[dedup.len() - 1].ts - start) as f64 / step as f64).round() as usize;
+    if last_slot >= MAX_GRID_SLOTS {
+        // A few rows spread over centuries would otherwise allocate gigabytes.
+        return Err(ModelError::TooLarge {
+            what: "the regridded series (slots between the first and last timestamp)",
+            got: last_slot.saturating_add(1),
+            limit: MAX_GRID_SLOTS,
+            hint: "check the timestamps, or split the series",
+        });
+    }
     let mut values = vec![f64::NAN; last_slot + 1];
     for p in &dedup {
         let offset = p.ts - start;

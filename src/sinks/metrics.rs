@@ -3,21 +3,42 @@
 //! campaign that disappears leaves no stale label set behind. A missing KPI (zero denominator) is
 //! simply not emitted.
 
-use arc_swap::ArcSwap;
-use prometheus::core::{Collector, Desc};
-use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use arc_swap::{ArcSwap, ArcSwapOption};
+use bytes::Bytes;
 use rust_decimal::Decimal;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::sync::{Arc, Mutex, OnceLock};
 
+use crate::config::MetricsConfig;
 use crate::kpi::{Totals, stage_ratio, to_f64};
+use crate::models::live::ModelOutputs;
 use crate::records::CampaignKey;
-use crate::state::Snapshot;
+use crate::state::{CampaignView, Rolling, Snapshot};
 
-/// A gauge family under construction.
+/// Escape a label value as the text format requires (`\`, `\n`, `"`).
+fn push_label_value(out: &mut String, v: &str) {
+    if !v.contains(['\\', '\n', '"']) {
+        out.push_str(v);
+        return;
+    }
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
+}
+
+/// A gauge family under construction, written straight as Prometheus text (building protobuf
+/// messages and encoding them took 340 ms for 10,000 campaigns; see docs/benchmarks.md).
 struct Family {
     name: String,
     help: &'static str,
-    metrics: Vec<Metric>,
+    body: String,
 }
 
 impl Family {
@@ -25,7 +46,7 @@ impl Family {
         Self {
             name: name.into(),
             help,
-            metrics: Vec::new(),
+            body: String::new(),
         }
     }
 
@@ -33,22 +54,23 @@ impl Family {
         if !value.is_finite() {
             return;
         }
-        let mut m = Metric::default();
-        let mut pairs: Vec<LabelPair> = labels
-            .iter()
-            .map(|(k, v)| {
-                let mut lp = LabelPair::default();
-                lp.set_name((*k).to_string());
-                lp.set_value((*v).to_string());
-                lp
-            })
-            .collect();
-        pairs.sort_by(|a, b| a.name().cmp(b.name()));
-        m.set_label(pairs);
-        let mut g = Gauge::default();
-        g.set_value(value);
-        m.set_gauge(g);
-        self.metrics.push(m);
+        // label names sorted, as the text encoder of the `prometheus` crate wrote them
+        let mut ls: [(&str, &str); 8] = [("", ""); 8];
+        let n = labels.len().min(8);
+        ls[..n].copy_from_slice(&labels[..n]);
+        ls[..n].sort_unstable_by_key(|p| p.0);
+        self.body.push_str(&self.name);
+        for (i, (k, v)) in ls[..n].iter().enumerate() {
+            self.body.push(if i == 0 { '{' } else { ',' });
+            self.body.push_str(k);
+            self.body.push_str("=\"");
+            push_label_value(&mut self.body, v);
+            self.body.push('"');
+        }
+        if n > 0 {
+            self.body.push('}');
+        }
+        let _ = writeln!(self.body, " {value}");
     }
 
     fn opt(&mut self, labels: &[(&'static str, &str)], value: Option<f64>) {
@@ -57,13 +79,14 @@ impl Family {
         }
     }
 
-    fn finish(self) -> MetricFamily {
-        let mut mf = MetricFamily::default();
-        mf.set_name(self.name);
-        mf.set_help(self.help.to_string());
-        mf.set_field_type(MetricType::GAUGE);
-        mf.set_metric(self.metrics);
-        mf
+    /// Append the family to `out`; a family without samples is left out.
+    fn write(self, out: &mut String) {
+        if self.body.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "# HELP {} {}", self.name, self.help);
+        let _ = writeln!(out, "# TYPE {} gauge", self.name);
+        out.push_str(&self.body);
     }
 }
 
@@ -119,53 +142,6 @@ fn scope_values(
     ]
 }
 
-/// The KPI collector registered in the shared registry.
-pub struct KpiCollector {
-    snapshot: Arc<ArcSwap<Snapshot>>,
-    descs: Vec<Desc>,
-}
-
-impl KpiCollector {
-    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>) -> Self {
-        let mut names = Vec::new();
-        for scope in ["campaign", "platform", "total"] {
-            for (n, _) in SCOPE_FAMILIES {
-                names.push(format!("adpulse_{scope}_{n}"));
-            }
-        }
-        for n in [
-            "adpulse_campaign_clicks_last_hours",
-            "adpulse_campaign_conversions_last_hours",
-            "adpulse_campaign_orders_last_hours",
-            "adpulse_campaign_spend_last_hour",
-            "adpulse_campaign_spend_hourly_baseline",
-            "adpulse_total_orders_today",
-            "adpulse_total_refunds_today",
-            "adpulse_roi_target",
-            "adpulse_campaigns",
-            "adpulse_funnel_events_today",
-            "adpulse_funnel_stage_conversion_ratio",
-            "adpulse_funnel_bottleneck",
-            "adpulse_snapshot_timestamp_seconds",
-        ] {
-            names.push(n.to_string());
-        }
-        for (n, _, _) in TOTAL_ROLLING {
-            names.push(rolling_name("total", n));
-        }
-        for (n, _, _) in CAMPAIGN_ROLLING {
-            names.push(rolling_name("campaign", n));
-        }
-        let descs = names
-            .iter()
-            .filter_map(|n| {
-                Desc::new(n.clone(), "adpulse KPI".into(), vec![], Default::default()).ok()
-            })
-            .collect();
-        Self { snapshot, descs }
-    }
-}
-
 /// The label set of one campaign.
 fn campaign_labels<'a>(key: &'a CampaignKey, name: &'a str) -> [(&'static str, &'a str); 4] {
     [
@@ -196,11 +172,14 @@ fn scope_names() -> Vec<Vec<String>> {
         .collect()
 }
 
-/// Build every KPI family from a snapshot.
-pub fn families(s: &Snapshot) -> Vec<MetricFamily> {
+/// Write every KPI family of a snapshot as Prometheus text. With `top_n`, only the top N
+/// campaigns by 7-day spend get their own label sets (see [`MetricsConfig`]).
+pub fn render_kpis(s: &Snapshot, top_n: Option<usize>, text: &mut String) {
     let names = scope_names();
     let cur = s.currency.as_str();
-    let mut out = Vec::new();
+    let folded = top_n.map(|n| fold_campaigns(&s.campaigns, n));
+    let shown: &[CampaignView] = folded.as_deref().unwrap_or(&s.campaigns);
+    let mut out: Vec<Family> = Vec::new();
     for (scope_idx, scope_names) in names.iter().enumerate() {
         let mut fams: Vec<Family> = scope_names
             .iter()
@@ -209,7 +188,7 @@ pub fn families(s: &Snapshot) -> Vec<MetricFamily> {
             .collect();
         match scope_idx {
             0 => {
-                for c in &s.campaigns {
+                for c in shown {
                     let base = campaign_labels(&c.key, &c.name);
                     let money = with_currency(base, cur);
                     for (f, (is_money, v)) in
@@ -243,7 +222,7 @@ pub fn families(s: &Snapshot) -> Vec<MetricFamily> {
                 }
             }
         }
-        out.extend(fams.into_iter().map(Family::finish));
+        out.extend(fams);
     }
 
     let mut clicks_w = Family::new(
@@ -266,8 +245,7 @@ pub fn families(s: &Snapshot) -> Vec<MetricFamily> {
         "adpulse_campaign_spend_hourly_baseline",
         "Median spend of the same hour over the previous 7 days",
     );
-    let mut states = [0u64; 3];
-    for c in &s.campaigns {
+    for c in shown {
         let base = campaign_labels(&c.key, &c.name);
         let money = with_currency(base, cur);
         clicks_w.push(&base, c.window_clicks as f64);
@@ -275,6 +253,10 @@ pub fn families(s: &Snapshot) -> Vec<MetricFamily> {
         orders_w.push(&base, c.window_orders as f64);
         spend_h.push(&money, to_f64(c.spend_last_hour));
         baseline.opt(&money, c.spend_baseline.map(to_f64));
+    }
+    // campaign states count every campaign, folded or not
+    let mut states = [0u64; 3];
+    for c in &s.campaigns {
         if c.today.spend.is_zero() {
             states[2] += 1;
         } else if c.today.profit(s.margin) >= Decimal::ZERO {
@@ -346,20 +328,81 @@ pub fn families(s: &Snapshot) -> Vec<MetricFamily> {
             );
         }
     }
-    out.extend(rolling_families(s).into_iter().map(Family::finish));
+    out.extend(rolling_families(s, shown));
     let mut at = Family::new(
         "adpulse_snapshot_timestamp_seconds",
         "Collector clock of the KPIs shown (the simulated clock in the demo)",
     );
     at.push(&[], s.at.timestamp_millis() as f64 / 1000.0);
-    for f in [
+    out.extend([
         clicks_w, conv_w, orders_w, spend_h, baseline, camps, orders, refunds, target, events,
         ratio, bottleneck, at,
-    ] {
-        out.push(f.finish());
+    ]);
+    for f in out {
+        f.write(text);
     }
-    out.retain(|f| !f.get_metric().is_empty());
-    out
+}
+
+/// The top `n` campaigns by 7-day spend (today's without a 7-day window), then one summed
+/// `campaign="other"` view per platform for the rest. Additive figures are summed and ratios
+/// recomputed from the sums; the hourly baseline (a median) has no sum and is left out.
+fn fold_campaigns(all: &[CampaignView], n: usize) -> Vec<CampaignView> {
+    if all.len() <= n {
+        return all.to_vec();
+    }
+    let spend = |c: &CampaignView| {
+        c.rolling
+            .iter()
+            .find(|r| r.window.label == "7d")
+            .map_or(c.today.spend, |r| r.totals.spend)
+    };
+    let mut order: Vec<&CampaignView> = all.iter().collect();
+    order.sort_by(|a, b| spend(b).cmp(&spend(a)).then_with(|| a.key.cmp(&b.key)));
+    let mut shown: Vec<CampaignView> = order[..n].iter().map(|c| (*c).clone()).collect();
+    let mut other: BTreeMap<&str, CampaignView> = BTreeMap::new();
+    for c in &order[n..] {
+        let o = other
+            .entry(c.key.platform.as_str())
+            .or_insert_with(|| CampaignView {
+                key: CampaignKey {
+                    platform: c.key.platform.clone(),
+                    account: "other".into(),
+                    campaign_id: "other".into(),
+                },
+                name: "other".into(),
+                today: Totals::default(),
+                loss_rate_per_hour: None,
+                window_clicks: 0,
+                window_conversions: 0.0,
+                window_orders: 0,
+                spend_last_hour: Decimal::ZERO,
+                spend_baseline: None,
+                days: vec![],
+                rolling: c
+                    .rolling
+                    .iter()
+                    .map(|r| Rolling {
+                        window: r.window,
+                        totals: Totals::default(),
+                        orders: 0,
+                    })
+                    .collect(),
+            });
+        o.today += c.today;
+        if let Some(l) = c.loss_rate_per_hour {
+            o.loss_rate_per_hour = Some(o.loss_rate_per_hour.unwrap_or_default() + l);
+        }
+        o.window_clicks += c.window_clicks;
+        o.window_conversions += c.window_conversions;
+        o.window_orders += c.window_orders;
+        o.spend_last_hour += c.spend_last_hour;
+        for (a, b) in o.rolling.iter_mut().zip(&c.rolling) {
+            a.totals += b.totals;
+            a.orders += b.orders;
+        }
+    }
+    shown.extend(other.into_values());
+    shown
 }
 
 /// Whole-business rolling-window families: (name suffix, help, is money).
@@ -450,7 +493,7 @@ fn rolling_name(scope: &str, n: &str) -> String {
     }
 }
 
-fn rolling_families(s: &Snapshot) -> Vec<Family> {
+fn rolling_families(s: &Snapshot, shown: &[CampaignView]) -> Vec<Family> {
     let cur = s.currency.as_str();
     let m = s.margin;
     let mut total: Vec<Family> = TOTAL_ROLLING
@@ -487,7 +530,7 @@ fn rolling_families(s: &Snapshot) -> Vec<Family> {
         .iter()
         .map(|(n, help, _)| Family::new(rolling_name("campaign", n), help))
         .collect();
-    for c in &s.campaigns {
+    for c in shown {
         let l = campaign_labels(&c.key, &c.name);
         for r in &c.rolling {
             let t = &r.totals;
@@ -516,18 +559,10 @@ fn rolling_families(s: &Snapshot) -> Vec<Family> {
     total
 }
 
-impl Collector for KpiCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        families(&self.snapshot.load())
-    }
-}
-
-/// Families of the models' outputs (forecasts "for now" with bands, anomaly bands and scores).
-pub fn model_families(m: &crate::models::live::ModelOutputs) -> Vec<MetricFamily> {
+/// Write the models' outputs (forecasts "for now" with bands, anomaly bands and scores). With
+/// `keep`, per-campaign series only for those campaigns (the cardinality control).
+pub fn render_models(m: &ModelOutputs, keep: Option<&HashSet<CampaignKey>>, text: &mut String) {
+    let kept = |k: &CampaignKey| keep.is_none_or(|s| s.contains(k));
     let cur = m.currency.as_str();
     let mut out = Vec::new();
     for fc in &m.forecasts {
@@ -571,7 +606,7 @@ pub fn model_families(m: &crate::models::live::ModelOutputs) -> Vec<MetricFamily
         "adpulse_anomaly_flag",
         "1 when the last complete hour left the band",
     );
-    for a in &m.anomalies {
+    for a in m.anomalies.iter().filter(|a| kept(&a.key)) {
         let c = campaign_labels(&a.key, &a.campaign);
         let l = [("series", a.series), c[0], c[1], c[2], c[3]];
         level.push(&l, a.level);
@@ -589,7 +624,7 @@ pub fn model_families(m: &crate::models::live::ModelOutputs) -> Vec<MetricFamily
         "adpulse_tracking_break_score",
         "1 - probability of the zero-conversion run if tracking worked",
     );
-    for t in &m.tracking {
+    for t in m.tracking.iter().filter(|t| kept(&t.key)) {
         let l = campaign_labels(&t.key, &t.campaign);
         tb.push(&l, if t.broken { 1.0 } else { 0.0 });
         tbs.push(&l, t.score);
@@ -602,41 +637,181 @@ pub fn model_families(m: &crate::models::live::ModelOutputs) -> Vec<MetricFamily
         refit.push(&[], t.timestamp_millis() as f64 / 1000.0);
     }
     out.extend([level, expected, upper, lower, score, flag, tb, tbs, refit]);
-    let mut fams: Vec<MetricFamily> = out.into_iter().map(Family::finish).collect();
-    fams.retain(|f| !f.get_metric().is_empty());
-    fams
-}
-
-/// Collector for the models' outputs.
-pub struct ModelCollector {
-    outputs: Arc<ArcSwap<crate::models::live::ModelOutputs>>,
-    descs: Vec<Desc>,
-}
-
-impl ModelCollector {
-    pub fn new(outputs: Arc<ArcSwap<crate::models::live::ModelOutputs>>) -> Self {
-        let descs = ["adpulse_anomaly_level", "adpulse_forecast_loss_today"]
-            .iter()
-            .filter_map(|n| {
-                Desc::new(
-                    n.to_string(),
-                    "adpulse model output".into(),
-                    vec![],
-                    Default::default(),
-                )
-                .ok()
-            })
-            .collect();
-        Self { outputs, descs }
+    for f in out {
+        f.write(text);
     }
 }
 
-impl Collector for ModelCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
+/// The `/metrics` body of one snapshot and one set of model outputs, rendered once and served to
+/// every scraper until either changes; gzip is computed at most once per body.
+pub struct Rendered {
+    snapshot: Arc<Snapshot>,
+    models: Option<Arc<ModelOutputs>>,
+    /// Prometheus text of the KPI and model families.
+    pub text: Bytes,
+    /// gzip header and raw deflate of `text`, sync-flushed so a fresh part can follow in the same
+    /// stream, and the CRC of `text`.
+    deflate: OnceLock<(Bytes, crc32fast::Hasher)>,
+}
+
+/// Builds and caches the exposition of the KPI snapshot and the models' outputs.
+pub struct Exposition {
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    models: Option<Arc<ArcSwap<ModelOutputs>>>,
+    top_n: Option<usize>,
+    cache: ArcSwapOption<Rendered>,
+    /// One renderer at a time; the others wait and take its result.
+    render: Mutex<()>,
+}
+
+impl Exposition {
+    pub fn new(
+        snapshot: Arc<ArcSwap<Snapshot>>,
+        models: Option<Arc<ArcSwap<ModelOutputs>>>,
+        config: &MetricsConfig,
+    ) -> Self {
+        Self {
+            snapshot,
+            models,
+            top_n: config.campaign_series_top_n,
+            cache: ArcSwapOption::empty(),
+            render: Mutex::new(()),
+        }
     }
 
-    fn collect(&self) -> Vec<MetricFamily> {
-        model_families(&self.outputs.load())
+    fn fresh(&self, c: &Rendered) -> bool {
+        Arc::ptr_eq(&c.snapshot, &self.snapshot.load())
+            && match (&c.models, &self.models) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, &b.load()),
+                (None, None) => true,
+                _ => false,
+            }
+    }
+
+    /// The body for the current snapshot: cached, or rendered now (blocking: call it off the
+    /// async workers, or from the refresher right after it swaps a snapshot in).
+    pub fn current(&self) -> Arc<Rendered> {
+        if let Some(c) = self.cache.load_full()
+            && self.fresh(&c)
+        {
+            return c;
+        }
+        let _one = self
+            .render
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = self.cache.load_full()
+            && self.fresh(&c)
+        {
+            return c;
+        }
+        let snapshot = self.snapshot.load_full();
+        let models = self.models.as_ref().map(|m| m.load_full());
+        let mut text = String::with_capacity(snapshot.campaigns.len() * 2048 + 16 * 1024);
+        render_kpis(&snapshot, self.top_n, &mut text);
+        if let Some(m) = &models {
+            let keep: Option<HashSet<CampaignKey>> = self.top_n.map(|n| {
+                fold_campaigns(&snapshot.campaigns, n)
+                    .into_iter()
+                    .map(|c| c.key)
+                    .collect()
+            });
+            render_models(m, keep.as_ref(), &mut text);
+        }
+        let r = Arc::new(Rendered {
+            snapshot,
+            models,
+            text: Bytes::from(text),
+            deflate: OnceLock::new(),
+        });
+        self.cache.store(Some(r.clone()));
+        r
+    }
+}
+
+impl Rendered {
+    /// A gzip stream (one member, so every client reads it) of this body followed by `tail`
+    /// (the self-metrics, fresh per scrape), in two parts to send one after the other. The large
+    /// part is compressed once per body and shared; only `tail` is compressed per request.
+    pub fn gzip_with(&self, tail: &[u8]) -> [Bytes; 2] {
+        let (head, head_crc) = self.deflate.get_or_init(|| {
+            let mut buf = Vec::with_capacity(self.text.len() / 8);
+            // gzip header: magic, deflate, no flags, no mtime, no extra flags, unknown OS
+            buf.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
+            let mut e = flate2::write::DeflateEncoder::new(buf, flate2::Compression::fast());
+            // writing to a Vec cannot fail; flush() is a sync flush: byte-aligned, not final
+            let _ = e.write_all(&self.text);
+            let _ = e.flush();
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(&self.text);
+            (Bytes::from(std::mem::take(e.get_mut())), crc)
+        });
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        let _ = e.write_all(tail);
+        let mut rest = e.finish().unwrap_or_default();
+        let mut crc = head_crc.clone();
+        crc.update(tail);
+        let len = (self.text.len() + tail.len()) as u32; // ISIZE is the length modulo 2^32
+        rest.extend_from_slice(&crc.finalize().to_le_bytes());
+        rest.extend_from_slice(&len.to_le_bytes());
+        [head.clone(), Bytes::from(rest)]
+    }
+}
+
+/// Whether an `Accept-Encoding` value admits gzip (`gzip` or `*`, with a non-zero q).
+pub fn accepts_gzip(accept_encoding: &str) -> bool {
+    accept_encoding.split(',').any(|part| {
+        let mut it = part.split(';');
+        let coding = it.next().unwrap_or("").trim();
+        let q_zero = it.any(|p| {
+            p.trim()
+                .strip_prefix("q=")
+                .and_then(|q| q.trim().parse::<f64>().ok())
+                .is_some_and(|q| q == 0.0)
+        });
+        (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !q_zero
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn gzip_of_cached_head_and_fresh_tail_is_one_valid_member() {
+        let r = Rendered {
+            snapshot: Arc::new(Snapshot::empty("INR")),
+            models: None,
+            text: Bytes::from("a_metric{x=\"1\"} 1\n".repeat(5000)),
+            deflate: OnceLock::new(),
+        };
+        for tail in [&b""[..], b"adpulse_build_info 1\n"] {
+            let gz = r.gzip_with(tail).concat();
+            // a single-member decoder reads the whole body (curl reads only the first member)
+            let mut got = String::new();
+            flate2::read::GzDecoder::new(&gz[..])
+                .read_to_string(&mut got)
+                .unwrap();
+            let want = [&r.text[..], tail].concat();
+            assert_eq!(got.as_bytes(), &want[..]);
+        }
+    }
+
+    #[test]
+    fn accept_encoding_parsing() {
+        assert!(accepts_gzip("gzip"));
+        assert!(accepts_gzip("deflate, gzip;q=0.5"));
+        assert!(accepts_gzip("*"));
+        assert!(!accepts_gzip("gzip;q=0"));
+        assert!(!accepts_gzip("identity"));
+        assert!(!accepts_gzip(""));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut f = Family::new("m", "h");
+        f.push(&[("campaign", "a \"b\" \\ c\nd")], 1.0);
+        assert_eq!(f.body, "m{campaign=\"a \\\"b\\\" \\\\ c\\nd\"} 1\n");
     }
 }

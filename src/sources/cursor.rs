@@ -45,6 +45,11 @@ impl CursorStore {
         }
     }
 
+    /// The state dir this store lives in (the completeness ledger sits beside it).
+    pub fn state_dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
     fn err(&self, reason: impl ToString) -> CursorError {
         CursorError {
             path: self.path.clone(),

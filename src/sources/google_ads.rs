@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use crate::base::Problem;
 use crate::normalize::{Observation, RawCampaignStat, day_start};
+use crate::platforms::google::{GoogleOAuth, OAuthSettings};
 use crate::records::{Bucket, CampaignKey};
 use crate::sources::SourceContext;
-use crate::sources::google_oauth::GoogleOAuth;
 use crate::sources::http::{
     LoopSettings, PollSource, SourceError, Window, read_secret, run_polling, send_with_retry,
 };
@@ -40,19 +40,25 @@ pub struct GoogleAdsConfig {
     /// OAuth token endpoint.
     #[serde(default = "default_token_url")]
     pub token_url: String,
-    /// Environment variables holding the secrets (or files: `*_file` take precedence).
+    /// Environment variable holding the developer token.
     #[serde(default = "default_dev_env")]
     pub developer_token_env: String,
+    /// File holding the developer token (takes precedence over the variable).
     #[serde(default)]
     pub developer_token_file: Option<std::path::PathBuf>,
+    /// Environment variable holding the OAuth client id.
     #[serde(default = "default_client_id_env")]
     pub client_id_env: String,
+    /// Environment variable holding the OAuth client secret.
     #[serde(default = "default_client_secret_env")]
     pub client_secret_env: String,
+    /// File holding the OAuth client secret (takes precedence over the variable).
     #[serde(default)]
     pub client_secret_file: Option<std::path::PathBuf>,
+    /// Environment variable holding the OAuth refresh token.
     #[serde(default = "default_refresh_env")]
     pub refresh_token_env: String,
+    /// File holding the OAuth refresh token (takes precedence over the variable).
     #[serde(default)]
     pub refresh_token_file: Option<std::path::PathBuf>,
     /// The customer's timezone (its `segments.date` days).
@@ -64,25 +70,35 @@ pub struct GoogleAdsConfig {
     /// Days re-read every poll (conversions keep changing for the conversion window).
     #[serde(default = "default_lookback")]
     pub lookback_days: u32,
+    /// Seconds between polls.
     #[serde(default = "default_interval")]
     pub interval_secs: u64,
     /// Also read hourly rows (`segments.hour`) for this many most recent days (0: daily only).
     #[serde(default = "default_hourly_days")]
     pub hourly_days: u32,
+    /// Longest throttle wait honoured, in seconds; a longer `retryDelay` leaves the days
+    /// incomplete (retried later) instead of sleeping for hours.
     #[serde(default = "default_max_wait")]
     pub max_throttle_wait_secs: u64,
+    /// Shortest throttle wait, in seconds (a `retryDelay` of "0s" is not a reason to hammer).
+    #[serde(default = "default_min_wait")]
+    pub min_throttle_wait_secs: u64,
+    /// Request timeout, in seconds.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
 }
 
 fn default_version() -> String {
-    "v21".into()
+    crate::platforms::google::ADS_API_VERSION.into()
 }
 fn default_base() -> String {
-    "https://googleads.googleapis.com".into()
+    crate::platforms::google::ADS_BASE_URL.into()
 }
 fn default_token_url() -> String {
-    "https://oauth2.googleapis.com/token".into()
+    crate::platforms::google::TOKEN_URL.into()
+}
+fn default_min_wait() -> u64 {
+    5
 }
 fn default_dev_env() -> String {
     "ADPULSE_GOOGLE_ADS_DEVELOPER_TOKEN".into()
@@ -207,14 +223,23 @@ struct Segments {
     hour: Option<u32>,
 }
 
-/// Parse a `searchStream` body (a JSON array of batches) into daily campaign observations.
+/// Parse a `searchStream` body (a JSON array of batches) into campaign observations. An error
+/// element anywhere in the stream (Google sends one as the last element of an HTTP 200 when the
+/// stream breaks) makes the whole answer an error: its rows are partial. Daily rows keep the
+/// customer's own date, stamped at midnight of it in `reporting_tz`; hourly rows are instants.
 pub fn parse_search_stream(
     body: &str,
     customer: &str,
     tz: Tz,
+    reporting_tz: Tz,
     currency: &str,
 ) -> Result<Vec<Observation>, SourceError> {
-    let batches: Vec<Batch> = serde_json::from_str(body)
+    let raw: serde_json::Value = serde_json::from_str(body)
+        .map_err(|e| SourceError::Malformed(format!("searchStream: {e}")))?;
+    if let Some(err) = crate::platforms::google::error_object(&raw) {
+        return Err(crate::platforms::google::classify_value(200, err).into());
+    }
+    let batches: Vec<Batch> = serde_json::from_value(raw)
         .map_err(|e| SourceError::Malformed(format!("searchStream: {e}")))?;
     let mut out = Vec::new();
     for (i, r) in batches.into_iter().flat_map(|b| b.results).enumerate() {
@@ -242,7 +267,7 @@ pub fn parse_search_stream(
         let day = NaiveDate::parse_from_str(&r.segments.date, "%Y-%m-%d")
             .map_err(|_| bad("segments.date", &r.segments.date))?;
         let (ts, bucket) = match r.segments.hour {
-            None => (day_start(day, tz), Bucket::Day),
+            None => (day_start(day, reporting_tz), Bucket::Day),
             Some(h) if h < 24 => {
                 let local = day.and_hms_opt(h, 0, 0).unwrap_or_default();
                 let ts = chrono::TimeZone::from_local_datetime(&tz, &local)
@@ -274,73 +299,37 @@ pub fn parse_search_stream(
     Ok(out)
 }
 
-/// Parse a protobuf duration string like `"30s"` or `"1.5s"`.
-fn parse_duration(s: &str) -> Option<Duration> {
-    s.strip_suffix('s')?
-        .parse::<f64>()
-        .ok()
-        .filter(|v| v.is_finite() && *v >= 0.0)
-        .map(Duration::from_secs_f64)
-}
-
-/// Classify a Google Ads error response.
+/// Classify a Google Ads error answer (object or array form) with the one Google classifier.
 pub fn classify_error(status: u16, body: &str) -> SourceError {
-    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
-    let st = v["error"]["status"].as_str().unwrap_or("");
-    let message: String = v["error"]["message"]
-        .as_str()
-        .unwrap_or("no message")
-        .chars()
-        .take(300)
-        .collect();
-    if status == 429 || st == "RESOURCE_EXHAUSTED" {
-        // details[].errors[].details.quotaErrorDetails.retryDelay
-        let delay = v["error"]["details"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|d| d["errors"].as_array().into_iter().flatten())
-            .filter_map(|e| e["details"]["quotaErrorDetails"]["retryDelay"].as_str())
-            .filter_map(parse_duration)
-            .max();
-        return SourceError::Throttled {
-            wait: delay.unwrap_or(Duration::from_secs(60)),
-            message,
-        };
-    }
-    if status == 401 || status == 403 || st == "UNAUTHENTICATED" || st == "PERMISSION_DENIED" {
-        return SourceError::Auth(format!("{st}: {message}"));
-    }
-    SourceError::Http {
-        status,
-        message: format!("{st}: {message}"),
-    }
+    crate::platforms::google::classify(status, body).into()
 }
 
 /// A running Google Ads source.
 pub struct GoogleAdsSource {
     cfg: GoogleAdsConfig,
     tz: Tz,
+    reporting_tz: Tz,
     http: reqwest::Client,
     oauth: GoogleOAuth,
 }
 
 impl GoogleAdsSource {
-    pub fn new(cfg: GoogleAdsConfig) -> Result<Self, SourceError> {
+    pub fn new(cfg: GoogleAdsConfig, reporting_tz: Tz) -> Result<Self, SourceError> {
         let tz = crate::sources::http::timezone("account_timezone", &cfg.account_timezone)?;
         let http = crate::sources::http::client(cfg.timeout_secs)?;
-        let oauth = GoogleOAuth {
+        let oauth = GoogleOAuth::new(OAuthSettings {
             token_url: cfg.token_url.clone(),
             client_id_env: cfg.client_id_env.clone(),
+            client_id_file: None,
             client_secret_env: cfg.client_secret_env.clone(),
             client_secret_file: cfg.client_secret_file.clone(),
             refresh_token_env: cfg.refresh_token_env.clone(),
             refresh_token_file: cfg.refresh_token_file.clone(),
-            access: None,
-        };
+        });
         Ok(Self {
             cfg,
             tz,
+            reporting_tz,
             http,
             oauth,
         })
@@ -391,14 +380,14 @@ impl GoogleAdsSource {
             .login_customer_id
             .as_ref()
             .map(|l| l.replace('-', ""));
+        let http = &self.http;
         let body = send_with_retry("google ads searchStream", || async {
             let auth = crate::sources::http::secret_header(&format!("Bearer {}", token.expose()))?;
             let mut devh = reqwest::header::HeaderValue::from_str(dev.expose()).map_err(|_| {
                 SourceError::Config("developer token has invalid characters".into())
             })?;
             devh.set_sensitive(true);
-            let mut req = self
-                .http
+            let mut req = http
                 .post(&url)
                 .header(reqwest::header::AUTHORIZATION, auth)
                 .header("developer-token", devh)
@@ -416,17 +405,26 @@ impl GoogleAdsSource {
                 .await
                 .map_err(|e| SourceError::Transport(e.without_url().to_string()))?;
             if status >= 400 {
+                if status == 401 {
+                    // the cached token was revoked or expired early: refresh on the next poll
+                    return Err(SourceError::Auth(classify_error(status, &text).to_string()));
+                }
                 return Err(classify_error(status, &text));
             }
-            Ok(text)
+            // a 200 whose stream ends in an error element: transient ones are retried here
+            parse_search_stream(
+                &text,
+                &self.cfg.customer_id,
+                self.tz,
+                self.reporting_tz,
+                &self.cfg.account_currency,
+            )
         })
-        .await?;
-        parse_search_stream(
-            &body,
-            &self.cfg.customer_id,
-            self.tz,
-            &self.cfg.account_currency,
-        )
+        .await;
+        if matches!(body, Err(SourceError::Auth(_))) {
+            self.oauth.invalidate();
+        }
+        body
     }
 }
 
@@ -435,9 +433,12 @@ pub async fn run(cfg: GoogleAdsConfig, ctx: SourceContext) {
     let settings = LoopSettings {
         interval: Duration::from_secs(cfg.interval_secs),
         lookback_days: cfg.lookback_days,
-        max_throttle_wait: Duration::from_secs(cfg.max_throttle_wait_secs),
+        wait: crate::platforms::WaitPolicy::new(
+            cfg.min_throttle_wait_secs,
+            cfg.max_throttle_wait_secs,
+        ),
     };
-    match GoogleAdsSource::new(cfg) {
+    match GoogleAdsSource::new(cfg, ctx.pipeline.timezone()) {
         Ok(s) => run_polling(s, settings, ctx, "google_ads").await,
         Err(error) => {
             ctx.pipeline
@@ -461,8 +462,14 @@ mod tests {
                 .join("tests/fixtures/google_ads/search_stream.json"),
         )
         .unwrap();
-        let obs =
-            parse_search_stream(&body, "123-456-7890", chrono_tz::Asia::Kolkata, "INR").unwrap();
+        let obs = parse_search_stream(
+            &body,
+            "123-456-7890",
+            chrono_tz::Asia::Kolkata,
+            chrono_tz::Asia::Kolkata,
+            "INR",
+        )
+        .unwrap();
         assert_eq!(obs.len(), 3, "two batches");
         let Observation::Campaign(c) = &obs[0] else {
             panic!()
@@ -475,6 +482,7 @@ mod tests {
             "[{\"results\": [{\"campaign\": {}}]}]",
             "1",
             chrono_tz::UTC,
+            chrono_tz::UTC,
             "INR",
         )
         .unwrap_err();
@@ -484,7 +492,14 @@ mod tests {
     #[test]
     fn hourly_segments_are_hour_buckets_in_the_account_timezone() {
         let body = r#"[{"results": [{"campaign": {"id": "7", "name": "C"}, "metrics": {"costMicros": "1500000"}, "segments": {"date": "2026-11-18", "hour": 13}}]}]"#;
-        let obs = parse_search_stream(body, "1", chrono_tz::America::Los_Angeles, "USD").unwrap();
+        let obs = parse_search_stream(
+            body,
+            "1",
+            chrono_tz::America::Los_Angeles,
+            chrono_tz::Asia::Kolkata,
+            "USD",
+        )
+        .unwrap();
         let Observation::Campaign(c) = &obs[0] else {
             panic!()
         };
@@ -498,17 +513,30 @@ mod tests {
                 .unwrap()
         );
         let bad = body.replace("\"hour\": 13", "\"hour\": 25");
-        assert!(parse_search_stream(&bad, "1", chrono_tz::UTC, "USD").is_err());
+        assert!(parse_search_stream(&bad, "1", chrono_tz::UTC, chrono_tz::UTC, "USD").is_err());
     }
 
     #[test]
     fn quota_errors_carry_their_retry_delay() {
         let body = r#"{"error":{"code":429,"message":"Resource has been exhausted (e.g. check quota).","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.ads.googleads.v21.errors.GoogleAdsFailure","errors":[{"errorCode":{"quotaError":"RESOURCE_EXHAUSTED"},"message":"Too many requests.","details":{"quotaErrorDetails":{"rateScope":"ACCOUNT","rateName":"Number of operations for basic access","retryDelay":"37s"}}}]}]}}"#;
         match classify_error(429, body) {
-            SourceError::Throttled { wait, .. } => assert_eq!(wait, Duration::from_secs(37)),
+            SourceError::Throttled { wait, .. } => assert_eq!(wait, Some(Duration::from_secs(37))),
             other => panic!("{other}"),
         }
         let auth = r#"{"error":{"code":401,"message":"Request had invalid authentication credentials.","status":"UNAUTHENTICATED"}}"#;
         assert!(matches!(classify_error(401, auth), SourceError::Auth(_)));
+    }
+
+    #[test]
+    fn an_error_element_at_the_end_of_a_200_stream_is_an_error() {
+        let body = r#"[{"results": [{"campaign": {"id": "7", "name": "C"}, "metrics": {"costMicros": "1500000"}, "segments": {"date": "2026-11-18"}}]},
+            {"error": {"code": 429, "message": "Resource has been exhausted (e.g. check quota).", "status": "RESOURCE_EXHAUSTED",
+              "details": [{"@type": "type.googleapis.com/google.ads.googleads.v21.errors.GoogleAdsFailure", "errors": [{"errorCode": {"quotaError": "RESOURCE_EXHAUSTED"}, "message": "Too many requests.", "details": {"quotaErrorDetails": {"rateScope": "ACCOUNT", "retryDelay": "30s"}}}]}]}}]"#;
+        match parse_search_stream(body, "1", chrono_tz::UTC, chrono_tz::UTC, "USD") {
+            Err(SourceError::Throttled { wait, .. }) => {
+                assert_eq!(wait, Some(Duration::from_secs(30)))
+            }
+            other => panic!("partial stream accepted: {other:?}"),
+        }
     }
 }

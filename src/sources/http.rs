@@ -1,42 +1,95 @@
 //! The one polling loop every HTTP source shares (vector's `http_client` pattern): each source
 //! only says how to build its requests and parse its responses ([`PollSource`]); this module owns
-//! the schedule, the restatement look-back window, throttling waits, retries of transient
-//! failures, self-metrics and hand-over to the pipeline.
+//! the schedule, the restatement look-back window, gap filling after an outage (from the sync
+//! cursor and the completeness ledger), throttling waits (a floor, a cap, logged with the reason and
+//! the time polling resumes), retries of transient failures, self-metrics and hand-over to the
+//! pipeline, day by day so that a day whose rows were rejected is recorded as incomplete.
 
 use backon::{ExponentialBuilder, Retryable};
 use chrono::{Duration as CDuration, NaiveDate, Utc};
 use chrono_tz::Tz;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use crate::normalize::Observation;
+use crate::platforms::{ApiFault, FaultKind, Wait, WaitPolicy};
 use crate::sources::SourceContext;
+use crate::sources::ledger::{DayState, Ledger, each_day};
 
 /// Why a poll failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("authentication failed: {0} (check the token; nothing is retried until it changes)")]
     Auth(String),
-    #[error("throttled by the API; it asks to wait {wait:?}: {message}")]
-    Throttled { wait: Duration, message: String },
+    /// `wait` is what the API asked for, if it named a wait; the loop applies floor and cap.
+    #[error("throttled by the API{}: {message}", wait.map(|w| format!(" (it asks to wait {}s)", w.as_secs())).unwrap_or_default())]
+    Throttled {
+        wait: Option<Duration>,
+        message: String,
+    },
     #[error("malformed response: {0}")]
     Malformed(String),
     #[error("HTTP {status}: {message}")]
     Http { status: u16, message: String },
+    #[error("refused by the API: {0}")]
+    Rejected(String),
+    #[error("temporary API failure: {0}")]
+    Transient(String),
     #[error("transport error: {0}")]
     Transport(String),
     #[error("configuration: {0}")]
     Config(String),
+    /// Some days were read completely before `cause` stopped the poll: `observations` hold
+    /// every row of the days before `incomplete_from`, and nothing of the days from it on.
+    #[error("stopped at {incomplete_from}: {cause}")]
+    Partial {
+        observations: Vec<Observation>,
+        incomplete_from: NaiveDate,
+        cause: Box<SourceError>,
+    },
 }
 
 impl SourceError {
     /// Worth retrying at once (with backoff) inside one poll.
     pub fn is_transient(&self) -> bool {
         match self {
-            SourceError::Transport(_) => true,
+            SourceError::Transport(_) | SourceError::Transient(_) => true,
             SourceError::Http { status, .. } => *status >= 500,
             _ => false,
+        }
+    }
+}
+
+impl From<ApiFault> for SourceError {
+    fn from(f: ApiFault) -> Self {
+        match f.kind {
+            FaultKind::Throttled => SourceError::Throttled {
+                wait: f.retry_after,
+                message: f.message,
+            },
+            FaultKind::Transient => SourceError::Transient(f.message),
+            FaultKind::Auth => SourceError::Auth(f.message),
+            FaultKind::Rejected => SourceError::Rejected(f.message),
+        }
+    }
+}
+
+impl From<crate::platforms::SecretError> for SourceError {
+    fn from(e: crate::platforms::SecretError) -> Self {
+        SourceError::Config(e.to_string())
+    }
+}
+
+impl From<crate::platforms::google::OAuthError> for SourceError {
+    fn from(e: crate::platforms::google::OAuthError) -> Self {
+        use crate::platforms::google::OAuthError as O;
+        match e {
+            O::Secret(s) => SourceError::Config(s.to_string()),
+            O::Refused(_) => SourceError::Auth(e.to_string()),
+            O::Unavailable(_) => SourceError::Transport(e.to_string()),
+            O::Malformed => SourceError::Malformed(e.to_string()),
         }
     }
 }
@@ -62,6 +115,10 @@ impl Window {
             since: Window::lookback(self.until, days).since.max(self.since),
             until: self.until,
         })
+    }
+
+    pub fn days(self) -> impl Iterator<Item = NaiveDate> {
+        each_day(self.since, self.until)
     }
 }
 
@@ -100,11 +157,7 @@ where
 
 /// An HTTP client for an API source (TLS provider installed, request timeout set).
 pub fn client(timeout_secs: u64) -> Result<reqwest::Client, SourceError> {
-    crate::init_tls();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(timeout_secs))
-        .build()
-        .map_err(|e| SourceError::Config(e.to_string()))
+    crate::platforms::http_client(timeout_secs).map_err(|e| SourceError::Config(e.to_string()))
 }
 
 /// A configured timezone, or a config error naming the key.
@@ -114,20 +167,12 @@ pub fn timezone(key: &str, value: &str) -> Result<Tz, SourceError> {
         .map_err(|_| SourceError::Config(format!("{key} {value:?} is not an IANA timezone")))
 }
 
-/// A secret from its file (when configured; trailing whitespace trimmed) or else from the
-/// environment variable `env`. The error names where it looked, never the value.
+/// A secret through the crate's one loader ([`crate::platforms::load_secret`]).
 pub fn read_secret(
     file: Option<&std::path::Path>,
     env: &str,
 ) -> Result<crate::base::Secret, SourceError> {
-    if let Some(f) = file {
-        return std::fs::read_to_string(f)
-            .map(|t| crate::base::Secret::new(t.trim()))
-            .map_err(|e| SourceError::Config(format!("{}: {e}", f.display())));
-    }
-    std::env::var(env)
-        .map(crate::base::Secret::new)
-        .map_err(|_| SourceError::Config(format!("${env} is not set (or use the *_file setting)")))
+    Ok(crate::platforms::require_secret(file, env)?)
 }
 
 /// A header value holding a secret, marked sensitive so it is never printed.
@@ -139,7 +184,8 @@ pub fn secret_header(value: &str) -> Result<reqwest::header::HeaderValue, Source
     Ok(h)
 }
 
-/// Longest gap the polling loop fills by itself after an outage, in days.
+/// Longest gap the polling loop fills by itself after an outage, in days. Older missing days are
+/// recorded as incomplete in the ledger, for `adpulse backfill` to fetch.
 pub const MAX_GAP_DAYS: i64 = 90;
 
 /// Settings of the loop.
@@ -147,11 +193,194 @@ pub const MAX_GAP_DAYS: i64 = 90;
 pub struct LoopSettings {
     pub interval: Duration,
     pub lookback_days: u32,
-    /// Longest wait honoured for a throttle; longer waits are capped (and logged).
-    pub max_throttle_wait: Duration,
+    /// Floor and cap (`max_throttle_wait_secs`) of every throttle wait.
+    pub wait: WaitPolicy,
 }
 
-/// Poll forever: the look-back window each time (restatements are upserted downstream).
+/// Log one throttle wait with its reason and the time work resumes.
+pub fn log_wait(source: &str, reason: &str, w: &Wait) {
+    let resume_at = Utc::now() + CDuration::from_std(w.wait).unwrap_or_default();
+    if w.exceeds_cap {
+        warn!(source = %source, %reason, wait_secs = w.wait.as_secs(), asked_secs = w.asked.map(|a| a.as_secs()), %resume_at,
+            "throttled: the API asks for longer than max_throttle_wait_secs; waiting the maximum");
+    } else {
+        warn!(source = %source, %reason, wait_secs = w.wait.as_secs(), asked_secs = w.asked.map(|a| a.as_secs()), %resume_at,
+            "throttled: waiting");
+    }
+}
+
+/// Sum the rows of one batch that share a key (several ads of one campaign, ad-by-product rows,
+/// ad-group rows of one campaign day): a sink upserts by key, so storing them one by one would
+/// keep only the last. Orders are events with their own ids and are left alone.
+pub fn merge_duplicates(batch: Vec<Observation>) -> Vec<Observation> {
+    use crate::normalize::{RawCampaignStat, RawFunnel};
+    let mut out: Vec<Observation> = Vec::with_capacity(batch.len());
+    let mut campaigns: BTreeMap<(String, String, String, i64, crate::records::Bucket), usize> =
+        BTreeMap::new();
+    let mut funnel: BTreeMap<(String, String, i64, crate::records::Bucket), usize> =
+        BTreeMap::new();
+    for o in batch {
+        match o {
+            Observation::Campaign(c) => {
+                let k = (
+                    c.key.platform.clone(),
+                    c.key.account.clone(),
+                    c.key.campaign_id.clone(),
+                    c.ts.timestamp(),
+                    c.bucket,
+                );
+                match campaigns.get(&k) {
+                    Some(&i) => {
+                        if let Observation::Campaign(RawCampaignStat {
+                            spend,
+                            conversion_value,
+                            impressions,
+                            clicks,
+                            conversions,
+                            ..
+                        }) = &mut out[i]
+                        {
+                            *spend += c.spend;
+                            *conversion_value += c.conversion_value;
+                            *impressions += c.impressions;
+                            *clicks += c.clicks;
+                            *conversions += c.conversions;
+                        }
+                    }
+                    None => {
+                        campaigns.insert(k, out.len());
+                        out.push(Observation::Campaign(c));
+                    }
+                }
+            }
+            Observation::Funnel(f) => {
+                let k = (
+                    f.stage.clone(),
+                    f.traffic_source.clone(),
+                    f.ts.timestamp(),
+                    f.bucket,
+                );
+                match funnel.get(&k) {
+                    Some(&i) => {
+                        if let Observation::Funnel(RawFunnel { count, .. }) = &mut out[i] {
+                            *count += f.count;
+                        }
+                    }
+                    None => {
+                        funnel.insert(k, out.len());
+                        out.push(Observation::Funnel(f));
+                    }
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The account-timezone day an observation belongs to. Daily rows are stamped at midnight of
+/// the account's date in the reporting timezone (`reporting`); every other row is an instant.
+pub fn day_of(o: &Observation, tz: Tz, reporting: Tz) -> NaiveDate {
+    use crate::records::Bucket;
+    let (ts, daily) = match o {
+        Observation::Campaign(c) => (c.ts, c.bucket == Bucket::Day),
+        Observation::Order(o) => (o.ts, false),
+        Observation::Funnel(f) => (f.ts, f.bucket == Bucket::Day),
+    };
+    ts.with_timezone(if daily { &reporting } else { &tz })
+        .date_naive()
+}
+
+/// What happened to one day's rows on their way to the sink.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DayDelivery {
+    /// Rows after merging duplicates.
+    pub rows: usize,
+    /// Rows the pipeline accepted and handed to the sink.
+    pub stored: usize,
+}
+
+/// Hand a batch to the pipeline one account day at a time, after summing rows that share a key,
+/// and wait until every day's rows are durable. Returns per day how many rows there were and how
+/// many were stored; a day with fewer stored
+/// than rows had rows rejected (the pipeline logs each reason).
+pub async fn deliver(
+    pipeline: &crate::pipeline::Pipeline,
+    source: &str,
+    batch: Vec<Observation>,
+    tz: Tz,
+) -> Result<BTreeMap<NaiveDate, DayDelivery>, crate::pipeline::EmitError> {
+    let mut by_day: BTreeMap<NaiveDate, Vec<Observation>> = BTreeMap::new();
+    let reporting = pipeline.timezone();
+    for o in merge_duplicates(batch) {
+        by_day.entry(day_of(&o, tz, reporting)).or_default().push(o);
+    }
+    let mut tickets = Vec::with_capacity(by_day.len());
+    for (day, obs) in by_day {
+        let rows = obs.len();
+        tickets.push((day, rows, pipeline.deliver(source, obs, None).await?));
+    }
+    // a day counts only once its rows are durable (QuestDB acknowledged or spool fsynced)
+    let mut out = BTreeMap::new();
+    for (day, rows, t) in tickets {
+        let stored = t.durable().await?;
+        out.insert(day, DayDelivery { rows, stored });
+    }
+    Ok(out)
+}
+
+/// The ledger states of `days` after a delivery: complete when every row was stored.
+pub fn day_states(
+    days: impl Iterator<Item = NaiveDate>,
+    delivered: &BTreeMap<NaiveDate, DayDelivery>,
+) -> Vec<(NaiveDate, DayState)> {
+    days.map(|d| {
+        let s = match delivered.get(&d) {
+            Some(x) if x.stored < x.rows => DayState::Incomplete {
+                reason: format!(
+                    "{} of {} rows rejected by normalize (see the `record rejected` log lines)",
+                    x.rows - x.stored,
+                    x.rows
+                ),
+            },
+            _ => DayState::Complete,
+        };
+        (d, s)
+    })
+    .collect()
+}
+
+/// The window of the next poll: the look-back, extended back to the day after the last synced
+/// day and to the oldest incomplete day, but not further than [`MAX_GAP_DAYS`]. Missing days older
+/// than that are returned separately, to be recorded as incomplete for a backfill.
+pub fn next_window(
+    today: NaiveDate,
+    lookback_days: u32,
+    synced_until: Option<NaiveDate>,
+    oldest_incomplete: Option<NaiveDate>,
+) -> (Window, Option<Window>) {
+    let mut w = Window::lookback(today, lookback_days);
+    // a look-back longer than the gap limit is the user's explicit choice
+    let oldest_allowed = (today - CDuration::days(MAX_GAP_DAYS - 1)).min(w.since);
+    let wanted = [
+        Some(w.since),
+        synced_until.map(|d| d + CDuration::days(1)),
+        oldest_incomplete,
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .unwrap_or(w.since);
+    let beyond = (wanted < oldest_allowed).then(|| Window {
+        since: wanted,
+        until: oldest_allowed - CDuration::days(1),
+    });
+    w.since = wanted.max(oldest_allowed);
+    (w, beyond)
+}
+
+/// Poll forever: the look-back window each time (restatements are upserted downstream), extended
+/// over any gap since the last successful poll and over the ledger's incomplete days.
 pub async fn run_polling<S: PollSource>(
     mut source: S,
     settings: LoopSettings,
@@ -159,44 +388,139 @@ pub async fn run_polling<S: PollSource>(
     kind: &str,
 ) {
     let stats = ctx.pipeline.telemetry().source(&ctx.name, kind);
+    let ledger = Ledger::new(ctx.cursors.state_dir());
+    let tz = source.account_timezone();
+    let mut backoff = settings.wait.backoff();
+    let record = |days: Vec<(NaiveDate, DayState)>| {
+        if let Err(error) = ledger.record(&ctx.name, days) {
+            warn!(source = %ctx.name, %error, "completeness ledger not saved");
+        }
+    };
     loop {
-        let today = Utc::now()
-            .with_timezone(&source.account_timezone())
-            .date_naive();
-        let window = Window::lookback(today, settings.lookback_days);
+        let today = Utc::now().with_timezone(&tz).date_naive();
+        let synced = ctx.cursors.get(&ctx.name).ok().and_then(|c| c.synced_until);
+        let known = ledger.days(&ctx.name).unwrap_or_default();
+        let oldest_incomplete = known
+            .iter()
+            .find(|(d, s)| {
+                matches!(s, DayState::Incomplete { .. })
+                    && **d >= today - CDuration::days(MAX_GAP_DAYS - 1)
+            })
+            .map(|(d, _)| *d);
+        let (window, beyond) =
+            next_window(today, settings.lookback_days, synced, oldest_incomplete);
+        if let Some(b) = beyond {
+            let missing: Vec<_> = b
+                .days()
+                .filter(|d| !matches!(known.get(d), Some(DayState::Complete)))
+                .collect();
+            if !missing.is_empty() {
+                warn!(source = %ctx.name, since = %b.since, until = %b.until,
+                    "gap longer than {MAX_GAP_DAYS} days: recorded as incomplete; run `adpulse backfill` for it");
+                record(
+                    missing
+                        .into_iter()
+                        .map(|d| {
+                            (
+                                d,
+                                DayState::Incomplete {
+                                    reason: format!("outside the {MAX_GAP_DAYS}-day gap the live poll fills: run adpulse backfill --source {} --from {} --to {}", ctx.name, b.since, b.until),
+                                },
+                            )
+                        })
+                        .collect(),
+                );
+            }
+        }
         let started = Instant::now();
         let mut wait = settings.interval;
-        match source.poll(window).await {
-            Ok(obs) => {
-                let n = obs.len();
-                // the cursor moves only once the rows are durable (QuestDB acked or spool fsynced)
-                match ctx.pipeline.emit_durable(&ctx.name, obs, None).await {
-                    Ok(_) => {
-                        stats.poll_ok(started.elapsed(), n, Some(Utc::now()));
-                        if let Err(error) = ctx
-                            .cursors
-                            .update(&ctx.name, |c| c.synced_until = Some(window.until))
-                        {
-                            warn!(source = %ctx.name, %error, "sync cursor not saved");
-                        }
-                        info!(source = %ctx.name, rows = n, since = %window.since, until = %window.until, "poll ok");
-                    }
-                    Err(error) => {
-                        stats.poll_failed(started.elapsed());
-                        warn!(source = %ctx.name, %error, "poll result not delivered");
-                    }
+        let (obs, complete_until, failure) = match source.poll(window).await {
+            Ok(obs) => (obs, window.until, None),
+            Err(SourceError::Partial {
+                observations,
+                incomplete_from,
+                cause,
+            }) => (
+                observations,
+                incomplete_from - CDuration::days(1),
+                Some(*cause),
+            ),
+            Err(e) => (Vec::new(), window.since - CDuration::days(1), Some(e)),
+        };
+        let n = obs.len();
+        let mut delivered_ok = true;
+        if !obs.is_empty() || failure.is_none() {
+            match deliver(&ctx.pipeline, &ctx.name, obs, tz).await {
+                Ok(by_day) => {
+                    record(day_states(each_day(window.since, complete_until), &by_day));
+                }
+                Err(error) => {
+                    delivered_ok = false;
+                    warn!(source = %ctx.name, %error, "poll result not delivered");
+                    record(
+                        window
+                            .days()
+                            .map(|d| {
+                                (
+                                    d,
+                                    DayState::Incomplete {
+                                        reason: error.to_string(),
+                                    },
+                                )
+                            })
+                            .collect(),
+                    );
                 }
             }
-            Err(error) => {
+        }
+        match failure {
+            None if delivered_ok => {
+                backoff = settings.wait.backoff();
+                // data freshness comes from the records (Pipeline::deliver), not the poll time
+                stats.poll_ok(started.elapsed(), n, None);
+                if let Err(error) = ctx
+                    .cursors
+                    .update(&ctx.name, |c| c.synced_until = Some(window.until))
+                {
+                    warn!(source = %ctx.name, %error, "sync cursor not saved");
+                }
+                info!(source = %ctx.name, rows = n, since = %window.since, until = %window.until, "poll ok");
+            }
+            None => stats.poll_failed(started.elapsed()),
+            Some(error) => {
                 // logged before the metric moves, so whoever sees the metric finds the reason
                 warn!(source = %ctx.name, %error, "poll failed");
                 stats.poll_failed(started.elapsed());
-                if let SourceError::Throttled { wait: w, .. } = &error {
-                    wait = (*w)
-                        .min(settings.max_throttle_wait)
-                        .max(Duration::from_secs(1));
+                let reason = error.to_string();
+                // days already known complete stay so: a failed re-read loses no stored row
+                record(
+                    each_day(complete_until + CDuration::days(1), window.until)
+                        .filter(|d| !matches!(known.get(d), Some(DayState::Complete)))
+                        .map(|d| {
+                            (
+                                d,
+                                DayState::Incomplete {
+                                    reason: reason.clone(),
+                                },
+                            )
+                        })
+                        .collect(),
+                );
+                if let SourceError::Throttled {
+                    wait: asked,
+                    message,
+                } = &error
+                {
+                    let w = settings.wait.decide(*asked, &mut backoff);
+                    log_wait(&ctx.name, message, &w);
+                    wait = w.wait;
                 }
             }
+        }
+        if let Ok(inc) = ledger.incomplete(&ctx.name) {
+            ctx.pipeline
+                .telemetry()
+                .incomplete_days(&ctx.name, inc.len());
         }
         tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
@@ -227,5 +551,260 @@ mod tests {
         };
         assert_eq!(short.last_days(2), Some(short));
         assert_eq!(w.last_days(0), None);
+    }
+
+    #[test]
+    fn the_next_window_fills_gaps_up_to_the_limit() {
+        let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        let today = d("2026-11-20");
+        // first start: the look-back only
+        let (w, beyond) = next_window(today, 3, None, None);
+        assert_eq!((w.since, beyond), (d("2026-11-18"), None));
+        // stopped 10 days ago: everything since the last synced day
+        let (w, _) = next_window(today, 3, Some(d("2026-11-10")), None);
+        assert_eq!(w.since, d("2026-11-11"));
+        // an incomplete day older than that wins
+        let (w, _) = next_window(today, 3, Some(d("2026-11-10")), Some(d("2026-11-02")));
+        assert_eq!(w.since, d("2026-11-02"));
+        // stopped 200 days ago: 90 days are filled, the rest is handed to backfill
+        let (w, beyond) = next_window(today, 3, Some(d("2026-05-04")), None);
+        assert_eq!(w.since, d("2026-08-23"));
+        assert_eq!(
+            beyond,
+            Some(Window {
+                since: d("2026-05-05"),
+                until: d("2026-08-22")
+            })
+        );
+    }
+
+    #[test]
+    fn rows_sharing_a_key_are_summed_not_overwritten() {
+        use crate::normalize::RawCampaignStat;
+        use crate::records::{Bucket, CampaignKey};
+        use rust_decimal_macros::dec;
+        let row = |spend: rust_decimal::Decimal, clicks: u64| {
+            Observation::Campaign(RawCampaignStat {
+                ts: "2026-11-18T08:00:00Z".parse().unwrap(),
+                bucket: Bucket::Day,
+                key: CampaignKey {
+                    platform: "meta".into(),
+                    account: "act_1".into(),
+                    campaign_id: "c1".into(),
+                },
+                campaign_name: "C1".into(),
+                spend,
+                conversion_value: dec!(1.10),
+                account_currency: "USD".into(),
+                impressions: 10,
+                clicks,
+                conversions: 0.5,
+            })
+        };
+        // two ads of one campaign: 8.53 + 14.35 = 22.88
+        let m = merge_duplicates(vec![row(dec!(8.53), 1), row(dec!(14.35), 2)]);
+        assert_eq!(m.len(), 1);
+        let Observation::Campaign(c) = &m[0] else {
+            panic!()
+        };
+        assert_eq!(c.spend, dec!(22.88));
+        assert_eq!(c.conversion_value, dec!(2.20));
+        assert_eq!((c.impressions, c.clicks, c.conversions), (20, 3, 1.0));
+    }
+}
+
+/// The live loop's waits, in paused (virtual) time: no wall clock is read by the assertions.
+#[cfg(test)]
+mod loop_tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    struct AlwaysThrottled {
+        calls: Arc<Mutex<Vec<tokio::time::Instant>>>,
+        asked: Option<Duration>,
+    }
+
+    impl PollSource for AlwaysThrottled {
+        fn account_timezone(&self) -> Tz {
+            chrono_tz::UTC
+        }
+        async fn poll(&mut self, _w: Window) -> Result<Vec<Observation>, SourceError> {
+            self.calls.lock().unwrap().push(tokio::time::Instant::now());
+            Err(SourceError::Throttled {
+                wait: self.asked,
+                message: "code 80000: too many calls".into(),
+            })
+        }
+    }
+
+    /// Polls made in `minutes` virtual minutes, and the gaps between them.
+    async fn run_for(asked: Option<Duration>, minutes: u64) -> Vec<Duration> {
+        let dir = tempfile::tempdir().unwrap();
+        let calls: Arc<Mutex<Vec<tokio::time::Instant>>> = Arc::default();
+        let pipeline = Arc::new(crate::pipeline::Pipeline::new(
+            crate::normalize::Normalizer::new(chrono_tz::UTC, "INR", Default::default()),
+            crate::state::Store::new(1),
+            None,
+            Arc::new(crate::telemetry::Telemetry::new()),
+        ));
+        let ctx = SourceContext {
+            name: "meta".into(),
+            pipeline,
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            cursors: Arc::new(crate::sources::cursor::CursorStore::new(dir.path())),
+        };
+        let settings = LoopSettings {
+            interval: Duration::from_secs(900),
+            lookback_days: 1,
+            wait: WaitPolicy::new(60, 3600),
+        };
+        let src = AlwaysThrottled {
+            calls: calls.clone(),
+            asked,
+        };
+        let stop = ctx.shutdown.clone();
+        let task = tokio::spawn(run_polling(src, settings, ctx, "meta"));
+        tokio::time::sleep(Duration::from_secs(minutes * 60) - Duration::from_millis(1)).await;
+        stop.cancel();
+        task.await.unwrap();
+        let c = calls.lock().unwrap().clone();
+        c.windows(2).map(|w| w[1] - w[0]).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn usage_headers_at_zero_wait_the_floor_not_zero() {
+        // "0 minutes": one request per 60 s floor, 10 in 10 minutes (was a hot loop)
+        let gaps = run_for(Some(Duration::ZERO), 10).await;
+        assert_eq!(gaps.len() + 1, 10, "requests in 10 throttled minutes");
+        assert!(
+            gaps.iter().all(|g| *g == Duration::from_secs(60)),
+            "{gaps:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_longer_ask_than_the_cap_waits_the_cap() {
+        // Google's documented 40591s: the loop waits max_throttle_wait_secs (3600 s), not 11 h
+        let gaps = run_for(Some(Duration::from_secs(40591)), 3 * 60).await;
+        assert_eq!(gaps, vec![Duration::from_secs(3600); 2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_named_wait_backs_off_exponentially_from_the_floor() {
+        let gaps = run_for(None, 60).await;
+        // 60 s, then about 120 s, 240 s, 480 s... each at least double the floor's step before
+        // jitter, never above the cap
+        assert!(gaps.len() >= 3, "{gaps:?}");
+        for (n, g) in gaps.iter().enumerate() {
+            let base = Duration::from_secs(60 << n).min(Duration::from_secs(3600));
+            assert!(
+                *g >= base && *g <= (base * 2).min(Duration::from_secs(3600)),
+                "step {n}: {g:?}"
+            );
+        }
+    }
+}
+
+/// The gap-fill promise: a source stopped for longer than its look-back window reads the whole
+/// gap when it starts again, and the ledger then holds every day of it as complete.
+#[cfg(test)]
+mod gap_tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+    use std::sync::{Arc, Mutex};
+
+    struct Recorder {
+        windows: Arc<Mutex<Vec<Window>>>,
+    }
+
+    impl PollSource for Recorder {
+        fn account_timezone(&self) -> Tz {
+            chrono_tz::UTC
+        }
+        async fn poll(&mut self, w: Window) -> Result<Vec<Observation>, SourceError> {
+            self.windows.lock().unwrap().push(w);
+            // one order per day of the window
+            Ok(w.days()
+                .map(|d| {
+                    Observation::Order(crate::normalize::RawOrder {
+                        ts: crate::normalize::day_start(d, chrono_tz::UTC) + CDuration::hours(12),
+                        event_id: format!("o{d}"),
+                        order_id: format!("#{d}"),
+                        kind: crate::records::OrderKind::Order,
+                        amount: dec!(100),
+                        currency: "INR".into(),
+                        customer_id: None,
+                        city: None,
+                        utm_source: None,
+                        utm_medium: None,
+                        utm_campaign: None,
+                        items: 1,
+                    })
+                })
+                .collect())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_restart_after_an_outage_longer_than_the_lookback_fills_the_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let cursors = Arc::new(crate::sources::cursor::CursorStore::new(dir.path()));
+        let today = Utc::now().date_naive();
+        // the source last synced 20 days ago; its look-back is 3 days
+        cursors
+            .update("shop", |c| {
+                c.synced_until = Some(today - CDuration::days(20))
+            })
+            .unwrap();
+        let pipeline = Arc::new(crate::pipeline::Pipeline::new(
+            crate::normalize::Normalizer::new(chrono_tz::UTC, "INR", Default::default()),
+            crate::state::Store::new(40),
+            None,
+            Arc::new(crate::telemetry::Telemetry::new()),
+        ));
+        let ctx = SourceContext {
+            name: "shop".into(),
+            pipeline,
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            cursors: cursors.clone(),
+        };
+        let windows: Arc<Mutex<Vec<Window>>> = Arc::default();
+        let stop = ctx.shutdown.clone();
+        let settings = LoopSettings {
+            interval: Duration::from_secs(3600),
+            lookback_days: 3,
+            wait: WaitPolicy::new(1, 10),
+        };
+        let task = tokio::spawn(run_polling(
+            Recorder {
+                windows: windows.clone(),
+            },
+            settings,
+            ctx,
+            "shopify",
+        ));
+        while windows.lock().unwrap().is_empty()
+            || cursors.get("shop").unwrap().synced_until != Some(today)
+        {
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop.cancel();
+        task.await.unwrap();
+        let first = windows.lock().unwrap()[0];
+        assert_eq!(
+            first,
+            Window {
+                since: today - CDuration::days(19),
+                until: today
+            },
+            "the first poll after the restart covers the whole gap, not only the look-back"
+        );
+        let ledger = Ledger::new(dir.path());
+        let days = ledger.days("shop").unwrap();
+        for d in each_day(today - CDuration::days(19), today) {
+            assert_eq!(days.get(&d), Some(&DayState::Complete), "{d}");
+        }
+        assert!(ledger.incomplete("shop").unwrap().is_empty());
     }
 }

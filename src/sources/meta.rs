@@ -92,11 +92,14 @@ pub struct InsightsPage {
 }
 
 /// Parse a page of daily campaign insights for account `account` (as `act_...`), whose days are
-/// in `account_tz`, counting purchases of `purchase_action_type` only.
+/// in `account_tz`, counting purchases of `purchase_action_type` only. A daily row keeps the
+/// account's own date (what Ads Manager shows): it is stamped at midnight of that date in
+/// `reporting_tz`, so its reporting `day` is the account's date. Hourly rows are true instants.
 pub fn parse_insights(
     body: &str,
     account: &str,
     account_tz: Tz,
+    reporting_tz: Tz,
     purchase_action_type: &str,
 ) -> Result<InsightsPage, MetaError> {
     let page: Page = serde_json::from_str(body).map_err(|e| MetaError::Malformed(e.to_string()))?;
@@ -134,7 +137,7 @@ pub fn parse_insights(
         let whole =
             |d: Decimal| rust_decimal::prelude::ToPrimitive::to_u64(&d.trunc()).unwrap_or(0);
         let (ts, bucket) = match &r.hourly_stats_aggregated_by_advertiser_time_zone {
-            None => (day_start(day, account_tz), Bucket::Day),
+            None => (day_start(day, reporting_tz), Bucket::Day),
             Some(range) => {
                 let hour: u32 = range
                     .get(0..2)
@@ -229,19 +232,27 @@ pub struct MetaConfig {
     /// most recent days (0: daily only).
     #[serde(default = "default_hourly_days")]
     pub hourly_days: u32,
-    /// Longest throttle wait honoured, in seconds.
+    /// Longest throttle wait honoured, in seconds; a longer wait asked by the API leaves the
+    /// days incomplete (retried later) instead of sleeping for hours.
     #[serde(default = "default_max_wait")]
     pub max_throttle_wait_secs: u64,
+    /// Shortest throttle wait, in seconds, whatever the usage headers say (they may say 0).
+    #[serde(default = "default_min_wait")]
+    pub min_throttle_wait_secs: u64,
     /// Request timeout, in seconds.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
 }
 
 fn default_api_version() -> String {
-    "v25.0".into()
+    crate::platforms::meta::API_VERSION.into()
 }
 fn default_base_url() -> String {
-    "https://graph.facebook.com".into()
+    crate::platforms::meta::BASE_URL.into()
+}
+fn default_min_wait() -> u64 {
+    // Meta's usage headers count in minutes; "0 minutes" still means "not right now"
+    60
 }
 fn default_token_env() -> String {
     "ADPULSE_META_ACCESS_TOKEN".into()
@@ -281,10 +292,10 @@ fn default_timeout() -> u64 {
 }
 
 impl MetaConfig {
-    pub fn problems(&self) -> Vec<crate::config::Problem> {
+    pub fn problems(&self) -> Vec<crate::base::Problem> {
         let mut p = Vec::new();
         let mut add = |k: &str, m: String| {
-            p.push(crate::config::Problem {
+            p.push(crate::base::Problem {
                 key: k.into(),
                 message: m,
             })
@@ -322,82 +333,38 @@ impl MetaConfig {
         p
     }
 
-    fn token(&self) -> Result<crate::config::Secret, SourceError> {
+    fn token(&self) -> Result<crate::base::Secret, SourceError> {
         crate::sources::http::read_secret(self.access_token_file.as_deref(), &self.access_token_env)
     }
 }
 
-/// Meta's usage headers: the wait they ask for, if any.
-pub fn throttle_wait(headers: &reqwest::header::HeaderMap) -> Option<std::time::Duration> {
-    let mut wait: Option<u64> = None;
-    if let Some(v) = headers
-        .get("x-business-use-case-usage")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
-    {
-        // {"<business id>": [{"type": "ads_insights", "estimated_time_to_regain_access": <minutes>, ...}]}
-        for entries in v.as_object().into_iter().flat_map(|o| o.values()) {
-            for e in entries.as_array().into_iter().flatten() {
-                if let Some(m) = e["estimated_time_to_regain_access"].as_u64() {
-                    wait = Some(wait.unwrap_or(0).max(m * 60));
-                }
-            }
-        }
-    }
-    if let Some(v) = headers
-        .get("x-ad-account-usage")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
-        && let Some(s) = v["reset_time_duration"].as_u64()
-    {
-        wait = Some(wait.unwrap_or(0).max(s));
-    }
-    wait.map(std::time::Duration::from_secs)
-}
-
-/// Classify an error body (Graph API error object) into a [`SourceError`].
+/// Classify an error answer through the one Meta classifier ([`crate::platforms::meta`]).
 pub fn classify_error(
     status: u16,
     headers: &reqwest::header::HeaderMap,
     body: &str,
 ) -> SourceError {
-    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
-    let code = v["error"]["code"].as_i64().unwrap_or(0);
-    let message = v["error"]["message"]
-        .as_str()
-        .unwrap_or("no error message")
-        .chars()
-        .take(300)
-        .collect::<String>();
-    let throttling =
-        matches!(code, 4 | 17 | 32 | 613) || (80000..=80014).contains(&code) || status == 429;
-    if throttling {
-        return SourceError::Throttled {
-            wait: throttle_wait(headers).unwrap_or(std::time::Duration::from_secs(60)),
-            message: format!("code {code}: {message}"),
-        };
-    }
-    if code == 190 || code == 102 || status == 401 {
-        return SourceError::Auth(format!("code {code}: {message}"));
-    }
-    SourceError::Http {
-        status,
-        message: format!("code {code}: {message}"),
-    }
+    crate::platforms::meta::classify(status, headers, body).into()
 }
 
 /// A running Meta source.
 pub struct MetaSource {
     cfg: MetaConfig,
     tz: Tz,
+    reporting_tz: Tz,
     http: reqwest::Client,
 }
 
 impl MetaSource {
-    pub fn new(cfg: MetaConfig) -> Result<Self, SourceError> {
+    pub fn new(cfg: MetaConfig, reporting_tz: Tz) -> Result<Self, SourceError> {
         let tz = crate::sources::http::timezone("account_timezone", &cfg.account_timezone)?;
         let http = crate::sources::http::client(cfg.timeout_secs)?;
-        Ok(Self { cfg, tz, http })
+        Ok(Self {
+            cfg,
+            tz,
+            reporting_tz,
+            http,
+        })
     }
 
     fn insights_query(&self, window: Window, hourly: bool) -> Vec<(String, String)> {
@@ -470,6 +437,7 @@ impl MetaSource {
             body,
             &self.cfg.account_id,
             self.tz,
+            self.reporting_tz,
             &self.cfg.purchase_action_type,
         )
         .map_err(|e| SourceError::Malformed(e.to_string()))
@@ -616,9 +584,12 @@ pub async fn run(cfg: MetaConfig, ctx: SourceContext) {
     let settings = LoopSettings {
         interval: std::time::Duration::from_secs(cfg.interval_secs),
         lookback_days: cfg.lookback_days,
-        max_throttle_wait: std::time::Duration::from_secs(cfg.max_throttle_wait_secs),
+        wait: crate::platforms::WaitPolicy::new(
+            cfg.min_throttle_wait_secs,
+            cfg.max_throttle_wait_secs,
+        ),
     };
-    match MetaSource::new(cfg) {
+    match MetaSource::new(cfg, ctx.pipeline.timezone()) {
         Ok(s) => run_polling(s, settings, ctx, "meta").await,
         Err(error) => {
             ctx.pipeline
@@ -649,6 +620,7 @@ mod tests {
             &fixture(),
             "act_1029384756",
             chrono_tz::America::Los_Angeles,
+            chrono_tz::Asia::Kolkata,
             "omni_purchase",
         )
         .unwrap();
@@ -665,10 +637,12 @@ mod tests {
         assert_eq!(c.conversion_value, dec!(25.39));
         assert_eq!(c.account_currency, "USD");
         assert_eq!(c.impressions, 873_112);
-        // the account's day starts at midnight Los Angeles time (08:00 UTC in November)
+        // the account's own date (2026-11-18 in Los Angeles) is the row's reporting day: it is
+        // stamped at Indian midnight of that date, not at Los Angeles midnight (which is
+        // 13:30 on 2026-11-18 in India, and would be fine, but 2026-11-17 for a Tokyo account)
         assert_eq!(
             c.ts,
-            "2026-11-18T08:00:00Z"
+            "2026-11-17T18:30:00Z"
                 .parse::<chrono::DateTime<chrono::Utc>>()
                 .unwrap()
         );
@@ -685,7 +659,14 @@ mod tests {
             "\"date_stop\": \"2026-11-18\",",
             "\"date_stop\": \"2026-11-18\", \"hourly_stats_aggregated_by_advertiser_time_zone\": \"13:00:00 - 13:59:59\",",
         );
-        let p = parse_insights(&body, "act_1", chrono_tz::Asia::Kolkata, "omni_purchase").unwrap();
+        let p = parse_insights(
+            &body,
+            "act_1",
+            chrono_tz::Asia::Kolkata,
+            chrono_tz::Asia::Kolkata,
+            "omni_purchase",
+        )
+        .unwrap();
         let Observation::Campaign(c) = &p.observations[0] else {
             panic!()
         };
@@ -701,15 +682,23 @@ mod tests {
             "\"date_stop\": \"2026-11-18\",",
             "\"date_stop\": \"2026-11-18\", \"hourly_stats_aggregated_by_advertiser_time_zone\": \"late evening\",",
         );
-        assert!(parse_insights(&bad, "act_1", chrono_tz::UTC, "purchase").is_err());
+        assert!(parse_insights(&bad, "act_1", chrono_tz::UTC, chrono_tz::UTC, "purchase").is_err());
     }
 
     #[test]
     fn malformed_and_bad_numbers_are_named() {
-        let e = parse_insights("{\"data\": [", "act_1", chrono_tz::UTC, "purchase").unwrap_err();
+        let e = parse_insights(
+            "{\"data\": [",
+            "act_1",
+            chrono_tz::UTC,
+            chrono_tz::UTC,
+            "purchase",
+        )
+        .unwrap_err();
         assert!(matches!(e, MetaError::Malformed(_)));
         let bad = fixture().replace("\"115.02\"", "\"1,15.02\"");
-        let e = parse_insights(&bad, "act_1", chrono_tz::UTC, "purchase").unwrap_err();
+        let e =
+            parse_insights(&bad, "act_1", chrono_tz::UTC, chrono_tz::UTC, "purchase").unwrap_err();
         assert!(e.to_string().contains("spend"), "{e}");
         assert!(e.to_string().contains("120210000000001"), "{e}");
     }

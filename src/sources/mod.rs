@@ -1,14 +1,13 @@
 //! Sources: where data comes from. Every component is listed in [`SourceConfig`] (no registration by
 //! side effect), so `grep SourceConfig::` finds each one.
 
-pub mod backfill;
 pub mod csv_import;
 pub mod cursor;
 pub mod demo;
 pub mod ga4;
 pub mod google_ads;
-pub mod google_oauth;
 pub mod http;
+pub mod ledger;
 pub mod meta;
 pub mod shopify;
 pub mod utm;
@@ -104,19 +103,39 @@ pub enum AnyPoller {
 }
 
 impl AnyPoller {
-    /// The poller of a configured source; `None` for sources that are not HTTP APIs (the demo).
-    pub fn from_config(c: &SourceConfig) -> Option<Result<Self, http::SourceError>> {
+    /// The poller of a configured source (daily rows stamped in `reporting_tz`); `None` for
+    /// sources that are not HTTP APIs (the demo).
+    pub fn from_config(
+        c: &SourceConfig,
+        reporting_tz: chrono_tz::Tz,
+    ) -> Option<Result<Self, http::SourceError>> {
         Some(match c {
             SourceConfig::Demo(_) => return None,
-            SourceConfig::Meta(c) => meta::MetaSource::new(c.clone()).map(AnyPoller::Meta),
+            SourceConfig::Meta(c) => {
+                meta::MetaSource::new(c.clone(), reporting_tz).map(AnyPoller::Meta)
+            }
             SourceConfig::GoogleAds(c) => {
-                google_ads::GoogleAdsSource::new(c.clone()).map(AnyPoller::GoogleAds)
+                google_ads::GoogleAdsSource::new(c.clone(), reporting_tz).map(AnyPoller::GoogleAds)
             }
             SourceConfig::Shopify(c) => {
                 shopify::ShopifySource::new(c.clone()).map(AnyPoller::Shopify)
             }
-            SourceConfig::Ga4(c) => ga4::Ga4Source::new(c.clone()).map(AnyPoller::Ga4),
+            SourceConfig::Ga4(c) => {
+                ga4::Ga4Source::new(c.clone(), reporting_tz).map(AnyPoller::Ga4)
+            }
         })
+    }
+
+    /// Floor and cap of throttle waits from the source's settings.
+    pub fn wait_policy(c: &SourceConfig) -> crate::platforms::WaitPolicy {
+        let (floor, cap) = match c {
+            SourceConfig::Demo(_) => (1, 1),
+            SourceConfig::Meta(c) => (c.min_throttle_wait_secs, c.max_throttle_wait_secs),
+            SourceConfig::GoogleAds(c) => (c.min_throttle_wait_secs, c.max_throttle_wait_secs),
+            SourceConfig::Shopify(c) => (c.min_throttle_wait_secs, c.max_throttle_wait_secs),
+            SourceConfig::Ga4(c) => (c.min_throttle_wait_secs, c.max_throttle_wait_secs),
+        };
+        crate::platforms::WaitPolicy::new(floor, cap)
     }
 }
 

@@ -1,10 +1,13 @@
 //! Shopify Admin API orders, the revenue source of truth, over **GraphQL** (REST has been legacy
 //! since 2024-10): cursor pagination (`pageInfo.endCursor`), cost-based throttling (the
 //! `extensions.cost.throttleStatus` bucket; a `THROTTLED` error waits until enough points are
-//! restored). Each poll re-reads orders *updated* in the look-back window, so late refunds and
-//! cancellations arrive; they are booked as negative revenue on the day they happen.
+//! restored, exponentially longer when no cost is given; an HTTP 429 waits `Retry-After`; either
+//! way the poll resumes from the same page cursor). `INTERNAL_SERVER_ERROR` is retried. Each poll
+//! re-reads orders *updated* inside the window (both bounds, so backfill chunks do not overlap),
+//! so late refunds and cancellations arrive; they are booked as negative revenue on the day they
+//! happen.
 
-use chrono::{DateTime, Duration as CDuration, Utc};
+use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -19,6 +22,7 @@ use crate::sources::http::{
     LoopSettings, PollSource, SourceError, Window, run_polling, send_with_retry,
 };
 
+/// Settings of one shop.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShopifyConfig {
@@ -32,8 +36,10 @@ pub struct ShopifyConfig {
     /// Base URL override (a local server in tests); default `https://<shop_domain>`.
     #[serde(default)]
     pub base_url: Option<String>,
+    /// Environment variable holding the Admin API access token.
     #[serde(default = "default_token_env")]
     pub access_token_env: String,
+    /// File holding the access token (takes precedence over the variable).
     #[serde(default)]
     pub access_token_file: Option<std::path::PathBuf>,
     /// The shop's timezone.
@@ -42,13 +48,22 @@ pub struct ShopifyConfig {
     /// Days of order updates re-read every poll (refunds come after the order).
     #[serde(default = "default_lookback")]
     pub lookback_days: u32,
+    /// Seconds between polls.
     #[serde(default = "default_interval")]
     pub interval_secs: u64,
     /// Orders per page.
     #[serde(default = "default_page")]
     pub page_size: u32,
+    /// Longest throttle wait honoured, in seconds.
     #[serde(default = "default_max_wait")]
     pub max_throttle_wait_secs: u64,
+    /// Shortest throttle wait, in seconds (the first step of the backoff when no cost is given).
+    #[serde(default = "default_min_wait")]
+    pub min_throttle_wait_secs: u64,
+    /// Consecutive throttles of one page before the poll gives up (the days stay incomplete).
+    #[serde(default = "default_max_throttles")]
+    pub max_throttles_per_page: u32,
+    /// Request timeout, in seconds.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
 }
@@ -73,6 +88,12 @@ fn default_page() -> u32 {
 }
 fn default_max_wait() -> u64 {
     600
+}
+fn default_min_wait() -> u64 {
+    1
+}
+fn default_max_throttles() -> u32 {
+    20
 }
 fn default_timeout() -> u64 {
     60
@@ -208,28 +229,29 @@ pub fn parse_orders(body: &str) -> Result<OrdersPage, SourceError> {
     let v: serde_json::Value =
         serde_json::from_str(body).map_err(|e| SourceError::Malformed(format!("orders: {e}")))?;
     if let Some(errors) = v["errors"].as_array().filter(|e| !e.is_empty()) {
-        let throttled = errors
-            .iter()
-            .any(|e| e["extensions"]["code"] == "THROTTLED");
+        let code = |c: &str| errors.iter().any(|e| e["extensions"]["code"] == c);
         let message = errors[0]["message"]
             .as_str()
             .unwrap_or("GraphQL error")
-            .to_string();
-        if throttled {
+            .chars()
+            .take(300)
+            .collect::<String>();
+        if code("THROTTLED") {
             let cost = &v["extensions"]["cost"];
-            let requested = cost["requestedQueryCost"].as_f64().unwrap_or(0.0);
-            let available = cost["throttleStatus"]["currentlyAvailable"]
-                .as_f64()
-                .unwrap_or(0.0);
-            let restore = cost["throttleStatus"]["restoreRate"]
-                .as_f64()
-                .unwrap_or(50.0)
-                .max(1.0);
-            let secs = ((requested - available).max(1.0) / restore).ceil();
-            return Err(SourceError::Throttled {
-                wait: Duration::from_secs_f64(secs),
-                message,
-            });
+            let requested = cost["requestedQueryCost"].as_f64();
+            let available = cost["throttleStatus"]["currentlyAvailable"].as_f64();
+            let restore = cost["throttleStatus"]["restoreRate"].as_f64();
+            // the wait the bucket needs; without cost information the caller backs off
+            let wait = match (requested, available, restore) {
+                (Some(r), Some(a), Some(rate)) if rate > 0.0 => {
+                    Some(Duration::from_secs_f64(((r - a).max(0.0) / rate).ceil()))
+                }
+                _ => None,
+            };
+            return Err(SourceError::Throttled { wait, message });
+        }
+        if code("INTERNAL_SERVER_ERROR") || code("INTERNAL") {
+            return Err(SourceError::Transient(format!("GraphQL: {message}")));
         }
         return Err(SourceError::Malformed(format!("GraphQL: {message}")));
     }
@@ -249,7 +271,7 @@ pub fn parse_orders(body: &str) -> Result<OrdersPage, SourceError> {
             if src.is_none()
                 && let Some(lp) = &v.landing_page
             {
-                (src, med, camp) = crate::sources::csv_import::utm(lp);
+                (src, med, camp) = crate::sources::utm::utm(lp);
             }
             if src.is_none()
                 && let Some(r) = &v.referrer_url
@@ -341,6 +363,67 @@ impl ShopifySource {
     }
 }
 
+impl ShopifySource {
+    /// One page, with transient failures (and GraphQL INTERNAL errors) retried.
+    async fn page(
+        &self,
+        url: &str,
+        token: &Secret,
+        body: &serde_json::Value,
+    ) -> Result<OrdersPage, SourceError> {
+        send_with_retry("shopify orders", || async {
+            let h = crate::sources::http::secret_header(token.expose())?;
+            let resp = self
+                .http
+                .post(url)
+                .header("X-Shopify-Access-Token", h)
+                .json(body)
+                .send()
+                .await
+                .map_err(|e| SourceError::Transport(e.without_url().to_string()))?;
+            let status = resp.status().as_u16();
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|v| v.is_finite() && *v >= 0.0);
+            let text = resp
+                .text()
+                .await
+                .map_err(|e| SourceError::Transport(e.without_url().to_string()))?;
+            match status {
+                401 | 403 => Err(SourceError::Auth(format!(
+                    "HTTP {status}: {}",
+                    text.chars().take(200).collect::<String>()
+                ))),
+                429 => Err(SourceError::Throttled {
+                    wait: retry_after.map(Duration::from_secs_f64),
+                    message: "HTTP 429 Too Many Requests".into(),
+                }),
+                s if s >= 400 => Err(SourceError::Http {
+                    status: s,
+                    message: text.chars().take(200).collect(),
+                }),
+                _ => parse_orders(&text),
+            }
+        })
+        .await
+    }
+}
+
+/// The order search of a window: updated from the window's first midnight up to (excluding) the
+/// midnight after its last day, in the shop's timezone.
+pub fn updated_filter(window: Window, tz: Tz) -> String {
+    let since = crate::normalize::day_start(window.since, tz);
+    let until = crate::normalize::day_start(window.until + chrono::Days::new(1), tz);
+    format!(
+        "updated_at:>='{}' AND updated_at:<'{}'",
+        since.format("%Y-%m-%dT%H:%M:%SZ"),
+        until.format("%Y-%m-%dT%H:%M:%SZ")
+    )
+}
+
 impl PollSource for ShopifySource {
     fn account_timezone(&self) -> Tz {
         self.tz
@@ -358,66 +441,38 @@ impl PollSource for ShopifySource {
             base.trim_end_matches('/'),
             self.cfg.api_version
         );
-        let since = crate::normalize::day_start(window.since, self.tz) - CDuration::zero();
-        let filter = format!("updated_at:>='{}'", since.format("%Y-%m-%dT%H:%M:%SZ"));
+        let filter = updated_filter(window, self.tz);
+        let policy = crate::platforms::WaitPolicy::new(
+            self.cfg.min_throttle_wait_secs,
+            self.cfg.max_throttle_wait_secs,
+        );
         let mut out = Vec::new();
         let mut after: Option<String> = None;
+        let mut backoff = policy.backoff();
+        let mut throttles = 0u32;
         for _ in 0..100_000 {
             let body = serde_json::json!({
                 "query": ORDERS_QUERY,
                 "variables": {"first": self.cfg.page_size, "after": after, "query": filter},
             });
-            let text = send_with_retry("shopify orders", || async {
-                let mut h =
-                    reqwest::header::HeaderValue::from_str(token.expose()).map_err(|_| {
-                        SourceError::Config("access token has invalid characters".into())
-                    })?;
-                h.set_sensitive(true);
-                let resp = self
-                    .http
-                    .post(&url)
-                    .header("X-Shopify-Access-Token", h)
-                    .json(&body)
-                    .send()
-                    .await
-                    .map_err(|e| SourceError::Transport(e.without_url().to_string()))?;
-                let status = resp.status().as_u16();
-                let retry_after = resp
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<f64>().ok());
-                let text = resp
-                    .text()
-                    .await
-                    .map_err(|e| SourceError::Transport(e.without_url().to_string()))?;
-                match status {
-                    401 | 403 => Err(SourceError::Auth(format!(
-                        "HTTP {status}: {}",
-                        text.chars().take(200).collect::<String>()
-                    ))),
-                    429 => Err(SourceError::Throttled {
-                        wait: Duration::from_secs_f64(retry_after.unwrap_or(2.0)),
-                        message: "HTTP 429".into(),
-                    }),
-                    s if s >= 400 => Err(SourceError::Http {
-                        status: s,
-                        message: text.chars().take(200).collect(),
-                    }),
-                    _ => Ok(text),
-                }
-            })
-            .await?;
-            let page = match parse_orders(&text) {
-                // a throttled page inside a poll: wait what the bucket needs, then the same page
-                Err(SourceError::Throttled { wait, .. })
-                    if wait <= Duration::from_secs(self.cfg.max_throttle_wait_secs) =>
+            let page = match self.page(&url, &token, &body).await {
+                // a throttled page: wait what the bucket needs (or back off), then the same page
+                Err(SourceError::Throttled { wait, message })
+                    if throttles < self.cfg.max_throttles_per_page =>
                 {
-                    tokio::time::sleep(wait).await;
+                    let w = policy.decide(wait, &mut backoff);
+                    if w.exceeds_cap {
+                        return Err(SourceError::Throttled { wait, message });
+                    }
+                    throttles += 1;
+                    crate::sources::http::log_wait(&self.cfg.name, &message, &w);
+                    tokio::time::sleep(w.wait).await;
                     continue;
                 }
                 other => other?,
             };
+            throttles = 0;
+            backoff = policy.backoff();
             out.extend(page.observations);
             match page.next_cursor {
                 Some(c) => after = Some(c),
@@ -434,7 +489,10 @@ pub async fn run(cfg: ShopifyConfig, ctx: SourceContext) {
     let settings = LoopSettings {
         interval: Duration::from_secs(cfg.interval_secs),
         lookback_days: cfg.lookback_days,
-        max_throttle_wait: Duration::from_secs(cfg.max_throttle_wait_secs),
+        wait: crate::platforms::WaitPolicy::new(
+            cfg.min_throttle_wait_secs,
+            cfg.max_throttle_wait_secs,
+        ),
     };
     match ShopifySource::new(cfg) {
         Ok(s) => run_polling(s, settings, ctx, "shopify").await,
@@ -445,5 +503,51 @@ pub async fn run(cfg: ShopifyConfig, ctx: SourceContext) {
                 .poll_failed(Duration::ZERO);
             tracing::error!(source = %ctx.name, %error, "shopify source not started");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttled_waits_from_the_cost_bucket_or_backoff() {
+        // documented: requestedQueryCost 252, currentlyAvailable 2, restoreRate 250 -> 1 s
+        let with_cost = r#"{"errors":[{"message":"Throttled","extensions":{"code":"THROTTLED","documentation":"https://shopify.dev/api/usage/rate-limits"}}],"extensions":{"cost":{"requestedQueryCost":252,"actualQueryCost":null,"throttleStatus":{"maximumAvailable":2000.0,"currentlyAvailable":2,"restoreRate":250.0}}}}"#;
+        match parse_orders(with_cost) {
+            Err(SourceError::Throttled { wait, .. }) => {
+                assert_eq!(wait, Some(Duration::from_secs(1)))
+            }
+            other => panic!("{other:?}"),
+        }
+        // no cost information: no invented 1 s wait, the caller's exponential backoff decides
+        let bare = r#"{"errors":[{"message":"Throttled","extensions":{"code":"THROTTLED"}}]}"#;
+        match parse_orders(bare) {
+            Err(SourceError::Throttled { wait, .. }) => assert_eq!(wait, None),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn internal_errors_are_transient() {
+        let body = r#"{"errors":[{"message":"Internal error. Looks like something went wrong on our end.","extensions":{"code":"INTERNAL_SERVER_ERROR","requestId":"d2f47302-8559-4961-9a5b-3de60172aa29"}}]}"#;
+        let e = parse_orders(body).unwrap_err();
+        assert!(e.is_transient(), "{e}");
+    }
+
+    #[test]
+    fn the_search_has_both_bounds_in_the_shop_timezone() {
+        let d = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        let f = updated_filter(
+            Window {
+                since: d("2026-10-01"),
+                until: d("2026-10-07"),
+            },
+            chrono_tz::Asia::Kolkata,
+        );
+        assert_eq!(
+            f,
+            "updated_at:>='2026-09-30T18:30:00Z' AND updated_at:<'2026-10-07T18:30:00Z'"
+        );
     }
 }

@@ -87,6 +87,8 @@ pub struct QuestDb {
     /// Port of QuestDB's own Prometheus `/metrics` (its "min" HTTP server), when enabled.
     pub metrics_port: Option<u16>,
     dir: tempfile::TempDir,
+    /// Extra `QDB_*` settings.
+    env: Vec<(String, String)>,
 }
 
 impl QuestDb {
@@ -106,6 +108,33 @@ impl QuestDb {
         Self::start_inner(free_port(), Some(free_port())).await
     }
 
+    /// Start on free ports with extra server settings (`QDB_*` environment variables, e.g. HTTP
+    /// basic auth).
+    pub async fn start_with_env(env: &[(&str, &str)]) -> QuestDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut q = QuestDb {
+            child: None,
+            http_port: free_port(),
+            pg_port: free_port(),
+            metrics_port: None,
+            dir,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        q.spawn();
+        q.wait_ready().await;
+        q
+    }
+
+    /// Start again after `kill` (same ports, same data folder), e.g. after a `kill -9`.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+        self.wait_ready().await;
+    }
+
     async fn start_inner(http_port: u16, metrics_port: Option<u16>) -> QuestDb {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut q = QuestDb {
@@ -114,6 +143,7 @@ impl QuestDb {
             pg_port: free_port(),
             metrics_port,
             dir,
+            env: Vec::new(),
         };
         q.spawn();
         q.wait_ready().await;
@@ -145,6 +175,7 @@ impl QuestDb {
                 .env("QDB_METRICS_ENABLED", "true"),
             None => cmd.env("QDB_HTTP_MIN_ENABLED", "false"),
         };
+        cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let child = cmd
             .env("QDB_LINE_TCP_ENABLED", "false")
             .env("QDB_TELEMETRY_ENABLED", "false")
@@ -165,7 +196,8 @@ impl QuestDb {
                 .get(format!("{url}/exec?query=select%201"))
                 .send()
                 .await
-                && r.status().is_success()
+                // 401: up, with HTTP basic auth (`start_with_env`)
+                && (r.status().is_success() || r.status() == reqwest::StatusCode::UNAUTHORIZED)
             {
                 return;
             }

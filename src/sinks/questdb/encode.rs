@@ -111,6 +111,80 @@ pub fn encode(buf: &mut Buffer, r: &Record, ingested_at: TimestampMicros) -> Res
             .and_then(|b| b.column_str("idempotency_key", &a.idempotency_key))
             .and_then(|b| b.at(ts(a.ts)))
             .map_err(enc),
+        Record::OrderLines(l) => {
+            let day = l.day.format("%Y-%m-%d").to_string();
+            let b = buf
+                .table("order_lines")
+                .and_then(|b| b.symbol("day", &day))
+                .and_then(|b| b.symbol("sku", &l.sku))
+                .and_then(|b| b.symbol("product", &l.product))
+                .and_then(|b| b.symbol("variant", &l.variant))
+                .and_then(|b| b.symbol("product_type", &l.product_type))
+                .and_then(|b| b.symbol("cost_source", l.cost_source.as_str()))
+                .and_then(|b| b.symbol_opt("city", l.city.as_deref()))
+                .and_then(|b| b.symbol_opt("province", l.province.as_deref()))
+                .and_then(|b| b.symbol_opt("country", l.country.as_deref()))
+                .and_then(|b| b.symbol_opt("utm_campaign", l.utm_campaign.as_deref()))
+                .and_then(|b| b.symbol("currency", &l.currency))
+                .and_then(|b| b.symbol("source", &l.source))
+                .and_then(|b| b.column_str("order_id", &l.order_id))
+                .and_then(|b| b.column_str("line_id", &l.line_id))
+                .and_then(|b| b.column_i64("quantity", i64::from(l.quantity)))
+                .and_then(|b| b.column_dec("unit_price", &l.unit_price))
+                .and_then(|b| b.column_dec("discount", &l.discount))
+                .and_then(|b| b.column_dec("net_sales", &l.net_sales))
+                .and_then(|b| b.column_dec("tax", &l.tax))
+                .and_then(|b| b.column_dec("shipping_charged", &l.shipping_charged))
+                .map_err(enc)?;
+            // a missing cost stays NULL (never 0, which would read as free goods)
+            let b = match &l.unit_cost {
+                Some(c) => b.column_dec("unit_cost", c).map_err(enc)?,
+                None => b,
+            };
+            b.column_i64("refunded_quantity", i64::from(l.refunded_quantity))
+                .and_then(|b| b.column_dec("refunded_amount", &l.refunded_amount))
+                .and_then(|b| b.column_str_opt("customer_id", l.customer_id.as_deref()))
+                .and_then(|b| b.column_bool("new_customer", l.new_customer))
+                .and_then(|b| b.column_ts("ingested_at", ingested_at))
+                .and_then(|b| b.at(ts(l.ts)))
+                .map_err(enc)
+        }
+        Record::Touchpoints(t) => buf
+            .table("touchpoints")
+            .and_then(|b| b.symbol("channel", &t.channel))
+            .and_then(|b| b.symbol_opt("utm_source", t.utm_source.as_deref()))
+            .and_then(|b| b.symbol_opt("utm_medium", t.utm_medium.as_deref()))
+            .and_then(|b| b.symbol_opt("utm_campaign", t.utm_campaign.as_deref()))
+            .and_then(|b| b.symbol("source", &t.source))
+            .and_then(|b| b.column_str("journey_id", &t.journey_id))
+            .and_then(|b| b.column_str_opt("order_id", t.order_id.as_deref()))
+            .and_then(|b| b.column_i64("position", i64::from(t.position)))
+            .and_then(|b| b.column_str_opt("referrer", t.referrer.as_deref()))
+            .and_then(|b| b.column_str_opt("landing_page", t.landing_page.as_deref()))
+            .and_then(|b| b.column_ts("ingested_at", ingested_at))
+            .and_then(|b| b.at(ts(t.ts)))
+            .map_err(enc),
+        Record::Attribution(a) => {
+            let day = a.day.format("%Y-%m-%d").to_string();
+            let b = buf
+                .table("attribution")
+                .and_then(|b| b.symbol("day", &day))
+                .and_then(|b| b.symbol("model", &a.model))
+                .and_then(|b| b.symbol("window", &a.window))
+                .and_then(|b| b.symbol("channel", &a.channel))
+                .and_then(|b| b.symbol("currency", &a.currency))
+                .and_then(|b| b.column_f64("conversions", a.conversions))
+                .and_then(|b| b.column_dec("revenue", &a.revenue))
+                .and_then(|b| b.column_dec("spend", &a.spend))
+                .map_err(enc)?;
+            let b = match a.platform_conversions {
+                Some(c) => b.column_f64("platform_conversions", c).map_err(enc)?,
+                None => b,
+            };
+            b.column_ts("ingested_at", ingested_at)
+                .and_then(|b| b.at(ts(a.ts)))
+                .map_err(enc)
+        }
         Record::Funnel(f) => {
             let day = f.day.format("%Y-%m-%d").to_string();
             buf.table("funnel")

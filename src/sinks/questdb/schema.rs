@@ -64,6 +64,36 @@ pub const TABLES: &[(&str, &str)] = &[
          detail VARCHAR, idempotency_key VARCHAR) TIMESTAMP(ts) PARTITION BY YEAR WAL \
          DEDUP UPSERT KEYS(ts, action_id, event)",
     ),
+    // Issue 16 (true profit): order lines with costs, journey touchpoints and attribution per
+    // model, window and channel. Order-sized volumes: MONTH.
+    (
+        "order_lines",
+        "CREATE TABLE IF NOT EXISTS order_lines (ts TIMESTAMP, day SYMBOL, order_id VARCHAR, \
+         line_id VARCHAR, sku SYMBOL, product SYMBOL, variant SYMBOL, product_type SYMBOL, \
+         quantity LONG, unit_price DECIMAL(18,6), discount DECIMAL(18,6), net_sales DECIMAL(18,6), \
+         tax DECIMAL(18,6), shipping_charged DECIMAL(18,6), unit_cost DECIMAL(18,6), \
+         cost_source SYMBOL, refunded_quantity LONG, refunded_amount DECIMAL(18,6), \
+         customer_id VARCHAR, new_customer BOOLEAN, city SYMBOL, province SYMBOL, country SYMBOL, \
+         utm_campaign SYMBOL, currency SYMBOL, source SYMBOL, ingested_at TIMESTAMP) \
+         TIMESTAMP(ts) PARTITION BY MONTH WAL \
+         DEDUP UPSERT KEYS(ts, order_id, line_id)",
+    ),
+    (
+        "touchpoints",
+        "CREATE TABLE IF NOT EXISTS touchpoints (ts TIMESTAMP, journey_id VARCHAR, \
+         order_id VARCHAR, position LONG, channel SYMBOL, utm_source SYMBOL, utm_medium SYMBOL, \
+         utm_campaign SYMBOL, referrer VARCHAR, landing_page VARCHAR, source SYMBOL, \
+         ingested_at TIMESTAMP) TIMESTAMP(ts) PARTITION BY MONTH WAL \
+         DEDUP UPSERT KEYS(ts, journey_id, position)",
+    ),
+    (
+        "attribution",
+        "CREATE TABLE IF NOT EXISTS attribution (ts TIMESTAMP, day SYMBOL, model SYMBOL, \
+         window SYMBOL, channel SYMBOL, conversions DOUBLE, revenue DECIMAL(18,6), \
+         spend DECIMAL(18,6), platform_conversions DOUBLE, currency SYMBOL, ingested_at TIMESTAMP) \
+         TIMESTAMP(ts) PARTITION BY MONTH WAL \
+         DEDUP UPSERT KEYS(ts, model, window, channel)",
+    ),
 ];
 
 /// `ALTER TABLE .. SET TTL` for the model tables (applied after the DDL, so an existing table

@@ -615,6 +615,7 @@ impl QuestDbSink {
         let interval = Duration::from_millis(self.cfg.flush_interval_ms);
         let mut last_flush = Instant::now();
         let draining = self.draining.clone().unwrap_or_default();
+        let mut drain_woken = false;
         // first contact (creates the tables even before any row arrives)
         self.drain().await;
         loop {
@@ -626,8 +627,9 @@ impl QuestDbSink {
             };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                // shutdown began: wake up to lift back-pressure
-                _ = draining.cancelled(), if self.spool_full => {
+                // shutdown began: wake up (once) to lift back-pressure
+                _ = draining.cancelled(), if self.spool_full && !drain_woken => {
+                    drain_woken = true;
                     self.spill();
                 }
                 batch = self.rx.recv(), if accept => {

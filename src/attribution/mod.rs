@@ -1,0 +1,469 @@
+//! Multi-touch attribution: which campaigns get the credit for an order. Owns the models (first
+//! click, last click, linear, time decay, position-based 40/20/40 and the data-driven Markov
+//! removal effect in `markov`), the lookback windows (1, 7, 14, 28 days and lifetime), the split of
+//! each order's revenue over its touchpoints, and the per-campaign roll-up set against spend and
+//! the platforms' own conversion counts.
+//!
+//! Money: an order's revenue is split into `Decimal` shares to the paisa and the last touch takes
+//! the remainder, so the attributed revenue of every order adds up to the order exactly.
+
+pub mod markov;
+
+use chrono::{DateTime, Duration, Utc};
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+use std::collections::BTreeMap;
+
+/// One marketing touch of a journey: a campaign (`platform:campaign_id`) or an unpaid channel
+/// (`organic:google`, `direct`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Touch {
+    pub ts: DateTime<Utc>,
+    pub channel: String,
+}
+
+/// A customer journey: its touches in time order and, if it ended in an order, when and for how
+/// much.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Journey {
+    pub id: String,
+    pub touches: Vec<Touch>,
+    pub converted_at: Option<DateTime<Utc>>,
+    pub revenue: Decimal,
+}
+
+/// Lookback window before the conversion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Window {
+    Days(u32),
+    Lifetime,
+}
+
+impl Window {
+    /// The windows adpulse reports.
+    pub const ALL: [Window; 5] = [
+        Window::Days(1),
+        Window::Days(7),
+        Window::Days(14),
+        Window::Days(28),
+        Window::Lifetime,
+    ];
+
+    /// Label used in the `attribution` table and `/metrics` (`1d`, `7d`, ..., `lifetime`).
+    pub fn label(self) -> String {
+        match self {
+            Window::Days(d) => format!("{d}d"),
+            Window::Lifetime => "lifetime".into(),
+        }
+    }
+
+    fn admits(self, touch: DateTime<Utc>, end: DateTime<Utc>) -> bool {
+        touch <= end
+            && match self {
+                Window::Days(d) => end - touch <= Duration::days(i64::from(d)),
+                Window::Lifetime => true,
+            }
+    }
+}
+
+/// Attribution model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Model {
+    FirstClick,
+    LastClick,
+    Linear,
+    /// Credit halves every `half_life_hours` before the conversion.
+    TimeDecay {
+        half_life_hours: f64,
+    },
+    /// 40% first, 40% last, 20% shared by the touches between.
+    PositionBased,
+    /// Removal effect of a first-order Markov chain fitted on all journeys in the window.
+    Markov,
+}
+
+impl Model {
+    /// Label used in the `attribution` table and `/metrics`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Model::FirstClick => "first_click",
+            Model::LastClick => "last_click",
+            Model::Linear => "linear",
+            Model::TimeDecay { .. } => "time_decay",
+            Model::PositionBased => "position_based",
+            Model::Markov => "markov",
+        }
+    }
+
+    /// Every model, with the time-decay half-life given (7 days is the common default).
+    pub fn all(half_life_hours: f64) -> [Model; 6] {
+        [
+            Model::FirstClick,
+            Model::LastClick,
+            Model::Linear,
+            Model::TimeDecay { half_life_hours },
+            Model::PositionBased,
+            Model::Markov,
+        ]
+    }
+}
+
+/// Touches of a journey inside the window (all of them for a journey without a conversion, whose
+/// window ends at its last touch).
+pub fn touches_in_window(j: &Journey, w: Window) -> Vec<&Touch> {
+    let end = match (j.converted_at, j.touches.last()) {
+        (Some(c), _) => c,
+        (None, Some(t)) => t.ts,
+        (None, None) => return Vec::new(),
+    };
+    j.touches.iter().filter(|t| w.admits(t.ts, end)).collect()
+}
+
+/// Heuristic credit weights (summing to 1) for touches in time order.
+pub fn heuristic_weights(model: Model, touches: &[&Touch], end: DateTime<Utc>) -> Vec<f64> {
+    let n = touches.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut w = vec![0.0; n];
+    match model {
+        Model::FirstClick => w[0] = 1.0,
+        Model::LastClick | Model::Markov => w[n - 1] = 1.0,
+        Model::Linear => w.iter_mut().for_each(|x| *x = 1.0 / n as f64),
+        Model::TimeDecay { half_life_hours } => {
+            for (x, t) in w.iter_mut().zip(touches) {
+                let hours = (end - t.ts).num_seconds() as f64 / 3600.0;
+                *x = 0.5f64.powf(hours / half_life_hours.max(f64::MIN_POSITIVE));
+            }
+            let s: f64 = w.iter().sum();
+            w.iter_mut().for_each(|x| *x /= s);
+        }
+        Model::PositionBased => match n {
+            1 => w[0] = 1.0,
+            2 => {
+                w[0] = 0.5;
+                w[1] = 0.5;
+            }
+            _ => {
+                w[0] = 0.4;
+                w[n - 1] = 0.4;
+                for x in &mut w[1..n - 1] {
+                    *x = 0.2 / (n - 2) as f64;
+                }
+            }
+        },
+    }
+    w
+}
+
+/// Credit of one channel.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Credit {
+    pub conversions: f64,
+    pub revenue: Decimal,
+}
+
+/// A model's attribution over a set of journeys in one window.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Attribution {
+    pub by_channel: BTreeMap<String, Credit>,
+    /// Orders with no touch in the window (direct or untracked): reported, never spread.
+    pub unattributed: Credit,
+}
+
+/// Split `revenue` by `weights` (summing to 1) into money: every share but the last is
+/// `revenue × weight` to the paisa (banker's rounding); the last is what remains, so the shares
+/// add up to `revenue` exactly and no order gains or loses a paisa.
+pub fn split_revenue(revenue: Decimal, weights: &[f64]) -> Vec<Decimal> {
+    let mut out = Vec::with_capacity(weights.len());
+    let mut given = Decimal::ZERO;
+    for (i, w) in weights.iter().enumerate() {
+        if i + 1 == weights.len() {
+            out.push(revenue - given);
+        } else {
+            let share = (revenue * Decimal::from_f64_retain(*w).unwrap_or_default()).round_dp(2);
+            given += share;
+            out.push(share);
+        }
+    }
+    out
+}
+
+/// Attribute every converted journey under `model` in `window`.
+pub fn attribute(journeys: &[Journey], model: Model, window: Window) -> Attribution {
+    let markov = match model {
+        Model::Markov => Some(fit_markov(journeys, window)),
+        _ => None,
+    };
+    let mut out = Attribution::default();
+    for j in journeys {
+        let Some(end) = j.converted_at else { continue };
+        let touches = touches_in_window(j, window);
+        if touches.is_empty() {
+            out.unattributed.conversions += 1.0;
+            out.unattributed.revenue += j.revenue;
+            continue;
+        }
+        let weights = match &markov {
+            // Per order, the removal effects of the channels on its path, normalised: the
+            // order's credit goes where the chain says conversions depend.
+            Some(m) => {
+                let re: Vec<f64> = touches
+                    .iter()
+                    .map(|t| m.removal_effects.get(&t.channel).copied().unwrap_or(0.0))
+                    .collect();
+                // a channel seen several times shares its effect among its touches
+                let mut counts: BTreeMap<&str, f64> = BTreeMap::new();
+                for t in &touches {
+                    *counts.entry(t.channel.as_str()).or_default() += 1.0;
+                }
+                let per: Vec<f64> = touches
+                    .iter()
+                    .zip(&re)
+                    .map(|(t, r)| r / counts[t.channel.as_str()])
+                    .collect();
+                let s: f64 = per.iter().sum();
+                if s > 0.0 {
+                    per.iter().map(|x| x / s).collect()
+                } else {
+                    heuristic_weights(Model::Linear, &touches, end)
+                }
+            }
+            None => heuristic_weights(model, &touches, end),
+        };
+        let shares = split_revenue(j.revenue, &weights);
+        for ((t, w), r) in touches.iter().zip(&weights).zip(shares) {
+            if *w == 0.0 && r.is_zero() {
+                continue;
+            }
+            let c = out.by_channel.entry(t.channel.clone()).or_default();
+            c.conversions += w;
+            c.revenue += r;
+        }
+    }
+    out
+}
+
+/// Markov chain over the journeys' in-window paths, converting and not.
+pub fn fit_markov(journeys: &[Journey], window: Window) -> markov::MarkovModel {
+    let mut paths: BTreeMap<Vec<String>, markov::PathCount> = BTreeMap::new();
+    for j in journeys {
+        let path: Vec<String> = touches_in_window(j, window)
+            .into_iter()
+            .map(|t| t.channel.clone())
+            .collect();
+        if path.is_empty() {
+            continue;
+        }
+        let e = paths.entry(path.clone()).or_insert(markov::PathCount {
+            path,
+            conversions: 0.0,
+            nulls: 0.0,
+            value: 0.0,
+        });
+        if j.converted_at.is_some() {
+            e.conversions += 1.0;
+            e.value += j.revenue.to_f64().unwrap_or(0.0);
+        } else {
+            e.nulls += 1.0;
+        }
+    }
+    let paths: Vec<markov::PathCount> = paths.into_values().collect();
+    markov::fit(&paths)
+}
+
+/// One campaign under one model and window, against its spend and its platform-reported
+/// conversions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CampaignAttribution {
+    pub model: &'static str,
+    pub window: String,
+    pub channel: String,
+    pub conversions: f64,
+    pub revenue: Decimal,
+    pub spend: Decimal,
+    /// Attributed revenue / spend (`None` without spend, e.g. organic).
+    pub roas: Option<f64>,
+    /// What the ad platform claimed for the same campaign and period.
+    pub platform_conversions: Option<f64>,
+}
+
+/// Every model × window × channel, with spend and platform conversions joined by channel.
+pub fn campaign_table(
+    journeys: &[Journey],
+    models: &[Model],
+    spend: &BTreeMap<String, Decimal>,
+    platform_conversions: &BTreeMap<String, f64>,
+) -> Vec<CampaignAttribution> {
+    let mut out = Vec::new();
+    for m in models {
+        for w in Window::ALL {
+            let a = attribute(journeys, *m, w);
+            for (channel, c) in a.by_channel {
+                let s = spend.get(&channel).copied().unwrap_or_default();
+                out.push(CampaignAttribution {
+                    model: m.label(),
+                    window: w.label(),
+                    roas: if s.is_zero() {
+                        None
+                    } else {
+                        (c.revenue / s).to_f64()
+                    },
+                    platform_conversions: platform_conversions.get(&channel).copied(),
+                    channel,
+                    conversions: c.conversions,
+                    revenue: c.revenue,
+                    spend: s,
+                });
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use rust_decimal_macros::dec;
+
+    fn at(day: u32, hour: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, day, hour, 0, 0).unwrap()
+    }
+
+    fn journey(id: &str, touches: &[(&str, u32)], conv_day: Option<u32>, rev: Decimal) -> Journey {
+        Journey {
+            id: id.into(),
+            touches: touches
+                .iter()
+                .map(|(c, d)| Touch {
+                    ts: at(*d, 10),
+                    channel: c.to_string(),
+                })
+                .collect(),
+            converted_at: conv_day.map(|d| at(d, 12)),
+            revenue: rev,
+        }
+    }
+
+    fn sample() -> Vec<Journey> {
+        vec![
+            // meta on day 1, google on day 10, organic on day 20, order on day 20: 30,000.00
+            journey(
+                "o1",
+                &[("meta:p", 1), ("google:s", 10), ("organic", 20)],
+                Some(20),
+                dec!(30000.00),
+            ),
+            journey("o2", &[("google:s", 19)], Some(20), dec!(9999.99)),
+            journey("n1", &[("meta:p", 3)], None, dec!(0)),
+        ]
+    }
+
+    #[test]
+    fn heuristics_by_hand() {
+        let j = sample();
+        let c = |m, w| attribute(&j, m, w).by_channel;
+        let first = c(Model::FirstClick, Window::Lifetime);
+        assert_eq!(first["meta:p"].revenue, dec!(30000.00));
+        assert_eq!(first["google:s"].revenue, dec!(9999.99));
+        let last = c(Model::LastClick, Window::Lifetime);
+        assert_eq!(last["organic"].revenue, dec!(30000.00));
+        assert!(!last.contains_key("meta:p"));
+        let lin = c(Model::Linear, Window::Lifetime);
+        assert_eq!(lin["meta:p"].revenue, dec!(10000.00));
+        assert!((lin["google:s"].conversions - (1.0 + 1.0 / 3.0)).abs() < 1e-12);
+        let pos = c(Model::PositionBased, Window::Lifetime);
+        assert_eq!(pos["meta:p"].revenue, dec!(12000.00));
+        assert_eq!(pos["google:s"].revenue, dec!(6000.00) + dec!(9999.99));
+        assert_eq!(pos["organic"].revenue, dec!(12000.00));
+    }
+
+    #[test]
+    fn time_decay_halves_per_half_life() {
+        let j = journey("o", &[("a", 19), ("b", 20)], Some(20), dec!(300));
+        // touches 26h and 2h before the order, half-life 24h: weights ∝ 2^(-26/24), 2^(-2/24),
+        // i.e. a gets 1/(1+2) of the credit.
+        let a = attribute(
+            &[j],
+            Model::TimeDecay {
+                half_life_hours: 24.0,
+            },
+            Window::Lifetime,
+        );
+        assert!((a.by_channel["a"].conversions - 1.0 / 3.0).abs() < 1e-12);
+        assert_eq!(
+            a.by_channel["a"].revenue + a.by_channel["b"].revenue,
+            dec!(300)
+        );
+    }
+
+    #[test]
+    fn windows_drop_old_touches_and_report_unattributed() {
+        let j = sample();
+        // 7 days: o1 keeps only organic (day 20); the day-1 and day-10 touches are out.
+        let a = attribute(&j, Model::FirstClick, Window::Days(7));
+        assert_eq!(a.by_channel["organic"].revenue, dec!(30000.00));
+        assert!(!a.by_channel.contains_key("meta:p"));
+        // 14 days: google (day 10, 10 days before) is in, meta (19 days) is out
+        let a = attribute(&j, Model::FirstClick, Window::Days(14));
+        assert_eq!(
+            a.by_channel["google:s"].revenue,
+            dec!(30000.00) + dec!(9999.99)
+        );
+        // an order whose only touch is 2 days old has nothing in a 1-day window
+        let old = journey("o3", &[("meta:p", 18)], Some(20), dec!(500));
+        let a = attribute(&[old], Model::Linear, Window::Days(1));
+        assert_eq!(a.unattributed.revenue, dec!(500));
+        assert!(a.by_channel.is_empty());
+    }
+
+    #[test]
+    fn every_model_conserves_revenue_and_conversions_exactly() {
+        let j = sample();
+        for m in Model::all(168.0) {
+            for w in Window::ALL {
+                let a = attribute(&j, m, w);
+                let rev: Decimal = a.by_channel.values().map(|c| c.revenue).sum::<Decimal>()
+                    + a.unattributed.revenue;
+                assert_eq!(rev, dec!(39999.99), "{} {}", m.label(), w.label());
+                let conv: f64 = a.by_channel.values().map(|c| c.conversions).sum::<f64>()
+                    + a.unattributed.conversions;
+                assert!((conv - 2.0).abs() < 1e-9, "{} {}", m.label(), w.label());
+            }
+        }
+    }
+
+    #[test]
+    fn thirds_of_a_paisa_still_add_up() {
+        let s = split_revenue(dec!(100.00), &[1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0]);
+        assert_eq!(s.iter().copied().sum::<Decimal>(), dec!(100.00));
+    }
+
+    #[test]
+    fn markov_credits_the_channel_conversions_depend_on() {
+        // google:s is on every converting path; meta:p also appears on a non-converting one.
+        let j = sample();
+        let a = attribute(&j, Model::Markov, Window::Lifetime);
+        assert!(a.by_channel["google:s"].conversions > a.by_channel["meta:p"].conversions);
+    }
+
+    #[test]
+    fn campaign_table_joins_spend_and_platform_claims() {
+        let j = sample();
+        let spend: BTreeMap<String, Decimal> = [("meta:p".to_string(), dec!(5000))].into();
+        let claims: BTreeMap<String, f64> = [("meta:p".to_string(), 4.0)].into();
+        let t = campaign_table(&j, &[Model::FirstClick], &spend, &claims);
+        let row = t
+            .iter()
+            .find(|r| r.channel == "meta:p" && r.window == "lifetime")
+            .unwrap();
+        assert_eq!(row.roas, Some(6.0));
+        assert_eq!(row.platform_conversions, Some(4.0));
+        let g = t
+            .iter()
+            .find(|r| r.channel == "google:s" && r.window == "lifetime")
+            .unwrap();
+        assert_eq!(g.roas, None);
+    }
+}

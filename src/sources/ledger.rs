@@ -1,0 +1,150 @@
+//! The completeness ledger: per source and per day (in the source's account timezone), whether
+//! that day is known complete — every page read without an error element and every row handed to
+//! the sink — or incomplete, with the reason. Backfill and the live poll both work from it:
+//! incomplete days are fetched again until they are complete, and `/metrics` shows how many there
+//! are (`adpulse_source_incomplete_days`). One JSON file in the state dir, replaced atomically.
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// What is known about one day of one source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum DayState {
+    /// Every page read, every row stored.
+    Complete,
+    /// Something is missing; `reason` says what, for the log and the backfill summary.
+    Incomplete { reason: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("completeness ledger {path}: {reason}")]
+pub struct LedgerError {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+type Days = BTreeMap<NaiveDate, DayState>;
+
+/// The ledger file (`<state_dir>/ledger.json`).
+#[derive(Debug)]
+pub struct Ledger {
+    path: PathBuf,
+    lock: Mutex<()>,
+}
+
+impl Ledger {
+    pub fn new(state_dir: &Path) -> Self {
+        Self {
+            path: state_dir.join("ledger.json"),
+            lock: Mutex::new(()),
+        }
+    }
+
+    fn err(&self, reason: impl ToString) -> LedgerError {
+        LedgerError {
+            path: self.path.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn read(&self) -> Result<BTreeMap<String, Days>, LedgerError> {
+        match std::fs::read_to_string(&self.path) {
+            Ok(t) => serde_json::from_str(&t).map_err(|e| self.err(e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    fn guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Every recorded day of `source`.
+    pub fn days(&self, source: &str) -> Result<Days, LedgerError> {
+        let _g = self.guard();
+        Ok(self.read()?.remove(source).unwrap_or_default())
+    }
+
+    /// Record the state of some days (later records replace earlier ones).
+    pub fn record(
+        &self,
+        source: &str,
+        days: impl IntoIterator<Item = (NaiveDate, DayState)>,
+    ) -> Result<(), LedgerError> {
+        let _g = self.guard();
+        let mut all = self.read()?;
+        all.entry(source.to_string()).or_default().extend(days);
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| self.err(e))?;
+        }
+        let tmp = self.path.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(&all).map_err(|e| self.err(e))?;
+        std::fs::write(&tmp, text).map_err(|e| self.err(e))?;
+        std::fs::rename(&tmp, &self.path).map_err(|e| self.err(e))
+    }
+
+    /// Incomplete days of `source`, oldest first, with their reasons.
+    pub fn incomplete(&self, source: &str) -> Result<Vec<(NaiveDate, String)>, LedgerError> {
+        Ok(self
+            .days(source)?
+            .into_iter()
+            .filter_map(|(d, s)| match s {
+                DayState::Incomplete { reason } => Some((d, reason)),
+                DayState::Complete => None,
+            })
+            .collect())
+    }
+}
+
+/// Every day from `since` to `until`, inclusive.
+pub fn each_day(since: NaiveDate, until: NaiveDate) -> impl Iterator<Item = NaiveDate> {
+    since.iter_days().take_while(move |d| *d <= until)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_survive_a_restart_and_later_records_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        let l = Ledger::new(dir.path());
+        l.record(
+            "ga4",
+            each_day(d("2026-11-01"), d("2026-11-03")).map(|x| (x, DayState::Complete)),
+        )
+        .unwrap();
+        l.record(
+            "ga4",
+            [(
+                d("2026-11-03"),
+                DayState::Incomplete {
+                    reason: "quota".into(),
+                },
+            )],
+        )
+        .unwrap();
+        let l2 = Ledger::new(dir.path());
+        assert_eq!(l2.days("ga4").unwrap().len(), 3);
+        assert_eq!(
+            l2.incomplete("ga4").unwrap(),
+            vec![(d("2026-11-03"), "quota".to_string())]
+        );
+        assert!(l2.days("meta").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_corrupt_ledger_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ledger.json"), "[").unwrap();
+        let e = Ledger::new(dir.path()).days("x").unwrap_err();
+        assert!(e.to_string().contains("ledger.json"), "{e}");
+    }
+}

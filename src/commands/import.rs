@@ -11,16 +11,16 @@
 //! Everything goes through [`Pipeline::emit`] like every other source: the normalizer's
 //! validation, the in-memory state, the QuestDB sink with its spool and delivery guarantee. Each
 //! row is first normalized on its own, so a row the pipeline would refuse is named with its line;
-//! the command returns once QuestDB has acknowledged every row it emitted.
+//! the command returns once every row it emitted is durable (acknowledged by QuestDB, or fsynced
+//! to the spool or dead-letter file: the pipeline's delivery tickets).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::config::Config;
 use crate::normalize::{Normalizer, Observation};
-use crate::pipeline::{EmitError, Pipeline};
+use crate::pipeline::{Delivery, EmitError, Pipeline};
 use crate::sinks::questdb::{QuestDbSink, SinkError, SqlClient};
 use crate::sources::csv_import::aggregate::{Key, key_hash, key_of, merge};
 use crate::sources::csv_import::{
@@ -60,21 +60,7 @@ pub enum ImportCommandError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     Emit(#[from] EmitError),
-    #[error(
-        "QuestDB acknowledged {written} of {sent} rows and then made no progress for {}s; the rest are in the spool ({}) and are written by the next adpulse run",
-        stall.as_secs(), spool.display()
-    )]
-    NotDurable {
-        written: u64,
-        sent: u64,
-        stall: Duration,
-        spool: PathBuf,
-    },
 }
-
-/// How long QuestDB may make no progress before the import gives up waiting (its rows stay in
-/// the spool).
-const STALL: Duration = Duration::from_secs(120);
 
 fn open(
     path: &Path,
@@ -152,6 +138,7 @@ pub async fn import_file(
     // repeating keys being summed, by digest (a collision puts two keys under one digest)
     let mut summing: HashMap<u64, Vec<(Key, u64, Observation)>> = HashMap::new();
     let mut emitted: u64 = 0;
+    let mut inflight: VecDeque<Delivery> = VecDeque::new();
     let result: Result<(), ImportCommandError> = async {
         for item in reader.by_ref() {
             match item.map_err(perr)? {
@@ -210,7 +197,7 @@ pub async fn import_file(
                         });
                     }
                     if batch.len() >= batch_rows {
-                        emitted += emit(&pipeline, &source, &mut batch).await?;
+                        emitted += emit(&pipeline, &source, &mut batch, &mut inflight).await?;
                     }
                 }
             }
@@ -222,9 +209,9 @@ pub async fn import_file(
         for (_, line, obs) in sums {
             push_sum(&normalizer, &source, line, obs, &mut batch, &mut summary);
         }
-        emitted += emit(&pipeline, &source, &mut batch).await?;
-        if !dry_run {
-            wait_durable(&telemetry, emitted, config).await?;
+        emitted += emit(&pipeline, &source, &mut batch, &mut inflight).await?;
+        for d in inflight.drain(..) {
+            d.durable().await?;
         }
         Ok(())
     }
@@ -261,47 +248,31 @@ fn push_sum(
     }
 }
 
+/// Batches handed to the sink and not yet durable: past this many, the import waits for the
+/// oldest (the sink's own channel bounds memory too; this bounds the tickets).
+const INFLIGHT_BATCHES: usize = 8;
+
+/// Hand `batch` to the pipeline; its durability ticket joins `inflight`.
 async fn emit(
     pipeline: &Pipeline,
     source: &str,
     batch: &mut Vec<Observation>,
+    inflight: &mut VecDeque<Delivery>,
 ) -> Result<u64, ImportCommandError> {
     if batch.is_empty() {
         return Ok(0);
     }
-    let n = pipeline.emit(source, std::mem::take(batch), None).await?;
+    let d = pipeline
+        .deliver(source, std::mem::take(batch), None)
+        .await?;
+    let n = d.records;
+    inflight.push_back(d);
+    while inflight.len() > INFLIGHT_BATCHES {
+        if let Some(oldest) = inflight.pop_front() {
+            oldest.durable().await?;
+        }
+    }
     // nothing of an import is needed in memory once handed over
     pipeline.with_store(|s| s.prune(chrono::Utc::now() + chrono::Duration::days(2)));
     Ok(n as u64)
-}
-
-/// Wait until QuestDB has acknowledged `sent` rows, giving up only when it makes no progress for
-/// [`STALL`] (the rows then stay in the spool, and the error says so).
-async fn wait_durable(
-    telemetry: &Telemetry,
-    sent: u64,
-    config: &Config,
-) -> Result<(), ImportCommandError> {
-    let mut last = telemetry.rows_written("questdb");
-    let mut still = Duration::ZERO;
-    let step = Duration::from_millis(50);
-    while last < sent {
-        tokio::time::sleep(step).await;
-        let now = telemetry.rows_written("questdb");
-        if now > last {
-            last = now;
-            still = Duration::ZERO;
-        } else {
-            still += step;
-            if still >= STALL {
-                return Err(ImportCommandError::NotDurable {
-                    written: now,
-                    sent,
-                    stall: STALL,
-                    spool: config.questdb.spool_dir.clone(),
-                });
-            }
-        }
-    }
-    Ok(())
 }

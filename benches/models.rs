@@ -7,7 +7,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use adpulse::models::anomaly::{Detector, DetectorConfig};
-use adpulse::models::backtest::demo_hourly_spend;
+use adpulse::models::eval::backtest::demo_hourly_spend;
 use adpulse::models::forecast::{self, ForecastConfig};
 use adpulse::models::series::RegularSeries;
 use criterion::{Criterion, criterion_group, criterion_main};

@@ -15,7 +15,7 @@ use crate::models::live::{ModelOutputs, ModelRunner};
 use crate::normalize::Normalizer;
 use crate::pipeline::Pipeline;
 use crate::sinks::metrics::Exposition;
-use crate::sinks::questdb::{QuestDbSink, SinkHandle, SqlClient};
+use crate::sinks::questdb::{QuestDbSink, ShutdownReport, SinkHandle, SqlClient};
 use crate::sources::SourceContext;
 use crate::state::{Snapshot, SnapshotSettings, Store};
 use crate::telemetry::Telemetry;
@@ -31,6 +31,19 @@ pub enum RunError {
         addr: String,
         source: std::io::Error,
     },
+    #[error(
+        "{0} rows could not be written or spooled at shutdown (spool reserve exhausted or disk full): see the log"
+    )]
+    Unsaved(usize),
+}
+
+/// What shutdown saved.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StopReport {
+    /// Rows neither written nor spooled (0 unless the spool's reserve or the disk ran out).
+    pub unsaved_rows: usize,
+    /// Rows left in the spool for the next run.
+    pub spooled_rows: usize,
 }
 
 /// A running adpulse: its address and the token that stops it.
@@ -40,19 +53,31 @@ pub struct Running {
     pub pipeline: Arc<Pipeline>,
     pub sink: Option<SinkHandle>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    sink_task: Option<tokio::task::JoinHandle<()>>,
+    sink_task: Option<tokio::task::JoinHandle<ShutdownReport>>,
+    sink_stop: CancellationToken,
 }
 
 impl Running {
-    /// Stop sources first, then let the sink write (or spool) what it holds.
-    pub async fn stop(self) {
+    /// Stop sources, models, actions and the server first (the sink lifts its back-pressure the
+    /// moment `shutdown` is cancelled, so a source blocked on a full spool can hand over its last
+    /// rows and stop); then the sink takes what is queued and writes or spools all of it.
+    pub async fn stop(self) -> StopReport {
         self.shutdown.cancel();
         for t in self.tasks {
             let _ = t.await;
         }
+        self.sink_stop.cancel();
+        let mut report = StopReport::default();
         if let Some(t) = self.sink_task {
-            let _ = t.await;
+            match t.await {
+                Ok(r) => {
+                    report.unsaved_rows = r.unsaved_rows;
+                    report.spooled_rows = r.spooled_rows;
+                }
+                Err(error) => error!(%error, "the QuestDB sink task failed at shutdown"),
+            }
         }
+        report
     }
 }
 
@@ -63,22 +88,14 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
     let shutdown = CancellationToken::new();
     let tz = config.timezone();
     let mut sink_task = None;
+    // the sink outlives the sources: it gets its own token, cancelled once they have stopped
+    let sink_stop = CancellationToken::new();
     let sink = if config.questdb.enabled {
         let password = config.questdb_password()?;
         let (sink, handle) =
             QuestDbSink::build(config.questdb.clone(), password, telemetry.clone())?;
-        let token = shutdown.child_token();
-        // the sink outlives the sources: it gets its own token, cancelled after they stop
-        let sink_token = CancellationToken::new();
-        let st = sink_token.clone();
-        sink_task = Some(tokio::spawn(async move {
-            let s = tokio::spawn(sink.run(st));
-            token.cancelled().await;
-            // give sources' last batches a moment to arrive, then stop the sink
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            sink_token.cancel();
-            let _ = s.await;
-        }));
+        let sink = sink.drain_on(shutdown.clone());
+        sink_task = Some(tokio::spawn(sink.run(sink_stop.clone())));
         Some(handle)
     } else {
         None
@@ -176,15 +193,29 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
     } else {
         None
     };
+    let web = actions
+        .as_ref()
+        .filter(|_| config.actions.web.enabled)
+        .map(|e| {
+            crate::web::WebState::new(
+                e.clone(),
+                telemetry.clone(),
+                config.actions.web.clone(),
+                config.targets.iter().map(|t| (t.from, t.roi)).collect(),
+            )
+        });
     let app = router(AppState {
         telemetry: telemetry.clone(),
         sink_health: sink.as_ref().map(|s| s.health.clone()),
         actions,
         exposition: Some(exposition),
+        web,
     });
     {
         let token = shutdown.clone();
         tasks.push(tokio::spawn(async move {
+            // the peer address keys the login and API rate limits
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
             let r = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { token.cancelled().await })
                 .await;
@@ -216,6 +247,7 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         sink,
         tasks,
         sink_task,
+        sink_stop,
     })
 }
 
@@ -224,7 +256,14 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let running = start(config).await?;
     shutdown_signal().await;
     info!("shutting down");
-    running.stop().await;
+    let report = running.stop().await;
+    if report.unsaved_rows > 0 {
+        return Err(RunError::Unsaved(report.unsaved_rows));
+    }
+    info!(
+        spooled_rows = report.spooled_rows,
+        "stopped; every row is in QuestDB or in the spool"
+    );
     Ok(())
 }
 

@@ -151,6 +151,13 @@ pub struct QuestDbConfig {
     pub retry_initial_ms: u64,
     /// Largest retry delay, in milliseconds.
     pub retry_max_ms: u64,
+    /// Room past `spool_max_bytes` that only shutdown may use, so rows in memory are spooled
+    /// rather than dropped when the spool is full (see `docs/reliability.md`).
+    pub spool_reserve_bytes: u64,
+    /// Days of forecasts QuestDB keeps (table TTL); 0 keeps them all.
+    pub forecasts_retention_days: u32,
+    /// Days of anomaly scores QuestDB keeps (table TTL); 0 keeps them all.
+    pub anomalies_retention_days: u32,
 }
 
 impl Default for QuestDbConfig {
@@ -169,6 +176,9 @@ impl Default for QuestDbConfig {
             spool_max_bytes: 1 << 30,
             retry_initial_ms: 250,
             retry_max_ms: 15_000,
+            spool_reserve_bytes: 256 << 20,
+            forecasts_retention_days: 90,
+            anomalies_retention_days: 90,
         }
     }
 }
@@ -251,6 +261,19 @@ impl Config {
             })?,
             None => DEFAULT_CONFIG.to_string(),
         };
+        // A password is never a config value (it would sit in the environment dump of every
+        // child and in `check-config` output): refuse it loudly rather than ignore it.
+        if std::env::vars_os().any(|(k, _)| {
+            k.to_str()
+                .is_some_and(|k| k.eq_ignore_ascii_case("ADPULSE_QUESTDB__PASSWORD"))
+        }) {
+            return Err(ConfigError::Parse(
+                "ADPULSE_QUESTDB__PASSWORD is not read: put the password in the variable named by \
+                 questdb.password_env (default ADPULSE_QUESTDB_PASSWORD) or in the file named by \
+                 questdb.password_file"
+                    .into(),
+            ));
+        }
         let env = Env::prefixed("ADPULSE_")
             .split("__")
             .filter(|k| k.as_str().contains('.'))

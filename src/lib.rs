@@ -10,6 +10,7 @@ pub mod api;
 pub mod app;
 pub mod base;
 pub mod bench;
+pub mod commands;
 pub mod config;
 pub mod kpi;
 pub mod models;
@@ -20,6 +21,7 @@ pub mod sinks;
 pub mod sources;
 pub mod state;
 pub mod telemetry;
+pub mod web;
 
 /// Install the TLS crypto provider once (reqwest is built without a default one).
 pub fn init_tls() {

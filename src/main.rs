@@ -42,9 +42,11 @@ enum Command {
         #[arg(long, default_value_t = 7)]
         chunk_days: u32,
     },
-    /// Import a CSV export (Meta Ads Manager, Google Ads report, Shopify orders) into QuestDB.
-    /// Every good row is written (upserted); every bad row is listed with line, column and reason,
-    /// and the exit code is 2 when there were any.
+    /// Import a CSV export (Meta Ads Manager, Google Ads report, Shopify orders) into QuestDB
+    /// through the pipeline. Streams the file (UTF-8, UTF-16 or Latin-1; comma, tab or
+    /// semicolon); rows sharing a campaign-day or order are summed; every bad row is listed with
+    /// line, column and reason, summary rows are reported as skipped, and the exit code is 2
+    /// when any row was bad.
     Import {
         #[arg(long, value_enum)]
         format: adpulse::sources::csv_import::ImportFormat,
@@ -52,16 +54,25 @@ enum Command {
         /// Account id when the file has none.
         #[arg(long, default_value = "csv")]
         account: String,
-        /// Currency when the file has no currency column or header unit.
-        #[arg(long, default_value = "INR")]
-        currency: String,
+        /// ISO currency code of the amounts when the file has no currency column or header
+        /// unit. There is no default: amounts of unknown currency are row errors.
+        #[arg(long)]
+        currency: Option<String>,
         /// Timezone of the account or shop.
         #[arg(long, default_value = "Asia/Kolkata")]
         timezone: chrono_tz::Tz,
         /// Read 03/04/2026 as March 4 (US exports); the default is day first (3 April).
         #[arg(long)]
         month_first: bool,
-        /// Parse and report only; write nothing.
+        /// Decimal separator for cells such as "1,234" that do not tell; auto reads it from
+        /// the header's language.
+        #[arg(long, value_enum, default_value = "auto")]
+        decimal: adpulse::sources::csv_import::DecimalStyle,
+        /// Spread a row that covers several days evenly over them (approximate; money split
+        /// exactly) instead of rejecting it.
+        #[arg(long)]
+        allow_ranges: bool,
+        /// Parse and validate only; write nothing.
         #[arg(long)]
         dry_run: bool,
     },
@@ -205,35 +216,51 @@ fn main() -> anyhow::Result<()> {
             currency,
             timezone,
             month_first,
+            decimal,
+            allow_ranges,
             dry_run,
         } => {
             let cfg = adpulse::config::Config::load(cli.config.as_deref())?;
-            let opts = adpulse::sources::csv_import::ImportOptions {
-                account,
-                currency,
-                timezone,
-                day_first: !month_first,
-            };
-            let summary = runtime()?
-                .block_on(adpulse::sources::csv_import::import_file(
-                    &cfg, format, &file, &opts, dry_run,
-                ))
-                .map_err(|e| anyhow::anyhow!(e))?;
-            println!(
-                "{}: {} rows {}, {} rejected",
-                file.display(),
-                summary.imported,
-                if dry_run {
-                    "parsed (dry run)"
-                } else {
-                    "imported"
-                },
-                summary.rejected.len()
-            );
-            for r in &summary.rejected {
+            let today = chrono::Utc::now().with_timezone(&timezone).date_naive();
+            let mut opts =
+                adpulse::sources::csv_import::ImportOptions::new(account, timezone, today);
+            opts.currency = currency;
+            opts.day_first = !month_first;
+            opts.decimal = decimal;
+            opts.allow_ranges = allow_ranges;
+            let s = runtime()?.block_on(adpulse::commands::import::import_file(
+                &cfg, format, &file, &opts, dry_run,
+            ))?;
+            for w in &s.warnings {
+                eprintln!("{}: warning: {w}", file.display());
+            }
+            for r in &s.skipped {
                 eprintln!("{}: {r}", file.display());
             }
-            if !summary.rejected.is_empty() {
+            for r in &s.rejected {
+                eprintln!("{}: {r}", file.display());
+            }
+            println!(
+                "{}: {} rows read ({}{}), {} records {} ({} rows summed into records sharing their key), {} skipped, {} rejected",
+                file.display(),
+                s.rows,
+                s.encoding,
+                if s.latin1_rows > 0 {
+                    format!(", {} rows read as Latin-1", s.latin1_rows)
+                } else {
+                    String::new()
+                },
+                s.stored,
+                if dry_run {
+                    "validated (dry run)"
+                } else {
+                    "stored"
+                },
+                s.summed,
+                s.skipped.len(),
+                s.rejected.len()
+            );
+            if !s.rejected.is_empty() {
                 std::process::exit(2);
             }
             Ok(())

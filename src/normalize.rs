@@ -2,8 +2,19 @@
 //! reporting currency with reporting-timezone days. Conversion is exact decimal arithmetic; the only
 //! rounding is to 6 decimals (micro-units) after an FX multiplication, stated here and in
 //! `docs/schema.md`.
+//!
+//! It also validates, so that a row QuestDB would refuse is named here, with its source and reason,
+//! and never reaches the sink (documented in `docs/reliability.md`):
+//! - money fits the columns' `DECIMAL(18,6)`: below 10^12 in magnitude, at most 6 decimals (more
+//!   would be rounded: refused instead); orders are non-negative, refunds and cancellations
+//!   non-positive;
+//! - timestamps lie in `[2000-01-01T00:00Z, now + 2 days]` (`MIN_TS`, `MAX_FUTURE`): no ad platform
+//!   or shop reports earlier, and "now" is the newest clock a source reported (the demo's simulated
+//!   time) or the real one, with two days for timezones and clock skew;
+//! - counts fit QuestDB's `LONG` (at most 2^63 - 1); conversions are finite and non-negative;
+//! - text fields are at most `MAX_TEXT_BYTES` long.
 
-use chrono::{DateTime, NaiveDate, TimeZone, Timelike, Utc};
+use chrono::{DateTime, Duration, NaiveDate, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use rust_decimal::{Decimal, RoundingStrategy};
 use std::collections::BTreeMap;
@@ -77,6 +88,111 @@ pub enum NormalizeError {
     },
     #[error("conversions must be a finite non-negative number, got {0} for campaign {1}")]
     BadConversions(f64, String),
+    #[error("{field} = {value} for {id} does not fit DECIMAL(18,6): {why}")]
+    Money {
+        field: &'static str,
+        value: String,
+        id: String,
+        why: &'static str,
+    },
+    #[error("timestamp {ts} for {id} is outside [{min}, {max}] (see docs/reliability.md)")]
+    Timestamp {
+        ts: DateTime<Utc>,
+        min: DateTime<Utc>,
+        max: DateTime<Utc>,
+        id: String,
+    },
+    #[error("{field} = {value} for {id} is larger than QuestDB's LONG (2^63 - 1)")]
+    Count {
+        field: &'static str,
+        value: u64,
+        id: String,
+    },
+    #[error("{field} for {id} is {len} bytes long, more than the {max} allowed")]
+    TooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+        id: String,
+    },
+    #[error("{kind} {id} has amount {value}: orders are >= 0, refunds and cancellations <= 0")]
+    Sign {
+        kind: &'static str,
+        value: String,
+        id: String,
+    },
+}
+
+/// Earliest timestamp accepted (no ad platform or shop data predates it).
+pub const MIN_TS: &str = "2000-01-01T00:00:00Z";
+/// How far past "now" a timestamp may lie (timezones ahead of UTC, clock skew).
+pub const MAX_FUTURE: Duration = Duration::days(2);
+/// Longest text field accepted, in bytes.
+pub const MAX_TEXT_BYTES: usize = 4096;
+/// Largest magnitude of a `DECIMAL(18,6)` value: 12 integer digits.
+const MONEY_LIMIT: Decimal = Decimal::from_parts(0xD4A5_1000, 0xE8, 0, false, 0); // 10^12
+
+fn check_money(field: &'static str, v: Decimal, id: &str) -> Result<(), NormalizeError> {
+    let why = if v.abs() >= MONEY_LIMIT {
+        Some("its magnitude must be below 10^12")
+    } else if v.normalize().scale() > 6 {
+        Some("it has more than 6 decimals, which would be rounded")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(NormalizeError::Money {
+            field,
+            value: v.to_string(),
+            id: id.to_string(),
+            why,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn check_ts(ts: DateTime<Utc>, now: DateTime<Utc>, id: &str) -> Result<(), NormalizeError> {
+    let min: DateTime<Utc> = MIN_TS.parse().unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let max = now + MAX_FUTURE;
+    if ts < min || ts > max {
+        return Err(NormalizeError::Timestamp {
+            ts,
+            min,
+            max,
+            id: id.to_string(),
+        });
+    }
+    Ok(())
+}
+
+fn check_count(field: &'static str, v: u64, id: &str) -> Result<(), NormalizeError> {
+    if v > i64::MAX as u64 {
+        return Err(NormalizeError::Count {
+            field,
+            value: v,
+            id: id.to_string(),
+        });
+    }
+    Ok(())
+}
+
+fn check_text<'a>(
+    id: &str,
+    fields: impl IntoIterator<Item = (&'static str, Option<&'a str>)>,
+) -> Result<(), NormalizeError> {
+    for (field, v) in fields {
+        if let Some(v) = v
+            && v.len() > MAX_TEXT_BYTES
+        {
+            return Err(NormalizeError::TooLong {
+                field,
+                len: v.len(),
+                max: MAX_TEXT_BYTES,
+                id: id.to_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Converts observations into records for one adpulse instance.
@@ -116,7 +232,28 @@ impl Normalizer {
         Ok((amount * rate).round_dp_with_strategy(6, RoundingStrategy::MidpointNearestEven))
     }
 
+    /// Normalize and validate against the real clock.
     pub fn normalize(&self, source: &str, obs: Observation) -> Result<Record, NormalizeError> {
+        self.normalize_at(source, obs, Utc::now())
+    }
+
+    /// Normalize and validate; `now` bounds the timestamps from above (plus `MAX_FUTURE`).
+    pub fn normalize_at(
+        &self,
+        source: &str,
+        obs: Observation,
+        now: DateTime<Utc>,
+    ) -> Result<Record, NormalizeError> {
+        let record = self.convert_observation(source, obs)?;
+        validate(&record, now)?;
+        Ok(record)
+    }
+
+    fn convert_observation(
+        &self,
+        source: &str,
+        obs: Observation,
+    ) -> Result<Record, NormalizeError> {
         match obs {
             Observation::Campaign(c) => {
                 for (field, v) in [("spend", c.spend), ("conversion_value", c.conversion_value)] {
@@ -180,6 +317,80 @@ impl Normalizer {
                 count: f.count,
             })),
         }
+    }
+}
+
+/// The checks of the module doc, on a normalized record (account and reporting amounts both).
+pub fn validate(r: &Record, now: DateTime<Utc>) -> Result<(), NormalizeError> {
+    match r {
+        Record::CampaignStats(c) => {
+            let id = &c.key.campaign_id;
+            check_ts(c.ts, now, id)?;
+            check_money("spend", c.spend, id)?;
+            check_money("conversion_value", c.conversion_value, id)?;
+            check_money("spend (account currency)", c.spend_account, id)?;
+            check_money(
+                "conversion_value (account currency)",
+                c.conversion_value_account,
+                id,
+            )?;
+            check_count("impressions", c.impressions, id)?;
+            check_count("clicks", c.clicks, id)?;
+            check_text(
+                id,
+                [
+                    ("platform", Some(c.key.platform.as_str())),
+                    ("account", Some(c.key.account.as_str())),
+                    ("campaign_id", Some(c.key.campaign_id.as_str())),
+                    ("campaign_name", Some(c.campaign_name.as_str())),
+                ],
+            )
+        }
+        Record::Orders(o) => {
+            let id = &o.event_id;
+            check_ts(o.ts, now, id)?;
+            check_money("amount", o.amount, id)?;
+            check_money("amount (shop currency)", o.amount_shop, id)?;
+            let wrong_sign = match o.kind {
+                OrderKind::Order => o.amount.is_sign_negative() && !o.amount.is_zero(),
+                OrderKind::Refund | OrderKind::Cancellation => {
+                    o.amount.is_sign_positive() && !o.amount.is_zero()
+                }
+            };
+            if wrong_sign {
+                return Err(NormalizeError::Sign {
+                    kind: o.kind.as_str(),
+                    value: o.amount.to_string(),
+                    id: id.clone(),
+                });
+            }
+            check_text(
+                id,
+                [
+                    ("event_id", Some(o.event_id.as_str())),
+                    ("order_id", Some(o.order_id.as_str())),
+                    ("customer_id", o.customer_id.as_deref()),
+                    ("city", o.city.as_deref()),
+                    ("utm_source", o.utm_source.as_deref()),
+                    ("utm_medium", o.utm_medium.as_deref()),
+                    ("utm_campaign", o.utm_campaign.as_deref()),
+                ],
+            )
+        }
+        Record::Funnel(f) => {
+            let id = format!("{} / {}", f.stage, f.traffic_source);
+            check_ts(f.ts, now, &id)?;
+            check_count("count", f.count, &id)?;
+            check_text(
+                &id,
+                [
+                    ("stage", Some(f.stage.as_str())),
+                    ("traffic_source", Some(f.traffic_source.as_str())),
+                ],
+            )
+        }
+        // model and audit rows are made by adpulse itself, not read from outside
+        Record::Forecasts(_) | Record::Anomalies(_) | Record::Actions(_) => Ok(()),
     }
 }
 
@@ -266,6 +477,156 @@ mod tests {
             .normalize("s", raw("2026-11-20T10:30:00Z", "INR", dec!(-1)))
             .unwrap_err();
         assert!(matches!(e, NormalizeError::Negative { .. }));
+    }
+
+    fn now() -> DateTime<Utc> {
+        "2026-11-21T00:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn money_outside_decimal_18_6_is_refused_naming_the_campaign() {
+        let n = n();
+        // 10^12 - 10^-6 is the largest DECIMAL(18,6) value: accepted
+        assert!(
+            n.normalize_at(
+                "s",
+                raw("2026-11-20T10:30:00Z", "INR", dec!(999999999999.999999)),
+                now()
+            )
+            .is_ok()
+        );
+        let e = n
+            .normalize_at(
+                "s",
+                raw("2026-11-20T10:30:00Z", "INR", dec!(1000000000000)),
+                now(),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(e, NormalizeError::Money { field: "spend", .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("c1"), "{e}");
+        // more than 6 decimals would be rounded by QuestDB: refused, never rounded silently
+        let e = n
+            .normalize_at(
+                "s",
+                raw("2026-11-20T10:30:00Z", "INR", dec!(1.0000001)),
+                now(),
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("6 decimals"), "{e}");
+        // trailing zeros are not extra precision
+        assert!(
+            n.normalize_at(
+                "s",
+                raw("2026-11-20T10:30:00Z", "INR", dec!(1.100000000)),
+                now()
+            )
+            .is_ok()
+        );
+        // a converted amount that overflows is refused too (USD 20bn at 83.50)
+        let e = n
+            .normalize_at(
+                "s",
+                raw("2026-11-20T10:30:00Z", "USD", dec!(20000000000)),
+                now(),
+            )
+            .unwrap_err();
+        assert!(matches!(e, NormalizeError::Money { .. }), "{e}");
+    }
+
+    #[test]
+    fn timestamps_outside_the_window_are_refused() {
+        let n = n();
+        for ts in [
+            "1969-12-31T23:00:00Z",
+            "1999-12-31T23:59:59Z",
+            "2026-11-23T00:00:01Z",
+        ] {
+            let e = n
+                .normalize_at("s", raw(ts, "INR", dec!(1)), now())
+                .unwrap_err();
+            assert!(matches!(e, NormalizeError::Timestamp { .. }), "{ts}: {e}");
+        }
+        for ts in ["2000-01-01T00:00:00Z", "2026-11-23T00:00:00Z"] {
+            assert!(
+                n.normalize_at("s", raw(ts, "INR", dec!(1)), now()).is_ok(),
+                "{ts}"
+            );
+        }
+    }
+
+    #[test]
+    fn counts_beyond_long_and_huge_text_are_refused() {
+        let Observation::Campaign(mut c) = raw("2026-11-20T10:30:00Z", "INR", dec!(1)) else {
+            unreachable!()
+        };
+        c.impressions = i64::MAX as u64 + 1;
+        let e = n()
+            .normalize_at("s", Observation::Campaign(c.clone()), now())
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                NormalizeError::Count {
+                    field: "impressions",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        c.impressions = i64::MAX as u64;
+        assert!(
+            n().normalize_at("s", Observation::Campaign(c.clone()), now())
+                .is_ok()
+        );
+        c.campaign_name = "x".repeat(MAX_TEXT_BYTES + 1);
+        let e = n()
+            .normalize_at("s", Observation::Campaign(c), now())
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                NormalizeError::TooLong {
+                    field: "campaign_name",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn refunds_carry_a_negative_amount() {
+        let order = |kind, amount| {
+            Observation::Order(RawOrder {
+                ts: "2026-11-20T10:30:00Z".parse().unwrap(),
+                event_id: "r1".into(),
+                order_id: "1".into(),
+                kind,
+                amount,
+                currency: "INR".into(),
+                customer_id: None,
+                city: None,
+                utm_source: None,
+                utm_medium: None,
+                utm_campaign: None,
+                items: 1,
+            })
+        };
+        assert!(
+            n().normalize_at("s", order(OrderKind::Refund, dec!(-5)), now())
+                .is_ok()
+        );
+        let e = n()
+            .normalize_at("s", order(OrderKind::Refund, dec!(5)), now())
+            .unwrap_err();
+        assert!(matches!(e, NormalizeError::Sign { .. }), "{e}");
+        let e = n()
+            .normalize_at("s", order(OrderKind::Order, dec!(-5)), now())
+            .unwrap_err();
+        assert!(matches!(e, NormalizeError::Sign { .. }), "{e}");
     }
 
     #[test]

@@ -7,6 +7,47 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+/// Serde for `f64` fields that keeps NaN and the infinities: finite values are JSON numbers,
+/// the others the strings `"NaN"`, `"inf"` and `"-inf"` (JSON has no literal for them, and
+/// `serde_json` writes them as `null`, which cannot be read back as a number). The disk spool
+/// relies on this to give back every row it took.
+pub mod lossless_f64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else if v.is_nan() {
+            s.serialize_str("NaN")
+        } else if *v > 0.0 {
+            s.serialize_str("inf")
+        } else {
+            s.serialize_str("-inf")
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr<'a> {
+        Number(f64),
+        Text(std::borrow::Cow<'a, str>),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        match Repr::deserialize(d)? {
+            Repr::Number(v) => Ok(v),
+            Repr::Text(t) => match t.as_ref() {
+                "NaN" => Ok(f64::NAN),
+                "inf" => Ok(f64::INFINITY),
+                "-inf" => Ok(f64::NEG_INFINITY),
+                other => Err(serde::de::Error::custom(format!(
+                    "{other:?} is not a number (expected a number, \"NaN\", \"inf\" or \"-inf\")"
+                ))),
+            },
+        }
+    }
+}
+
 /// Width of a stats bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
@@ -56,6 +97,7 @@ pub struct CampaignStat {
     pub impressions: u64,
     pub clicks: u64,
     /// Purchases as the platform reports them (fractional for data-driven attribution).
+    #[serde(with = "lossless_f64")]
     pub conversions: f64,
 }
 
@@ -135,10 +177,15 @@ pub struct ForecastRow {
     /// `loss_daily`.
     pub series: String,
     pub horizon_hours: i64,
+    #[serde(with = "lossless_f64")]
     pub yhat: f64,
+    #[serde(with = "lossless_f64")]
     pub yhat_lower_80: f64,
+    #[serde(with = "lossless_f64")]
     pub yhat_upper_80: f64,
+    #[serde(with = "lossless_f64")]
     pub yhat_lower_95: f64,
+    #[serde(with = "lossless_f64")]
     pub yhat_upper_95: f64,
 }
 
@@ -150,10 +197,15 @@ pub struct AnomalyRow {
     pub series: String,
     pub platform: String,
     pub campaign_id: String,
+    #[serde(with = "lossless_f64")]
     pub value: f64,
+    #[serde(with = "lossless_f64")]
     pub expected: f64,
+    #[serde(with = "lossless_f64")]
     pub lower: f64,
+    #[serde(with = "lossless_f64")]
     pub upper: f64,
+    #[serde(with = "lossless_f64")]
     pub score: f64,
     pub is_anomaly: bool,
     /// `robust_seasonal` or `tracking_break`.
@@ -205,6 +257,17 @@ pub enum Record {
     Anomalies(AnomalyRow),
     Actions(ActionRow),
 }
+
+/// Every table adpulse writes, in the order of `Record`'s variants (a leaf list, so `telemetry` and
+/// the sinks share it without importing each other).
+pub const TABLE_NAMES: [&str; 6] = [
+    "campaign_stats",
+    "orders",
+    "funnel",
+    "forecasts",
+    "anomalies",
+    "actions",
+];
 
 impl Record {
     pub fn table(&self) -> &'static str {

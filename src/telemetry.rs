@@ -25,6 +25,8 @@ pub struct Telemetry {
     pub sink_backpressure: IntGaugeVec,
     pub sink_last_success: GaugeVec,
     pub sink_flush_duration: HistogramVec,
+    pub sink_rows_rejected: IntCounterVec,
+    pub sink_spool_unreadable: IntCounterVec,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -138,6 +140,16 @@ impl Telemetry {
                 &["sink"],
             ),
             sink_flush_duration: flush,
+            sink_rows_rejected: c(
+                "adpulse_sink_rows_rejected_total",
+                "Rows QuestDB (or the ILP encoder) refused, by table and reason class; each is in the dead-letter file",
+                &["table", "reason"],
+            ),
+            sink_spool_unreadable: c(
+                "adpulse_sink_spool_unreadable_lines_total",
+                "Spool lines that could not be read back; each is in the dead-letter file",
+                &["sink"],
+            ),
             registry,
         }
     }
@@ -157,9 +169,9 @@ impl Telemetry {
 
     /// Rows `sink` has acknowledged so far, over every table adpulse writes.
     pub fn rows_written(&self, sink: &str) -> u64 {
-        crate::sinks::questdb::TABLES
+        crate::records::TABLE_NAMES
             .iter()
-            .map(|(table, _)| {
+            .map(|table| {
                 self.sink_rows_written
                     .with_label_values(&[sink, table])
                     .get()

@@ -93,6 +93,7 @@ async fn metrics_follow_the_snapshot_and_drop_vanished_campaigns() {
             None,
             &Default::default(),
         ))),
+        web: None,
     });
     let (status, body) = body_of(app.clone(), "/metrics").await;
     assert_eq!(status, StatusCode::OK);
@@ -127,6 +128,7 @@ async fn health_and_readiness() {
         sink_health: None,
         actions: None,
         exposition: None,
+        web: None,
     });
     assert_eq!(body_of(app.clone(), "/healthz").await.0, StatusCode::OK);
     let (s, b) = body_of(app.clone(), "/readyz").await;
@@ -215,6 +217,7 @@ async fn openapi_describes_every_actions_route_and_actions_answer_503_when_disab
         sink_health: None,
         actions: None,
         exposition: None,
+        web: None,
     });
     let (s, body) = body_of(app.clone(), "/api/v1/openapi.json").await;
     assert_eq!(s, StatusCode::OK);

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use adpulse::models::backtest::{self, BacktestConfig};
+use adpulse::models::eval::backtest::{self, BacktestConfig};
 use adpulse::models::forecast::Method;
 
 fn nab_dir() -> PathBuf {

@@ -141,7 +141,10 @@ fn constant_series_gets_a_flat_forecast() {
 fn eval_reports_fail_loudly_without_data() {
     let mut out = Vec::new();
     let e = cli::nab_report(Path::new("/nonexistent/nab"), &mut out).expect_err("no data");
-    assert!(e.to_string().contains("windows.json not found"), "{e}");
+    assert!(
+        e.to_string().contains("cannot read") && e.to_string().contains("windows-all.json"),
+        "{e}"
+    );
     let e = cli::backtest_report(Path::new("/nonexistent/nab"), &mut out).expect_err("no data");
     assert!(e.to_string().contains("/nonexistent/nab"), "{e}");
 }

@@ -60,6 +60,11 @@ pub struct ActionsConfig {
     pub meta: Option<MetaConfig>,
     /// Google Ads API client (campaigns with platform `google_ads`).
     pub google_ads: Option<GoogleAdsConfig>,
+    /// Most audit events of one evaluation pass logged one line each; a pass with more logs
+    /// one summary line (the audit log and table still get every row).
+    pub audit_log_lines_per_pass: usize,
+    /// The web action center served at `/`.
+    pub web: WebConfig,
 }
 
 impl Default for ActionsConfig {
@@ -77,6 +82,47 @@ impl Default for ActionsConfig {
             retry: RetryConfig::default(),
             meta: None,
             google_ads: None,
+            audit_log_lines_per_pass: 20,
+            web: WebConfig::default(),
+        }
+    }
+}
+
+/// The web action center: people sign in with a name and password from the users file and act
+/// according to their role.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// Serve the action center at `/` (the API and `/metrics` are served either way).
+    pub enabled: bool,
+    /// The users file (TOML, written by `adpulse user add|passwd|remove`). Missing: nobody can
+    /// sign in, and the login page says how to add a user.
+    pub users_file: PathBuf,
+    /// A session ends after this many seconds without a request.
+    pub session_idle_secs: u64,
+    /// Mark cookies `Secure`: set it when adpulse is reached over TLS (a TLS proxy in front).
+    pub secure_cookies: bool,
+    /// Failed logins of one user in a row before the user is locked out.
+    pub login_max_failures: u32,
+    /// How long a locked-out user is refused, in seconds.
+    pub lockout_secs: u64,
+    /// Login attempts one address may make at once (then one per `login_refill_secs`).
+    pub login_burst: u32,
+    /// Seconds for one more login attempt of an address to be allowed.
+    pub login_refill_secs: u64,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            users_file: PathBuf::from("data/state/users.toml"),
+            session_idle_secs: 30 * 60,
+            secure_cookies: false,
+            login_max_failures: 5,
+            lockout_secs: 15 * 60,
+            login_burst: 10,
+            login_refill_secs: 6,
         }
     }
 }
@@ -202,7 +248,7 @@ impl Default for CtrBelow {
 
 /// Emergency daily spend caps, in the reporting currency. A breach today pauses the campaign (or
 /// every campaign of the account); budgets are never raised above a cap.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CapsConfig {
     /// Cap of every campaign without its own entry in `campaigns`.
@@ -268,10 +314,16 @@ impl Default for ReallocationConfig {
 pub struct AuthConfig {
     /// Variable holding the read token (list recommendations, proposals).
     pub read_token_env: String,
+    /// File holding the read token (takes precedence over the variable).
     pub read_token_file: Option<PathBuf>,
     /// Variable holding the write token (approve, reject, kill switch, webhook); it reads too.
     pub write_token_env: String,
+    /// File holding the write token (takes precedence over the variable).
     pub write_token_file: Option<PathBuf>,
+    /// Requests one address may send to `/api/v1` at once (more are answered 429).
+    pub api_burst: u32,
+    /// Milliseconds for one more `/api/v1` request of an address to be allowed.
+    pub api_refill_ms: u64,
 }
 
 impl Default for AuthConfig {
@@ -281,6 +333,8 @@ impl Default for AuthConfig {
             read_token_file: None,
             write_token_env: "ADPULSE_API_WRITE_TOKEN".into(),
             write_token_file: None,
+            api_burst: 100,
+            api_refill_ms: 50,
         }
     }
 }

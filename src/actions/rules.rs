@@ -16,7 +16,9 @@ use crate::state::{CampaignView, Snapshot};
 pub const BUDGET_CAP: &str = "budget_cap";
 
 /// What an action does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ActionKind {
     Pause,
@@ -332,6 +334,13 @@ pub struct Reallocation {
     /// the window stays what it was (a linear estimate: optimistic for the winners).
     pub expected_daily_profit_change: Decimal,
     pub assumption: &'static str,
+}
+
+/// A campaign's average daily spend over the `days` complete days before today: the base the
+/// reallocation's amounts are measured against.
+pub fn average_daily_spend(c: &CampaignView, today: chrono::NaiveDate, days: u32) -> Decimal {
+    let days = days.max(1);
+    (complete_days(c, today, days).spend / Decimal::from(days)).round_dp(2)
 }
 
 /// Return per unit of spend (revenue × margin / spend) over the window; `None` without spend.

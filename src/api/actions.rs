@@ -66,6 +66,7 @@ impl From<ActionError> for ApiError {
             ActionError::NotFound(_) => ApiError::NotFound(e.to_string()),
             ActionError::Conflict(m) => ApiError::Conflict(m),
             ActionError::Invalid(m) => ApiError::BadRequest(m),
+            ActionError::Persist(m) => ApiError::Internal(m),
         }
     }
 }
@@ -89,7 +90,6 @@ async fn authorize(
     headers: &HeaderMap,
     need: Access,
     call: &str,
-    target: &str,
 ) -> Result<&'static str, ApiError> {
     match e.check_token(bearer(headers), need) {
         Ok(actor) => Ok(actor),
@@ -101,7 +101,9 @@ async fn authorize(
             } else {
                 "unknown_token"
             };
-            e.audit_refusal(actor, kind, call, target).await;
+            // counted, and written as one row per minute and reason: a flood of bad requests
+            // costs no I/O per request and never waits on QuestDB
+            e.audit_refusal(actor, kind, call);
             Err(if kind == "forbidden" {
                 ApiError::Forbidden
             } else {
@@ -151,7 +153,7 @@ pub(super) async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     let e = engine(&st)?;
-    authorize(&e, &headers, Access::Read, "list_recommendations", "").await?;
+    authorize(&e, &headers, Access::Read, "list_recommendations").await?;
     let open_only = match q.status.as_deref() {
         None | Some("open") => true,
         Some("all") => false,
@@ -177,9 +179,15 @@ pub(super) async fn approve(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let e = engine(&st)?;
-    let token = authorize(&e, &headers, Access::Write, "approve", &id).await?;
+    let token = authorize(&e, &headers, Access::Write, "approve").await?;
     let d: Decision = parse(&body)?;
-    let rec = e.approve(&id, &actor_name(token, d.by.as_deref())).await?;
+    let rec = e
+        .approve(
+            &id,
+            &actor_name(token, d.by.as_deref()),
+            d.note.as_deref().unwrap_or(""),
+        )
+        .await?;
     Ok(Json(rec).into_response())
 }
 
@@ -190,7 +198,7 @@ pub(super) async fn reject(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let e = engine(&st)?;
-    let token = authorize(&e, &headers, Access::Write, "reject", &id).await?;
+    let token = authorize(&e, &headers, Access::Write, "reject").await?;
     let d: Decision = parse(&body)?;
     let rec = e
         .reject(
@@ -218,7 +226,7 @@ pub(super) async fn kill_switch(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let e = engine(&st)?;
-    let token = authorize(&e, &headers, Access::Write, "kill_switch", "").await?;
+    let token = authorize(&e, &headers, Access::Write, "kill_switch").await?;
     let k: KillRequest = parse(&body)?;
     let (Some(platform), Some(account)) = (k.platform, k.account) else {
         return Err(ApiError::BadRequest("platform and account are required (campaign_id: one campaign; without it: every campaign of the account)".into()));
@@ -263,7 +271,7 @@ pub(super) async fn reallocation(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let e = engine(&st)?;
-    authorize(&e, &headers, Access::Read, "reallocation", "").await?;
+    authorize(&e, &headers, Access::Read, "reallocation").await?;
     Ok(Json(e.reallocation()).into_response())
 }
 
@@ -289,7 +297,7 @@ pub(super) async fn alert_webhook(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let e = engine(&st)?;
-    authorize(&e, &headers, Access::Write, "alert_webhook", "").await?;
+    authorize(&e, &headers, Access::Write, "alert_webhook").await?;
     let p: AlertmanagerPayload = serde_json::from_slice(&body).map_err(|err| {
         ApiError::BadRequest(format!("not an Alertmanager webhook payload: {err}"))
     })?;
@@ -313,8 +321,7 @@ pub(super) async fn alert_webhook(
     e.audit_alert(
         "alertmanager",
         &format!("{} {}", p.status.as_deref().unwrap_or("?"), names.join(" ")),
-    )
-    .await;
+    );
     let summary = e.evaluate("alertmanager").await;
     Ok(Json(json!({ "alerts": p.alerts.len(), "evaluation": summary })).into_response())
 }

@@ -1,5 +1,7 @@
 //! HTTP API: `/metrics`, `/healthz`, `/readyz`, and the actions API under `/api/v1` (see
-//! `actions`). `router(state)` is tested in-process.
+//! `actions`), rate-limited per address (a `tower_governor` layer), so a flood of requests with
+//! a wrong token is answered 429 before it costs anything. The action center (`crate::web`) is
+//! merged in at `/` when configured. `router(state)` is tested in-process.
 
 pub mod actions;
 
@@ -24,13 +26,17 @@ pub struct AppState {
     pub actions: Option<Arc<crate::actions::ActionEngine>>,
     /// The KPI and model families, rendered once per snapshot (`None`: self-metrics only).
     pub exposition: Option<Arc<crate::sinks::metrics::Exposition>>,
+    /// The action center; `None`: not served.
+    pub web: Option<crate::web::WebState>,
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+    let limits = state
+        .actions
+        .as_ref()
+        .map(|e| e.config().auth.clone())
+        .unwrap_or_default();
+    let api = Router::new()
         .route("/api/v1/openapi.json", get(actions::openapi))
         .route("/api/v1/recommendations", get(actions::list))
         .route(
@@ -41,7 +47,35 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/reallocation", get(actions::reallocation))
         .route("/api/v1/kill-switch", post(actions::kill_switch))
         .route("/api/v1/alerts/webhook", post(actions::alert_webhook))
-        .with_state(state)
+        .layer(api_limit(&limits));
+    let web = state.web.clone();
+    let mut app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(api)
+        .with_state(state);
+    if let Some(w) = web {
+        app = app.merge(crate::web::router(w));
+    }
+    app
+}
+
+/// Requests per address to `/api/v1`: a burst, then one per `api_refill_ms`.
+fn api_limit(
+    a: &crate::actions::config::AuthConfig,
+) -> tower_governor::GovernorLayer<
+    crate::web::PeerIp,
+    governor::middleware::NoOpMiddleware,
+    axum::body::Body,
+> {
+    let conf = tower_governor::governor::GovernorConfigBuilder::default()
+        .per_millisecond(a.api_refill_ms.max(1))
+        .burst_size(a.api_burst.max(1))
+        .key_extractor(crate::web::PeerIp)
+        .finish()
+        .expect("API rate limit: period and burst are at least 1");
+    tower_governor::GovernorLayer::new(conf)
 }
 
 /// The cached KPI/model body (rendered once per snapshot) followed by the self-metrics, which
@@ -97,6 +131,9 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// Ready when QuestDB takes rows. Rows QuestDB refused are reported apart (`rejected_rows`, with
+/// the newest reason): they are in the dead-letter file, and do not make adpulse unready, since
+/// every other row is still written.
 async fn readyz(State(st): State<AppState>) -> Response {
     match &st.sink_health {
         Some(h) if !h.is_up() => {
@@ -105,9 +142,20 @@ async fn readyz(State(st): State<AppState>) -> Response {
                 "questdb": "down",
                 "reason": h.last_error().unwrap_or_else(|| "no successful write yet".into()),
                 "spool_full": h.spool_full(),
+                "rejected_rows": h.rejected_rows(),
+                "last_rejection": h.last_rejection(),
             });
             (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
         }
-        _ => axum::Json(serde_json::json!({"ready": true, "questdb": if st.sink_health.is_some() {"up"} else {"disabled"}})).into_response(),
+        Some(h) => axum::Json(serde_json::json!({
+            "ready": true,
+            "questdb": "up",
+            "rejected_rows": h.rejected_rows(),
+            "last_rejection": h.last_rejection(),
+        }))
+        .into_response(),
+        None => {
+            axum::Json(serde_json::json!({"ready": true, "questdb": "disabled"})).into_response()
+        }
     }
 }

@@ -5,11 +5,24 @@
 //! phase is the median, over the previous cycles, of that phase's deviation from its own
 //! centred cycle median, and the spread is the MAD of the detector's own recent residuals.
 //! Non-negative series (costs, counts, rates) are scored on a log scale, because their noise
-//! grows with their level and their spikes are multiplicative. One [`DetectorConfig`] serves every
-//! series: the NAB evaluation in [`super::nab`] runs the defaults on all files.
+//! grows with their level and their spikes are multiplicative.
 //!
-//! [`TrackingBreak`] is the dedicated rule for broken conversion tracking: clicks keep coming
-//! while conversions stay at zero.
+//! The robust z-score is then **calibrated into a tail probability** on the series' own history,
+//! so that a noisy or spiky series does not alert more often than a quiet one (the peaks-over-
+//! threshold idea of Siffer et al., "Anomaly detection in streams with extreme value theory",
+//! KDD 2017, in its exponential-tail form): the detector keeps decayed counts of how often
+//! `|z|` exceeds [`DetectorConfig::tail_z`] and by how much on average (the mean excess `beta`),
+//! and the tail probability of a new point is `P(|Z| >= |z|) = rate * exp(-(|z| - tail_z) / beta)`.
+//! A series with recurring daily spikes learns a high rate and a long tail, so its spikes stop
+//! alerting; a clean series keeps a thin tail, so a real break stands out. A point is
+//! *anomalous* when that probability is at most `10^-alert_log10_p`; it raises an *alert* only
+//! when no alert was raised in the last [`DetectorConfig::refractory`] points (one alert per
+//! episode, not one per hour of a long one).
+//!
+//! One [`DetectorConfig`] (from [`DetectorConfig::for_step`]) serves every series: the NAB
+//! evaluation in [`super::eval::nab`] runs it on all development files.
+//!
+//! [`TrackingBreak`] is the dedicated test for broken conversion tracking at low volume.
 
 use std::collections::VecDeque;
 
@@ -20,7 +33,7 @@ use super::stats;
 pub struct DetectorConfig {
     /// Expected spacing of points in seconds (3600 for hourly series).
     pub step_secs: i64,
-    /// Seasonal period in steps (24 for hourly data, 7 for daily data), or `None`.
+    /// Seasonal period in steps (a day of steps for sub-daily data, 7 for daily data), or `None`.
     pub season_len: Option<usize>,
     /// How many past cycles the seasonal offset is estimated from.
     pub seasons_back: usize,
@@ -28,11 +41,28 @@ pub struct DetectorConfig {
     pub level_window: usize,
     /// Residuals kept to estimate the spread (MAD).
     pub scale_window: usize,
-    /// Points seen before any point may be flagged.
+    /// Points seen before any point may be flagged (rows before carry the `warmup` state).
     pub warmup: usize,
-    /// Robust z-score at which a point is flagged; the score is 0.5 there and the band edges
-    /// are at this distance from the expectation.
-    pub threshold_z: f64,
+    /// `|z|` above which a point counts as a tail exceedance for the calibration.
+    pub tail_z: f64,
+    /// Points over which the tail counts decay (the calibration's memory).
+    pub tail_memory: f64,
+    /// Prior exceedance rate, worth `tail_prior_points` points of history.
+    pub tail_prior_rate: f64,
+    /// Weight of the prior rate, in points.
+    pub tail_prior_points: f64,
+    /// Prior mean excess over `tail_z` (in z units), worth `tail_prior_exceedances` exceedances.
+    pub tail_prior_excess: f64,
+    /// Weight of the prior mean excess, in exceedances.
+    pub tail_prior_exceedances: f64,
+    /// A point is anomalous when its tail probability is at most `10^-alert_log10_p`.
+    pub alert_log10_p: f64,
+    /// ... and its robust `|z|` is at least this (no alert on a tiny move of a flat series).
+    pub min_z: f64,
+    /// Points after an alert during which no new alert is raised.
+    pub refractory: usize,
+    /// Span (points) of the exponentially weighted mean of z that detects sustained shifts.
+    pub shift_span: f64,
     /// Log-transform non-negative series (decided on the warm-up points).
     pub log_transform: bool,
     /// The log transform is `ln(x + c)` with `c` this fraction of the warm-up median: it keeps
@@ -46,22 +76,71 @@ impl Default for DetectorConfig {
     }
 }
 
+/// Cycle length in points for a step: one day of points for steps that divide a day (at most
+/// 288 points, i.e. 5-minute data), a week for daily data, none otherwise.
+pub fn detector_season(step_secs: i64) -> Option<usize> {
+    match step_secs {
+        86_400 => Some(7),
+        s if (300..=3600).contains(&s) && 86_400 % s == 0 => Some((86_400 / s) as usize),
+        _ => None,
+    }
+}
+
+/// Longest warm-up in points (the NAB probation of a 2,000-row file).
+const WARMUP_CAP: usize = 300;
+
 impl DetectorConfig {
-    /// Defaults for a series with the given step: daily cycle for hourly data, weekly cycle for
-    /// daily data, no seasonality otherwise.
+    /// The one parameter set, for a series with the given step.
     pub fn for_step(step_secs: i64) -> Self {
-        let season_len = super::series::season_len_for_step(step_secs);
+        let season_len = detector_season(step_secs);
         let cycle = season_len.unwrap_or(24);
         DetectorConfig {
             step_secs,
             season_len,
             seasons_back: 7,
             level_window: cycle,
-            scale_window: 7 * cycle,
-            warmup: 3 * cycle,
-            threshold_z: 7.0,
+            scale_window: (7 * cycle).min(1000),
+            warmup: (3 * cycle).clamp(48, WARMUP_CAP),
+            tail_z: 3.0,
+            tail_memory: 2000.0,
+            tail_prior_rate: 0.005,
+            tail_prior_points: 200.0,
+            tail_prior_excess: 0.5,
+            tail_prior_exceedances: 3.0,
+            alert_log10_p: 1.5,
+            min_z: 6.0,
+            refractory: cycle / 4,
+            shift_span: 12.0,
             log_transform: true,
             log_offset_frac: 0.1,
+        }
+    }
+}
+
+/// What one scored row is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PointState {
+    /// Not enough history yet: no band, never flagged.
+    Warmup,
+    /// The value is missing or not finite: not scored, not learned.
+    Missing,
+    /// Inside the calibrated band.
+    Normal,
+    /// Outside the band and the start of a new episode: an alert.
+    Alert,
+    /// Outside the band within `refractory` points of the previous alert (same episode).
+    Anomalous,
+}
+
+impl PointState {
+    /// Lower-case name for CSV and QuestDB.
+    pub fn name(self) -> &'static str {
+        match self {
+            PointState::Warmup => "warmup",
+            PointState::Missing => "missing",
+            PointState::Normal => "normal",
+            PointState::Alert => "alert",
+            PointState::Anomalous => "anomalous",
         }
     }
 }
@@ -69,23 +148,40 @@ impl DetectorConfig {
 /// The result of scoring one point.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Scored {
-    /// Anomaly score in [0, 1]: `z^2 / (z^2 + threshold^2)` for the robust z-score, so 0.5 at the
-    /// band edge. 0 while warming up and for non-finite input.
+    /// Anomaly score in [0, 1): `L / (L + alert_log10_p)` with `L = -log10(tail probability)`,
+    /// so 0.5 at the alert threshold. 0 while warming up and for missing input.
     pub score: f64,
+    /// `-log10` of the calibrated tail probability (0 when not scored).
+    pub neg_log10_p: f64,
+    /// Robust z-score of the residual (0 when not scored).
+    pub z: f64,
+    /// The sustained-shift statistic: the weighted mean of recent z, standardised (0 when not
+    /// scored).
+    pub shift_z: f64,
     /// Expected value (original units).
     pub expected: f64,
-    /// Lower band edge (original units).
+    /// Lower band edge (original units): where the tail probability reaches the threshold.
     pub lower: f64,
     /// Upper band edge (original units).
     pub upper: f64,
-    /// True when the point leaves the band (`score >= 0.5`) after warm-up.
+    /// True when the point is outside the band after warm-up (state `Alert` or `Anomalous`).
     pub is_anomaly: bool,
+    /// What the row is.
+    pub state: PointState,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Obs {
     slot: i64,
     raw: f64,
+}
+
+/// Decayed peaks-over-threshold counts of `|z|`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tail {
+    points: f64,
+    exceedances: f64,
+    excess: f64,
 }
 
 /// Streaming robust seasonal detector. Feed points in time order with [`Detector::update`].
@@ -100,6 +196,14 @@ pub struct Detector {
     /// `Some(c)` once the log transform `ln(x + c)` is chosen; decided at the end of warm-up.
     log_offset: Option<f64>,
     transform_decided: bool,
+    tail: Tail,
+    /// Tail of the shift statistic.
+    shift_tail: Tail,
+    /// Exponentially weighted mean of clipped z.
+    shift: f64,
+    /// Points scored since the last alert (`usize::MAX` before any).
+    since_alert: usize,
+    buf: Vec<f64>,
 }
 
 impl Detector {
@@ -114,6 +218,11 @@ impl Detector {
             residuals: VecDeque::new(),
             log_offset: None,
             transform_decided: false,
+            tail: Tail::default(),
+            shift_tail: Tail::default(),
+            shift: 0.0,
+            since_alert: usize::MAX,
+            buf: Vec::new(),
         }
     }
 
@@ -184,14 +293,13 @@ impl Detector {
     }
 
     /// Level and seasonal offset for `slot` from the history before it (transformed scale).
-    fn expectation(&self, slot: i64) -> Option<f64> {
-        let mut buf = Vec::with_capacity(self.cfg.level_window);
-        self.window(slot - self.cfg.level_window as i64, slot, &mut buf);
+    fn expectation(&self, slot: i64, buf: &mut Vec<f64>) -> Option<f64> {
+        self.window(slot - self.cfg.level_window as i64, slot, buf);
         if buf.len() * 2 < self.cfg.level_window {
             // Too little recent history (after a long gap): fall back to the whole history.
-            self.window(i64::MIN, slot, &mut buf);
+            self.window(i64::MIN, slot, buf);
         }
-        let level = stats::median_in_place(&mut buf);
+        let level = stats::median_in_place(buf);
         if !level.is_finite() {
             return None;
         }
@@ -205,11 +313,11 @@ impl Detector {
             let s = slot - k * p;
             let Some(v) = self.value_at(s) else { continue };
             // Centred cycle around the past point; it ends before `slot` because half < p.
-            self.window(s - half, s - half + p, &mut buf);
+            self.window(s - half, s - half + p, buf);
             if buf.len() * 2 < p as usize {
                 continue;
             }
-            devs.push(v - stats::median_in_place(&mut buf));
+            devs.push(v - stats::median_in_place(buf));
         }
         // With a single past cycle the offset is too noisy to trust.
         let seasonal = if devs.len() >= 2 {
@@ -223,13 +331,17 @@ impl Detector {
     /// Robust spread of recent residuals: 1.4826 * MAD, or 1.2533 * mean absolute deviation when
     /// more than half the residuals are equal (count data), with a tiny floor so a constant
     /// series flags any change instead of dividing by zero.
-    fn scale(&self) -> f64 {
-        let r: Vec<f64> = self.residuals.iter().copied().collect();
-        let med = stats::median(&r);
-        let abs: Vec<f64> = r.iter().map(|x| (x - med).abs()).collect();
-        let mut s = 1.4826 * stats::median(&abs);
+    fn scale(&self, buf: &mut Vec<f64>) -> f64 {
+        buf.clear();
+        buf.extend(self.residuals.iter().copied().filter(|x| x.is_finite()));
+        let med = stats::median_in_place(buf);
+        for x in buf.iter_mut() {
+            *x = (*x - med).abs();
+        }
+        let mean_abs = stats::mean(buf);
+        let mut s = 1.4826 * stats::median_in_place(buf);
         if s <= 0.0 || !s.is_finite() {
-            s = 1.2533 * stats::mean(&abs);
+            s = 1.2533 * mean_abs;
         }
         if !s.is_finite() {
             s = 0.0;
@@ -237,64 +349,147 @@ impl Detector {
         s.max(1e-9)
     }
 
+    /// Calibrated exceedance rate and mean excess of `|z|` over `tail_z`.
+    fn tail_params(&self, tail: &Tail) -> (f64, f64) {
+        let c = &self.cfg;
+        let rate = (tail.exceedances + c.tail_prior_rate * c.tail_prior_points)
+            / (tail.points + c.tail_prior_points);
+        let beta = (tail.excess + c.tail_prior_excess * c.tail_prior_exceedances)
+            / (tail.exceedances + c.tail_prior_exceedances);
+        (rate.clamp(1e-12, 1.0), beta.max(1e-6))
+    }
+
+    /// `-log10 P(|Z| >= |z|)` under the calibrated tail.
+    fn neg_log10_p(&self, tail: &Tail, z: f64) -> f64 {
+        let a = z.abs();
+        if a <= self.cfg.tail_z {
+            return 0.0;
+        }
+        let (rate, beta) = self.tail_params(tail);
+        ((a - self.cfg.tail_z) / beta - rate.ln()) / std::f64::consts::LN_10
+    }
+
+    /// The `|z|` at which the tail probability reaches the alert threshold (band half-width).
+    fn z_threshold(&self) -> f64 {
+        let (rate, beta) = self.tail_params(&self.tail);
+        let ln_p = -self.cfg.alert_log10_p * std::f64::consts::LN_10;
+        (self.cfg.tail_z + beta * (rate.ln() - ln_p).max(0.0)).max(self.cfg.min_z)
+    }
+
+    fn learn_tail(cfg: &DetectorConfig, t: &mut Tail, z: f64) {
+        let keep = 1.0 - 1.0 / cfg.tail_memory.max(1.0);
+        t.points = keep * t.points + 1.0;
+        t.exceedances *= keep;
+        t.excess *= keep;
+        let a = z.abs();
+        if a > cfg.tail_z {
+            t.exceedances += 1.0;
+            // One enormous point must not make the tail infinitely long.
+            t.excess += (a - cfg.tail_z).min(50.0);
+        }
+    }
+
     /// Scores `value` observed at `ts` (epoch seconds), then learns from it.
     ///
-    /// Points must come in time order; a point whose slot is not after the last one is scored
-    /// but not learned. A non-finite value scores 0 and is not learned.
+    /// Points must come in time order; a point whose slot is not after the last one (a
+    /// duplicate timestamp, or a row out of order) is scored against the same expectation but
+    /// not learned. A non-finite value is `Missing`: not scored, not learned.
     pub fn update(&mut self, ts: i64, value: f64) -> Scored {
         let origin = *self.origin.get_or_insert(ts);
         let step = self.cfg.step_secs.max(1);
         let slot = ((ts - origin) as f64 / step as f64).round() as i64;
         let ready = self.seen >= self.cfg.warmup && self.transform_decided;
-        let expected_t = if ready { self.expectation(slot) } else { None };
+        let mut buf = std::mem::take(&mut self.buf);
+        let expected_t = if ready {
+            self.expectation(slot, &mut buf)
+        } else {
+            None
+        };
+        let fresh = slot > self.last_slot;
         let scored = match expected_t {
-            Some(e) if value.is_finite() => {
-                let scale = self.scale();
-                let y = self.fwd(value);
-                let r = y - e;
-                let z = r / scale;
-                let k = self.cfg.threshold_z;
-                let score = z * z / (z * z + k * k);
-                if slot > self.last_slot {
-                    self.residuals.push_back(r);
-                    if self.residuals.len() > self.cfg.scale_window {
-                        self.residuals.pop_front();
+            Some(e) => {
+                let scale = self.scale(&mut buf);
+                let zt = self.z_threshold();
+                let mut out = Scored {
+                    score: 0.0,
+                    neg_log10_p: 0.0,
+                    z: 0.0,
+                    shift_z: 0.0,
+                    expected: self.inv(e),
+                    lower: self.inv(e - zt * scale),
+                    upper: self.inv(e + zt * scale),
+                    is_anomaly: false,
+                    state: PointState::Missing,
+                };
+                if value.is_finite() {
+                    let r = self.fwd(value) - e;
+                    let z = r / scale;
+                    // A sustained shift: the weighted mean of recent z (clipped, so one spike
+                    // does not count as a shift), standardised to unit variance under noise.
+                    let a = 2.0 / (self.cfg.shift_span.max(1.0) + 1.0);
+                    let shift = (1.0 - a) * self.shift + a * z.clamp(-10.0, 10.0);
+                    let shift_z = shift / (a / (2.0 - a)).sqrt();
+                    // Two tests: the smaller p-value, Bonferroni-corrected.
+                    let l = (self
+                        .neg_log10_p(&self.tail, z)
+                        .max(self.neg_log10_p(&self.shift_tail, shift_z))
+                        - std::f64::consts::LOG10_2)
+                        .max(0.0);
+                    let anomalous =
+                        l >= self.cfg.alert_log10_p && z.abs().max(shift_z.abs()) >= self.cfg.min_z;
+                    out.z = z;
+                    out.shift_z = shift_z;
+                    out.neg_log10_p = l;
+                    out.score = l / (l + self.cfg.alert_log10_p.max(1e-9));
+                    out.is_anomaly = anomalous;
+                    out.state = if !anomalous {
+                        PointState::Normal
+                    } else if self.since_alert.saturating_add(1) > self.cfg.refractory {
+                        PointState::Alert
+                    } else {
+                        PointState::Anomalous
+                    };
+                    self.since_alert = self.since_alert.saturating_add(1);
+                    if out.state == PointState::Alert {
+                        self.since_alert = 0;
+                    }
+                    if fresh {
+                        self.residuals.push_back(r);
+                        if self.residuals.len() > self.cfg.scale_window {
+                            self.residuals.pop_front();
+                        }
+                        self.shift = shift;
+                        Self::learn_tail(&self.cfg, &mut self.tail, z);
+                        Self::learn_tail(&self.cfg, &mut self.shift_tail, shift_z);
                     }
                 }
-                Scored {
-                    score,
-                    expected: self.inv(e),
-                    lower: self.inv(e - k * scale),
-                    upper: self.inv(e + k * scale),
-                    is_anomaly: z.abs() >= k,
-                }
-            }
-            Some(e) => {
-                let scale = self.scale();
-                let k = self.cfg.threshold_z;
-                Scored {
-                    score: 0.0,
-                    expected: self.inv(e),
-                    lower: self.inv(e - k * scale),
-                    upper: self.inv(e + k * scale),
-                    is_anomaly: false,
-                }
+                out
             }
             None => {
                 // Warming up: the running median, no band yet.
-                let raws: Vec<f64> = self.history.iter().map(|o| o.raw).collect();
-                let m = stats::median(&raws);
+                buf.clear();
+                buf.extend(self.history.iter().map(|o| o.raw));
+                let m = stats::median_in_place(&mut buf);
                 let m = if m.is_finite() { m } else { value };
                 Scored {
                     score: 0.0,
+                    neg_log10_p: 0.0,
+                    z: 0.0,
+                    shift_z: 0.0,
                     expected: m,
                     lower: f64::NAN,
                     upper: f64::NAN,
                     is_anomaly: false,
+                    state: if value.is_finite() {
+                        PointState::Warmup
+                    } else {
+                        PointState::Missing
+                    },
                 }
             }
         };
-        if value.is_finite() && slot > self.last_slot {
+        self.buf = buf;
+        if value.is_finite() && fresh {
             self.last_slot = slot;
             self.seen += 1;
             self.history.push_back(Obs { slot, raw: value });
@@ -314,8 +509,9 @@ impl Detector {
     fn seed_residuals(&mut self) {
         let slots: Vec<i64> = self.history.iter().map(|o| o.slot).collect();
         let mut res = Vec::new();
+        let mut buf = Vec::new();
         for s in slots {
-            if let (Some(e), Some(v)) = (self.expectation(s), self.value_at(s)) {
+            if let (Some(e), Some(v)) = (self.expectation(s, &mut buf), self.value_at(s)) {
                 res.push(v - e);
             }
         }
@@ -323,7 +519,50 @@ impl Detector {
         while self.residuals.len() > self.cfg.scale_window {
             self.residuals.pop_front();
         }
+        // Calibrate the tails on the warm-up too, so a spiky series starts with its own tail
+        // instead of the prior's.
+        let scale = self.scale(&mut buf);
+        let a = 2.0 / (self.cfg.shift_span.max(1.0) + 1.0);
+        let zs: Vec<f64> = self.residuals.iter().map(|r| r / scale).collect();
+        for z in zs {
+            self.shift = (1.0 - a) * self.shift + a * z.clamp(-10.0, 10.0);
+            let shift_z = self.shift / (a / (2.0 - a)).sqrt();
+            Self::learn_tail(&self.cfg, &mut self.tail, z);
+            Self::learn_tail(&self.cfg, &mut self.shift_tail, shift_z);
+        }
     }
+}
+
+/// Alerts from a sequence of scores for another threshold, with the same episode rule as the
+/// detector (used by the evaluation to sweep the threshold without re-running the detector).
+pub fn alerts_at(
+    scored: &[Scored],
+    alert_log10_p: f64,
+    min_z: f64,
+    refractory: usize,
+) -> Vec<bool> {
+    let mut since = usize::MAX;
+    scored
+        .iter()
+        .map(|s| {
+            let scorable = matches!(
+                s.state,
+                PointState::Normal | PointState::Alert | PointState::Anomalous
+            );
+            if !scorable {
+                return false;
+            }
+            let anomalous =
+                s.neg_log10_p >= alert_log10_p && s.z.abs().max(s.shift_z.abs()) >= min_z;
+            since = since.saturating_add(1);
+            if anomalous && since > refractory {
+                since = 0;
+                true
+            } else {
+                false
+            }
+        })
+        .collect()
 }
 
 /// Settings of the tracking-break rule.

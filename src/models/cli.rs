@@ -6,7 +6,9 @@ use std::path::Path;
 
 use super::ModelError;
 use super::anomaly::{Detector, DetectorConfig};
-use super::backtest::{self, BacktestConfig};
+use super::eval::EvalError;
+use super::eval::backtest::{self, BacktestConfig};
+use super::eval::nab;
 use super::forecast::{self, ForecastConfig, Method};
 use super::series;
 
@@ -82,44 +84,20 @@ pub fn detect_csv(input: &Path, out: &mut dyn Write) -> Result<(), ModelError> {
     Ok(())
 }
 
-/// Runs the NAB evaluation on `dir` (with `windows.json`) and prints the tables, plus the
-/// sensitivity of the result to the one threshold.
-pub fn nab_report(dir: &Path, out: &mut dyn Write) -> Result<(), ModelError> {
-    let result = super::nab::evaluate_dir(dir, None)?;
-    writeln!(
-        out,
-        "## NAB realAdExchange, default detector (threshold_z = {})",
-        DetectorConfig::default().threshold_z
-    )?;
-    writeln!(out)?;
-    write!(out, "{}", super::nab::render(&result))?;
-    writeln!(out)?;
-    writeln!(out, "### Sensitivity to threshold_z (same for every file)")?;
-    writeln!(out)?;
-    writeln!(
-        out,
-        "| threshold_z | windows detected | FP alerts | FP / 1000 | NAB normalised | mean delay (h) |"
-    )?;
-    writeln!(out, "|---:|---:|---:|---:|---:|---:|")?;
-    for k in [5.0, 6.0, 7.0, 8.0] {
-        let cfg = DetectorConfig {
-            threshold_z: k,
-            ..DetectorConfig::default()
-        };
-        let r = super::nab::evaluate_dir(dir, Some(&cfg))?;
-        writeln!(
-            out,
-            "| {k} | {}/{} | {} | {:.2} | {:.1} | {:.1} |",
-            r.detected, r.windows, r.fp_alerts, r.fp_per_1000, r.nab_normalized, r.mean_delay_hours
-        )?;
-    }
+/// Runs the NAB evaluation on every file of `dir` (with `windows-all.json`) and prints the
+/// tables: per category and overall, leave-one-category-out, the threshold sweep, per file.
+pub fn nab_report(dir: &Path, out: &mut dyn Write) -> Result<(), EvalError> {
+    let e = nab::evaluate(dir)?;
+    writeln!(out, "## NAB development data, one parameter set").map_err(ModelError::Write)?;
+    writeln!(out).map_err(ModelError::Write)?;
+    write!(out, "{}", nab::render(&e)).map_err(ModelError::Write)?;
     Ok(())
 }
 
 /// Runs the rolling-origin backtest on the NAB files of `nab_dir` and on seeded demo-like spend,
 /// for Holt-Winters, the seasonal naive benchmark and (with the `augurs` feature) augurs MSTL,
 /// and prints the table.
-pub fn backtest_report(nab_dir: &Path, out: &mut dyn Write) -> Result<(), ModelError> {
+pub fn backtest_report(nab_dir: &Path, out: &mut dyn Write) -> Result<(), EvalError> {
     let series = backtest::standard_series(nab_dir)?;
     let mut methods = vec![Method::HoltWinters, Method::SeasonalNaive];
     if cfg!(feature = "augurs") {
@@ -127,9 +105,9 @@ pub fn backtest_report(nab_dir: &Path, out: &mut dyn Write) -> Result<(), ModelE
     }
     let bt = BacktestConfig::default();
     let rows = backtest::run(&series, &methods, &bt)?;
-    writeln!(out, "## Forecast backtest")?;
-    writeln!(out)?;
-    write!(out, "{}", backtest::render(&rows, &bt))?;
+    writeln!(out, "## Forecast backtest").map_err(ModelError::Write)?;
+    writeln!(out).map_err(ModelError::Write)?;
+    write!(out, "{}", backtest::render(&rows, &bt)).map_err(ModelError::Write)?;
     Ok(())
 }
 

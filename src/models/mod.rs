@@ -1,16 +1,15 @@
 //! Models fitted in-process: input cleaning, streaming anomaly scoring, forecasts with intervals,
-//! and the smartcore customer / campaign models, plus their evaluations (NAB, rolling-origin
-//! backtest, held-out splits).
+//! and the smartcore customer / campaign models. Their offline evaluations (NAB, rolling-origin
+//! backtest) live apart in [`eval`].
 //!
 //! Everything here is pure computation on in-memory series; the only I/O is the CSV reading and
 //! writing in [`series`] and [`cli`], so the collector can call the same code on QuestDB history.
 
 pub mod anomaly;
-pub mod backtest;
 pub mod cli;
+pub mod eval;
 pub mod forecast;
 pub mod live;
-pub mod nab;
 pub mod scoring;
 pub mod segments;
 pub mod series;
@@ -58,9 +57,18 @@ pub enum ModelError {
     /// Parameters out of range (horizon 0, negative K, ...).
     #[error("invalid parameter: {0}")]
     InvalidParameter(String),
-    /// A label or data file of an evaluation is missing or malformed.
-    #[error("evaluation data: {0}")]
-    EvalData(String),
+    /// The input is larger than the documented limit (see `docs/models.md`).
+    #[error("{what} is {got}, above the limit of {limit}: {hint}")]
+    TooLarge {
+        /// What is too large.
+        what: &'static str,
+        /// Its size.
+        got: usize,
+        /// The limit.
+        limit: usize,
+        /// What to do instead.
+        hint: &'static str,
+    },
     /// A smartcore fit or prediction failed.
     #[error("model fit failed: {0}")]
     Fit(String),

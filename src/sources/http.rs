@@ -169,7 +169,8 @@ pub async fn run_polling<S: PollSource>(
         match source.poll(window).await {
             Ok(obs) => {
                 let n = obs.len();
-                match ctx.pipeline.emit(&ctx.name, obs, None).await {
+                // the cursor moves only once the rows are durable (QuestDB acked or spool fsynced)
+                match ctx.pipeline.emit_durable(&ctx.name, obs, None).await {
                     Ok(_) => {
                         stats.poll_ok(started.elapsed(), n, Some(Utc::now()));
                         if let Err(error) = ctx

@@ -11,6 +11,7 @@ pub mod google_oauth;
 pub mod http;
 pub mod meta;
 pub mod shopify;
+pub mod utm;
 
 use serde::Deserialize;
 use std::sync::Arc;

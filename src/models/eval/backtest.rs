@@ -12,10 +12,11 @@ use std::path::Path;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::ModelError;
-use super::forecast::{self, ForecastConfig, Method};
-use super::series::{self, CleanReport, RegularSeries, TimestampStyle};
-use super::stats;
+use super::EvalError;
+use crate::models::ModelError;
+use crate::models::forecast::{self, ForecastConfig, Method};
+use crate::models::series::{self, CleanReport, RegularSeries, TimestampStyle};
+use crate::models::stats;
 
 /// Backtest settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -160,10 +161,10 @@ fn normal(rng: &mut ChaCha8Rng) -> f64 {
 
 /// Series of the standard backtest: the NAB files found in `nab_dir` and three seeded demo
 /// series of 60 days.
-pub fn standard_series(nab_dir: &Path) -> Result<Vec<(String, RegularSeries)>, ModelError> {
+pub fn standard_series(nab_dir: &Path) -> Result<Vec<(String, RegularSeries)>, EvalError> {
     let mut out = Vec::new();
     let mut names: Vec<_> = std::fs::read_dir(nab_dir)
-        .map_err(|source| ModelError::Io {
+        .map_err(|source| EvalError::Io {
             path: nab_dir.to_path_buf(),
             source,
         })?
@@ -173,10 +174,7 @@ pub fn standard_series(nab_dir: &Path) -> Result<Vec<(String, RegularSeries)>, M
         .collect();
     names.sort();
     if names.is_empty() {
-        return Err(ModelError::EvalData(format!(
-            "no CSV file in {}",
-            nab_dir.display()
-        )));
+        return Err(EvalError::NoSeries(nab_dir.to_path_buf()));
     }
     for p in names {
         let name = p
@@ -198,7 +196,7 @@ pub fn run(
     series: &[(String, RegularSeries)],
     methods: &[Method],
     bt: &BacktestConfig,
-) -> Result<Vec<BacktestResult>, ModelError> {
+) -> Result<Vec<BacktestResult>, EvalError> {
     let mut out = Vec::new();
     for (name, s) in series {
         for m in methods {

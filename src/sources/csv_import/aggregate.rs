@@ -1,0 +1,162 @@
+//! Rows that share a key are summed, never overwritten: an ad-level Meta export has one row per
+//! ad of a campaign and day, a segmented Google Ads export one per device or network, and
+//! QuestDB upserts by (campaign, day), so storing them one by one would keep only the last.
+
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::Read;
+
+use super::{ImportError, ImportFormat, ImportOptions, Item, Reader, Rejected, Skipped};
+use crate::normalize::Observation;
+use crate::records::{Bucket, CampaignKey};
+
+/// The identity a row is upserted by (the QuestDB DEDUP key, less the source).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Key {
+    Campaign(CampaignKey, DateTime<Utc>, Bucket),
+    Order(String, DateTime<Utc>),
+    Funnel(DateTime<Utc>, Bucket, String, String),
+}
+
+pub fn key_of(obs: &Observation) -> Key {
+    match obs {
+        Observation::Campaign(c) => Key::Campaign(c.key.clone(), c.ts, c.bucket),
+        Observation::Order(o) => Key::Order(o.event_id.clone(), o.ts),
+        Observation::Funnel(f) => {
+            Key::Funnel(f.ts, f.bucket, f.stage.clone(), f.traffic_source.clone())
+        }
+    }
+}
+
+/// A 64-bit digest of a key, for remembering which keys were seen without keeping them.
+pub fn key_hash(k: &Key) -> u64 {
+    let mut h = DefaultHasher::new();
+    k.hash(&mut h);
+    h.finish()
+}
+
+/// Add `b` into `a` (same key). Fails, leaving `a` unchanged, when the sum does not fit or the
+/// rows disagree on their currency.
+pub fn merge(a: &mut Observation, b: &Observation) -> Result<(), String> {
+    match (a, b) {
+        (Observation::Campaign(a), Observation::Campaign(b)) => {
+            if a.account_currency != b.account_currency {
+                return Err(format!(
+                    "is in {} while an earlier row of the same campaign and day is in {}",
+                    b.account_currency, a.account_currency
+                ));
+            }
+            let impressions = a
+                .impressions
+                .checked_add(b.impressions)
+                .ok_or("impressions of the campaign-day add up past the largest count stored")?;
+            let clicks = a
+                .clicks
+                .checked_add(b.clicks)
+                .ok_or("clicks of the campaign-day add up past the largest count stored")?;
+            let spend = a
+                .spend
+                .checked_add(b.spend)
+                .filter(|s| *s <= super::cells::max_money())
+                .ok_or("spend of the campaign-day adds up past what the money columns hold")?;
+            let value = a
+                .conversion_value
+                .checked_add(b.conversion_value)
+                .filter(|s| *s <= super::cells::max_money())
+                .ok_or(
+                    "conversion value of the campaign-day adds up past what the money columns hold",
+                )?;
+            a.impressions = impressions;
+            a.clicks = clicks;
+            a.spend = spend;
+            a.conversion_value = value;
+            a.conversions += b.conversions;
+            Ok(())
+        }
+        (Observation::Order(a), Observation::Order(b)) => {
+            if a.currency != b.currency {
+                return Err(format!(
+                    "is in {} while an earlier row of the same order is in {}",
+                    b.currency, a.currency
+                ));
+            }
+            let items = a
+                .items
+                .checked_add(b.items)
+                .ok_or("the order's items add up past the largest item count stored")?;
+            a.amount = a
+                .amount
+                .checked_add(b.amount)
+                .ok_or("the order's amounts add up past what the money columns hold")?;
+            a.items = items;
+            Ok(())
+        }
+        (Observation::Funnel(a), Observation::Funnel(b)) => {
+            a.count = a
+                .count
+                .checked_add(b.count)
+                .ok_or("funnel count overflows")?;
+            Ok(())
+        }
+        _ => Err("rows of different kinds share a key".into()),
+    }
+}
+
+/// A whole file parsed in memory, rows sharing a key summed (for tests, the fuzz harness and
+/// `--dry-run` on small files; `adpulse import` streams instead).
+#[derive(Debug, Default)]
+pub struct Parsed {
+    /// What would be stored, each with the first line it came from, in first-seen order.
+    pub observations: Vec<(u64, Observation)>,
+    pub rejected: Vec<Rejected>,
+    pub skipped: Vec<Skipped>,
+    pub warnings: Vec<String>,
+    /// Good rows read (before summing).
+    pub rows: u64,
+    /// Observations added into an earlier one with the same key.
+    pub summed: u64,
+    pub encoding: &'static str,
+    pub latin1_rows: u64,
+}
+
+pub fn parse<R: Read + 'static>(
+    format: ImportFormat,
+    reader: R,
+    opts: &ImportOptions,
+) -> Result<Parsed, ImportError> {
+    let mut r = Reader::new(format, reader, opts)?;
+    let mut out = Parsed::default();
+    let mut index: HashMap<Key, usize> = HashMap::new();
+    for item in r.by_ref() {
+        match item? {
+            Item::Good { line, observations } => {
+                out.rows += 1;
+                for obs in observations {
+                    let k = key_of(&obs);
+                    match index.get(&k) {
+                        Some(&i) => match merge(&mut out.observations[i].1, &obs) {
+                            Ok(()) => out.summed += 1,
+                            Err(reason) => out.rejected.push(Rejected {
+                                line,
+                                column: String::new(),
+                                reason,
+                            }),
+                        },
+                        None => {
+                            index.insert(k, out.observations.len());
+                            out.observations.push((line, obs));
+                        }
+                    }
+                }
+            }
+            Item::Rejected(r) => out.rejected.push(r),
+            Item::Skipped(s) => out.skipped.push(s),
+        }
+    }
+    out.warnings = std::mem::take(&mut r.warnings);
+    out.encoding = r.encoding();
+    out.latin1_rows = r.latin1_rows;
+    out.rejected.sort_by_key(|r| r.line);
+    Ok(out)
+}

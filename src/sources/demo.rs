@@ -50,6 +50,12 @@ pub struct DemoConfig {
     /// Stop after the backfill instead of going live.
     #[serde(default)]
     pub backfill_only: bool,
+    /// Shard by account: emit only these ad accounts' campaigns (empty: every account).
+    #[serde(default)]
+    pub accounts: Vec<String>,
+    /// Emit the shop's orders and funnel (false on every shard but the one that owns the shop).
+    #[serde(default = "default_shop")]
+    pub shop: bool,
     /// Hours before `start` at which the Performance Max campaign's conversion tracking breaks.
     #[serde(default = "default_break_hours")]
     pub tracking_break_hours_ago: u32,
@@ -79,6 +85,9 @@ fn default_tick_secs() -> f64 {
 fn default_scale() -> u32 {
     1
 }
+fn default_shop() -> bool {
+    true
+}
 fn default_break_hours() -> u32 {
     72
 }
@@ -103,6 +112,8 @@ impl DemoConfig {
             start: None,
             scale: default_scale(),
             backfill_only: false,
+            accounts: Vec::new(),
+            shop: default_shop(),
             tracking_break_hours_ago: default_break_hours(),
             spike_hours_ago: default_spike_hours(),
             spike_duration_hours: default_spike_duration(),
@@ -567,6 +578,15 @@ impl DemoSource {
             }
         }
         out.extend(self.day_rollups(h0, h1, now));
+        if !self.cfg.accounts.is_empty() || !self.cfg.shop {
+            // a shard keeps its own accounts, and the shop only where it is owned
+            out.retain(|o| match o {
+                Observation::Campaign(c) => {
+                    self.cfg.accounts.is_empty() || self.cfg.accounts.contains(&c.key.account)
+                }
+                _ => self.cfg.shop,
+            });
+        }
         out
     }
 

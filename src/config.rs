@@ -462,7 +462,7 @@ impl Config {
                     format!("{:?} is used by another source", s.name()),
                 );
             }
-            for pr in s.problems(self) {
+            for pr in s.problems() {
                 add(&format!("{prefix}.{}", pr.key), pr.message);
             }
         }

@@ -17,7 +17,6 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::base::Problem;
-use crate::config::Config;
 use crate::pipeline::Pipeline;
 
 /// One configured source, tagged by `type` in TOML.
@@ -58,7 +57,7 @@ impl SourceConfig {
     }
 
     /// Problems in this source's settings; keys are relative to the source.
-    pub fn problems(&self, _config: &Config) -> Vec<Problem> {
+    pub fn problems(&self) -> Vec<Problem> {
         match self {
             SourceConfig::Demo(c) => c.problems(),
             SourceConfig::Meta(c) => c.problems(),

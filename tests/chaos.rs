@@ -316,7 +316,12 @@ async fn replay(cfg: &Config) -> std::sync::Arc<adpulse::telemetry::Telemetry> {
 async fn questdb_killed_mid_backfill_then_restarted() {
     let mut q = QuestDb::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(&q.url(), dir.path(), vec![SourceConfig::Demo(demo(11))]);
+    // Big enough that the backfill is still being written when QuestDB dies: with the small
+    // default a fast machine finished it before the kill (the case then proves nothing).
+    let mut d = demo(11);
+    d.scale = d.scale.max(20);
+    d.backfill_days = d.backfill_days.max(10);
+    let cfg = config(&q.url(), dir.path(), vec![SourceConfig::Demo(d)]);
     let want = reference(demo_reference(&cfg));
     let total: usize = want.values().map(|r| r.len()).sum();
     let running = adpulse::app::start(cfg).await.unwrap();

@@ -73,6 +73,8 @@ struct Fake {
     log: Arc<Mutex<Vec<String>>>,
     /// Meta act_1001's next call answers a throttle (usage 100%, "0 minutes").
     meta_throttle: Arc<AtomicBool>,
+    /// Every Meta act_1001 call answers that throttle, until cleared.
+    meta_throttle_all: Arc<AtomicBool>,
     /// Google Ads answers HTTP 200 with an error object as the stream's last element.
     google_broken: Arc<AtomicBool>,
     /// GA4's last page of 2026-11-16 says tokensPerProjectPerHour is nearly gone.
@@ -109,7 +111,10 @@ async fn meta_insights(
         "meta {act} {kind} after={}",
         after.as_deref().unwrap_or("-")
     ));
-    if act == "act_1001" && f.meta_throttle.swap(false, Ordering::SeqCst) {
+    if act == "act_1001"
+        && (f.meta_throttle.swap(false, Ordering::SeqCst)
+            || f.meta_throttle_all.load(Ordering::SeqCst))
+    {
         // code 80000 with the business-use-case header at 100% and "0 minutes" to regain access
         return (
             StatusCode::BAD_REQUEST,
@@ -1004,4 +1009,87 @@ async fn days_are_the_accounts_own_dates_and_hours_fall_on_indian_days() {
         );
     }
     print_table(&lines);
+}
+
+/// The alert on incomplete days, end to end: the live poll of a Meta account that stays throttled
+/// leaves its look-back days incomplete in the ledger; `/metrics` says how many; a real Prometheus
+/// with the shipped rule (its `for:` shortened) fires `AdpulseSourceIncompleteDays` for that
+/// source; once the throttle is over, the next poll fills the days and the alert resolves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incomplete_days_reach_metrics_and_fire_the_alert_until_filled() {
+    let fake = Fake::default();
+    fake.meta_throttle_all.store(true, Ordering::SeqCst);
+    let base = serve(fake.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("meta_token");
+    std::fs::write(&token, "EAAB-replay-token").unwrap();
+    let mut cfg = Config::from_toml_str(&format!(
+        r#"
+[general]
+state_dir = "{state}"
+[server]
+listen = "127.0.0.1:0"
+[questdb]
+enabled = false
+[models]
+enabled = false
+[fx]
+USD = "83.50"
+[[sources]]
+type = "meta"
+name = "meta_live"
+account_id = "act_1001"
+base_url = "{base}"
+access_token_file = "{token}"
+account_timezone = "America/Los_Angeles"
+lookback_days = 3
+hourly_days = 0
+interval_secs = 600
+min_throttle_wait_secs = 1
+max_throttle_wait_secs = 60
+"#,
+        state = dir.path().join("state").display(),
+        token = token.display(),
+    ))
+    .unwrap();
+    cfg.general.refresh_interval_secs = 1;
+    assert_eq!(cfg.problems(), vec![]);
+    let running = adpulse::app::start(cfg).await.unwrap();
+    let addr = running.addr;
+    let gauge = "adpulse_source_incomplete_days{source=\"meta_live\"}";
+    eventually(
+        "3 incomplete days on /metrics",
+        Duration::from_secs(30),
+        || async {
+            let (_, m) = common::get(&format!("http://{addr}/metrics")).await;
+            (metric(&m, gauge)? == 3.0).then_some(())
+        },
+    )
+    .await;
+    let rules_dir = tempfile::tempdir().unwrap();
+    let rules = rules_with_short_for(rules_dir.path(), "2s");
+    let prom = Prometheus::start(&[("adpulse", addr.to_string())], &rules).await;
+    let firing = "ALERTS{alertname=\"AdpulseSourceIncompleteDays\",alertstate=\"firing\"}";
+    let labels = eventually("the alert to fire", Duration::from_secs(60), || async {
+        prom.query(firing).await.into_iter().next().map(|(l, _)| l)
+    })
+    .await;
+    assert_eq!(labels["source"], "meta_live");
+    assert_eq!(labels["team"], "engineering");
+    assert_eq!(labels["severity"], "warning");
+    // the throttle is over: the next poll (1 s floor) fills the three days
+    fake.meta_throttle_all.store(false, Ordering::SeqCst);
+    eventually("the days filled", Duration::from_secs(30), || async {
+        let (_, m) = common::get(&format!("http://{addr}/metrics")).await;
+        (metric(&m, gauge)? == 0.0).then_some(())
+    })
+    .await;
+    eventually("the alert to resolve", Duration::from_secs(60), || async {
+        prom.query(firing).await.is_empty().then_some(())
+    })
+    .await;
+    let ledger = Ledger::new(&dir.path().join("state"));
+    assert!(ledger.incomplete("meta_live").unwrap().is_empty());
+    assert_eq!(ledger.days("meta_live").unwrap().len(), 3);
+    running.stop().await;
 }

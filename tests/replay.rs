@@ -699,6 +699,11 @@ async fn every_source_stores_what_its_bodies_say_to_the_paisa() {
         .unwrap();
     assert_eq!((s.days, s.waits.clone()), (3, vec![Duration::from_secs(1)]));
     let log = fake.take_log();
+    println!(
+        "requests: meta act_1001: {} (1 throttled at 100% usage with \"0 minutes\", waited {:?}, then 3 pages)",
+        log.len(),
+        s.waits
+    );
     assert_eq!(log.len(), 4, "throttled call, then 3 pages: {log:?}");
     assert_eq!(log[0], log[1], "the throttled page is asked again");
     let want = meta_daily("act_1001");
@@ -782,6 +787,9 @@ async fn every_source_stores_what_its_bodies_say_to_the_paisa() {
         ["2026-11-16", "2026-11-17", "2026-11-18"]
     );
     let broken_requests = fake.take_log().len();
+    println!(
+        "requests: google_ads, stream ending in an error element: {broken_requests} (the transient error element retried), 0 rows stored, 3 days incomplete"
+    );
     assert!(
         broken_requests > 1,
         "a transient error element is retried before giving up"
@@ -862,6 +870,11 @@ async fn every_source_stores_what_its_bodies_say_to_the_paisa() {
             pages("2026-11-17") + pages("2026-11-18")
         )
     );
+    println!(
+        "requests: ga4, run 1 (quota low after 2026-11-16): {}; run 2 (quota back): {} (2026-11-17 and 2026-11-18 only)",
+        first.len(),
+        second.len()
+    );
     wait_rows(&q, "funnel", "ga4_kolkata", keys(&want_all)).await;
     let got = stored(
         &q,
@@ -886,6 +899,10 @@ async fn every_source_stores_what_its_bodies_say_to_the_paisa() {
         .unwrap();
     assert_eq!(s.days, 3);
     let log = fake.take_log();
+    println!(
+        "requests: shopify: {} (3 pages, page 2 THROTTLED once and asked again with its cursor)",
+        log.len()
+    );
     assert_eq!(log.len(), 4, "{log:?}");
     assert_eq!(
         log[1], log[2],

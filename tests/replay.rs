@@ -167,22 +167,35 @@ async fn meta_insights(
         .into_response()
 }
 
-/// `POST /v21/customers/{id}/googleAds:searchStream`.
-async fn google_stream(State(f): State<Fake>, body: String) -> Response {
+/// `POST /v21/customers/{id}/googleAds:searchStream`: the customer's stream, its hourly stream
+/// when the query selects `segments.hour`.
+async fn google_stream(
+    State(f): State<Fake>,
+    Path(customer): Path<String>,
+    body: String,
+) -> Response {
     let v: Value = serde_json::from_str(&body).unwrap();
     let q = v["query"].as_str().unwrap_or_default();
     let range = q.split("BETWEEN").nth(1).unwrap_or_default().trim();
     f.note(format!("google {range}"));
-    let file = if f.google_broken.load(Ordering::SeqCst) {
-        "google_ads/5550001111_stream_error_last.json"
+    let file = if customer == "5550001111" && f.google_broken.load(Ordering::SeqCst) {
+        format!("google_ads/{customer}_stream_error_last.json")
+    } else if q.contains("segments.hour") {
+        format!("google_ads/{customer}_stream_hourly.json")
     } else {
-        "google_ads/5550001111_stream.json"
+        format!("google_ads/{customer}_stream.json")
     };
-    axum::Json(fixture(file)).into_response()
+    axum::Json(fixture(&file)).into_response()
 }
 
-/// `POST /v1beta/properties/271828:runReport`: the day's fixture, `offset`/`limit` pagination.
-async fn ga4_report(State(f): State<Fake>, axum::Json(b): axum::Json<Value>) -> Response {
+/// `POST /v1beta/properties/{id}:runReport`: the day's fixture (`_date` for the `date`
+/// dimension), `offset`/`limit` pagination.
+async fn ga4_report(
+    State(f): State<Fake>,
+    Path(prop): Path<String>,
+    axum::Json(b): axum::Json<Value>,
+) -> Response {
+    let prop = prop.strip_suffix(":runReport").expect("a runReport call");
     let d = b["dateRanges"][0]["startDate"]
         .as_str()
         .unwrap()
@@ -194,7 +207,12 @@ async fn ga4_report(State(f): State<Fake>, axum::Json(b): axum::Json<Value>) -> 
     let offset: usize = b["offset"].as_str().unwrap().parse().unwrap();
     let limit: usize = b["limit"].as_str().unwrap().parse().unwrap();
     f.note(format!("ga4 {d} offset={offset}"));
-    let mut body = fixture(&format!("ga4/271828_{d}.json"));
+    let by_date = if b["dimensions"][0]["name"] == "date" {
+        "_date"
+    } else {
+        ""
+    };
+    let mut body = fixture(&format!("ga4/{prop}_{d}{by_date}.json"));
     let rows = body["rows"].as_array().unwrap().clone();
     let end = (offset + limit).min(rows.len());
     body["rows"] = Value::Array(rows[offset.min(end)..end].to_vec());
@@ -237,10 +255,10 @@ async fn serve(f: Fake) -> String {
         )
         .route("/v25.0/{act}/insights", get(meta_insights))
         .route(
-            "/v21/customers/5550001111/googleAds:searchStream",
+            "/v21/customers/{customer}/googleAds:searchStream",
             post(google_stream),
         )
-        .route("/v1beta/properties/271828:runReport", post(ga4_report))
+        .route("/v1beta/properties/{prop}", post(ga4_report))
         .route("/admin/api/{version}/graphql.json", post(shopify_graphql))
         .with_state(f);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -251,6 +269,15 @@ async fn serve(f: Fake) -> String {
 
 // ---------------------------------------------------------------------------------------------
 // Configuration
+
+/// The OAuth client id of the Google sources (they read it from a variable only).
+fn set_client_id() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    // SAFETY: set once, first thing in the tests that start Google sources, before they read it.
+    ONCE.call_once(|| unsafe {
+        std::env::set_var("ADPULSE_TEST_REPLAY_CLIENT_ID", "replay-client.apps")
+    });
+}
 
 const RATES: [(&str, &str); 3] = [("USD", "83.50"), ("EUR", "90.25"), ("JPY", "0.5575")];
 
@@ -332,6 +359,44 @@ property_timezone = "Asia/Kolkata"
 page_limit = 4
 min_throttle_wait_secs = 1
 max_throttle_wait_secs = 1
+
+[[sources]]
+type = "google_ads"
+name = "gads_jpy_tokyo"
+customer_id = "555-000-2222"
+base_url = "{base}"
+token_url = "{base}/token"
+client_id_env = "ADPULSE_TEST_REPLAY_CLIENT_ID"
+client_secret_file = "{cs}"
+refresh_token_file = "{rt}"
+developer_token_file = "{dt}"
+account_timezone = "Asia/Tokyo"
+account_currency = "JPY"
+hourly_days = 1
+
+[[sources]]
+type = "ga4"
+name = "ga4_la_daily"
+property_id = "314000"
+base_url = "{base}"
+token_url = "{base}/token"
+client_id_env = "ADPULSE_TEST_REPLAY_CLIENT_ID"
+client_secret_file = "{cs}"
+refresh_token_file = "{rt}"
+property_timezone = "America/Los_Angeles"
+granularity = "day"
+
+[[sources]]
+type = "ga4"
+name = "ga4_la_hourly"
+property_id = "314000"
+base_url = "{base}"
+token_url = "{base}/token"
+client_id_env = "ADPULSE_TEST_REPLAY_CLIENT_ID"
+client_secret_file = "{cs}"
+refresh_token_file = "{rt}"
+property_timezone = "America/Los_Angeles"
+granularity = "hour"
 
 [[sources]]
 type = "shopify"
@@ -683,8 +748,7 @@ async fn every_source_stores_what_its_bodies_say_to_the_paisa() {
     let fake = Fake::default();
     let base = serve(fake.clone()).await;
     let dir = tempfile::tempdir().unwrap();
-    // SAFETY: set before any source of this test binary reads it; only this test reads it.
-    unsafe { std::env::set_var("ADPULSE_TEST_REPLAY_CLIENT_ID", "replay-client.apps") };
+    set_client_id();
     let cfg = config(dir.path(), &q.url(), &base);
     let ledger = Ledger::new(&cfg.general.state_dir);
     let (from, to) = (day("2026-11-16"), day("2026-11-18"));
@@ -1025,6 +1089,163 @@ async fn days_are_the_accounts_own_dates_and_hours_fall_on_indian_days() {
             "{source}: the fixture's hours sum to its day"
         );
     }
+
+    // Google Ads, a JPY customer in Tokyo: daily rows and `segments.hour` rows of 2026-11-18
+    set_client_id();
+    backfill(&cfg, "gads_jpy_tokyo", from, to, 7, false)
+        .await
+        .unwrap();
+    let rows = |file: &str| -> Vec<(String, Option<u64>, Decimal)> {
+        fixture(file)
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|b| b["results"].as_array().unwrap().clone())
+            .map(|r| {
+                let micros: i64 = r["metrics"]["costMicros"]
+                    .as_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                (
+                    r["segments"]["date"].as_str().unwrap().to_string(),
+                    r["segments"]["hour"].as_u64(),
+                    Decimal::new(micros, 6),
+                )
+            })
+            .collect()
+    };
+    let (gd, gh) = (
+        rows("google_ads/5550002222_stream.json"),
+        rows("google_ads/5550002222_stream_hourly.json"),
+    );
+    wait_rows(&q, "campaign_stats", "gads_jpy_tokyo", gd.len() + gh.len()).await;
+    let mut want: BTreeMap<String, DayTotal> = BTreeMap::new();
+    for (d, _, spend) in &gd {
+        let t = want.entry(d.clone()).or_default();
+        t.rows += 1;
+        t.keys += 1;
+        t.amount += *spend;
+        t.amount_inr += *spend * rate("JPY");
+    }
+    let got = campaign_days(&q, "gads_jpy_tokyo", "day").await;
+    compare(
+        &mut lines,
+        "google_ads",
+        "Asia/Tokyo daily rows (account dates)",
+        "JPY",
+        &got,
+        &want,
+        false,
+    );
+    // by hand: 00:00 and 02:00 JST fall on the Indian 2026-11-17, 05:00 and 23:00 on 2026-11-18
+    let mut want: BTreeMap<String, DayTotal> = BTreeMap::new();
+    for (ist_day, hs) in [("2026-11-17", [0, 2]), ("2026-11-18", [5, 23])] {
+        let t = want.entry(ist_day.to_string()).or_default();
+        for (_, _, spend) in gh.iter().filter(|x| x.1.is_some_and(|h| hs.contains(&h))) {
+            t.rows += 1;
+            t.keys += 1;
+            t.amount += *spend;
+            t.amount_inr += *spend * rate("JPY");
+        }
+    }
+    assert_eq!(want.values().map(|t| t.rows).sum::<usize>(), gh.len());
+    let got = campaign_days(&q, "gads_jpy_tokyo", "hour").await;
+    compare(
+        &mut lines,
+        "google_ads",
+        "Asia/Tokyo hourly rows (Indian days)",
+        "JPY",
+        &got,
+        &want,
+        false,
+    );
+
+    // GA4, a property in Los Angeles: `date` rows keep the property's dates; `dateHour` rows fall
+    // on the Indian date of their hour (00:00 and 10:00 PST: the same date, 13:00 and 23:00: the
+    // next one)
+    let events = |file: &str| -> Vec<(String, Decimal)> {
+        fixture(file)["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["dimensionValues"][0]["value"]
+                        .as_str()
+                        .unwrap()
+                        .to_string(),
+                    dec(&r["metricValues"][0]["value"]),
+                )
+            })
+            .collect()
+    };
+    let funnel_sql = |source: &str| {
+        format!(
+            "SELECT day, count(), sum(count), sum(count) FROM funnel WHERE source = '{source}' GROUP BY day ORDER BY day"
+        )
+    };
+    backfill(&cfg, "ga4_la_daily", from, to, 7, false)
+        .await
+        .unwrap();
+    let mut want: BTreeMap<String, DayTotal> = BTreeMap::new();
+    let mut n = 0;
+    for d in ["2026-11-17", "2026-11-18"] {
+        let t = want.entry(d.to_string()).or_default();
+        for (when, count) in events(&format!("ga4/314000_{d}_date.json")) {
+            assert_eq!(when, d.replace('-', ""));
+            t.rows += 1;
+            t.keys += 1;
+            t.amount += count;
+            t.amount_inr += count;
+            n += 1;
+        }
+    }
+    wait_rows(&q, "funnel", "ga4_la_daily", n).await;
+    let got = stored(&q, &funnel_sql("ga4_la_daily")).await;
+    compare(
+        &mut lines,
+        "ga4",
+        "America/Los_Angeles `date` rows (property dates)",
+        "events",
+        &got,
+        &want,
+        false,
+    );
+    backfill(&cfg, "ga4_la_hourly", from, to, 7, false)
+        .await
+        .unwrap();
+    let place = |date_hour: &str| -> &'static str {
+        match date_hour {
+            "2026111700" | "2026111710" => "2026-11-17",
+            "2026111713" | "2026111723" | "2026111800" | "2026111810" => "2026-11-18",
+            "2026111813" | "2026111823" => "2026-11-19",
+            other => panic!("hour {other} not placed by hand"),
+        }
+    };
+    let mut want: BTreeMap<String, DayTotal> = BTreeMap::new();
+    let mut n = 0;
+    for d in ["2026-11-17", "2026-11-18"] {
+        for (when, count) in events(&format!("ga4/314000_{d}.json")) {
+            let t = want.entry(place(&when).to_string()).or_default();
+            t.rows += 1;
+            t.keys += 1;
+            t.amount += count;
+            t.amount_inr += count;
+            n += 1;
+        }
+    }
+    wait_rows(&q, "funnel", "ga4_la_hourly", n).await;
+    let got = stored(&q, &funnel_sql("ga4_la_hourly")).await;
+    compare(
+        &mut lines,
+        "ga4",
+        "America/Los_Angeles `dateHour` rows (Indian days)",
+        "events",
+        &got,
+        &want,
+        false,
+    );
     print_table(&lines);
 }
 

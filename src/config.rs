@@ -86,7 +86,9 @@ pub struct GeneralConfig {
     pub tracking_window_hours: u32,
     /// How often KPIs are recomputed for `/metrics`, in seconds.
     pub refresh_interval_secs: u64,
-    /// How much hourly history the collector keeps in memory, in days.
+    /// How much hourly history per campaign the collector keeps in memory, in days. The
+    /// whole-business 10d/30d windows do not need more: older hours are kept as one business
+    /// total per hour, and orders for 30 days.
     pub retention_days: u32,
     /// Folder of persisted sync state (per-source cursors, backfill progress).
     pub state_dir: PathBuf,

@@ -332,10 +332,11 @@ pub fn parse_search_stream(
                     ad_name: aga.ad.name,
                 },
             })),
-            (None, None) => {}
-            _ => {
+            // an ad group row (`FROM ad_group`) carries no ad: the campaign's share only
+            (_, None) => {}
+            (None, Some(_)) => {
                 return Err(SourceError::Malformed(format!(
-                    "result {i} (campaign {}): adGroup and adGroupAd must come together",
+                    "result {i} (campaign {}): adGroupAd without its adGroup",
                     r.campaign.id
                 )));
             }
@@ -697,8 +698,8 @@ mod tests {
             })
             .unwrap();
         assert_eq!((c.clicks, c.impressions, c.conversions), (398, 11_700, 1.0));
-        // half an ad (an ad group without its ad) is a malformed answer, not a guess
-        let half = read("search_stream_ads.json").replacen("\"adGroupAd\"", "\"adGroupAdX\"", 1);
+        // an ad without its ad group cannot be keyed: a malformed answer, not a guess
+        let half = read("search_stream_ads.json").replacen("\"adGroup\"", "\"adGroupX\"", 1);
         assert!(parse_search_stream(&half, "1", chrono_tz::UTC, chrono_tz::UTC, "INR").is_err());
     }
 }

@@ -443,6 +443,16 @@ struct DayTotal {
     value: Decimal,
 }
 
+impl DayTotal {
+    /// One row of its own key: `amount` in a currency worth `inr_rate` INR (1 for event counts).
+    fn add_row(&mut self, amount: Decimal, inr_rate: Decimal) {
+        self.rows += 1;
+        self.keys += 1;
+        self.amount += amount;
+        self.amount_inr += amount * inr_rate;
+    }
+}
+
 /// Daily rows of a Meta account from the fixture pages, per `date_start`; purchases of
 /// `omni_purchase` only (the source's default), never summed with the overlapping types.
 fn meta_daily(act: &str) -> BTreeMap<String, DayTotal> {
@@ -507,10 +517,7 @@ fn meta_hourly_by_ist_day(act: &str, tz: Tz) -> BTreeMap<String, DayTotal> {
         let t = out
             .entry(start.with_timezone(&IST).date_naive().to_string())
             .or_default();
-        t.rows += 1;
-        t.keys += 1;
-        t.amount += spend;
-        t.amount_inr += spend * rate(&cur);
+        t.add_row(spend, rate(&cur));
     }
     out
 }
@@ -575,10 +582,7 @@ fn shopify_daily() -> BTreeMap<String, DayTotal> {
         let e = out
             .entry(t.with_timezone(&IST).date_naive().to_string())
             .or_default();
-        e.rows += 1;
-        e.keys += 1;
-        e.amount += amount;
-        e.amount_inr += amount * rate(cur);
+        e.add_row(amount, rate(cur));
     };
     for i in 1..=3 {
         let page = fixture(&format!("shopify/orders_p{i}.json"));
@@ -736,6 +740,29 @@ async fn wait_rows(q: &QuestDb, table: &str, source: &str, n: usize) {
     .await;
 }
 
+/// A backfill that must fail with incomplete days: (complete, incomplete days, the message).
+async fn incomplete_backfill(
+    cfg: &Config,
+    source: &str,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> (usize, Vec<(NaiveDate, String)>, String) {
+    match backfill(cfg, source, from, to, 7, false).await {
+        Err(e @ BackfillError::Incomplete { .. }) => {
+            let text = e.to_string();
+            let BackfillError::Incomplete {
+                complete,
+                incomplete,
+            } = e
+            else {
+                unreachable!()
+            };
+            (complete, incomplete, text)
+        }
+        other => panic!("{source}: expected incomplete days, got {other:?}"),
+    }
+}
+
 fn keys(t: &BTreeMap<String, DayTotal>) -> usize {
     t.values().map(|d| d.keys).sum()
 }
@@ -826,19 +853,10 @@ async fn every_source_stores_what_its_bodies_say_to_the_paisa() {
     // Google Ads, EUR customer in Berlin: a 200 whose stream ends in an error element is partial:
     // nothing is stored, every day stays incomplete and the backfill fails naming them
     fake.google_broken.store(true, Ordering::SeqCst);
-    let err = backfill(&cfg, "gads_eur_berlin", from, to, 7, false)
-        .await
-        .unwrap_err();
-    let BackfillError::Incomplete {
-        complete,
-        incomplete,
-    } = &err
-    else {
-        panic!("{err}")
-    };
-    assert_eq!((*complete, incomplete.len()), (0, 3), "{err}");
+    let (complete, incomplete, err) = incomplete_backfill(&cfg, "gads_eur_berlin", from, to).await;
+    assert_eq!((complete, incomplete.len()), (0, 3), "{err}");
     assert!(
-        err.to_string().contains("unavailable"),
+        err.contains("unavailable"),
         "the reason names the error element: {err}"
     );
     assert_eq!(
@@ -894,17 +912,8 @@ async fn every_source_stores_what_its_bodies_say_to_the_paisa() {
     // GA4, Kolkata property, 4 rows a page: the last page of the first day says the project's
     // hourly tokens are nearly gone: that day is complete, the two others stay incomplete
     fake.ga4_low_quota.store(true, Ordering::SeqCst);
-    let err = backfill(&cfg, "ga4_kolkata", from, to, 7, false)
-        .await
-        .unwrap_err();
-    let BackfillError::Incomplete {
-        complete,
-        incomplete,
-    } = &err
-    else {
-        panic!("{err}")
-    };
-    assert_eq!((*complete, incomplete.len()), (1, 2), "{err}");
+    let (complete, incomplete, err) = incomplete_backfill(&cfg, "ga4_kolkata", from, to).await;
+    assert_eq!((complete, incomplete.len()), (1, 2), "{err}");
     assert_eq!(incomplete[0].0, day("2026-11-17"));
     assert!(err.to_string().contains("tokensPerProjectPerHour"), "{err}");
     let first = fake.take_log();
@@ -995,6 +1004,9 @@ async fn every_source_stores_what_its_bodies_say_to_the_paisa() {
     print_table(&lines);
 }
 
+/// Where a GA4 `date` / `dateHour` value lands, placed by hand.
+type Place = fn(&str) -> &'static str;
+
 /// The account's hours (of one date) that start on each Indian date.
 type IstHours = &'static [(&'static str, &'static [u32])];
 
@@ -1055,10 +1067,7 @@ async fn days_are_the_accounts_own_dates_and_hours_fall_on_indian_days() {
         for (ist_day, hs) in ist_hours {
             let t = want_h.entry(ist_day.to_string()).or_default();
             for (_, _, _, spend, _) in hours.iter().filter(|x| hs.contains(&x.1)) {
-                t.rows += 1;
-                t.keys += 1;
-                t.amount += *spend;
-                t.amount_inr += *spend * rate(cur);
+                t.add_row(*spend, rate(cur));
             }
         }
         assert_eq!(
@@ -1126,10 +1135,7 @@ async fn days_are_the_accounts_own_dates_and_hours_fall_on_indian_days() {
     let mut want: BTreeMap<String, DayTotal> = BTreeMap::new();
     for (d, _, spend) in &gd {
         let t = want.entry(d.clone()).or_default();
-        t.rows += 1;
-        t.keys += 1;
-        t.amount += *spend;
-        t.amount_inr += *spend * rate("JPY");
+        t.add_row(*spend, rate("JPY"));
     }
     let got = campaign_days(&q, "gads_jpy_tokyo", "day").await;
     compare(
@@ -1146,10 +1152,7 @@ async fn days_are_the_accounts_own_dates_and_hours_fall_on_indian_days() {
     for (ist_day, hs) in [("2026-11-17", [0, 2]), ("2026-11-18", [5, 23])] {
         let t = want.entry(ist_day.to_string()).or_default();
         for (_, _, spend) in gh.iter().filter(|x| x.1.is_some_and(|h| hs.contains(&h))) {
-            t.rows += 1;
-            t.keys += 1;
-            t.amount += *spend;
-            t.amount_inr += *spend * rate("JPY");
+            t.add_row(*spend, rate("JPY"));
         }
     }
     assert_eq!(want.values().map(|t| t.rows).sum::<usize>(), gh.len());
@@ -1188,67 +1191,47 @@ async fn days_are_the_accounts_own_dates_and_hours_fall_on_indian_days() {
             "SELECT day, count(), sum(count), sum(count) FROM funnel WHERE source = '{source}' GROUP BY day ORDER BY day"
         )
     };
-    backfill(&cfg, "ga4_la_daily", from, to, 7, false)
-        .await
-        .unwrap();
-    let mut want: BTreeMap<String, DayTotal> = BTreeMap::new();
-    let mut n = 0;
-    for d in ["2026-11-17", "2026-11-18"] {
-        let t = want.entry(d.to_string()).or_default();
-        for (when, count) in events(&format!("ga4/314000_{d}_date.json")) {
-            assert_eq!(when, d.replace('-', ""));
-            t.rows += 1;
-            t.keys += 1;
-            t.amount += count;
-            t.amount_inr += count;
-            n += 1;
-        }
-    }
-    wait_rows(&q, "funnel", "ga4_la_daily", n).await;
-    let got = stored(&q, &funnel_sql("ga4_la_daily")).await;
-    compare(
-        &mut lines,
-        "ga4",
-        "America/Los_Angeles `date` rows (property dates)",
-        "events",
-        &got,
-        &want,
-        false,
-    );
-    backfill(&cfg, "ga4_la_hourly", from, to, 7, false)
-        .await
-        .unwrap();
-    let place = |date_hour: &str| -> &'static str {
-        match date_hour {
-            "2026111700" | "2026111710" => "2026-11-17",
-            "2026111713" | "2026111723" | "2026111800" | "2026111810" => "2026-11-18",
-            "2026111813" | "2026111823" => "2026-11-19",
-            other => panic!("hour {other} not placed by hand"),
-        }
+    // the date rows' dates must be the property's own; each dateHour placed by hand
+    let property_date: Place = |when| match when {
+        "20261117" => "2026-11-17",
+        "20261118" => "2026-11-18",
+        other => panic!("date {other} is not a property date of the window"),
     };
-    let mut want: BTreeMap<String, DayTotal> = BTreeMap::new();
-    let mut n = 0;
-    for d in ["2026-11-17", "2026-11-18"] {
-        for (when, count) in events(&format!("ga4/314000_{d}.json")) {
-            let t = want.entry(place(&when).to_string()).or_default();
-            t.rows += 1;
-            t.keys += 1;
-            t.amount += count;
-            t.amount_inr += count;
-            n += 1;
+    let indian_date: Place = |date_hour| match date_hour {
+        "2026111700" | "2026111710" => "2026-11-17",
+        "2026111713" | "2026111723" | "2026111800" | "2026111810" => "2026-11-18",
+        "2026111813" | "2026111823" => "2026-11-19",
+        other => panic!("hour {other} not placed by hand"),
+    };
+    let ga4_cases: [(&str, &str, &str, Place); 2] = [
+        (
+            "ga4_la_daily",
+            "_date",
+            "America/Los_Angeles `date` rows (property dates)",
+            property_date,
+        ),
+        (
+            "ga4_la_hourly",
+            "",
+            "America/Los_Angeles `dateHour` rows (Indian days)",
+            indian_date,
+        ),
+    ];
+    for (source, suffix, case, place) in ga4_cases {
+        backfill(&cfg, source, from, to, 7, false).await.unwrap();
+        let mut want: BTreeMap<String, DayTotal> = BTreeMap::new();
+        let mut n = 0;
+        for d in ["2026-11-17", "2026-11-18"] {
+            for (when, count) in events(&format!("ga4/314000_{d}{suffix}.json")) {
+                let t = want.entry(place(&when).to_string()).or_default();
+                t.add_row(count, Decimal::ONE);
+                n += 1;
+            }
         }
+        wait_rows(&q, "funnel", source, n).await;
+        let got = stored(&q, &funnel_sql(source)).await;
+        compare(&mut lines, "ga4", case, "events", &got, &want, false);
     }
-    wait_rows(&q, "funnel", "ga4_la_hourly", n).await;
-    let got = stored(&q, &funnel_sql("ga4_la_hourly")).await;
-    compare(
-        &mut lines,
-        "ga4",
-        "America/Los_Angeles `dateHour` rows (Indian days)",
-        "events",
-        &got,
-        &want,
-        false,
-    );
     print_table(&lines);
 }
 

@@ -160,6 +160,9 @@ pub struct QuestDbConfig {
     pub forecasts_retention_days: u32,
     /// Days of anomaly scores QuestDB keeps (table TTL); 0 keeps them all.
     pub anomalies_retention_days: u32,
+    /// Days of ad-level rows (`ad_stats`) QuestDB keeps (table TTL); 0 keeps them all. Campaign
+    /// totals stay in `campaign_stats` whatever this says.
+    pub ad_stats_retention_days: u32,
 }
 
 impl Default for QuestDbConfig {
@@ -181,6 +184,7 @@ impl Default for QuestDbConfig {
             spool_reserve_bytes: 256 << 20,
             forecasts_retention_days: 90,
             anomalies_retention_days: 90,
+            ad_stats_retention_days: 400,
         }
     }
 }

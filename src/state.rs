@@ -193,6 +193,8 @@ impl Store {
                 // order depth and attribution feed QuestDB and the dashboards; the live
                 // snapshot reads orders
                 Record::OrderLines(_) | Record::Touchpoints(_) | Record::Attribution(_) => {}
+                // the campaign rows carry the ads' sums; the in-memory KPIs are per campaign
+                Record::AdStats(_) => {}
                 Record::Funnel(f) => {
                     self.funnel.insert(
                         (

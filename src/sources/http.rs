@@ -219,6 +219,16 @@ pub fn merge_duplicates(batch: Vec<Observation>) -> Vec<Observation> {
         BTreeMap::new();
     let mut funnel: BTreeMap<(String, String, i64, crate::records::Bucket), usize> =
         BTreeMap::new();
+    let mut ads: BTreeMap<
+        (
+            crate::records::CampaignKey,
+            String,
+            String,
+            i64,
+            crate::records::Bucket,
+        ),
+        usize,
+    > = BTreeMap::new();
     for o in batch {
         match o {
             Observation::Campaign(c) => {
@@ -272,6 +282,31 @@ pub fn merge_duplicates(batch: Vec<Observation>) -> Vec<Observation> {
                     }
                 }
             }
+            // ad-by-product rows, or one ad's rows over several pages of one answer
+            Observation::Ad(a) => {
+                let k = (
+                    a.stat.key.clone(),
+                    a.ad.adset_id.clone(),
+                    a.ad.ad_id.clone(),
+                    a.stat.ts.timestamp(),
+                    a.stat.bucket,
+                );
+                match ads.get(&k) {
+                    Some(&i) => {
+                        if let Observation::Ad(into) = &mut out[i] {
+                            into.stat.spend += a.stat.spend;
+                            into.stat.conversion_value += a.stat.conversion_value;
+                            into.stat.impressions += a.stat.impressions;
+                            into.stat.clicks += a.stat.clicks;
+                            into.stat.conversions += a.stat.conversions;
+                        }
+                    }
+                    None => {
+                        ads.insert(k, out.len());
+                        out.push(Observation::Ad(a));
+                    }
+                }
+            }
             other => out.push(other),
         }
     }
@@ -284,6 +319,7 @@ pub fn day_of(o: &Observation, tz: Tz, reporting: Tz) -> NaiveDate {
     use crate::records::Bucket;
     let (ts, daily) = match o {
         Observation::Campaign(c) => (c.ts, c.bucket == Bucket::Day),
+        Observation::Ad(a) => (a.stat.ts, a.stat.bucket == Bucket::Day),
         Observation::Order(o) => (o.ts, false),
         Observation::Funnel(f) => (f.ts, f.bucket == Bucket::Day),
     };

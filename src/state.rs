@@ -1,6 +1,11 @@
 //! Current state: the recent history the collector keeps in memory (retention_days of hourly
-//! buckets, orders and funnel counts, upserted by the same keys as QuestDB), and the KPI
-//! [`Snapshot`] computed from it for `/metrics`.
+//! buckets per campaign, orders and funnel counts, upserted by the same keys as QuestDB), and the
+//! KPI [`Snapshot`] computed from it for `/metrics`.
+//!
+//! The whole-business rolling windows reach further back than the per-campaign history (the
+//! seed's 10-day view, 30 days): hour buckets older than `retention_days` are folded into one
+//! business total per hour (720 cells for 30 days, whatever the number of campaigns) instead of
+//! being kept per campaign, and orders are kept as long as the longest window.
 
 use chrono::{DateTime, Duration, NaiveDate, Timelike, Utc};
 use chrono_tz::Tz;
@@ -65,20 +70,79 @@ pub struct SnapshotSettings {
 type FunnelKey = (i64, Bucket, String, String, String);
 
 /// In-memory recent history.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Store {
     campaigns: HashMap<CampaignKey, CampaignHistory>,
     orders: BTreeMap<(DateTime<Utc>, String), OrderLite>,
     funnel: HashMap<FunnelKey, (NaiveDate, u64)>,
+    /// Per-campaign history kept (`general.retention_days`).
     retention: Duration,
+    /// History the whole-business windows need: the longest of [`TOTAL_WINDOWS`] plus the
+    /// current partial hour, or nothing when `retention` is zero (a throwaway store).
+    window_retention: Duration,
+    /// Business totals (all campaigns) per hour bucket older than `hour_cutoff`.
+    window_hours: BTreeMap<i64, Cell>,
+    /// Which (campaign, hour) a `window_hours` cell already holds: per campaign, per
+    /// `hour.div_euclid(86_400)`, one bit per hour of that UTC day. A row repeated for such an
+    /// hour (a backfill replayed) is then not counted twice.
+    archived: HashMap<CampaignKey, BTreeMap<i64, u32>>,
+    /// The last prune's per-campaign cutoff (unix seconds): the business windows read
+    /// `window_hours` before it and the campaigns' hours from it on, so that no hour counts
+    /// twice whatever arrived since. It follows the clock (the demo's clock starts in the past).
+    hour_cutoff: i64,
+    /// Restated hour rows for hours already folded into `window_hours`: their old value stays
+    /// (the per-campaign cell is gone), so the 10d/30d windows can lag QuestDB by these.
+    stale_restatements: u64,
 }
 
 impl Store {
     pub fn new(retention_days: u32) -> Self {
+        let retention = Duration::days(i64::from(retention_days));
+        let longest = TOTAL_WINDOWS.iter().map(|w| w.hours).max().unwrap_or(0);
+        let window_retention = if retention_days == 0 {
+            Duration::zero()
+        } else {
+            retention.max(Duration::hours(i64::from(longest) + 1))
+        };
         Self {
-            retention: Duration::days(i64::from(retention_days)),
-            ..Default::default()
+            campaigns: HashMap::new(),
+            orders: BTreeMap::new(),
+            funnel: HashMap::new(),
+            retention,
+            window_retention,
+            window_hours: BTreeMap::new(),
+            archived: HashMap::new(),
+            hour_cutoff: i64::MIN,
+            stale_restatements: 0,
         }
+    }
+
+    /// Hour rows that restated an hour already folded into the business totals (older than
+    /// `retention_days`) and so were not applied; see docs/metrics.md.
+    pub fn stale_restatements(&self) -> u64 {
+        self.stale_restatements
+    }
+
+    /// Fold one campaign's hour cell into the business totals, once per (campaign, hour).
+    fn archive_hour(&mut self, key: &CampaignKey, t: i64, cell: Cell) {
+        let (day, bit) = (t.div_euclid(86_400), (t.rem_euclid(86_400) / 3600) as u32);
+        let mask = self
+            .archived
+            .entry(key.clone())
+            .or_default()
+            .entry(day)
+            .or_default();
+        if *mask & (1 << bit) != 0 {
+            self.stale_restatements += 1;
+            return;
+        }
+        *mask |= 1 << bit;
+        let e = self.window_hours.entry(t).or_default();
+        e.spend += cell.spend;
+        e.conversion_value += cell.conversion_value;
+        e.impressions += cell.impressions;
+        e.clicks += cell.clicks;
+        e.conversions += cell.conversions;
     }
 
     pub fn campaign_count(&self) -> usize {
@@ -90,10 +154,6 @@ impl Store {
         for r in records {
             match r {
                 Record::CampaignStats(c) => {
-                    let h = self.campaigns.entry(c.key.clone()).or_default();
-                    if h.name != c.campaign_name {
-                        h.name.clone_from(&c.campaign_name);
-                    }
                     let cell = Cell {
                         spend: c.spend,
                         conversion_value: c.conversion_value,
@@ -101,9 +161,16 @@ impl Store {
                         clicks: c.clicks,
                         conversions: c.conversions,
                     };
+                    // an hour older than the per-campaign history lands here too, and moves to
+                    // the business totals at the next prune (once per campaign and hour)
+                    let t = c.ts.timestamp();
+                    let h = self.campaigns.entry(c.key.clone()).or_default();
+                    if h.name != c.campaign_name {
+                        h.name.clone_from(&c.campaign_name);
+                    }
                     match c.bucket {
                         Bucket::Hour => {
-                            h.hours.insert(c.ts.timestamp(), cell);
+                            h.hours.insert(t, cell);
                         }
                         Bucket::Day => {
                             h.days.insert(c.day, cell);
@@ -126,6 +193,8 @@ impl Store {
                 // order depth and attribution feed QuestDB and the dashboards; the live
                 // snapshot reads orders
                 Record::OrderLines(_) | Record::Touchpoints(_) | Record::Attribution(_) => {}
+                // the campaign rows carry the ads' sums; the in-memory KPIs are per campaign
+                Record::AdStats(_) => {}
                 Record::Funnel(f) => {
                     self.funnel.insert(
                         (
@@ -219,17 +288,47 @@ impl Store {
         out
     }
 
-    /// Drop what is older than the retention before `now`.
+    /// Drop what is older than the retention before `now`; hour buckets older than
+    /// `retention_days` but inside the longest window move into the business totals.
     pub fn prune(&mut self, now: DateTime<Utc>) {
         let cutoff = now - self.retention;
         let cut_s = cutoff.timestamp();
         let cut_day = cutoff.date_naive();
-        self.campaigns.retain(|_, h| {
-            h.hours = h.hours.split_off(&cut_s);
+        let window_cutoff = now - self.window_retention;
+        let window_s = window_cutoff.timestamp();
+        let mut folded: Vec<(CampaignKey, i64, Cell)> = Vec::new();
+        self.campaigns.retain(|key, h| {
+            let keep = h.hours.split_off(&cut_s);
+            let old = std::mem::replace(&mut h.hours, keep);
+            folded.extend(
+                old.into_iter()
+                    .filter(|(t, _)| *t >= window_s)
+                    .map(|(t, c)| (key.clone(), t, c)),
+            );
             h.days = h.days.split_off(&cut_day);
             !(h.hours.is_empty() && h.days.is_empty())
         });
-        self.orders = self.orders.split_off(&(cutoff, String::new()));
+        let stale_before = self.stale_restatements;
+        for (key, t, c) in folded {
+            self.archive_hour(&key, t, c);
+        }
+        if self.stale_restatements > stale_before {
+            // said once per prune, not per row: a replayed backfill repeats thousands
+            tracing::warn!(
+                rows = self.stale_restatements - stale_before,
+                retention_days = self.retention.num_days(),
+                "hour rows restated past the per-campaign history: the 10d/30d windows keep the \
+                 earlier values (QuestDB has the new ones)"
+            );
+        }
+        self.hour_cutoff = cut_s;
+        self.window_hours = self.window_hours.split_off(&window_s);
+        let window_day = window_s.div_euclid(86_400);
+        self.archived.retain(|_, days| {
+            *days = days.split_off(&window_day);
+            !days.is_empty()
+        });
+        self.orders = self.orders.split_off(&(window_cutoff, String::new()));
         self.funnel.retain(|k, _| k.0 >= cut_s);
     }
 
@@ -246,7 +345,7 @@ impl Store {
         // Rolling windows the kept history covers (a longer one would be missing data).
         let total_windows: Vec<Window> = TOTAL_WINDOWS
             .into_iter()
-            .filter(|w| self.retention >= Duration::hours(i64::from(w.hours)))
+            .filter(|w| self.window_retention >= Duration::hours(i64::from(w.hours)))
             .collect();
         let camp_windows: Vec<Window> = CAMPAIGN_WINDOWS
             .into_iter()
@@ -362,9 +461,16 @@ impl Store {
             for (&t, c) in h.hours.range(lo..) {
                 let cell = c.totals();
                 if t <= cur_hour {
-                    for r in total_rolling.iter_mut().chain(rolling.iter_mut()) {
+                    for r in rolling.iter_mut() {
                         if t >= r.window.start(cur_hour) {
                             r.totals += cell;
+                        }
+                    }
+                    if t >= self.hour_cutoff {
+                        for r in total_rolling.iter_mut() {
+                            if t >= r.window.start(cur_hour) {
+                                r.totals += cell;
+                            }
                         }
                     }
                 }
@@ -445,6 +551,18 @@ impl Store {
         for p in platforms.values_mut() {
             p.loss_rate_per_hour =
                 loss_rate_per_hour(&p.loss_window, s.loss_rate_window_hours, s.margin);
+        }
+        // hours older than the per-campaign history, from the business totals
+        let archive_end = self.hour_cutoff.min(cur_hour + 1);
+        for (&t, c) in self
+            .window_hours
+            .range(oldest_window..archive_end.max(oldest_window))
+        {
+            for r in total_rolling.iter_mut() {
+                if t >= r.window.start(cur_hour) {
+                    r.totals += c.totals();
+                }
+            }
         }
         total_loss_window.revenue = total_rev_loss_window;
         total.loss_rate_per_hour =

@@ -295,6 +295,38 @@ impl Store {
         out
     }
 
+    /// Shop orders (not refunds) per (UTM campaign, hour bucket start) for hours in
+    /// `[from, to)`: the shop's own count of what each campaign sold, for comparing with the
+    /// platform's conversions (the tracking-break test). The UTM value is as the shop recorded
+    /// it (a campaign id or name; the caller matches it).
+    pub fn attributed_orders_by_hour(
+        &self,
+        from: i64,
+        to: i64,
+        tz: Tz,
+    ) -> HashMap<(String, i64), u64> {
+        let mut out: HashMap<(String, i64), u64> = HashMap::new();
+        let lo = DateTime::<Utc>::from_timestamp(from, 0).unwrap_or_default();
+        for ((ts, _), o) in self.orders.range((lo, String::new())..) {
+            let b = hour_floor(*ts, tz).timestamp();
+            if b >= to {
+                break;
+            }
+            if b >= from
+                && o.kind == OrderKind::Order
+                && let Some(u) = &o.utm_campaign
+            {
+                *out.entry((u.clone(), b)).or_default() += 1;
+            }
+        }
+        out
+    }
+
+    /// True when any shop order or refund is kept (a shop is connected).
+    pub fn has_orders(&self) -> bool {
+        !self.orders.is_empty()
+    }
+
     /// Shop revenue per reporting day (all orders kept in memory).
     pub fn daily_revenue(&self) -> BTreeMap<NaiveDate, Decimal> {
         let mut out: BTreeMap<NaiveDate, Decimal> = BTreeMap::new();

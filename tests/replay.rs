@@ -81,6 +81,10 @@ struct Fake {
     ga4_low_quota: Arc<AtomicBool>,
     /// Shopify's next request for page 2 answers THROTTLED.
     shopify_throttle: Arc<AtomicBool>,
+    /// Shopify's next request for page 3 answers HTTP 429 with `Retry-After: 1`.
+    shopify_429: Arc<AtomicBool>,
+    /// Google Ads' next call answers HTTP 429 with the array-form quota error (`retryDelay` 3s).
+    google_quota: Arc<AtomicBool>,
 }
 
 impl Fake {
@@ -178,6 +182,13 @@ async fn google_stream(
     let q = v["query"].as_str().unwrap_or_default();
     let range = q.split("BETWEEN").nth(1).unwrap_or_default().trim();
     f.note(format!("google {range}"));
+    if f.google_quota.swap(false, Ordering::SeqCst) {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            axum::Json(fixture("google_ads/quota_exhausted_array.json")),
+        )
+            .into_response();
+    }
     let file = if customer == "5550001111" && f.google_broken.load(Ordering::SeqCst) {
         format!("google_ads/{customer}_stream_error_last.json")
     } else if q.contains("segments.hour") {
@@ -241,6 +252,14 @@ async fn shopify_graphql(State(f): State<Fake>, axum::Json(b): axum::Json<Value>
     };
     if i == 1 && f.shopify_throttle.swap(false, Ordering::SeqCst) {
         return axum::Json(fixture("shopify/throttled.json")).into_response();
+    }
+    if i == 2 && f.shopify_429.swap(false, Ordering::SeqCst) {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", "1.0")],
+            r#"{"errors":"Exceeded 2 calls per second for api client. Reduce request rates to resume uninterrupted service."}"#,
+        )
+            .into_response();
     }
     axum::Json(pages[i].clone()).into_response()
 }
@@ -946,18 +965,17 @@ async fn every_source_stores_what_its_bodies_say_to_the_paisa() {
         "no partial rows stored"
     );
     // the stream is whole again: the re-run fills the three days
+    // and its first call is refused for quota in the array form, asking for 3s
     fake.google_broken.store(false, Ordering::SeqCst);
+    fake.google_quota.store(true, Ordering::SeqCst);
     let s = backfill(&cfg, "gads_eur_berlin", from, to, 7, false)
         .await
         .unwrap();
-    assert_eq!(s.days, 3);
+    assert_eq!((s.days, s.waits.clone()), (3, vec![Duration::from_secs(3)]));
     assert_eq!(
         fake.take_log(),
-        [
-            "google '2026-11-16' AND '2026-11-18'",
-            "google '2026-11-16' AND '2026-11-18'"
-        ],
-        "one searchStream call for the ads (FROM ad_group_ad), one for the campaigns without ads"
+        ["google '2026-11-16' AND '2026-11-18'"; 3],
+        "the quota error's retryDelay waited, then one searchStream call for the ads (FROM ad_group_ad) and one for the campaigns without ads"
     );
     let want = google_daily();
     wait_rows(&q, "campaign_stats", "gads_eur_berlin", keys(&want)).await;
@@ -965,7 +983,7 @@ async fn every_source_stores_what_its_bodies_say_to_the_paisa() {
     compare(
         &mut lines,
         "google_ads",
-        "EUR, Berlin, ad-group rows, 2 stream batches; after a 200 ending in an error element",
+        "EUR, Berlin, ad-group rows, 2 stream batches; after a 200 ending in an error element and a 429 (array form, retryDelay 3s)",
         "EUR",
         &got,
         &want,
@@ -1033,21 +1051,24 @@ async fn every_source_stores_what_its_bodies_say_to_the_paisa() {
     // Shopify, USD shop in New York: page 2 is THROTTLED once (cost 252, 152 available, 100/s:
     // 1 s), the same page cursor is asked again; refunds and cancellations on their own days
     fake.shopify_throttle.store(true, Ordering::SeqCst);
+    fake.shopify_429.store(true, Ordering::SeqCst);
     let s = backfill(&cfg, "shop_usd_ny", from, to, 7, false)
         .await
         .unwrap();
     assert_eq!(s.days, 3);
     let log = fake.take_log();
     println!(
-        "requests: shopify: {} (3 pages, page 2 THROTTLED once and asked again with its cursor)",
+        "requests: shopify: {} (3 pages; page 2 THROTTLED once, page 3 HTTP 429 once, each asked again with its cursor)",
         log.len()
     );
-    assert_eq!(log.len(), 4, "{log:?}");
+    assert_eq!(log.len(), 5, "{log:?}");
     assert_eq!(
-        log[1], log[2],
-        "the throttled page is asked again with its cursor, not from page 1"
+        (&log[1], &log[3]),
+        (&log[2], &log[4]),
+        "a throttled page is asked again with its cursor, not from page 1"
     );
     assert_ne!(log[2], "shopify after=-");
+    assert_ne!(log[2], log[4]);
     let want = shopify_daily();
     wait_rows(&q, "orders", "shop_usd_ny", keys(&want)).await;
     let got = stored(
@@ -1058,7 +1079,7 @@ async fn every_source_stores_what_its_bodies_say_to_the_paisa() {
     compare(
         &mut lines,
         "shopify",
-        "USD shop, New York, 3 pages, THROTTLED on page 2, refunds and cancellations",
+        "USD shop, New York, 3 pages, THROTTLED on page 2, 429 on page 3, refunds and cancellations",
         "USD",
         &got,
         &want,

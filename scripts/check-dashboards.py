@@ -234,22 +234,37 @@ def convention_problems(dashboard: dict) -> list[str]:
     return out
 
 
+def kpi_of(query: str) -> str | None:
+    """The KPI a query shows: its first adpulse metric, today's and the rolling windows' forms
+    counted as one (ROI today and ROI over 10 days are the same ratio, judged alike)."""
+    m = re.search(r"adpulse_[a-z0-9_]+", query)
+    if not m:
+        return None
+    return re.sub(r"_(today|rolling)(?=_ratio$|$)", "", m.group(0))
+
+
 def threshold_problems(dashboards: dict[str, dict]) -> list[str]:
-    """One threshold set per KPI: stat panels showing the same metric use the same steps."""
-    seen: dict[str, tuple[str, str]] = {}
+    """One threshold set per KPI: every panel (stat, time series, gauge...) that draws thresholds
+    for a KPI uses the same step values. A panel with only the base step draws none and is left
+    out; the KPI is the first query's metric (scope kept: a campaign's loss rate is not the
+    business's), with its today / rolling forms as one."""
+    seen: dict[str, tuple[str, list]] = {}
     out = []
     for name, d in dashboards.items():
         for p in panels_of(d):
-            if p.get("type") != "stat" or not p.get("targets"):
+            if not p.get("targets"):
                 continue
-            # the KPI: the first query, without offsets or selectors (the same KPI by platform)
-            key = re.sub(r"\{[^}]*\$[^}]*\}|\s+offset \w+|\s+", "", queries(p)[0])
-            if "adpulse_" not in key:
+            key = kpi_of(queries(p)[0])
+            if key is None:
                 continue
-            steps = json.dumps(p.get("fieldConfig", {}).get("defaults", {}).get("thresholds", {}).get("steps"))
-            if key in seen and seen[key][1] != steps:
-                out.append(f"{name}: panel {p.get('id')} {p.get('title')!r}: thresholds of {key} differ from {seen[key][0]}")
-            seen.setdefault(key, (f"{name} panel {p.get('id')}", steps))
+            steps = p.get("fieldConfig", {}).get("defaults", {}).get("thresholds", {}).get("steps") or []
+            values = [s.get("value") for s in steps if s.get("value") is not None]
+            if not values:
+                continue
+            if key in seen and seen[key][1] != values:
+                out.append(f"{name}: panel {p.get('id')} {p.get('title')!r}: thresholds {values} of {key} "
+                           f"differ from {seen[key][1]} in {seen[key][0]}")
+            seen.setdefault(key, (f"{name} panel {p.get('id')}", values))
     return out
 
 

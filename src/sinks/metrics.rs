@@ -677,6 +677,8 @@ pub struct Exposition {
     cache: ArcSwapOption<Rendered>,
     /// One renderer at a time; the others wait and take its result.
     render: Mutex<()>,
+    /// Fixed families known at start (the spool limit), appended to every body.
+    limits: String,
 }
 
 impl Exposition {
@@ -691,7 +693,20 @@ impl Exposition {
             top_n: config.campaign_series_top_n,
             cache: ArcSwapOption::empty(),
             render: Mutex::new(()),
+            limits: String::new(),
         }
+    }
+
+    /// Also expose a sink's spool limit (`adpulse_sink_spool_max_bytes`), so that a rule can
+    /// compare `adpulse_sink_spool_bytes` with it rather than with a number copied from config.
+    pub fn with_spool_limit(mut self, sink: &str, max_bytes: u64) -> Self {
+        let mut f = Family::new(
+            "adpulse_sink_spool_max_bytes",
+            "Size the disk spool may reach before sources are made to wait (questdb.spool_max_bytes)",
+        );
+        f.push(&[("sink", sink)], max_bytes as f64);
+        f.write(&mut self.limits);
+        self
     }
 
     fn fresh(&self, c: &Rendered) -> bool {
@@ -733,6 +748,16 @@ impl Exposition {
             });
             render_models(m, keep.as_ref(), &mut text);
         }
+        // Wall-clock time this snapshot was first rendered: the refresher renders each new one
+        // at once, so it stops moving when the KPI loop stalls (the collector clock of
+        // `adpulse_snapshot_timestamp_seconds` is simulated in the demo and cannot tell).
+        let mut rendered = Family::new(
+            "adpulse_snapshot_rendered_timestamp_seconds",
+            "Wall-clock time the KPIs shown were computed and first rendered (stops when the KPI loop stalls)",
+        );
+        rendered.push(&[], crate::telemetry::unix_now());
+        rendered.write(&mut text);
+        text.push_str(&self.limits);
         let r = Arc::new(Rendered {
             snapshot,
             models,
@@ -828,5 +853,41 @@ mod tests {
         let mut f = Family::new("m", "h");
         f.push(&[("campaign", "a \"b\" \\ c\nd")], 1.0);
         assert_eq!(f.body, "m{campaign=\"a \\\"b\\\" \\\\ c\\nd\"} 1\n");
+    }
+
+    #[test]
+    fn refresh_time_moves_with_each_new_snapshot_only_and_the_spool_limit_is_shown() {
+        let snap = Arc::new(ArcSwap::from_pointee(Snapshot::empty("INR")));
+        let e = Exposition::new(snap.clone(), None, &MetricsConfig::default())
+            .with_spool_limit("questdb", 1 << 30);
+        let value = |text: &[u8], name: &str| -> f64 {
+            let text = std::str::from_utf8(text).unwrap();
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name} missing from {text}"))
+        };
+        let before = crate::telemetry::unix_now();
+        let first = e.current();
+        let t1 = value(&first.text, "adpulse_snapshot_rendered_timestamp_seconds ");
+        assert!(t1 >= before.floor(), "{t1} {before}");
+        assert_eq!(
+            value(
+                &first.text,
+                "adpulse_sink_spool_max_bytes{sink=\"questdb\"}"
+            ),
+            (1u64 << 30) as f64
+        );
+        // no new snapshot (a stalled loop): the same body, the same time
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(e.current().text, first.text);
+        // a new snapshot: a later time
+        snap.store(Arc::new(Snapshot::empty("INR")));
+        let t2 = value(
+            &e.current().text,
+            "adpulse_snapshot_rendered_timestamp_seconds ",
+        );
+        assert!(t2 > t1, "{t2} after {t1}");
     }
 }

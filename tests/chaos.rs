@@ -4,9 +4,15 @@
 //! deterministic input (the demo's seeded generator over the same range, normalized), computed here
 //! independently of the sink. Each case reports `N rows: lost / duplicated / wrong / unexpected`.
 //!
-//! Size: `ADPULSE_CHAOS_SCALE` (copies of the demo's 6 campaigns, default 1) and
-//! `ADPULSE_CHAOS_DAYS` (backfill days, default 3). The outage figures in the closing note of
-//! issue 9 come from a run with larger values (see `docs/reliability.md`).
+//! Cases: 1 QuestDB `kill -9` mid-backfill; 2 adpulse SIGKILL with rows in memory and in the
+//! spool, from an API source (Meta insights against a local Graph API, adpulse as its own
+//! process); 3 a poison row; 4 a full spool, then the kill switch; 5 SIGTERM with a full spool;
+//! 6 a corrupted spool line; and the refusals of the last minute before shutdown.
+//!
+//! Size: `ADPULSE_CHAOS_SCALE` (copies of the demo's 6 campaigns, and 100 campaigns per copy in
+//! case 2's fake account; default 1) and `ADPULSE_CHAOS_DAYS` (backfill days, default 3). The
+//! outage figures in the closing note of issue 9 come from a run with larger values (see
+//! `docs/reliability.md`).
 
 mod common;
 
@@ -914,4 +920,303 @@ interval_secs = 3600
     .await;
     second.kill().unwrap();
     second.wait().unwrap();
+}
+
+// ---- case 4: a full spool, then the kill switch; and the refusals of the last minute ----
+
+const WRITE_TOKEN: &str = "chaos-write-token-Hq3";
+const META_ACTIONS_TOKEN: &str = "chaos-meta-token-Vb8";
+
+/// A Meta Marketing API campaign node, as documented: `GET /{campaign_id}?fields=status,...`
+/// answers the campaign, `POST /{campaign_id}` with the form field `status=PAUSED` answers
+/// `{"success": true}`. Records which campaigns were paused.
+async fn fake_campaign_api() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>,
+) {
+    use axum::extract::{Path as UrlPath, State};
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
+    type Status = std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>;
+    fn authed(h: &HeaderMap) -> bool {
+        h.get("authorization").and_then(|v| v.to_str().ok())
+            == Some(&format!("Bearer {META_ACTIONS_TOKEN}"))
+    }
+    fn denied() -> axum::response::Response {
+        (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(serde_json::json!({"error": {"message": "Invalid OAuth access token.", "type": "OAuthException", "code": 190}})),
+        )
+            .into_response()
+    }
+    async fn read(
+        State(s): State<Status>,
+        h: HeaderMap,
+        UrlPath((_v, id)): UrlPath<(String, String)>,
+    ) -> axum::response::Response {
+        if !authed(&h) {
+            return denied();
+        }
+        let status = s
+            .lock()
+            .unwrap()
+            .get(&id)
+            .cloned()
+            .unwrap_or("ACTIVE".into());
+        axum::Json(serde_json::json!({"id": id, "status": status, "daily_budget": "500000"}))
+            .into_response()
+    }
+    async fn write(
+        State(s): State<Status>,
+        h: HeaderMap,
+        UrlPath((_v, id)): UrlPath<(String, String)>,
+        body: String,
+    ) -> axum::response::Response {
+        if !authed(&h) {
+            return denied();
+        }
+        let status = body
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == "status")
+            .map(|(_, v)| v.to_string());
+        match status.as_deref() {
+            Some("PAUSED" | "ACTIVE") => {
+                s.lock().unwrap().insert(id, status.unwrap());
+                axum::Json(serde_json::json!({"success": true})).into_response()
+            }
+            _ => (
+                StatusCode::BAD_REQUEST,
+                axum::Json(serde_json::json!({"error": {"message": "(#100) Invalid parameter", "type": "OAuthException", "code": 100}})),
+            )
+                .into_response(),
+        }
+    }
+    let status: Status = Default::default();
+    let app = axum::Router::new()
+        .route("/{version}/{id}", axum::routing::get(read).post(write))
+        .with_state(status.clone());
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (format!("http://{addr}"), status)
+}
+
+/// Actions on, acting for real (not a dry run) on the fake campaign API, with a write token.
+fn with_actions(cfg: &mut Config, dir: &Path, meta_url: &str) {
+    let file = |name: &str, v: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, format!("{v}\n")).unwrap();
+        p
+    };
+    cfg.actions.dry_run = false;
+    cfg.actions.retry.initial_ms = 20;
+    cfg.actions.auth.write_token_file = Some(file("write-token", WRITE_TOKEN));
+    cfg.actions.meta = Some(adpulse::actions::config::MetaConfig {
+        base_url: meta_url.to_string(),
+        access_token_file: Some(file("meta-actions-token", META_ACTIONS_TOKEN)),
+        ..adpulse::actions::config::MetaConfig::default()
+    });
+}
+
+/// Every row of the local audit log (`<state_dir>/actions-audit.jsonl`).
+fn audit_log(dir: &Path) -> Vec<adpulse::records::ActionRow> {
+    std::fs::read_to_string(dir.join("state/actions-audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("an audit line"))
+        .collect()
+}
+
+/// Audit rows of `want` that QuestDB's `actions` table does not hold (by its dedup key, with the
+/// columns that say what happened).
+async fn audit_rows_missing(q: &QuestDb, want: &[adpulse::records::ActionRow]) -> Vec<String> {
+    let got: std::collections::BTreeSet<String> = q
+        .try_sql("SELECT ts, action_id, event, actor, platform, account, campaign_id, result FROM actions")
+        .await
+        .ok()
+        .and_then(|v| v["dataset"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(cell)
+                .collect::<Vec<_>>()
+                .join("|")
+        })
+        .collect();
+    want.iter()
+        .map(|a| {
+            [
+                ts(a.ts),
+                a.action_id.clone(),
+                a.event.clone(),
+                a.actor.clone(),
+                a.platform.clone(),
+                a.account.clone(),
+                a.campaign_id.clone(),
+                a.result.clone(),
+            ]
+            .join("|")
+        })
+        .filter(|k| !got.contains(k))
+        .collect()
+}
+
+/// Case 4: QuestDB down and the spool full (sources held back), then the kill switch through the
+/// API. It answers, every Meta campaign of the account is paused at the platform, and once
+/// QuestDB is back the audit rows of the local fsynced log all reach the `actions` table, with
+/// every data row: nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_then_the_kill_switch() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let (meta_url, paused) = fake_campaign_api().await;
+    let mut cfg = config(&url, dir.path(), vec![SourceConfig::Demo(demo(15))]);
+    cfg.questdb.spool_max_bytes = 200_000;
+    cfg.questdb.max_buffered_rows = 500;
+    cfg.questdb.flush_rows = 200;
+    with_actions(&mut cfg, dir.path(), &meta_url);
+    let records = demo_reference(&cfg);
+    // the account's Meta campaigns, from the demo's own rows
+    let account = "act_1029384756";
+    let meta_campaigns: std::collections::BTreeSet<String> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::CampaignStats(c) if c.key.platform == "meta" && c.key.account == account => {
+                Some(c.key.campaign_id.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(meta_campaigns.len() >= 2, "{meta_campaigns:?}");
+    let want = reference(records);
+    let running = adpulse::app::start(cfg.clone()).await.unwrap();
+    let addr = running.addr;
+    eventually("a full spool", Duration::from_secs(120), || async {
+        let m = metrics(addr).await;
+        (metric(&m, "adpulse_sink_backpressure{sink=\"questdb\"}")? == 1.0).then_some(())
+    })
+    .await;
+    // the engine acts on the campaigns of its in-memory snapshot (what /metrics shows)
+    eventually(
+        "the account's campaigns in the snapshot",
+        Duration::from_secs(120),
+        || async {
+            let m = metrics(addr).await;
+            meta_campaigns
+                .iter()
+                .all(|id| m.contains(&format!("campaign_id=\"{id}\"")))
+                .then_some(())
+        },
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let resp = client()
+        .post(format!("http://{addr}/api/v1/kill-switch"))
+        .bearer_auth(WRITE_TOKEN)
+        .json(&serde_json::json!({"platform": "meta", "account": account, "by": "chaos", "reason": "spool full"}))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let latency = started.elapsed();
+    eprintln!(
+        "chaos 4: kill switch answered {status} in {:.1} ms with QuestDB down and the spool full",
+        latency.as_secs_f64() * 1000.0
+    );
+    assert_eq!(status, 200, "{body}");
+    let executed: std::collections::BTreeSet<String> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["outcome"]["result"] == "executed")
+        .map(|r| r["campaign_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(executed, meta_campaigns, "{body}");
+    let at_platform: std::collections::BTreeSet<String> = paused
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, s)| *s == "PAUSED")
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert_eq!(at_platform, meta_campaigns, "paused at the platform");
+    let still_full = metric(
+        &metrics(addr).await,
+        "adpulse_sink_backpressure{sink=\"questdb\"}",
+    );
+    assert_eq!(still_full, Some(1.0), "the spool was still full");
+    // the audit rows of the kill switch are in the local log already
+    let logged = audit_log(dir.path());
+    let kill_rows = logged
+        .iter()
+        .filter(|a| a.event == "executed" && a.account == account)
+        .count();
+    assert_eq!(kill_rows, meta_campaigns.len(), "{logged:?}");
+
+    // QuestDB comes back: data and audit rows all land
+    let q = QuestDb::start_on(port).await;
+    let t = compare(&q, &want, "4 full spool, kill switch").await;
+    assert_eq!(t, clean(&t));
+    let logged = audit_log(dir.path());
+    let missing = eventually(
+        "every audit row of the local log in QuestDB",
+        Duration::from_secs(120),
+        || async {
+            let m = audit_rows_missing(&q, &logged).await;
+            m.is_empty().then_some(m)
+        },
+    )
+    .await;
+    eprintln!(
+        "chaos 4: {} audit rows in the local log, {} missing from QuestDB",
+        logged.len(),
+        missing.len()
+    );
+    let report = running.stop().await;
+    assert_eq!(report.unsaved_rows, 0);
+}
+
+/// Refused requests are counted per minute and written as one row when the minute is over; the
+/// minute still open at shutdown is written and forwarded to QuestDB by that shutdown, not left
+/// for the next run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_of_the_last_minute_reach_questdb_at_shutdown() {
+    let q = QuestDb::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (meta_url, _) = fake_campaign_api().await;
+    let mut cfg = config(&q.url(), dir.path(), vec![SourceConfig::Demo(demo(16))]);
+    with_actions(&mut cfg, dir.path(), &meta_url);
+    let running = adpulse::app::start(cfg).await.unwrap();
+    let addr = running.addr;
+    for token in [None, Some("a-wrong-token")] {
+        let mut r = client().get(format!("http://{addr}/api/v1/recommendations"));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        assert_eq!(r.send().await.unwrap().status().as_u16(), 401);
+    }
+    let report = running.stop().await;
+    assert_eq!(report.unsaved_rows, 0);
+    let refused: Vec<_> = audit_log(dir.path())
+        .into_iter()
+        .filter(|a| a.event == "refused")
+        .collect();
+    assert!(!refused.is_empty(), "the refusals are in the local log");
+    // adpulse has stopped: only what the shutdown forwarded can be in QuestDB
+    let missing = eventually(
+        "the refusal rows in QuestDB",
+        Duration::from_secs(60),
+        || async {
+            let m = audit_rows_missing(&q, &refused).await;
+            m.is_empty().then_some(m)
+        },
+    )
+    .await;
+    assert!(missing.is_empty());
 }

@@ -814,6 +814,69 @@ async fn every_source_stores_what_its_bodies_say_to_the_paisa() {
         "the case has rows sharing a key"
     );
 
+    // the same answer at ad level: one `ad_stats` row per ad and day, the sum of that ad's
+    // product rows; the campaign rows are the exact sums of their ads
+    let mut ads: BTreeMap<(String, String), Decimal> = BTreeMap::new();
+    for page in meta_pages("act_1001", "daily") {
+        for r in page["data"].as_array().unwrap() {
+            let k = (
+                r["date_start"].as_str().unwrap().to_string(),
+                r["ad_id"].as_str().unwrap().to_string(),
+            );
+            *ads.entry(k).or_default() += dec(&r["spend"]);
+        }
+    }
+    q.wait_for_count(
+        "SELECT count() FROM ad_stats WHERE source = 'meta_usd_la_products'",
+        ads.len() as f64,
+    )
+    .await;
+    let got_ads: BTreeMap<(String, String), Decimal> = q
+        .rows("SELECT day, ad_id, sum(spend_account) FROM ad_stats WHERE source = 'meta_usd_la_products' AND bucket = 'day' GROUP BY day, ad_id ORDER BY day, ad_id")
+        .await
+        .into_iter()
+        .map(|r| {
+            (
+                (
+                    r[0].as_str().unwrap().to_string(),
+                    r[1].as_str().unwrap().to_string(),
+                ),
+                dec(&r[2]),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got_ads, ads,
+        "ad_stats: each ad-day is the sum of its product rows"
+    );
+    let mut want_ads: BTreeMap<String, DayTotal> = BTreeMap::new();
+    for ((d, _), spend) in &ads {
+        want_ads
+            .entry(d.clone())
+            .or_default()
+            .add_row(*spend, rate("USD"));
+    }
+    for (d, t) in want_ads.iter_mut() {
+        t.rows = want[d].rows;
+    }
+    let got = stored(&q, "SELECT day, count(), sum(spend_account), sum(spend) FROM ad_stats WHERE source = 'meta_usd_la_products' AND bucket = 'day' GROUP BY day ORDER BY day").await;
+    compare(
+        &mut lines,
+        "meta",
+        "the same answer in ad_stats (one row per ad and day)",
+        "USD",
+        &got,
+        &want_ads,
+        false,
+    );
+    let unequal = q
+        .rows("WITH a AS (SELECT day, campaign_id, sum(spend_account) s FROM ad_stats WHERE source = 'meta_usd_la_products' GROUP BY day, campaign_id), c AS (SELECT day, campaign_id, sum(spend_account) s FROM campaign_stats WHERE source = 'meta_usd_la_products' GROUP BY day, campaign_id) SELECT count() FROM a JOIN c ON a.day = c.day AND a.campaign_id = c.campaign_id WHERE a.s != c.s")
+        .await;
+    assert_eq!(
+        unequal[0][0], 0,
+        "campaign figures are the exact sums of their ads"
+    );
+
     // Meta, JPY account in Tokyo (no minor units), daily rows and the last day's hours
     let s = backfill(&cfg, "meta_jpy_tokyo", day("2026-11-17"), to, 7, false)
         .await

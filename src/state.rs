@@ -97,7 +97,9 @@ pub struct Store {
     /// `hour.div_euclid(86_400)`, one bit per hour of that UTC day. A row repeated for such an
     /// hour (a backfill replayed) is then not counted twice.
     archived: HashMap<CampaignKey, BTreeMap<i64, u32>>,
-    /// Hour buckets before this (unix seconds) are kept only in `window_hours`.
+    /// The last prune's per-campaign cutoff (unix seconds): the business windows read
+    /// `window_hours` before it and the campaigns' hours from it on, so that no hour counts
+    /// twice whatever arrived since. It follows the clock (the demo's clock starts in the past).
     hour_cutoff: i64,
     /// Restated hour rows for hours already folded into `window_hours`: their old value stays
     /// (the per-campaign cell is gone), so the 10d/30d windows can lag QuestDB by these.
@@ -163,7 +165,6 @@ impl Store {
 
     /// Upsert records (same keys as the QuestDB tables: a restated bucket replaces the old one).
     pub fn ingest(&mut self, records: &[Record]) {
-        let stale_before = self.stale_restatements;
         for r in records {
             match r {
                 Record::CampaignStats(c) => {
@@ -174,16 +175,9 @@ impl Store {
                         clicks: c.clicks,
                         conversions: c.conversions,
                     };
+                    // an hour older than the per-campaign history lands here too, and moves to
+                    // the business totals at the next prune (once per campaign and hour)
                     let t = c.ts.timestamp();
-                    if c.bucket == Bucket::Hour && t < self.hour_cutoff {
-                        let window_cut = self.hour_cutoff
-                            - (self.window_retention - self.retention).num_seconds();
-                        // older than every window: QuestDB has it, memory needs it not
-                        if t >= window_cut {
-                            self.archive_hour(&c.key, t, cell);
-                        }
-                        continue;
-                    }
                     let h = self.campaigns.entry(c.key.clone()).or_default();
                     if h.name != c.campaign_name {
                         h.name.clone_from(&c.campaign_name);
@@ -263,15 +257,6 @@ impl Store {
                 }
             }
         }
-        if self.stale_restatements > stale_before {
-            // said once per batch, not per row: a replayed backfill repeats thousands
-            tracing::warn!(
-                rows = self.stale_restatements - stale_before,
-                retention_days = self.retention.num_days(),
-                "hour rows restated past the per-campaign history: the 10d/30d windows keep the \
-                 earlier values (QuestDB has the new ones)"
-            );
-        }
     }
 
     /// Visit every campaign's hour buckets starting at or after `from` (unix seconds), in time
@@ -310,6 +295,38 @@ impl Store {
         out
     }
 
+    /// Shop orders (not refunds) per (UTM campaign, hour bucket start) for hours in
+    /// `[from, to)`: the shop's own count of what each campaign sold, for comparing with the
+    /// platform's conversions (the tracking-break test). The UTM value is as the shop recorded
+    /// it (a campaign id or name; the caller matches it).
+    pub fn attributed_orders_by_hour(
+        &self,
+        from: i64,
+        to: i64,
+        tz: Tz,
+    ) -> HashMap<(String, i64), u64> {
+        let mut out: HashMap<(String, i64), u64> = HashMap::new();
+        let lo = DateTime::<Utc>::from_timestamp(from, 0).unwrap_or_default();
+        for ((ts, _), o) in self.orders.range((lo, String::new())..) {
+            let b = hour_floor(*ts, tz).timestamp();
+            if b >= to {
+                break;
+            }
+            if b >= from
+                && o.kind == OrderKind::Order
+                && let Some(u) = &o.utm_campaign
+            {
+                *out.entry((u.clone(), b)).or_default() += 1;
+            }
+        }
+        out
+    }
+
+    /// True when any shop order or refund is kept (a shop is connected).
+    pub fn has_orders(&self) -> bool {
+        !self.orders.is_empty()
+    }
+
     /// Shop revenue per reporting day (all orders kept in memory).
     pub fn daily_revenue(&self) -> BTreeMap<NaiveDate, Decimal> {
         let mut out: BTreeMap<NaiveDate, Decimal> = BTreeMap::new();
@@ -339,10 +356,20 @@ impl Store {
             h.days = h.days.split_off(&cut_day);
             !(h.hours.is_empty() && h.days.is_empty())
         });
+        let stale_before = self.stale_restatements;
         for (key, t, c) in folded {
             self.archive_hour(&key, t, c);
         }
-        self.hour_cutoff = self.hour_cutoff.max(cut_s);
+        if self.stale_restatements > stale_before {
+            // said once per prune, not per row: a replayed backfill repeats thousands
+            tracing::warn!(
+                rows = self.stale_restatements - stale_before,
+                retention_days = self.retention.num_days(),
+                "hour rows restated past the per-campaign history: the 10d/30d windows keep the \
+                 earlier values (QuestDB has the new ones)"
+            );
+        }
+        self.hour_cutoff = cut_s;
         self.window_hours = self.window_hours.split_off(&window_s);
         let window_day = window_s.div_euclid(86_400);
         self.archived.retain(|_, days| {
@@ -490,9 +517,16 @@ impl Store {
             for (&t, c) in h.hours.range(lo..) {
                 let cell = c.totals();
                 if t <= cur_hour {
-                    for r in total_rolling.iter_mut().chain(rolling.iter_mut()) {
+                    for r in rolling.iter_mut() {
                         if t >= r.window.start(cur_hour) {
                             r.totals += cell;
+                        }
+                    }
+                    if t >= self.hour_cutoff {
+                        for r in total_rolling.iter_mut() {
+                            if t >= r.window.start(cur_hour) {
+                                r.totals += cell;
+                            }
                         }
                     }
                 }
@@ -575,7 +609,11 @@ impl Store {
                 loss_rate_per_hour(&p.loss_window, s.loss_rate_window_hours, s.margin);
         }
         // hours older than the per-campaign history, from the business totals
-        for (&t, c) in self.window_hours.range(oldest_window..=cur_hour) {
+        let archive_end = self.hour_cutoff.min(cur_hour + 1);
+        for (&t, c) in self
+            .window_hours
+            .range(oldest_window..archive_end.max(oldest_window))
+        {
             for r in total_rolling.iter_mut() {
                 if t >= r.window.start(cur_hour) {
                     r.totals += c.totals();

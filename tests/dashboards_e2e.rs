@@ -1360,3 +1360,71 @@ async fn key_panels_show_the_right_money_on_real_shaped_data() {
     println!("Hourly drill-down rows: {} | {want_hourly}", hourly.len());
     assert_eq!(hourly.len(), want_hourly as usize);
 }
+
+/// The "Festivals & sales" annotation of every money dashboard, run on the real QuestDB for
+/// November 2026 (IST), gives exactly the events of `dashboards/festivals.csv` that overlap the
+/// month, each as a region from the IST midnight before its first day to the one after its last
+/// (computed here from the file, with none of the generator's code).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn festival_annotations_show_the_events_of_the_file() {
+    use chrono::{Duration, NaiveDate, TimeZone};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let csv = std::fs::read_to_string(root.join("dashboards/festivals.csv")).unwrap();
+    let ist = chrono::FixedOffset::east_opt(5 * 3600 + 1800).unwrap();
+    let midnight = |d: NaiveDate| {
+        ist.from_local_datetime(&d.and_hms_opt(0, 0, 0).unwrap())
+            .unwrap()
+            .with_timezone(&Utc)
+    };
+    let (from, to) = (
+        midnight(NaiveDate::from_ymd_opt(2026, 11, 1).unwrap()),
+        midnight(NaiveDate::from_ymd_opt(2026, 12, 1).unwrap()),
+    );
+    let fmt = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    let mut want: Vec<Vec<String>> = csv
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let day = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+            let (start, end) = (midnight(day(f[1])), midnight(day(f[2])) + Duration::days(1));
+            (start < to && end > from).then(|| {
+                vec![fmt(start), fmt(end), f[0].to_string(), f[3].to_string()]
+            })
+        })
+        .collect();
+    want.sort();
+    assert!(
+        want.iter().any(|r| r[2] == "Diwali") && want.iter().any(|r| r[2] == "Dhanteras"),
+        "November 2026 holds Dhanteras and Diwali: {want:?}"
+    );
+    let q = QuestDb::start().await;
+    for file in ["crisis.json", "campaigns.json", "forecasts.json"] {
+        let d: Value = serde_json::from_str(
+            &std::fs::read_to_string(root.join("dashboards").join(file)).unwrap(),
+        )
+        .unwrap();
+        let sql = d["annotations"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == "Festivals & sales")
+            .and_then(|a| a["target"]["rawSql"].as_str())
+            .unwrap_or_else(|| panic!("{file}: no Festivals & sales annotation"))
+            .replace("$__timeFrom()", &format!("'{}'", fmt(from)))
+            .replace("$__timeTo()", &format!("'{}'", fmt(to)));
+        let mut got: Vec<Vec<String>> = q
+            .rows(&sql)
+            .await
+            .into_iter()
+            .map(|r| {
+                r.iter()
+                    .map(|v| v.as_str().unwrap_or_default().to_string())
+                    .collect()
+            })
+            .collect();
+        got.sort();
+        assert_eq!(got, want, "{file}");
+    }
+}

@@ -974,8 +974,8 @@ async fn every_source_stores_what_its_bodies_say_to_the_paisa() {
     assert_eq!((s.days, s.waits.clone()), (3, vec![Duration::from_secs(3)]));
     assert_eq!(
         fake.take_log(),
-        ["google '2026-11-16' AND '2026-11-18'"; 2],
-        "the quota error's retryDelay waited, then one searchStream call"
+        ["google '2026-11-16' AND '2026-11-18'"; 3],
+        "the quota error's retryDelay waited, then one searchStream call for the ads (FROM ad_group_ad) and one for the campaigns without ads"
     );
     let want = google_daily();
     wait_rows(&q, "campaign_stats", "gads_eur_berlin", keys(&want)).await;

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::kpi::{CAMPAIGN_WINDOWS, Margin, TOTAL_WINDOWS, Totals, Window, loss_rate_per_hour};
 use crate::normalize::hour_floor;
-use crate::records::{Bucket, CampaignKey, FUNNEL_STAGES, OrderKind, Record};
+use crate::records::{AdRef, Bucket, CampaignKey, FUNNEL_STAGES, OrderKind, Record};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct Cell {
@@ -46,6 +46,17 @@ struct CampaignHistory {
     /// Day buckets, for sources that only report days.
     days: BTreeMap<NaiveDate, Cell>,
 }
+
+/// One ad's recent buckets (ad-level sources), for rules that judge ads (`ctr_below`).
+#[derive(Debug)]
+struct AdHistory {
+    ad: AdRef,
+    /// The ad's buckets; its `name` is unused (the ad's names are in `ad`).
+    cells: CampaignHistory,
+}
+
+/// Ads of one campaign by (ad set / ad group id, ad id).
+type CampaignAds = BTreeMap<(String, String), AdHistory>;
 
 #[derive(Debug, Clone)]
 struct OrderLite {
@@ -93,6 +104,8 @@ pub struct Store {
     /// Restated hour rows for hours already folded into `window_hours`: their old value stays
     /// (the per-campaign cell is gone), so the 10d/30d windows can lag QuestDB by these.
     stale_restatements: u64,
+    /// Ad-level buckets per campaign (issue 10), kept like the campaigns' history.
+    ads: HashMap<CampaignKey, CampaignAds>,
 }
 
 impl Store {
@@ -114,6 +127,7 @@ impl Store {
             archived: HashMap::new(),
             hour_cutoff: i64::MIN,
             stale_restatements: 0,
+            ads: HashMap::new(),
         }
     }
 
@@ -193,8 +207,42 @@ impl Store {
                 // order depth and attribution feed QuestDB and the dashboards; the live
                 // snapshot reads orders
                 Record::OrderLines(_) | Record::Touchpoints(_) | Record::Attribution(_) => {}
-                // the campaign rows carry the ads' sums; the in-memory KPIs are per campaign
-                Record::AdStats(_) => {}
+                // the campaign rows carry the ads' sums (the KPIs); the ads' own buckets are
+                // kept for the rules that judge ads, for the same recent history
+                Record::AdStats(a) => {
+                    let c = &a.stat;
+                    let t = c.ts.timestamp();
+                    if c.bucket == Bucket::Hour && t < self.hour_cutoff {
+                        continue;
+                    }
+                    let cell = Cell {
+                        spend: c.spend,
+                        conversion_value: c.conversion_value,
+                        impressions: c.impressions,
+                        clicks: c.clicks,
+                        conversions: c.conversions,
+                    };
+                    let h = self
+                        .ads
+                        .entry(c.key.clone())
+                        .or_default()
+                        .entry((a.ad.adset_id.clone(), a.ad.ad_id.clone()))
+                        .or_insert_with(|| AdHistory {
+                            ad: a.ad.clone(),
+                            cells: CampaignHistory::default(),
+                        });
+                    if h.ad != a.ad {
+                        h.ad.clone_from(&a.ad);
+                    }
+                    match c.bucket {
+                        Bucket::Hour => {
+                            h.cells.hours.insert(t, cell);
+                        }
+                        Bucket::Day => {
+                            h.cells.days.insert(c.day, cell);
+                        }
+                    }
+                }
                 Record::Funnel(f) => {
                     self.funnel.insert(
                         (
@@ -245,6 +293,38 @@ impl Store {
             }
         }
         out
+    }
+
+    /// Shop orders (not refunds) per (UTM campaign, hour bucket start) for hours in
+    /// `[from, to)`: the shop's own count of what each campaign sold, for comparing with the
+    /// platform's conversions (the tracking-break test). The UTM value is as the shop recorded
+    /// it (a campaign id or name; the caller matches it).
+    pub fn attributed_orders_by_hour(
+        &self,
+        from: i64,
+        to: i64,
+        tz: Tz,
+    ) -> HashMap<(String, i64), u64> {
+        let mut out: HashMap<(String, i64), u64> = HashMap::new();
+        let lo = DateTime::<Utc>::from_timestamp(from, 0).unwrap_or_default();
+        for ((ts, _), o) in self.orders.range((lo, String::new())..) {
+            let b = hour_floor(*ts, tz).timestamp();
+            if b >= to {
+                break;
+            }
+            if b >= from
+                && o.kind == OrderKind::Order
+                && let Some(u) = &o.utm_campaign
+            {
+                *out.entry((u.clone(), b)).or_default() += 1;
+            }
+        }
+        out
+    }
+
+    /// True when any shop order or refund is kept (a shop is connected).
+    pub fn has_orders(&self) -> bool {
+        !self.orders.is_empty()
     }
 
     /// Shop revenue per reporting day (all orders kept in memory).
@@ -298,6 +378,14 @@ impl Store {
         });
         self.orders = self.orders.split_off(&(window_cutoff, String::new()));
         self.funnel.retain(|k, _| k.0 >= cut_s);
+        self.ads.retain(|_, ads| {
+            ads.retain(|_, a| {
+                a.cells.hours = a.cells.hours.split_off(&cut_s);
+                a.cells.days = a.cells.days.split_off(&cut_day);
+                !(a.cells.hours.is_empty() && a.cells.days.is_empty())
+            });
+            !ads.is_empty()
+        });
     }
 
     /// KPIs as of `now`.
@@ -559,6 +647,20 @@ impl Store {
             total,
             funnel,
             roi_target: s.roi_target,
+            ads: self
+                .ads
+                .iter()
+                .map(|(key, ads)| {
+                    let views = ads
+                        .values()
+                        .map(|a| AdView {
+                            ad: a.ad.clone(),
+                            days: daily_history(&a.cells, s.tz, |_| Decimal::ZERO),
+                        })
+                        .collect();
+                    (key.clone(), views)
+                })
+                .collect(),
         }
     }
 }
@@ -661,6 +763,16 @@ pub struct Snapshot {
     pub total: TotalView,
     pub funnel: Vec<(String, u64)>,
     pub roi_target: Option<f64>,
+    /// Per campaign, its ads' daily totals (ad-level sources only; empty for the others).
+    pub ads: BTreeMap<CampaignKey, Vec<AdView>>,
+}
+
+/// One ad's totals per reporting day, oldest first (hour buckets summed by local day, as for
+/// campaigns); `revenue` is not attributed to ads (0).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdView {
+    pub ad: AdRef,
+    pub days: Vec<(NaiveDate, Totals)>,
 }
 
 impl Snapshot {
@@ -676,6 +788,7 @@ impl Snapshot {
             total: TotalView::default(),
             funnel: vec![],
             roi_target: None,
+            ads: BTreeMap::new(),
         }
     }
 }
@@ -719,5 +832,77 @@ mod tests {
                 (d("2026-11-20"), 23, dec!(34.5)),
             ]
         );
+    }
+
+    #[test]
+    fn ad_rows_are_upserted_per_ad_and_reach_the_snapshot_by_day() {
+        use crate::records::{AdStat, CampaignStat};
+        let key = CampaignKey {
+            platform: "meta".into(),
+            account: "act_1".into(),
+            campaign_id: "c1".into(),
+        };
+        let row = |ts: &str, ad_id: &str, clicks: u64| {
+            let ts: DateTime<Utc> = ts.parse().unwrap();
+            Record::AdStats(AdStat {
+                stat: CampaignStat {
+                    ts,
+                    bucket: Bucket::Hour,
+                    day: ts.with_timezone(&chrono_tz::Asia::Kolkata).date_naive(),
+                    key: key.clone(),
+                    campaign_name: "C1".into(),
+                    source: "meta".into(),
+                    spend: dec!(1),
+                    conversion_value: dec!(0),
+                    spend_account: dec!(1),
+                    conversion_value_account: dec!(0),
+                    account_currency: "INR".into(),
+                    currency: "INR".into(),
+                    impressions: 100,
+                    clicks,
+                    conversions: 0.0,
+                },
+                ad: AdRef {
+                    adset_id: "s1".into(),
+                    adset_name: "S1".into(),
+                    ad_id: ad_id.into(),
+                    ad_name: format!("Ad {ad_id}"),
+                },
+            })
+        };
+        let mut store = Store::new(8);
+        store.ingest(&[
+            row("2026-11-20T04:30:00Z", "a1", 3),
+            row("2026-11-20T05:30:00Z", "a1", 4),
+            row("2026-11-20T05:30:00Z", "a2", 9),
+        ]);
+        // a restated hour replaces the old value (the ad_stats DEDUP key), it is not added
+        store.ingest(&[row("2026-11-20T05:30:00Z", "a1", 5)]);
+        let settings = SnapshotSettings {
+            tz: chrono_tz::Asia::Kolkata,
+            currency: "INR".into(),
+            margin: Margin::default(),
+            loss_rate_window_hours: 3,
+            tracking_window_hours: 24,
+            roi_target: None,
+        };
+        let snap = store.snapshot("2026-11-20T12:00:00Z".parse().unwrap(), &settings);
+        let ads = &snap.ads[&key];
+        let got: Vec<(&str, Vec<(NaiveDate, u64)>)> = ads
+            .iter()
+            .map(|a| {
+                (
+                    a.ad.ad_id.as_str(),
+                    a.days.iter().map(|(d, t)| (*d, t.clicks)).collect(),
+                )
+            })
+            .collect();
+        let d = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+        assert_eq!(got, vec![("a1", vec![(d, 3 + 5)]), ("a2", vec![(d, 9)])]);
+        assert_eq!(ads[0].ad.ad_name, "Ad a1");
+        // past the history kept, the ads go with the campaigns' hours
+        store.prune("2026-12-01T00:00:00Z".parse().unwrap());
+        let snap = store.snapshot("2026-12-01T00:00:00Z".parse().unwrap(), &settings);
+        assert!(snap.ads.is_empty());
     }
 }

@@ -624,10 +624,23 @@ pub fn render_models(m: &ModelOutputs, keep: Option<&HashSet<CampaignKey>>, text
         "adpulse_tracking_break_score",
         "1 - probability of the zero-conversion run if tracking worked",
     );
+    let mut tbr = Family::new(
+        "adpulse_tracking_break_reason",
+        "1, labelled with why the tracking-break detector flags the campaign (zero_conversions, unmatched_shop_orders); absent when not flagged",
+    );
+    let mut tbu = Family::new(
+        "adpulse_tracking_break_unmatched_orders",
+        "Shop orders attributed to the campaign during its current run without platform conversions",
+    );
     for t in m.tracking.iter().filter(|t| kept(&t.key)) {
         let l = campaign_labels(&t.key, &t.campaign);
         tb.push(&l, if t.broken { 1.0 } else { 0.0 });
         tbs.push(&l, t.score);
+        tbu.push(&l, t.unmatched_orders);
+        if t.broken {
+            let lr = [l[0], l[1], l[2], l[3], ("reason", t.reason)];
+            tbr.push(&lr, 1.0);
+        }
     }
     let mut refit = Family::new(
         "adpulse_models_last_refit_timestamp_seconds",
@@ -636,7 +649,9 @@ pub fn render_models(m: &ModelOutputs, keep: Option<&HashSet<CampaignKey>>, text
     if let Some(t) = m.last_refit {
         refit.push(&[], t.timestamp_millis() as f64 / 1000.0);
     }
-    out.extend([level, expected, upper, lower, score, flag, tb, tbs, refit]);
+    out.extend([
+        level, expected, upper, lower, score, flag, tb, tbs, tbr, tbu, refit,
+    ]);
     for f in out {
         f.write(text);
     }

@@ -332,8 +332,13 @@ pub fn day_of(o: &Observation, tz: Tz, reporting: Tz) -> NaiveDate {
 pub struct DayDelivery {
     /// Rows after merging duplicates.
     pub rows: usize,
-    /// Rows the pipeline accepted and handed to the sink.
+    /// Rows durably stored (acknowledged by QuestDB or spooled): not those normalize rejected,
+    /// nor those QuestDB refused.
     pub stored: usize,
+    /// Of `rows`, refused by QuestDB and put in the dead-letter file.
+    pub dead_lettered: usize,
+    /// Of `stored`, held in the spool (QuestDB unreachable), not yet in QuestDB.
+    pub spooled: usize,
 }
 
 /// Hand a batch to the pipeline one account day at a time, after summing rows that share a key,
@@ -359,8 +364,16 @@ pub async fn deliver(
     // a day counts only once its rows are durable (QuestDB acknowledged or spool fsynced)
     let mut out = BTreeMap::new();
     for (day, rows, t) in tickets {
-        let stored = t.durable().await?;
-        out.insert(day, DayDelivery { rows, stored });
+        let s = t.settled().await?;
+        out.insert(
+            day,
+            DayDelivery {
+                rows,
+                stored: s.stored(),
+                dead_lettered: s.dead_lettered,
+                spooled: s.spooled,
+            },
+        );
     }
     Ok(out)
 }
@@ -372,6 +385,12 @@ pub fn day_states(
 ) -> Vec<(NaiveDate, DayState)> {
     days.map(|d| {
         let s = match delivered.get(&d) {
+            Some(x) if x.dead_lettered > 0 => DayState::Incomplete {
+                reason: format!(
+                    "{} of {} rows refused by QuestDB (in the dead-letter file, see the sink's log)",
+                    x.dead_lettered, x.rows
+                ),
+            },
             Some(x) if x.stored < x.rows => DayState::Incomplete {
                 reason: format!(
                     "{} of {} rows rejected by normalize (see the `record rejected` log lines)",

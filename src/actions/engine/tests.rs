@@ -184,6 +184,7 @@ proptest! {
                 status: CampaignStatus::Active,
                 daily_budget: Some(*b),
                 budget_ref: None,
+                adsets: Vec::new(),
             })).collect()),
             cap,
             max_ratio: dec!(0.2),
@@ -239,6 +240,7 @@ async fn auto_mode_raises_a_winning_budget_up_to_the_cap_once() {
                 status: CampaignStatus::Active,
                 daily_budget: Some(dec!(1000)),
                 budget_ref: None,
+                adsets: Vec::new(),
             },
         )])),
         cap: dec!(1100),
@@ -358,6 +360,7 @@ fn mem_with(n: usize) -> Arc<Mem> {
                             status: CampaignStatus::Active,
                             daily_budget: Some(dec!(1000)),
                             budget_ref: None,
+                            adsets: Vec::new(),
                         },
                     )
                 })

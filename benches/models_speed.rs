@@ -31,7 +31,7 @@ fn cpu_secs() -> f64 {
 }
 
 fn summary(name: &str, runs: &mut [(Duration, f64)]) {
-    runs.sort_by(|a, b| a.0.cmp(&b.0));
+    runs.sort_by_key(|a| a.0);
     let mut cpu: Vec<f64> = runs.iter().map(|r| r.1).collect();
     cpu.sort_by(f64::total_cmp);
     println!(

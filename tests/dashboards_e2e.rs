@@ -1389,9 +1389,8 @@ async fn festival_annotations_show_the_events_of_the_file() {
             let f: Vec<&str> = l.split(',').collect();
             let day = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
             let (start, end) = (midnight(day(f[1])), midnight(day(f[2])) + Duration::days(1));
-            (start < to && end > from).then(|| {
-                vec![fmt(start), fmt(end), f[0].to_string(), f[3].to_string()]
-            })
+            (start < to && end > from)
+                .then(|| vec![fmt(start), fmt(end), f[0].to_string(), f[3].to_string()])
         })
         .collect();
     want.sort();

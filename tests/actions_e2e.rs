@@ -6,10 +6,13 @@
 //! the read token cannot act; every action and refusal is in the `actions` table; no token in
 //! /metrics or the audit.
 
+#[path = "support/action_center.rs"]
+mod action_center;
 mod common;
 #[path = "support/fake_meta.rs"]
 mod fake_meta;
 
+use action_center::{Visitor, demo_config, hidden};
 use adpulse::actions::Mode;
 use adpulse::actions::config::MetaConfig;
 use adpulse::config::{Config, QuestDbConfig};
@@ -356,81 +359,6 @@ async fn approvals_execute_once_refusals_are_audited_and_tokens_never_leak() {
     }
 }
 
-/// A signed-in visitor of the action center over plain HTTP: keeps the session cookie by hand
-/// and follows no redirect, so each answer is seen as the server sent it.
-struct Visitor {
-    http: reqwest::Client,
-    base: String,
-    cookie: Option<String>,
-}
-
-impl Visitor {
-    fn new(base: &str) -> Self {
-        adpulse::init_tls();
-        Visitor {
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
-            base: base.into(),
-            cookie: None,
-        }
-    }
-
-    fn keep_cookie(&mut self, r: &reqwest::Response) {
-        self.keep_cookie_from(r.headers());
-    }
-
-    fn keep_cookie_from(&mut self, h: &reqwest::header::HeaderMap) {
-        if let Some(c) = h
-            .get("set-cookie")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-        {
-            self.cookie = Some(c.to_string());
-        }
-    }
-
-    /// (status, headers, body)
-    async fn send(
-        &mut self,
-        path: &str,
-        form: Option<&[(&str, &str)]>,
-    ) -> (u16, reqwest::header::HeaderMap, String) {
-        let url = format!("{}{path}", self.base);
-        let mut req = match form {
-            Some(f) => self.http.post(url).form(f),
-            None => self.http.get(url),
-        };
-        if let Some(c) = &self.cookie {
-            req = req.header("cookie", c);
-        }
-        let r = req.send().await.unwrap();
-        self.keep_cookie(&r);
-        let (s, h) = (r.status().as_u16(), r.headers().clone());
-        (s, h, r.text().await.unwrap())
-    }
-
-    async fn get(&mut self, path: &str) -> (u16, String) {
-        let (s, _, b) = self.send(path, None).await;
-        (s, b)
-    }
-
-    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> (u16, String) {
-        let (s, _, b) = self.send(path, Some(form)).await;
-        (s, b)
-    }
-}
-
-/// The value of the first `<input ... name="{name}" value="...">` of a page.
-fn hidden(page: &str, name: &str) -> String {
-    page.split(&format!("name=\"{name}\" value=\""))
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .unwrap_or_else(|| panic!("no {name} field in {page}"))
-        .to_string()
-}
-
 /// An action center on the demo (backfill only, no QuestDB), with the fake Meta API and a users
 /// file holding `asha` (approver).
 async fn web_app(
@@ -448,23 +376,7 @@ async fn web_app(
         .unwrap();
     let token = dir.path().join("meta-token");
     std::fs::write(&token, format!("{META_TOKEN}\n")).unwrap();
-    let mut cfg = Config::from_toml_str(adpulse::config::DEFAULT_CONFIG).unwrap();
-    cfg.server.listen = "127.0.0.1:0".into();
-    cfg.general.refresh_interval_secs = 1;
-    cfg.general.state_dir = dir.path().join("state");
-    cfg.questdb.enabled = false;
-    cfg.models.enabled = false;
-    let mut demo = DemoConfig::new("demo");
-    demo.start = Some("2026-11-23T06:30:00Z".parse().unwrap());
-    demo.backfill_only = true;
-    cfg.sources = vec![SourceConfig::Demo(demo)];
-    cfg.actions.evaluate_interval_secs = 1;
-    cfg.actions.web.users_file = users_file;
-    cfg.actions.meta = Some(MetaConfig {
-        base_url: fake_url,
-        access_token_file: Some(token),
-        ..MetaConfig::default()
-    });
+    let mut cfg = demo_config(dir.path(), fake_url, token, users_file);
     tune(&mut cfg);
     adpulse::app::start(cfg).await.unwrap()
 }
@@ -488,11 +400,7 @@ async fn sign_in_is_rate_limited_per_address_and_works_again_after_the_window() 
     // together, so the limiter's refill (5 s) cannot hand out a token in between, however
     // slow the password checks are.
     let attempts = (0..=BURST).map(|k| {
-        let mut w = Visitor {
-            http: v.http.clone(),
-            base: v.base.clone(),
-            cookie: v.cookie.clone(),
-        };
+        let mut w = v.fork();
         let csrf = csrf.clone();
         async move {
             let name = format!("nobody{k}");
@@ -555,11 +463,7 @@ async fn sign_in_is_rate_limited_per_address_and_works_again_after_the_window() 
         "the sign-in accepted after the window",
         Duration::from_secs(30),
         || {
-            let mut w = Visitor {
-                http: v.http.clone(),
-                base: v.base.clone(),
-                cookie: v.cookie.clone(),
-            };
+            let mut w = v.fork();
             async move {
                 let r = w.send("/login", Some(&right)).await;
                 (r.0 != 429).then_some(r)
@@ -640,11 +544,7 @@ async fn reallocation_applied_from_the_page_pauses_and_raises_on_meta_once() {
         "a reallocation proposal with moves",
         Duration::from_secs(60),
         || {
-            let mut w = Visitor {
-                http: v.http.clone(),
-                base: v.base.clone(),
-                cookie: v.cookie.clone(),
-            };
+            let mut w = v.fork();
             async move {
                 let (s, page) = w.get("/reallocation").await;
                 (s == 200 && page.contains("id=\"apply\"")).then_some(page)

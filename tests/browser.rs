@@ -15,13 +15,15 @@
 mod common;
 #[path = "support/fake_meta.rs"]
 mod fake_meta;
+// the browser drives the pages itself: the plain-HTTP visitor is not used here
+#[allow(dead_code)]
+#[path = "support/action_center.rs"]
+mod action_center;
 
+use action_center::demo_config;
 use adpulse::actions::Mode;
-use adpulse::actions::config::MetaConfig;
 use adpulse::actions::engine::{AuditFilter, Role, Users};
-use adpulse::config::Config;
 use adpulse::sources::SourceConfig;
-use adpulse::sources::demo::DemoConfig;
 use common::*;
 use fake_meta::FakeMeta;
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -190,30 +192,16 @@ async fn the_action_center_in_a_real_browser() {
     users.add("asha", Role::Admin, "asha-admin-pass").unwrap();
     users.add("vik", Role::Viewer, "vik-viewer-pass").unwrap();
 
-    let mut cfg = Config::from_toml_str(adpulse::config::DEFAULT_CONFIG).unwrap();
-    cfg.server.listen = "127.0.0.1:0".into();
-    cfg.general.refresh_interval_secs = 1;
-    cfg.general.state_dir = dir.path().join("state");
+    let mut cfg = demo_config(dir.path(), fake_url, token, users_file.clone());
     // the default retention (8 days per campaign): the 10-day window comes from the business
-    // totals the store keeps for 30 days
-    cfg.questdb.enabled = false;
-    cfg.models.enabled = false;
-    let mut demo = DemoConfig::new("demo");
-    demo.start = Some("2026-11-23T06:30:00Z".parse().unwrap());
-    demo.backfill_only = true;
-    // more than the 10-day window, so the Now page shows the seed's 10-day view
-    demo.backfill_days = 12;
-    cfg.sources = vec![SourceConfig::Demo(demo)];
+    // totals the store keeps for 30 days; more than 10 days backfilled, so the Now page shows
+    // the seed's 10-day view
+    if let SourceConfig::Demo(demo) = &mut cfg.sources[0] {
+        demo.backfill_days = 12;
+    }
     cfg.actions.mode = Mode::Recommend;
     cfg.actions.dry_run = true;
-    cfg.actions.evaluate_interval_secs = 1;
-    cfg.actions.web.users_file = users_file.clone();
     cfg.actions.web.session_idle_secs = IDLE_SECS;
-    cfg.actions.meta = Some(MetaConfig {
-        base_url: fake_url,
-        access_token_file: Some(token),
-        ..MetaConfig::default()
-    });
     let running = adpulse::app::start(cfg).await.unwrap();
     let base = format!("http://{}", running.addr);
     let (_driver, c) = browser().await;

@@ -321,29 +321,47 @@ pub(super) async fn recommendations(State(st): State<WebState>, v: Viewer) -> Re
     })
 }
 
+/// One decision on a recommendation from its form: the role check, the note, the engine call,
+/// a flash saying what happened and back to the list; a refusal as its error page.
+async fn decide<Fut>(
+    st: &WebState,
+    p: &Posted,
+    call: &'static str,
+    act: impl FnOnce(String, String) -> Fut,
+    say: fn(&Recommendation) -> String,
+) -> Response
+where
+    Fut: std::future::Future<Output = Result<Recommendation, crate::actions::engine::ActionError>>,
+{
+    if let Err(r) = p.who.require(st, Role::Approver, call) {
+        return r;
+    }
+    let note = p.form.text("note").unwrap_or("").to_string();
+    match act(p.who.actor(), note).await {
+        Ok(rec) => {
+            p.who.flash(say(&rec)).await;
+            Redirect::to("/recommendations").into_response()
+        }
+        Err(e) => action_error(e),
+    }
+}
+
 pub(super) async fn approve(
     State(st): State<WebState>,
     Path(id): Path<String>,
     p: Posted,
 ) -> Response {
-    if let Err(r) = p.who.require(&st, Role::Approver, "approve") {
-        return r;
-    }
-    let note = p.form.text("note").unwrap_or("");
-    match st.engine.approve(&id, &p.who.actor(), note).await {
-        Ok(rec) => {
-            p.who
-                .flash(format!(
-                    "{} {}: {}",
-                    rec.kind.as_str().replace('_', " "),
-                    rec.campaign_name,
-                    outcome_text(&rec.outcome)
-                ))
-                .await;
-            Redirect::to("/recommendations").into_response()
-        }
-        Err(e) => action_error(e),
-    }
+    let engine = st.engine.clone();
+    let act = |actor: String, note: String| async move { engine.approve(&id, &actor, &note).await };
+    decide(&st, &p, "approve", act, |rec| {
+        format!(
+            "{} {}: {}",
+            rec.kind.as_str().replace('_', " "),
+            rec.campaign_name,
+            outcome_text(&rec.outcome)
+        )
+    })
+    .await
 }
 
 pub(super) async fn reject(
@@ -351,23 +369,12 @@ pub(super) async fn reject(
     Path(id): Path<String>,
     p: Posted,
 ) -> Response {
-    if let Err(r) = p.who.require(&st, Role::Approver, "reject") {
-        return r;
-    }
-    let note = p.form.text("note").unwrap_or("");
-    match st.engine.reject(&id, &p.who.actor(), note).await {
-        Ok(rec) => {
-            p.who
-                .flash(format!(
-                    "Rejected: {} on {}",
-                    rec.kind.as_str(),
-                    rec.campaign_name
-                ))
-                .await;
-            Redirect::to("/recommendations").into_response()
-        }
-        Err(e) => action_error(e),
-    }
+    let engine = st.engine.clone();
+    let act = |actor: String, note: String| async move { engine.reject(&id, &actor, &note).await };
+    decide(&st, &p, "reject", act, |rec| {
+        format!("Rejected: {} on {}", rec.kind.as_str(), rec.campaign_name)
+    })
+    .await
 }
 
 pub(super) async fn bulk_approve(State(st): State<WebState>, p: Posted) -> Response {

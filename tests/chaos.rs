@@ -633,11 +633,13 @@ async fn fake_graph_api(
                 };
                 let limit: usize = p["limit"].parse().unwrap();
                 let offset: usize = p.get("after").map(|a| a.parse().unwrap()).unwrap_or(0);
-                let all = account.rows(day("since"), day("until"));
-                let page: Vec<serde_json::Value> = all
-                    .iter()
-                    .skip(offset)
-                    .take(limit)
+                // rows in order (day, then campaign); only this page's are built
+                let since = day("since");
+                let total = ((day("until") - since).num_days() as usize + 1)
+                    * account.campaigns as usize;
+                let c = account.campaigns as usize;
+                let page: Vec<serde_json::Value> = (offset..total.min(offset + limit))
+                    .map(|i| account.row((i % c) as u32, since + chrono::Duration::days((i / c) as i64)))
                     .map(|r| {
                         serde_json::json!({
                             "campaign_id": format!("238{:08}", r.campaign),
@@ -664,7 +666,7 @@ async fn fake_graph_api(
                 let mut paging = serde_json::json!({
                     "cursors": {"before": offset.to_string(), "after": end.to_string()}
                 });
-                if end < all.len() {
+                if end < total {
                     paging["next"] = serde_json::Value::String(format!(
                         "{next_base}/v25.0/act_77/insights?after={end}"
                     ));

@@ -1085,6 +1085,75 @@ async fn every_source_stores_what_its_bodies_say_to_the_paisa() {
         &want,
         false,
     );
+
+    // CSV import: a Meta Ads Manager export (ad rows of two campaigns, EUR in the spend header,
+    // the blank-name summary row first), through the same pipeline into QuestDB
+    let path = repo().join("tests/fixtures/replay/csv/meta_ads_manager_eur.csv");
+    let opts = adpulse::sources::csv_import::ImportOptions::new(
+        "act_5005",
+        chrono_tz::Europe::Berlin,
+        day("2026-12-01"),
+    );
+    let summary = adpulse::commands::import::import_file(
+        &cfg,
+        adpulse::sources::csv_import::ImportFormat::Meta,
+        &path,
+        &opts,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (summary.skipped.len(), summary.rejected.len()),
+        (1, 0),
+        "the summary row is skipped, reported, not stored: {summary:?}"
+    );
+    let mut want: BTreeMap<String, DayTotal> = BTreeMap::new();
+    let mut campaigns: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut reader = csv::Reader::from_path(&path).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let (c_id, c_day, c_spend, c_value) = (
+        col("Campaign ID"),
+        col("Day"),
+        col("Amount spent (EUR)"),
+        col("Purchases conversion value"),
+    );
+    for r in reader.records() {
+        let r = r.unwrap();
+        if r[c_id].is_empty() {
+            continue; // Ads Manager's summary row
+        }
+        let t = want.entry(r[c_day].to_string()).or_default();
+        t.rows += 1;
+        let spend = Decimal::from_str(&r[c_spend]).unwrap();
+        t.amount += spend;
+        t.amount_inr += spend * rate("EUR");
+        t.value += Decimal::from_str(&r[c_value]).unwrap();
+        campaigns
+            .entry(r[c_day].to_string())
+            .or_default()
+            .insert(r[c_id].to_string());
+    }
+    for (d, c) in campaigns {
+        want.get_mut(&d).unwrap().keys = c.len();
+    }
+    q.wait_for_count(
+        "SELECT count() FROM campaign_stats WHERE account = 'act_5005'",
+        keys(&want) as f64,
+    )
+    .await;
+    let got = stored(&q, "SELECT day, count(), sum(spend_account), sum(spend), sum(conversion_value_account) FROM campaign_stats \
+         WHERE account = 'act_5005' AND bucket = 'day' GROUP BY day ORDER BY day").await;
+    compare(
+        &mut lines,
+        "csv import",
+        "Meta Ads Manager export, EUR, ad rows of 2 campaigns, summary row skipped",
+        "EUR",
+        &got,
+        &want,
+        true,
+    );
     print_table(&lines);
 }
 

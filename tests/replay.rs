@@ -191,6 +191,14 @@ async fn google_stream(
     }
     let file = if customer == "5550001111" && f.google_broken.load(Ordering::SeqCst) {
         format!("google_ads/{customer}_stream_error_last.json")
+    } else if q.contains("FROM campaign ")
+        && repo()
+            .join(format!(
+                "tests/fixtures/replay/google_ads/{customer}_stream_campaigns.json"
+            ))
+            .is_file()
+    {
+        format!("google_ads/{customer}_stream_campaigns.json")
     } else if q.contains("segments.hour") {
         format!("google_ads/{customer}_stream_hourly.json")
     } else {
@@ -542,16 +550,28 @@ fn meta_hourly_by_ist_day(act: &str, tz: Tz) -> BTreeMap<String, DayTotal> {
 }
 
 /// Google Ads rows per `segments.date`; keys are campaign-days (ad-group rows share them).
+/// The `FROM campaign` answer counts only for campaigns the `FROM ad_group_ad` answer lacks.
 fn google_daily() -> BTreeMap<String, DayTotal> {
     let mut out: BTreeMap<String, DayTotal> = BTreeMap::new();
     let mut keys: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let stream = fixture("google_ads/5550001111_stream.json");
-    for r in stream
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|b| b["results"].as_array().unwrap())
-    {
+    let rows = |file: &str| -> Vec<Value> {
+        fixture(file)
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|b| b["results"].as_array().unwrap().clone())
+            .collect()
+    };
+    // the ads answer, plus the campaign answer's campaigns that have no ads (Performance Max)
+    let ads = rows("google_ads/5550001111_stream.json");
+    let id = |r: &Value| r["campaign"]["id"].as_str().unwrap().to_string();
+    let with_ads: BTreeSet<String> = ads.iter().map(id).collect();
+    let others: Vec<Value> = rows("google_ads/5550001111_stream_campaigns.json")
+        .into_iter()
+        .filter(|r| !with_ads.contains(&id(r)))
+        .collect();
+    assert!(!others.is_empty(), "the case has a campaign without ads");
+    for r in ads.iter().chain(&others) {
         let d = r["segments"]["date"].as_str().unwrap().to_string();
         // costMicros is an int64 in a string: micros / 10^6, exactly
         let micros: i64 = r["metrics"]["costMicros"]
@@ -983,7 +1003,7 @@ async fn every_source_stores_what_its_bodies_say_to_the_paisa() {
     compare(
         &mut lines,
         "google_ads",
-        "EUR, Berlin, ad-group rows, 2 stream batches; after a 200 ending in an error element and a 429 (array form, retryDelay 3s)",
+        "EUR, Berlin, ad-group rows in 2 stream batches + a campaign without ads; after a 200 ending in an error element and a 429 (array form, retryDelay 3s)",
         "EUR",
         &got,
         &want,

@@ -24,6 +24,9 @@ use crate::sinks::questdb::SinkHandle;
 
 /// Most rows forwarded to QuestDB in one batch.
 const FORWARD_BATCH: usize = 500;
+/// How long the last forwarding pass at shutdown waits for the sink to take a batch before it
+/// leaves the rest in the local log (durable there) for the next run.
+const LAST_PASS_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The local audit log, shared by the engine and its forwarder.
 #[derive(Clone)]
@@ -226,9 +229,20 @@ impl AuditLog {
             let mut sent_all = true;
             for chunk in rows.chunks(FORWARD_BATCH) {
                 let batch = chunk.iter().cloned().map(Record::Actions).collect();
-                // at shutdown the sink lifts its back-pressure, so the last pass's sends finish
+                // at shutdown the sink lifts its back-pressure, so the last pass's sends finish;
+                // a sink that still takes nothing (stalled, or never started) must not hang the
+                // shutdown: the rows are already durable in the local log, the next run sends them
                 let sent = if last_pass {
-                    sink.send(batch).await.is_ok()
+                    match tokio::time::timeout(LAST_PASS_WAIT, sink.send(batch)).await {
+                        Ok(r) => r.is_ok(),
+                        Err(_) => {
+                            warn!(
+                                wait_secs = LAST_PASS_WAIT.as_secs(),
+                                "the QuestDB sink took no audit rows at shutdown: they stay in the local log for the next run"
+                            );
+                            return;
+                        }
+                    }
                 } else {
                     tokio::select! {
                         // unsent rows stay in the log: the last pass sends them

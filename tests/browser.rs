@@ -15,9 +15,10 @@
 mod common;
 
 use adpulse::actions::Mode;
-use adpulse::actions::config::MetaConfig;
+use adpulse::actions::config::MetaActionsConfig;
 use adpulse::actions::engine::{AuditFilter, Role, Users};
 use adpulse::config::Config;
+use adpulse::platforms::meta::MetaApiConfig;
 use adpulse::sources::SourceConfig;
 use adpulse::sources::demo::DemoConfig;
 use axum::extract::{Path, State};
@@ -274,10 +275,13 @@ async fn the_action_center_in_a_real_browser() {
     cfg.actions.evaluate_interval_secs = 1;
     cfg.actions.web.users_file = users_file.clone();
     cfg.actions.web.session_idle_secs = IDLE_SECS;
-    cfg.actions.meta = Some(MetaConfig {
-        base_url: fake_url,
-        access_token_file: Some(token),
-        ..MetaConfig::default()
+    cfg.actions.meta = Some(MetaActionsConfig {
+        api: MetaApiConfig {
+            base_url: fake_url,
+            access_token_file: Some(token),
+            ..MetaApiConfig::default()
+        },
+        ..MetaActionsConfig::default()
     });
     let running = adpulse::app::start(cfg).await.unwrap();
     let base = format!("http://{}", running.addr);

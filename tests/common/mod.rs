@@ -25,6 +25,18 @@ pub fn free_port() -> u16 {
         .expect("no free loopback port")
 }
 
+/// Serve a fake platform API (an axum router) on a free loopback port; its base URL.
+pub async fn serve_fake(app: axum::Router) -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("no free loopback port");
+    let addr = l.local_addr().expect("bound address");
+    tokio::spawn(async move {
+        let _ = axum::serve(l, app).await;
+    });
+    format!("http://{addr}")
+}
+
 fn questdb_version() -> String {
     let text = std::fs::read_to_string(repo().join("scripts/versions.sh"))
         .expect("scripts/versions.sh is missing");

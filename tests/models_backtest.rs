@@ -1,24 +1,14 @@
 //! Rolling-origin forecast backtest on the NAB series and on seeded demo-like hourly spend:
 //! asserts the floors of issue 4 (mean MASE < 1, 80% intervals covering 70-90%).
 
-use std::path::PathBuf;
+mod common;
 
 use adpulse::models::eval::backtest::{self, BacktestConfig};
 use adpulse::models::forecast::Method;
 
-fn nab_dir() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest.join("datasets/nab")
-}
-
 #[test]
 fn holt_winters_beats_seasonal_naive_with_calibrated_intervals() {
-    let dir = nab_dir();
-    assert!(
-        dir.is_dir(),
-        "NAB data missing: expected {} (the repository carries it in datasets/)",
-        dir.display()
-    );
+    let dir = common::dataset("datasets/nab");
     let series = match backtest::standard_series(&dir) {
         Ok(s) => s,
         Err(e) => panic!("cannot load the backtest series: {e}"),
@@ -57,7 +47,9 @@ fn holt_winters_beats_seasonal_naive_with_calibrated_intervals() {
 #[ignore = "slow comparison run for docs/models.md"]
 fn print_backtest_report() {
     let mut out = Vec::new();
-    if let Err(e) = adpulse::models::cli::backtest_report(&nab_dir(), &mut out) {
+    if let Err(e) =
+        adpulse::models::cli::backtest_report(&common::dataset("datasets/nab"), &mut out)
+    {
         panic!("backtest report: {e}");
     }
     println!("{}", String::from_utf8_lossy(&out));

@@ -377,6 +377,27 @@ mod tests {
         assert_eq!(c.conversions, 0.6);
         assert_eq!(c.conversion_value, dec!(1212.5));
         assert_eq!(c.clicks, 1275);
+        // the day start: a daily row keeps the customer's own date (2026-11-18 in Los Angeles)
+        // and is stamped at midnight of that date in the reporting timezone (India: 18:30 UTC
+        // the evening before), not at Los Angeles midnight (08:00 UTC, 13:30 in India)
+        let la = parse_search_stream(
+            &body,
+            "123-456-7890",
+            chrono_tz::America::Los_Angeles,
+            chrono_tz::Asia::Kolkata,
+            "INR",
+        )
+        .unwrap();
+        let Observation::Campaign(c) = &la[0] else {
+            panic!()
+        };
+        assert_eq!(c.bucket, Bucket::Day);
+        assert_eq!(
+            c.ts,
+            "2026-11-17T18:30:00Z"
+                .parse::<chrono::DateTime<chrono::Utc>>()
+                .unwrap()
+        );
         let e = parse_search_stream(
             "[{\"results\": [{\"campaign\": {}}]}]",
             "1",

@@ -234,23 +234,141 @@ def convention_problems(dashboard: dict) -> list[str]:
     return out
 
 
+def kpi_of(query: str) -> str | None:
+    """The KPI a query shows: its first adpulse metric, today's and the rolling windows' forms
+    counted as one (ROI today and ROI over 10 days are the same ratio, judged alike)."""
+    m = re.search(r"adpulse_[a-z0-9_]+", query)
+    if not m:
+        return None
+    return re.sub(r"_(today|rolling)(?=_ratio$|$)", "", m.group(0))
+
+
 def threshold_problems(dashboards: dict[str, dict]) -> list[str]:
-    """One threshold set per KPI: stat panels showing the same metric use the same steps."""
-    seen: dict[str, tuple[str, str]] = {}
+    """One threshold set per KPI: every panel (stat, time series, gauge...) that draws thresholds
+    for a KPI uses the same step values. A panel with only the base step draws none and is left
+    out; the KPI is the first query's metric (scope kept: a campaign's loss rate is not the
+    business's), with its today / rolling forms as one."""
+    seen: dict[str, tuple[str, list]] = {}
     out = []
     for name, d in dashboards.items():
         for p in panels_of(d):
-            if p.get("type") != "stat" or not p.get("targets"):
+            if not p.get("targets"):
                 continue
-            # the KPI: the first query, without offsets or selectors (the same KPI by platform)
-            key = re.sub(r"\{[^}]*\$[^}]*\}|\s+offset \w+|\s+", "", queries(p)[0])
-            if "adpulse_" not in key:
+            key = kpi_of(queries(p)[0])
+            if key is None:
                 continue
-            steps = json.dumps(p.get("fieldConfig", {}).get("defaults", {}).get("thresholds", {}).get("steps"))
-            if key in seen and seen[key][1] != steps:
-                out.append(f"{name}: panel {p.get('id')} {p.get('title')!r}: thresholds of {key} differ from {seen[key][0]}")
-            seen.setdefault(key, (f"{name} panel {p.get('id')}", steps))
+            steps = p.get("fieldConfig", {}).get("defaults", {}).get("thresholds", {}).get("steps") or []
+            values = [s.get("value") for s in steps if s.get("value") is not None]
+            if not values:
+                continue
+            if key in seen and seen[key][1] != values:
+                out.append(f"{name}: panel {p.get('id')} {p.get('title')!r}: thresholds {values} of {key} "
+                           f"differ from {seen[key][1]} in {seen[key][0]}")
+            seen.setdefault(key, (f"{name} panel {p.get('id')}", values))
     return out
+
+
+FESTIVALS = ROOT / "dashboards" / "festivals.csv"
+FESTIVAL_ANNOTATION = "Festivals & sales"
+# The dashboards that show money, where a festival or a sale explains a jump.
+MONEY_DASHBOARDS = ("crisis.json", "campaigns.json", "forecasts.json")
+FESTIVAL_KINDS = ("festival", "sale", "occasion")
+
+
+def read_festivals(path: Path = FESTIVALS) -> tuple[list[tuple[str, str, str, str]], list[str]]:
+    """The rows of festivals.csv (name, start, end, kind), and what is wrong with it."""
+    import csv
+    import datetime as dt
+    rows, problems = [], []
+    lines = [l for l in path.read_text(encoding="utf-8").splitlines() if l.strip() and not l.startswith("#")]
+    reader = csv.reader(lines)
+    header = next(reader, None)
+    if header != ["name", "start", "end", "kind"]:
+        return [], [f"{path.name}: header must be name,start,end,kind, got {header}"]
+    for n, r in enumerate(reader, start=2):
+        where = f"{path.name}: data row {n - 1}"
+        if len(r) != 4:
+            problems.append(f"{where}: want 4 fields, got {len(r)}: {r}")
+            continue
+        name, start, end, kind = (x.strip() for x in r)
+        try:
+            d0, d1 = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
+        except ValueError as e:
+            problems.append(f"{where} ({name}): {e}")
+            continue
+        if d1 < d0:
+            problems.append(f"{where} ({name}): ends {end} before it starts {start}")
+        if not name:
+            problems.append(f"{where}: no name")
+        if kind not in FESTIVAL_KINDS:
+            problems.append(f"{where} ({name}): kind {kind!r}, want one of {FESTIVAL_KINDS}")
+        rows.append((name, d0.isoformat(), d1.isoformat(), kind))
+    return rows, problems
+
+
+def festival_sql(rows: list[tuple[str, str, str, str]]) -> str:
+    """The annotation query: one literal row per event (region from the first IST midnight to the
+    one after the last day), filtered to the dashboard's range. QuestDB runs it; no table needed."""
+    import datetime as dt
+    def ist_midnight_utc(day: str, plus_days: int) -> str:
+        d = dt.date.fromisoformat(day) + dt.timedelta(days=plus_days - 1)
+        return f"{d.isoformat()}T18:30:00.000000Z"
+    def lit(s: str) -> str:
+        return "'" + s.replace("'", "''") + "'"
+    parts = [
+        f"SELECT cast({lit(ist_midnight_utc(start, 0))} AS timestamp) AS time, "
+        f"cast({lit(ist_midnight_utc(end, 1))} AS timestamp) AS timeend, {lit(name)} AS text, "
+        f"{lit(kind)} AS tags FROM long_sequence(1)"
+        for name, start, end, kind in rows
+    ]
+    return ("SELECT time, timeend, text, tags FROM (" + " UNION ALL ".join(parts) + ") "
+            "WHERE time < $__timeTo() AND timeend > $__timeFrom() ORDER BY time")
+
+
+def festival_annotation(rows) -> dict:
+    return {
+        "name": FESTIVAL_ANNOTATION,
+        "enable": True,
+        "hide": False,
+        "iconColor": "purple",
+        "datasource": {"type": "grafana-postgresql-datasource", "uid": "adpulse-questdb"},
+        "target": {"refId": "Festivals", "rawQuery": True, "editorMode": "code", "format": "table",
+                   "rawSql": festival_sql(rows)},
+    }
+
+
+def festival_problems(name: str, dashboard: dict, rows) -> list[str]:
+    if Path(name).name not in MONEY_DASHBOARDS:
+        return []
+    for a in dashboard.get("annotations", {}).get("list", []):
+        if a.get("name") == FESTIVAL_ANNOTATION:
+            if a.get("target", {}).get("rawSql") != festival_sql(rows):
+                return [f"annotation {FESTIVAL_ANNOTATION!r} differs from dashboards/festivals.csv: "
+                        "run python3 scripts/check-dashboards.py --sync-festivals"]
+            return []
+    return [f"no {FESTIVAL_ANNOTATION!r} annotation (a money dashboard): "
+            "run python3 scripts/check-dashboards.py --sync-festivals"]
+
+
+def sync_festivals() -> int:
+    rows, problems = read_festivals()
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 1
+    for file in MONEY_DASHBOARDS:
+        path = DASHBOARDS / file
+        d = json.loads(path.read_text(encoding="utf-8"))
+        anns = d.setdefault("annotations", {}).setdefault("list", [])
+        new = festival_annotation(rows)
+        for i, a in enumerate(anns):
+            if a.get("name") == FESTIVAL_ANNOTATION:
+                anns[i] = new
+                break
+        else:
+            anns.append(new)
+        path.write_text(json.dumps(d, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"wrote {len(rows)} festival and sale rows into {path.relative_to(ROOT)}")
+    return 0
 
 
 def main() -> int:
@@ -265,6 +383,10 @@ def main() -> int:
     problems: list[str] = []
     uids: dict[str, Path] = {}
     global DASHBOARDS
+    if sys.argv[1:] == ["--sync-festivals"]:
+        return sync_festivals()
+    festivals, festival_file_problems = read_festivals()
+    problems.extend(festival_file_problems)
     if len(sys.argv) == 3 and sys.argv[1] == "--dir":  # check another copy (e.g. main's dashboards)
         DASHBOARDS = Path(sys.argv[2]).resolve()
     files = sorted(DASHBOARDS.glob("*.json"))
@@ -287,6 +409,7 @@ def main() -> int:
 
         loaded[str(name)] = dashboard
         problems.extend(f"{name}: {m}" for m in convention_problems(dashboard))
+        problems.extend(f"{name}: {m}" for m in festival_problems(str(name), dashboard, festivals))
         uid = dashboard.get("uid")
         if not uid:
             problems.append(f"{name}: no uid")

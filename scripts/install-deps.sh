@@ -49,4 +49,16 @@ if [[ ! -s $jar ]]; then
   fi
   cp "$m2" "$jar"
 fi
-echo "ok: java $(java -version 2>&1 | head -1 | cut -d'"' -f2), QuestDB ${QUESTDB_VERSION} ($jar), $(prometheus --version 2>&1 | head -1 | cut -d' ' -f1-3), $(prometheus-alertmanager --version 2>&1 | head -1 | cut -d' ' -f1-3)"
+# Rust: Debian's own cargo is too old for this crate (edition 2024, rust-version in Cargo.toml),
+# so it is not installed from apt; say exactly what is needed instead of failing mid-build.
+need_rust=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
+if ! command -v cargo >/dev/null; then
+  echo "missing: Rust ${need_rust} or newer (cargo) — install it with rustup, then run this again" >&2
+  exit 1
+fi
+have_rust=$(cargo --version | cut -d' ' -f2)
+if [[ $(printf '%s\n%s\n' "$need_rust" "$have_rust" | sort -V | head -1) != "$need_rust" ]]; then
+  echo "Rust ${have_rust} is older than the ${need_rust} this crate needs — run: rustup update stable" >&2
+  exit 1
+fi
+echo "ok: cargo ${have_rust}, java $(java -version 2>&1 | head -1 | cut -d'"' -f2), QuestDB ${QUESTDB_VERSION} ($jar), $(prometheus --version 2>&1 | head -1 | cut -d' ' -f1-3), $(prometheus-alertmanager --version 2>&1 | head -1 | cut -d' ' -f1-3)"

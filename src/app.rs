@@ -130,11 +130,11 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         tasks.push(tokio::spawn(runner.run(shutdown.clone())));
     }
     // The KPI and model families: rendered once per snapshot, served to every scraper.
-    let exposition = Arc::new(Exposition::new(
-        snapshot.clone(),
-        model_outputs,
-        &config.metrics,
-    ));
+    let mut exposition = Exposition::new(snapshot.clone(), model_outputs, &config.metrics);
+    if config.questdb.enabled {
+        exposition = exposition.with_spool_limit("questdb", config.questdb.spool_max_bytes);
+    }
+    let exposition = Arc::new(exposition);
     // KPI refresher
     {
         let exposition = exposition.clone();

@@ -86,7 +86,9 @@ pub struct GeneralConfig {
     pub tracking_window_hours: u32,
     /// How often KPIs are recomputed for `/metrics`, in seconds.
     pub refresh_interval_secs: u64,
-    /// How much hourly history the collector keeps in memory, in days.
+    /// How much hourly history per campaign the collector keeps in memory, in days. The
+    /// whole-business 10d/30d windows do not need more: older hours are kept as one business
+    /// total per hour, and orders for 30 days.
     pub retention_days: u32,
     /// Folder of persisted sync state (per-source cursors, backfill progress).
     pub state_dir: PathBuf,
@@ -158,6 +160,9 @@ pub struct QuestDbConfig {
     pub forecasts_retention_days: u32,
     /// Days of anomaly scores QuestDB keeps (table TTL); 0 keeps them all.
     pub anomalies_retention_days: u32,
+    /// Days of ad-level rows (`ad_stats`) QuestDB keeps (table TTL); 0 keeps them all. Campaign
+    /// totals stay in `campaign_stats` whatever this says.
+    pub ad_stats_retention_days: u32,
 }
 
 impl Default for QuestDbConfig {
@@ -179,6 +184,7 @@ impl Default for QuestDbConfig {
             spool_reserve_bytes: 256 << 20,
             forecasts_retention_days: 90,
             anomalies_retention_days: 90,
+            ad_stats_retention_days: 400,
         }
     }
 }

@@ -230,7 +230,22 @@ fn main() -> anyhow::Result<()> {
                 &cfg, format, &file, &opts, dry_run,
             ))?;
             print_import_summary(&file, &s, dry_run);
-            if !s.rejected.is_empty() {
+            if s.dead_lettered > 0 {
+                eprintln!(
+                    "{}: {} records refused by QuestDB, not stored: they are in {} with its reason",
+                    file.display(),
+                    s.dead_lettered,
+                    cfg.questdb.spool_dir.join("dead-letter.jsonl").display()
+                );
+            }
+            if s.spooled > 0 {
+                eprintln!(
+                    "{}: {} of the stored records are held in the spool (QuestDB went down): the next `adpulse run` writes them",
+                    file.display(),
+                    s.spooled
+                );
+            }
+            if !s.rejected.is_empty() || s.dead_lettered > 0 {
                 std::process::exit(2);
             }
             Ok(())

@@ -20,7 +20,7 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use std::collections::BTreeMap;
 
 use crate::records::{
-    Bucket, CampaignKey, CampaignStat, FunnelStep, OrderEvent, OrderKind, Record,
+    AdRef, AdStat, Bucket, CampaignKey, CampaignStat, FunnelStep, OrderEvent, OrderKind, Record,
 };
 
 /// Campaign figures as a platform reports them.
@@ -36,6 +36,16 @@ pub struct RawCampaignStat {
     pub impressions: u64,
     pub clicks: u64,
     pub conversions: f64,
+}
+
+/// One ad's figures as a platform reports them (Meta `level=ad`, Google Ads `ad_group_ad`).
+/// `stat` carries the ad's campaign and the ad's own figures; a source emits each ad row also as
+/// a campaign observation, and the rows of one batch sharing a key are summed, so the campaign
+/// row is the exact sum of its ads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawAdStat {
+    pub stat: RawCampaignStat,
+    pub ad: AdRef,
 }
 
 /// An order event as the shop reports it.
@@ -72,6 +82,7 @@ pub enum Observation {
     Campaign(RawCampaignStat),
     Order(RawOrder),
     Funnel(RawFunnel),
+    Ad(RawAdStat),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -249,6 +260,45 @@ impl Normalizer {
         Ok(record)
     }
 
+    fn convert_campaign(
+        &self,
+        source: &str,
+        c: RawCampaignStat,
+    ) -> Result<CampaignStat, NormalizeError> {
+        for (field, v) in [("spend", c.spend), ("conversion_value", c.conversion_value)] {
+            if v.is_sign_negative() && !v.is_zero() {
+                return Err(NormalizeError::Negative {
+                    field,
+                    value: v.to_string(),
+                    campaign_id: c.key.campaign_id.clone(),
+                });
+            }
+        }
+        if !c.conversions.is_finite() || c.conversions < 0.0 {
+            return Err(NormalizeError::BadConversions(
+                c.conversions,
+                c.key.campaign_id.clone(),
+            ));
+        }
+        Ok(CampaignStat {
+            day: self.day_of(c.ts),
+            spend: self.convert(c.spend, &c.account_currency)?,
+            conversion_value: self.convert(c.conversion_value, &c.account_currency)?,
+            ts: c.ts,
+            bucket: c.bucket,
+            key: c.key,
+            campaign_name: c.campaign_name,
+            source: source.to_string(),
+            spend_account: c.spend,
+            conversion_value_account: c.conversion_value,
+            account_currency: c.account_currency,
+            currency: self.currency.clone(),
+            impressions: c.impressions,
+            clicks: c.clicks,
+            conversions: c.conversions,
+        })
+    }
+
     fn convert_observation(
         &self,
         source: &str,
@@ -256,39 +306,12 @@ impl Normalizer {
     ) -> Result<Record, NormalizeError> {
         match obs {
             Observation::Campaign(c) => {
-                for (field, v) in [("spend", c.spend), ("conversion_value", c.conversion_value)] {
-                    if v.is_sign_negative() && !v.is_zero() {
-                        return Err(NormalizeError::Negative {
-                            field,
-                            value: v.to_string(),
-                            campaign_id: c.key.campaign_id.clone(),
-                        });
-                    }
-                }
-                if !c.conversions.is_finite() || c.conversions < 0.0 {
-                    return Err(NormalizeError::BadConversions(
-                        c.conversions,
-                        c.key.campaign_id.clone(),
-                    ));
-                }
-                Ok(Record::CampaignStats(CampaignStat {
-                    day: self.day_of(c.ts),
-                    spend: self.convert(c.spend, &c.account_currency)?,
-                    conversion_value: self.convert(c.conversion_value, &c.account_currency)?,
-                    ts: c.ts,
-                    bucket: c.bucket,
-                    key: c.key,
-                    campaign_name: c.campaign_name,
-                    source: source.to_string(),
-                    spend_account: c.spend,
-                    conversion_value_account: c.conversion_value,
-                    account_currency: c.account_currency,
-                    currency: self.currency.clone(),
-                    impressions: c.impressions,
-                    clicks: c.clicks,
-                    conversions: c.conversions,
-                }))
+                Ok(Record::CampaignStats(self.convert_campaign(source, c)?))
             }
+            Observation::Ad(a) => Ok(Record::AdStats(AdStat {
+                stat: self.convert_campaign(source, a.stat)?,
+                ad: a.ad,
+            })),
             Observation::Order(o) => Ok(Record::Orders(OrderEvent {
                 day: self.day_of(o.ts),
                 amount: self.convert(o.amount, &o.currency)?,
@@ -320,29 +343,44 @@ impl Normalizer {
     }
 }
 
+fn validate_campaign(c: &CampaignStat, now: DateTime<Utc>) -> Result<(), NormalizeError> {
+    let id = &c.key.campaign_id;
+    check_ts(c.ts, now, id)?;
+    check_money("spend", c.spend, id)?;
+    check_money("conversion_value", c.conversion_value, id)?;
+    check_money("spend (account currency)", c.spend_account, id)?;
+    check_money(
+        "conversion_value (account currency)",
+        c.conversion_value_account,
+        id,
+    )?;
+    check_count("impressions", c.impressions, id)?;
+    check_count("clicks", c.clicks, id)?;
+    check_text(
+        id,
+        [
+            ("platform", Some(c.key.platform.as_str())),
+            ("account", Some(c.key.account.as_str())),
+            ("campaign_id", Some(c.key.campaign_id.as_str())),
+            ("campaign_name", Some(c.campaign_name.as_str())),
+        ],
+    )
+}
+
 /// The checks of the module doc, on a normalized record (account and reporting amounts both).
 pub fn validate(r: &Record, now: DateTime<Utc>) -> Result<(), NormalizeError> {
     match r {
-        Record::CampaignStats(c) => {
-            let id = &c.key.campaign_id;
-            check_ts(c.ts, now, id)?;
-            check_money("spend", c.spend, id)?;
-            check_money("conversion_value", c.conversion_value, id)?;
-            check_money("spend (account currency)", c.spend_account, id)?;
-            check_money(
-                "conversion_value (account currency)",
-                c.conversion_value_account,
-                id,
-            )?;
-            check_count("impressions", c.impressions, id)?;
-            check_count("clicks", c.clicks, id)?;
+        Record::CampaignStats(c) => validate_campaign(c, now),
+        Record::AdStats(a) => {
+            validate_campaign(&a.stat, now)?;
+            let id = format!("{} / {}", a.stat.key.campaign_id, a.ad.ad_id);
             check_text(
-                id,
+                &id,
                 [
-                    ("platform", Some(c.key.platform.as_str())),
-                    ("account", Some(c.key.account.as_str())),
-                    ("campaign_id", Some(c.key.campaign_id.as_str())),
-                    ("campaign_name", Some(c.campaign_name.as_str())),
+                    ("adset_id", Some(a.ad.adset_id.as_str())),
+                    ("adset_name", Some(a.ad.adset_name.as_str())),
+                    ("ad_id", Some(a.ad.ad_id.as_str())),
+                    ("ad_name", Some(a.ad.ad_name.as_str())),
                 ],
             )
         }

@@ -4,7 +4,8 @@
 //!
 //! Delivery: `emit` returns once the sink has taken the rows; `deliver(..).await?.durable().await`
 //! (or `emit_durable`) returns only once they are durable (acknowledged by QuestDB, or fsynced to
-//! the spool or the dead-letter file). A source that keeps a sync cursor advances it only after
+//! the spool or the dead-letter file), with the number actually stored (`settled()` tells written,
+//! spooled and dead-lettered apart). A source that keeps a sync cursor advances it only after
 //! that (see `docs/reliability.md`).
 
 use chrono::{DateTime, Utc};
@@ -16,7 +17,7 @@ use tracing::warn;
 
 use crate::normalize::{Normalizer, Observation};
 use crate::records::Record;
-use crate::sinks::questdb::{Durable, SinkHandle};
+use crate::sinks::questdb::{Durable, Settled, SinkHandle};
 use crate::state::Store;
 use crate::telemetry::Telemetry;
 
@@ -39,14 +40,22 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// Wait until the records are durable; returns their number.
+    /// Wait until the records are durable; returns how many are stored (acknowledged by QuestDB
+    /// or spooled): records QuestDB refused (dead-lettered) are not counted.
     pub async fn durable(self) -> Result<usize, EmitError> {
+        Ok(self.settled().await?.stored())
+    }
+
+    /// Wait until the records are durable; what became of them (written, spooled, dead-lettered).
+    /// Without a sink (metrics only) every record counts as stored.
+    pub async fn settled(self) -> Result<Settled, EmitError> {
         let n = self.records;
-        self.ticket
+        let s = self
+            .ticket
             .wait()
             .await
             .map_err(|_| EmitError::NotDurable(n))?;
-        Ok(n)
+        Ok(Settled { rows: n, ..s })
     }
 }
 
@@ -248,5 +257,195 @@ mod tests {
             )),
             "{body}"
         );
+    }
+}
+
+/// The cursor waits for durability: an API source's sync cursor moves only once the sink says its
+/// rows are durable, never on hand-over (issue 9: it used to advance when the rows were handed to
+/// the buffer, and a SIGKILL then lost them for good).
+#[cfg(test)]
+mod cursor_tests {
+    use super::*;
+    use crate::normalize::{RawOrder, day_start};
+    use crate::sinks::questdb::Settled;
+    use crate::sources::SourceContext;
+    use crate::sources::cursor::CursorStore;
+    use crate::sources::http::{LoopSettings, PollSource, SourceError, Window, run_polling};
+    use crate::sources::ledger::{DayState, Ledger};
+    use chrono::{Duration as CDuration, NaiveDate};
+    use rust_decimal_macros::dec;
+    use std::time::Duration;
+
+    /// One order per day of the window.
+    struct OrdersEachDay;
+
+    impl PollSource for OrdersEachDay {
+        fn account_timezone(&self) -> Tz {
+            chrono_tz::UTC
+        }
+        async fn poll(&mut self, w: Window) -> Result<Vec<Observation>, SourceError> {
+            Ok(w.days()
+                .map(|d| {
+                    Observation::Order(RawOrder {
+                        ts: day_start(d, chrono_tz::UTC) + CDuration::hours(12),
+                        event_id: format!("o{d}"),
+                        order_id: format!("#{d}"),
+                        kind: crate::records::OrderKind::Order,
+                        amount: dec!(100),
+                        currency: "INR".into(),
+                        customer_id: None,
+                        city: None,
+                        utm_source: None,
+                        utm_medium: None,
+                        utm_campaign: None,
+                        items: 1,
+                    })
+                })
+                .collect())
+        }
+    }
+
+    /// Let the polling task run as far as it can (it is waiting on something, or done).
+    async fn settle_down() {
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    fn start(
+        dir: &std::path::Path,
+        synced: NaiveDate,
+    ) -> (
+        Arc<CursorStore>,
+        tokio::sync::mpsc::Receiver<crate::sinks::questdb::Batch>,
+        tokio_util::sync::CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let cursors = Arc::new(CursorStore::new(dir));
+        cursors
+            .update("shop", |c| c.synced_until = Some(synced))
+            .unwrap();
+        let (handle, rx) = SinkHandle::for_test(64);
+        let pipeline = Arc::new(Pipeline::new(
+            Normalizer::new(chrono_tz::UTC, "INR", Default::default()),
+            Store::new(40),
+            Some(handle),
+            Arc::new(Telemetry::new()),
+        ));
+        let ctx = SourceContext {
+            name: "shop".into(),
+            pipeline,
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            cursors: cursors.clone(),
+        };
+        let stop = ctx.shutdown.clone();
+        let settings = LoopSettings {
+            interval: Duration::from_secs(3600),
+            lookback_days: 1,
+            wait: crate::platforms::WaitPolicy::new(1, 10),
+        };
+        let task = tokio::spawn(run_polling(OrdersEachDay, settings, ctx, "shopify"));
+        (cursors, rx, stop, task)
+    }
+
+    #[tokio::test]
+    async fn the_cursor_moves_only_once_the_sink_made_the_rows_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let today = Utc::now().date_naive();
+        let before = today - CDuration::days(5);
+        let (cursors, mut rx, stop, task) = start(dir.path(), before);
+        // the poll covers the 5 days since the cursor: one batch per day is handed over
+        let mut held = Vec::new();
+        while held.len() < 5 {
+            held.push(rx.recv().await.expect("a batch"));
+        }
+        settle_down().await;
+        assert_eq!(
+            cursors.get("shop").unwrap().synced_until,
+            Some(before),
+            "handed over but not durable: the cursor stays"
+        );
+        assert!(
+            Ledger::new(dir.path()).days("shop").unwrap().is_empty(),
+            "no day is recorded complete before its rows are durable"
+        );
+        // the sink makes them durable (QuestDB acknowledged): now the cursor moves
+        for b in held {
+            let rows = b.rows().len();
+            b.settle(Settled {
+                rows,
+                ..Settled::default()
+            });
+        }
+        while cursors.get("shop").unwrap().synced_until != Some(today) {
+            settle_down().await;
+        }
+        let days = Ledger::new(dir.path()).days("shop").unwrap();
+        assert_eq!(days.len(), 5);
+        assert!(days.values().all(|s| *s == DayState::Complete), "{days:?}");
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn rows_the_sink_never_made_durable_leave_the_cursor_and_the_days_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let today = Utc::now().date_naive();
+        let before = today - CDuration::days(3);
+        let (cursors, mut rx, stop, task) = start(dir.path(), before);
+        // the sink stops (e.g. SIGKILL-like loss of its memory): the tickets are dropped unresolved
+        let mut held = Vec::new();
+        while held.len() < 3 {
+            held.push(rx.recv().await.expect("a batch"));
+        }
+        drop(held);
+        settle_down().await;
+        assert_eq!(cursors.get("shop").unwrap().synced_until, Some(before));
+        let days = Ledger::new(dir.path()).days("shop").unwrap();
+        assert_eq!(days.len(), 3, "{days:?}");
+        assert!(
+            days.values()
+                .all(|s| matches!(s, DayState::Incomplete { .. })),
+            "{days:?}"
+        );
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_day_whose_rows_questdb_refused_stays_incomplete() {
+        let dir = tempfile::tempdir().unwrap();
+        let today = Utc::now().date_naive();
+        let (_cursors, mut rx, stop, task) = start(dir.path(), today - CDuration::days(2));
+        let first = rx.recv().await.expect("a batch");
+        let second = rx.recv().await.expect("a batch");
+        let day_of = |b: &crate::sinks::questdb::Batch| match &b.rows()[0] {
+            Record::Orders(o) => o.day,
+            _ => unreachable!("orders"),
+        };
+        let (refused_day, ok_day) = (day_of(&first), day_of(&second));
+        first.settle(Settled {
+            rows: 1,
+            spooled: 0,
+            dead_lettered: 1,
+        });
+        second.settle(Settled {
+            rows: 1,
+            spooled: 1,
+            dead_lettered: 0,
+        });
+        let ledger = Ledger::new(dir.path());
+        while ledger.days("shop").unwrap().len() < 2 {
+            settle_down().await;
+        }
+        let days = ledger.days("shop").unwrap();
+        assert!(
+            matches!(&days[&refused_day], DayState::Incomplete { reason } if reason.contains("refused by QuestDB")),
+            "{days:?}"
+        );
+        assert_eq!(days[&ok_day], DayState::Complete, "spooled is durable");
+        stop.cancel();
+        task.await.unwrap();
     }
 }

@@ -101,6 +101,26 @@ pub struct CampaignStat {
     pub conversions: f64,
 }
 
+/// Which ad a row belongs to: the ad set (Meta) or ad group (Google Ads) and the ad.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AdRef {
+    /// Meta ad set id, or Google Ads ad group id.
+    pub adset_id: String,
+    pub adset_name: String,
+    pub ad_id: String,
+    pub ad_name: String,
+}
+
+/// Delivery and conversion figures of one ad in one bucket (`ad_stats` table). `stat` holds the
+/// campaign the ad belongs to and the ad's own figures; the campaign's `campaign_stats` row of the
+/// same bucket is the exact sum of its ads' rows of one answer (derived from them, never read by
+/// a second request).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdStat {
+    pub stat: CampaignStat,
+    pub ad: AdRef,
+}
+
 /// What happened to an order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -358,11 +378,12 @@ pub enum Record {
     OrderLines(OrderLine),
     Touchpoints(TouchpointRow),
     Attribution(AttributionRow),
+    AdStats(AdStat),
 }
 
 /// Every table adpulse writes, in the order of `Record`'s variants (a leaf list, so `telemetry` and
 /// the sinks share it without importing each other).
-pub const TABLE_NAMES: [&str; 9] = [
+pub const TABLE_NAMES: [&str; 10] = [
     "campaign_stats",
     "orders",
     "funnel",
@@ -372,6 +393,7 @@ pub const TABLE_NAMES: [&str; 9] = [
     "order_lines",
     "touchpoints",
     "attribution",
+    "ad_stats",
 ];
 
 impl Record {
@@ -386,6 +408,7 @@ impl Record {
             Record::OrderLines(_) => "order_lines",
             Record::Touchpoints(_) => "touchpoints",
             Record::Attribution(_) => "attribution",
+            Record::AdStats(_) => "ad_stats",
         }
     }
 
@@ -400,6 +423,7 @@ impl Record {
             Record::OrderLines(r) => r.ts,
             Record::Touchpoints(r) => r.ts,
             Record::Attribution(r) => r.ts,
+            Record::AdStats(r) => r.stat.ts,
         }
     }
 }

@@ -1,6 +1,11 @@
 //! Current state: the recent history the collector keeps in memory (retention_days of hourly
-//! buckets, orders and funnel counts, upserted by the same keys as QuestDB), and the KPI
-//! [`Snapshot`] computed from it for `/metrics`.
+//! buckets per campaign, orders and funnel counts, upserted by the same keys as QuestDB), and the
+//! KPI [`Snapshot`] computed from it for `/metrics`.
+//!
+//! The whole-business rolling windows reach further back than the per-campaign history (the
+//! seed's 10-day view, 30 days): hour buckets older than `retention_days` are folded into one
+//! business total per hour (720 cells for 30 days, whatever the number of campaigns) instead of
+//! being kept per campaign, and orders are kept as long as the longest window.
 
 use chrono::{DateTime, Duration, NaiveDate, Timelike, Utc};
 use chrono_tz::Tz;
@@ -9,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::kpi::{CAMPAIGN_WINDOWS, Margin, TOTAL_WINDOWS, Totals, Window, loss_rate_per_hour};
 use crate::normalize::hour_floor;
-use crate::records::{Bucket, CampaignKey, FUNNEL_STAGES, OrderKind, Record};
+use crate::records::{AdRef, Bucket, CampaignKey, FUNNEL_STAGES, OrderKind, Record};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct Cell {
@@ -42,6 +47,17 @@ struct CampaignHistory {
     days: BTreeMap<NaiveDate, Cell>,
 }
 
+/// One ad's recent buckets (ad-level sources), for rules that judge ads (`ctr_below`).
+#[derive(Debug)]
+struct AdHistory {
+    ad: AdRef,
+    /// The ad's buckets; its `name` is unused (the ad's names are in `ad`).
+    cells: CampaignHistory,
+}
+
+/// Ads of one campaign by (ad set / ad group id, ad id).
+type CampaignAds = BTreeMap<(String, String), AdHistory>;
+
 #[derive(Debug, Clone)]
 struct OrderLite {
     day: NaiveDate,
@@ -65,20 +81,82 @@ pub struct SnapshotSettings {
 type FunnelKey = (i64, Bucket, String, String, String);
 
 /// In-memory recent history.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Store {
     campaigns: HashMap<CampaignKey, CampaignHistory>,
     orders: BTreeMap<(DateTime<Utc>, String), OrderLite>,
     funnel: HashMap<FunnelKey, (NaiveDate, u64)>,
+    /// Per-campaign history kept (`general.retention_days`).
     retention: Duration,
+    /// History the whole-business windows need: the longest of [`TOTAL_WINDOWS`] plus the
+    /// current partial hour, or nothing when `retention` is zero (a throwaway store).
+    window_retention: Duration,
+    /// Business totals (all campaigns) per hour bucket older than `hour_cutoff`.
+    window_hours: BTreeMap<i64, Cell>,
+    /// Which (campaign, hour) a `window_hours` cell already holds: per campaign, per
+    /// `hour.div_euclid(86_400)`, one bit per hour of that UTC day. A row repeated for such an
+    /// hour (a backfill replayed) is then not counted twice.
+    archived: HashMap<CampaignKey, BTreeMap<i64, u32>>,
+    /// The last prune's per-campaign cutoff (unix seconds): the business windows read
+    /// `window_hours` before it and the campaigns' hours from it on, so that no hour counts
+    /// twice whatever arrived since. It follows the clock (the demo's clock starts in the past).
+    hour_cutoff: i64,
+    /// Restated hour rows for hours already folded into `window_hours`: their old value stays
+    /// (the per-campaign cell is gone), so the 10d/30d windows can lag QuestDB by these.
+    stale_restatements: u64,
+    /// Ad-level buckets per campaign (issue 10), kept like the campaigns' history.
+    ads: HashMap<CampaignKey, CampaignAds>,
 }
 
 impl Store {
     pub fn new(retention_days: u32) -> Self {
+        let retention = Duration::days(i64::from(retention_days));
+        let longest = TOTAL_WINDOWS.iter().map(|w| w.hours).max().unwrap_or(0);
+        let window_retention = if retention_days == 0 {
+            Duration::zero()
+        } else {
+            retention.max(Duration::hours(i64::from(longest) + 1))
+        };
         Self {
-            retention: Duration::days(i64::from(retention_days)),
-            ..Default::default()
+            campaigns: HashMap::new(),
+            orders: BTreeMap::new(),
+            funnel: HashMap::new(),
+            retention,
+            window_retention,
+            window_hours: BTreeMap::new(),
+            archived: HashMap::new(),
+            hour_cutoff: i64::MIN,
+            stale_restatements: 0,
+            ads: HashMap::new(),
         }
+    }
+
+    /// Hour rows that restated an hour already folded into the business totals (older than
+    /// `retention_days`) and so were not applied; see docs/metrics.md.
+    pub fn stale_restatements(&self) -> u64 {
+        self.stale_restatements
+    }
+
+    /// Fold one campaign's hour cell into the business totals, once per (campaign, hour).
+    fn archive_hour(&mut self, key: &CampaignKey, t: i64, cell: Cell) {
+        let (day, bit) = (t.div_euclid(86_400), (t.rem_euclid(86_400) / 3600) as u32);
+        let mask = self
+            .archived
+            .entry(key.clone())
+            .or_default()
+            .entry(day)
+            .or_default();
+        if *mask & (1 << bit) != 0 {
+            self.stale_restatements += 1;
+            return;
+        }
+        *mask |= 1 << bit;
+        let e = self.window_hours.entry(t).or_default();
+        e.spend += cell.spend;
+        e.conversion_value += cell.conversion_value;
+        e.impressions += cell.impressions;
+        e.clicks += cell.clicks;
+        e.conversions += cell.conversions;
     }
 
     pub fn campaign_count(&self) -> usize {
@@ -90,10 +168,6 @@ impl Store {
         for r in records {
             match r {
                 Record::CampaignStats(c) => {
-                    let h = self.campaigns.entry(c.key.clone()).or_default();
-                    if h.name != c.campaign_name {
-                        h.name.clone_from(&c.campaign_name);
-                    }
                     let cell = Cell {
                         spend: c.spend,
                         conversion_value: c.conversion_value,
@@ -101,9 +175,16 @@ impl Store {
                         clicks: c.clicks,
                         conversions: c.conversions,
                     };
+                    // an hour older than the per-campaign history lands here too, and moves to
+                    // the business totals at the next prune (once per campaign and hour)
+                    let t = c.ts.timestamp();
+                    let h = self.campaigns.entry(c.key.clone()).or_default();
+                    if h.name != c.campaign_name {
+                        h.name.clone_from(&c.campaign_name);
+                    }
                     match c.bucket {
                         Bucket::Hour => {
-                            h.hours.insert(c.ts.timestamp(), cell);
+                            h.hours.insert(t, cell);
                         }
                         Bucket::Day => {
                             h.days.insert(c.day, cell);
@@ -126,6 +207,42 @@ impl Store {
                 // order depth and attribution feed QuestDB and the dashboards; the live
                 // snapshot reads orders
                 Record::OrderLines(_) | Record::Touchpoints(_) | Record::Attribution(_) => {}
+                // the campaign rows carry the ads' sums (the KPIs); the ads' own buckets are
+                // kept for the rules that judge ads, for the same recent history
+                Record::AdStats(a) => {
+                    let c = &a.stat;
+                    let t = c.ts.timestamp();
+                    if c.bucket == Bucket::Hour && t < self.hour_cutoff {
+                        continue;
+                    }
+                    let cell = Cell {
+                        spend: c.spend,
+                        conversion_value: c.conversion_value,
+                        impressions: c.impressions,
+                        clicks: c.clicks,
+                        conversions: c.conversions,
+                    };
+                    let h = self
+                        .ads
+                        .entry(c.key.clone())
+                        .or_default()
+                        .entry((a.ad.adset_id.clone(), a.ad.ad_id.clone()))
+                        .or_insert_with(|| AdHistory {
+                            ad: a.ad.clone(),
+                            cells: CampaignHistory::default(),
+                        });
+                    if h.ad != a.ad {
+                        h.ad.clone_from(&a.ad);
+                    }
+                    match c.bucket {
+                        Bucket::Hour => {
+                            h.cells.hours.insert(t, cell);
+                        }
+                        Bucket::Day => {
+                            h.cells.days.insert(c.day, cell);
+                        }
+                    }
+                }
                 Record::Funnel(f) => {
                     self.funnel.insert(
                         (
@@ -178,6 +295,38 @@ impl Store {
         out
     }
 
+    /// Shop orders (not refunds) per (UTM campaign, hour bucket start) for hours in
+    /// `[from, to)`: the shop's own count of what each campaign sold, for comparing with the
+    /// platform's conversions (the tracking-break test). The UTM value is as the shop recorded
+    /// it (a campaign id or name; the caller matches it).
+    pub fn attributed_orders_by_hour(
+        &self,
+        from: i64,
+        to: i64,
+        tz: Tz,
+    ) -> HashMap<(String, i64), u64> {
+        let mut out: HashMap<(String, i64), u64> = HashMap::new();
+        let lo = DateTime::<Utc>::from_timestamp(from, 0).unwrap_or_default();
+        for ((ts, _), o) in self.orders.range((lo, String::new())..) {
+            let b = hour_floor(*ts, tz).timestamp();
+            if b >= to {
+                break;
+            }
+            if b >= from
+                && o.kind == OrderKind::Order
+                && let Some(u) = &o.utm_campaign
+            {
+                *out.entry((u.clone(), b)).or_default() += 1;
+            }
+        }
+        out
+    }
+
+    /// True when any shop order or refund is kept (a shop is connected).
+    pub fn has_orders(&self) -> bool {
+        !self.orders.is_empty()
+    }
+
     /// Shop revenue per reporting day (all orders kept in memory).
     pub fn daily_revenue(&self) -> BTreeMap<NaiveDate, Decimal> {
         let mut out: BTreeMap<NaiveDate, Decimal> = BTreeMap::new();
@@ -187,18 +336,56 @@ impl Store {
         out
     }
 
-    /// Drop what is older than the retention before `now`.
+    /// Drop what is older than the retention before `now`; hour buckets older than
+    /// `retention_days` but inside the longest window move into the business totals.
     pub fn prune(&mut self, now: DateTime<Utc>) {
         let cutoff = now - self.retention;
         let cut_s = cutoff.timestamp();
         let cut_day = cutoff.date_naive();
-        self.campaigns.retain(|_, h| {
-            h.hours = h.hours.split_off(&cut_s);
+        let window_cutoff = now - self.window_retention;
+        let window_s = window_cutoff.timestamp();
+        let mut folded: Vec<(CampaignKey, i64, Cell)> = Vec::new();
+        self.campaigns.retain(|key, h| {
+            let keep = h.hours.split_off(&cut_s);
+            let old = std::mem::replace(&mut h.hours, keep);
+            folded.extend(
+                old.into_iter()
+                    .filter(|(t, _)| *t >= window_s)
+                    .map(|(t, c)| (key.clone(), t, c)),
+            );
             h.days = h.days.split_off(&cut_day);
             !(h.hours.is_empty() && h.days.is_empty())
         });
-        self.orders = self.orders.split_off(&(cutoff, String::new()));
+        let stale_before = self.stale_restatements;
+        for (key, t, c) in folded {
+            self.archive_hour(&key, t, c);
+        }
+        if self.stale_restatements > stale_before {
+            // said once per prune, not per row: a replayed backfill repeats thousands
+            tracing::warn!(
+                rows = self.stale_restatements - stale_before,
+                retention_days = self.retention.num_days(),
+                "hour rows restated past the per-campaign history: the 10d/30d windows keep the \
+                 earlier values (QuestDB has the new ones)"
+            );
+        }
+        self.hour_cutoff = cut_s;
+        self.window_hours = self.window_hours.split_off(&window_s);
+        let window_day = window_s.div_euclid(86_400);
+        self.archived.retain(|_, days| {
+            *days = days.split_off(&window_day);
+            !days.is_empty()
+        });
+        self.orders = self.orders.split_off(&(window_cutoff, String::new()));
         self.funnel.retain(|k, _| k.0 >= cut_s);
+        self.ads.retain(|_, ads| {
+            ads.retain(|_, a| {
+                a.cells.hours = a.cells.hours.split_off(&cut_s);
+                a.cells.days = a.cells.days.split_off(&cut_day);
+                !(a.cells.hours.is_empty() && a.cells.days.is_empty())
+            });
+            !ads.is_empty()
+        });
     }
 
     /// KPIs as of `now`.
@@ -214,7 +401,7 @@ impl Store {
         // Rolling windows the kept history covers (a longer one would be missing data).
         let total_windows: Vec<Window> = TOTAL_WINDOWS
             .into_iter()
-            .filter(|w| self.retention >= Duration::hours(i64::from(w.hours)))
+            .filter(|w| self.window_retention >= Duration::hours(i64::from(w.hours)))
             .collect();
         let camp_windows: Vec<Window> = CAMPAIGN_WINDOWS
             .into_iter()
@@ -330,9 +517,16 @@ impl Store {
             for (&t, c) in h.hours.range(lo..) {
                 let cell = c.totals();
                 if t <= cur_hour {
-                    for r in total_rolling.iter_mut().chain(rolling.iter_mut()) {
+                    for r in rolling.iter_mut() {
                         if t >= r.window.start(cur_hour) {
                             r.totals += cell;
+                        }
+                    }
+                    if t >= self.hour_cutoff {
+                        for r in total_rolling.iter_mut() {
+                            if t >= r.window.start(cur_hour) {
+                                r.totals += cell;
+                            }
                         }
                     }
                 }
@@ -414,6 +608,18 @@ impl Store {
             p.loss_rate_per_hour =
                 loss_rate_per_hour(&p.loss_window, s.loss_rate_window_hours, s.margin);
         }
+        // hours older than the per-campaign history, from the business totals
+        let archive_end = self.hour_cutoff.min(cur_hour + 1);
+        for (&t, c) in self
+            .window_hours
+            .range(oldest_window..archive_end.max(oldest_window))
+        {
+            for r in total_rolling.iter_mut() {
+                if t >= r.window.start(cur_hour) {
+                    r.totals += c.totals();
+                }
+            }
+        }
         total_loss_window.revenue = total_rev_loss_window;
         total.loss_rate_per_hour =
             loss_rate_per_hour(&total_loss_window, s.loss_rate_window_hours, s.margin);
@@ -441,6 +647,20 @@ impl Store {
             total,
             funnel,
             roi_target: s.roi_target,
+            ads: self
+                .ads
+                .iter()
+                .map(|(key, ads)| {
+                    let views = ads
+                        .values()
+                        .map(|a| AdView {
+                            ad: a.ad.clone(),
+                            days: daily_history(&a.cells, s.tz, |_| Decimal::ZERO),
+                        })
+                        .collect();
+                    (key.clone(), views)
+                })
+                .collect(),
         }
     }
 }
@@ -543,6 +763,16 @@ pub struct Snapshot {
     pub total: TotalView,
     pub funnel: Vec<(String, u64)>,
     pub roi_target: Option<f64>,
+    /// Per campaign, its ads' daily totals (ad-level sources only; empty for the others).
+    pub ads: BTreeMap<CampaignKey, Vec<AdView>>,
+}
+
+/// One ad's totals per reporting day, oldest first (hour buckets summed by local day, as for
+/// campaigns); `revenue` is not attributed to ads (0).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdView {
+    pub ad: AdRef,
+    pub days: Vec<(NaiveDate, Totals)>,
 }
 
 impl Snapshot {
@@ -558,6 +788,7 @@ impl Snapshot {
             total: TotalView::default(),
             funnel: vec![],
             roi_target: None,
+            ads: BTreeMap::new(),
         }
     }
 }
@@ -601,5 +832,77 @@ mod tests {
                 (d("2026-11-20"), 23, dec!(34.5)),
             ]
         );
+    }
+
+    #[test]
+    fn ad_rows_are_upserted_per_ad_and_reach_the_snapshot_by_day() {
+        use crate::records::{AdStat, CampaignStat};
+        let key = CampaignKey {
+            platform: "meta".into(),
+            account: "act_1".into(),
+            campaign_id: "c1".into(),
+        };
+        let row = |ts: &str, ad_id: &str, clicks: u64| {
+            let ts: DateTime<Utc> = ts.parse().unwrap();
+            Record::AdStats(AdStat {
+                stat: CampaignStat {
+                    ts,
+                    bucket: Bucket::Hour,
+                    day: ts.with_timezone(&chrono_tz::Asia::Kolkata).date_naive(),
+                    key: key.clone(),
+                    campaign_name: "C1".into(),
+                    source: "meta".into(),
+                    spend: dec!(1),
+                    conversion_value: dec!(0),
+                    spend_account: dec!(1),
+                    conversion_value_account: dec!(0),
+                    account_currency: "INR".into(),
+                    currency: "INR".into(),
+                    impressions: 100,
+                    clicks,
+                    conversions: 0.0,
+                },
+                ad: AdRef {
+                    adset_id: "s1".into(),
+                    adset_name: "S1".into(),
+                    ad_id: ad_id.into(),
+                    ad_name: format!("Ad {ad_id}"),
+                },
+            })
+        };
+        let mut store = Store::new(8);
+        store.ingest(&[
+            row("2026-11-20T04:30:00Z", "a1", 3),
+            row("2026-11-20T05:30:00Z", "a1", 4),
+            row("2026-11-20T05:30:00Z", "a2", 9),
+        ]);
+        // a restated hour replaces the old value (the ad_stats DEDUP key), it is not added
+        store.ingest(&[row("2026-11-20T05:30:00Z", "a1", 5)]);
+        let settings = SnapshotSettings {
+            tz: chrono_tz::Asia::Kolkata,
+            currency: "INR".into(),
+            margin: Margin::default(),
+            loss_rate_window_hours: 3,
+            tracking_window_hours: 24,
+            roi_target: None,
+        };
+        let snap = store.snapshot("2026-11-20T12:00:00Z".parse().unwrap(), &settings);
+        let ads = &snap.ads[&key];
+        let got: Vec<(&str, Vec<(NaiveDate, u64)>)> = ads
+            .iter()
+            .map(|a| {
+                (
+                    a.ad.ad_id.as_str(),
+                    a.days.iter().map(|(d, t)| (*d, t.clicks)).collect(),
+                )
+            })
+            .collect();
+        let d = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+        assert_eq!(got, vec![("a1", vec![(d, 3 + 5)]), ("a2", vec![(d, 9)])]);
+        assert_eq!(ads[0].ad.ad_name, "Ad a1");
+        // past the history kept, the ads go with the campaigns' hours
+        store.prune("2026-12-01T00:00:00Z".parse().unwrap());
+        let snap = store.snapshot("2026-12-01T00:00:00Z".parse().unwrap(), &settings);
+        assert!(snap.ads.is_empty());
     }
 }

@@ -6,122 +6,28 @@
 //! the read token cannot act; every action and refusal is in the `actions` table; no token in
 //! /metrics or the audit.
 
+#[path = "support/action_center.rs"]
+mod action_center;
 mod common;
+#[path = "support/fake_meta.rs"]
+mod fake_meta;
 
+use action_center::{Visitor, demo_config, hidden};
 use adpulse::actions::Mode;
 use adpulse::actions::config::MetaActionsConfig;
 use adpulse::config::{Config, QuestDbConfig};
 use adpulse::platforms::meta::MetaApiConfig;
 use adpulse::sources::SourceConfig;
 use adpulse::sources::demo::DemoConfig;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::get as route_get;
 use common::*;
+use fake_meta::FakeMeta;
 use serde_json::{Value, json};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 const META_TOKEN: &str = "meta-token-Zx81";
 const READ: &str = "read-token-Qp42";
 const WRITE: &str = "write-token-Lm97";
-
-#[derive(Default)]
-struct FakeMeta {
-    status: Mutex<HashMap<String, String>>,
-    attempts: AtomicU32,
-    applied: AtomicU32,
-    fail_next: AtomicU32,
-    bad_auth: AtomicU32,
-}
-
-fn authed(h: &HeaderMap) -> bool {
-    h.get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {META_TOKEN}"))
-}
-
-fn auth_error() -> axum::response::Response {
-    (
-        StatusCode::UNAUTHORIZED,
-        axum::Json(json!({"error": {"message": "Invalid OAuth access token.", "type": "OAuthException", "code": 190, "fbtrace_id": "AbC"}})),
-    )
-        .into_response()
-}
-
-async fn get_campaign(
-    State(f): State<Arc<FakeMeta>>,
-    h: HeaderMap,
-    Path((_v, id)): Path<(String, String)>,
-) -> axum::response::Response {
-    if !authed(&h) {
-        f.bad_auth.fetch_add(1, Ordering::SeqCst);
-        return auth_error();
-    }
-    let status = f
-        .status
-        .lock()
-        .unwrap()
-        .get(&id)
-        .cloned()
-        .unwrap_or_else(|| "ACTIVE".into());
-    axum::Json(json!({"id": id, "status": status, "daily_budget": "960400"})).into_response()
-}
-
-async fn post_campaign(
-    State(f): State<Arc<FakeMeta>>,
-    h: HeaderMap,
-    Path((_v, id)): Path<(String, String)>,
-    body: String,
-) -> axum::response::Response {
-    // application/x-www-form-urlencoded, as the Graph API takes it
-    let form: HashMap<String, String> = body
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    if !authed(&h) {
-        f.bad_auth.fetch_add(1, Ordering::SeqCst);
-        return auth_error();
-    }
-    f.attempts.fetch_add(1, Ordering::SeqCst);
-    if f.fail_next.load(Ordering::SeqCst) > 0 {
-        f.fail_next.fetch_sub(1, Ordering::SeqCst);
-        return (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            axum::Json(json!({"error": {"message": "An unexpected error has occurred. Please retry your request later.", "type": "OAuthException", "is_transient": true, "code": 2, "fbtrace_id": "AbD"}})),
-        )
-            .into_response();
-    }
-    match form.get("status").map(String::as_str) {
-        Some(s @ ("PAUSED" | "ACTIVE")) => {
-            f.status.lock().unwrap().insert(id, s.to_string());
-            f.applied.fetch_add(1, Ordering::SeqCst);
-            axum::Json(json!({"success": true})).into_response()
-        }
-        _ => (
-            StatusCode::BAD_REQUEST,
-            axum::Json(json!({"error": {"message": "(#100) Invalid parameter", "type": "OAuthException", "code": 100}})),
-        )
-            .into_response(),
-    }
-}
-
-async fn serve_fake(f: Arc<FakeMeta>) -> String {
-    let app = axum::Router::new()
-        .route(
-            "/{version}/{id}",
-            route_get(get_campaign).post(post_campaign),
-        )
-        .with_state(f);
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(l, app).await;
-    });
-    format!("http://{addr}")
-}
 
 async fn call(method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
     let c = client();
@@ -149,8 +55,8 @@ async fn approvals_execute_once_refusals_are_audited_and_tokens_never_leak() {
             panic!("DDL of {name} rejected: {e}");
         }
     }
-    let fake = Arc::new(FakeMeta::default());
-    let fake_url = serve_fake(fake.clone()).await;
+    let fake = FakeMeta::new(META_TOKEN, "960400");
+    let fake_url = fake.serve().await;
     let dir = tempfile::tempdir().unwrap();
     let file = |name: &str, v: &str| {
         let p = dir.path().join(name);
@@ -455,4 +361,281 @@ async fn approvals_execute_once_refusals_are_audited_and_tokens_never_leak() {
     for secret in [META_TOKEN, READ, WRITE] {
         assert!(!text.contains(secret), "a token leaked into the audit log");
     }
+}
+
+/// An action center on the demo (backfill only, no QuestDB), with the fake Meta API and a users
+/// file holding `asha` (approver).
+async fn web_app(
+    fake_url: String,
+    dir: &tempfile::TempDir,
+    tune: impl FnOnce(&mut Config),
+) -> adpulse::app::Running {
+    let users_file = dir.path().join("users.toml");
+    adpulse::actions::engine::Users::new(&users_file, 5, Duration::from_secs(60))
+        .add(
+            "asha",
+            adpulse::actions::engine::Role::Approver,
+            "asha-approver-pass",
+        )
+        .unwrap();
+    let token = dir.path().join("meta-token");
+    std::fs::write(&token, format!("{META_TOKEN}\n")).unwrap();
+    let mut cfg = demo_config(dir.path(), fake_url, token, users_file);
+    tune(&mut cfg);
+    adpulse::app::start(cfg).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_is_rate_limited_per_address_and_works_again_after_the_window() {
+    const BURST: u32 = 3;
+    let fake = FakeMeta::new(META_TOKEN, "960400");
+    let dir = tempfile::tempdir().unwrap();
+    let running = web_app(fake.serve().await, &dir, |cfg| {
+        cfg.actions.web.login_burst = BURST;
+        cfg.actions.web.login_refill_secs = 5;
+    })
+    .await;
+    let mut v = Visitor::new(&format!("http://{}", running.addr));
+    let (s, page) = v.get("/login").await;
+    assert_eq!(s, 200, "{page}");
+    let csrf = hidden(&page, "csrf");
+    // BURST + 1 failed sign-ins at once (each a different name, so no per-user lockout plays a
+    // part): BURST are answered, one is refused by the limiter before any password check. Sent
+    // together, so the limiter's refill (5 s) cannot hand out a token in between, however
+    // slow the password checks are.
+    let attempts = (0..=BURST).map(|k| {
+        let mut w = v.fork();
+        let csrf = csrf.clone();
+        async move {
+            let name = format!("nobody{k}");
+            w.send(
+                "/login",
+                Some(&[("csrf", &csrf), ("name", &name), ("password", "guess")]),
+            )
+            .await
+        }
+    });
+    let answers = futures_util::future::join_all(attempts).await;
+    let mut statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+    statuses.sort();
+    let mut want = vec![401; BURST as usize];
+    want.push(429);
+    assert_eq!(statuses, want, "BURST answered, the one over it limited");
+    for (s, _, page) in &answers {
+        if *s == 401 {
+            assert!(page.contains("wrong name or password"), "{page}");
+        }
+    }
+    let headers = answers
+        .iter()
+        .find(|a| a.0 == 429)
+        .map(|a| a.1.clone())
+        .unwrap();
+    // the limit is per address: another loopback address still gets an answer
+    let mut other = Visitor::new(&v.base);
+    other.http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let (_, page) = other.get("/login").await;
+    let other_csrf = hidden(&page, "csrf");
+    let (s, _) = other
+        .post(
+            "/login",
+            &[
+                ("csrf", &other_csrf),
+                ("name", "nobodyy"),
+                ("password", "guess"),
+            ],
+        )
+        .await;
+    assert_eq!(s, 401, "another address is not limited");
+    let right = [
+        ("csrf", csrf.as_str()),
+        ("name", "asha"),
+        ("password", "asha-approver-pass"),
+    ];
+    // after the wait the limiter names, the correct sign-in goes through
+    let wait: u64 = headers
+        .get("retry-after")
+        .and_then(|h| h.to_str().ok())
+        .and_then(|s| s.parse().ok())
+        .expect("a 429 says when to retry (retry-after)");
+    tokio::time::sleep(Duration::from_secs(wait)).await;
+    let (s, headers, page) = eventually(
+        "the sign-in accepted after the window",
+        Duration::from_secs(30),
+        || {
+            let mut w = v.fork();
+            async move {
+                let r = w.send("/login", Some(&right)).await;
+                (r.0 != 429).then_some(r)
+            }
+        },
+    )
+    .await;
+    assert_eq!(s, 303, "{page}");
+    assert_eq!(
+        headers.get("location").and_then(|h| h.to_str().ok()),
+        Some("/")
+    );
+    v.keep_cookie_from(&headers);
+    let (s, page) = v.get("/").await;
+    assert_eq!(s, 200);
+    assert!(page.contains("Loss now"), "signed in: {page}");
+    running.stop().await;
+}
+
+/// The campaign ids a column of the moves table links to (`/campaigns/{id}`), in page order.
+fn move_ids(page: &str, column: usize) -> Vec<String> {
+    let table = page
+        .split("<table id=\"moves\">")
+        .nth(1)
+        .and_then(|t| t.split("</table>").next())
+        .unwrap_or_else(|| panic!("no moves table: {page}"));
+    table
+        .split("<tr>")
+        .skip(2) // before the header row, the header row
+        .filter_map(|row| {
+            row.split("href=\"/campaigns/")
+                .nth(column + 1)
+                .and_then(|s| s.split('"').next())
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reallocation_applied_from_the_page_pauses_and_raises_on_meta_once() {
+    // the demo's one profitable campaign (Meta), with its own daily budget of ₹800 on the fake
+    // platform and a cap of ₹20,000 in adpulse: the raise ends at the cap, 2000000 paise. The
+    // room (up to 30 times its spend, within the cap) takes more than the worst loser (a Google
+    // campaign), so Meta losers are paused too.
+    const WINNER: &str = "120210000000003";
+    let fake = FakeMeta::new(META_TOKEN, "960400");
+    fake.budgets
+        .lock()
+        .unwrap()
+        .insert(WINNER.into(), "80000".into());
+    let dir = tempfile::tempdir().unwrap();
+    let running = web_app(fake.serve().await, &dir, |cfg| {
+        cfg.actions.mode = Mode::Approve;
+        cfg.actions.dry_run = false;
+        cfg.actions
+            .caps
+            .campaigns
+            .insert(WINNER.into(), rust_decimal::Decimal::from(20_000));
+        cfg.actions.reallocation.max_increase_ratio = rust_decimal::Decimal::from(30);
+    })
+    .await;
+    let mut v = Visitor::new(&format!("http://{}", running.addr));
+    let (_, page) = v.get("/login").await;
+    let csrf = hidden(&page, "csrf");
+    let (s, page) = v
+        .post(
+            "/login",
+            &[
+                ("csrf", &csrf),
+                ("name", "asha"),
+                ("password", "asha-approver-pass"),
+            ],
+        )
+        .await;
+    assert_eq!(s, 303, "{page}");
+    // the proposal, once the backfill is in
+    let page = eventually(
+        "a reallocation proposal with moves",
+        Duration::from_secs(60),
+        || {
+            let mut w = v.fork();
+            async move {
+                let (s, page) = w.get("/reallocation").await;
+                (s == 200 && page.contains("id=\"apply\"")).then_some(page)
+            }
+        },
+    )
+    .await;
+    let from = move_ids(&page, 0);
+    let to = move_ids(&page, 1);
+    assert!(!from.is_empty(), "{page}");
+    assert!(
+        to.iter().all(|t| t == WINNER),
+        "only the winner gains: {to:?}"
+    );
+    let meta_losers: std::collections::BTreeSet<&str> = from
+        .iter()
+        .map(String::as_str)
+        .filter(|id| id.starts_with("12021"))
+        .collect();
+    assert!(!meta_losers.is_empty(), "a Meta campaign gives: {from:?}");
+    let csrf = hidden(&page, "csrf");
+    let proposal = hidden(&page, "proposal");
+    assert!(
+        fake.mutations().is_empty(),
+        "nothing is sent before the approval"
+    );
+
+    // a form for another proposal than the current one changes nothing
+    let (s, out) = v
+        .post(
+            "/reallocation/apply",
+            &[("csrf", &csrf), ("proposal", "0000000000000000")],
+        )
+        .await;
+    assert_eq!(s, 409, "{out}");
+    assert!(fake.mutations().is_empty());
+
+    // apply, then submit the same form again (a double click, a reload)
+    let form = [("csrf", csrf.as_str()), ("proposal", proposal.as_str())];
+    let (s, out) = v.post("/reallocation/apply", &form).await;
+    assert_eq!(s, 200, "{out}");
+    assert!(out.contains("id=\"results\""), "{out}");
+    let mut want: Vec<(String, String)> = meta_losers
+        .iter()
+        .map(|id| (id.to_string(), "status=PAUSED".to_string()))
+        .collect();
+    want.push((WINNER.into(), "daily_budget=2000000".into()));
+    let mut got = fake.mutations();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "exactly these Graph API calls");
+    let (s, _) = v.post("/reallocation/apply", &form).await;
+    assert!(s == 200 || s == 409, "{s}");
+    let mut again = fake.mutations();
+    again.sort();
+    assert_eq!(again, want, "a repeated submit sends nothing more");
+
+    // the audit: one executed row per call, by the person, under one action id
+    running.stop().await;
+    let rows: Vec<_> = adpulse::actions::engine::AuditLog::open(&dir.path().join("state"), None)
+        .unwrap()
+        .query(&adpulse::actions::engine::AuditFilter::default())
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.rule == "reallocation")
+        .collect();
+    let executed: Vec<(String, String)> = rows
+        .iter()
+        .filter(|r| r.event == "executed")
+        .map(|r| (r.campaign_id.clone(), r.actor.clone()))
+        .collect();
+    let mut want_rows: Vec<(String, String)> = want
+        .iter()
+        .map(|(id, _)| (id.clone(), "user:asha".to_string()))
+        .collect();
+    want_rows.sort();
+    let mut executed_sorted = executed.clone();
+    executed_sorted.sort();
+    assert_eq!(executed_sorted, want_rows, "{rows:?}");
+    let ids: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.action_id.as_str()).collect();
+    assert_eq!(ids.len(), 1, "one application, not two: {ids:?}");
+    let raise = rows
+        .iter()
+        .find(|r| r.event == "executed" && r.campaign_id == WINNER)
+        .unwrap();
+    assert!(
+        raise.state_before.contains("800") && raise.state_after.contains("20000"),
+        "{raise:?}"
+    );
 }

@@ -142,6 +142,7 @@ async fn a_rerun_after_fixing_the_causes_fetches_exactly_the_incomplete_days() {
     assert!(text.contains("no exchange rate for USD"), "{text}");
     assert!(text.contains("2026-10-08..2026-10-20: throttled: the API asks to wait 40620s, more than max_throttle_wait_secs (3600s)"), "{text}");
     assert_eq!((*complete, incomplete.len()), (6, 14));
+    println!("run 1: {text}\nrun 1 requests: {:?}", log.lock().unwrap());
     assert_eq!(
         log.lock().unwrap().clone(),
         vec!["2026-10-01..2026-10-07", "2026-10-08..2026-10-14"],
@@ -156,6 +157,13 @@ async fn a_rerun_after_fixing_the_causes_fetches_exactly_the_incomplete_days() {
     log.lock().unwrap().clear();
     let cfg = meta_config(dir.path(), &q.url(), &base, &token, "[fx]\nUSD = \"83.5\"");
     let s = backfill(&cfg, "meta", from, to, 7, false).await.unwrap();
+    println!(
+        "run 2: {} days fetched, {} already complete, waits {:?}; requests: {:?}",
+        s.days,
+        s.already_complete,
+        s.waits,
+        log.lock().unwrap()
+    );
     assert_eq!(s.days, 14);
     assert_eq!(s.already_complete, 6);
     assert_eq!(s.resumed_from, NaiveDate::from_ymd_opt(2026, 10, 3));
@@ -190,6 +198,12 @@ async fn a_rerun_after_fixing_the_causes_fetches_exactly_the_incomplete_days() {
     // done: a third run has nothing to do and asks nothing
     log.lock().unwrap().clear();
     let s = backfill(&cfg, "meta", from, to, 7, false).await.unwrap();
+    println!(
+        "run 3: {} days fetched, {} already complete; requests: {:?}",
+        s.days,
+        s.already_complete,
+        log.lock().unwrap()
+    );
     assert_eq!((s.days, s.already_complete), (0, 20));
     assert!(log.lock().unwrap().is_empty());
     let bad = backfill(&cfg, "nope", from, to, 7, false)

@@ -51,7 +51,12 @@ use std::time::Duration;
 /// Targets whose data is not produced yet (they must still run, and must return nothing: once they
 /// do, remove them from this list so their data is checked like every other panel's). Issue 4's
 /// forecast and anomaly panels left this list when the models ran in the service.
-const NOT_PRODUCED_YET: &[(&str, u64, &str)] = &[];
+const NOT_PRODUCED_YET: &[(&str, u64, &str)] = &[
+    // the ad-level drill-down: the demo emits campaign rows only (ad rows come from Meta and
+    // Google Ads); checked on hand-made ad rows in `ad_drill_down_shows_each_ad_and_reconciles_campaigns`
+    ("adpulse-ads", 1, "A"),
+    ("adpulse-ads", 2, "A"),
+];
 
 /// Targets that are rightly empty in a healthy demo run: they show failures, and there are none
 /// (a counter series with no failure yet may not exist at all).
@@ -774,7 +779,7 @@ async fn every_dashboard_query_runs_against_real_questdb_and_prometheus() {
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .collect();
     files.sort();
-    assert_eq!(files.len(), 6, "{files:?}");
+    assert_eq!(files.len(), 7, "{files:?}");
 
     let mut failures: Vec<String> = Vec::new();
     let mut checked_targets = 0;
@@ -1359,4 +1364,271 @@ async fn key_panels_show_the_right_money_on_real_shaped_data() {
     let want_hourly = 24 + complete_hours_today;
     println!("Hourly drill-down rows: {} | {want_hourly}", hourly.len());
     assert_eq!(hourly.len(), want_hourly as usize);
+}
+
+/// Ads > the ad-level drill-down (issue 10) on hand-made `ad_stats` rows: one row per ad with its
+/// spend, impressions, clicks, CTR, conversions, CPA, ROAS and platform ROI, and the
+/// reconciliation of each campaign-day with the sum of its ads. Every expected value is computed
+/// here by hand from the rows inserted.
+///
+/// Dataset (Asia/Kolkata days, now = 20 Nov 22:10 IST):
+/// - meta c1 "Loser": ad a1 "Necklace carousel" 1,200.50 + 800.25 INR on 18 and 19 Nov, 10,000 +
+///   6,000 impressions, 50 + 30 clicks, 1 + 1 conversions, conversion value 500 + 300; ad a2
+///   "Earrings video" 400 INR on 19 Nov, 2,000 impressions, 60 clicks, 0 conversions.
+/// - google_ads g1 "Winner": ad 55 (no name) 98.50 INR on 19 Nov, 1,000 impressions, 20 clicks,
+///   2 conversions, value 400; its campaign row says 100.00 (a difference of 1.50 to show).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ad_drill_down_shows_each_ad_and_reconciles_campaigns() {
+    let now: DateTime<Utc> = START.parse().unwrap();
+    let q = QuestDb::start().await;
+    for (_, ddl) in adpulse::sinks::questdb::TABLES {
+        q.sql(ddl).await;
+    }
+    // (day, midnight UTC, platform, account, campaign, name, adset, ad id, ad name, spend,
+    //  impressions, clicks, conversions, conversion value)
+    let ads = [
+        (
+            "2026-11-18",
+            "2026-11-17T18:30:00.000000Z",
+            "meta",
+            "act_1",
+            "c1",
+            "Loser",
+            "s1",
+            "a1",
+            "Necklace carousel",
+            "1200.50",
+            10_000,
+            50,
+            1.0,
+            "500",
+        ),
+        (
+            "2026-11-19",
+            "2026-11-18T18:30:00.000000Z",
+            "meta",
+            "act_1",
+            "c1",
+            "Loser",
+            "s1",
+            "a1",
+            "Necklace carousel",
+            "800.25",
+            6_000,
+            30,
+            1.0,
+            "300",
+        ),
+        (
+            "2026-11-19",
+            "2026-11-18T18:30:00.000000Z",
+            "meta",
+            "act_1",
+            "c1",
+            "Loser",
+            "s2",
+            "a2",
+            "Earrings video",
+            "400",
+            2_000,
+            60,
+            0.0,
+            "0",
+        ),
+        (
+            "2026-11-19",
+            "2026-11-18T18:30:00.000000Z",
+            "google_ads",
+            "123",
+            "g1",
+            "Winner",
+            "g-ag1",
+            "55",
+            "",
+            "98.50",
+            1_000,
+            20,
+            2.0,
+            "400",
+        ),
+    ];
+    let rows: Vec<String> = ads
+        .iter()
+        .map(|(day, ts, pf, acc, c, name, set, ad, ad_name, spend, imp, clk, conv, value)| {
+            format!(
+                "('{ts}', 'day', '{day}', '{pf}', '{acc}', '{c}', '{name}', '{set}', 'Set {set}', '{ad}', '{ad_name}', 'test', {spend}::DECIMAL(18,6), {value}::DECIMAL(18,6), {spend}::DECIMAL(18,6), {value}::DECIMAL(18,6), 'INR', 'INR', {imp}, {clk}, {conv}, '{ts}')"
+            )
+        })
+        .collect();
+    q.sql(&format!(
+        "INSERT INTO ad_stats (ts, bucket, day, platform, account, campaign_id, campaign_name, adset_id, adset_name, ad_id, ad_name, source, spend, conversion_value, spend_account, conversion_value_account, account_currency, currency, impressions, clicks, conversions, ingested_at) VALUES {}",
+        rows.join(", ")
+    ))
+    .await;
+    // the campaign rows: c1 the exact sums of its ads, g1 1.50 more than its ad
+    q.sql(
+        "INSERT INTO campaign_stats (ts, bucket, day, platform, account, campaign_id, campaign_name, source, spend, conversion_value, spend_account, conversion_value_account, account_currency, currency, impressions, clicks, conversions, ingested_at) VALUES \
+         ('2026-11-17T18:30:00.000000Z', 'day', '2026-11-18', 'meta', 'act_1', 'c1', 'Loser', 'test', 1200.50::DECIMAL(18,6), 500::DECIMAL(18,6), 1200.50::DECIMAL(18,6), 500::DECIMAL(18,6), 'INR', 'INR', 10000, 50, 1.0, '2026-11-17T18:30:00.000000Z'), \
+         ('2026-11-18T18:30:00.000000Z', 'day', '2026-11-19', 'meta', 'act_1', 'c1', 'Loser', 'test', 1200.25::DECIMAL(18,6), 300::DECIMAL(18,6), 1200.25::DECIMAL(18,6), 300::DECIMAL(18,6), 'INR', 'INR', 8000, 90, 1.0, '2026-11-18T18:30:00.000000Z'), \
+         ('2026-11-18T18:30:00.000000Z', 'day', '2026-11-19', 'google_ads', '123', 'g1', 'Winner', 'test', 100.00::DECIMAL(18,6), 400::DECIMAL(18,6), 100.00::DECIMAL(18,6), 400::DECIMAL(18,6), 'INR', 'INR', 1000, 20, 2.0, '2026-11-18T18:30:00.000000Z')",
+    )
+    .await;
+    q.wait_for_count("SELECT count() FROM ad_stats", 4.0).await;
+    q.wait_for_count("SELECT count() FROM campaign_stats", 3.0)
+        .await;
+
+    // columns: campaign, adset, ad, platform, account, campaign_id, adset_id, ad_id, spend,
+    // impressions, clicks, ctr, conversions, cpa, roas, roi_platform
+    let got = panel_rows(&q, "ads.json", 1, now).await;
+    let row = |r: &Vec<Value>| {
+        (
+            r[2].as_str().unwrap().to_string(),
+            [8, 9, 10, 11, 12, 13, 14, 15].map(|i| r[i].as_f64().unwrap_or(f64::NAN)),
+        )
+    };
+    let got: Vec<(String, [f64; 8])> = got.iter().map(row).collect();
+    println!("Ads drill-down: {got:?}");
+    // by hand: a1 spend 2,000.75, 16,000 impressions, 80 clicks -> CTR 0.005, 2 conversions ->
+    // CPA 1,000.375, value 800 -> ROAS 800 / 2,000.75, ROI (800 - 2,000.75) / 2,000.75
+    let want: Vec<(String, [f64; 8])> = vec![
+        (
+            "Necklace carousel".into(),
+            [
+                2000.75,
+                16_000.0,
+                80.0,
+                0.005,
+                2.0,
+                1000.375,
+                800.0 / 2000.75,
+                (800.0 - 2000.75) / 2000.75,
+            ],
+        ),
+        // no conversion: CPA is missing (NULL), never 0 or infinity; ROI -100%
+        (
+            "Earrings video".into(),
+            [400.0, 2_000.0, 60.0, 0.03, 0.0, f64::NAN, 0.0, -1.0],
+        ),
+        (
+            "ad 55".into(),
+            [
+                98.5,
+                1_000.0,
+                20.0,
+                0.02,
+                2.0,
+                49.25,
+                400.0 / 98.5,
+                (400.0 - 98.5) / 98.5,
+            ],
+        ),
+    ];
+    assert_eq!(got.len(), want.len(), "{got:?}");
+    for ((gn, g), (wn, w)) in got.iter().zip(&want) {
+        assert_eq!(gn, wn);
+        for (i, (a, b)) in g.iter().zip(w).enumerate() {
+            assert!(
+                (a.is_nan() && b.is_nan()) || (a - b).abs() < 1e-9,
+                "{wn} column {i}: panel {a}, by hand {b}"
+            );
+        }
+    }
+    // the reconciliation: day, campaign, platform, campaign_id, ads, spend, ads_spend, difference
+    let rec = panel_rows(&q, "ads.json", 2, now).await;
+    let rec: Vec<(String, String, i64, f64, f64, f64)> = rec
+        .iter()
+        .map(|r| {
+            (
+                r[0].as_str().unwrap().to_string(),
+                r[3].as_str().unwrap().to_string(),
+                r[4].as_i64().unwrap(),
+                r[5].as_f64().unwrap(),
+                r[6].as_f64().unwrap(),
+                r[7].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    println!("Reconciliation: {rec:?}");
+    assert_eq!(
+        rec,
+        vec![
+            (
+                "2026-11-19".into(),
+                "c1".into(),
+                2,
+                1200.25,
+                800.25 + 400.0,
+                0.0
+            ),
+            ("2026-11-19".into(), "g1".into(), 1, 100.0, 98.5, 1.5),
+            ("2026-11-18".into(), "c1".into(), 1, 1200.5, 1200.5, 0.0),
+        ]
+    );
+}
+
+/// The "Festivals & sales" annotation of every money dashboard, run on the real QuestDB for
+/// November 2026 (IST), gives exactly the events of `dashboards/festivals.csv` that overlap the
+/// month, each as a region from the IST midnight before its first day to the one after its last
+/// (computed here from the file, with none of the generator's code).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn festival_annotations_show_the_events_of_the_file() {
+    use chrono::{Duration, NaiveDate, TimeZone};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let csv = std::fs::read_to_string(root.join("dashboards/festivals.csv")).unwrap();
+    let ist = chrono::FixedOffset::east_opt(5 * 3600 + 1800).unwrap();
+    let midnight = |d: NaiveDate| {
+        ist.from_local_datetime(&d.and_hms_opt(0, 0, 0).unwrap())
+            .unwrap()
+            .with_timezone(&Utc)
+    };
+    let (from, to) = (
+        midnight(NaiveDate::from_ymd_opt(2026, 11, 1).unwrap()),
+        midnight(NaiveDate::from_ymd_opt(2026, 12, 1).unwrap()),
+    );
+    let fmt = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    let mut want: Vec<Vec<String>> = csv
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let day = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+            let (start, end) = (midnight(day(f[1])), midnight(day(f[2])) + Duration::days(1));
+            (start < to && end > from)
+                .then(|| vec![fmt(start), fmt(end), f[0].to_string(), f[3].to_string()])
+        })
+        .collect();
+    want.sort();
+    assert!(
+        want.iter().any(|r| r[2] == "Diwali") && want.iter().any(|r| r[2] == "Dhanteras"),
+        "November 2026 holds Dhanteras and Diwali: {want:?}"
+    );
+    let q = QuestDb::start().await;
+    for file in ["crisis.json", "campaigns.json", "forecasts.json"] {
+        let d: Value = serde_json::from_str(
+            &std::fs::read_to_string(root.join("dashboards").join(file)).unwrap(),
+        )
+        .unwrap();
+        let sql = d["annotations"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == "Festivals & sales")
+            .and_then(|a| a["target"]["rawSql"].as_str())
+            .unwrap_or_else(|| panic!("{file}: no Festivals & sales annotation"))
+            .replace("$__timeFrom()", &format!("'{}'", fmt(from)))
+            .replace("$__timeTo()", &format!("'{}'", fmt(to)));
+        let mut got: Vec<Vec<String>> = q
+            .rows(&sql)
+            .await
+            .into_iter()
+            .map(|r| {
+                r.iter()
+                    .map(|v| v.as_str().unwrap_or_default().to_string())
+                    .collect()
+            })
+            .collect();
+        got.sort();
+        assert_eq!(got, want, "{file}");
+    }
 }

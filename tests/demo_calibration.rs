@@ -42,7 +42,8 @@ fn ten_days(seed: u64) -> (Figures, Vec<Observation>) {
                 f.revenue += o.amount.to_f64().unwrap();
             }
             // day rows repeat the hours' sums (checked below)
-            Observation::Campaign(_) | Observation::Funnel(_) => {}
+            // day rows repeat the hours' sums (checked below); ad rows split the campaigns'
+            Observation::Campaign(_) | Observation::Funnel(_) | Observation::Ad(_) => {}
         }
     }
     (f, obs)

@@ -44,7 +44,13 @@ async fn serve(seen: Seen) -> String {
                         )
                             .into_response()
                     } else {
-                        let body = std::fs::read_to_string(repo().join("tests/fixtures/google_ads/search_stream.json")).unwrap();
+                        // the ad query (FROM ad_group_ad) and the campaign query (FROM campaign)
+                        let file = if seen.lock().unwrap()[n - 1].1.contains("FROM ad_group_ad") {
+                            "search_stream_ads.json"
+                        } else {
+                            "search_stream.json"
+                        };
+                        let body = std::fs::read_to_string(repo().join("tests/fixtures/google_ads").join(file)).unwrap();
                         ([("content-type", "application/json")], body).into_response()
                     };
                     resp
@@ -98,7 +104,64 @@ min_throttle_wait_secs = 1
     assert_eq!(rows[0][1], "1212.500000");
     assert_eq!(rows[0][2], 2963);
     let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen.len(), 2, "one quota error, one success");
+    assert_eq!(
+        seen.len(),
+        3,
+        "one quota error, the ad query retried, the campaign query"
+    );
+    assert!(seen[1].1.contains("FROM ad_group_ad"), "{}", seen[1].1);
+    assert!(
+        seen[1].1.contains("ad_group.id") && seen[1].1.contains("ad_group_ad.ad.id"),
+        "{}",
+        seen[1].1
+    );
+    assert!(seen[2].1.contains("FROM campaign "), "{}", seen[2].1);
+    // ad level: the ad rows, and the campaign that has ads is their exact sum (computed here
+    // from the fixture body), while Performance Max (no ad rows) keeps its campaign rows
+    let body: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("tests/fixtures/google_ads/search_stream_ads.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let mut micros = 0i64;
+    let mut ads = 0;
+    for b in body.as_array().unwrap() {
+        for r in b["results"].as_array().unwrap() {
+            micros += r["metrics"]["costMicros"]
+                .as_str()
+                .unwrap()
+                .parse::<i64>()
+                .unwrap();
+            ads += 1;
+        }
+    }
+    let want = rust_decimal::Decimal::new(micros, 6);
+    q.wait_for_count("SELECT count() FROM ad_stats", f64::from(ads))
+        .await;
+    let ads_sum = q
+        .rows("SELECT sum(spend) FROM ad_stats WHERE campaign_id = '21000000002'")
+        .await;
+    let campaign = q
+        .rows("SELECT spend FROM campaign_stats WHERE campaign_id = '21000000002'")
+        .await;
+    let d = |v: &serde_json::Value| {
+        v.as_str()
+            .unwrap()
+            .parse::<rust_decimal::Decimal>()
+            .unwrap()
+    };
+    assert_eq!(campaign.len(), 1);
+    assert_eq!((d(&ads_sum[0][0]), d(&campaign[0][0])), (want, want));
+    let groups = q
+        .rows("SELECT adset_id, count() FROM ad_stats ORDER BY adset_id")
+        .await;
+    assert_eq!(
+        groups,
+        vec![
+            vec![serde_json::json!("31000000021"), serde_json::json!(2)],
+            vec![serde_json::json!("31000000022"), serde_json::json!(1)]
+        ]
+    );
     // the retryDelay itself is asserted as a computed wait (platforms::google::tests,
     // sources::http::loop_tests), not with the wall clock
     let h = &seen[1].0;

@@ -165,7 +165,7 @@ async fn pages_through_a_throttle_honouring_its_wait() {
     assert_eq!(log[3].0.get("after").map(String::as_str), Some("c2"));
     assert_eq!(log[1].1, "Bearer EAAB-test-token-secret");
     let q = &log[1].0;
-    assert_eq!(q["level"], "campaign");
+    assert_eq!(q["level"], "ad");
     assert_eq!(q["time_increment"], "1");
     assert!(q["time_range"].contains("\"since\""));
     assert!(q["fields"].contains("action_values") && q["fields"].contains("account_currency"));
@@ -226,4 +226,159 @@ async fn malformed_body_is_an_error_not_a_panic() {
     })
     .await;
     running.stop().await;
+}
+
+/// Issue 10, ad level: a backfill over two pages of `level=ad` rows (two ad-by-product rows of
+/// one ad, one ad of a campaign on the second page) stores one `ad_stats` row per ad and day, and
+/// each `campaign_stats` row is the exact sum of its ads. The expected figures are computed here
+/// from the fixture bodies with serde_json and rust_decimal, not by the code under test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ad_level_rows_land_in_ad_stats_and_campaigns_are_their_exact_sums() {
+    use adpulse::commands::backfill::backfill;
+    use rust_decimal::Decimal;
+    use std::collections::BTreeMap;
+    use std::str::FromStr;
+
+    let q = QuestDb::start().await;
+    let page = |n: u32| {
+        std::fs::read_to_string(repo().join(format!(
+            "tests/fixtures/meta/insights_ad_level_page{n}.json"
+        )))
+        .unwrap()
+    };
+    let (p1, p2) = (page(1), page(2));
+    let log: Arc<Mutex<Vec<HashMap<String, String>>>> = Arc::default();
+    let (l2, b1, b2) = (log.clone(), p1.clone(), p2.clone());
+    let app = Router::new().route(
+        "/v25.0/act_1029384756/insights",
+        route_get(move |Query(p): Query<HashMap<String, String>>| {
+            let (log, b1, b2) = (l2.clone(), b1.clone(), b2.clone());
+            async move {
+                let body = match p.get("after").map(String::as_str) {
+                    None => b1,
+                    Some("MQZDZD") => b2,
+                    Some(other) => {
+                        return (StatusCode::BAD_REQUEST, format!("unknown cursor {other}"))
+                            .into_response();
+                    }
+                };
+                log.lock().unwrap().push(p);
+                ([("content-type", "application/json")], body).into_response()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(&dir);
+    let cfg = Config::from_toml_str(&format!(
+        r#"
+[general]
+state_dir = "{state}"
+[questdb]
+http_url = "{qdb}"
+spool_dir = "{spool}"
+flush_interval_ms = 50
+[fx]
+USD = "83.50"
+[[sources]]
+type = "meta"
+name = "meta"
+account_id = "act_1029384756"
+base_url = "{base}"
+access_token_file = "{token}"
+account_timezone = "America/Los_Angeles"
+hourly_days = 0
+"#,
+        state = dir.path().join("state").display(),
+        spool = dir.path().join("spool").display(),
+        qdb = q.url(),
+        token = token.display(),
+    ))
+    .unwrap();
+    let from = chrono::NaiveDate::from_ymd_opt(2026, 11, 18).unwrap();
+    let to = chrono::NaiveDate::from_ymd_opt(2026, 11, 19).unwrap();
+    let s = backfill(&cfg, "meta", from, to, 7, false).await.unwrap();
+
+    // the independent totals: every row of both bodies, per campaign-day and per ad-day
+    let rate = Decimal::from_str("83.50").unwrap();
+    let mut by_campaign: BTreeMap<(String, String), Decimal> = BTreeMap::new();
+    let mut by_ad: BTreeMap<(String, String), (Decimal, u64)> = BTreeMap::new();
+    let mut body_rows = 0;
+    for body in [&p1, &p2] {
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        for r in v["data"].as_array().unwrap() {
+            body_rows += 1;
+            let spend = Decimal::from_str(r["spend"].as_str().unwrap()).unwrap() * rate;
+            let day = r["date_start"].as_str().unwrap().to_string();
+            *by_campaign
+                .entry((r["campaign_id"].as_str().unwrap().into(), day.clone()))
+                .or_default() += spend;
+            let e = by_ad
+                .entry((r["ad_id"].as_str().unwrap().into(), day))
+                .or_default();
+            e.0 += spend;
+            e.1 += r["clicks"].as_str().unwrap().parse::<u64>().unwrap();
+        }
+    }
+    assert_eq!(body_rows, 6);
+    assert_eq!((by_campaign.len(), by_ad.len()), (3, 5));
+    // the summary counts what was stored: 5 ad rows + 3 campaign rows, not the 6 body rows twice
+    assert_eq!(s.rows, 8, "{s:?}");
+    q.wait_for_count("SELECT count() FROM ad_stats", 5.0).await;
+    q.wait_for_count("SELECT count() FROM campaign_stats", 3.0)
+        .await;
+    let dec = |v: &serde_json::Value| Decimal::from_str(v.as_str().unwrap()).unwrap();
+    let rows = q
+        .rows(
+            "SELECT ad_id, day, spend, clicks, adset_id, ad_name FROM ad_stats ORDER BY ad_id, day",
+        )
+        .await;
+    for r in &rows {
+        let key = (
+            r[0].as_str().unwrap().to_string(),
+            r[1].as_str().unwrap().to_string(),
+        );
+        let (spend, clicks) = by_ad[&key];
+        assert_eq!(dec(&r[2]), spend, "ad {key:?}");
+        assert_eq!(r[3].as_u64(), Some(clicks), "ad {key:?}");
+    }
+    let dpa = rows
+        .iter()
+        .find(|r| r[0] == "120210000003001")
+        .expect("the catalogue ad");
+    assert_eq!(
+        (dpa[4].as_str(), dpa[5].as_str()),
+        (Some("120210000000301"), Some("Catalogue DPA"))
+    );
+    // per campaign-day: campaign_stats.spend == sum(ad_stats.spend) == the bodies' sum, to the paisa
+    let joined = q
+        .rows(
+            "SELECT c.campaign_id, c.day, c.spend, a.spend FROM campaign_stats c \
+             JOIN (SELECT campaign_id, day, sum(spend) spend FROM ad_stats) a \
+             ON c.campaign_id = a.campaign_id AND c.day = a.day ORDER BY c.campaign_id, c.day",
+        )
+        .await;
+    assert_eq!(joined.len(), 3);
+    for r in &joined {
+        let key = (
+            r[0].as_str().unwrap().to_string(),
+            r[1].as_str().unwrap().to_string(),
+        );
+        assert_eq!(dec(&r[2]), by_campaign[&key], "campaign {key:?}");
+        assert_eq!(dec(&r[3]), by_campaign[&key], "ads of {key:?}");
+    }
+    // by hand: (8.53 + 14.35 + 3.10) USD x 83.50
+    assert_eq!(
+        by_campaign[&("120210000000001".into(), "2026-11-18".into())],
+        Decimal::from_str("2169.33").unwrap()
+    );
+    let log = log.lock().unwrap().clone();
+    assert_eq!(log.len(), 2, "two pages, one answer: no second request");
+    assert_eq!(log[0]["level"], "ad");
+    assert_eq!(log[0]["action_breakdowns"], "action_type");
+    for f in ["adset_id", "adset_name", "ad_id", "ad_name"] {
+        assert!(log[0]["fields"].split(',').any(|x| x == f), "{f}");
+    }
 }

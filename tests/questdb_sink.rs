@@ -209,7 +209,8 @@ fn expected(cfg: &Config) -> (usize, usize, usize, Decimal, usize) {
             | Record::Actions(_)
             | Record::OrderLines(_)
             | Record::Touchpoints(_)
-            | Record::Attribution(_) => {
+            | Record::Attribution(_)
+            | Record::AdStats(_) => {
                 unreachable!("normalize never yields model rows")
             }
         }

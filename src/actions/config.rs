@@ -384,6 +384,21 @@ impl Default for MetaActionsConfig {
     }
 }
 
+impl MetaActionsConfig {
+    /// The Graph API at `base_url`, the token in `access_token_file`, every other key at its
+    /// default (a local fake in tests).
+    pub fn at(base_url: impl Into<String>, access_token_file: Option<PathBuf>) -> Self {
+        Self {
+            api: MetaApiConfig {
+                base_url: base_url.into(),
+                access_token_file,
+                ..MetaApiConfig::default()
+            },
+            ..Self::default()
+        }
+    }
+}
+
 /// `[actions.google_ads]`: the platform's one Google Ads config ([`GoogleAdsApiConfig`]) and the
 /// one OAuth config ([`GoogleOAuthConfig`]), the same structs the Google Ads source flattens: the
 /// actions refresh their access token from the refresh token as the source does (variables

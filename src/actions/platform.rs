@@ -36,6 +36,21 @@ pub struct CampaignState {
     /// Platform handle of the budget (Google Ads `campaignBudgets` resource name).
     #[serde(skip)]
     pub budget_ref: Option<String>,
+    /// Meta campaigns without a budget of their own (no campaign budget optimization): their ad
+    /// sets, which hold the budgets; `daily_budget` is then the sum of the active ones'. Empty
+    /// when the campaign holds the budget (CBO) and on other platforms.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adsets: Vec<AdSetBudget>,
+}
+
+/// The budget of one Meta ad set (account currency, major units).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AdSetBudget {
+    pub id: String,
+    pub name: String,
+    pub status: CampaignStatus,
+    pub daily_budget: Option<Decimal>,
+    pub lifetime_budget: Option<Decimal>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -168,8 +183,15 @@ async fn decode(
     Ok(body)
 }
 
-/// Meta Marketing API (Graph API): `GET /{campaign_id}?fields=status,daily_budget`,
+/// Meta Marketing API (Graph API): `GET /{campaign_id}?fields=status,daily_budget,lifetime_budget`,
 /// `POST /{campaign_id}` with `status=PAUSED|ACTIVE` or `daily_budget=<minor units>`.
+///
+/// Budgets live on the campaign (campaign budget optimization, CBO) or, when the campaign has
+/// none, on its ad sets (`GET /{campaign_id}/adsets?fields=id,name,status,daily_budget,
+/// lifetime_budget`, cursor-paged). A budget change then goes to the object that holds the
+/// budget: the campaign's `daily_budget` for CBO; otherwise the active ad sets' daily budgets,
+/// scaled proportionally so that they keep their shares and add up exactly to the new total
+/// (see [`split_proportionally`]). Lifetime budgets are read and shown, never changed.
 pub struct MetaAds {
     http: reqwest::Client,
     base: String,
@@ -219,6 +241,124 @@ impl MetaAds {
             })
         }
     }
+}
+
+impl MetaAds {
+    /// A budget field of a campaign or ad set (a string of minor units), in major units.
+    fn budget(
+        &self,
+        body: &serde_json::Value,
+        field: &str,
+    ) -> Result<Option<Decimal>, PlatformError> {
+        match body.get(field) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(v) => {
+                let s = v
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string());
+                let minor: Decimal = s.parse().map_err(|_| PlatformError::Malformed {
+                    platform: META,
+                    message: format!("{field} {s:?} is not a number"),
+                })?;
+                // Meta sends "0" for an ad set whose budget is set elsewhere
+                Ok((!minor.is_zero()).then(|| minor / minor_units(&self.currency)))
+            }
+        }
+    }
+
+    /// Every ad set of a campaign with its budgets, following `paging.next`.
+    async fn adsets(&self, campaign_id: &str) -> Result<Vec<AdSetBudget>, PlatformError> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        // bounded: a cursor that never ends is a server bug, not a reason to hang
+        for _ in 0..1_000 {
+            let mut q = vec![
+                (
+                    "fields",
+                    "id,name,status,daily_budget,lifetime_budget".to_string(),
+                ),
+                ("limit", "200".to_string()),
+            ];
+            if let Some(a) = &after {
+                q.push(("after", a.clone()));
+            }
+            let body = self
+                .call(
+                    self.http
+                        .get(format!("{}/{campaign_id}/adsets", self.base))
+                        .query(&q),
+                )
+                .await?;
+            let data = body.get("data").and_then(|d| d.as_array()).ok_or_else(|| {
+                PlatformError::Malformed {
+                    platform: META,
+                    message: "ad sets answer without a data array".into(),
+                }
+            })?;
+            for a in data {
+                let id = a.get("id").and_then(|v| v.as_str()).ok_or_else(|| {
+                    PlatformError::Malformed {
+                        platform: META,
+                        message: "ad set without id".into(),
+                    }
+                })?;
+                out.push(AdSetBudget {
+                    id: id.to_string(),
+                    name: a
+                        .get("name")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or_default()
+                        .to_string(),
+                    status: match a.get("status").and_then(|s| s.as_str()) {
+                        Some("ACTIVE") => CampaignStatus::Active,
+                        Some("PAUSED") => CampaignStatus::Paused,
+                        _ => CampaignStatus::Other,
+                    },
+                    daily_budget: self.budget(a, "daily_budget")?,
+                    lifetime_budget: self.budget(a, "lifetime_budget")?,
+                });
+            }
+            after = body
+                .pointer("/paging/next")
+                .and(body.pointer("/paging/cursors/after"))
+                .and_then(|v| v.as_str())
+                .map(str::to_string);
+            if after.is_none() {
+                return Ok(out);
+            }
+        }
+        Err(PlatformError::Malformed {
+            platform: META,
+            message: "more than 1,000 pages of ad sets: the cursor does not advance".into(),
+        })
+    }
+}
+
+/// Split a new total (`target`, minor units) over budgets (`current`, minor units) in
+/// proportion to them: each gets `floor(target * its / sum)`, and the minor units left by the
+/// rounding go to the largest budget (the first of equal ones), so the parts add up exactly to
+/// `target`. `None` when there is nothing to split over.
+pub fn split_proportionally<'a>(
+    current: &[(&'a str, i64)],
+    target: i64,
+) -> Option<Vec<(&'a str, i64)>> {
+    let sum: i128 = current.iter().map(|(_, m)| i128::from(*m)).sum();
+    if sum <= 0 {
+        return None;
+    }
+    let mut out: Vec<(&str, i64)> = current
+        .iter()
+        .map(|(id, m)| {
+            let part = i128::from(target) * i128::from(*m) / sum;
+            (*id, i64::try_from(part).unwrap_or(i64::MAX))
+        })
+        .collect();
+    let given: i64 = out.iter().map(|(_, m)| *m).sum();
+    let largest =
+        (0..current.len()).max_by(|a, b| current[*a].1.cmp(&current[*b].1).then(b.cmp(a)))?;
+    out[largest].1 += target - given;
+    Some(out)
 }
 
 /// `application/x-www-form-urlencoded` (reqwest is built without its `form` feature).
@@ -281,7 +421,7 @@ impl AdPlatform for MetaAds {
                 .call(
                     self.http
                         .get(format!("{}/{}", self.base, key.campaign_id))
-                        .query(&[("fields", "status,daily_budget")]),
+                        .query(&[("fields", "status,daily_budget,lifetime_budget")]),
                 )
                 .await?;
             let status = match body.get("status").and_then(|s| s.as_str()) {
@@ -295,25 +435,28 @@ impl AdPlatform for MetaAds {
                     });
                 }
             };
-            // numbers arrive as strings, in minor units
-            let daily_budget = match body.get("daily_budget") {
-                None | Some(serde_json::Value::Null) => None,
-                Some(v) => {
-                    let s = v
-                        .as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| v.to_string());
-                    let minor: Decimal = s.parse().map_err(|_| PlatformError::Malformed {
-                        platform: META,
-                        message: format!("daily_budget {s:?} is not a number"),
-                    })?;
-                    Some(minor / minor_units(&self.currency))
-                }
-            };
+            let daily_budget = self.budget(&body, "daily_budget")?;
+            let lifetime = self.budget(&body, "lifetime_budget")?;
+            if daily_budget.is_some() || lifetime.is_some() {
+                // CBO: the campaign holds the budget
+                return Ok(CampaignState {
+                    status,
+                    daily_budget,
+                    budget_ref: None,
+                    adsets: Vec::new(),
+                });
+            }
+            let adsets = self.adsets(&key.campaign_id).await?;
+            let active: Vec<Decimal> = adsets
+                .iter()
+                .filter(|a| a.status == CampaignStatus::Active)
+                .filter_map(|a| a.daily_budget)
+                .collect();
             Ok(CampaignState {
                 status,
-                daily_budget,
+                daily_budget: (!active.is_empty()).then(|| active.iter().sum()),
                 budget_ref: None,
+                adsets,
             })
         })
     }
@@ -340,19 +483,45 @@ impl AdPlatform for MetaAds {
     fn set_daily_budget<'a>(
         &'a self,
         key: &'a CampaignKey,
-        _state: &'a CampaignState,
+        state: &'a CampaignState,
         amount: Decimal,
     ) -> BoxFut<'a, Result<(), PlatformError>> {
         Box::pin(async move {
-            let minor = (amount * minor_units(&self.currency))
-                .trunc()
-                .to_i64()
-                .ok_or_else(|| PlatformError::Rejected {
+            let unit = minor_units(&self.currency);
+            let minor =
+                (amount * unit)
+                    .trunc()
+                    .to_i64()
+                    .ok_or_else(|| PlatformError::Rejected {
+                        platform: META,
+                        message: format!("budget {amount} out of range"),
+                    })?;
+            if state.adsets.is_empty() {
+                return self
+                    .post(&key.campaign_id, &[("daily_budget", minor.to_string())])
+                    .await;
+            }
+            // ad-set budgets: the active ad sets with a daily budget share the new total
+            let current: Vec<(&str, i64)> = state
+                .adsets
+                .iter()
+                .filter(|a| a.status == CampaignStatus::Active)
+                .filter_map(|a| {
+                    let m = (a.daily_budget? * unit).trunc().to_i64()?;
+                    Some((a.id.as_str(), m))
+                })
+                .collect();
+            let split =
+                split_proportionally(&current, minor).ok_or_else(|| PlatformError::Rejected {
                     platform: META,
-                    message: format!("budget {amount} out of range"),
+                    message: "the campaign has no budget and none of its active ad sets has a \
+                              daily budget (lifetime budgets are not changed)"
+                        .into(),
                 })?;
-            self.post(&key.campaign_id, &[("daily_budget", minor.to_string())])
-                .await
+            for (id, m) in split {
+                self.post(id, &[("daily_budget", m.to_string())]).await?;
+            }
+            Ok(())
         })
     }
 }
@@ -520,6 +689,7 @@ impl AdPlatform for GoogleAds {
                     .pointer("/campaignBudget/resourceName")
                     .and_then(|s| s.as_str())
                     .map(str::to_string),
+                adsets: Vec::new(),
             })
         })
     }
@@ -593,6 +763,164 @@ impl AdPlatform for GoogleAds {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn proportional_split_keeps_shares_and_adds_up_exactly() {
+        // by hand: 3000 and 1000 of 4000 -> 3/4 and 1/4 of 5000
+        assert_eq!(
+            split_proportionally(&[("a", 300_000), ("b", 100_000)], 500_000),
+            Some(vec![("a", 375_000), ("b", 125_000)])
+        );
+        // 400,001 x 3/4 = 300,000.75 and x 1/4 = 100,000.25: floors 300,000 + 100,000, the
+        // minor unit left goes to the largest
+        assert_eq!(
+            split_proportionally(&[("a", 300_000), ("b", 100_000)], 400_001),
+            Some(vec![("a", 300_001), ("b", 100_000)])
+        );
+        // equal budgets: 33 each, the unit left to the first
+        assert_eq!(
+            split_proportionally(&[("x", 100), ("y", 100), ("z", 100)], 100),
+            Some(vec![("x", 34), ("y", 33), ("z", 33)])
+        );
+        assert_eq!(split_proportionally(&[], 100), None);
+        assert_eq!(split_proportionally(&[("a", 0)], 100), None);
+    }
+
+    /// A Graph API fake: campaign `cbo` has its own daily budget, campaign `abo` none (its four
+    /// ad sets over two pages: two active with daily budgets, one paused, one with a lifetime
+    /// budget only). Every request is logged as `METHOD path [fields|form]`.
+    async fn fake_meta() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        use axum::extract::{Path, Query, State};
+        use std::collections::HashMap;
+        type Log = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+        let log: Log = Default::default();
+        async fn object(
+            State(log): State<Log>,
+            Path((v, id)): Path<(String, String)>,
+            Query(q): Query<HashMap<String, String>>,
+        ) -> axum::Json<serde_json::Value> {
+            log.lock()
+                .unwrap()
+                .push(format!("GET /{v}/{id} {}", q["fields"]));
+            axum::Json(match id.as_str() {
+                "cbo" => json!({"id": "cbo", "status": "ACTIVE", "daily_budget": "500000"}),
+                _ => json!({"id": id, "status": "ACTIVE"}),
+            })
+        }
+        async fn adsets(
+            State(log): State<Log>,
+            Path((v, id)): Path<(String, String)>,
+            Query(q): Query<HashMap<String, String>>,
+        ) -> axum::Json<serde_json::Value> {
+            let after = q.get("after").cloned();
+            log.lock().unwrap().push(format!(
+                "GET /{v}/{id}/adsets {} after={}",
+                q["fields"],
+                after.as_deref().unwrap_or("-")
+            ));
+            axum::Json(match after.as_deref() {
+                None => json!({
+                    "data": [
+                        {"id": "as_a", "name": "Broad", "status": "ACTIVE", "daily_budget": "300000"},
+                        {"id": "as_b", "name": "Lookalike", "status": "ACTIVE", "daily_budget": "100000"}
+                    ],
+                    "paging": {"cursors": {"before": "x", "after": "p2"}, "next": "https://graph/next"}
+                }),
+                _ => json!({
+                    "data": [
+                        {"id": "as_c", "name": "Old", "status": "PAUSED", "daily_budget": "50000"},
+                        {"id": "as_d", "name": "Launch", "status": "ACTIVE", "lifetime_budget": "2000000"}
+                    ],
+                    "paging": {"cursors": {"before": "p2", "after": "p3"}}
+                }),
+            })
+        }
+        async fn update(
+            State(log): State<Log>,
+            Path((v, id)): Path<(String, String)>,
+            body: String,
+        ) -> axum::Json<serde_json::Value> {
+            log.lock().unwrap().push(format!("POST /{v}/{id} {body}"));
+            axum::Json(json!({"success": true}))
+        }
+        let app = axum::Router::new()
+            .route("/{v}/{id}", axum::routing::get(object).post(update))
+            .route("/{v}/{id}/adsets", axum::routing::get(adsets))
+            .with_state(log.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (format!("http://{addr}"), log)
+    }
+
+    #[tokio::test]
+    async fn meta_budgets_change_the_object_that_holds_them() {
+        use rust_decimal_macros::dec;
+        let (base, log) = fake_meta().await;
+        let cfg = MetaActionsConfig {
+            account_currency: "INR".into(),
+            ..MetaActionsConfig::at(base, None)
+        };
+        assert_eq!(
+            cfg.api.api_version, "v25.0",
+            "the fake serves the pinned version"
+        );
+        let meta = MetaAds::new(&cfg, Secret::new("tok"));
+        let key = |id: &str| CampaignKey {
+            platform: "meta".into(),
+            account: "act_1".into(),
+            campaign_id: id.into(),
+        };
+        // CBO: the campaign's own budget, and the change goes to the campaign
+        let cbo = meta.get_campaign(&key("cbo")).await.unwrap();
+        assert_eq!((cbo.daily_budget, cbo.adsets.len()), (Some(dec!(5000)), 0));
+        meta.set_daily_budget(&key("cbo"), &cbo, dec!(6000))
+            .await
+            .unwrap();
+        // ad-set budgets: the campaign's daily budget is the sum of its active ad sets' daily
+        // budgets (3000 + 1000; the paused one and the lifetime-only one are not in it)
+        let abo = meta.get_campaign(&key("abo")).await.unwrap();
+        assert_eq!(abo.daily_budget, Some(dec!(4000)));
+        let ids: Vec<(&str, CampaignStatus, Option<Decimal>, Option<Decimal>)> = abo
+            .adsets
+            .iter()
+            .map(|a| (a.id.as_str(), a.status, a.daily_budget, a.lifetime_budget))
+            .collect();
+        assert_eq!(
+            ids,
+            vec![
+                ("as_a", CampaignStatus::Active, Some(dec!(3000)), None),
+                ("as_b", CampaignStatus::Active, Some(dec!(1000)), None),
+                ("as_c", CampaignStatus::Paused, Some(dec!(500)), None),
+                ("as_d", CampaignStatus::Active, None, Some(dec!(20000))),
+            ]
+        );
+        // +25%: 5000 split 3:1 over the two active ad sets with a daily budget
+        meta.set_daily_budget(&key("abo"), &abo, dec!(5000))
+            .await
+            .unwrap();
+        assert_eq!(
+            log.lock().unwrap().clone(),
+            vec![
+                "GET /v25.0/cbo status,daily_budget,lifetime_budget",
+                "POST /v25.0/cbo daily_budget=600000",
+                "GET /v25.0/abo status,daily_budget,lifetime_budget",
+                "GET /v25.0/abo/adsets id,name,status,daily_budget,lifetime_budget after=-",
+                "GET /v25.0/abo/adsets id,name,status,daily_budget,lifetime_budget after=p2",
+                "POST /v25.0/as_a daily_budget=375000",
+                "POST /v25.0/as_b daily_budget=125000",
+            ]
+        );
+        // nothing to split over: refused, and nothing sent
+        let mut lifetime_only = abo.clone();
+        lifetime_only.adsets.retain(|a| a.id == "as_d");
+        let e = meta
+            .set_daily_budget(&key("abo"), &lifetime_only, dec!(5000))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, PlatformError::Rejected { .. }), "{e}");
+        assert_eq!(log.lock().unwrap().len(), 7);
+    }
 
     #[test]
     fn meta_errors_are_classified_by_code_and_transience() {

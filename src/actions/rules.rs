@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use super::config::{ActionsConfig, AutoConfig, CapsConfig, RuleConfig};
 use crate::kpi::{Margin, Totals, to_f64};
 use crate::records::CampaignKey;
-use crate::state::{CampaignView, Snapshot};
+use crate::state::{AdView, CampaignView, Snapshot};
 
 /// Rule name of the emergency caps (campaign or account breach).
 pub const BUDGET_CAP: &str = "budget_cap";
@@ -80,9 +80,18 @@ fn complete_days(c: &CampaignView, today: chrono::NaiveDate, days: u32) -> Total
 
 /// Sum of the last `days` reporting days up to today (today included).
 pub fn window(c: &CampaignView, today: chrono::NaiveDate, days: u32) -> Totals {
+    window_of(&c.days, today, days)
+}
+
+/// [`window`] over any per-day history (a campaign's or an ad's).
+fn window_of(
+    history: &[(chrono::NaiveDate, Totals)],
+    today: chrono::NaiveDate,
+    days: u32,
+) -> Totals {
     let from = today - chrono::Duration::days(i64::from(days.max(1)) - 1);
     let mut t = Totals::default();
-    for (d, day) in &c.days {
+    for (d, day) in history {
         if *d >= from && *d <= today {
             t += *day;
         }
@@ -157,8 +166,9 @@ pub fn evaluate(snap: &Snapshot, cfg: &ActionsConfig) -> Vec<Proposal> {
 
     for c in &snap.campaigns {
         let mut mine: Vec<Proposal> = Vec::new();
+        let ads = snap.ads.get(&c.key).map(Vec::as_slice).unwrap_or_default();
         for rule in &cfg.rules {
-            if let Some(p) = apply(rule, c, today, cur) {
+            if let Some(p) = apply(rule, c, ads, today, cur) {
                 mine.push(p);
             }
         }
@@ -183,6 +193,7 @@ pub fn evaluate(snap: &Snapshot, cfg: &ActionsConfig) -> Vec<Proposal> {
 fn apply(
     rule: &RuleConfig,
     c: &CampaignView,
+    ads: &[AdView],
     today: chrono::NaiveDate,
     cur: &str,
 ) -> Option<Proposal> {
@@ -281,6 +292,63 @@ fn apply(
                         ("clicks", w.clicks as f64),
                         ("threshold", r.threshold),
                     ],
+                )
+            })
+        }
+        // ad-level sources: the rule judges each ad and names the ones below the threshold
+        // (rotating a campaign's creatives means replacing those ads, not the good ones)
+        RuleConfig::CtrBelow(r) if !ads.is_empty() => {
+            let mut judged = 0usize;
+            let mut low: Vec<(&AdView, f64, u64)> = Vec::new();
+            for a in ads {
+                let w = window_of(&a.days, today, r.window_days);
+                let Some(ctr) = w.ctr() else { continue };
+                if w.impressions < r.min_impressions {
+                    continue;
+                }
+                judged += 1;
+                if ctr < r.threshold {
+                    low.push((a, ctr, w.impressions));
+                }
+            }
+            if low.is_empty() {
+                return None;
+            }
+            // lowest CTR first: the first ad to replace
+            low.sort_by(|x, y| x.1.total_cmp(&y.1).then_with(|| x.0.ad.cmp(&y.0.ad)));
+            let named: Vec<String> = low
+                .iter()
+                .map(|(a, ctr, _)| {
+                    let name = if a.ad.ad_name.is_empty() {
+                        format!("ad {}", a.ad.ad_id)
+                    } else {
+                        format!("\"{}\" ({})", a.ad.ad_name, a.ad.ad_id)
+                    };
+                    format!("{name} {:.2}%", ctr * 100.0)
+                })
+                .collect();
+            let mut values = vec![
+                ("threshold".to_string(), r.threshold),
+                ("ads_below".to_string(), low.len() as f64),
+                ("ads_judged".to_string(), judged as f64),
+            ];
+            for (a, ctr, imp) in &low {
+                values.push((format!("ctr:{}", a.ad.ad_id), *ctr));
+                values.push((format!("impressions:{}", a.ad.ad_id), *imp as f64));
+            }
+            Some(Proposal {
+                values: values.into_iter().collect(),
+                ..base(
+                    ActionKind::RotateCreatives,
+                    format!(
+                        "CTR below {:.2}% over {} days on {} of {} ads: {}: rotate their creatives",
+                        r.threshold * 100.0,
+                        r.window_days,
+                        low.len(),
+                        judged,
+                        named.join(", ")
+                    ),
+                    vec![],
                 )
             })
         }
@@ -667,6 +735,97 @@ mod tests {
                 ("conv".to_string(), ActionKind::ExpandAudience)
             ]
         );
+    }
+
+    #[test]
+    fn ctr_below_judges_each_ad_and_names_the_ones_below() {
+        let cfg = ActionsConfig {
+            rules: vec![RuleConfig::CtrBelow(Default::default())],
+            ..ActionsConfig::default()
+        };
+        let imp = |impressions: u64, clicks: u64| Totals {
+            spend: dec!(10),
+            impressions,
+            clicks,
+            ..Default::default()
+        };
+        let ad = |id: &str, name: &str, days: Vec<(&str, Totals)>| AdView {
+            ad: crate::records::AdRef {
+                adset_id: "s1".into(),
+                adset_name: "Set 1".into(),
+                ad_id: id.into(),
+                ad_name: name.into(),
+            },
+            days: days.into_iter().map(|(d, t)| (day(d), t)).collect(),
+        };
+        // the default rule: CTR below 1% over the 3 days up to 2026-11-23, 5,000 impressions
+        let ads = vec![
+            // (20 + 40) / (4,000 + 6,000) = 0.60%; its 5% day of 11-20 is outside the window
+            ad(
+                "a1",
+                "Necklace carousel",
+                vec![
+                    ("2026-11-20", imp(100_000, 5_000)),
+                    ("2026-11-22", imp(4_000, 20)),
+                    ("2026-11-23", imp(6_000, 40)),
+                ],
+            ),
+            // 250 / 10,000 = 2.50%: fine
+            ad(
+                "a2",
+                "Earrings video",
+                vec![("2026-11-23", imp(10_000, 250))],
+            ),
+            // (20 + 25) / (2,500 + 2,500) = 0.90%
+            ad(
+                "a3",
+                "",
+                vec![
+                    ("2026-11-22", imp(2_500, 20)),
+                    ("2026-11-23", imp(2_500, 25)),
+                ],
+            ),
+            // 0 / 3,000: too few impressions to judge
+            ad("a4", "Bridal set", vec![("2026-11-23", imp(3_000, 0))]),
+        ];
+        // the campaign as a whole: 355 clicks / 28,000 impressions = 1.27%, above the threshold
+        let campaign = view(
+            "c1",
+            vec![
+                ("2026-11-20", imp(100_000, 5_000)),
+                ("2026-11-22", imp(6_500, 40)),
+                ("2026-11-23", imp(21_500, 315)),
+            ],
+        );
+        let mut s = snap(vec![campaign.clone()]);
+        assert!(
+            evaluate(&s, &cfg).is_empty(),
+            "no ad data: judged as a campaign"
+        );
+        s.ads.insert(campaign.key.clone(), ads);
+        let p = evaluate(&s, &cfg);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].kind, ActionKind::RotateCreatives);
+        assert_eq!(
+            p[0].reason,
+            "CTR below 1.00% over 3 days on 2 of 3 ads: \"Necklace carousel\" (a1) 0.60%, ad a3 0.90%: rotate their creatives"
+        );
+        assert_eq!(p[0].values["ctr:a1"], 0.006);
+        assert_eq!(p[0].values["ctr:a3"], 0.009);
+        assert_eq!(p[0].values["impressions:a1"], 10_000.0);
+        assert_eq!(
+            (p[0].values["ads_below"], p[0].values["ads_judged"]),
+            (2.0, 3.0)
+        );
+        assert!(!p[0].values.contains_key("ctr:a2") && !p[0].values.contains_key("ctr:a4"));
+        // every judged ad above the threshold: nothing to rotate
+        let ok = vec![ad(
+            "a2",
+            "Earrings video",
+            vec![("2026-11-23", imp(10_000, 250))],
+        )];
+        s.ads.insert(campaign.key.clone(), ok);
+        assert!(evaluate(&s, &cfg).is_empty());
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! completeness ledger does not hold as complete, from one API source, in chunks, with a progress
 //! bar. Throttle waits have a floor and honour `max_throttle_wait_secs`; each is logged (and shown
 //! on the progress bar) with its reason and the time work resumes. A day becomes complete only
-//! when every page was read and every row was acknowledged by QuestDB; anything else leaves it
-//! incomplete with the reason, and the command fails with `N days complete, M incomplete: ...`.
+//! when every page was read and every row was acknowledged by QuestDB (the pipeline's durability
+//! tickets say so: a row refused by normalize or dead-lettered by QuestDB, or only spooled, leaves
+//! it incomplete with the reason), and the command fails with `N days complete, M incomplete: ...`.
 //! Re-running the same command after the cause is fixed fetches exactly the incomplete days.
 
 use chrono::{Days, NaiveDate, Utc};
@@ -33,8 +34,10 @@ pub struct BackfillSummary {
     pub already_complete: u64,
     /// First day fetched, when earlier days of the range were already complete.
     pub resumed_from: Option<NaiveDate>,
-    /// Rows QuestDB acknowledged.
+    /// Rows QuestDB acknowledged (from the durability tickets, not the rows handed over).
     pub rows: u64,
+    /// Rows QuestDB refused, put in the dead-letter file: their days stay incomplete.
+    pub dead_lettered: u64,
     pub throttle_waits: u32,
     /// Every throttle wait, as decided (floor and cap applied).
     pub waits: Vec<Duration>,
@@ -196,7 +199,6 @@ pub async fn backfill(
         Some(handle),
         telemetry.clone(),
     );
-    let written = || telemetry.rows_written("questdb");
 
     let pb = if show_progress {
         ProgressBar::new(todo.len() as u64)
@@ -221,7 +223,6 @@ pub async fn backfill(
         })
         .collect::<Vec<_>>()
     };
-    let mut sent: u64 = 0;
     // a reason that makes every later chunk fail too (credentials, a wait beyond the cap)
     let mut stop_reason: Option<String> = None;
     for chunk in chunks(&todo, chunk_days) {
@@ -254,16 +255,19 @@ pub async fn backfill(
                         break;
                     }
                 };
-                let n: u64 = by_day.values().map(|d| d.stored as u64).sum();
-                sent += n;
+                // counted from the durability tickets: what QuestDB acknowledged, not what was
+                // handed over
+                let n: u64 = by_day.values().map(|d| (d.stored - d.spooled) as u64).sum();
+                let spooled: usize = by_day.values().map(|d| d.spooled).sum();
+                summary.rows += n;
+                summary.dead_lettered +=
+                    by_day.values().map(|d| d.dead_lettered as u64).sum::<u64>();
                 // the days count as complete only once QuestDB acknowledged their rows
-                let mut waited = Duration::ZERO;
-                while written() < sent && waited <= Duration::from_secs(120) {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    waited += Duration::from_millis(20);
-                }
-                if written() < sent {
-                    let r = "QuestDB stopped acknowledging rows".to_string();
+                if spooled > 0 {
+                    let r = format!(
+                        "QuestDB stopped acknowledging rows: {spooled} rows are held in the spool ({}) and written by the next run; re-run to confirm these days",
+                        config.questdb.spool_dir.display()
+                    );
                     ledger.record(source_name, incomplete(&mut chunk.days(), &r))?;
                     stop_reason = Some(r);
                     break;
@@ -288,7 +292,6 @@ pub async fn backfill(
                     .filter(|(_, s)| *s == DayState::Complete)
                     .count() as u64;
                 ledger.record(source_name, states)?;
-                summary.rows += n;
                 pb.inc((done_until - window.since).num_days() as u64 + 1);
             }
             let Some(error) = failure else { break };

@@ -12,7 +12,9 @@
 //! validation, the in-memory state, the QuestDB sink with its spool and delivery guarantee. Each
 //! row is first normalized on its own, so a row the pipeline would refuse is named with its line;
 //! the command returns once every row it emitted is durable (acknowledged by QuestDB, or fsynced
-//! to the spool or dead-letter file: the pipeline's delivery tickets).
+//! to the spool or dead-letter file: the pipeline's delivery tickets), and its summary counts
+//! what the tickets say was stored: a record QuestDB refused is counted as dead-lettered, not
+//! stored, and makes the command fail.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -21,7 +23,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::normalize::{Normalizer, Observation};
 use crate::pipeline::{Delivery, EmitError, Pipeline};
-use crate::sinks::questdb::{QuestDbSink, SinkError, SqlClient};
+use crate::sinks::questdb::{QuestDbSink, Settled, SinkError, SqlClient};
 use crate::sources::csv_import::aggregate::{Key, key_hash, key_of, merge};
 use crate::sources::csv_import::{
     ImportError, ImportFormat, ImportOptions, Item, Reader, Rejected, Skipped,
@@ -34,8 +36,13 @@ use crate::telemetry::Telemetry;
 pub struct ImportSummary {
     /// Good rows read.
     pub rows: u64,
-    /// Records stored (after summing rows that share a key): what QuestDB holds for this file.
+    /// Records durably stored (after summing rows that share a key), counted from the delivery
+    /// tickets: acknowledged by QuestDB or held in the spool; never the records QuestDB refused.
     pub stored: u64,
+    /// Of `stored`, held in the spool (QuestDB went down): the next run writes them.
+    pub spooled: u64,
+    /// Records QuestDB refused, in the dead-letter file: not stored. The command fails on them.
+    pub dead_lettered: u64,
     /// Rows (or days of spread rows) added into another with the same key.
     pub summed: u64,
     pub rejected: Vec<Rejected>,
@@ -137,7 +144,7 @@ pub async fn import_file(
     let mut batch: Vec<Observation> = Vec::with_capacity(batch_rows);
     // repeating keys being summed, by digest (a collision puts two keys under one digest)
     let mut summing: HashMap<u64, Vec<(Key, u64, Observation)>> = HashMap::new();
-    let mut emitted: u64 = 0;
+    let mut landed = Settled::default();
     let mut inflight: VecDeque<Delivery> = VecDeque::new();
     let result: Result<(), ImportCommandError> = async {
         for item in reader.by_ref() {
@@ -197,7 +204,7 @@ pub async fn import_file(
                         });
                     }
                     if batch.len() >= batch_rows {
-                        emitted += emit(&pipeline, &source, &mut batch, &mut inflight).await?;
+                        emit(&pipeline, &source, &mut batch, &mut inflight, &mut landed).await?;
                     }
                 }
             }
@@ -209,9 +216,9 @@ pub async fn import_file(
         for (_, line, obs) in sums {
             push_sum(&normalizer, &source, line, obs, &mut batch, &mut summary);
         }
-        emitted += emit(&pipeline, &source, &mut batch, &mut inflight).await?;
+        emit(&pipeline, &source, &mut batch, &mut inflight, &mut landed).await?;
         for d in inflight.drain(..) {
-            d.durable().await?;
+            add(&mut landed, d.settled().await?);
         }
         Ok(())
     }
@@ -221,7 +228,9 @@ pub async fn import_file(
         let _ = t.await;
     }
     result?;
-    summary.stored = emitted;
+    summary.stored = landed.stored() as u64;
+    summary.spooled = landed.spooled as u64;
+    summary.dead_lettered = landed.dead_lettered as u64;
     summary.warnings = std::mem::take(&mut reader.warnings);
     summary.encoding = reader.encoding();
     summary.latin1_rows = reader.latin1_rows;
@@ -252,27 +261,35 @@ fn push_sum(
 /// oldest (the sink's own channel bounds memory too; this bounds the tickets).
 const INFLIGHT_BATCHES: usize = 8;
 
-/// Hand `batch` to the pipeline; its durability ticket joins `inflight`.
+/// Add one settled ticket to the running total.
+fn add(total: &mut Settled, s: Settled) {
+    total.rows += s.rows;
+    total.spooled += s.spooled;
+    total.dead_lettered += s.dead_lettered;
+}
+
+/// Hand `batch` to the pipeline; its durability ticket joins `inflight`; tickets that settle are
+/// added to `landed`.
 async fn emit(
     pipeline: &Pipeline,
     source: &str,
     batch: &mut Vec<Observation>,
     inflight: &mut VecDeque<Delivery>,
-) -> Result<u64, ImportCommandError> {
+    landed: &mut Settled,
+) -> Result<(), ImportCommandError> {
     if batch.is_empty() {
-        return Ok(0);
+        return Ok(());
     }
     let d = pipeline
         .deliver(source, std::mem::take(batch), None)
         .await?;
-    let n = d.records;
     inflight.push_back(d);
     while inflight.len() > INFLIGHT_BATCHES {
         if let Some(oldest) = inflight.pop_front() {
-            oldest.durable().await?;
+            add(landed, oldest.settled().await?);
         }
     }
     // nothing of an import is needed in memory once handed over
     pipeline.with_store(|s| s.prune(chrono::Utc::now() + chrono::Duration::days(2)));
-    Ok(n as u64)
+    Ok(())
 }

@@ -577,6 +577,11 @@ pub struct TrackingBreakConfig {
     pub baseline_hours: usize,
     /// The test fires when the probability of what was seen, if tracking worked, is at most this.
     pub max_p: f64,
+    /// ... or, when the shop recorded orders from the campaign during the zero run, when the
+    /// joint probability of the run (no conversion over its clicks, and every one of those
+    /// orders missed) is at most this. A missed attributed order is direct evidence, so the
+    /// bar is lower than for silence alone (see `docs/models.md` for what it costs).
+    pub max_p_orders: f64,
 }
 
 impl Default for TrackingBreakConfig {
@@ -586,6 +591,7 @@ impl Default for TrackingBreakConfig {
             min_click_ratio: 0.5,
             baseline_hours: 10 * 24,
             max_p: 0.01,
+            max_p_orders: 0.05,
         }
     }
 }
@@ -628,8 +634,10 @@ pub struct TrackingStatus {
     pub p_zero: f64,
     /// Shop orders attributed to the campaign during the run (platform counted none).
     pub unmatched_orders: f64,
-    /// Probability of the platform missing all of them if tracking worked: `(1 - q)^S` with `q`
-    /// the baseline's share of shop orders the platform counted (Beta(1, 1) prior).
+    /// Probability of the run if tracking worked: no conversion over its clicks (`p_zero`) and
+    /// the platform missing all `S` attributed orders, `p_zero * (1 - q)^S`, with `q` the share
+    /// of attributed shop orders the platform counted over the baseline, of this campaign and of
+    /// the business's other campaigns (the pool; Beta(1, 1) prior). 1 without orders.
     pub p_orders: f64,
     /// Why it fired.
     pub reason: TrackingReason,
@@ -643,6 +651,8 @@ pub struct TrackingBreak {
     cfg: TrackingBreakConfig,
     /// (clicks, platform conversions, attributed shop orders) of the baseline hours.
     baseline: VecDeque<(f64, f64, f64)>,
+    /// Sums of `baseline` (clicks, conversions, orders), kept up to date.
+    sums: (f64, f64, f64),
     /// (clicks, shop orders) of the current zero-conversion run.
     run: Vec<(f64, f64)>,
 }
@@ -653,23 +663,47 @@ impl TrackingBreak {
         TrackingBreak {
             cfg,
             baseline: VecDeque::new(),
+            sums: (0.0, 0.0, 0.0),
             run: Vec::new(),
         }
     }
 
     /// Feeds one hour of clicks and platform conversions (no shop attribution known).
     pub fn update(&mut self, clicks: f64, conversions: f64) -> TrackingStatus {
-        self.update_with_orders(clicks, conversions, None)
+        self.update_with_orders(clicks, conversions, None, (0.0, 0.0))
+    }
+
+    /// Platform conversions and attributed shop orders over the baseline (for the pool of the
+    /// business's other campaigns).
+    pub fn baseline_matches(&self) -> (f64, f64) {
+        (self.sums.1, self.sums.2)
+    }
+
+    fn push_baseline(&mut self, row: (f64, f64, f64)) {
+        self.sums = (
+            self.sums.0 + row.0,
+            self.sums.1 + row.1,
+            self.sums.2 + row.2,
+        );
+        self.baseline.push_back(row);
+        while self.baseline.len() > self.cfg.baseline_hours {
+            if let Some(o) = self.baseline.pop_front() {
+                self.sums = (self.sums.0 - o.0, self.sums.1 - o.1, self.sums.2 - o.2);
+            }
+        }
     }
 
     /// Feeds one hour of clicks, platform conversions and, when known, shop orders attributed
-    /// to the campaign. Non-finite or negative inputs count as missing and leave the state
+    /// to the campaign, with `pool` = (platform conversions, attributed shop orders) of the
+    /// business's other campaigns over their baselines (what the platforms usually count of
+    /// the shop's orders). Non-finite or negative inputs count as missing and leave the state
     /// unchanged.
     pub fn update_with_orders(
         &mut self,
         clicks: f64,
         conversions: f64,
         shop_orders: Option<f64>,
+        pool: (f64, f64),
     ) -> TrackingStatus {
         let orders = shop_orders.filter(|o| o.is_finite() && *o >= 0.0);
         let valid =
@@ -679,27 +713,19 @@ impl TrackingBreak {
                 self.run.push((clicks, orders.unwrap_or(0.0)));
             } else {
                 // The run ends: its hours join the baseline as ordinary history.
-                for (c, o) in self.run.drain(..) {
-                    self.baseline.push_back((c, 0.0, o));
+                let run: Vec<(f64, f64)> = self.run.drain(..).collect();
+                for (c, o) in run {
+                    self.push_baseline((c, 0.0, o));
                 }
-                self.baseline
-                    .push_back((clicks, conversions, orders.unwrap_or(0.0)));
-            }
-            while self.baseline.len() > self.cfg.baseline_hours {
-                self.baseline.pop_front();
+                self.push_baseline((clicks, conversions, orders.unwrap_or(0.0)));
             }
         }
-        self.status()
+        self.status(pool)
     }
 
-    fn status(&self) -> TrackingStatus {
+    fn status(&self, pool: (f64, f64)) -> TrackingStatus {
         let n = self.run.len();
-        let (b_clicks, b_conv, b_orders) = self
-            .baseline
-            .iter()
-            .fold((0.0, 0.0, 0.0), |(a, b, c), (x, y, z)| {
-                (a + x, b + y, c + z)
-            });
+        let (b_clicks, b_conv, b_orders) = self.sums;
         let b_hours = self.baseline.len() as f64;
         let run_clicks: f64 = self.run.iter().map(|r| r.0).sum();
         let run_orders: f64 = self.run.iter().map(|r| r.1).sum();
@@ -719,16 +745,20 @@ impl TrackingBreak {
         } else {
             1.0
         };
-        let q = ((b_conv + 1.0) / (b_orders.max(b_conv) + 2.0)).clamp(0.0, 1.0);
-        let p_orders = if b_conv > 0.0 {
-            (1.0 - q).powf(run_orders)
+        // Share of attributed orders the platform counts when tracking works: this campaign's
+        // baseline plus the other campaigns' (more conversions than orders count as all matched).
+        let matched = b_conv.min(b_orders) + pool.0.min(pool.1);
+        let attributed = b_orders + pool.1;
+        let q = ((matched + 1.0) / (attributed + 2.0)).clamp(0.0, 1.0);
+        let p_orders = if b_conv > 0.0 && run_orders > 0.0 {
+            p_zero * (1.0 - q).powf(run_orders)
         } else {
             1.0
         };
         let eligible = n >= self.cfg.zero_hours && click_ratio >= self.cfg.min_click_ratio;
         let reason = if !eligible {
             TrackingReason::None
-        } else if p_orders <= self.cfg.max_p && p_orders <= p_zero {
+        } else if p_orders <= self.cfg.max_p_orders && p_orders <= p_zero {
             TrackingReason::UnmatchedOrders
         } else if p_zero <= self.cfg.max_p {
             TrackingReason::ZeroConversions
@@ -878,22 +908,25 @@ mod tests {
         let mut tb = TrackingBreak::new(cfg.clone());
         for h in 0..240 {
             let conv = if h % 80 == 40 { 1.0 } else { 0.0 };
-            tb.update_with_orders(30.0, conv, Some(conv));
+            tb.update_with_orders(30.0, conv, Some(conv), (0.0, 0.0));
         }
         // Tracking breaks: the shop keeps recording orders the platform does not count.
-        // q = (3 + 1) / (3 + 2) = 0.8, so two unmatched orders give p = 0.2^2 = 0.04 and three
-        // give 0.008 <= 0.01 (by hand).
+        // By hand: baseline C = 201 h x 30 clicks with K = 3 conversions, all matched, so
+        // q = (3 + 1) / (3 + 2) = 0.8; the run holds 39 quiet hours before the break. One
+        // unmatched order 20 h in: (201 / 260)^3 x 0.2 = 0.092 > 0.05; two, 40 h in:
+        // (201 / 280)^3 x 0.2^2 = 0.0148 <= 0.05.
         let mut flagged_at = None;
         for h in 1..=72 {
             let orders = if h % 20 == 0 { 1.0 } else { 0.0 };
-            let s = tb.update_with_orders(30.0, 0.0, Some(orders));
+            let s = tb.update_with_orders(30.0, 0.0, Some(orders), (0.0, 0.0));
             if s.broken && flagged_at.is_none() {
                 flagged_at = Some(h);
                 assert_eq!(s.reason, TrackingReason::UnmatchedOrders, "{s:?}");
-                assert!((s.p_orders - 0.008).abs() < 1e-9, "{s:?}");
+                let want = (201.0f64 / 280.0).powi(3) * 0.04;
+                assert!((s.p_orders - want).abs() < 1e-9, "{s:?} vs {want}");
             }
         }
-        assert_eq!(flagged_at, Some(60));
+        assert_eq!(flagged_at, Some(40));
         // Zero conversions alone over the 111-hour run (39 quiet hours before the break, 72
         // after) is weak evidence at this volume: (201 h of clicks / 312 h)^3 = 0.27.
         let mut tb = TrackingBreak::new(cfg);

@@ -421,22 +421,101 @@ fn param_grid(shape: HwShape) -> Vec<HwParams> {
     out
 }
 
-/// Empirical interval half-widths: for each horizon h, the error quantiles (10, 90, 2.5, 97.5)
-/// of h-step forecasts made from the last `origins` states.
+/// Calibration errors behind each quantile, in steps: the last four weeks of hourly data, the
+/// last eight weeks of daily data (a daily history rarely holds more than a year, and half of
+/// it must remain to judge the window's levels).
+fn calib_window(cycle: usize) -> usize {
+    if cycle >= 24 {
+        28 * cycle
+    } else {
+        8 * cycle.max(7)
+    }
+}
+/// Fewest errors in a window before it is used for a quantile.
+const MIN_CALIB_ERRORS: usize = 20;
+
+/// Type-7 quantile of an ascending slice at `level` in [0, 1].
+fn sorted_quantile(v: &[f64], level: f64) -> f64 {
+    let pos = level.clamp(0.0, 1.0) * (v.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = pos.ceil() as usize;
+    v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
+}
+
+/// The rolling-origin calibration of one horizon step `h`: `errs` are the h-step errors in
+/// origin order. The forecast made at origin `k` could only have used the errors of origins up
+/// to `k - h` (the later ones were not observed yet), so each error is ranked among the
+/// `window` errors known before it: its PIT value, the share of those errors below it. If the
+/// window's quantiles were honest, the PIT values would be uniform. Returns them and the last
+/// `window` errors, sorted (the calibration set of the forecast made now).
+fn rolling_pits(errs: &[f64], h: usize, window: usize) -> (Vec<f64>, Vec<f64>) {
+    let errs: Vec<f64> = errs.iter().copied().filter(|e| e.is_finite()).collect();
+    // With a short history the window shrinks to half of it, so the other half can judge it.
+    let window = window.min(errs.len() / 2).max(MIN_CALIB_ERRORS);
+    let mut sorted: Vec<f64> = Vec::with_capacity(window + 1);
+    let mut pits = Vec::new();
+    let mut next_in = 0usize;
+    for k in h..errs.len() {
+        while next_in <= k - h {
+            let e = errs[next_in];
+            let at = sorted.partition_point(|x| *x < e);
+            sorted.insert(at, e);
+            if next_in >= window {
+                let old = errs[next_in - window];
+                let at = sorted.partition_point(|x| *x < old);
+                sorted.remove(at.min(sorted.len() - 1));
+            }
+            next_in += 1;
+        }
+        if sorted.len() >= window {
+            let below = sorted.partition_point(|x| *x < errs[k]);
+            let equal = sorted[below..].partition_point(|x| *x <= errs[k]);
+            pits.push((below as f64 + 0.5 * equal as f64) / sorted.len() as f64);
+        }
+    }
+    let mut last: Vec<f64> = errs[errs.len().saturating_sub(window)..].to_vec();
+    last.sort_by(f64::total_cmp);
+    (pits, last)
+}
+
+/// Interval offsets `[10%, 90%, 2.5%, 97.5%]` per horizon step from the rolling-origin errors
+/// (`errors[h - 1]` in origin order), calibrated in two stages: each horizon step's band is a
+/// quantile of its own last `window` errors (split conformal), and the quantile *levels* are
+/// those that would have covered as promised over the preceding origins: the 10/90/2.5/97.5%
+/// quantiles of the PIT values of [`rolling_pits`], pooled over the horizon steps. A window
+/// whose quantiles were too narrow on the recent past (errors drift, volatility clusters) gets
+/// more extreme levels. Without PIT values the levels stay nominal.
 type Quant = [f64; 4];
 
-fn error_quantiles(errors: &[Vec<f64>], horizon: usize) -> Vec<Quant> {
+fn error_quantiles(errors: &[Vec<f64>], horizon: usize, window: usize) -> Vec<Quant> {
+    let nominal = [0.10, 0.90, 0.025, 0.975];
+    let per_h: Vec<Option<(Vec<f64>, Vec<f64>)>> = errors
+        .iter()
+        .take(horizon)
+        .enumerate()
+        .map(|(h0, errs)| {
+            (errs.iter().filter(|e| e.is_finite()).count() >= MIN_CALIB_ERRORS)
+                .then(|| rolling_pits(errs, h0 + 1, window))
+        })
+        .collect();
+    let pits: Vec<f64> = per_h
+        .iter()
+        .flatten()
+        .flat_map(|(p, _)| p.iter().copied())
+        .collect();
+    let levels = if pits.len() >= 4 * MIN_CALIB_ERRORS {
+        let mut p = pits;
+        p.sort_by(f64::total_cmp);
+        nominal.map(|q| sorted_quantile(&p, q))
+    } else {
+        nominal
+    };
     let mut out = Vec::with_capacity(horizon);
     let mut last_good: Option<(usize, Quant)> = None;
-    for (h0, errs) in errors.iter().enumerate().take(horizon) {
+    for h0 in 0..horizon {
         let h = h0 + 1;
-        if errs.len() >= 20 {
-            let q = [
-                stats::quantile(errs, 0.10),
-                stats::quantile(errs, 0.90),
-                stats::quantile(errs, 0.025),
-                stats::quantile(errs, 0.975),
-            ];
+        if let Some(Some((_, last))) = per_h.get(h0) {
+            let q = levels.map(|l| sorted_quantile(last, l));
             last_good = Some((h, q));
             out.push(q);
         } else if let Some((hg, q)) = last_good {
@@ -624,11 +703,10 @@ fn holt_winters(prep: &Prepared, horizon: usize) -> (Vec<f64>, Vec<Quant>, Strin
         }
     }
     let p = best.1;
-    // Final pass, recording h-step errors from the last four weeks of origins.
+    // Final pass, recording h-step errors from the calibration origins: a window of four weeks
+    // for the quantiles, preceded by two weeks over which the adaptive conformal level is run.
     let cycle = shape.m1.max(1);
-    let origins_from = n
-        .saturating_sub((28 * cycle).max(4 * horizon.min(cycle * 7)))
-        .max(burn.min(n / 2));
+    let origins_from = burn.min(n / 2);
     let mut errors: Vec<Vec<f64>> = vec![Vec::new(); horizon];
     let mut st = HwState::init(y, shape, n_ev);
     for i in 0..n {
@@ -643,7 +721,7 @@ fn holt_winters(prep: &Prepared, horizon: usize) -> (Vec<f64>, Vec<Quant>, Strin
     let yhat: Vec<f64> = (1..=horizon)
         .map(|h| st.base(h, p, shape) + st.effect(prep.future_events[h - 1]))
         .collect();
-    let q = error_quantiles(&errors, horizon);
+    let q = error_quantiles(&errors, horizon, calib_window(cycle));
     let name = format!(
         "holt-winters(m1={},m2={},alpha={},gamma={},omega={},trend={})",
         shape.m1,
@@ -662,14 +740,14 @@ fn seasonal_naive(prep: &Prepared, horizon: usize) -> (Vec<f64>, Vec<Quant>) {
     let m = prep.m1.max(1);
     let yhat: Vec<f64> = (0..horizon).map(|h| y[n - m + (h % m)]).collect();
     let mut errors: Vec<Vec<f64>> = vec![Vec::new(); horizon];
-    let origins_from = n.saturating_sub(28 * m).max(m);
+    let origins_from = m;
     for i in origins_from..n {
         for h in 1..=horizon.min(n - i) {
             let pred = y[i - m + ((h - 1) % m)];
             errors[h - 1].push(y[i + h - 1] - pred);
         }
     }
-    (yhat, error_quantiles(&errors, horizon))
+    (yhat, error_quantiles(&errors, horizon, calib_window(m)))
 }
 
 #[cfg(feature = "augurs")]

@@ -62,6 +62,10 @@ pub struct TrackingNow {
     pub campaign: String,
     pub score: f64,
     pub broken: bool,
+    /// Why it fired (`zero_conversions`, `unmatched_shop_orders`), `none` when it did not.
+    pub reason: &'static str,
+    /// Shop orders attributed to the campaign during the current zero-conversion run.
+    pub unmatched_orders: f64,
 }
 
 /// What `/metrics` shows of the models.
@@ -72,6 +76,106 @@ pub struct ModelOutputs {
     pub anomalies: Vec<AnomalyNow>,
     pub tracking: Vec<TrackingNow>,
     pub last_refit: Option<DateTime<Utc>>,
+}
+
+/// One complete campaign-hour as the models score it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CampaignHour {
+    pub key: CampaignKey,
+    pub name: String,
+    /// Hour bucket start (unix seconds).
+    pub t: i64,
+    pub totals: Totals,
+    /// Shop orders whose UTM campaign is this campaign's id or name, placed in the hour; `None`
+    /// when the store holds no shop orders at all (no shop connected: unknown, not zero).
+    pub shop_orders: Option<f64>,
+}
+
+/// The complete hours (before `cur_hour`) of every campaign not yet scored (after
+/// `last_scored`), in (hour, campaign) order, with the shop orders attributed to each hour.
+pub fn campaign_hours(
+    store: &crate::state::Store,
+    last_scored: &HashMap<CampaignKey, i64>,
+    cur_hour: i64,
+    tz: Tz,
+) -> Vec<CampaignHour> {
+    let mut out: Vec<CampaignHour> = Vec::new();
+    let mut from = i64::MAX;
+    store.visit_campaign_hours(i64::MIN, |key, name, t, totals| {
+        if t < cur_hour && last_scored.get(key).is_none_or(|&l| t > l) {
+            from = from.min(t);
+            out.push(CampaignHour {
+                key: key.clone(),
+                name: name.to_string(),
+                t,
+                totals: *totals,
+                shop_orders: None,
+            });
+        }
+    });
+    // Time order: the tracking test pools the other campaigns' history as of each hour.
+    out.sort_by(|a, b| (a.t, &a.key).cmp(&(b.t, &b.key)));
+    if out.is_empty() {
+        return out;
+    }
+    let orders = store.attributed_orders_by_hour(from, cur_hour, tz);
+    if store.has_orders() {
+        for h in &mut out {
+            let by = |u: &str| orders.get(&(u.to_string(), h.t)).copied();
+            let n = by(&h.key.campaign_id).or_else(|| by(&h.name)).unwrap_or(0);
+            h.shop_orders = Some(n as f64);
+        }
+    }
+    out
+}
+
+/// The tracking-break tests of every campaign, sharing the business's match rate: how many of
+/// the shop's attributed orders the platforms counted, over the other campaigns' baselines.
+#[derive(Debug, Default)]
+pub struct TrackingBank {
+    tests: HashMap<CampaignKey, TrackingBreak>,
+    /// The hour the pool was summed for, and the sums (conversions, orders).
+    pool: Option<(i64, (f64, f64))>,
+}
+
+impl TrackingBank {
+    /// Feeds one complete campaign-hour; hours must arrive in time order (as
+    /// [`campaign_hours`] returns them), so the pool never holds a campaign's future.
+    pub fn update(
+        &mut self,
+        key: &CampaignKey,
+        t: i64,
+        totals: &Totals,
+        shop_orders: Option<f64>,
+    ) -> crate::models::anomaly::TrackingStatus {
+        // Summed once per hour, before any campaign's update for that hour.
+        let pool = match self.pool {
+            Some((h, p)) if h == t => p,
+            _ => {
+                let p = self
+                    .tests
+                    .values()
+                    .map(TrackingBreak::baseline_matches)
+                    .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+                self.pool = Some((t, p));
+                p
+            }
+        };
+        let own = self
+            .tests
+            .get(key)
+            .map_or((0.0, 0.0), TrackingBreak::baseline_matches);
+        let others = ((pool.0 - own.0).max(0.0), (pool.1 - own.1).max(0.0));
+        self.tests
+            .entry(key.clone())
+            .or_insert_with(|| TrackingBreak::new(TrackingBreakConfig::default()))
+            .update_with_orders(
+                totals.clicks as f64,
+                totals.conversions,
+                shop_orders,
+                others,
+            )
+    }
 }
 
 /// The runner task's state.
@@ -85,7 +189,7 @@ pub struct ModelRunner {
     sink: Option<SinkHandle>,
     outputs: Arc<ArcSwap<ModelOutputs>>,
     detectors: HashMap<(CampaignKey, &'static str), Detector>,
-    tracking: HashMap<CampaignKey, TrackingBreak>,
+    tracking: TrackingBank,
     last_scored: HashMap<CampaignKey, i64>,
     latest_anomaly: HashMap<(CampaignKey, &'static str), AnomalyNow>,
     latest_tracking: HashMap<CampaignKey, TrackingNow>,
@@ -152,7 +256,7 @@ impl ModelRunner {
             sink,
             outputs,
             detectors: HashMap::new(),
-            tracking: HashMap::new(),
+            tracking: TrackingBank::default(),
             last_scored: HashMap::new(),
             latest_anomaly: HashMap::new(),
             latest_tracking: HashMap::new(),
@@ -195,24 +299,26 @@ impl ModelRunner {
     /// Feed every complete hour not yet seen to the detectors.
     fn score(&mut self, now: DateTime<Utc>) -> Vec<Record> {
         let cur_hour = hour_floor(now, self.tz).timestamp();
-        let mut points: Vec<(CampaignKey, String, i64, Totals)> = Vec::new();
         // campaigns with data in the last two days; the others leave no stale series (below)
         let live_from = cur_hour - 2 * 86_400;
         let mut live: std::collections::HashSet<CampaignKey> = std::collections::HashSet::new();
         let last = &self.last_scored;
-        self.pipeline.with_store(|s| {
-            s.visit_campaign_hours(i64::MIN, |key, name, t, totals| {
-                if t < cur_hour && last.get(key).is_none_or(|&l| t > l) {
-                    points.push((key.clone(), name.to_string(), t, *totals));
-                }
-                if t >= live_from && !live.contains(key) {
-                    live.insert(key.clone());
-                }
-            })
+        let tz = self.tz;
+        let points = self.pipeline.with_store(|s| {
+            s.visit_campaign_hours(live_from, |key, _, _, _| {
+                live.insert(key.clone());
+            });
+            campaign_hours(s, last, cur_hour, tz)
         });
-        points.sort_by(|a, b| (&a.0, a.2).cmp(&(&b.0, b.2)));
         let mut rows = Vec::new();
-        for (key, name, t, totals) in points {
+        for CampaignHour {
+            key,
+            name,
+            t,
+            totals,
+            shop_orders,
+        } in points
+        {
             let ts = Utc.timestamp_opt(t, 0).single().unwrap_or(now);
             for (series, value) in CAMPAIGN_SERIES.iter().zip(series_values(&totals)) {
                 let Some(v) = value.filter(|v| v.is_finite()) else {
@@ -251,11 +357,7 @@ impl ModelRunner {
                     },
                 );
             }
-            let tb = self
-                .tracking
-                .entry(key.clone())
-                .or_insert_with(|| TrackingBreak::new(TrackingBreakConfig::default()));
-            let st = tb.update(totals.clicks as f64, totals.conversions);
+            let st = self.tracking.update(&key, t, &totals, shop_orders);
             let p = TrackingBreak::p_value(&st);
             let score = if p.is_finite() {
                 (1.0 - p).clamp(0.0, 1.0)
@@ -283,6 +385,8 @@ impl ModelRunner {
                     campaign: name,
                     score,
                     broken: st.broken,
+                    reason: st.reason.name(),
+                    unmatched_orders: st.unmatched_orders,
                 },
             );
             self.last_scored.insert(key, t);
@@ -313,7 +417,7 @@ impl ModelRunner {
         self.latest_anomaly.retain(|(k, _), _| live.contains(k));
         self.latest_tracking.retain(|k, _| live.contains(k));
         self.detectors.retain(|(k, _), _| live.contains(k));
-        self.tracking.retain(|k, _| live.contains(k));
+        self.tracking.tests.retain(|k, _| live.contains(k));
         rows
     }
 

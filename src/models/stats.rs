@@ -23,20 +23,6 @@ pub(crate) fn median_in_place(v: &mut [f64]) -> f64 {
     }
 }
 
-/// Quantile `q` in [0,1] of the finite values (linear interpolation, type 7). NaN when empty.
-pub(crate) fn quantile(xs: &[f64], q: f64) -> f64 {
-    let mut v: Vec<f64> = xs.iter().copied().filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let pos = q.clamp(0.0, 1.0) * (v.len() - 1) as f64;
-    let lo = pos.floor() as usize;
-    let hi = pos.ceil() as usize;
-    let frac = pos - lo as f64;
-    v[lo] + (v[hi] - v[lo]) * frac
-}
-
 /// Mean of the finite values (NaN when none).
 pub(crate) fn mean(xs: &[f64]) -> f64 {
     let (s, n) = xs
@@ -56,11 +42,5 @@ mod tests {
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
         assert_eq!(median(&[f64::NAN, 5.0]), 5.0);
         assert!(median(&[]).is_nan());
-    }
-
-    #[test]
-    fn quantiles() {
-        let xs: Vec<f64> = (0..=100).map(f64::from).collect();
-        assert!((quantile(&xs, 0.9) - 90.0).abs() < 1e-9);
     }
 }

@@ -624,10 +624,23 @@ pub fn render_models(m: &ModelOutputs, keep: Option<&HashSet<CampaignKey>>, text
         "adpulse_tracking_break_score",
         "1 - probability of the zero-conversion run if tracking worked",
     );
+    let mut tbr = Family::new(
+        "adpulse_tracking_break_reason",
+        "1, labelled with why the tracking-break detector flags the campaign (zero_conversions, unmatched_shop_orders); absent when not flagged",
+    );
+    let mut tbu = Family::new(
+        "adpulse_tracking_break_unmatched_orders",
+        "Shop orders attributed to the campaign during its current run without platform conversions",
+    );
     for t in m.tracking.iter().filter(|t| kept(&t.key)) {
         let l = campaign_labels(&t.key, &t.campaign);
         tb.push(&l, if t.broken { 1.0 } else { 0.0 });
         tbs.push(&l, t.score);
+        tbu.push(&l, t.unmatched_orders);
+        if t.broken {
+            let lr = [l[0], l[1], l[2], l[3], ("reason", t.reason)];
+            tbr.push(&lr, 1.0);
+        }
     }
     let mut refit = Family::new(
         "adpulse_models_last_refit_timestamp_seconds",
@@ -636,7 +649,9 @@ pub fn render_models(m: &ModelOutputs, keep: Option<&HashSet<CampaignKey>>, text
     if let Some(t) = m.last_refit {
         refit.push(&[], t.timestamp_millis() as f64 / 1000.0);
     }
-    out.extend([level, expected, upper, lower, score, flag, tb, tbs, refit]);
+    out.extend([
+        level, expected, upper, lower, score, flag, tb, tbs, tbr, tbu, refit,
+    ]);
     for f in out {
         f.write(text);
     }
@@ -662,6 +677,8 @@ pub struct Exposition {
     cache: ArcSwapOption<Rendered>,
     /// One renderer at a time; the others wait and take its result.
     render: Mutex<()>,
+    /// Fixed families known at start (the spool limit), appended to every body.
+    limits: String,
 }
 
 impl Exposition {
@@ -676,7 +693,20 @@ impl Exposition {
             top_n: config.campaign_series_top_n,
             cache: ArcSwapOption::empty(),
             render: Mutex::new(()),
+            limits: String::new(),
         }
+    }
+
+    /// Also expose a sink's spool limit (`adpulse_sink_spool_max_bytes`), so that a rule can
+    /// compare `adpulse_sink_spool_bytes` with it rather than with a number copied from config.
+    pub fn with_spool_limit(mut self, sink: &str, max_bytes: u64) -> Self {
+        let mut f = Family::new(
+            "adpulse_sink_spool_max_bytes",
+            "Size the disk spool may reach before sources are made to wait (questdb.spool_max_bytes)",
+        );
+        f.push(&[("sink", sink)], max_bytes as f64);
+        f.write(&mut self.limits);
+        self
     }
 
     fn fresh(&self, c: &Rendered) -> bool {
@@ -718,6 +748,16 @@ impl Exposition {
             });
             render_models(m, keep.as_ref(), &mut text);
         }
+        // Wall-clock time this snapshot was first rendered: the refresher renders each new one
+        // at once, so it stops moving when the KPI loop stalls (the collector clock of
+        // `adpulse_snapshot_timestamp_seconds` is simulated in the demo and cannot tell).
+        let mut rendered = Family::new(
+            "adpulse_snapshot_rendered_timestamp_seconds",
+            "Wall-clock time the KPIs shown were computed and first rendered (stops when the KPI loop stalls)",
+        );
+        rendered.push(&[], crate::telemetry::unix_now());
+        rendered.write(&mut text);
+        text.push_str(&self.limits);
         let r = Arc::new(Rendered {
             snapshot,
             models,
@@ -813,5 +853,41 @@ mod tests {
         let mut f = Family::new("m", "h");
         f.push(&[("campaign", "a \"b\" \\ c\nd")], 1.0);
         assert_eq!(f.body, "m{campaign=\"a \\\"b\\\" \\\\ c\\nd\"} 1\n");
+    }
+
+    #[test]
+    fn refresh_time_moves_with_each_new_snapshot_only_and_the_spool_limit_is_shown() {
+        let snap = Arc::new(ArcSwap::from_pointee(Snapshot::empty("INR")));
+        let e = Exposition::new(snap.clone(), None, &MetricsConfig::default())
+            .with_spool_limit("questdb", 1 << 30);
+        let value = |text: &[u8], name: &str| -> f64 {
+            let text = std::str::from_utf8(text).unwrap();
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name} missing from {text}"))
+        };
+        let before = crate::telemetry::unix_now();
+        let first = e.current();
+        let t1 = value(&first.text, "adpulse_snapshot_rendered_timestamp_seconds ");
+        assert!(t1 >= before.floor(), "{t1} {before}");
+        assert_eq!(
+            value(
+                &first.text,
+                "adpulse_sink_spool_max_bytes{sink=\"questdb\"}"
+            ),
+            (1u64 << 30) as f64
+        );
+        // no new snapshot (a stalled loop): the same body, the same time
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(e.current().text, first.text);
+        // a new snapshot: a later time
+        snap.store(Arc::new(Snapshot::empty("INR")));
+        let t2 = value(
+            &e.current().text,
+            "adpulse_snapshot_rendered_timestamp_seconds ",
+        );
+        assert!(t2 > t1, "{t2} after {t1}");
     }
 }

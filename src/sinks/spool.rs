@@ -527,7 +527,27 @@ mod tests {
                         conversions: conv,
                     })
                 },
-            );
+            )
+            .boxed();
+        // an ad row: a campaign row plus the ad set / ad group and ad (issue 10)
+        let ad = (
+            campaign.clone(),
+            (any_string(), any_string(), any_string(), any_string()),
+        )
+            .prop_map(|(r, (adset_id, adset_name, ad_id, ad_name))| {
+                let Record::CampaignStats(stat) = r else {
+                    unreachable!("the campaign strategy makes campaign rows")
+                };
+                Record::AdStats(crate::records::AdStat {
+                    stat,
+                    ad: crate::records::AdRef {
+                        adset_id,
+                        adset_name,
+                        ad_id,
+                        ad_name,
+                    },
+                })
+            });
         let kind = prop_oneof![
             Just(OrderKind::Order),
             Just(OrderKind::Refund),
@@ -655,7 +675,8 @@ mod tests {
             funnel.boxed(),
             forecast.boxed(),
             anomaly.boxed(),
-            action.boxed()
+            action.boxed(),
+            ad.boxed()
         ]
         .boxed()
     }
@@ -665,6 +686,7 @@ mod tests {
         let mut r = r.clone();
         let floats = match &mut r {
             Record::CampaignStats(c) => vec![std::mem::take(&mut c.conversions)],
+            Record::AdStats(a) => vec![std::mem::take(&mut a.stat.conversions)],
             Record::Forecasts(f) => [
                 &mut f.yhat,
                 &mut f.yhat_lower_80,
@@ -701,6 +723,12 @@ mod tests {
                 d(c.conversion_value_account),
             ],
             Record::Orders(o) => vec![d(o.amount), d(o.amount_shop)],
+            Record::AdStats(a) => vec![
+                d(a.stat.spend),
+                d(a.stat.conversion_value),
+                d(a.stat.spend_account),
+                d(a.stat.conversion_value_account),
+            ],
             _ => Vec::new(),
         }
     }

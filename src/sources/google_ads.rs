@@ -1,5 +1,14 @@
-//! Google Ads API (REST): `customers/{id}/googleAds:searchStream` with GAQL, campaign by
-//! `segments.date`, through the shared polling loop. Access tokens come from the OAuth
+//! Google Ads API (REST): `customers/{id}/googleAds:searchStream` with GAQL, ads
+//! (`FROM ad_group_ad`: `ad_group.id/name`, `ad_group_ad.ad.id/name`) and campaigns by
+//! `segments.date`, through the shared polling loop.
+//!
+//! Ad level: every `ad_group_ad` row becomes an `ad_stats` row (ad group as `adset_id`) and the
+//! campaign's share of it; rows sharing a key are summed downstream, so a campaign-day that has
+//! ads is the exact sum of its ads of that answer. Campaigns without `ad_group_ad` rows
+//! (Performance Max reports by asset group, not by ad) come from the `FROM campaign` query, which
+//! is used only for the campaign-days the ad query did not cover: nothing is counted twice and no
+//! spend is dropped. Where both cover a campaign-day and disagree, the ads' sum is stored and the
+//! difference is logged. Access tokens come from the OAuth
 //! refresh-token flow; every request carries the `developer-token` (and `login-customer-id` for a
 //! manager account) header. `costMicros` (an int64 sent as a string) becomes money exactly;
 //! quota errors carry a `retryDelay` that is honoured.
@@ -11,11 +20,11 @@ use serde::Deserialize;
 use std::str::FromStr;
 
 use crate::base::Problem;
-use crate::normalize::{Observation, RawCampaignStat, day_start};
+use crate::normalize::{Observation, RawAdStat, RawCampaignStat, day_start};
 use crate::platforms::google::{
     ADS_ENV_PREFIX, GoogleAdsApiConfig, GoogleOAuth, GoogleOAuthConfig, is_customer_id,
 };
-use crate::records::{Bucket, CampaignKey};
+use crate::records::{AdRef, Bucket, CampaignKey};
 use crate::sources::SourceContext;
 use crate::sources::http::{PollSource, SourceError, Window, read_secret, send_with_retry};
 use crate::sources::polling::{PollingConfig, PollingDefaults, required, run_or_report};
@@ -107,8 +116,14 @@ struct Batch {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct ResultRow {
     campaign: Campaign,
+    /// Present in `FROM ad_group_ad` answers.
+    #[serde(default)]
+    ad_group: Option<Named>,
+    #[serde(default)]
+    ad_group_ad: Option<AdGroupAd>,
     #[serde(default)]
     metrics: Metrics,
     segments: Segments,
@@ -119,6 +134,18 @@ struct Campaign {
     id: String,
     #[serde(default)]
     name: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Named {
+    id: String,
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct AdGroupAd {
+    ad: Named,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -199,7 +226,7 @@ pub fn parse_search_stream(
             }
             Some(h) => return Err(bad("segments.hour", &h.to_string())),
         };
-        out.push(Observation::Campaign(RawCampaignStat {
+        let stat = RawCampaignStat {
             ts,
             bucket,
             key: CampaignKey {
@@ -215,9 +242,65 @@ pub fn parse_search_stream(
                 .unwrap_or(0),
             clicks: u64::try_from(int("metrics.clicks", &r.metrics.clicks)?).unwrap_or(0),
             conversions: rust_decimal::prelude::ToPrimitive::to_f64(&conversions).unwrap_or(0.0),
-        }));
+        };
+        match (r.ad_group, r.ad_group_ad) {
+            (Some(group), Some(aga)) => out.push(Observation::Ad(RawAdStat {
+                stat: stat.clone(),
+                ad: AdRef {
+                    adset_id: group.id,
+                    adset_name: group.name,
+                    ad_id: aga.ad.id,
+                    ad_name: aga.ad.name,
+                },
+            })),
+            // an ad group row (`FROM ad_group`) carries no ad: the campaign's share only
+            (_, None) => {}
+            (None, Some(_)) => {
+                return Err(SourceError::Malformed(format!(
+                    "result {i} (campaign {}): adGroupAd without its adGroup",
+                    r.campaign.id
+                )));
+            }
+        }
+        // the campaign's share of an ad row (summed downstream), or a campaign row
+        out.push(Observation::Campaign(stat));
     }
     Ok(out)
+}
+
+/// One poll's answer from the ad query (`ads`: ad rows and their campaign shares) and the
+/// campaign query (`campaigns`): a campaign-day covered by ad rows keeps the ads' sum; the
+/// campaign query fills only the campaign-days without ads (Performance Max and other campaigns
+/// that report no `ad_group_ad` rows).
+pub fn combine(ads: Vec<Observation>, campaigns: Vec<Observation>) -> Vec<Observation> {
+    use std::collections::BTreeMap;
+    type Key = (String, i64, Bucket);
+    let mut covered: BTreeMap<Key, Decimal> = BTreeMap::new();
+    for o in &ads {
+        if let Observation::Campaign(c) = o {
+            *covered
+                .entry((c.key.campaign_id.clone(), c.ts.timestamp(), c.bucket))
+                .or_default() += c.spend;
+        }
+    }
+    let mut out = ads;
+    for o in campaigns {
+        match &o {
+            Observation::Campaign(c) => {
+                let k = (c.key.campaign_id.clone(), c.ts.timestamp(), c.bucket);
+                match covered.get(&k) {
+                    None => out.push(o),
+                    Some(sum) if *sum != c.spend => {
+                        tracing::warn!(campaign = %c.key.campaign_id, ts = %c.ts, ads_sum = %sum, campaign_total = %c.spend,
+                            "Google Ads campaign total differs from the sum of its ads; the ads' sum is stored");
+                    }
+                    Some(_) => {}
+                }
+            }
+            _ => out.push(o),
+        }
+    }
+    out
 }
 
 /// Classify a Google Ads error answer (object or array form) with the one Google classifier.
@@ -264,11 +347,37 @@ impl PollSource for GoogleAdsSource {
 }
 
 impl GoogleAdsSource {
+    /// Ads and campaigns of `window` (see [`combine`]).
     async fn search(
         &mut self,
         window: Window,
         hourly: bool,
     ) -> Result<Vec<Observation>, SourceError> {
+        let hour = if hourly { ", segments.hour" } else { "" };
+        let metrics = "metrics.cost_micros, metrics.impressions, metrics.clicks, \
+                       metrics.conversions, metrics.conversions_value";
+        let during = format!(
+            "WHERE segments.date BETWEEN '{}' AND '{}'",
+            window.since, window.until
+        );
+        let ads = self
+            .stream(format!(
+                "SELECT campaign.id, campaign.name, ad_group.id, ad_group.name, \
+                 ad_group_ad.ad.id, ad_group_ad.ad.name, segments.date{hour}, {metrics} \
+                 FROM ad_group_ad {during}"
+            ))
+            .await?;
+        let campaigns = self
+            .stream(format!(
+                "SELECT campaign.id, campaign.name, segments.date{hour}, {metrics} \
+                 FROM campaign {during}"
+            ))
+            .await?;
+        Ok(combine(ads, campaigns))
+    }
+
+    /// One `searchStream` call with `query`, parsed.
+    async fn stream(&mut self, query: String) -> Result<Vec<Observation>, SourceError> {
         let token = self.oauth.access_token(&self.http).await?;
         let dev = read_secret(
             self.cfg.api.developer_token_file.as_deref(),
@@ -278,14 +387,6 @@ impl GoogleAdsSource {
         let url = format!(
             "{}/customers/{customer}/googleAds:searchStream",
             self.cfg.api.versioned_base()
-        );
-        let query = format!(
-            "SELECT campaign.id, campaign.name, segments.date{}, metrics.cost_micros, metrics.impressions, \
-             metrics.clicks, metrics.conversions, metrics.conversions_value FROM campaign \
-             WHERE segments.date BETWEEN '{}' AND '{}'",
-            if hourly { ", segments.hour" } else { "" },
-            window.since,
-            window.until
         );
         let login = self.cfg.api.login_header();
         let http = &self.http;
@@ -458,5 +559,67 @@ mod tests {
             }
             other => panic!("partial stream accepted: {other:?}"),
         }
+    }
+
+    #[test]
+    fn ad_rows_make_their_campaign_day_and_campaigns_without_ads_are_kept() {
+        let read = |f: &str| {
+            std::fs::read_to_string(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/fixtures/google_ads")
+                    .join(f),
+            )
+            .unwrap()
+        };
+        let parse = |f: &str| {
+            parse_search_stream(
+                &read(f),
+                "1234567890",
+                chrono_tz::Asia::Kolkata,
+                chrono_tz::Asia::Kolkata,
+                "INR",
+            )
+            .unwrap()
+        };
+        let ads = parse("search_stream_ads.json");
+        // 3 ad rows, each an ad and the campaign's share
+        assert_eq!(ads.len(), 6);
+        let merged =
+            crate::sources::http::merge_duplicates(combine(ads, parse("search_stream.json")));
+        let spend = |id: &str| -> Vec<Decimal> {
+            merged
+                .iter()
+                .filter_map(|o| match o {
+                    Observation::Campaign(c) if c.key.campaign_id == id => Some(c.spend),
+                    _ => None,
+                })
+                .collect()
+        };
+        // by hand: 1200.00 + 1425.57 + 1000.00, stored once (not also the campaign query's row)
+        assert_eq!(spend("21000000002"), vec![dec!(3625.57)]);
+        // Performance Max has no ad rows: both of its days come from the campaign query
+        assert_eq!(spend("21000000001"), vec![dec!(8036.12), dec!(8102.55)]);
+        let ads: Vec<&RawAdStat> = merged
+            .iter()
+            .filter_map(|o| match o {
+                Observation::Ad(a) => Some(a),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ads.len(), 3);
+        assert_eq!(ads[2].ad.adset_id, "31000000022");
+        assert_eq!(ads[2].ad.ad_name, "RSA bangles");
+        assert_eq!(ads[1].ad.ad_name, "");
+        let c = merged
+            .iter()
+            .find_map(|o| match o {
+                Observation::Campaign(c) if c.key.campaign_id == "21000000002" => Some(c),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!((c.clicks, c.impressions, c.conversions), (398, 11_700, 1.0));
+        // an ad without its ad group cannot be keyed: a malformed answer, not a guess
+        let half = read("search_stream_ads.json").replacen("\"adGroup\"", "\"adGroupX\"", 1);
+        assert!(parse_search_stream(&half, "1", chrono_tz::UTC, chrono_tz::UTC, "INR").is_err());
     }
 }

@@ -219,6 +219,16 @@ pub fn merge_duplicates(batch: Vec<Observation>) -> Vec<Observation> {
         BTreeMap::new();
     let mut funnel: BTreeMap<(String, String, i64, crate::records::Bucket), usize> =
         BTreeMap::new();
+    let mut ads: BTreeMap<
+        (
+            crate::records::CampaignKey,
+            String,
+            String,
+            i64,
+            crate::records::Bucket,
+        ),
+        usize,
+    > = BTreeMap::new();
     for o in batch {
         match o {
             Observation::Campaign(c) => {
@@ -272,6 +282,31 @@ pub fn merge_duplicates(batch: Vec<Observation>) -> Vec<Observation> {
                     }
                 }
             }
+            // ad-by-product rows, or one ad's rows over several pages of one answer
+            Observation::Ad(a) => {
+                let k = (
+                    a.stat.key.clone(),
+                    a.ad.adset_id.clone(),
+                    a.ad.ad_id.clone(),
+                    a.stat.ts.timestamp(),
+                    a.stat.bucket,
+                );
+                match ads.get(&k) {
+                    Some(&i) => {
+                        if let Observation::Ad(into) = &mut out[i] {
+                            into.stat.spend += a.stat.spend;
+                            into.stat.conversion_value += a.stat.conversion_value;
+                            into.stat.impressions += a.stat.impressions;
+                            into.stat.clicks += a.stat.clicks;
+                            into.stat.conversions += a.stat.conversions;
+                        }
+                    }
+                    None => {
+                        ads.insert(k, out.len());
+                        out.push(Observation::Ad(a));
+                    }
+                }
+            }
             other => out.push(other),
         }
     }
@@ -284,6 +319,7 @@ pub fn day_of(o: &Observation, tz: Tz, reporting: Tz) -> NaiveDate {
     use crate::records::Bucket;
     let (ts, daily) = match o {
         Observation::Campaign(c) => (c.ts, c.bucket == Bucket::Day),
+        Observation::Ad(a) => (a.stat.ts, a.stat.bucket == Bucket::Day),
         Observation::Order(o) => (o.ts, false),
         Observation::Funnel(f) => (f.ts, f.bucket == Bucket::Day),
     };
@@ -296,8 +332,13 @@ pub fn day_of(o: &Observation, tz: Tz, reporting: Tz) -> NaiveDate {
 pub struct DayDelivery {
     /// Rows after merging duplicates.
     pub rows: usize,
-    /// Rows the pipeline accepted and handed to the sink.
+    /// Rows durably stored (acknowledged by QuestDB or spooled): not those normalize rejected,
+    /// nor those QuestDB refused.
     pub stored: usize,
+    /// Of `rows`, refused by QuestDB and put in the dead-letter file.
+    pub dead_lettered: usize,
+    /// Of `stored`, held in the spool (QuestDB unreachable), not yet in QuestDB.
+    pub spooled: usize,
 }
 
 /// Hand a batch to the pipeline one account day at a time, after summing rows that share a key,
@@ -323,8 +364,16 @@ pub async fn deliver(
     // a day counts only once its rows are durable (QuestDB acknowledged or spool fsynced)
     let mut out = BTreeMap::new();
     for (day, rows, t) in tickets {
-        let stored = t.durable().await?;
-        out.insert(day, DayDelivery { rows, stored });
+        let s = t.settled().await?;
+        out.insert(
+            day,
+            DayDelivery {
+                rows,
+                stored: s.stored(),
+                dead_lettered: s.dead_lettered,
+                spooled: s.spooled,
+            },
+        );
     }
     Ok(out)
 }
@@ -336,6 +385,12 @@ pub fn day_states(
 ) -> Vec<(NaiveDate, DayState)> {
     days.map(|d| {
         let s = match delivered.get(&d) {
+            Some(x) if x.dead_lettered > 0 => DayState::Incomplete {
+                reason: format!(
+                    "{} of {} rows refused by QuestDB (in the dead-letter file, see the sink's log)",
+                    x.dead_lettered, x.rows
+                ),
+            },
             Some(x) if x.stored < x.rows => DayState::Incomplete {
                 reason: format!(
                     "{} of {} rows rejected by normalize (see the `record rejected` log lines)",

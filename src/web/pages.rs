@@ -321,29 +321,47 @@ pub(super) async fn recommendations(State(st): State<WebState>, v: Viewer) -> Re
     })
 }
 
+/// One decision on a recommendation from its form: the role check, the note, the engine call,
+/// a flash saying what happened and back to the list; a refusal as its error page.
+async fn decide<Fut>(
+    st: &WebState,
+    p: &Posted,
+    call: &'static str,
+    act: impl FnOnce(String, String) -> Fut,
+    say: fn(&Recommendation) -> String,
+) -> Response
+where
+    Fut: std::future::Future<Output = Result<Recommendation, crate::actions::engine::ActionError>>,
+{
+    if let Err(r) = p.who.require(st, Role::Approver, call) {
+        return r;
+    }
+    let note = p.form.text("note").unwrap_or("").to_string();
+    match act(p.who.actor(), note).await {
+        Ok(rec) => {
+            p.who.flash(say(&rec)).await;
+            Redirect::to("/recommendations").into_response()
+        }
+        Err(e) => action_error(e),
+    }
+}
+
 pub(super) async fn approve(
     State(st): State<WebState>,
     Path(id): Path<String>,
     p: Posted,
 ) -> Response {
-    if let Err(r) = p.who.require(&st, Role::Approver, "approve") {
-        return r;
-    }
-    let note = p.form.text("note").unwrap_or("");
-    match st.engine.approve(&id, &p.who.actor(), note).await {
-        Ok(rec) => {
-            p.who
-                .flash(format!(
-                    "{} {}: {}",
-                    rec.kind.as_str().replace('_', " "),
-                    rec.campaign_name,
-                    outcome_text(&rec.outcome)
-                ))
-                .await;
-            Redirect::to("/recommendations").into_response()
-        }
-        Err(e) => action_error(e),
-    }
+    let engine = st.engine.clone();
+    let act = |actor: String, note: String| async move { engine.approve(&id, &actor, &note).await };
+    decide(&st, &p, "approve", act, |rec| {
+        format!(
+            "{} {}: {}",
+            rec.kind.as_str().replace('_', " "),
+            rec.campaign_name,
+            outcome_text(&rec.outcome)
+        )
+    })
+    .await
 }
 
 pub(super) async fn reject(
@@ -351,23 +369,12 @@ pub(super) async fn reject(
     Path(id): Path<String>,
     p: Posted,
 ) -> Response {
-    if let Err(r) = p.who.require(&st, Role::Approver, "reject") {
-        return r;
-    }
-    let note = p.form.text("note").unwrap_or("");
-    match st.engine.reject(&id, &p.who.actor(), note).await {
-        Ok(rec) => {
-            p.who
-                .flash(format!(
-                    "Rejected: {} on {}",
-                    rec.kind.as_str(),
-                    rec.campaign_name
-                ))
-                .await;
-            Redirect::to("/recommendations").into_response()
-        }
-        Err(e) => action_error(e),
-    }
+    let engine = st.engine.clone();
+    let act = |actor: String, note: String| async move { engine.reject(&id, &actor, &note).await };
+    decide(&st, &p, "reject", act, |rec| {
+        format!("Rejected: {} on {}", rec.kind.as_str(), rec.campaign_name)
+    })
+    .await
 }
 
 pub(super) async fn bulk_approve(State(st): State<WebState>, p: Posted) -> Response {
@@ -757,11 +764,38 @@ struct ReallocPage {
     assumption: &'static str,
     recommend_mode: bool,
     results: Vec<KillResult>,
+    /// [`proposal_id`] of the moves shown: the form posts it back, so what is applied is what
+    /// was on the screen, and a repeated submit applies it once.
+    proposal: String,
+}
+
+/// A stable id of a proposal on a day (FNV-1a over its moves, hex): the engine's request id,
+/// so the same proposal applied twice the same day executes once.
+fn proposal_id(r: &rules::Reallocation, day: chrono::NaiveDate) -> String {
+    let mut text = day.to_string();
+    for m in &r.moves {
+        text.push_str(&format!(
+            "|{}/{}>{}/{}={}",
+            m.from.platform, m.from.campaign_id, m.to.platform, m.to.campaign_id, m.amount
+        ));
+    }
+    // FNV-1a, 64 bit: stable across builds (std's hasher is not), enough for a request id
+    let h = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{h:016x}")
+}
+
+fn today_ist() -> chrono::NaiveDate {
+    Utc::now()
+        .with_timezone(&chrono_tz::Asia::Kolkata)
+        .date_naive()
 }
 
 async fn realloc_page(st: &WebState, v: &Viewer, results: Vec<KillResult>) -> Response {
     let r = st.engine.reallocation();
     render(&ReallocPage {
+        proposal: proposal_id(&r, today_ist()),
         c: v.chrome(st, "reallocation").await,
         window_days: r.window_days,
         moves: r
@@ -792,7 +826,13 @@ pub(super) async fn apply_reallocation(State(st): State<WebState>, p: Posted) ->
     if let Err(r) = p.who.require(&st, Role::Approver, "apply_reallocation") {
         return r;
     }
-    let rid = format!("{:x}", Utc::now().timestamp_micros());
+    let rid = proposal_id(&st.engine.reallocation(), today_ist());
+    if p.form.get("proposal") != Some(rid.as_str()) {
+        return error_page(
+            StatusCode::CONFLICT,
+            "The proposal changed since the page was shown: review it again before applying.",
+        );
+    }
     match st.engine.apply_reallocation(&p.who.actor(), &rid).await {
         Ok(out) => {
             let results = out

@@ -192,25 +192,33 @@ impl AuditLog {
         }
     }
 
-    /// Forward the log to QuestDB until shutdown. Waiting on the sink (QuestDB down, spool
-    /// full) happens here, never in a request.
-    pub async fn forward_loop(self, shutdown: CancellationToken) {
+    /// Forward the log to QuestDB until `stop`; then one last pass, so rows appended at shutdown
+    /// (the refusals of the last minute) reach the sink before it closes, not only on the next
+    /// run. Waiting on the sink (QuestDB down, spool full) happens here, never in a request.
+    pub async fn forward_loop(self, stop: CancellationToken) {
         let Some(sink) = self.inner.sink.clone() else {
             return;
         };
         let mut offset = self.load_offset();
         loop {
+            let last_pass = stop.is_cancelled();
             let (rows, next) = match self.read_from(offset) {
                 Ok(x) => x,
                 Err(error) => {
                     warn!(%error, "cannot read the audit log; retrying");
+                    if last_pass {
+                        return;
+                    }
                     (Vec::new(), offset)
                 }
             };
             if rows.is_empty() {
                 offset = next;
+                if last_pass {
+                    return;
+                }
                 tokio::select! {
-                    _ = shutdown.cancelled() => return,
+                    _ = stop.cancelled() => continue,
                     _ = self.inner.appended.notified() => continue,
                     _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => continue,
                 }
@@ -218,23 +226,37 @@ impl AuditLog {
             let mut sent_all = true;
             for chunk in rows.chunks(FORWARD_BATCH) {
                 let batch = chunk.iter().cloned().map(Record::Actions).collect();
-                tokio::select! {
-                    // unsent rows stay in the log: the next run forwards them
-                    _ = shutdown.cancelled() => return,
-                    r = sink.send(batch) => if r.is_err() {
-                        warn!("QuestDB sink stopped: audit rows stay in the local log");
-                        sent_all = false;
-                    },
-                }
-                if !sent_all {
+                // at shutdown the sink lifts its back-pressure, so the last pass's sends finish
+                let sent = if last_pass {
+                    sink.send(batch).await.is_ok()
+                } else {
+                    tokio::select! {
+                        // unsent rows stay in the log: the last pass sends them
+                        _ = stop.cancelled() => break,
+                        r = sink.send(batch) => r.is_ok(),
+                    }
+                };
+                if !sent {
+                    warn!(
+                        "QuestDB sink stopped: audit rows stay in the local log for the next run"
+                    );
+                    sent_all = false;
                     break;
                 }
             }
             if !sent_all {
                 return;
             }
+            if stop.is_cancelled() && !last_pass {
+                // interrupted: the last pass re-sends from the stored offset (dedup keys absorb
+                // a repeat)
+                continue;
+            }
             offset = next;
             self.store_offset(offset);
+            if last_pass {
+                return;
+            }
         }
     }
 }

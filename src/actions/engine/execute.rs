@@ -481,11 +481,25 @@ impl ActionEngine {
             };
             match r {
                 Ok(()) => {
-                    let detail = if attempts > 1 {
-                        format!("succeeded on attempt {attempts}")
-                    } else {
-                        String::new()
-                    };
+                    let mut notes = Vec::new();
+                    if attempts > 1 {
+                        notes.push(format!("succeeded on attempt {attempts}"));
+                    }
+                    // Meta without campaign budget optimization: the ad sets hold the budgets
+                    if matches!(target, Target::Budget(_)) && !state.adsets.is_empty() {
+                        let n = state
+                            .adsets
+                            .iter()
+                            .filter(|a| {
+                                a.status == CampaignStatus::Active && a.daily_budget.is_some()
+                            })
+                            .count();
+                        notes.push(format!(
+                            "the campaign has no budget of its own: the new total was split over \
+                             its {n} active ad sets in proportion to their daily budgets"
+                        ));
+                    }
+                    let detail = notes.join("; ");
                     return done(
                         ExecResult::Executed,
                         &before,

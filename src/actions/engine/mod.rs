@@ -446,7 +446,9 @@ impl ActionEngine {
     /// Evaluate every `evaluate_interval_secs`, or at once when triggered, and forward the
     /// audit log to QuestDB, until shutdown.
     pub async fn run_loop(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
-        let forwarder = tokio::spawn(self.audit.clone().forward_loop(shutdown.clone()));
+        // the forwarder stops after the refusals of the last minute are written (below)
+        let forward_stop = tokio_util::sync::CancellationToken::new();
+        let forwarder = tokio::spawn(self.audit.clone().forward_loop(forward_stop.clone()));
         loop {
             let every = Duration::from_secs(self.cfg.load().evaluate_interval_secs.max(1));
             let s = self.evaluate("rules").await;
@@ -467,6 +469,7 @@ impl ActionEngine {
             }
         }
         self.flush_refusals(true);
+        forward_stop.cancel();
         let _ = forwarder.await;
     }
 }

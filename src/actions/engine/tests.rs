@@ -184,6 +184,7 @@ proptest! {
                 status: CampaignStatus::Active,
                 daily_budget: Some(*b),
                 budget_ref: None,
+                adsets: Vec::new(),
             })).collect()),
             cap,
             max_ratio: dec!(0.2),
@@ -239,6 +240,7 @@ async fn auto_mode_raises_a_winning_budget_up_to_the_cap_once() {
                 status: CampaignStatus::Active,
                 daily_budget: Some(dec!(1000)),
                 budget_ref: None,
+                adsets: Vec::new(),
             },
         )])),
         cap: dec!(1100),
@@ -358,6 +360,7 @@ fn mem_with(n: usize) -> Arc<Mem> {
                             status: CampaignStatus::Active,
                             daily_budget: Some(dec!(1000)),
                             budget_ref: None,
+                            adsets: Vec::new(),
                         },
                     )
                 })
@@ -654,16 +657,7 @@ async fn a_pass_with_many_events_logs_one_summary_line_but_audits_every_row() {
         &Registry::new(),
         vec![],
     );
-    let buf = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let writer = {
-        let buf = buf.clone();
-        move || LogBuf(buf.clone())
-    };
-    let sub = tracing_subscriber::fmt()
-        .with_writer(writer)
-        .with_ansi(false)
-        .finish();
-    let _g = tracing::subscriber::set_default(sub);
+    let (buf, _g) = capture_logs();
     assert_eq!(e.evaluate("rules").await.new, 30);
     let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
     assert_eq!(text.matches("action audit").count(), 1, "{text}");
@@ -673,6 +667,20 @@ async fn a_pass_with_many_events_logs_one_summary_line_but_audits_every_row() {
 }
 
 struct LogBuf(Arc<Mutex<Vec<u8>>>);
+
+/// Log lines written on this thread while the guard lives, into the returned buffer.
+fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
+    let buf = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let writer = {
+        let buf = buf.clone();
+        move || LogBuf(buf.clone())
+    };
+    let sub = tracing_subscriber::fmt()
+        .with_writer(writer)
+        .with_ansi(false)
+        .finish();
+    (buf, tracing::subscriber::set_default(sub))
+}
 
 impl std::io::Write for LogBuf {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
@@ -697,16 +705,7 @@ async fn user_strings_cannot_forge_log_lines() {
         &Registry::new(),
         vec![],
     );
-    let buf = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let writer = {
-        let buf = buf.clone();
-        move || LogBuf(buf.clone())
-    };
-    let sub = tracing_subscriber::fmt()
-        .with_writer(writer)
-        .with_ansi(false)
-        .finish();
-    let _g = tracing::subscriber::set_default(sub);
+    let (buf, _g) = capture_logs();
     let mut row = e.row("rec-1\nINFO forged", "approved", "user:x\nINFO forged");
     row.detail = "note\r\nINFO forged line".into();
     e.audit(row);

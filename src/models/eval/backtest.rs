@@ -191,6 +191,45 @@ pub fn standard_series(nab_dir: &Path) -> Result<Vec<(String, RegularSeries)>, E
     Ok(out)
 }
 
+/// UCI Online Retail invoices (`InvoiceNo,InvoiceDate,CustomerID,TotalPrice`) as daily revenue:
+/// the sum of every customer invoice of the day (credit notes included, so refunds net out), and
+/// 0 on a day without invoices (the shop is closed on Saturdays; a closed day's revenue is 0, not
+/// unknown). Days from the first to the last invoice day.
+pub fn uci_daily_revenue(path: &Path) -> Result<RegularSeries, EvalError> {
+    let orders = crate::models::segments::read_orders(path)?;
+    let (Some(first), Some(last)) = (
+        orders.iter().map(|o| o.date).min(),
+        orders.iter().map(|o| o.date).max(),
+    ) else {
+        return Err(EvalError::NoRows(path.display().to_string()));
+    };
+    let days = (last - first).num_days() as usize + 1;
+    let mut values = vec![0.0; days];
+    for o in &orders {
+        values[(o.date - first).num_days() as usize] += o.amount;
+    }
+    let start = first
+        .and_hms_opt(0, 0, 0)
+        .map_or(0, |d| d.and_utc().timestamp());
+    Ok(RegularSeries {
+        start,
+        step_secs: 86_400,
+        values,
+        style: TimestampStyle::Naive,
+        report: CleanReport::default(),
+    })
+}
+
+/// The backtest design for daily series: 20 weekly origins, 14 days ahead (the live revenue
+/// forecast looks further ahead than two weeks only with a longer history than UCI's year).
+pub fn daily_config() -> BacktestConfig {
+    BacktestConfig {
+        horizon: 14,
+        origins: 20,
+        origin_step: 7,
+    }
+}
+
 /// Runs every method on every series; rows in series order, methods in the given order.
 pub fn run(
     series: &[(String, RegularSeries)],

@@ -7,7 +7,7 @@ use questdb::ingress::{Buffer, TimestampMicros};
 use super::SinkError;
 use crate::base::Secret;
 use crate::config::QuestDbConfig;
-use crate::records::Record;
+use crate::records::{CampaignStat, Record};
 
 /// Encode one record as an ILP row.
 pub fn encode(buf: &mut Buffer, r: &Record, ingested_at: TimestampMicros) -> Result<(), SinkError> {
@@ -17,29 +17,22 @@ pub fn encode(buf: &mut Buffer, r: &Record, ingested_at: TimestampMicros) -> Res
     };
     let ts = |t: chrono::DateTime<Utc>| TimestampMicros::new(t.timestamp_micros());
     match r {
-        Record::CampaignStats(c) => {
-            let day = c.day.format("%Y-%m-%d").to_string();
-            buf.table("campaign_stats")
-                .and_then(|b| b.symbol("bucket", c.bucket.as_str()))
-                .and_then(|b| b.symbol("day", &day))
-                .and_then(|b| b.symbol("platform", &c.key.platform))
-                .and_then(|b| b.symbol("account", &c.key.account))
-                .and_then(|b| b.symbol("campaign_id", &c.key.campaign_id))
-                .and_then(|b| b.symbol("source", &c.source))
-                .and_then(|b| b.symbol("account_currency", &c.account_currency))
-                .and_then(|b| b.symbol("currency", &c.currency))
-                .and_then(|b| b.column_str("campaign_name", &c.campaign_name))
-                .and_then(|b| b.column_dec("spend", &c.spend))
-                .and_then(|b| b.column_dec("conversion_value", &c.conversion_value))
-                .and_then(|b| b.column_dec("spend_account", &c.spend_account))
-                .and_then(|b| b.column_dec("conversion_value_account", &c.conversion_value_account))
-                .and_then(|b| b.column_i64("impressions", c.impressions as i64))
-                .and_then(|b| b.column_i64("clicks", c.clicks as i64))
-                .and_then(|b| b.column_f64("conversions", c.conversions))
-                .and_then(|b| b.column_ts("ingested_at", ingested_at))
-                .and_then(|b| b.at(ts(c.ts)))
-                .map_err(enc)
-        }
+        Record::CampaignStats(c) => buf
+            .table("campaign_stats")
+            .and_then(|b| campaign_symbols(b, c))
+            .and_then(|b| campaign_columns(b, c, ingested_at))
+            .and_then(|b| b.at(ts(c.ts)))
+            .map_err(enc),
+        Record::AdStats(a) => buf
+            .table("ad_stats")
+            .and_then(|b| campaign_symbols(b, &a.stat))
+            .and_then(|b| b.symbol("adset_id", &a.ad.adset_id))
+            .and_then(|b| b.symbol("ad_id", &a.ad.ad_id))
+            .and_then(|b| b.column_str("adset_name", &a.ad.adset_name))
+            .and_then(|b| b.column_str("ad_name", &a.ad.ad_name))
+            .and_then(|b| campaign_columns(b, &a.stat, ingested_at))
+            .and_then(|b| b.at(ts(a.stat.ts)))
+            .map_err(enc),
         Record::Orders(o) => {
             let day = o.day.format("%Y-%m-%d").to_string();
             buf.table("orders")
@@ -199,6 +192,40 @@ pub fn encode(buf: &mut Buffer, r: &Record, ingested_at: TimestampMicros) -> Res
                 .map_err(enc)
         }
     }
+}
+
+/// The symbols of a campaign row (`campaign_stats`, and the campaign part of `ad_stats`); ILP
+/// wants every symbol before the first column, hence two halves.
+fn campaign_symbols<'b>(
+    b: &'b mut Buffer,
+    c: &CampaignStat,
+) -> Result<&'b mut Buffer, questdb::Error> {
+    let day = c.day.format("%Y-%m-%d").to_string();
+    b.symbol("bucket", c.bucket.as_str())
+        .and_then(|b| b.symbol("day", &day))
+        .and_then(|b| b.symbol("platform", &c.key.platform))
+        .and_then(|b| b.symbol("account", &c.key.account))
+        .and_then(|b| b.symbol("campaign_id", &c.key.campaign_id))
+        .and_then(|b| b.symbol("source", &c.source))
+        .and_then(|b| b.symbol("account_currency", &c.account_currency))
+        .and_then(|b| b.symbol("currency", &c.currency))
+}
+
+/// The columns of a campaign row, after its symbols.
+fn campaign_columns<'b>(
+    b: &'b mut Buffer,
+    c: &CampaignStat,
+    ingested_at: TimestampMicros,
+) -> Result<&'b mut Buffer, questdb::Error> {
+    b.column_str("campaign_name", &c.campaign_name)
+        .and_then(|b| b.column_dec("spend", &c.spend))
+        .and_then(|b| b.column_dec("conversion_value", &c.conversion_value))
+        .and_then(|b| b.column_dec("spend_account", &c.spend_account))
+        .and_then(|b| b.column_dec("conversion_value_account", &c.conversion_value_account))
+        .and_then(|b| b.column_i64("impressions", c.impressions as i64))
+        .and_then(|b| b.column_i64("clicks", c.clicks as i64))
+        .and_then(|b| b.column_f64("conversions", c.conversions))
+        .and_then(|b| b.column_ts("ingested_at", ingested_at))
 }
 
 /// A value in a questdb-rs configuration string: `;` ends a value there, so a literal `;` is

@@ -105,10 +105,35 @@ pub struct SinkClosed {
 #[error("the QuestDB sink stopped before these rows were durable")]
 pub struct NotDurable;
 
+/// What became of the rows of one send, once every one of them is durable. Only
+/// `rows - dead_lettered` are stored: a caller that reports what it stored (a backfill, an
+/// import, a source's completeness ledger) counts from here, not from what it handed over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Settled {
+    /// Rows of the send.
+    pub rows: usize,
+    /// Of them, fsynced to the spool because QuestDB was unreachable: a later replay writes them.
+    pub spooled: usize,
+    /// Of them, refused by QuestDB (or its encoder) and fsynced to the dead-letter file: kept,
+    /// but not in QuestDB.
+    pub dead_lettered: usize,
+}
+
+impl Settled {
+    /// Rows durably stored: acknowledged by QuestDB or held in the spool.
+    pub fn stored(&self) -> usize {
+        self.rows.saturating_sub(self.dead_lettered)
+    }
+    /// Rows QuestDB acknowledged.
+    pub fn written(&self) -> usize {
+        self.stored().saturating_sub(self.spooled)
+    }
+}
+
 /// Durability ticket of one send: resolves once every row of it is acknowledged by QuestDB, or
-/// fsynced to the spool, or (refused by QuestDB) fsynced to the dead-letter file.
+/// fsynced to the spool, or (refused by QuestDB) fsynced to the dead-letter file, and tells which.
 #[derive(Debug)]
-pub struct Durable(Option<oneshot::Receiver<()>>);
+pub struct Durable(Option<oneshot::Receiver<Settled>>);
 
 impl Durable {
     /// A ticket with nothing to wait for (no rows, or no QuestDB configured).
@@ -116,19 +141,48 @@ impl Durable {
         Durable(None)
     }
 
-    /// Wait until the rows are durable.
-    pub async fn wait(self) -> Result<(), NotDurable> {
+    /// Wait until the rows are durable; what became of them. A ticket with nothing to wait for
+    /// settles as empty.
+    pub async fn wait(self) -> Result<Settled, NotDurable> {
         match self.0 {
-            None => Ok(()),
+            None => Ok(Settled::default()),
             Some(rx) => rx.await.map_err(|_| NotDurable),
         }
     }
 }
 
 /// One send: the rows and the ticket's other end.
-struct Batch {
+pub(crate) struct Batch {
     rows: Vec<Record>,
-    done: oneshot::Sender<()>,
+    done: oneshot::Sender<Settled>,
+}
+
+#[cfg(test)]
+impl Batch {
+    /// Rows of the send.
+    pub(crate) fn rows(&self) -> &[Record] {
+        &self.rows
+    }
+    /// Resolve the ticket, as the sink does once the rows are durable.
+    pub(crate) fn settle(self, s: Settled) {
+        let _ = self.done.send(s);
+    }
+}
+
+#[cfg(test)]
+impl SinkHandle {
+    /// A handle whose far end is the test instead of a sink task: it receives every send and
+    /// decides when (and whether) each becomes durable.
+    pub(crate) fn for_test(capacity: usize) -> (SinkHandle, mpsc::Receiver<Batch>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (
+            SinkHandle {
+                tx,
+                health: Arc::default(),
+            },
+            rx,
+        )
+    }
 }
 
 /// Where sources hand records to the sink.

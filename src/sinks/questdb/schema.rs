@@ -8,6 +8,10 @@
 //! - `orders`, `funnel`: tens to thousands of rows a day: MONTH.
 //! - `forecasts`, `anomalies`: regenerated continuously, read for recent weeks: DAY, with a TTL
 //!   (`questdb.forecasts_retention_days`, `questdb.anomalies_retention_days`).
+//! - `ad_stats`: one row per ad and hour or day, several ads per campaign (ten times
+//!   `campaign_stats` and more), restated like it: DAY, with a TTL
+//!   (`questdb.ad_stats_retention_days`, 400 by default: a year and a month of drill-down, while
+//!   the campaign totals in `campaign_stats` are kept).
 //! - `actions` (the audit trail, kept forever): a few rows a day: YEAR, so a sparse trail does not
 //!   hold one set of column files per day.
 
@@ -94,6 +98,19 @@ pub const TABLES: &[(&str, &str)] = &[
          TIMESTAMP(ts) PARTITION BY MONTH WAL \
          DEDUP UPSERT KEYS(ts, model, window, channel)",
     ),
+    // Issue 10: ad-level rows (Meta level=ad, Google Ads ad_group_ad). The ad set / ad group is
+    // part of the key: a Google ad id is unique only within its ad group.
+    (
+        "ad_stats",
+        "CREATE TABLE IF NOT EXISTS ad_stats (ts TIMESTAMP, bucket SYMBOL, day SYMBOL, \
+         platform SYMBOL, account SYMBOL, campaign_id SYMBOL, campaign_name VARCHAR, \
+         adset_id SYMBOL, adset_name VARCHAR, ad_id SYMBOL, ad_name VARCHAR, source SYMBOL, \
+         spend DECIMAL(18,6), conversion_value DECIMAL(18,6), spend_account DECIMAL(18,6), \
+         conversion_value_account DECIMAL(18,6), account_currency SYMBOL, currency SYMBOL, \
+         impressions LONG, clicks LONG, conversions DOUBLE, ingested_at TIMESTAMP) \
+         TIMESTAMP(ts) PARTITION BY DAY WAL \
+         DEDUP UPSERT KEYS(ts, bucket, platform, account, campaign_id, adset_id, ad_id)",
+    ),
 ];
 
 /// `ALTER TABLE .. SET TTL` for the model tables (applied after the DDL, so an existing table
@@ -102,6 +119,7 @@ pub fn retention_statements(cfg: &QuestDbConfig) -> Vec<String> {
     [
         ("forecasts", cfg.forecasts_retention_days),
         ("anomalies", cfg.anomalies_retention_days),
+        ("ad_stats", cfg.ad_stats_retention_days),
     ]
     .into_iter()
     .map(|(table, days)| format!("ALTER TABLE {table} SET TTL {days} DAYS"))
@@ -131,6 +149,14 @@ mod tests {
         assert_eq!(by("actions"), "YEAR");
         assert_eq!(by("orders"), "MONTH");
         assert_eq!(by("campaign_stats"), "DAY");
+        assert_eq!(by("ad_stats"), "DAY");
+        let ad = TABLES.iter().find(|(n, _)| *n == "ad_stats").unwrap().1;
+        assert!(
+            ad.contains(
+                "DEDUP UPSERT KEYS(ts, bucket, platform, account, campaign_id, adset_id, ad_id)"
+            ),
+            "{ad}"
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ use tracing::{error, info, warn};
 
 use super::encode::{conf_string, encode};
 use super::sql::SqlClient;
-use super::{Batch, SinkError, SinkHandle, SinkHealth};
+use super::{Batch, Settled, SinkError, SinkHandle, SinkHealth};
 use crate::base::Secret;
 use crate::config::QuestDbConfig;
 use crate::records::Record;
@@ -49,6 +49,8 @@ pub struct ShutdownReport {
 /// A row QuestDB or the encoder refused.
 struct Refused {
     row: Record,
+    /// Position of the row in the write it came from (to settle its ticket).
+    index: usize,
     class: &'static str,
     reason: String,
 }
@@ -188,12 +190,28 @@ fn write_blocking(
         }
     }
     buf.clear();
+    // rows the encoder refused in or after the range that failed are retried with the unwritten
+    // ones, so what goes back to memory is exactly the suffix from `failed_at` (the tickets count
+    // rows by their position)
+    if let Some(f) = failed_at {
+        for (i, d) in done.iter_mut().enumerate().skip(f) {
+            if *d == Some(false) {
+                *d = None;
+                reasons.remove(&i);
+            }
+        }
+    }
     for (i, row) in rows.into_iter().enumerate() {
         match done[i] {
             Some(true) => out.written.push(row),
             Some(false) => {
                 let (class, reason) = reasons.remove(&i).unwrap_or(("invalid", String::new()));
-                out.refused.push(Refused { row, class, reason });
+                out.refused.push(Refused {
+                    row,
+                    index: i,
+                    class,
+                    reason,
+                });
             }
             None => {
                 debug_assert!(failed_at.is_some_and(|f| i >= f));
@@ -209,6 +227,22 @@ fn write_blocking(
     (keep, out)
 }
 
+/// One unresolved ticket: its rows are numbers `start..end` in the order received, and what has
+/// become of them so far.
+struct Waiter {
+    start: u64,
+    end: u64,
+    settled: Settled,
+    tx: oneshot::Sender<Settled>,
+}
+
+/// Where rows that left memory went, for their tickets.
+#[derive(Clone, Copy)]
+enum Went {
+    Spooled,
+    DeadLettered,
+}
+
 /// The sink task.
 pub struct QuestDbSink {
     cfg: QuestDbConfig,
@@ -218,8 +252,8 @@ pub struct QuestDbSink {
     pending: VecDeque<Record>,
     /// Rows received since start; with `pending.len()` it gives the durable watermark.
     received: u64,
-    /// Tickets: (row count up to and including the batch, its sender), oldest first.
-    waiters: VecDeque<(u64, oneshot::Sender<()>)>,
+    /// Tickets, oldest first.
+    waiters: VecDeque<Waiter>,
     spool: Spool,
     dead: DeadLetter,
     telemetry: Arc<Telemetry>,
@@ -310,18 +344,47 @@ impl QuestDbSink {
     /// memory is acknowledged, spooled or dead-lettered: rows leave `pending` from the front only).
     fn resolve(&mut self) {
         let durable = self.received - self.pending.len() as u64;
-        while self.waiters.front().is_some_and(|(end, _)| *end <= durable) {
-            if let Some((_, tx)) = self.waiters.pop_front() {
+        while self.waiters.front().is_some_and(|w| w.end <= durable) {
+            if let Some(w) = self.waiters.pop_front() {
                 // the sender may have stopped waiting: nothing to tell then
-                let _ = tx.send(());
+                let _ = w.tx.send(w.settled);
+            }
+        }
+    }
+
+    /// Number of the row at the front of memory.
+    fn front_seq(&self) -> u64 {
+        self.received - self.pending.len() as u64
+    }
+
+    /// Rows `first..first + n` went to the spool or the dead-letter file: tell their tickets.
+    fn note(&mut self, first: u64, n: u64, went: Went) {
+        let last = first + n;
+        for w in self.waiters.iter_mut() {
+            if w.start >= last {
+                break;
+            }
+            let overlap = w.end.min(last).saturating_sub(w.start.max(first)) as usize;
+            match went {
+                Went::Spooled => w.settled.spooled += overlap,
+                Went::DeadLettered => w.settled.dead_lettered += overlap,
             }
         }
     }
 
     fn accept(&mut self, b: Batch) {
+        let start = self.received;
         self.received += b.rows.len() as u64;
+        self.waiters.push_back(Waiter {
+            start,
+            end: self.received,
+            settled: Settled {
+                rows: b.rows.len(),
+                ..Settled::default()
+            },
+            tx: b.done,
+        });
         self.pending.extend(b.rows);
-        self.waiters.push_back((self.received, b.done));
     }
 
     fn mark_down(&mut self, err: &SinkError) {
@@ -356,7 +419,11 @@ impl QuestDbSink {
 
     /// Put refused rows in the dead-letter file (fsynced) and count them. On an I/O error the rows
     /// are handed back: they must not be dropped.
-    fn dead_letter(&mut self, refused: Vec<Refused>) -> Result<(), (SinkError, Vec<Record>)> {
+    fn dead_letter(
+        &mut self,
+        refused: Vec<Refused>,
+        first_seq: Option<u64>,
+    ) -> Result<(), (SinkError, Vec<Record>)> {
         if refused.is_empty() {
             return Ok(());
         }
@@ -384,13 +451,21 @@ impl QuestDbSink {
                 .with_label_values(&[r.row.table(), r.class])
                 .inc();
             self.health.rejected(1, &r.reason);
+            if let Some(first) = first_seq {
+                self.note(first + r.index as u64, 1, Went::DeadLettered);
+            }
         }
         Ok(())
     }
 
     /// Write rows: acknowledged rows are counted, refused rows dead-lettered; returns the rows not
-    /// written (QuestDB unreachable), in order, with the error.
-    async fn write(&mut self, rows: Vec<Record>) -> Result<(), (SinkError, Vec<Record>)> {
+    /// written (QuestDB unreachable), in order, with the error. `first_seq` numbers rows taken
+    /// from memory (their tickets learn which were refused); spool replays have none.
+    async fn write(
+        &mut self,
+        rows: Vec<Record>,
+        first_seq: Option<u64>,
+    ) -> Result<(), (SinkError, Vec<Record>)> {
         let conf = self.conf.clone();
         let url = self.cfg.http_url.clone();
         let writer = self.writer.take();
@@ -429,7 +504,7 @@ impl QuestDbSink {
                 .inc_by(n);
         }
         let mut unwritten = out.unwritten;
-        if let Err((e, mut back)) = self.dead_letter(out.refused) {
+        if let Err((e, mut back)) = self.dead_letter(out.refused, first_seq) {
             back.append(&mut unwritten);
             return Err((e, back));
         }
@@ -453,6 +528,7 @@ impl QuestDbSink {
         let rows: Vec<Record> = self.pending.iter().cloned().collect();
         match self.spool.push(&rows, cap) {
             Ok(()) => {
+                self.note(self.front_seq(), rows.len() as u64, Went::Spooled);
                 self.pending.clear();
                 if cap == Cap::Reserve && self.spool.in_reserve() {
                     warn!(
@@ -539,7 +615,7 @@ impl QuestDbSink {
             if !self.dead_letter_lines(&peeked.bad) {
                 return;
             }
-            match self.write(peeked.rows).await {
+            match self.write(peeked.rows, None).await {
                 Ok(()) => {
                     if let Err(e) = self.spool.pop() {
                         error!(sink = SINK, error = %e, "cannot delete a replayed spool segment; it will be replayed again (harmless: rows are upserted)");
@@ -559,8 +635,9 @@ impl QuestDbSink {
         }
         while !self.pending.is_empty() {
             let n = self.pending.len().min(self.cfg.flush_rows);
+            let first = self.front_seq();
             let rows: Vec<Record> = self.pending.drain(..n).collect();
-            match self.write(rows).await {
+            match self.write(rows, Some(first)).await {
                 Ok(()) => {
                     self.mark_up();
                     self.resolve();
@@ -595,6 +672,7 @@ impl QuestDbSink {
         };
         match self.spool.push(&rows, cap) {
             Ok(()) => {
+                self.note(self.front_seq(), n as u64, Went::Spooled);
                 self.pending.drain(..n);
                 self.spool_full = false;
             }
@@ -666,6 +744,7 @@ impl QuestDbSink {
             let rows: Vec<Record> = self.pending.iter().cloned().collect();
             match self.spool.push(&rows, Cap::Reserve) {
                 Ok(()) => {
+                    self.note(self.front_seq(), rows.len() as u64, Went::Spooled);
                     self.pending.clear();
                     if self.spool.in_reserve() {
                         warn!(

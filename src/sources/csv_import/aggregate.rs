@@ -17,12 +17,20 @@ pub enum Key {
     Campaign(CampaignKey, DateTime<Utc>, Bucket),
     Order(String, DateTime<Utc>),
     Funnel(DateTime<Utc>, Bucket, String, String),
+    Ad(CampaignKey, String, String, DateTime<Utc>, Bucket),
 }
 
 pub fn key_of(obs: &Observation) -> Key {
     match obs {
         Observation::Campaign(c) => Key::Campaign(c.key.clone(), c.ts, c.bucket),
         Observation::Order(o) => Key::Order(o.event_id.clone(), o.ts),
+        Observation::Ad(a) => Key::Ad(
+            a.stat.key.clone(),
+            a.ad.adset_id.clone(),
+            a.ad.ad_id.clone(),
+            a.stat.ts,
+            a.stat.bucket,
+        ),
         Observation::Funnel(f) => {
             Key::Funnel(f.ts, f.bucket, f.stage.clone(), f.traffic_source.clone())
         }

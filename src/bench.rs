@@ -20,6 +20,19 @@ use crate::telemetry::Telemetry;
 
 const BATCH: usize = 10_000;
 
+/// Why an ingest benchmark run could not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("bare questdb-rs: {0}")]
+    Client(#[from] questdb::Error),
+    #[error(transparent)]
+    Sink(#[from] crate::sinks::questdb::SinkError),
+    #[error(transparent)]
+    SinkClosed(#[from] crate::sinks::questdb::SinkClosed),
+    #[error("benchmark task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
 /// `rows` campaign-hour rows with distinct keys, starting at `base`.
 pub fn rows(n: usize, campaigns: usize, base: DateTime<Utc>) -> Vec<Record> {
     let campaigns = campaigns.max(1);
@@ -64,23 +77,23 @@ pub struct IngestRun {
 }
 
 /// Bare questdb-rs: encode and flush every `BATCH` rows, one thread, no adpulse code but `encode`.
-fn bare(conf: &str, rows: &[Record]) -> Result<f64, String> {
-    let mut sender = Sender::from_conf(conf).map_err(|e| e.to_string())?;
+fn bare(conf: &str, rows: &[Record]) -> Result<f64, BenchError> {
+    let mut sender = Sender::from_conf(conf)?;
     let mut buf = sender.new_buffer();
     let now = TimestampMicros::new(Utc::now().timestamp_micros());
     let t = Instant::now();
     for chunk in rows.chunks(BATCH) {
         for r in chunk {
-            encode(&mut buf, r, now).map_err(|e| e.to_string())?;
+            encode(&mut buf, r, now)?;
         }
-        sender.flush(&mut buf).map_err(|e| e.to_string())?;
+        sender.flush(&mut buf)?;
     }
     Ok(rows.len() as f64 / t.elapsed().as_secs_f64())
 }
 
 /// adpulse: the sink task fed in `BATCH`-row batches, as sources feed it; timed until QuestDB has
 /// acknowledged every row.
-async fn through_adpulse(cfg: &QuestDbConfig, rows: Vec<Record>) -> Result<f64, String> {
+async fn through_adpulse(cfg: &QuestDbConfig, rows: Vec<Record>) -> Result<f64, BenchError> {
     let telemetry = Arc::new(Telemetry::new());
     let n = rows.len() as u64;
     let spool = std::env::temp_dir().join(format!("adpulse-bench-spool-{}", std::process::id()));
@@ -90,8 +103,7 @@ async fn through_adpulse(cfg: &QuestDbConfig, rows: Vec<Record>) -> Result<f64, 
         spool_dir: spool.clone(),
         ..cfg.clone()
     };
-    let (sink, handle) =
-        QuestDbSink::build(cfg, None, telemetry.clone()).map_err(|e| e.to_string())?;
+    let (sink, handle) = QuestDbSink::build(cfg, None, telemetry.clone())?;
     let stop = CancellationToken::new();
     let task = tokio::spawn(sink.run(stop.clone()));
     let mut batches: Vec<Vec<Record>> = Vec::new();
@@ -106,7 +118,7 @@ async fn through_adpulse(cfg: &QuestDbConfig, rows: Vec<Record>) -> Result<f64, 
     let before = written.get();
     let t = Instant::now();
     for b in batches {
-        handle.send(b).await.map_err(|e| e.to_string())?;
+        handle.send(b).await?;
     }
     while written.get() - before < n {
         tokio::time::sleep(std::time::Duration::from_micros(200)).await;
@@ -119,30 +131,26 @@ async fn through_adpulse(cfg: &QuestDbConfig, rows: Vec<Record>) -> Result<f64, 
 }
 
 /// Alternate bare and adpulse `repeats` times on fresh rows (distinct days, so each run inserts).
-pub async fn ingest(url: &str, n: usize, repeats: usize) -> Result<Vec<IngestRun>, String> {
+pub async fn ingest(url: &str, n: usize, repeats: usize) -> Result<Vec<IngestRun>, BenchError> {
     crate::init_tls();
     let cfg = QuestDbConfig {
         http_url: url.to_string(),
         ..QuestDbConfig::default()
     };
-    SqlClient::new(&cfg, None)
-        .ensure_schema()
-        .await
-        .map_err(|e| e.to_string())?;
+    SqlClient::new(&cfg, None).ensure_schema().await?;
     let conf = format!(
         "http::addr={};protocol_version=auto;",
         url.trim_start_matches("http://").trim_end_matches('/')
     );
     let mut out = Vec::new();
-    let base: DateTime<Utc> = "2020-01-01T00:30:00Z".parse().map_err(|e| format!("{e}"))?;
+    // a fixed base far from today: the rows never collide with live data
+    let base = DateTime::<Utc>::from_timestamp(1_577_838_600, 0).unwrap_or_default();
     for r in 0..repeats {
         let day = |k: usize| base + Duration::days((r * 2 + k) as i64 * 400);
         let a = rows(n, 1000, day(0));
         let b = rows(n, 1000, day(1));
         let conf2 = conf.clone();
-        let bare_rate = tokio::task::spawn_blocking(move || bare(&conf2, &a))
-            .await
-            .map_err(|e| e.to_string())??;
+        let bare_rate = tokio::task::spawn_blocking(move || bare(&conf2, &a)).await??;
         let adpulse_rate = through_adpulse(&cfg, b).await?;
         out.push(IngestRun {
             bare_rows_per_sec: bare_rate,

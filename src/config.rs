@@ -617,4 +617,90 @@ mod tests {
         let s = Secret::new("hunter2");
         assert_eq!(format!("{s:?}"), "Secret(***)");
     }
+
+    /// The one platform config per platform is flattened into the sources and the actions: the
+    /// keys users write stay where they were, each source keeps its own defaults, an unknown key
+    /// still fails, and a removed key names its replacement.
+    #[test]
+    fn platform_configs_keep_their_keys_and_defaults() {
+        let c = Config::from_toml_str(
+            r#"
+            [[sources]]
+            type = "meta"
+            name = "m"
+            account_id = "act_1"
+            base_url = "http://127.0.0.1:1"
+            access_token_file = "/run/meta"
+            interval_secs = 600
+            [[sources]]
+            type = "google_ads"
+            name = "g"
+            customer_id = "123-456-7890"
+            token_url = "http://127.0.0.1:1/token"
+            refresh_token_file = "/run/rt"
+            account_currency = "USD"
+            [[sources]]
+            type = "ga4"
+            name = "a"
+            property_id = "42"
+            [actions.meta]
+            account_currency = "USD"
+            timeout_secs = 5
+            [actions.google_ads]
+            login_customer_id = "999-000-1111"
+            refresh_token_file = "/run/rt"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.problems(), vec![]);
+        let SourceConfig::Meta(m) = &c.sources[0] else {
+            panic!("{:?}", c.sources[0])
+        };
+        assert_eq!(m.api.base_url, "http://127.0.0.1:1");
+        assert_eq!(m.api.api_version, crate::platforms::meta::API_VERSION);
+        assert_eq!(m.polling.interval_secs, 600);
+        // Meta's own defaults: a 28-day restatement look-back, a one-minute throttle floor
+        assert_eq!(m.polling.lookback_days, 28);
+        assert_eq!(m.polling.min_throttle_wait_secs, 60);
+        let SourceConfig::GoogleAds(g) = &c.sources[1] else {
+            panic!()
+        };
+        assert_eq!(g.oauth.token_url, "http://127.0.0.1:1/token");
+        assert_eq!(g.api.account_currency, "USD");
+        assert_eq!(g.polling.lookback_days, 14);
+        let SourceConfig::Ga4(a) = &c.sources[2] else {
+            panic!()
+        };
+        assert_eq!(a.polling.lookback_days, 3);
+        let am = c.actions.meta.as_ref().unwrap();
+        assert_eq!(am.api.timeout_secs, 5);
+        assert_eq!(am.api.api_version, m.api.api_version, "one pinned version");
+        let ag = c.actions.google_ads.as_ref().unwrap();
+        assert_eq!(ag.api.api_version, g.api.api_version, "one pinned version");
+        assert_eq!(ag.api.login_header().as_deref(), Some("9990001111"));
+
+        let e = Config::from_toml_str(
+            "[[sources]]\ntype = \"meta\"\nname = \"m\"\naccount_id = \"act_1\"\ninterval_sec = 600\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("interval_sec"), "{e}");
+        let e = Config::from_toml_str("[actions.meta]\nbase_urll = \"x\"\n").unwrap_err();
+        assert!(e.to_string().contains("base_urll"), "{e}");
+        let c = Config::from_toml_str(
+            "[[sources]]\ntype = \"demo\"\nname = \"d\"\n[actions.google_ads]\naccess_token_env = \"T\"\n",
+        )
+        .unwrap();
+        let p = c.problems();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].key, "actions.google_ads.access_token_env");
+        assert!(
+            p[0].message.contains("refresh_token_file"),
+            "{}",
+            p[0].message
+        );
+        let c = Config::from_toml_str("[[sources]]\ntype = \"meta\"\naccount_id = \"act_1\"\n")
+            .unwrap();
+        let keys: Vec<String> = c.problems().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["sources[0].name"]);
+    }
 }

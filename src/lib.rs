@@ -16,6 +16,7 @@ pub mod config;
 pub mod kpi;
 pub mod models;
 pub mod normalize;
+pub mod persist;
 pub mod pipeline;
 pub mod platforms;
 pub mod profit;

@@ -168,23 +168,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,questdb=warn".into());
-    // JSON on request (ADPULSE_LOG_FORMAT=json); otherwise plain text, with colours only on a
-    // terminal so log files carry no ANSI escapes
-    if std::env::var("ADPULSE_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json")) {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .with_target(false)
-            .init();
-    } else {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_target(false)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-            .init();
-    }
+    init_logging();
     match cli.command.unwrap_or(Command::Run) {
         Command::DefaultConfig => {
             print!("{}", adpulse::config::DEFAULT_CONFIG);
@@ -245,35 +229,7 @@ fn main() -> anyhow::Result<()> {
             let s = runtime()?.block_on(adpulse::commands::import::import_file(
                 &cfg, format, &file, &opts, dry_run,
             ))?;
-            for w in &s.warnings {
-                eprintln!("{}: warning: {w}", file.display());
-            }
-            for r in &s.skipped {
-                eprintln!("{}: {r}", file.display());
-            }
-            for r in &s.rejected {
-                eprintln!("{}: {r}", file.display());
-            }
-            println!(
-                "{}: {} rows read ({}{}), {} records {} ({} rows summed into records sharing their key), {} skipped, {} rejected",
-                file.display(),
-                s.rows,
-                s.encoding,
-                if s.latin1_rows > 0 {
-                    format!(", {} rows read as Latin-1", s.latin1_rows)
-                } else {
-                    String::new()
-                },
-                s.stored,
-                if dry_run {
-                    "validated (dry run)"
-                } else {
-                    "stored"
-                },
-                s.summed,
-                s.skipped.len(),
-                s.rejected.len()
-            );
+            print_import_summary(&file, &s, dry_run);
             if s.dead_lettered > 0 {
                 eprintln!(
                     "{}: {} records refused by QuestDB, not stored: they are in {} with its reason",
@@ -321,67 +277,8 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Bench(BenchCommand::Ingest {
-            questdb_url,
-            rows,
-            repeats,
-        }) => {
-            let runs = runtime()?
-                .block_on(adpulse::bench::ingest(&questdb_url, rows, repeats))
-                .map_err(|e| anyhow::anyhow!(e))?;
-            println!("run  bare questdb-rs rows/s  adpulse rows/s  ratio");
-            for (i, r) in runs.iter().enumerate() {
-                println!(
-                    "{:<4} {:>20.0}  {:>14.0}  {:.2}",
-                    i + 1,
-                    r.bare_rows_per_sec,
-                    r.adpulse_rows_per_sec,
-                    r.adpulse_rows_per_sec / r.bare_rows_per_sec
-                );
-            }
-            let med = |mut v: Vec<f64>| {
-                v.sort_by(f64::total_cmp);
-                v[v.len() / 2]
-            };
-            let b = med(runs.iter().map(|r| r.bare_rows_per_sec).collect());
-            let a = med(runs.iter().map(|r| r.adpulse_rows_per_sec).collect());
-            println!("median {b:>18.0}  {a:>14.0}  {:.2}", a / b);
-            Ok(())
-        }
-        Command::Bench(BenchCommand::Metrics { campaigns, repeats }) => {
-            let r = adpulse::bench::metrics(campaigns, repeats);
-            println!(
-                "campaigns {}  series {}  snapshot {:.1} ms  render {:.1} ms  gzip {:.1} ms  size {} bytes ({:.1} MiB, {:.1} MiB gzipped)",
-                r.campaigns,
-                r.series,
-                r.snapshot_ms,
-                r.render_ms,
-                r.gzip_ms,
-                r.bytes,
-                r.bytes as f64 / 1048576.0,
-                r.gzip_bytes as f64 / 1048576.0
-            );
-            Ok(())
-        }
-        Command::Probe { url } => {
-            adpulse::init_tls();
-            let status = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?
-                .block_on(async {
-                    reqwest::Client::builder()
-                        .timeout(std::time::Duration::from_secs(3))
-                        .build()?
-                        .get(&url)
-                        .send()
-                        .await
-                        .map(|r| r.status())
-                })
-                .with_context(|| format!("{url} did not answer"))?;
-            anyhow::ensure!(status.is_success(), "{url} answered {status}");
-            Ok(())
-        }
+        Command::Bench(cmd) => bench(cmd),
+        Command::Probe { url } => probe(&url),
         Command::User(cmd) => {
             let cfg = adpulse::config::Config::load(cli.config.as_deref())?;
             adpulse::commands::user::run(
@@ -411,4 +308,130 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Log lines: JSON on request (`ADPULSE_LOG_FORMAT=json`); otherwise plain text, with colours
+/// only on a terminal so log files carry no ANSI escapes.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,questdb=warn".into());
+    if std::env::var("ADPULSE_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json")) {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_target(false)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .init();
+    }
+}
+
+/// What `adpulse import` did, on stderr (each warning, skipped and rejected row) and stdout.
+fn print_import_summary(
+    file: &std::path::Path,
+    s: &adpulse::commands::import::ImportSummary,
+    dry_run: bool,
+) {
+    for w in &s.warnings {
+        eprintln!("{}: warning: {w}", file.display());
+    }
+    for r in &s.skipped {
+        eprintln!("{}: {r}", file.display());
+    }
+    for r in &s.rejected {
+        eprintln!("{}: {r}", file.display());
+    }
+    println!(
+        "{}: {} rows read ({}{}), {} records {} ({} rows summed into records sharing their key), {} skipped, {} rejected",
+        file.display(),
+        s.rows,
+        s.encoding,
+        if s.latin1_rows > 0 {
+            format!(", {} rows read as Latin-1", s.latin1_rows)
+        } else {
+            String::new()
+        },
+        s.stored,
+        if dry_run {
+            "validated (dry run)"
+        } else {
+            "stored"
+        },
+        s.summed,
+        s.skipped.len(),
+        s.rejected.len()
+    );
+}
+
+/// `adpulse bench ingest|metrics`: the measurements behind docs/benchmarks.md.
+fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Ingest {
+            questdb_url,
+            rows,
+            repeats,
+        } => {
+            let runs = runtime()?
+                .block_on(adpulse::bench::ingest(&questdb_url, rows, repeats))
+                .map_err(|e| anyhow::anyhow!(e))?;
+            println!("run  bare questdb-rs rows/s  adpulse rows/s  ratio");
+            for (i, r) in runs.iter().enumerate() {
+                println!(
+                    "{:<4} {:>20.0}  {:>14.0}  {:.2}",
+                    i + 1,
+                    r.bare_rows_per_sec,
+                    r.adpulse_rows_per_sec,
+                    r.adpulse_rows_per_sec / r.bare_rows_per_sec
+                );
+            }
+            let med = |mut v: Vec<f64>| {
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            let b = med(runs.iter().map(|r| r.bare_rows_per_sec).collect());
+            let a = med(runs.iter().map(|r| r.adpulse_rows_per_sec).collect());
+            println!("median {b:>18.0}  {a:>14.0}  {:.2}", a / b);
+            Ok(())
+        }
+        BenchCommand::Metrics { campaigns, repeats } => {
+            let r = adpulse::bench::metrics(campaigns, repeats);
+            println!(
+                "campaigns {}  series {}  snapshot {:.1} ms  render {:.1} ms  gzip {:.1} ms  size {} bytes ({:.1} MiB, {:.1} MiB gzipped)",
+                r.campaigns,
+                r.series,
+                r.snapshot_ms,
+                r.render_ms,
+                r.gzip_ms,
+                r.bytes,
+                r.bytes as f64 / 1048576.0,
+                r.gzip_bytes as f64 / 1048576.0
+            );
+            Ok(())
+        }
+    }
+}
+
+/// `adpulse probe <url>`: exit 0 when the URL answers 2xx (container health checks).
+fn probe(url: &str) -> anyhow::Result<()> {
+    adpulse::init_tls();
+    let status = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(async {
+            reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(3))
+                .build()?
+                .get(url)
+                .send()
+                .await
+                .map(|r| r.status())
+        })
+        .with_context(|| format!("{url} did not answer"))?;
+    anyhow::ensure!(status.is_success(), "{url} answered {status}");
+    Ok(())
 }

@@ -14,8 +14,9 @@ mod fake_meta;
 
 use action_center::{Visitor, demo_config, hidden};
 use adpulse::actions::Mode;
-use adpulse::actions::config::MetaConfig;
+use adpulse::actions::config::MetaActionsConfig;
 use adpulse::config::{Config, QuestDbConfig};
+use adpulse::platforms::meta::MetaApiConfig;
 use adpulse::sources::SourceConfig;
 use adpulse::sources::demo::DemoConfig;
 use common::*;
@@ -84,10 +85,13 @@ async fn approvals_execute_once_refusals_are_audited_and_tokens_never_leak() {
     cfg.actions.retry.initial_ms = 20;
     cfg.actions.auth.read_token_file = Some(file("read", READ));
     cfg.actions.auth.write_token_file = Some(file("write", WRITE));
-    cfg.actions.meta = Some(MetaConfig {
-        base_url: fake_url,
-        access_token_file: Some(file("meta", META_TOKEN)),
-        ..MetaConfig::default()
+    cfg.actions.meta = Some(MetaActionsConfig {
+        api: MetaApiConfig {
+            base_url: fake_url,
+            access_token_file: Some(file("meta", META_TOKEN)),
+            ..MetaApiConfig::default()
+        },
+        ..MetaActionsConfig::default()
     });
 
     let running = adpulse::app::start(cfg).await.unwrap();

@@ -1,52 +1,29 @@
 //! The HTTP API in-process (`router` + `oneshot`) and the binary's `check-config`.
 
+mod common;
+
 use adpulse::api::{AppState, router};
-use adpulse::kpi::Margin;
-use adpulse::records::{Bucket, CampaignKey, CampaignStat, Record};
+use adpulse::records::{CampaignStat, Record};
 use adpulse::sinks::metrics::Exposition;
-use adpulse::state::{SnapshotSettings, Store};
+use adpulse::state::Store;
 use adpulse::telemetry::Telemetry;
 use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use chrono::{DateTime, Duration, Utc};
+use common::{india_settings, inr_meta_hour};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use std::sync::Arc;
 use tower::ServiceExt;
 
-fn settings() -> SnapshotSettings {
-    SnapshotSettings {
-        tz: chrono_tz::Asia::Kolkata,
-        currency: "INR".into(),
-        margin: Margin::default(),
-        loss_rate_window_hours: 3,
-        tracking_window_hours: 24,
-        roi_target: Some(0.0),
-    }
-}
-
 fn row(id: &str, ts: DateTime<Utc>, spend: Decimal, clicks: u64, conv: f64) -> Record {
     Record::CampaignStats(CampaignStat {
-        ts,
-        bucket: Bucket::Hour,
-        day: ts.with_timezone(&chrono_tz::Asia::Kolkata).date_naive(),
-        key: CampaignKey {
-            platform: "meta".into(),
-            account: "act_1".into(),
-            campaign_id: id.into(),
-        },
-        campaign_name: format!("Campaign {id}"),
-        source: "t".into(),
-        spend,
-        conversion_value: dec!(0),
-        spend_account: spend,
-        conversion_value_account: dec!(0),
-        account_currency: "INR".into(),
-        currency: "INR".into(),
         impressions: clicks * 100,
         clicks,
         conversions: conv,
+        source: "t".into(),
+        ..inr_meta_hour(id, ts, spend)
     })
 }
 
@@ -83,7 +60,9 @@ async fn metrics_follow_the_snapshot_and_drop_vanished_campaigns() {
             0.0,
         ),
     ]);
-    let snap = Arc::new(ArcSwap::from_pointee(store.snapshot(now, &settings())));
+    let snap = Arc::new(ArcSwap::from_pointee(
+        store.snapshot(now, &india_settings()),
+    ));
     let app = router(AppState {
         telemetry: telemetry.clone(),
         sink_health: None,
@@ -111,7 +90,7 @@ async fn metrics_follow_the_snapshot_and_drop_vanished_campaigns() {
     let later = now + Duration::days(9);
     store.ingest(&[row("a", later - Duration::hours(1), dec!(10), 5, 0.0)]);
     store.prune(later);
-    snap.store(Arc::new(store.snapshot(later, &settings())));
+    snap.store(Arc::new(store.snapshot(later, &india_settings())));
     let (_, body) = body_of(app, "/metrics").await;
     assert!(body.contains(r#"campaign_id="a""#));
     assert!(

@@ -115,9 +115,7 @@ async fn a_rerun_after_fixing_the_causes_fetches_exactly_the_incomplete_days() {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let base = serve_fake(app).await;
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("t");
     std::fs::write(&token, "tok").unwrap();
@@ -282,9 +280,7 @@ async fn large_range_uses_async_report_runs_and_splits_a_failed_job() {
                 }
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let base = serve_fake(app).await;
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("t");
     std::fs::write(&token, "tok").unwrap();

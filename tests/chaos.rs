@@ -1014,11 +1014,10 @@ fn with_actions(cfg: &mut Config, dir: &Path, meta_url: &str) {
     cfg.actions.dry_run = false;
     cfg.actions.retry.initial_ms = 20;
     cfg.actions.auth.write_token_file = Some(file("write-token", WRITE_TOKEN));
-    cfg.actions.meta = Some(adpulse::actions::config::MetaConfig {
-        base_url: meta_url.to_string(),
-        access_token_file: Some(file("meta-actions-token", META_ACTIONS_TOKEN)),
-        ..adpulse::actions::config::MetaConfig::default()
-    });
+    cfg.actions.meta = Some(adpulse::actions::config::MetaActionsConfig::at(
+        meta_url,
+        Some(file("meta-actions-token", META_ACTIONS_TOKEN)),
+    ));
 }
 
 /// Every row of the local audit log (`<state_dir>/actions-audit.jsonl`).

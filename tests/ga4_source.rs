@@ -4,7 +4,6 @@
 
 mod common;
 
-use adpulse::config::Config;
 use axum::Router;
 use axum::routing::post;
 use common::*;
@@ -69,51 +68,32 @@ async fn pages_per_day_and_pauses_before_the_quota_is_gone() {
                 }
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let base = serve_fake(app).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let f = |name: &str| {
-        let p = dir.path().join(name);
-        std::fs::write(&p, format!("{name}-value")).unwrap();
-        p.display().to_string()
-    };
-    // SAFETY: set before the source starts; no other test in this binary reads it.
-    unsafe { std::env::set_var("ADPULSE_TEST_GA4_CLIENT_ID", "ga-client") };
-    let mut cfg = Config::from_toml_str(&format!(
-        r#"
-[general]
-state_dir = "{state}"
-[server]
-listen = "127.0.0.1:0"
-[questdb]
-http_url = "{}"
-spool_dir = "{}"
-flush_interval_ms = 50
-[models]
-enabled = false
+    let f = |name: &str| secret_file(dir.path(), name, &format!("{name}-value"));
+    let cfg = source_test_config(
+        dir.path(),
+        Some(&q.url()),
+        &format!(
+            r#"
 [[sources]]
 type = "ga4"
 name = "ga4"
 property_id = "314159265"
 base_url = "{base}"
 token_url = "{base}/token"
-client_id_env = "ADPULSE_TEST_GA4_CLIENT_ID"
+client_id_file = "{}"
 client_secret_file = "{}"
 refresh_token_file = "{}"
 lookback_days = 2
 interval_secs = 1
 "#,
-        q.url(),
-        dir.path().join("spool").display(),
-        f("cs"),
-        f("rt"),
-        state = dir.path().display(),
-    ))
-    .unwrap();
-    cfg.general.refresh_interval_secs = 1;
-    assert_eq!(cfg.problems(), vec![]);
+            f("cid"),
+            f("cs"),
+            f("rt"),
+        ),
+    );
     let running = adpulse::app::start(cfg).await.unwrap();
     q.wait_for_count("SELECT count() FROM funnel", 6.0).await;
     let addr = running.addr;

@@ -7,12 +7,13 @@
 //!   Regenerate after an intended change with `UPDATE_GOLDEN=1 cargo test --test golden_metrics`
 //!   and review the diff.
 
-use adpulse::kpi::Margin;
+mod common;
+
 use adpulse::normalize::Normalizer;
 use adpulse::records::{Bucket, OrderKind, Record};
 use adpulse::sinks::metrics::render_kpis;
 use adpulse::sources::demo::{DemoConfig, DemoSource};
-use adpulse::state::{SnapshotSettings, Store};
+use adpulse::state::Store;
 use chrono::{DateTime, Duration, Timelike, Utc};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
@@ -41,17 +42,7 @@ fn exposition(start: DateTime<Utc>, records: &[Record]) -> String {
 }
 
 fn render(store: &Store, start: DateTime<Utc>) -> String {
-    let snap = store.snapshot(
-        start,
-        &SnapshotSettings {
-            tz: chrono_tz::Asia::Kolkata,
-            currency: "INR".into(),
-            margin: Margin::default(),
-            loss_rate_window_hours: 3,
-            tracking_window_hours: 24,
-            roi_target: Some(0.0),
-        },
-    );
+    let snap = store.snapshot(start, &common::india_settings());
     let mut text = String::new();
     render_kpis(&snap, None, &mut text);
     text

@@ -5,7 +5,6 @@
 
 mod common;
 
-use adpulse::config::Config;
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -58,10 +57,7 @@ async fn serve(seen: Seen) -> String {
                 }
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}")
+    serve_fake(app).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,26 +66,12 @@ async fn quota_wait_then_exact_totals_in_questdb() {
     let seen: Seen = Arc::default();
     let base = serve(seen.clone()).await;
     let dir = tempfile::tempdir().unwrap();
-    let f = |name: &str, v: &str| {
-        let p = dir.path().join(name);
-        std::fs::write(&p, v).unwrap();
-        p.display().to_string()
-    };
-    // client_id has no *_file setting: a variable only this test binary reads
-    // SAFETY: set before any thread of this test reads the environment; no other test uses it.
-    unsafe { std::env::set_var("ADPULSE_TEST_GADS_CLIENT_ID", "client-123.apps") };
-    let mut cfg = Config::from_toml_str(&format!(
-        r#"
-[general]
-state_dir = "{state}"
-[server]
-listen = "127.0.0.1:0"
-[questdb]
-http_url = "{qdb}"
-spool_dir = "{spool}"
-flush_interval_ms = 50
-[models]
-enabled = false
+    let f = |name: &str, v: &str| secret_file(dir.path(), name, v);
+    let cfg = source_test_config(
+        dir.path(),
+        Some(&q.url()),
+        &format!(
+            r#"
 [[sources]]
 type = "google_ads"
 name = "google"
@@ -97,7 +79,7 @@ customer_id = "123-456-7890"
 login_customer_id = "999-000-1111"
 base_url = "{base}"
 token_url = "{base}/token"
-client_id_env = "ADPULSE_TEST_GADS_CLIENT_ID"
+client_id_file = "{cid}"
 client_secret_file = "{cs}"
 refresh_token_file = "{rt}"
 developer_token_file = "{dt}"
@@ -106,16 +88,12 @@ interval_secs = 600
 hourly_days = 0
 min_throttle_wait_secs = 1
 "#,
-        qdb = q.url(),
-        spool = dir.path().join("spool").display(),
-        cs = f("cs", "client-secret"),
-        rt = f("rt", "rt-secret"),
-        dt = f("dt", "dev-token-abc"),
-        state = dir.path().display(),
-    ))
-    .unwrap();
-    cfg.general.refresh_interval_secs = 1;
-    assert_eq!(cfg.problems(), vec![]);
+            cid = f("cid", "client-123.apps"),
+            cs = f("cs", "client-secret"),
+            rt = f("rt", "rt-secret"),
+            dt = f("dt", "dev-token-abc"),
+        ),
+    );
     let running = adpulse::app::start(cfg).await.unwrap();
     q.wait_for_count("SELECT count() FROM campaign_stats", 3.0)
         .await;

@@ -96,23 +96,15 @@ async fn fake(mode: Mode) -> (String, Fake) {
     let app = Router::new()
         .route("/v25.0/act_1029384756/insights", route_get(insights))
         .with_state(f.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{addr}"), f)
+    (serve_fake(app).await, f)
 }
 
 fn config(base: &str, token_file: &std::path::Path) -> Config {
-    let mut cfg = Config::from_toml_str(&format!(
-        r#"
-[general]
-state_dir = "{state}"
-[server]
-listen = "127.0.0.1:0"
-[questdb]
-enabled = false
-[models]
-enabled = false
+    source_test_config(
+        token_file.parent().unwrap(),
+        None,
+        &format!(
+            r#"
 [[sources]]
 type = "demo"
 name = "demo"
@@ -129,13 +121,9 @@ hourly_days = 0
 interval_secs = 600
 min_throttle_wait_secs = 1
 "#,
-        token_file.display(),
-        state = token_file.parent().unwrap().display(),
-    ))
-    .unwrap();
-    cfg.general.refresh_interval_secs = 1;
-    assert_eq!(cfg.problems(), vec![]);
-    cfg
+            token_file.display(),
+        ),
+    )
 }
 
 fn token_file(dir: &tempfile::TempDir) -> std::path::PathBuf {
@@ -181,7 +169,8 @@ async fn pages_through_a_throttle_honouring_its_wait() {
     assert_eq!(q["time_increment"], "1");
     assert!(q["time_range"].contains("\"since\""));
     assert!(q["fields"].contains("action_values") && q["fields"].contains("account_currency"));
-    // the days of a Los Angeles account are checked against QuestDB in tests/replay_meta.rs
+    // the day start of a Los Angeles account's daily rows (midnight of its date in the
+    // reporting timezone) is asserted in sources::meta::tests::parses_strings_currency_and_one_purchase_type
     let snap = running.pipeline.with_store(|s| s.campaign_count());
     assert_eq!(snap, 6 + 3, "6 demo campaigns and 3 Meta campaigns");
     running.stop().await;

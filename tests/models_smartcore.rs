@@ -2,23 +2,13 @@
 //! history (datasets/online-retail), campaign score and conversion probability on seeded
 //! synthetic data.
 
-use std::path::PathBuf;
+mod common;
 
 use adpulse::models::{cli, scoring, segments};
 
-fn invoices() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest.join("datasets/online-retail/invoices.csv")
-}
-
 #[test]
 fn segments_and_clv_on_held_out_months() {
-    let path = invoices();
-    assert!(
-        path.is_file(),
-        "order history missing: expected {} (the repository carries it in datasets/)",
-        path.display()
-    );
+    let path = common::dataset("datasets/online-retail/invoices.csv");
     let orders = match segments::read_orders(&path) {
         Ok(o) => o,
         Err(e) => panic!("cannot read orders: {e}"),

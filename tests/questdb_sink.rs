@@ -5,7 +5,7 @@ mod common;
 
 use adpulse::config::{Config, QuestDbConfig};
 use adpulse::normalize::Normalizer;
-use adpulse::records::{Bucket, CampaignKey, CampaignStat, OrderEvent, OrderKind, Record};
+use adpulse::records::{CampaignStat, OrderEvent, OrderKind, Record};
 use adpulse::sinks::questdb::QuestDbSink;
 use adpulse::sources::SourceConfig;
 use adpulse::sources::demo::{DemoConfig, DemoSource};
@@ -19,27 +19,14 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 fn stat(ts: &str, spend: Decimal, conversions: f64) -> Record {
-    let ts: DateTime<Utc> = ts.parse().unwrap();
     Record::CampaignStats(CampaignStat {
-        ts,
-        bucket: Bucket::Hour,
-        day: ts.with_timezone(&chrono_tz::Asia::Kolkata).date_naive(),
-        key: CampaignKey {
-            platform: "meta".into(),
-            account: "act_1".into(),
-            campaign_id: "c-1".into(),
-        },
         campaign_name: "Bridal, \"Lookalike\" 2%".into(),
-        source: "test".into(),
-        spend,
         conversion_value: dec!(2499.00),
-        spend_account: spend,
         conversion_value_account: dec!(2499.00),
-        account_currency: "INR".into(),
-        currency: "INR".into(),
         impressions: 120_000,
         clicks: 1_450,
         conversions,
+        ..common::inr_meta_hour("c-1", ts.parse().unwrap(), spend)
     })
 }
 

@@ -6,7 +6,6 @@
 
 mod common;
 
-use adpulse::config::Config;
 use axum::Router;
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
@@ -63,25 +62,16 @@ async fn pages_throttle_refunds_and_exact_net_revenue() {
             },
         ),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let base = serve_fake(app).await;
 
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "shpat_secret_123\n").unwrap();
-    let mut cfg = Config::from_toml_str(&format!(
-        r#"
-[general]
-state_dir = "{state}"
-[server]
-listen = "127.0.0.1:0"
-[questdb]
-http_url = "{}"
-spool_dir = "{}"
-flush_interval_ms = 50
-[models]
-enabled = false
+    let cfg = source_test_config(
+        dir.path(),
+        Some(&q.url()),
+        &format!(
+            r#"
 [[sources]]
 type = "shopify"
 name = "shop"
@@ -90,14 +80,9 @@ base_url = "{base}"
 access_token_file = "{}"
 interval_secs = 1
 "#,
-        q.url(),
-        dir.path().join("spool").display(),
-        token.display(),
-        state = dir.path().display(),
-    ))
-    .unwrap();
-    cfg.general.refresh_interval_secs = 1;
-    assert_eq!(cfg.problems(), vec![]);
+            token.display(),
+        ),
+    );
     let running = adpulse::app::start(cfg).await.unwrap();
     // 4 orders + 1 refund + 1 cancellation
     q.wait_for_count("SELECT count() FROM orders", 6.0).await;

@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::base::{Problem, Secret};
+use crate::platforms::google::{GoogleAdsApiConfig, GoogleOAuthConfig};
+use crate::platforms::meta::MetaApiConfig;
 
 /// What the engine may do with what its rules find.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,9 +59,9 @@ pub struct ActionsConfig {
     /// Retries of ad platform calls.
     pub retry: RetryConfig,
     /// Meta Marketing API client (campaigns with platform `meta`).
-    pub meta: Option<MetaConfig>,
+    pub meta: Option<MetaActionsConfig>,
     /// Google Ads API client (campaigns with platform `google_ads`).
-    pub google_ads: Option<GoogleAdsConfig>,
+    pub google_ads: Option<GoogleAdsActionsConfig>,
     /// Most audit events of one evaluation pass logged one line each; a pass with more logs
     /// one summary line (the audit log and table still get every row).
     pub audit_log_lines_per_pass: usize,
@@ -361,73 +363,60 @@ impl Default for RetryConfig {
     }
 }
 
+/// `[actions.meta]`: the platform's one Graph API config ([`MetaApiConfig`], the same struct
+/// the insights source flattens, so both pin one version) and the currency budgets are set in.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct MetaConfig {
-    /// Graph API base URL.
-    pub base_url: String,
-    /// Pinned Graph API version.
-    pub api_version: String,
-    /// Variable holding the access token (needs `ads_management`).
-    pub access_token_env: String,
-    /// File holding the access token (takes precedence over the variable).
-    pub access_token_file: Option<PathBuf>,
+pub struct MetaActionsConfig {
+    /// Base URL, pinned version, access token (needs `ads_management`), request timeout.
+    #[serde(flatten)]
+    pub api: MetaApiConfig,
     /// Currency of the ad accounts (budgets are set in it).
     pub account_currency: String,
-    /// Timeout of one request, in seconds.
-    pub timeout_secs: u64,
 }
 
-impl Default for MetaConfig {
+impl Default for MetaActionsConfig {
     fn default() -> Self {
         Self {
-            base_url: crate::platforms::meta::BASE_URL.into(),
-            api_version: crate::platforms::meta::API_VERSION.into(),
-            access_token_env: "ADPULSE_META_ACCESS_TOKEN".into(),
-            access_token_file: None,
+            api: MetaApiConfig::default(),
             account_currency: "INR".into(),
-            timeout_secs: 30,
         }
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+impl MetaActionsConfig {
+    /// The Graph API at `base_url`, the token in `access_token_file`, every other key at its
+    /// default (a local fake in tests).
+    pub fn at(base_url: impl Into<String>, access_token_file: Option<PathBuf>) -> Self {
+        Self {
+            api: MetaApiConfig {
+                base_url: base_url.into(),
+                access_token_file,
+                ..MetaApiConfig::default()
+            },
+            ..Self::default()
+        }
+    }
+}
+
+/// `[actions.google_ads]`: the platform's one Google Ads config ([`GoogleAdsApiConfig`]) and the
+/// one OAuth config ([`GoogleOAuthConfig`]), the same structs the Google Ads source flattens: the
+/// actions refresh their access token from the refresh token as the source does (variables
+/// default to `ADPULSE_GOOGLE_ADS_*`, shared with the source).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct GoogleAdsConfig {
-    /// Google Ads REST base URL.
-    pub base_url: String,
-    /// Pinned API version.
-    pub api_version: String,
-    /// Variable holding the OAuth access token.
-    pub access_token_env: String,
-    /// File holding the OAuth access token (takes precedence over the variable).
+pub struct GoogleAdsActionsConfig {
+    /// Base URL, pinned version, developer token, `login-customer-id`, currency, timeout.
+    #[serde(flatten)]
+    pub api: GoogleAdsApiConfig,
+    /// Token endpoint, OAuth client and refresh token.
+    #[serde(flatten)]
+    pub oauth: GoogleOAuthConfig,
+    /// Removed (a static access token expires within the hour): setting it is a config problem
+    /// that names the OAuth keys replacing it.
+    pub access_token_env: Option<String>,
+    /// Removed, like `access_token_env`.
     pub access_token_file: Option<PathBuf>,
-    /// Variable holding the developer token.
-    pub developer_token_env: String,
-    /// File holding the developer token (takes precedence over the variable).
-    pub developer_token_file: Option<PathBuf>,
-    /// Manager account id sent as `login-customer-id`, digits only.
-    pub login_customer_id: Option<String>,
-    /// Currency of the ad accounts.
-    pub account_currency: String,
-    /// Timeout of one request, in seconds.
-    pub timeout_secs: u64,
-}
-
-impl Default for GoogleAdsConfig {
-    fn default() -> Self {
-        Self {
-            base_url: crate::platforms::google::ADS_BASE_URL.into(),
-            api_version: crate::platforms::google::ADS_API_VERSION.into(),
-            access_token_env: "ADPULSE_GOOGLE_ADS_ACCESS_TOKEN".into(),
-            access_token_file: None,
-            developer_token_env: "ADPULSE_GOOGLE_ADS_DEVELOPER_TOKEN".into(),
-            developer_token_file: None,
-            login_customer_id: None,
-            account_currency: "INR".into(),
-            timeout_secs: 30,
-        }
-    }
 }
 
 /// A secret through the crate's one loader ([`crate::platforms::load_secret`]: file first, then
@@ -561,18 +550,26 @@ impl ActionsConfig {
                 "must be at least 1 and not above retry.max_ms",
             );
         }
-        let url_ok = |u: &str| {
-            reqwest::Url::parse(u).is_ok_and(|u| u.scheme() == "http" || u.scheme() == "https")
-        };
-        if let Some(m) = &self.meta
-            && !url_ok(&m.base_url)
-        {
-            add("meta.base_url".into(), "is not an http(s) URL");
+        if let Some(m) = &self.meta {
+            for pr in m.api.problems() {
+                add(format!("meta.{}", pr.key), &pr.message);
+            }
         }
-        if let Some(g) = &self.google_ads
-            && !url_ok(&g.base_url)
-        {
-            add("google_ads.base_url".into(), "is not an http(s) URL");
+        if let Some(g) = &self.google_ads {
+            for pr in g.api.problems().into_iter().chain(g.oauth.problems()) {
+                add(format!("google_ads.{}", pr.key), &pr.message);
+            }
+            for (key, set) in [
+                ("access_token_env", g.access_token_env.is_some()),
+                ("access_token_file", g.access_token_file.is_some()),
+            ] {
+                if set {
+                    add(
+                        format!("google_ads.{key}"),
+                        "was removed: the actions refresh their access token; set refresh_token_file (or refresh_token_env), client_id_env and client_secret_file (or client_secret_env) instead",
+                    );
+                }
+            }
         }
         p
     }

@@ -10,8 +10,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use super::config::{GoogleAdsConfig, MetaConfig};
+use super::config::{GoogleAdsActionsConfig, MetaActionsConfig};
 use crate::base::Secret;
+use crate::platforms::google::{ADS_ENV_PREFIX, GoogleOAuth, OAuthError};
 use crate::records::CampaignKey;
 
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -201,10 +202,10 @@ pub struct MetaAds {
 const META: &str = "meta";
 
 impl MetaAds {
-    pub fn new(cfg: &MetaConfig, token: Secret) -> Self {
+    pub fn new(cfg: &MetaActionsConfig, token: Secret) -> Self {
         Self {
-            http: http_client(cfg.timeout_secs),
-            base: format!("{}/{}", cfg.base_url.trim_end_matches('/'), cfg.api_version),
+            http: http_client(cfg.api.timeout_secs),
+            base: cfg.api.versioned_base(),
             token,
             currency: cfg.account_currency.clone(),
         }
@@ -527,11 +528,14 @@ impl AdPlatform for MetaAds {
 
 /// Google Ads API over REST: `googleAds:search` (GAQL) to read, `campaigns:mutate` for the
 /// status and `campaignBudgets:mutate` for the amount, with the developer-token and
-/// login-customer-id headers.
+/// login-customer-id headers. The access token comes from the one OAuth flow
+/// ([`GoogleOAuth`], shared with the sources): refreshed a minute before it expires, and once more
+/// when the API answers 401 (revoked or expired early); the token endpoint's 5xx are retried.
 pub struct GoogleAds {
     http: reqwest::Client,
     base: String,
-    access_token: Secret,
+    /// Behind a lock so that concurrent calls wait for one refresh instead of each starting one.
+    oauth: tokio::sync::Mutex<GoogleOAuth>,
     developer_token: Secret,
     login_customer_id: Option<String>,
     currency: String,
@@ -539,15 +543,31 @@ pub struct GoogleAds {
 
 const GOOGLE: &str = "google_ads";
 
+/// A token that could not be had: the endpoint being down may pass, a refused refresh token or
+/// a missing secret will not.
+fn oauth_error(e: OAuthError) -> PlatformError {
+    match e {
+        OAuthError::Unavailable(_) => PlatformError::Retryable {
+            platform: GOOGLE,
+            message: e.to_string(),
+            retry_after: None,
+        },
+        _ => PlatformError::Rejected {
+            platform: GOOGLE,
+            message: e.to_string(),
+        },
+    }
+}
+
 impl GoogleAds {
-    pub fn new(cfg: &GoogleAdsConfig, access_token: Secret, developer_token: Secret) -> Self {
+    pub fn new(cfg: &GoogleAdsActionsConfig, developer_token: Secret) -> Self {
         Self {
-            http: http_client(cfg.timeout_secs),
-            base: format!("{}/{}", cfg.base_url.trim_end_matches('/'), cfg.api_version),
-            access_token,
+            http: http_client(cfg.api.timeout_secs),
+            base: cfg.api.versioned_base(),
+            oauth: tokio::sync::Mutex::new(GoogleOAuth::new(cfg.oauth.clone(), ADS_ENV_PREFIX)),
             developer_token,
-            login_customer_id: cfg.login_customer_id.clone(),
-            currency: cfg.account_currency.clone(),
+            login_customer_id: cfg.api.login_header(),
+            currency: cfg.api.account_currency.clone(),
         }
     }
 
@@ -560,23 +580,36 @@ impl GoogleAds {
         path: &str,
         body: serde_json::Value,
     ) -> Result<serde_json::Value, PlatformError> {
-        let mut req = self
-            .http
-            .post(format!("{}/{path}", self.base))
-            .bearer_auth(self.access_token.expose())
-            .header("developer-token", self.developer_token.expose())
-            .json(&body);
-        if let Some(l) = &self.login_customer_id {
-            req = req.header("login-customer-id", l);
+        let mut refreshed = false;
+        loop {
+            let token = {
+                let mut oauth = self.oauth.lock().await;
+                oauth.access_token(&self.http).await.map_err(oauth_error)?
+            };
+            let mut req = self
+                .http
+                .post(format!("{}/{path}", self.base))
+                .bearer_auth(token.expose())
+                .header("developer-token", self.developer_token.expose())
+                .json(&body);
+            if let Some(l) = &self.login_customer_id {
+                req = req.header("login-customer-id", l);
+            }
+            let resp = req.send().await.map_err(|e| transport(GOOGLE, e))?;
+            // every call is an absolute "set", so sending it again with a fresh token is safe
+            if resp.status() == reqwest::StatusCode::UNAUTHORIZED && !refreshed {
+                refreshed = true;
+                self.oauth.lock().await.invalidate();
+                continue;
+            }
+            return decode(
+                GOOGLE,
+                resp,
+                |s| s.is_server_error() || s.as_u16() == 429,
+                google_error,
+            )
+            .await;
         }
-        let resp = req.send().await.map_err(|e| transport(GOOGLE, e))?;
-        decode(
-            GOOGLE,
-            resp,
-            |s| s.is_server_error() || s.as_u16() == 429,
-            google_error,
-        )
-        .await
     }
 }
 
@@ -824,12 +857,14 @@ mod tests {
     async fn meta_budgets_change_the_object_that_holds_them() {
         use rust_decimal_macros::dec;
         let (base, log) = fake_meta().await;
-        let cfg = MetaConfig {
-            base_url: base,
-            api_version: "v25.0".into(),
+        let cfg = MetaActionsConfig {
             account_currency: "INR".into(),
-            ..MetaConfig::default()
+            ..MetaActionsConfig::at(base, None)
         };
+        assert_eq!(
+            cfg.api.api_version, "v25.0",
+            "the fake serves the pinned version"
+        );
         let meta = MetaAds::new(&cfg, Secret::new("tok"));
         let key = |id: &str| CampaignKey {
             platform: "meta".into(),

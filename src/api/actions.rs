@@ -178,17 +178,7 @@ pub(super) async fn approve(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let e = engine(&st)?;
-    let token = authorize(&e, &headers, Access::Write, "approve").await?;
-    let d: Decision = parse(&body)?;
-    let rec = e
-        .approve(
-            &id,
-            &actor_name(token, d.by.as_deref()),
-            d.note.as_deref().unwrap_or(""),
-        )
-        .await?;
-    Ok(Json(rec).into_response())
+    decide(st, headers, id, body, Verdict::Approve).await
 }
 
 pub(super) async fn reject(
@@ -197,16 +187,37 @@ pub(super) async fn reject(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    decide(st, headers, id, body, Verdict::Reject).await
+}
+
+/// What a person decided on one recommendation.
+#[derive(Debug, Clone, Copy)]
+enum Verdict {
+    Approve,
+    Reject,
+}
+
+/// Approve or reject: the same write-token check and body, then the engine's call.
+async fn decide(
+    st: AppState,
+    headers: HeaderMap,
+    id: String,
+    body: Bytes,
+    verdict: Verdict,
+) -> Result<Response, ApiError> {
     let e = engine(&st)?;
-    let token = authorize(&e, &headers, Access::Write, "reject").await?;
+    let what = match verdict {
+        Verdict::Approve => "approve",
+        Verdict::Reject => "reject",
+    };
+    let token = authorize(&e, &headers, Access::Write, what).await?;
     let d: Decision = parse(&body)?;
-    let rec = e
-        .reject(
-            &id,
-            &actor_name(token, d.by.as_deref()),
-            d.note.as_deref().unwrap_or(""),
-        )
-        .await?;
+    let actor = actor_name(token, d.by.as_deref());
+    let note = d.note.as_deref().unwrap_or("");
+    let rec = match verdict {
+        Verdict::Approve => e.approve(&id, &actor, note).await?,
+        Verdict::Reject => e.reject(&id, &actor, note).await?,
+    };
     Ok(Json(rec).into_response())
 }
 

@@ -173,10 +173,10 @@ pub async fn import_file(
                             match group.iter_mut().find(|(k, _, _)| *k == key) {
                                 Some((_, _, acc)) => match merge(acc, &obs) {
                                     Ok(()) => summary.summed += 1,
-                                    Err(reason) => summary.rejected.push(Rejected {
+                                    Err(e) => summary.rejected.push(Rejected {
                                         line,
                                         column: String::new(),
-                                        reason,
+                                        reason: e.to_string(),
                                     }),
                                 },
                                 None => group.push((key, line, obs)),

@@ -9,10 +9,12 @@
 //! for Google Ads, in `GoogleAdsFailure.errors[].details.quotaErrorDetails.retryDelay`.
 
 use chrono::{DateTime, Duration as CDuration, Timelike, Utc};
+use serde::Deserialize;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{ApiFault, FaultKind, SecretError, parse_proto_duration, require_secret};
-use crate::base::Secret;
+use crate::base::{Problem, Secret};
 
 /// The one Google Ads API version adpulse speaks (sources and actions).
 pub const ADS_API_VERSION: &str = "v21";
@@ -205,18 +207,139 @@ pub fn ga4_quotas(property_quota: &serde_json::Value) -> Vec<(Ga4Quota, u64)> {
         .collect()
 }
 
-/// Where the OAuth client and refresh token come from (Google Ads, GA4 and the Google actions use
-/// the same flow; each names its own variables).
-#[derive(Debug, Clone, PartialEq)]
-pub struct OAuthSettings {
-    /// The token endpoint.
+/// Where and as whom adpulse speaks to the Google Ads API: the one Google Ads account/credentials
+/// config, flattened into the Google Ads source's `[[sources]]` entry and into
+/// `[actions.google_ads]` (next to a [`GoogleOAuthConfig`]), so both pin the same version and send
+/// the same headers. Its keys stay top-level keys of those tables (no TOML change for users).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GoogleAdsApiConfig {
+    /// Google Ads REST base URL (a local server in tests).
+    pub base_url: String,
+    /// Pinned Google Ads API version.
+    pub api_version: String,
+    /// Environment variable holding the developer token.
+    pub developer_token_env: String,
+    /// File holding the developer token (takes precedence over the variable).
+    pub developer_token_file: Option<PathBuf>,
+    /// Manager account id sent as `login-customer-id` when access goes through one (dashes
+    /// allowed).
+    pub login_customer_id: Option<String>,
+    /// Currency of the customer's accounts (Google Ads rows carry none; budgets are set in it).
+    pub account_currency: String,
+    /// Timeout of one request, in seconds.
+    pub timeout_secs: u64,
+}
+
+impl Default for GoogleAdsApiConfig {
+    fn default() -> Self {
+        Self {
+            base_url: ADS_BASE_URL.into(),
+            api_version: ADS_API_VERSION.into(),
+            developer_token_env: "ADPULSE_GOOGLE_ADS_DEVELOPER_TOKEN".into(),
+            developer_token_file: None,
+            login_customer_id: None,
+            account_currency: "INR".into(),
+            timeout_secs: 60,
+        }
+    }
+}
+
+impl GoogleAdsApiConfig {
+    /// `{base_url}/{api_version}`, the prefix of every Google Ads REST path.
+    pub fn versioned_base(&self) -> String {
+        format!(
+            "{}/{}",
+            self.base_url.trim_end_matches('/'),
+            self.api_version
+        )
+    }
+
+    /// `login_customer_id` as the header wants it: digits only.
+    pub fn login_header(&self) -> Option<String> {
+        self.login_customer_id.as_ref().map(|l| l.replace('-', ""))
+    }
+
+    /// Problems, with keys relative to the table this config is flattened into.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut p = Vec::new();
+        if !super::is_http_url(&self.base_url) {
+            p.push(Problem {
+                key: "base_url".into(),
+                message: format!("{:?} is not an http(s) URL", self.base_url),
+            });
+        }
+        if let Some(l) = &self.login_customer_id
+            && !is_customer_id(l)
+        {
+            p.push(Problem {
+                key: "login_customer_id".into(),
+                message: format!("{l:?} is not a customer id like 123-456-7890"),
+            });
+        }
+        p
+    }
+}
+
+/// A Google Ads customer id: digits, dashes allowed (`123-456-7890`).
+pub fn is_customer_id(s: &str) -> bool {
+    s.chars().any(|c| c.is_ascii_digit()) && s.chars().all(|c| c == '-' || c.is_ascii_digit())
+}
+
+/// Where the OAuth client and refresh token come from: the one OAuth config, flattened into the
+/// Google Ads source, the GA4 source and `[actions.google_ads]`. A variable left unset defaults to
+/// `<prefix>_CLIENT_ID`, `<prefix>_CLIENT_SECRET`, `<prefix>_REFRESH_TOKEN`, the prefix being
+/// `ADPULSE_GOOGLE_ADS` (source and actions alike) or `ADPULSE_GA4`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GoogleOAuthConfig {
+    /// The OAuth 2.0 token endpoint (a local server in tests).
     pub token_url: String,
-    pub client_id_env: String,
-    pub client_id_file: Option<std::path::PathBuf>,
-    pub client_secret_env: String,
-    pub client_secret_file: Option<std::path::PathBuf>,
-    pub refresh_token_env: String,
-    pub refresh_token_file: Option<std::path::PathBuf>,
+    /// Environment variable holding the OAuth client id (default `<prefix>_CLIENT_ID`).
+    pub client_id_env: Option<String>,
+    /// File holding the OAuth client id (takes precedence over the variable).
+    pub client_id_file: Option<PathBuf>,
+    /// Environment variable holding the OAuth client secret (default `<prefix>_CLIENT_SECRET`).
+    pub client_secret_env: Option<String>,
+    /// File holding the OAuth client secret (takes precedence over the variable).
+    pub client_secret_file: Option<PathBuf>,
+    /// Environment variable holding the refresh token (default `<prefix>_REFRESH_TOKEN`).
+    pub refresh_token_env: Option<String>,
+    /// File holding the refresh token (takes precedence over the variable).
+    pub refresh_token_file: Option<PathBuf>,
+}
+
+impl Default for GoogleOAuthConfig {
+    fn default() -> Self {
+        Self {
+            token_url: TOKEN_URL.into(),
+            client_id_env: None,
+            client_id_file: None,
+            client_secret_env: None,
+            client_secret_file: None,
+            refresh_token_env: None,
+            refresh_token_file: None,
+        }
+    }
+}
+
+/// Variable prefix of the Google Ads credentials (source and actions share them).
+pub const ADS_ENV_PREFIX: &str = "ADPULSE_GOOGLE_ADS";
+/// Variable prefix of the GA4 credentials.
+pub const GA4_ENV_PREFIX: &str = "ADPULSE_GA4";
+
+impl GoogleOAuthConfig {
+    /// Problems, with keys relative to the table this config is flattened into.
+    pub fn problems(&self) -> Vec<Problem> {
+        if super::is_http_url(&self.token_url) {
+            Vec::new()
+        } else {
+            vec![Problem {
+                key: "token_url".into(),
+                message: format!("{:?} is not an http(s) URL", self.token_url),
+            }]
+        }
+    }
 }
 
 /// Why no access token could be had.
@@ -236,16 +359,32 @@ pub enum OAuthError {
 /// expires. Transport errors and 5xx answers of the token endpoint are retried with backoff.
 #[derive(Debug, Clone)]
 pub struct GoogleOAuth {
-    pub settings: OAuthSettings,
+    pub config: GoogleOAuthConfig,
+    /// Prefix of the default variable names ([`ADS_ENV_PREFIX`], [`GA4_ENV_PREFIX`]).
+    env_prefix: &'static str,
     access: Option<(Secret, tokio::time::Instant)>,
 }
 
 impl GoogleOAuth {
-    pub fn new(settings: OAuthSettings) -> Self {
+    pub fn new(config: GoogleOAuthConfig, env_prefix: &'static str) -> Self {
         Self {
-            settings,
+            config,
+            env_prefix,
             access: None,
         }
+    }
+
+    /// One secret of the flow: its file, else its variable (configured, or `<prefix>_<suffix>`).
+    fn secret(
+        &self,
+        file: &Option<PathBuf>,
+        env: &Option<String>,
+        suffix: &str,
+    ) -> Result<Secret, SecretError> {
+        let env = env
+            .clone()
+            .unwrap_or_else(|| format!("{}_{suffix}", self.env_prefix));
+        require_secret(file.as_deref(), &env)
     }
 
     /// Forget the cached token (after a 401: it was revoked or expired early).
@@ -260,10 +399,11 @@ impl GoogleOAuth {
         {
             return Ok(t.clone());
         }
-        let s = &self.settings;
-        let client_id = require_secret(s.client_id_file.as_deref(), &s.client_id_env)?;
-        let client_secret = require_secret(s.client_secret_file.as_deref(), &s.client_secret_env)?;
-        let refresh = require_secret(s.refresh_token_file.as_deref(), &s.refresh_token_env)?;
+        let s = &self.config;
+        let client_id = self.secret(&s.client_id_file, &s.client_id_env, "CLIENT_ID")?;
+        let client_secret =
+            self.secret(&s.client_secret_file, &s.client_secret_env, "CLIENT_SECRET")?;
+        let refresh = self.secret(&s.refresh_token_file, &s.refresh_token_env, "REFRESH_TOKEN")?;
         let once = || async {
             let resp = http
                 .post(&s.token_url)

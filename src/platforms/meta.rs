@@ -7,15 +7,79 @@
 //! reached"); `X-Business-Use-Case-Usage` gives `estimated_time_to_regain_access` in **minutes**
 //! per business and use case, `X-Ad-Account-Usage` gives `reset_time_duration` in **seconds**.
 
+use serde::Deserialize;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{ApiFault, FaultKind};
+use crate::base::Problem;
 
 /// The one Graph API version adpulse speaks, for sources and actions alike.
 pub const API_VERSION: &str = "v25.0";
 
 /// Default Graph API base URL.
 pub const BASE_URL: &str = "https://graph.facebook.com";
+
+/// Where and as whom adpulse speaks to the Graph API: the one Meta account/credentials config,
+/// flattened into the insights source's `[[sources]]` entry and into `[actions.meta]`, so both
+/// pin the same version and read the token the same way. Its keys stay top-level keys of those
+/// tables (no TOML change for users).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetaApiConfig {
+    /// Graph API base URL (a local server in tests).
+    pub base_url: String,
+    /// Pinned Graph API version.
+    pub api_version: String,
+    /// Environment variable holding the access token (`ads_read` to read, `ads_management` to
+    /// act).
+    pub access_token_env: String,
+    /// File holding the access token (takes precedence over the variable).
+    pub access_token_file: Option<PathBuf>,
+    /// Timeout of one request, in seconds.
+    pub timeout_secs: u64,
+}
+
+impl Default for MetaApiConfig {
+    fn default() -> Self {
+        Self {
+            base_url: BASE_URL.into(),
+            api_version: API_VERSION.into(),
+            access_token_env: "ADPULSE_META_ACCESS_TOKEN".into(),
+            access_token_file: None,
+            timeout_secs: 60,
+        }
+    }
+}
+
+impl MetaApiConfig {
+    /// `{base_url}/{api_version}`, the prefix of every Graph API path.
+    pub fn versioned_base(&self) -> String {
+        format!(
+            "{}/{}",
+            self.base_url.trim_end_matches('/'),
+            self.api_version
+        )
+    }
+
+    /// Problems, with keys relative to the table this config is flattened into.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut p = Vec::new();
+        if !super::is_http_url(&self.base_url) {
+            p.push(Problem {
+                key: "base_url".into(),
+                message: format!("{:?} is not an http(s) URL", self.base_url),
+            });
+        }
+        if self.timeout_secs == 0 {
+            p.push(Problem {
+                key: "timeout_secs".into(),
+                message: "must be at least 1".into(),
+            });
+        }
+        p
+    }
+}
 
 /// What the usage headers of one answer say.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

@@ -162,6 +162,11 @@ pub fn parse_proto_duration(s: &str) -> Option<Duration> {
         .map(Duration::from_secs_f64)
 }
 
+/// True for an absolute `http://` or `https://` URL (every configured API base URL must be one).
+pub fn is_http_url(u: &str) -> bool {
+    reqwest::Url::parse(u).is_ok_and(|u| u.scheme() == "http" || u.scheme() == "https")
+}
+
 /// An HTTP client for a platform API (TLS provider installed, request timeout set).
 pub fn http_client(timeout_secs: u64) -> Result<reqwest::Client, reqwest::Error> {
     crate::init_tls();

@@ -99,29 +99,40 @@ pub fn encode_line(r: &Record, out: &mut Vec<u8>) -> Result<(), serde_json::Erro
     Ok(())
 }
 
+/// Why a spool line cannot be read back (it is dead-lettered with this reason).
+#[derive(Debug, thiserror::Error)]
+pub enum LineError {
+    #[error("no checksum prefix (`<8 hex digits> <json>`)")]
+    NoChecksum,
+    #[error("checksum is not 8 hex digits")]
+    BadChecksum,
+    #[error("checksum mismatch (line says {want:08x}, content is {got:08x}): the line was damaged")]
+    Damaged { want: u32, got: u32 },
+    #[error("not a record: {0}")]
+    NotARecord(#[from] serde_json::Error),
+}
+
 /// One spool line (without its newline) back to its record, or why it cannot be.
-pub fn decode_line(line: &[u8]) -> Result<Record, String> {
+pub fn decode_line(line: &[u8]) -> Result<Record, LineError> {
     let json = if line.first() == Some(&b'{') {
         // a line of an earlier version's spool: plain JSON, no checksum
         line
     } else {
         let (sum, json) = match (line.get(..8), line.get(8), line.get(9..)) {
             (Some(sum), Some(b' '), Some(json)) => (sum, json),
-            _ => return Err("no checksum prefix (`<8 hex digits> <json>`)".into()),
+            _ => return Err(LineError::NoChecksum),
         };
         let want = std::str::from_utf8(sum)
             .ok()
             .and_then(|s| u32::from_str_radix(s, 16).ok())
-            .ok_or("checksum is not 8 hex digits")?;
+            .ok_or(LineError::BadChecksum)?;
         let got = crc32c::crc32c(json);
         if got != want {
-            return Err(format!(
-                "checksum mismatch (line says {want:08x}, content is {got:08x}): the line was damaged"
-            ));
+            return Err(LineError::Damaged { want, got });
         }
         json
     };
-    serde_json::from_slice(json).map_err(|e| format!("not a record: {e}"))
+    Ok(serde_json::from_slice(json)?)
 }
 
 impl Spool {
@@ -263,10 +274,10 @@ impl Spool {
             }
             match decode_line(&line) {
                 Ok(r) => out.rows.push(r),
-                Err(reason) => out.bad.push(BadLine {
+                Err(e) => out.bad.push(BadLine {
                     origin: format!("{name}:{}", i + 1),
                     text: String::from_utf8_lossy(&line).into_owned(),
-                    reason,
+                    reason: e.to_string(),
                 }),
             }
         }

@@ -1,76 +1,48 @@
 //! Persisted sync state per source: how far each source has synced (so a restart after a long
-//! outage fills the gap instead of only re-reading the look-back window) and how far a backfill
-//! got (so an interrupted `adpulse backfill` resumes). One JSON file, replaced atomically.
+//! outage fills the gap instead of only re-reading the look-back window).
+//! One JSON file, replaced atomically ([`crate::persist`]). (Backfill progress lives in the
+//! completeness ledger, `ledger.rs`.)
 
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
+
+use crate::persist::{JsonFile, StateFileError};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SourceCursor {
     /// Last day (account timezone) included in a successful poll.
     pub synced_until: Option<NaiveDate>,
-    /// An unfinished or finished backfill: its range and the last day written.
-    pub backfill: Option<BackfillProgress>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BackfillProgress {
-    pub from: NaiveDate,
-    pub to: NaiveDate,
-    pub done_until: Option<NaiveDate>,
-}
+/// A cursor file that cannot be read or written (it names the file).
+pub type CursorError = StateFileError;
 
-#[derive(Debug, thiserror::Error)]
-#[error("sync state {path}: {reason}")]
-pub struct CursorError {
-    pub path: PathBuf,
-    pub reason: String,
-}
-
-/// The cursor file.
+/// The cursor file (`<state_dir>/cursors.json`), through the one state-file helper.
 #[derive(Debug)]
 pub struct CursorStore {
-    path: PathBuf,
-    lock: Mutex<()>,
+    file: JsonFile<BTreeMap<String, SourceCursor>>,
 }
 
 impl CursorStore {
     pub fn new(state_dir: &Path) -> Self {
         Self {
-            path: state_dir.join("cursors.json"),
-            lock: Mutex::new(()),
+            file: JsonFile::new(state_dir.join("cursors.json")),
         }
     }
 
     /// The state dir this store lives in (the completeness ledger sits beside it).
     pub fn state_dir(&self) -> &Path {
-        self.path.parent().unwrap_or(Path::new("."))
-    }
-
-    fn err(&self, reason: impl ToString) -> CursorError {
-        CursorError {
-            path: self.path.clone(),
-            reason: reason.to_string(),
-        }
-    }
-
-    fn read(&self) -> Result<BTreeMap<String, SourceCursor>, CursorError> {
-        match std::fs::read_to_string(&self.path) {
-            Ok(t) => serde_json::from_str(&t).map_err(|e| self.err(e)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-            Err(e) => Err(self.err(e)),
-        }
+        self.file.path().parent().unwrap_or(Path::new("."))
     }
 
     pub fn get(&self, source: &str) -> Result<SourceCursor, CursorError> {
-        let _g = self
-            .lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Ok(self.read()?.remove(source).unwrap_or_default())
+        Ok(self
+            .file
+            .load_or_default()?
+            .remove(source)
+            .unwrap_or_default())
     }
 
     /// Read-modify-write one source's cursor.
@@ -79,19 +51,8 @@ impl CursorStore {
         source: &str,
         f: impl FnOnce(&mut SourceCursor),
     ) -> Result<(), CursorError> {
-        let _g = self
-            .lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut all = self.read()?;
-        f(all.entry(source.to_string()).or_default());
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| self.err(e))?;
-        }
-        let tmp = self.path.with_extension("json.tmp");
-        let text = serde_json::to_string_pretty(&all).map_err(|e| self.err(e))?;
-        std::fs::write(&tmp, text).map_err(|e| self.err(e))?;
-        std::fs::rename(&tmp, &self.path).map_err(|e| self.err(e))
+        self.file
+            .update(|all| f(all.entry(source.to_string()).or_default()))
     }
 }
 

@@ -15,12 +15,13 @@ use tokio::time::Instant;
 
 use crate::base::Problem;
 use crate::normalize::{Observation, RawFunnel};
-use crate::platforms::google::{Ga4Quota, GoogleOAuth, OAuthSettings, ga4_quotas};
+use crate::platforms::google::{
+    GA4_ENV_PREFIX, Ga4Quota, GoogleOAuth, GoogleOAuthConfig, ga4_quotas,
+};
 use crate::records::{Bucket, FUNNEL_STAGES};
 use crate::sources::SourceContext;
-use crate::sources::http::{
-    LoopSettings, PollSource, SourceError, Window, run_polling, send_with_retry,
-};
+use crate::sources::http::{PollSource, SourceError, Window, send_with_retry};
+use crate::sources::polling::{PollingConfig, PollingDefaults, required, run_or_report};
 
 /// Time dimension of the report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -32,117 +33,72 @@ pub enum Granularity {
     Hour,
 }
 
-/// Settings of one GA4 property.
+/// Settings of one GA4 property. Every key but `name` and `property_id` has a default; the
+/// OAuth and polling settings are the shared [`GoogleOAuthConfig`] and [`PollingConfig`],
+/// flattened, so their keys stay top-level keys of the `[[sources]]` entry.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Ga4Config {
-    /// Name of this source instance.
+    /// Name of this source instance (required).
     pub name: String,
-    /// GA4 property id (digits).
+    /// GA4 property id, digits (required).
     pub property_id: String,
     /// API version, pinned.
-    #[serde(default = "default_version")]
     pub api_version: String,
     /// API base URL (a local server in tests).
-    #[serde(default = "default_base")]
     pub base_url: String,
-    /// OAuth token endpoint.
-    #[serde(default = "default_token_url")]
-    pub token_url: String,
-    /// Environment variable holding the OAuth client id.
-    #[serde(default = "default_client_id_env")]
-    pub client_id_env: String,
-    /// Environment variable holding the OAuth client secret.
-    #[serde(default = "default_client_secret_env")]
-    pub client_secret_env: String,
-    /// File holding the OAuth client secret (takes precedence over the variable).
-    #[serde(default)]
-    pub client_secret_file: Option<std::path::PathBuf>,
-    /// Environment variable holding the OAuth refresh token.
-    #[serde(default = "default_refresh_env")]
-    pub refresh_token_env: String,
-    /// File holding the OAuth refresh token (takes precedence over the variable).
-    #[serde(default)]
-    pub refresh_token_file: Option<std::path::PathBuf>,
+    /// Request timeout, in seconds.
+    pub timeout_secs: u64,
+    /// Token endpoint, OAuth client and refresh token (variables default to `ADPULSE_GA4_*`).
+    #[serde(flatten)]
+    pub oauth: GoogleOAuthConfig,
     /// The property's reporting timezone.
-    #[serde(default = "default_tz")]
     pub property_timezone: String,
     /// `day` (dimension `date`) or `hour` (dimension `dateHour`).
-    #[serde(default = "default_granularity")]
     pub granularity: Granularity,
-    /// Days re-read every poll.
-    #[serde(default = "default_lookback")]
-    pub lookback_days: u32,
-    /// Seconds between polls.
-    #[serde(default = "default_interval")]
-    pub interval_secs: u64,
     /// Rows per page.
-    #[serde(default = "default_limit")]
     pub page_limit: u32,
     /// Stop a poll when fewer tokens than this remain in any token quota (per day, per hour,
     /// per project per hour).
-    #[serde(default = "default_min_tokens")]
     pub min_tokens_remaining: u64,
-    /// Longest throttle wait honoured, in seconds; a longer wait leaves the days incomplete.
-    #[serde(default = "default_max_wait")]
-    pub max_throttle_wait_secs: u64,
-    /// Shortest throttle wait, in seconds.
-    #[serde(default = "default_min_wait")]
-    pub min_throttle_wait_secs: u64,
-    /// Request timeout, in seconds.
-    #[serde(default = "default_timeout")]
-    pub timeout_secs: u64,
+    /// Interval, look-back and throttle waits.
+    #[serde(flatten)]
+    pub polling: PollingConfig<Ga4Polling>,
 }
 
-fn default_version() -> String {
-    crate::platforms::google::GA4_API_VERSION.into()
+/// GA4's polling defaults: a short look-back (GA4 settles within days), a 5 s throttle floor.
+pub struct Ga4Polling;
+
+impl PollingDefaults for Ga4Polling {
+    const INTERVAL_SECS: u64 = 900;
+    const LOOKBACK_DAYS: u32 = 3;
+    // GA4 standard properties keep event data up to 14 months
+    const MAX_LOOKBACK_DAYS: u32 = 14 * 31;
+    const MIN_THROTTLE_WAIT_SECS: u64 = 5;
+    const MAX_THROTTLE_WAIT_SECS: u64 = 3600;
 }
-fn default_base() -> String {
-    crate::platforms::google::GA4_BASE_URL.into()
-}
-fn default_token_url() -> String {
-    crate::platforms::google::TOKEN_URL.into()
-}
-fn default_min_wait() -> u64 {
-    5
-}
-fn default_client_id_env() -> String {
-    "ADPULSE_GA4_CLIENT_ID".into()
-}
-fn default_client_secret_env() -> String {
-    "ADPULSE_GA4_CLIENT_SECRET".into()
-}
-fn default_refresh_env() -> String {
-    "ADPULSE_GA4_REFRESH_TOKEN".into()
-}
-fn default_tz() -> String {
-    "Asia/Kolkata".into()
-}
-fn default_granularity() -> Granularity {
-    Granularity::Hour
-}
-fn default_lookback() -> u32 {
-    3
-}
-fn default_interval() -> u64 {
-    900
-}
-fn default_limit() -> u32 {
-    10_000
-}
-fn default_min_tokens() -> u64 {
-    200
-}
-fn default_max_wait() -> u64 {
-    3600
-}
-fn default_timeout() -> u64 {
-    60
+
+impl Default for Ga4Config {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            property_id: String::new(),
+            api_version: crate::platforms::google::GA4_API_VERSION.into(),
+            base_url: crate::platforms::google::GA4_BASE_URL.into(),
+            timeout_secs: 60,
+            oauth: GoogleOAuthConfig::default(),
+            property_timezone: "Asia/Kolkata".into(),
+            granularity: Granularity::Hour,
+            page_limit: 10_000,
+            min_tokens_remaining: 200,
+            polling: PollingConfig::default(),
+        }
+    }
 }
 
 impl Ga4Config {
     pub fn problems(&self) -> Vec<Problem> {
-        let mut p = Vec::new();
+        let mut p: Vec<Problem> = required("name", &self.name).into_iter().collect();
         if self.property_id.is_empty() || !self.property_id.chars().all(|c| c.is_ascii_digit()) {
             p.push(Problem {
                 key: "property_id".into(),
@@ -161,12 +117,8 @@ impl Ga4Config {
                 message: "must be between 1 and 250000".into(),
             });
         }
-        if self.lookback_days == 0 {
-            p.push(Problem {
-                key: "lookback_days".into(),
-                message: "must be at least 1".into(),
-            });
-        }
+        p.extend(self.oauth.problems());
+        p.extend(self.polling.problems());
         p
     }
 }
@@ -303,15 +255,7 @@ impl Ga4Source {
     pub fn new(cfg: Ga4Config, reporting_tz: Tz) -> Result<Self, SourceError> {
         let tz = crate::sources::http::timezone("property_timezone", &cfg.property_timezone)?;
         let http = crate::sources::http::client(cfg.timeout_secs)?;
-        let oauth = GoogleOAuth::new(OAuthSettings {
-            token_url: cfg.token_url.clone(),
-            client_id_env: cfg.client_id_env.clone(),
-            client_id_file: None,
-            client_secret_env: cfg.client_secret_env.clone(),
-            client_secret_file: cfg.client_secret_file.clone(),
-            refresh_token_env: cfg.refresh_token_env.clone(),
-            refresh_token_file: cfg.refresh_token_file.clone(),
-        });
+        let oauth = GoogleOAuth::new(cfg.oauth.clone(), GA4_ENV_PREFIX);
         Ok(Self {
             cfg,
             tz,
@@ -345,10 +289,7 @@ impl Ga4Source {
         token: &crate::base::Secret,
         body: &serde_json::Value,
     ) -> Result<ReportPage, SourceError> {
-        let policy = crate::platforms::WaitPolicy::new(
-            self.cfg.min_throttle_wait_secs,
-            self.cfg.max_throttle_wait_secs,
-        );
+        let policy = self.cfg.polling.wait_policy();
         let mut backoff = policy.backoff();
         for _ in 0..5 {
             let http = &self.http;
@@ -480,22 +421,12 @@ impl PollSource for Ga4Source {
 }
 
 pub async fn run(cfg: Ga4Config, ctx: SourceContext) {
-    let settings = LoopSettings {
-        interval: Duration::from_secs(cfg.interval_secs),
-        lookback_days: cfg.lookback_days,
-        wait: crate::platforms::WaitPolicy::new(
-            cfg.min_throttle_wait_secs,
-            cfg.max_throttle_wait_secs,
-        ),
-    };
-    match Ga4Source::new(cfg, ctx.pipeline.timezone()) {
-        Ok(s) => run_polling(s, settings, ctx, "ga4").await,
-        Err(error) => {
-            ctx.pipeline
-                .telemetry()
-                .source(&ctx.name, "ga4")
-                .poll_failed(Duration::ZERO);
-            tracing::error!(source = %ctx.name, %error, "ga4 source not started");
-        }
-    }
+    let settings = cfg.polling.loop_settings();
+    run_or_report(
+        Ga4Source::new(cfg, ctx.pipeline.timezone()),
+        settings,
+        ctx,
+        "ga4",
+    )
+    .await
 }

@@ -18,137 +18,75 @@ use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use std::str::FromStr;
-use std::time::Duration;
 
 use crate::base::Problem;
 use crate::normalize::{Observation, RawAdStat, RawCampaignStat, day_start};
-use crate::platforms::google::{GoogleOAuth, OAuthSettings};
+use crate::platforms::google::{
+    ADS_ENV_PREFIX, GoogleAdsApiConfig, GoogleOAuth, GoogleOAuthConfig, is_customer_id,
+};
 use crate::records::{AdRef, Bucket, CampaignKey};
 use crate::sources::SourceContext;
-use crate::sources::http::{
-    LoopSettings, PollSource, SourceError, Window, read_secret, run_polling, send_with_retry,
-};
+use crate::sources::http::{PollSource, SourceError, Window, read_secret, send_with_retry};
+use crate::sources::polling::{PollingConfig, PollingDefaults, required, run_or_report};
 
-/// Settings of one Google Ads customer.
+/// Settings of one Google Ads customer. Every key but `name` and `customer_id` has a default;
+/// the API, OAuth and polling settings are the shared [`GoogleAdsApiConfig`],
+/// [`GoogleOAuthConfig`] and [`PollingConfig`], flattened, so their keys stay top-level keys of
+/// the `[[sources]]` entry.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct GoogleAdsConfig {
-    /// Name of this source instance.
+    /// Name of this source instance (required).
     pub name: String,
-    /// Customer id, digits (dashes allowed: 123-456-7890).
+    /// Customer id, digits (dashes allowed: 123-456-7890) (required).
     pub customer_id: String,
-    /// Manager account id for the `login-customer-id` header, if access goes through one.
-    #[serde(default)]
-    pub login_customer_id: Option<String>,
-    /// API version, pinned.
-    #[serde(default = "default_version")]
-    pub api_version: String,
-    /// API base URL (a local server in tests).
-    #[serde(default = "default_base")]
-    pub base_url: String,
-    /// OAuth token endpoint.
-    #[serde(default = "default_token_url")]
-    pub token_url: String,
-    /// Environment variable holding the developer token.
-    #[serde(default = "default_dev_env")]
-    pub developer_token_env: String,
-    /// File holding the developer token (takes precedence over the variable).
-    #[serde(default)]
-    pub developer_token_file: Option<std::path::PathBuf>,
-    /// Environment variable holding the OAuth client id.
-    #[serde(default = "default_client_id_env")]
-    pub client_id_env: String,
-    /// Environment variable holding the OAuth client secret.
-    #[serde(default = "default_client_secret_env")]
-    pub client_secret_env: String,
-    /// File holding the OAuth client secret (takes precedence over the variable).
-    #[serde(default)]
-    pub client_secret_file: Option<std::path::PathBuf>,
-    /// Environment variable holding the OAuth refresh token.
-    #[serde(default = "default_refresh_env")]
-    pub refresh_token_env: String,
-    /// File holding the OAuth refresh token (takes precedence over the variable).
-    #[serde(default)]
-    pub refresh_token_file: Option<std::path::PathBuf>,
+    /// Base URL, pinned version, developer token, `login-customer-id`, currency, timeout.
+    #[serde(flatten)]
+    pub api: GoogleAdsApiConfig,
+    /// Token endpoint, OAuth client and refresh token (variables default to
+    /// `ADPULSE_GOOGLE_ADS_*`).
+    #[serde(flatten)]
+    pub oauth: GoogleOAuthConfig,
     /// The customer's timezone (its `segments.date` days).
-    #[serde(default = "default_tz")]
     pub account_timezone: String,
-    /// The customer's currency.
-    #[serde(default = "default_currency")]
-    pub account_currency: String,
-    /// Days re-read every poll (conversions keep changing for the conversion window).
-    #[serde(default = "default_lookback")]
-    pub lookback_days: u32,
-    /// Seconds between polls.
-    #[serde(default = "default_interval")]
-    pub interval_secs: u64,
     /// Also read hourly rows (`segments.hour`) for this many most recent days (0: daily only).
-    #[serde(default = "default_hourly_days")]
     pub hourly_days: u32,
-    /// Longest throttle wait honoured, in seconds; a longer `retryDelay` leaves the days
-    /// incomplete (retried later) instead of sleeping for hours.
-    #[serde(default = "default_max_wait")]
-    pub max_throttle_wait_secs: u64,
-    /// Shortest throttle wait, in seconds (a `retryDelay` of "0s" is not a reason to hammer).
-    #[serde(default = "default_min_wait")]
-    pub min_throttle_wait_secs: u64,
-    /// Request timeout, in seconds.
-    #[serde(default = "default_timeout")]
-    pub timeout_secs: u64,
+    /// Interval, look-back (conversions keep changing for the conversion window) and throttle
+    /// waits.
+    #[serde(flatten)]
+    pub polling: PollingConfig<GoogleAdsPolling>,
 }
 
-fn default_version() -> String {
-    crate::platforms::google::ADS_API_VERSION.into()
+/// Google Ads' polling defaults: a `retryDelay` of "0s" is not a reason to hammer (5 s floor).
+pub struct GoogleAdsPolling;
+
+impl PollingDefaults for GoogleAdsPolling {
+    const INTERVAL_SECS: u64 = 900;
+    const LOOKBACK_DAYS: u32 = 14;
+    const MAX_LOOKBACK_DAYS: u32 = 90;
+    const MIN_THROTTLE_WAIT_SECS: u64 = 5;
+    const MAX_THROTTLE_WAIT_SECS: u64 = 3600;
+    const MIN_INTERVAL_SECS: u64 = 60;
 }
-fn default_base() -> String {
-    crate::platforms::google::ADS_BASE_URL.into()
-}
-fn default_token_url() -> String {
-    crate::platforms::google::TOKEN_URL.into()
-}
-fn default_min_wait() -> u64 {
-    5
-}
-fn default_dev_env() -> String {
-    "ADPULSE_GOOGLE_ADS_DEVELOPER_TOKEN".into()
-}
-fn default_client_id_env() -> String {
-    "ADPULSE_GOOGLE_ADS_CLIENT_ID".into()
-}
-fn default_client_secret_env() -> String {
-    "ADPULSE_GOOGLE_ADS_CLIENT_SECRET".into()
-}
-fn default_refresh_env() -> String {
-    "ADPULSE_GOOGLE_ADS_REFRESH_TOKEN".into()
-}
-fn default_tz() -> String {
-    "Asia/Kolkata".into()
-}
-fn default_currency() -> String {
-    "INR".into()
-}
-fn default_lookback() -> u32 {
-    14
-}
-fn default_interval() -> u64 {
-    900
-}
-fn default_hourly_days() -> u32 {
-    2
-}
-fn default_max_wait() -> u64 {
-    3600
-}
-fn default_timeout() -> u64 {
-    60
+
+impl Default for GoogleAdsConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            customer_id: String::new(),
+            api: GoogleAdsApiConfig::default(),
+            oauth: GoogleOAuthConfig::default(),
+            account_timezone: "Asia/Kolkata".into(),
+            hourly_days: 2,
+            polling: PollingConfig::default(),
+        }
+    }
 }
 
 impl GoogleAdsConfig {
     pub fn problems(&self) -> Vec<Problem> {
-        let mut p = Vec::new();
-        let digits =
-            |s: &str| s.chars().filter(|c| *c != '-').all(|c| c.is_ascii_digit()) && !s.is_empty();
-        if !digits(&self.customer_id) {
+        let mut p: Vec<Problem> = required("name", &self.name).into_iter().collect();
+        if !is_customer_id(&self.customer_id) {
             p.push(Problem {
                 key: "customer_id".into(),
                 message: format!(
@@ -157,32 +95,15 @@ impl GoogleAdsConfig {
                 ),
             });
         }
-        if let Some(l) = &self.login_customer_id
-            && !digits(l)
-        {
-            p.push(Problem {
-                key: "login_customer_id".into(),
-                message: format!("{l:?} is not a customer id"),
-            });
-        }
         if self.account_timezone.parse::<Tz>().is_err() {
             p.push(Problem {
                 key: "account_timezone".into(),
                 message: format!("{:?} is not an IANA timezone", self.account_timezone),
             });
         }
-        if self.lookback_days == 0 || self.lookback_days > 90 {
-            p.push(Problem {
-                key: "lookback_days".into(),
-                message: "must be between 1 and 90".into(),
-            });
-        }
-        if self.interval_secs < 60 {
-            p.push(Problem {
-                key: "interval_secs".into(),
-                message: "must be at least 60".into(),
-            });
-        }
+        p.extend(self.api.problems());
+        p.extend(self.oauth.problems());
+        p.extend(self.polling.problems());
         p
     }
 }
@@ -399,16 +320,8 @@ pub struct GoogleAdsSource {
 impl GoogleAdsSource {
     pub fn new(cfg: GoogleAdsConfig, reporting_tz: Tz) -> Result<Self, SourceError> {
         let tz = crate::sources::http::timezone("account_timezone", &cfg.account_timezone)?;
-        let http = crate::sources::http::client(cfg.timeout_secs)?;
-        let oauth = GoogleOAuth::new(OAuthSettings {
-            token_url: cfg.token_url.clone(),
-            client_id_env: cfg.client_id_env.clone(),
-            client_id_file: None,
-            client_secret_env: cfg.client_secret_env.clone(),
-            client_secret_file: cfg.client_secret_file.clone(),
-            refresh_token_env: cfg.refresh_token_env.clone(),
-            refresh_token_file: cfg.refresh_token_file.clone(),
-        });
+        let http = crate::sources::http::client(cfg.api.timeout_secs)?;
+        let oauth = GoogleOAuth::new(cfg.oauth.clone(), ADS_ENV_PREFIX);
         Ok(Self {
             cfg,
             tz,
@@ -467,20 +380,15 @@ impl GoogleAdsSource {
     async fn stream(&mut self, query: String) -> Result<Vec<Observation>, SourceError> {
         let token = self.oauth.access_token(&self.http).await?;
         let dev = read_secret(
-            self.cfg.developer_token_file.as_deref(),
-            &self.cfg.developer_token_env,
+            self.cfg.api.developer_token_file.as_deref(),
+            &self.cfg.api.developer_token_env,
         )?;
         let customer: String = self.cfg.customer_id.chars().filter(|c| *c != '-').collect();
         let url = format!(
-            "{}/{}/customers/{customer}/googleAds:searchStream",
-            self.cfg.base_url.trim_end_matches('/'),
-            self.cfg.api_version
+            "{}/customers/{customer}/googleAds:searchStream",
+            self.cfg.api.versioned_base()
         );
-        let login = self
-            .cfg
-            .login_customer_id
-            .as_ref()
-            .map(|l| l.replace('-', ""));
+        let login = self.cfg.api.login_header();
         let http = &self.http;
         let body = send_with_retry("google ads searchStream", || async {
             let auth = crate::sources::http::secret_header(&format!("Bearer {}", token.expose()))?;
@@ -518,7 +426,7 @@ impl GoogleAdsSource {
                 &self.cfg.customer_id,
                 self.tz,
                 self.reporting_tz,
-                &self.cfg.account_currency,
+                &self.cfg.api.account_currency,
             )
         })
         .await;
@@ -531,30 +439,21 @@ impl GoogleAdsSource {
 
 /// Run the source with the shared loop.
 pub async fn run(cfg: GoogleAdsConfig, ctx: SourceContext) {
-    let settings = LoopSettings {
-        interval: Duration::from_secs(cfg.interval_secs),
-        lookback_days: cfg.lookback_days,
-        wait: crate::platforms::WaitPolicy::new(
-            cfg.min_throttle_wait_secs,
-            cfg.max_throttle_wait_secs,
-        ),
-    };
-    match GoogleAdsSource::new(cfg, ctx.pipeline.timezone()) {
-        Ok(s) => run_polling(s, settings, ctx, "google_ads").await,
-        Err(error) => {
-            ctx.pipeline
-                .telemetry()
-                .source(&ctx.name, "google_ads")
-                .poll_failed(Duration::ZERO);
-            tracing::error!(source = %ctx.name, %error, "google ads source not started");
-        }
-    }
+    let settings = cfg.polling.loop_settings();
+    run_or_report(
+        GoogleAdsSource::new(cfg, ctx.pipeline.timezone()),
+        settings,
+        ctx,
+        "google_ads",
+    )
+    .await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use rust_decimal_macros::dec;
+    use std::time::Duration;
 
     #[test]
     fn search_stream_batches_parse_exactly() {
@@ -579,6 +478,27 @@ mod tests {
         assert_eq!(c.conversions, 0.6);
         assert_eq!(c.conversion_value, dec!(1212.5));
         assert_eq!(c.clicks, 1275);
+        // the day start: a daily row keeps the customer's own date (2026-11-18 in Los Angeles)
+        // and is stamped at midnight of that date in the reporting timezone (India: 18:30 UTC
+        // the evening before), not at Los Angeles midnight (08:00 UTC, 13:30 in India)
+        let la = parse_search_stream(
+            &body,
+            "123-456-7890",
+            chrono_tz::America::Los_Angeles,
+            chrono_tz::Asia::Kolkata,
+            "INR",
+        )
+        .unwrap();
+        let Observation::Campaign(c) = &la[0] else {
+            panic!()
+        };
+        assert_eq!(c.bucket, Bucket::Day);
+        assert_eq!(
+            c.ts,
+            "2026-11-17T18:30:00Z"
+                .parse::<chrono::DateTime<chrono::Utc>>()
+                .unwrap()
+        );
         let e = parse_search_stream(
             "[{\"results\": [{\"campaign\": {}}]}]",
             "1",

@@ -7,8 +7,9 @@
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
+
+use crate::persist::{JsonFile, StateFileError};
 
 /// What is known about one day of one source.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,55 +21,31 @@ pub enum DayState {
     Incomplete { reason: String },
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("completeness ledger {path}: {reason}")]
-pub struct LedgerError {
-    pub path: PathBuf,
-    pub reason: String,
-}
+/// A ledger file that cannot be read or written (it names the file).
+pub type LedgerError = StateFileError;
 
 type Days = BTreeMap<NaiveDate, DayState>;
 
-/// The ledger file (`<state_dir>/ledger.json`).
+/// The ledger file (`<state_dir>/ledger.json`), through the one state-file helper.
 #[derive(Debug)]
 pub struct Ledger {
-    path: PathBuf,
-    lock: Mutex<()>,
+    file: JsonFile<BTreeMap<String, Days>>,
 }
 
 impl Ledger {
     pub fn new(state_dir: &Path) -> Self {
         Self {
-            path: state_dir.join("ledger.json"),
-            lock: Mutex::new(()),
+            file: JsonFile::new(state_dir.join("ledger.json")),
         }
-    }
-
-    fn err(&self, reason: impl ToString) -> LedgerError {
-        LedgerError {
-            path: self.path.clone(),
-            reason: reason.to_string(),
-        }
-    }
-
-    fn read(&self) -> Result<BTreeMap<String, Days>, LedgerError> {
-        match std::fs::read_to_string(&self.path) {
-            Ok(t) => serde_json::from_str(&t).map_err(|e| self.err(e)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-            Err(e) => Err(self.err(e)),
-        }
-    }
-
-    fn guard(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Every recorded day of `source`.
     pub fn days(&self, source: &str) -> Result<Days, LedgerError> {
-        let _g = self.guard();
-        Ok(self.read()?.remove(source).unwrap_or_default())
+        Ok(self
+            .file
+            .load_or_default()?
+            .remove(source)
+            .unwrap_or_default())
     }
 
     /// Record the state of some days (later records replace earlier ones).
@@ -77,16 +54,8 @@ impl Ledger {
         source: &str,
         days: impl IntoIterator<Item = (NaiveDate, DayState)>,
     ) -> Result<(), LedgerError> {
-        let _g = self.guard();
-        let mut all = self.read()?;
-        all.entry(source.to_string()).or_default().extend(days);
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| self.err(e))?;
-        }
-        let tmp = self.path.with_extension("json.tmp");
-        let text = serde_json::to_string_pretty(&all).map_err(|e| self.err(e))?;
-        std::fs::write(&tmp, text).map_err(|e| self.err(e))?;
-        std::fs::rename(&tmp, &self.path).map_err(|e| self.err(e))
+        self.file
+            .update(|all| all.entry(source.to_string()).or_default().extend(days))
     }
 
     /// Incomplete days of `source`, oldest first, with their reasons.

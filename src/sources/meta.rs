@@ -22,11 +22,11 @@ use serde::Deserialize;
 use std::str::FromStr;
 
 use crate::normalize::{Observation, RawAdStat, RawCampaignStat, day_start};
+use crate::platforms::meta::MetaApiConfig;
 use crate::records::{AdRef, Bucket, CampaignKey};
 use crate::sources::SourceContext;
-use crate::sources::http::{
-    LoopSettings, PollSource, SourceError, Window, run_polling, send_with_retry,
-};
+use crate::sources::http::{PollSource, SourceError, Window, send_with_retry};
+use crate::sources::polling::{PollingConfig, PollingDefaults, required, run_or_report};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum MetaError {
@@ -215,116 +215,74 @@ pub fn parse_insights(
     })
 }
 
-/// Settings of a Meta ad account source.
+/// Settings of a Meta ad account source. Every key but `name` and `account_id` has a default
+/// (one [`Default`] impl below); the Graph API settings are the platform's shared
+/// [`MetaApiConfig`] and the polling settings the sources' shared [`PollingConfig`], both
+/// flattened, so their keys stay top-level keys of the `[[sources]]` entry.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct MetaConfig {
-    /// Name of this source instance.
+    /// Name of this source instance (required).
     pub name: String,
-    /// Ad account id, `act_<digits>`.
+    /// Ad account id, `act_<digits>` (required).
     pub account_id: String,
-    /// Graph API version, pinned.
-    #[serde(default = "default_api_version")]
-    pub api_version: String,
-    /// API base URL (a local server in tests).
-    #[serde(default = "default_base_url")]
-    pub base_url: String,
-    /// Environment variable holding the access token.
-    #[serde(default = "default_token_env")]
-    pub access_token_env: String,
-    /// File holding the access token (takes precedence).
-    #[serde(default)]
-    pub access_token_file: Option<std::path::PathBuf>,
+    /// Base URL, pinned version, access token, request timeout.
+    #[serde(flatten)]
+    pub api: MetaApiConfig,
     /// The ad account's timezone (its `date_start` days).
-    #[serde(default = "default_tz")]
     pub account_timezone: String,
     /// The one action type counted as a purchase (they overlap: never summed).
-    #[serde(default = "default_purchase")]
     pub purchase_action_type: String,
-    /// Days re-read every poll: Meta restates insights for up to 28 days.
-    #[serde(default = "default_lookback")]
-    pub lookback_days: u32,
-    /// Seconds between polls.
-    #[serde(default = "default_interval")]
-    pub interval_secs: u64,
     /// Rows per page.
-    #[serde(default = "default_limit")]
     pub page_limit: u32,
     /// Ranges longer than this many days are read as async report runs.
-    #[serde(default = "default_async_threshold")]
     pub async_threshold_days: u32,
     /// Milliseconds between async job status checks.
-    #[serde(default = "default_async_poll_ms")]
     pub async_poll_ms: u64,
     /// Seconds an async job may run before it is retried as two halves.
-    #[serde(default = "default_async_timeout")]
     pub async_timeout_secs: u64,
     /// Also read hourly rows (`hourly_stats_aggregated_by_advertiser_time_zone`) for this many
     /// most recent days (0: daily only).
-    #[serde(default = "default_hourly_days")]
     pub hourly_days: u32,
-    /// Longest throttle wait honoured, in seconds; a longer wait asked by the API leaves the
-    /// days incomplete (retried later) instead of sleeping for hours.
-    #[serde(default = "default_max_wait")]
-    pub max_throttle_wait_secs: u64,
-    /// Shortest throttle wait, in seconds, whatever the usage headers say (they may say 0).
-    #[serde(default = "default_min_wait")]
-    pub min_throttle_wait_secs: u64,
-    /// Request timeout, in seconds.
-    #[serde(default = "default_timeout")]
-    pub timeout_secs: u64,
+    /// Interval, look-back (Meta restates insights for up to 28 days) and throttle waits.
+    #[serde(flatten)]
+    pub polling: PollingConfig<MetaPolling>,
 }
 
-fn default_api_version() -> String {
-    crate::platforms::meta::API_VERSION.into()
+/// Meta's polling defaults: its usage headers count in minutes, so "0 minutes" still means "not
+/// right now" (a one-minute floor); insights are kept for 37 months.
+pub struct MetaPolling;
+
+impl PollingDefaults for MetaPolling {
+    const INTERVAL_SECS: u64 = 900;
+    const LOOKBACK_DAYS: u32 = 28;
+    const MAX_LOOKBACK_DAYS: u32 = 37 * 31;
+    const MIN_THROTTLE_WAIT_SECS: u64 = 60;
+    const MAX_THROTTLE_WAIT_SECS: u64 = 3600;
+    const MIN_INTERVAL_SECS: u64 = 60;
 }
-fn default_base_url() -> String {
-    crate::platforms::meta::BASE_URL.into()
-}
-fn default_min_wait() -> u64 {
-    // Meta's usage headers count in minutes; "0 minutes" still means "not right now"
-    60
-}
-fn default_token_env() -> String {
-    "ADPULSE_META_ACCESS_TOKEN".into()
-}
-fn default_tz() -> String {
-    "Asia/Kolkata".into()
-}
-fn default_purchase() -> String {
-    "omni_purchase".into()
-}
-fn default_lookback() -> u32 {
-    28
-}
-fn default_interval() -> u64 {
-    900
-}
-fn default_limit() -> u32 {
-    500
-}
-fn default_async_threshold() -> u32 {
-    31
-}
-fn default_async_poll_ms() -> u64 {
-    2_000
-}
-fn default_async_timeout() -> u64 {
-    600
-}
-fn default_hourly_days() -> u32 {
-    2
-}
-fn default_max_wait() -> u64 {
-    3600
-}
-fn default_timeout() -> u64 {
-    60
+
+impl Default for MetaConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            account_id: String::new(),
+            api: MetaApiConfig::default(),
+            account_timezone: "Asia/Kolkata".into(),
+            purchase_action_type: "omni_purchase".into(),
+            page_limit: 500,
+            async_threshold_days: 31,
+            async_poll_ms: 2_000,
+            async_timeout_secs: 600,
+            hourly_days: 2,
+            polling: PollingConfig::default(),
+        }
+    }
 }
 
 impl MetaConfig {
     pub fn problems(&self) -> Vec<crate::base::Problem> {
-        let mut p = Vec::new();
+        let mut p: Vec<crate::base::Problem> = required("name", &self.name).into_iter().collect();
         let mut add = |k: &str, m: String| {
             p.push(crate::base::Problem {
                 key: k.into(),
@@ -346,26 +304,16 @@ impl MetaConfig {
                 format!("{:?} is not an IANA timezone", self.account_timezone),
             );
         }
-        if self.lookback_days == 0 || self.lookback_days > 37 * 31 {
-            add(
-                "lookback_days",
-                "must be between 1 and 1147 (Meta keeps 37 months)".into(),
-            );
-        }
-        if self.interval_secs < 60 {
-            add(
-                "interval_secs",
-                "must be at least 60 (Meta's rate limits)".into(),
-            );
-        }
-        if reqwest::Url::parse(&self.base_url).is_err() {
-            add("base_url", format!("{:?} is not a URL", self.base_url));
-        }
+        p.extend(self.api.problems());
+        p.extend(self.polling.problems());
         p
     }
 
     fn token(&self) -> Result<crate::base::Secret, SourceError> {
-        crate::sources::http::read_secret(self.access_token_file.as_deref(), &self.access_token_env)
+        crate::sources::http::read_secret(
+            self.api.access_token_file.as_deref(),
+            &self.api.access_token_env,
+        )
     }
 }
 
@@ -389,7 +337,7 @@ pub struct MetaSource {
 impl MetaSource {
     pub fn new(cfg: MetaConfig, reporting_tz: Tz) -> Result<Self, SourceError> {
         let tz = crate::sources::http::timezone("account_timezone", &cfg.account_timezone)?;
-        let http = crate::sources::http::client(cfg.timeout_secs)?;
+        let http = crate::sources::http::client(cfg.api.timeout_secs)?;
         Ok(Self {
             cfg,
             tz,
@@ -432,12 +380,7 @@ impl MetaSource {
         query: &[(String, String)],
     ) -> Result<String, SourceError> {
         let token = self.cfg.token()?;
-        let url = format!(
-            "{}/{}/{}",
-            self.cfg.base_url.trim_end_matches('/'),
-            self.cfg.api_version,
-            path
-        );
+        let url = format!("{}/{path}", self.cfg.api.versioned_base());
         let what = format!("meta {path}");
         send_with_retry(&what, || async {
             let auth = crate::sources::http::secret_header(&format!("Bearer {}", token.expose()))?;
@@ -615,24 +558,14 @@ impl MetaSource {
 
 /// Run the source with the shared loop.
 pub async fn run(cfg: MetaConfig, ctx: SourceContext) {
-    let settings = LoopSettings {
-        interval: std::time::Duration::from_secs(cfg.interval_secs),
-        lookback_days: cfg.lookback_days,
-        wait: crate::platforms::WaitPolicy::new(
-            cfg.min_throttle_wait_secs,
-            cfg.max_throttle_wait_secs,
-        ),
-    };
-    match MetaSource::new(cfg, ctx.pipeline.timezone()) {
-        Ok(s) => run_polling(s, settings, ctx, "meta").await,
-        Err(error) => {
-            ctx.pipeline
-                .telemetry()
-                .source(&ctx.name, "meta")
-                .poll_failed(std::time::Duration::ZERO);
-            tracing::error!(source = %ctx.name, %error, "meta source not started");
-        }
-    }
+    let settings = cfg.polling.loop_settings();
+    run_or_report(
+        MetaSource::new(cfg, ctx.pipeline.timezone()),
+        settings,
+        ctx,
+        "meta",
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod google_ads;
 pub mod http;
 pub mod ledger;
 pub mod meta;
+pub mod polling;
 pub mod shopify;
 pub mod utm;
 
@@ -127,14 +128,13 @@ impl AnyPoller {
 
     /// Floor and cap of throttle waits from the source's settings.
     pub fn wait_policy(c: &SourceConfig) -> crate::platforms::WaitPolicy {
-        let (floor, cap) = match c {
-            SourceConfig::Demo(_) => (1, 1),
-            SourceConfig::Meta(c) => (c.min_throttle_wait_secs, c.max_throttle_wait_secs),
-            SourceConfig::GoogleAds(c) => (c.min_throttle_wait_secs, c.max_throttle_wait_secs),
-            SourceConfig::Shopify(c) => (c.min_throttle_wait_secs, c.max_throttle_wait_secs),
-            SourceConfig::Ga4(c) => (c.min_throttle_wait_secs, c.max_throttle_wait_secs),
-        };
-        crate::platforms::WaitPolicy::new(floor, cap)
+        match c {
+            SourceConfig::Demo(_) => crate::platforms::WaitPolicy::new(1, 1),
+            SourceConfig::Meta(c) => c.polling.wait_policy(),
+            SourceConfig::GoogleAds(c) => c.polling.wait_policy(),
+            SourceConfig::Shopify(c) => c.polling.wait_policy(),
+            SourceConfig::Ga4(c) => c.polling.wait_policy(),
+        }
     }
 }
 

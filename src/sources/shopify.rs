@@ -18,90 +18,73 @@ use crate::base::{Problem, Secret};
 use crate::normalize::{Observation, RawOrder};
 use crate::records::OrderKind;
 use crate::sources::SourceContext;
-use crate::sources::http::{
-    LoopSettings, PollSource, SourceError, Window, run_polling, send_with_retry,
-};
+use crate::sources::http::{PollSource, SourceError, Window, send_with_retry};
+use crate::sources::polling::{PollingConfig, PollingDefaults, required, run_or_report};
 
-/// Settings of one shop.
+/// Settings of one shop. Every key but `name` and `shop_domain` has a default; the polling
+/// settings are the sources' shared [`PollingConfig`], flattened, so its keys stay top-level keys
+/// of the `[[sources]]` entry.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct ShopifyConfig {
-    /// Name of this source instance.
+    /// Name of this source instance (required).
     pub name: String,
-    /// The shop's domain, `<shop>.myshopify.com`.
+    /// The shop's domain, `<shop>.myshopify.com` (required).
     pub shop_domain: String,
     /// Admin API version, pinned.
-    #[serde(default = "default_version")]
     pub api_version: String,
     /// Base URL override (a local server in tests); default `https://<shop_domain>`.
-    #[serde(default)]
     pub base_url: Option<String>,
     /// Environment variable holding the Admin API access token.
-    #[serde(default = "default_token_env")]
     pub access_token_env: String,
     /// File holding the access token (takes precedence over the variable).
-    #[serde(default)]
     pub access_token_file: Option<std::path::PathBuf>,
-    /// The shop's timezone.
-    #[serde(default = "default_tz")]
-    pub shop_timezone: String,
-    /// Days of order updates re-read every poll (refunds come after the order).
-    #[serde(default = "default_lookback")]
-    pub lookback_days: u32,
-    /// Seconds between polls.
-    #[serde(default = "default_interval")]
-    pub interval_secs: u64,
-    /// Orders per page.
-    #[serde(default = "default_page")]
-    pub page_size: u32,
-    /// Longest throttle wait honoured, in seconds.
-    #[serde(default = "default_max_wait")]
-    pub max_throttle_wait_secs: u64,
-    /// Shortest throttle wait, in seconds (the first step of the backoff when no cost is given).
-    #[serde(default = "default_min_wait")]
-    pub min_throttle_wait_secs: u64,
-    /// Consecutive throttles of one page before the poll gives up (the days stay incomplete).
-    #[serde(default = "default_max_throttles")]
-    pub max_throttles_per_page: u32,
     /// Request timeout, in seconds.
-    #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// The shop's timezone.
+    pub shop_timezone: String,
+    /// Orders per page.
+    pub page_size: u32,
+    /// Consecutive throttles of one page before the poll gives up (the days stay incomplete).
+    pub max_throttles_per_page: u32,
+    /// Interval, look-back (refunds come after the order) and throttle waits (the floor is the
+    /// first step of the backoff when no cost is given).
+    #[serde(flatten)]
+    pub polling: PollingConfig<ShopifyPolling>,
 }
 
-fn default_version() -> String {
-    "2025-10".into()
+/// Shopify's polling defaults: its cost bucket refills every second, so waits are short.
+pub struct ShopifyPolling;
+
+impl PollingDefaults for ShopifyPolling {
+    const INTERVAL_SECS: u64 = 300;
+    const LOOKBACK_DAYS: u32 = 60;
+    const MAX_LOOKBACK_DAYS: u32 = 3660;
+    const MIN_THROTTLE_WAIT_SECS: u64 = 1;
+    const MAX_THROTTLE_WAIT_SECS: u64 = 600;
 }
-fn default_token_env() -> String {
-    "ADPULSE_SHOPIFY_ACCESS_TOKEN".into()
-}
-fn default_tz() -> String {
-    "Asia/Kolkata".into()
-}
-fn default_lookback() -> u32 {
-    60
-}
-fn default_interval() -> u64 {
-    300
-}
-fn default_page() -> u32 {
-    100
-}
-fn default_max_wait() -> u64 {
-    600
-}
-fn default_min_wait() -> u64 {
-    1
-}
-fn default_max_throttles() -> u32 {
-    20
-}
-fn default_timeout() -> u64 {
-    60
+
+impl Default for ShopifyConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            shop_domain: String::new(),
+            api_version: "2025-10".into(),
+            base_url: None,
+            access_token_env: "ADPULSE_SHOPIFY_ACCESS_TOKEN".into(),
+            access_token_file: None,
+            timeout_secs: 60,
+            shop_timezone: "Asia/Kolkata".into(),
+            page_size: 100,
+            max_throttles_per_page: 20,
+            polling: PollingConfig::default(),
+        }
+    }
 }
 
 impl ShopifyConfig {
     pub fn problems(&self) -> Vec<Problem> {
-        let mut p = Vec::new();
+        let mut p: Vec<Problem> = required("name", &self.name).into_iter().collect();
         if !self.shop_domain.ends_with(".myshopify.com") {
             p.push(Problem {
                 key: "shop_domain".into(),
@@ -120,12 +103,7 @@ impl ShopifyConfig {
                 message: "must be between 1 and 250".into(),
             });
         }
-        if self.lookback_days == 0 {
-            p.push(Problem {
-                key: "lookback_days".into(),
-                message: "must be at least 1".into(),
-            });
-        }
+        p.extend(self.polling.problems());
         p
     }
 }
@@ -442,10 +420,7 @@ impl PollSource for ShopifySource {
             self.cfg.api_version
         );
         let filter = updated_filter(window, self.tz);
-        let policy = crate::platforms::WaitPolicy::new(
-            self.cfg.min_throttle_wait_secs,
-            self.cfg.max_throttle_wait_secs,
-        );
+        let policy = self.cfg.polling.wait_policy();
         let mut out = Vec::new();
         let mut after: Option<String> = None;
         let mut backoff = policy.backoff();
@@ -486,24 +461,8 @@ impl PollSource for ShopifySource {
 }
 
 pub async fn run(cfg: ShopifyConfig, ctx: SourceContext) {
-    let settings = LoopSettings {
-        interval: Duration::from_secs(cfg.interval_secs),
-        lookback_days: cfg.lookback_days,
-        wait: crate::platforms::WaitPolicy::new(
-            cfg.min_throttle_wait_secs,
-            cfg.max_throttle_wait_secs,
-        ),
-    };
-    match ShopifySource::new(cfg) {
-        Ok(s) => run_polling(s, settings, ctx, "shopify").await,
-        Err(error) => {
-            ctx.pipeline
-                .telemetry()
-                .source(&ctx.name, "shopify")
-                .poll_failed(Duration::ZERO);
-            tracing::error!(source = %ctx.name, %error, "shopify source not started");
-        }
-    }
+    let settings = cfg.polling.loop_settings();
+    run_or_report(ShopifySource::new(cfg), settings, ctx, "shopify").await
 }
 
 #[cfg(test)]

@@ -25,6 +25,107 @@ pub fn free_port() -> u16 {
         .expect("no free loopback port")
 }
 
+/// A file or folder of the real data the repository carries in `datasets/` (`rel` below the
+/// repository root); a missing one fails the test with where it was expected.
+pub fn dataset(rel: &str) -> PathBuf {
+    let p = repo().join(rel);
+    assert!(
+        p.exists(),
+        "data missing: expected {} (the repository carries it in datasets/)",
+        p.display()
+    );
+    p
+}
+
+/// Serve a fake platform API (an axum router) on a free loopback port; its base URL.
+pub async fn serve_fake(app: axum::Router) -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("no free loopback port");
+    let addr = l.local_addr().expect("bound address");
+    tokio::spawn(async move {
+        let _ = axum::serve(l, app).await;
+    });
+    format!("http://{addr}")
+}
+
+/// The seed's KPI settings: Indian days, INR, revenue counts as profit, a 3-hour loss-rate
+/// window, a 24-hour tracking window, a break-even ROI target.
+pub fn india_settings() -> adpulse::state::SnapshotSettings {
+    adpulse::state::SnapshotSettings {
+        tz: chrono_tz::Asia::Kolkata,
+        currency: "INR".into(),
+        margin: adpulse::kpi::Margin::default(),
+        loss_rate_window_hours: 3,
+        tracking_window_hours: 24,
+        roi_target: Some(0.0),
+    }
+}
+
+/// An hourly row of Meta campaign `id` (account `act_1`, INR) spending `spend` at `ts`, with no
+/// value, impressions, clicks or conversions: tests set what they need with `..inr_meta_hour(..)`.
+pub fn inr_meta_hour(
+    id: &str,
+    ts: chrono::DateTime<chrono::Utc>,
+    spend: rust_decimal::Decimal,
+) -> adpulse::records::CampaignStat {
+    adpulse::records::CampaignStat {
+        ts,
+        bucket: adpulse::records::Bucket::Hour,
+        day: ts.with_timezone(&chrono_tz::Asia::Kolkata).date_naive(),
+        key: adpulse::records::CampaignKey {
+            platform: "meta".into(),
+            account: "act_1".into(),
+            campaign_id: id.into(),
+        },
+        campaign_name: format!("Campaign {id}"),
+        source: "test".into(),
+        spend,
+        conversion_value: rust_decimal::Decimal::ZERO,
+        spend_account: spend,
+        conversion_value_account: rust_decimal::Decimal::ZERO,
+        account_currency: "INR".into(),
+        currency: "INR".into(),
+        impressions: 0,
+        clicks: 0,
+        conversions: 0.0,
+    }
+}
+
+/// Write a secret file (a token, a client secret) into `dir`; its path as TOML wants it.
+pub fn secret_file(dir: &Path, name: &str, value: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, value).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    p.display().to_string()
+}
+
+/// The configuration of a source test: state (and the spool) in `state_dir`, the server on a free
+/// port, the models off, QuestDB at `questdb_url` (off when `None`), KPIs refreshed every second,
+/// then `sources` (the test's `[[sources]]` entries). It must have no problems.
+pub fn source_test_config(
+    state_dir: &Path,
+    questdb_url: Option<&str>,
+    sources: &str,
+) -> adpulse::config::Config {
+    let questdb = match questdb_url {
+        Some(url) => format!(
+            "http_url = \"{url}\"\nspool_dir = \"{}\"\nflush_interval_ms = 50",
+            state_dir.join("spool").display()
+        ),
+        None => "enabled = false".into(),
+    };
+    let text = format!(
+        "[general]\nstate_dir = \"{}\"\n[server]\nlisten = \"127.0.0.1:0\"\n[questdb]\n{questdb}\n\
+         [models]\nenabled = false\n{sources}",
+        state_dir.display()
+    );
+    let mut cfg =
+        adpulse::config::Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    cfg.general.refresh_interval_secs = 1;
+    assert_eq!(cfg.problems(), vec![]);
+    cfg
+}
+
 fn questdb_version() -> String {
     let text = std::fs::read_to_string(repo().join("scripts/versions.sh"))
         .expect("scripts/versions.sh is missing");

@@ -3,7 +3,7 @@
 //! plain-HTTP visitor of the pages. Included with `#[path]` (tests/common is shared by every test
 //! and owned elsewhere).
 
-use adpulse::actions::config::MetaConfig;
+use adpulse::actions::config::MetaActionsConfig;
 use adpulse::config::Config;
 use adpulse::sources::SourceConfig;
 use adpulse::sources::demo::DemoConfig;
@@ -29,11 +29,7 @@ pub fn demo_config(
     cfg.sources = vec![SourceConfig::Demo(demo)];
     cfg.actions.evaluate_interval_secs = 1;
     cfg.actions.web.users_file = users_file;
-    cfg.actions.meta = Some(MetaConfig {
-        base_url: meta_base,
-        access_token_file: Some(meta_token_file),
-        ..MetaConfig::default()
-    });
+    cfg.actions.meta = Some(MetaActionsConfig::at(meta_base, Some(meta_token_file)));
     cfg
 }
 

@@ -269,21 +269,24 @@ impl ActionEngine {
         let a = &config.actions;
         let mut platforms: Vec<Arc<dyn AdPlatform>> = Vec::new();
         if let Some(m) = &a.meta {
-            match load_secret(m.access_token_file.as_ref(), &m.access_token_env)? {
+            match load_secret(m.api.access_token_file.as_ref(), &m.api.access_token_env)? {
                 Some(t) => platforms.push(Arc::new(MetaAds::new(m, t))),
                 None => warn!(
-                    variable = %m.access_token_env,
+                    variable = %m.api.access_token_env,
                     "actions.meta is configured without an access token: Meta actions will fail"
                 ),
             }
         }
         if let Some(g) = &a.google_ads {
-            let access = load_secret(g.access_token_file.as_ref(), &g.access_token_env)?;
-            let dev = load_secret(g.developer_token_file.as_ref(), &g.developer_token_env)?;
-            match (access, dev) {
-                (Some(t), Some(d)) => platforms.push(Arc::new(GoogleAds::new(g, t, d))),
-                _ => warn!(
-                    "actions.google_ads is configured without its access or developer token: Google Ads actions will fail"
+            // the OAuth secrets are read at each refresh (a rotated file is picked up)
+            match load_secret(
+                g.api.developer_token_file.as_ref(),
+                &g.api.developer_token_env,
+            )? {
+                Some(d) => platforms.push(Arc::new(GoogleAds::new(g, d))),
+                None => warn!(
+                    variable = %g.api.developer_token_env,
+                    "actions.google_ads is configured without its developer token: Google Ads actions will fail"
                 ),
             }
         }

@@ -2,14 +2,13 @@
 //! one open recommendation (updated while the condition holds, expired when it goes away); a
 //! person approves or rejects it; an approval executes it once. Decisions, outcomes and the
 //! runtime settings (mode, dry run, caps changed from the action center) are written to
-//! `actions-state.json` (atomically: temporary file, fsync, rename) before the call returns,
+//! `actions-state.json` (atomically, through [`crate::persist`]) before the call returns,
 //! so after a restart a rejection stays rejected and an approval is not executed twice.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::Path;
 
 use super::{
@@ -18,6 +17,7 @@ use super::{
 };
 use crate::actions::config::{CapsConfig, Mode};
 use crate::actions::rules::{self, Proposal, Reallocation};
+use crate::persist::JsonFile;
 use crate::records::CampaignKey;
 
 /// What a person changed at run time, applied over the configuration file's `[actions]`.
@@ -63,37 +63,15 @@ pub enum CapScope {
     Account(String),
 }
 
-fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent()
-        && let Ok(d) = std::fs::File::open(dir)
-    {
-        // the rename itself is durable only once the directory is
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
 impl ActionEngine {
     pub(super) fn load_state(&mut self, path: &Path) -> std::io::Result<()> {
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
+        // a file that cannot be read or parsed refuses the start rather than forget decisions
+        let Some(p) = JsonFile::<Persisted>::new(path)
+            .load()
+            .map_err(std::io::Error::other)?
+        else {
+            return Ok(());
         };
-        // refuse to start rather than forget decisions
-        let p: Persisted = serde_json::from_slice(&bytes).map_err(|e| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("{}: {e}", path.display()),
-            )
-        })?;
         let mut recs = lock(&self.recs);
         for r in p.recommendations {
             if r.status == RecStatus::Open {
@@ -146,7 +124,7 @@ impl ActionEngine {
             })
             .map_err(|e| ActionError::Persist(e.to_string()))?
         };
-        write_atomic(path, &data).map_err(|e| {
+        crate::persist::write_atomic(path, &data).map_err(|e| {
             tracing::error!(file = %path.display(), error = %e, "cannot persist action decisions");
             ActionError::Persist(format!("{}: {e}", path.display()))
         })

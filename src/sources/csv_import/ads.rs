@@ -89,7 +89,7 @@ pub(super) fn row(
     let (first_day, n_days) = if let Some(c) = cols.get(Field::Day) {
         match cells::parse_date(cell(f, Some(c)), opts.day_first).and_then(|d| opts.days.check(d)) {
             Ok(d) => (d, 1u32),
-            Err(e) => return reject(Some(c), e),
+            Err(e) => return reject(Some(c), e.to_string()),
         }
     } else {
         let c_start = cols.get(Field::ReportingStarts);
@@ -98,13 +98,13 @@ pub(super) fn row(
             .and_then(|d| opts.days.check(d))
         {
             Ok(d) => d,
-            Err(e) => return reject(c_start, e),
+            Err(e) => return reject(c_start, e.to_string()),
         };
         let end = if c_end.is_some() && !cell(f, c_end).is_empty() {
             match cells::parse_date(cell(f, c_end), opts.day_first).and_then(|d| opts.days.check(d))
             {
                 Ok(d) => d,
-                Err(e) => return reject(c_end, e),
+                Err(e) => return reject(c_end, e.to_string()),
             }
         } else {
             start
@@ -138,19 +138,19 @@ pub(super) fn row(
         let c = cols.get(k);
         cells::parse_amount(cell(f, c), ctx.style)
             .map(|a| (a, c))
-            .map_err(|e| reject(c, e))
+            .map_err(|e| reject(c, e.to_string()))
     };
     let money = |k: Field| -> Result<(Amount, Option<usize>), Item> {
         let (a, c) = amount(k)?;
         if a.value.is_sign_negative() && !a.value.is_zero() {
             return Err(reject(c, format!("{} is negative", a.value)));
         }
-        cells::check_money(a.value).map_err(|e| reject(c, e))?;
+        cells::check_money(a.value).map_err(|e| reject(c, e.to_string()))?;
         Ok((a, c))
     };
     let count = |k: Field| -> Result<u64, Item> {
         let (a, c) = amount(k)?;
-        cells::to_count(a.value).map_err(|e| reject(c, e))
+        cells::to_count(a.value).map_err(|e| reject(c, e.to_string()))
     };
     let conversions = |k: Field| -> Result<Decimal, Item> {
         let (a, c) = amount(k)?;

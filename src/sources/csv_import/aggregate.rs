@@ -44,37 +44,57 @@ pub fn key_hash(k: &Key) -> u64 {
     h.finish()
 }
 
+/// Why two rows of one key could not be summed; the message is the later row's rejection reason.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MergeError {
+    #[error("is in {later} while an earlier row of the same {what} is in {earlier}")]
+    Currency {
+        what: &'static str,
+        later: String,
+        earlier: String,
+    },
+    /// A sum past what its column holds; the text names the field.
+    #[error("{0}")]
+    Overflow(&'static str),
+    #[error("rows of different kinds share a key")]
+    DifferentKinds,
+}
+
 /// Add `b` into `a` (same key). Fails, leaving `a` unchanged, when the sum does not fit or the
 /// rows disagree on their currency.
-pub fn merge(a: &mut Observation, b: &Observation) -> Result<(), String> {
+pub fn merge(a: &mut Observation, b: &Observation) -> Result<(), MergeError> {
     match (a, b) {
         (Observation::Campaign(a), Observation::Campaign(b)) => {
             if a.account_currency != b.account_currency {
-                return Err(format!(
-                    "is in {} while an earlier row of the same campaign and day is in {}",
-                    b.account_currency, a.account_currency
-                ));
+                return Err(MergeError::Currency {
+                    what: "campaign and day",
+                    later: b.account_currency.clone(),
+                    earlier: a.account_currency.clone(),
+                });
             }
-            let impressions = a
-                .impressions
-                .checked_add(b.impressions)
-                .ok_or("impressions of the campaign-day add up past the largest count stored")?;
-            let clicks = a
-                .clicks
-                .checked_add(b.clicks)
-                .ok_or("clicks of the campaign-day add up past the largest count stored")?;
+            let impressions =
+                a.impressions
+                    .checked_add(b.impressions)
+                    .ok_or(MergeError::Overflow(
+                        "impressions of the campaign-day add up past the largest count stored",
+                    ))?;
+            let clicks = a.clicks.checked_add(b.clicks).ok_or(MergeError::Overflow(
+                "clicks of the campaign-day add up past the largest count stored",
+            ))?;
             let spend = a
                 .spend
                 .checked_add(b.spend)
                 .filter(|s| *s <= super::cells::max_money())
-                .ok_or("spend of the campaign-day adds up past what the money columns hold")?;
+                .ok_or(MergeError::Overflow(
+                    "spend of the campaign-day adds up past what the money columns hold",
+                ))?;
             let value = a
                 .conversion_value
                 .checked_add(b.conversion_value)
                 .filter(|s| *s <= super::cells::max_money())
-                .ok_or(
+                .ok_or(MergeError::Overflow(
                     "conversion value of the campaign-day adds up past what the money columns hold",
-                )?;
+                ))?;
             a.impressions = impressions;
             a.clicks = clicks;
             a.spend = spend;
@@ -84,19 +104,18 @@ pub fn merge(a: &mut Observation, b: &Observation) -> Result<(), String> {
         }
         (Observation::Order(a), Observation::Order(b)) => {
             if a.currency != b.currency {
-                return Err(format!(
-                    "is in {} while an earlier row of the same order is in {}",
-                    b.currency, a.currency
-                ));
+                return Err(MergeError::Currency {
+                    what: "order",
+                    later: b.currency.clone(),
+                    earlier: a.currency.clone(),
+                });
             }
-            let items = a
-                .items
-                .checked_add(b.items)
-                .ok_or("the order's items add up past the largest item count stored")?;
-            a.amount = a
-                .amount
-                .checked_add(b.amount)
-                .ok_or("the order's amounts add up past what the money columns hold")?;
+            let items = a.items.checked_add(b.items).ok_or(MergeError::Overflow(
+                "the order's items add up past the largest item count stored",
+            ))?;
+            a.amount = a.amount.checked_add(b.amount).ok_or(MergeError::Overflow(
+                "the order's amounts add up past what the money columns hold",
+            ))?;
             a.items = items;
             Ok(())
         }
@@ -104,10 +123,10 @@ pub fn merge(a: &mut Observation, b: &Observation) -> Result<(), String> {
             a.count = a
                 .count
                 .checked_add(b.count)
-                .ok_or("funnel count overflows")?;
+                .ok_or(MergeError::Overflow("funnel count overflows"))?;
             Ok(())
         }
-        _ => Err("rows of different kinds share a key".into()),
+        _ => Err(MergeError::DifferentKinds),
     }
 }
 
@@ -145,10 +164,10 @@ pub fn parse<R: Read + 'static>(
                     match index.get(&k) {
                         Some(&i) => match merge(&mut out.observations[i].1, &obs) {
                             Ok(()) => out.summed += 1,
-                            Err(reason) => out.rejected.push(Rejected {
+                            Err(e) => out.rejected.push(Rejected {
                                 line,
                                 column: String::new(),
-                                reason,
+                                reason: e.to_string(),
                             }),
                         },
                         None => {

@@ -55,8 +55,57 @@ pub fn max_money() -> Decimal {
     Decimal::from_str("999999999999.999999").unwrap_or(Decimal::MAX)
 }
 
+/// Why a number did not parse (the cell itself is added by [`CellError::Number`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NumberProblem {
+    #[error("is not a number")]
+    NotANumber,
+    #[error(
+        "is ambiguous ({0} could group thousands or separate decimals): pass --decimal point or --decimal comma"
+    )]
+    Ambiguous(char),
+    #[error("is not a number (mixed separators)")]
+    MixedSeparators,
+    #[error("is not a number (unexpected digit grouping)")]
+    Grouping,
+    #[error("is too large to be exact (more than 28 digits)")]
+    TooManyDigits,
+}
+
+/// Why a cell was refused; the message is the row's rejection reason in the import summary.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CellError {
+    #[error("{cell:?} {problem}")]
+    Number {
+        cell: String,
+        problem: NumberProblem,
+    },
+    #[error("{0} has more than 6 decimals (money is stored in micro-units, and would be rounded)")]
+    TooManyDecimals(Decimal),
+    #[error("{0} is beyond what the money columns hold (12 integer digits)")]
+    BeyondMoneyColumns(Decimal),
+    #[error("{0} is negative")]
+    Negative(Decimal),
+    #[error("{0} is not a whole number")]
+    NotWhole(Decimal),
+    #[error("{0} is above the largest count stored ({max})", max = u64::MAX)]
+    CountTooLarge(Decimal),
+    #[error("{0} items is above the largest item count stored ({max})", max = u32::MAX)]
+    ItemsTooLarge(u64),
+    #[error("{0:?} is not a date (expected e.g. 2026-11-20 or 20/11/2026)")]
+    NotADate(String),
+    #[error(
+        "{day} is outside the accepted days {earliest}..={latest} (a typo, or a placeholder date?)"
+    )]
+    OutsideDays {
+        day: NaiveDate,
+        earliest: NaiveDate,
+        latest: NaiveDate,
+    },
+}
+
 /// Parse a money or count cell. Empty, `-` and `--` are zero (how the exports write "none").
-pub fn parse_amount(cell: &str, style: DecimalStyle) -> Result<Amount, String> {
+pub fn parse_amount(cell: &str, style: DecimalStyle) -> Result<Amount, CellError> {
     let mut s = cell.trim();
     let mut symbol = None;
     let mut code = None;
@@ -102,7 +151,10 @@ pub fn parse_amount(cell: &str, style: DecimalStyle) -> Result<Amount, String> {
     } else {
         (false, s.as_str())
     };
-    let value = plain_number(body, style).map_err(|e| format!("{cell:?} {e}"))?;
+    let value = plain_number(body, style).map_err(|problem| CellError::Number {
+        cell: cell.to_string(),
+        problem,
+    })?;
     Ok(Amount {
         value: if neg { -value } else { value },
         code,
@@ -111,13 +163,13 @@ pub fn parse_amount(cell: &str, style: DecimalStyle) -> Result<Amount, String> {
 }
 
 /// Digits with grouping and one decimal separator.
-fn plain_number(body: &str, style: DecimalStyle) -> Result<Decimal, String> {
+fn plain_number(body: &str, style: DecimalStyle) -> Result<Decimal, NumberProblem> {
     if body.is_empty()
         || !body
             .bytes()
             .all(|b| b.is_ascii_digit() || b == b',' || b == b'.')
     {
-        return Err("is not a number".into());
+        return Err(NumberProblem::NotANumber);
     }
     let commas = body.matches(',').count();
     let dots = body.matches('.').count();
@@ -138,9 +190,7 @@ fn plain_number(body: &str, style: DecimalStyle) -> Result<Decimal, String> {
                     DecimalStyle::Point => (sep == '.').then_some('.'),
                     DecimalStyle::Comma => (sep == ',').then_some(','),
                     DecimalStyle::Auto => {
-                        return Err(format!(
-                            "is ambiguous ({sep} could group thousands or separate decimals): pass --decimal point or --decimal comma"
-                        ));
+                        return Err(NumberProblem::Ambiguous(sep));
                     }
                 }
             }
@@ -162,7 +212,7 @@ fn plain_number(body: &str, style: DecimalStyle) -> Result<Decimal, String> {
     if let Some(f) = frac
         && (f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()))
     {
-        return Err("is not a number".into());
+        return Err(NumberProblem::NotANumber);
     }
     let group = match decimal {
         Some(',') => '.',
@@ -171,7 +221,7 @@ fn plain_number(body: &str, style: DecimalStyle) -> Result<Decimal, String> {
         None => '.',
     };
     if int.contains(if group == ',' { '.' } else { ',' }) {
-        return Err("is not a number (mixed separators)".into());
+        return Err(NumberProblem::MixedSeparators);
     }
     if int.contains(group) {
         let groups: Vec<&str> = int.split(group).collect();
@@ -181,54 +231,49 @@ fn plain_number(body: &str, style: DecimalStyle) -> Result<Decimal, String> {
         let western = middle.iter().all(|g| g.len() == 3);
         let indian = group == ',' && middle.iter().all(|g| g.len() == 2);
         if !(first_ok && last_ok && (western || indian)) {
-            return Err("is not a number (unexpected digit grouping)".into());
+            return Err(NumberProblem::Grouping);
         }
     }
     let digits = int.replace(group, "");
     if digits.is_empty() {
-        return Err("is not a number".into());
+        return Err(NumberProblem::NotANumber);
     }
     let total_digits = digits.trim_start_matches('0').len() + frac.map_or(0, str::len);
     if total_digits > 28 {
-        return Err("is too large to be exact (more than 28 digits)".into());
+        return Err(NumberProblem::TooManyDigits);
     }
     let plain = match frac {
         Some(f) => format!("{digits}.{f}"),
         None => digits,
     };
-    Decimal::from_str(&plain).map_err(|_| "is not a number".into())
+    Decimal::from_str(&plain).map_err(|_| NumberProblem::NotANumber)
 }
 
 /// A money amount: at most 6 decimals (QuestDB keeps micro-units; more would be rounded) and
 /// within DECIMAL(18,6).
-pub fn check_money(v: Decimal) -> Result<Decimal, String> {
+pub fn check_money(v: Decimal) -> Result<Decimal, CellError> {
     if v.normalize().scale() > 6 {
-        return Err(format!(
-            "{v} has more than 6 decimals (money is stored in micro-units, and would be rounded)"
-        ));
+        return Err(CellError::TooManyDecimals(v));
     }
     if v.abs() > max_money() {
-        return Err(format!(
-            "{v} is beyond what the money columns hold (12 integer digits)"
-        ));
+        return Err(CellError::BeyondMoneyColumns(v));
     }
     Ok(v)
 }
 
 /// A count cell: whole, non-negative, and within `u64`.
-pub fn to_count(v: Decimal) -> Result<u64, String> {
+pub fn to_count(v: Decimal) -> Result<u64, CellError> {
     if v.is_sign_negative() && !v.is_zero() {
-        return Err(format!("{v} is negative"));
+        return Err(CellError::Negative(v));
     }
     if !v.fract().is_zero() {
-        return Err(format!("{v} is not a whole number"));
+        return Err(CellError::NotWhole(v));
     }
-    rust_decimal::prelude::ToPrimitive::to_u64(&v)
-        .ok_or_else(|| format!("{v} is above the largest count stored ({})", u64::MAX))
+    rust_decimal::prelude::ToPrimitive::to_u64(&v).ok_or(CellError::CountTooLarge(v))
 }
 
 /// Parse a date in the formats the exports use.
-pub fn parse_date(cell: &str, day_first: bool) -> Result<NaiveDate, String> {
+pub fn parse_date(cell: &str, day_first: bool) -> Result<NaiveDate, CellError> {
     let whole = cell.trim();
     // timestamps: keep the date part
     let s = whole
@@ -252,9 +297,7 @@ pub fn parse_date(cell: &str, day_first: bool) -> Result<NaiveDate, String> {
             return Ok(d);
         }
     }
-    Err(format!(
-        "{cell:?} is not a date (expected e.g. 2026-11-20 or 20/11/2026)"
-    ))
+    Err(CellError::NotADate(cell.to_string()))
 }
 
 /// The days an import accepts: nothing before `earliest` (older than any ad platform's
@@ -266,12 +309,13 @@ pub struct DayWindow {
 }
 
 impl DayWindow {
-    pub fn check(&self, d: NaiveDate) -> Result<NaiveDate, String> {
+    pub fn check(&self, d: NaiveDate) -> Result<NaiveDate, CellError> {
         if d < self.earliest || d > self.latest {
-            return Err(format!(
-                "{d} is outside the accepted days {}..={} (a typo, or a placeholder date?)",
-                self.earliest, self.latest
-            ));
+            return Err(CellError::OutsideDays {
+                day: d,
+                earliest: self.earliest,
+                latest: self.latest,
+            });
         }
         Ok(d)
     }
@@ -345,12 +389,21 @@ mod tests {
     #[test]
     fn overflow_is_an_error_not_a_wrap() {
         let huge = parse_amount("99999999999999999999999999999999", DecimalStyle::Point);
-        assert!(huge.unwrap_err().contains("too large"));
+        let e = huge.unwrap_err();
         assert!(
-            to_count(dec!(18446744073709551616))
-                .unwrap_err()
-                .contains("above")
+            matches!(
+                e,
+                CellError::Number {
+                    problem: NumberProblem::TooManyDigits,
+                    ..
+                }
+            ),
+            "{e:?}"
         );
+        assert!(e.to_string().contains("too large"), "{e}");
+        let e = to_count(dec!(18446744073709551616)).unwrap_err();
+        assert_eq!(e, CellError::CountTooLarge(dec!(18446744073709551616)));
+        assert!(e.to_string().contains("above"), "{e}");
         assert_eq!(to_count(dec!(18446744073709551615)).unwrap(), u64::MAX);
         assert!(to_count(dec!(-1)).is_err());
         assert!(check_money(dec!(1000000000000)).is_err());

@@ -102,16 +102,10 @@ impl OrderState {
                     cells::to_count(a.value)
                 }
             })
-            .and_then(|q| {
-                u32::try_from(q).map_err(|_| {
-                    format!(
-                        "{q} items is above the largest item count stored ({})",
-                        u32::MAX
-                    )
-                })
-            }) {
+            .and_then(|q| u32::try_from(q).map_err(|_| cells::CellError::ItemsTooLarge(q)))
+        {
             Ok(q) => q,
-            Err(e) => return reject(out, c.qty, e),
+            Err(e) => return reject(out, c.qty, e.to_string()),
         };
         // a further line item of the open order: only its items count
         if let Some((_, open, _)) = self.open.as_mut()
@@ -140,16 +134,16 @@ impl OrderState {
             Ok(t) => t,
             Err(_) => match cells::parse_date(created, opts.day_first) {
                 Ok(d) => crate::normalize::day_start(d, opts.timezone),
-                Err(e) => return reject(out, c.created, e),
+                Err(e) => return reject(out, c.created, e.to_string()),
             },
         };
         if let Err(e) = opts
             .days
             .check(ts.with_timezone(&opts.timezone).date_naive())
         {
-            return reject(out, c.created, e);
+            return reject(out, c.created, e.to_string());
         }
-        let amount = |i: Option<usize>| -> Result<cells::Amount, String> {
+        let amount = |i: Option<usize>| -> Result<cells::Amount, cells::CellError> {
             let a = cells::parse_amount(cell(f, i), ctx.style)?;
             cells::check_money(a.value)?;
             Ok(a)
@@ -163,11 +157,11 @@ impl OrderState {
                 );
             }
             Ok(a) => a,
-            Err(e) => return reject(out, c.total, e),
+            Err(e) => return reject(out, c.total, e.to_string()),
         };
         let refunded = match amount(c.refunded) {
             Ok(a) => a,
-            Err(e) => return reject(out, c.refunded, e),
+            Err(e) => return reject(out, c.refunded, e.to_string()),
         };
         let currency = match resolve_currency(
             c.currency.map(|i| cell(f, Some(i))),

@@ -266,14 +266,12 @@ mod tests {
 #[cfg(test)]
 mod cursor_tests {
     use super::*;
-    use crate::normalize::{RawOrder, day_start};
     use crate::sinks::questdb::Settled;
     use crate::sources::SourceContext;
     use crate::sources::cursor::CursorStore;
     use crate::sources::http::{LoopSettings, PollSource, SourceError, Window, run_polling};
     use crate::sources::ledger::{DayState, Ledger};
     use chrono::{Duration as CDuration, NaiveDate};
-    use rust_decimal_macros::dec;
     use std::time::Duration;
 
     /// One order per day of the window.
@@ -284,24 +282,7 @@ mod cursor_tests {
             chrono_tz::UTC
         }
         async fn poll(&mut self, w: Window) -> Result<Vec<Observation>, SourceError> {
-            Ok(w.days()
-                .map(|d| {
-                    Observation::Order(RawOrder {
-                        ts: day_start(d, chrono_tz::UTC) + CDuration::hours(12),
-                        event_id: format!("o{d}"),
-                        order_id: format!("#{d}"),
-                        kind: crate::records::OrderKind::Order,
-                        amount: dec!(100),
-                        currency: "INR".into(),
-                        customer_id: None,
-                        city: None,
-                        utm_source: None,
-                        utm_medium: None,
-                        utm_campaign: None,
-                        items: 1,
-                    })
-                })
-                .collect())
+            Ok(crate::sources::http::gap_tests::one_order_per_day(w))
         }
     }
 

@@ -763,7 +763,30 @@ mod loop_tests {
 /// The gap-fill promise: a source stopped for longer than its look-back window reads the whole
 /// gap when it starts again, and the ledger then holds every day of it as complete.
 #[cfg(test)]
-mod gap_tests {
+pub(crate) mod gap_tests {
+    /// One INR 100 order at noon UTC per day of the window: the observations the test sources of
+    /// this module and of `pipeline`'s cursor tests poll.
+    pub(crate) fn one_order_per_day(w: Window) -> Vec<Observation> {
+        w.days()
+            .map(|d| {
+                Observation::Order(crate::normalize::RawOrder {
+                    ts: crate::normalize::day_start(d, chrono_tz::UTC) + CDuration::hours(12),
+                    event_id: format!("o{d}"),
+                    order_id: format!("#{d}"),
+                    kind: crate::records::OrderKind::Order,
+                    amount: dec!(100),
+                    currency: "INR".into(),
+                    customer_id: None,
+                    city: None,
+                    utm_source: None,
+                    utm_medium: None,
+                    utm_campaign: None,
+                    items: 1,
+                })
+            })
+            .collect()
+    }
+
     use super::*;
     use rust_decimal_macros::dec;
     use std::sync::{Arc, Mutex};
@@ -778,25 +801,7 @@ mod gap_tests {
         }
         async fn poll(&mut self, w: Window) -> Result<Vec<Observation>, SourceError> {
             self.windows.lock().unwrap().push(w);
-            // one order per day of the window
-            Ok(w.days()
-                .map(|d| {
-                    Observation::Order(crate::normalize::RawOrder {
-                        ts: crate::normalize::day_start(d, chrono_tz::UTC) + CDuration::hours(12),
-                        event_id: format!("o{d}"),
-                        order_id: format!("#{d}"),
-                        kind: crate::records::OrderKind::Order,
-                        amount: dec!(100),
-                        currency: "INR".into(),
-                        customer_id: None,
-                        city: None,
-                        utm_source: None,
-                        utm_medium: None,
-                        utm_campaign: None,
-                        items: 1,
-                    })
-                })
-                .collect())
+            Ok(one_order_per_day(w))
         }
     }
 

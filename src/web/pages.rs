@@ -927,6 +927,16 @@ fn audit_rows(st: &WebState, f: &AuditFilter) -> Result<Vec<crate::records::Acti
     })
 }
 
+/// The audit rows the page's query asks for: its filter, then the log (either answers an error
+/// page). The audit page and its CSV export share it.
+fn queried_audit_rows(
+    st: &WebState,
+    q: &AuditQuery,
+    limit: usize,
+) -> Result<Vec<crate::records::ActionRow>, Response> {
+    audit_rows(st, &audit_filter(q, limit)?)
+}
+
 fn audit_view(r: &crate::records::ActionRow) -> AuditRowView {
     AuditRowView {
         ts: ist_secs(r.ts),
@@ -950,11 +960,7 @@ pub(super) async fn audit_page(
     v: Viewer,
     Query(q): Query<AuditQuery>,
 ) -> Response {
-    let f = match audit_filter(&q, 500) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    let rows = match audit_rows(&st, &f) {
+    let rows = match queried_audit_rows(&st, &q, 500) {
         Ok(r) => r,
         Err(r) => return r,
     };
@@ -984,11 +990,7 @@ pub(super) async fn audit_csv(
     _v: Viewer,
     Query(q): Query<AuditQuery>,
 ) -> Response {
-    let f = match audit_filter(&q, 0) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    let rows = match audit_rows(&st, &f) {
+    let rows = match queried_audit_rows(&st, &q, 0) {
         Ok(r) => r,
         Err(r) => return r,
     };

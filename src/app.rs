@@ -108,7 +108,7 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
     );
     let pipeline = Arc::new(Pipeline::new(
         normalizer,
-        Store::new(config.general.retention_days),
+        Store::new(config.general.retention_days).with_profit(config.profit.clone()),
         sink.clone(),
         telemetry.clone(),
     ));

@@ -106,6 +106,8 @@ pub struct Store {
     stale_restatements: u64,
     /// Ad-level buckets per campaign (issue 10), kept like the campaigns' history.
     ads: HashMap<CampaignKey, CampaignAds>,
+    /// Order lines for the profit KPIs (issue 16), kept like the campaigns' history.
+    profit: crate::profit::live::ProfitLedger,
 }
 
 impl Store {
@@ -128,7 +130,14 @@ impl Store {
             hour_cutoff: i64::MIN,
             stale_restatements: 0,
             ads: HashMap::new(),
+            profit: Default::default(),
         }
+    }
+
+    /// The profit KPIs' costs (`[profit]`).
+    pub fn with_profit(mut self, cfg: crate::profit::ProfitConfig) -> Self {
+        self.profit = crate::profit::live::ProfitLedger::new(cfg);
+        self
     }
 
     /// Hour rows that restated an hour already folded into the business totals (older than
@@ -206,7 +215,8 @@ impl Store {
                 Record::Forecasts(_) | Record::Anomalies(_) | Record::Actions(_) => {}
                 // order depth and attribution feed QuestDB and the dashboards; the live
                 // snapshot reads orders
-                Record::OrderLines(_) | Record::Touchpoints(_) | Record::Attribution(_) => {}
+                Record::OrderLines(l) => self.profit.ingest(l),
+                Record::Touchpoints(_) | Record::Attribution(_) => {}
                 // the campaign rows carry the ads' sums (the KPIs); the ads' own buckets are
                 // kept for the rules that judge ads, for the same recent history
                 Record::AdStats(a) => {
@@ -378,6 +388,7 @@ impl Store {
         });
         self.orders = self.orders.split_off(&(window_cutoff, String::new()));
         self.funnel.retain(|k, _| k.0 >= cut_s);
+        self.profit.prune(cut_day);
         self.ads.retain(|_, ads| {
             ads.retain(|_, a| {
                 a.cells.hours = a.cells.hours.split_off(&cut_s);
@@ -636,7 +647,9 @@ impl Store {
             .map(|st| (st.to_string(), funnel_counts.get(st).copied().unwrap_or(0)))
             .collect();
 
+        let profit = self.profit.view(today, &campaigns);
         Snapshot {
+            profit,
             at: now,
             day: today,
             hour_of_day: now.with_timezone(&s.tz).hour(),
@@ -765,6 +778,8 @@ pub struct Snapshot {
     pub roi_target: Option<f64>,
     /// Per campaign, its ads' daily totals (ad-level sources only; empty for the others).
     pub ads: BTreeMap<CampaignKey, Vec<AdView>>,
+    /// Profit KPIs from the order lines (issue 16).
+    pub profit: crate::profit::live::ProfitView,
 }
 
 /// One ad's totals per reporting day, oldest first (hour buckets summed by local day, as for
@@ -789,6 +804,7 @@ impl Snapshot {
             funnel: vec![],
             roi_target: None,
             ads: BTreeMap::new(),
+            profit: Default::default(),
         }
     }
 }

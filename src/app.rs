@@ -108,7 +108,8 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
     );
     let pipeline = Arc::new(Pipeline::new(
         normalizer,
-        Store::new(config.general.retention_days),
+        // per-day totals kept in the reporting timezone as rows arrive (the refresher's)
+        Store::new(config.general.retention_days).with_timezone(tz),
         sink.clone(),
         telemetry.clone(),
     ));

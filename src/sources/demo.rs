@@ -928,10 +928,16 @@ impl DemoSource {
             .collect();
         days.dedup();
         let mut out = Vec::new();
+        // At scale (backfill batches shorter than a day) a day row is sent once, by the batch
+        // holding the day's last hour or reaching `now`, not again by each of its batches.
+        let once = self.batch_hours() < 24;
         for day in days {
             let start = crate::normalize::day_start(day, self.tz);
             let end = crate::normalize::day_start(day + chrono::Days::new(1), self.tz);
             let (a, b) = (self.hour_index(start).max(0), self.hour_index(end) - 1);
+            if once && b > h1 && self.hour_start(h1 + 1) < now {
+                continue;
+            }
             for c in 0..self.campaigns.len() {
                 let mut total: Option<RawCampaignStat> = None;
                 for h in a..=b {
@@ -1251,11 +1257,17 @@ impl DemoSource {
         Observation::Order(r)
     }
 
+    /// Hours per backfill batch: about 2,000 campaign rows, at most a day.
+    fn batch_hours(&self) -> i64 {
+        (2_000 / self.campaigns.len().max(1)).clamp(1, 24) as i64
+    }
+
     /// The backfill's batches: about 2,000 campaign rows each (a day for the scenario's 6
     /// campaigns, an hour for 10,000), so a large backfill streams through the sink instead of
-    /// piling up in memory. A day row is re-sent (upserted) by every batch that touches its day.
+    /// piling up in memory. A day row is re-sent (upserted) by every day-long batch that touches
+    /// its day; with hour-long batches (at scale) only by the last one.
     pub fn backfill_windows(&self) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
-        let hours_per_batch = (2_000 / self.campaigns.len().max(1)).clamp(1, 24) as i64;
+        let hours_per_batch = self.batch_hours();
         let mut out = Vec::new();
         let mut from = self.epoch;
         while from < self.start {

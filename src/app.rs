@@ -108,7 +108,10 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
     );
     let pipeline = Arc::new(Pipeline::new(
         normalizer,
-        Store::new(config.general.retention_days),
+        // per-day totals kept in the reporting timezone as rows arrive (the refresher's)
+        Store::new(config.general.retention_days)
+            .with_timezone(tz)
+            .with_profit(config.profit.clone()),
         sink.clone(),
         telemetry.clone(),
     ));

@@ -178,7 +178,8 @@ pub fn metrics(campaigns: usize, repeats: usize) -> MetricsRun {
     let now: DateTime<Utc> = "2026-11-20T12:40:00Z"
         .parse()
         .unwrap_or_else(|_| Utc::now());
-    let mut store = Store::new(8);
+    // as the service keeps it: per-day totals in the reporting timezone
+    let mut store = Store::new(8).with_timezone(chrono_tz::Asia::Kolkata);
     let start = now - Duration::days(8);
     store.ingest(&rows(campaigns * 8 * 24, campaigns, start));
     let settings = SnapshotSettings {

@@ -59,6 +59,9 @@ pub struct Config {
     /// Automation rules, caps, approval mode and the ad platform clients that act.
     #[serde(default)]
     pub actions: crate::actions::ActionsConfig,
+    /// The costs the profit KPIs need beyond the order lines (payment fees, shipping).
+    #[serde(default)]
+    pub profit: crate::profit::ProfitConfig,
 }
 
 /// `[metrics]`: what `/metrics` shows (read by `sinks::metrics`).

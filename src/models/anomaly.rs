@@ -203,26 +203,34 @@ pub struct Detector {
     shift: f64,
     /// Points scored since the last alert (`usize::MAX` before any).
     since_alert: usize,
-    buf: Vec<f64>,
+}
+
+thread_local! {
+    /// Scratch space of [`Detector::update`], one per thread rather than one per detector: the
+    /// service keeps a detector per campaign and series (60,000 at 10,000 campaigns).
+    static SCRATCH: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Detector {
     /// A detector with the given settings.
     pub fn new(cfg: DetectorConfig) -> Self {
+        // sized once to what they hold at most (a VecDeque grows by doubling, which left a
+        // third of each unused)
+        let p = cfg.season_len.unwrap_or(0);
+        let keep = (cfg.seasons_back * p + p / 2 + cfg.level_window + 1).max(cfg.warmup);
         Detector {
-            cfg,
             origin: None,
             last_slot: i64::MIN,
             seen: 0,
-            history: VecDeque::new(),
-            residuals: VecDeque::new(),
+            history: VecDeque::with_capacity(keep + 2),
+            residuals: VecDeque::with_capacity(cfg.scale_window + 1),
+            cfg,
             log_offset: None,
             transform_decided: false,
             tail: Tail::default(),
             shift_tail: Tail::default(),
             shift: 0.0,
             since_alert: usize::MAX,
-            buf: Vec::new(),
         }
     }
 
@@ -399,7 +407,7 @@ impl Detector {
         let step = self.cfg.step_secs.max(1);
         let slot = ((ts - origin) as f64 / step as f64).round() as i64;
         let ready = self.seen >= self.cfg.warmup && self.transform_decided;
-        let mut buf = std::mem::take(&mut self.buf);
+        let mut buf = SCRATCH.with(|b| std::mem::take(&mut *b.borrow_mut()));
         let expected_t = if ready {
             self.expectation(slot, &mut buf)
         } else {
@@ -488,7 +496,7 @@ impl Detector {
                 }
             }
         };
-        self.buf = buf;
+        SCRATCH.with(|b| *b.borrow_mut() = buf);
         if value.is_finite() && fresh {
             self.last_slot = slot;
             self.seen += 1;
@@ -515,10 +523,9 @@ impl Detector {
                 res.push(v - e);
             }
         }
-        self.residuals = res.into_iter().collect();
-        while self.residuals.len() > self.cfg.scale_window {
-            self.residuals.pop_front();
-        }
+        self.residuals.clear();
+        let skip = res.len().saturating_sub(self.cfg.scale_window);
+        self.residuals.extend(res.into_iter().skip(skip));
         // Calibrate the tails on the warm-up too, so a spiky series starts with its own tail
         // instead of the prior's.
         let scale = self.scale(&mut buf);

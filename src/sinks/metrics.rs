@@ -341,6 +341,7 @@ pub fn render_kpis(s: &Snapshot, top_n: Option<usize>, text: &mut String) {
     for f in out {
         f.write(text);
     }
+    crate::profit::live::render(&s.profit, cur, text);
 }
 
 /// The top `n` campaigns by 7-day spend (today's without a 7-day window), then one summed

@@ -20,7 +20,8 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use std::collections::BTreeMap;
 
 use crate::records::{
-    AdRef, AdStat, Bucket, CampaignKey, CampaignStat, FunnelStep, OrderEvent, OrderKind, Record,
+    AdRef, AdStat, Bucket, CampaignKey, CampaignStat, FunnelStep, OrderEvent, OrderKind, OrderLine,
+    Record, TouchpointRow,
 };
 
 /// Campaign figures as a platform reports them.
@@ -83,6 +84,11 @@ pub enum Observation {
     Order(RawOrder),
     Funnel(RawFunnel),
     Ad(RawAdStat),
+    /// An order line (issue 16): money in the shop currency named by `currency`; normalize
+    /// converts it and sets `currency` and `source`.
+    Line(OrderLine),
+    /// A journey touch (issue 16); normalize sets `source`.
+    Touch(TouchpointRow),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -339,6 +345,30 @@ impl Normalizer {
                 source: source.to_string(),
                 count: f.count,
             })),
+            Observation::Line(mut l) => {
+                let shop = std::mem::take(&mut l.currency);
+                for v in [
+                    &mut l.unit_price,
+                    &mut l.discount,
+                    &mut l.net_sales,
+                    &mut l.tax,
+                    &mut l.shipping_charged,
+                    &mut l.refunded_amount,
+                ] {
+                    *v = self.convert(*v, &shop)?;
+                }
+                if let Some(c) = l.unit_cost.as_mut() {
+                    *c = self.convert(*c, &shop)?;
+                }
+                l.day = self.day_of(l.ts);
+                l.currency = self.currency.clone();
+                l.source = source.to_string();
+                Ok(Record::OrderLines(l))
+            }
+            Observation::Touch(mut t) => {
+                t.source = source.to_string();
+                Ok(Record::Touchpoints(t))
+            }
         }
     }
 }

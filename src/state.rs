@@ -7,7 +7,7 @@
 //! business total per hour (720 cells for 30 days, whatever the number of campaigns) instead of
 //! being kept per campaign, and orders are kept as long as the longest window.
 
-use chrono::{DateTime, Duration, NaiveDate, Timelike, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Timelike, Utc};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, HashMap};
@@ -38,13 +38,269 @@ impl Cell {
     }
 }
 
+/// A [`Cell`] as the columns hold it; `None` for a cell that does not fit them.
+fn pack(c: &Cell) -> Option<(i64, i64, [u8; 2], u32, u32)> {
+    let m = |d: Decimal| {
+        i64::try_from(d.mantissa())
+            .ok()
+            .map(|m| (m, d.scale() as u8))
+    };
+    let ((spend, s1), (value, s2)) = (m(c.spend)?, m(c.conversion_value)?);
+    Some((
+        spend,
+        value,
+        [s1, s2],
+        u32::try_from(c.impressions).ok()?,
+        u32::try_from(c.clicks).ok()?,
+    ))
+}
+
+/// Scale byte of a cell kept whole in [`Cells::wide`] (a real scale is at most 28).
+const WIDE: u8 = u8::MAX;
+
+/// Time-sorted buckets in columns: the compact form of a `BTreeMap<i64, Cell>` (42 bytes a
+/// bucket instead of about 90). Money is kept exact as each amount's decimal mantissa and
+/// scale (the same value `rust_decimal` holds, so sums and their scales are unchanged); a
+/// cell whose mantissa does not fit in an `i64` or whose counts do not fit in a `u32` is kept
+/// whole in `wide` (counted by [`Store::wide_cells`]), never rounded.
+#[derive(Debug, Default)]
+struct Cells {
+    /// Bucket keys, ascending: hour start (unix seconds) or day number.
+    keys: Vec<i64>,
+    spend: Vec<i64>,
+    value: Vec<i64>,
+    /// Scales of `spend` and `value`; [`WIDE`] when the cell is in `wide`.
+    scales: Vec<[u8; 2]>,
+    impressions: Vec<u32>,
+    clicks: Vec<u32>,
+    conversions: Vec<f64>,
+    wide: BTreeMap<i64, Cell>,
+}
+
+impl Cells {
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    fn cell(&self, i: usize) -> Cell {
+        let [s1, s2] = self.scales[i];
+        if s1 == WIDE {
+            return self.wide.get(&self.keys[i]).copied().unwrap_or_default();
+        }
+        Cell {
+            spend: Decimal::new(self.spend[i], u32::from(s1)),
+            conversion_value: Decimal::new(self.value[i], u32::from(s2)),
+            impressions: u64::from(self.impressions[i]),
+            clicks: u64::from(self.clicks[i]),
+            conversions: self.conversions[i],
+        }
+    }
+
+    fn get(&self, k: i64) -> Option<Cell> {
+        self.keys.binary_search(&k).ok().map(|i| self.cell(i))
+    }
+
+    fn put(&mut self, i: usize, c: &Cell) {
+        let k = self.keys[i];
+        let (spend, value, scales, impressions, clicks) = match pack(c) {
+            Some(p) => {
+                self.wide.remove(&k);
+                p
+            }
+            None => {
+                self.wide.insert(k, *c);
+                (0, 0, [WIDE, WIDE], 0, 0)
+            }
+        };
+        self.spend[i] = spend;
+        self.value[i] = value;
+        self.scales[i] = scales;
+        self.impressions[i] = impressions;
+        self.clicks[i] = clicks;
+        self.conversions[i] = c.conversions;
+    }
+
+    /// Upsert: a bucket already present is replaced.
+    fn insert(&mut self, k: i64, c: Cell) {
+        let i = match self.keys.binary_search(&k) {
+            Ok(i) => i,
+            Err(i) => {
+                if self.keys.len() == self.keys.capacity() {
+                    // grow by an eighth (at least 8), not by doubling: a campaign's history
+                    // is a few hundred buckets and thousands of campaigns hold one each
+                    let more = (self.keys.len() / 8).max(8);
+                    self.keys.reserve_exact(more);
+                    self.spend.reserve_exact(more);
+                    self.value.reserve_exact(more);
+                    self.scales.reserve_exact(more);
+                    self.impressions.reserve_exact(more);
+                    self.clicks.reserve_exact(more);
+                    self.conversions.reserve_exact(more);
+                }
+                self.keys.insert(i, k);
+                self.spend.insert(i, 0);
+                self.value.insert(i, 0);
+                self.scales.insert(i, [0, 0]);
+                self.impressions.insert(i, 0);
+                self.clicks.insert(i, 0);
+                self.conversions.insert(i, 0.0);
+                i
+            }
+        };
+        self.put(i, &c);
+    }
+
+    /// Index of the first bucket at or after `k`.
+    fn lower(&self, k: i64) -> usize {
+        self.keys.partition_point(|&x| x < k)
+    }
+
+    /// Buckets with keys in `[from, to)`, in order.
+    fn range(&self, from: i64, to: i64) -> impl Iterator<Item = (i64, Cell)> + '_ {
+        let (a, b) = (self.lower(from), self.lower(to));
+        (a..b.max(a)).map(|i| (self.keys[i], self.cell(i)))
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (i64, Cell)> + '_ {
+        (0..self.len()).map(|i| (self.keys[i], self.cell(i)))
+    }
+
+    /// Remove the buckets before `k`, handing each to `f` (oldest first).
+    fn drain_before(&mut self, k: i64, mut f: impl FnMut(i64, Cell)) {
+        let n = self.lower(k);
+        if n == 0 {
+            return;
+        }
+        for i in 0..n {
+            f(self.keys[i], self.cell(i));
+            if self.scales[i][0] == WIDE {
+                self.wide.remove(&self.keys[i]);
+            }
+        }
+        self.keys.drain(..n);
+        self.spend.drain(..n);
+        self.value.drain(..n);
+        self.scales.drain(..n);
+        self.impressions.drain(..n);
+        self.clicks.drain(..n);
+        self.conversions.drain(..n);
+    }
+}
+
+/// Day key of a [`Cells`] of day buckets.
+fn day_key(d: NaiveDate) -> i64 {
+    i64::from(d.num_days_from_ce())
+}
+
+fn key_day(k: i64) -> Option<NaiveDate> {
+    NaiveDate::from_num_days_from_ce_opt(i32::try_from(k).ok()?)
+}
+
 #[derive(Debug, Default)]
 struct CampaignHistory {
     name: String,
     /// Hour buckets by start (unix seconds).
-    hours: BTreeMap<i64, Cell>,
-    /// Day buckets, for sources that only report days.
-    days: BTreeMap<NaiveDate, Cell>,
+    hours: Cells,
+    /// Day buckets by [`day_key`], for sources that only report days.
+    days: Cells,
+    /// Running totals of the hour buckets per local day of the store's timezone (by
+    /// [`day_key`], ascending) and how many buckets each holds: updated on every upsert and
+    /// prune, so a snapshot reads them instead of re-summing the history (empty without a
+    /// timezone, see [`Store::with_timezone`]).
+    day_sums: Vec<(i64, Cell, u32)>,
+}
+
+impl Cell {
+    fn add(&mut self, o: &Cell) {
+        self.spend += o.spend;
+        self.conversion_value += o.conversion_value;
+        self.impressions += o.impressions;
+        self.clicks += o.clicks;
+        self.conversions += o.conversions;
+    }
+
+    fn sub(&mut self, o: &Cell) {
+        self.spend -= o.spend;
+        self.conversion_value -= o.conversion_value;
+        self.impressions = self.impressions.saturating_sub(o.impressions);
+        self.clicks = self.clicks.saturating_sub(o.clicks);
+        self.conversions -= o.conversions;
+    }
+}
+
+/// [`day_key`] of the local day (in `tz`) an hour bucket starting at `t` belongs to.
+fn local_day_key(t: i64, tz: Tz) -> i64 {
+    DateTime::<Utc>::from_timestamp(t, 0)
+        .map(|d| day_key(d.with_timezone(&tz).date_naive()))
+        .unwrap_or(i64::MIN)
+}
+
+impl CampaignHistory {
+    fn day_sum(&mut self, t: i64, tz: Tz) -> &mut (i64, Cell, u32) {
+        let d = local_day_key(t, tz);
+        let i = match self.day_sums.binary_search_by_key(&d, |e| e.0) {
+            Ok(i) => i,
+            Err(i) => {
+                self.day_sums.insert(i, (d, Cell::default(), 0));
+                i
+            }
+        };
+        &mut self.day_sums[i]
+    }
+
+    /// Upsert an hour bucket, keeping its day's running totals.
+    fn put_hour(&mut self, t: i64, cell: Cell, tz: Option<Tz>) {
+        let Some(tz) = tz else {
+            self.hours.insert(t, cell);
+            return;
+        };
+        let old = self.hours.get(t);
+        self.hours.insert(t, cell);
+        let e = self.day_sum(t, tz);
+        match old {
+            Some(o) => e.1.sub(&o),
+            None => e.2 += 1,
+        }
+        e.1.add(&cell);
+    }
+
+    /// Drop the hour buckets before `cut`, handing each to `f`, and take them out of their
+    /// days' totals (a day left without buckets goes, so no rounding residue of the f64
+    /// conversions outlives it).
+    fn drop_hours_before(&mut self, cut: i64, tz: Option<Tz>, mut f: impl FnMut(i64, Cell)) {
+        let mut dropped = Vec::new();
+        self.hours.drain_before(cut, |t, c| {
+            if tz.is_some() {
+                dropped.push((t, c));
+            }
+            f(t, c);
+        });
+        if let Some(tz) = tz {
+            for (t, c) in dropped {
+                let e = self.day_sum(t, tz);
+                e.1.sub(&c);
+                e.2 = e.2.saturating_sub(1);
+            }
+            self.day_sums.retain(|e| e.2 > 0);
+        }
+    }
+
+    /// Rebuild the day totals from the hour buckets (the timezone changed).
+    fn rebuild_day_sums(&mut self, tz: Option<Tz>) {
+        self.day_sums.clear();
+        if let Some(tz) = tz {
+            let hours: Vec<(i64, Cell)> = self.hours.iter().collect();
+            for (t, c) in hours {
+                let e = self.day_sum(t, tz);
+                e.1.add(&c);
+                e.2 += 1;
+            }
+        }
+    }
 }
 
 /// One ad's recent buckets (ad-level sources), for rules that judge ads (`ctr_below`).
@@ -106,6 +362,10 @@ pub struct Store {
     stale_restatements: u64,
     /// Ad-level buckets per campaign (issue 10), kept like the campaigns' history.
     ads: HashMap<CampaignKey, CampaignAds>,
+    /// The reporting timezone the per-day totals are kept in (`None`: summed per snapshot).
+    tz: Option<Tz>,
+    /// Order lines for the profit KPIs (issue 16), kept like the campaigns' history.
+    profit: crate::profit::live::ProfitLedger,
 }
 
 impl Store {
@@ -128,7 +388,28 @@ impl Store {
             hour_cutoff: i64::MIN,
             stale_restatements: 0,
             ads: HashMap::new(),
+            tz: None,
+            profit: Default::default(),
         }
+    }
+
+    /// The profit KPIs' costs (`[profit]`).
+    pub fn with_profit(mut self, cfg: crate::profit::ProfitConfig) -> Self {
+        self.profit = crate::profit::live::ProfitLedger::new(cfg);
+        self
+    }
+
+    /// Keep each campaign's (and ad's) totals per local day of `tz` as rows arrive and go, so
+    /// that a snapshot in that timezone reads them instead of re-summing every hour kept.
+    pub fn with_timezone(mut self, tz: Tz) -> Self {
+        self.tz = Some(tz);
+        for h in self.campaigns.values_mut() {
+            h.rebuild_day_sums(self.tz);
+        }
+        for a in self.ads.values_mut().flat_map(|a| a.values_mut()) {
+            a.cells.rebuild_day_sums(self.tz);
+        }
+        self
     }
 
     /// Hour rows that restated an hour already folded into the business totals (older than
@@ -183,12 +464,8 @@ impl Store {
                         h.name.clone_from(&c.campaign_name);
                     }
                     match c.bucket {
-                        Bucket::Hour => {
-                            h.hours.insert(t, cell);
-                        }
-                        Bucket::Day => {
-                            h.days.insert(c.day, cell);
-                        }
+                        Bucket::Hour => h.put_hour(t, cell, self.tz),
+                        Bucket::Day => h.days.insert(day_key(c.day), cell),
                     }
                 }
                 Record::Orders(o) => {
@@ -206,7 +483,8 @@ impl Store {
                 Record::Forecasts(_) | Record::Anomalies(_) | Record::Actions(_) => {}
                 // order depth and attribution feed QuestDB and the dashboards; the live
                 // snapshot reads orders
-                Record::OrderLines(_) | Record::Touchpoints(_) | Record::Attribution(_) => {}
+                Record::OrderLines(l) => self.profit.ingest(l),
+                Record::Touchpoints(_) | Record::Attribution(_) => {}
                 // the campaign rows carry the ads' sums (the KPIs); the ads' own buckets are
                 // kept for the rules that judge ads, for the same recent history
                 Record::AdStats(a) => {
@@ -235,12 +513,8 @@ impl Store {
                         h.ad.clone_from(&a.ad);
                     }
                     match c.bucket {
-                        Bucket::Hour => {
-                            h.cells.hours.insert(t, cell);
-                        }
-                        Bucket::Day => {
-                            h.cells.days.insert(c.day, cell);
-                        }
+                        Bucket::Hour => h.cells.put_hour(t, cell, self.tz),
+                        Bucket::Day => h.cells.days.insert(day_key(c.day), cell),
                     }
                 }
                 Record::Funnel(f) => {
@@ -261,16 +535,35 @@ impl Store {
 
     /// Visit every campaign's hour buckets starting at or after `from` (unix seconds), in time
     /// order per campaign. `revenue` is not set (see [`Store::hourly_totals`]).
-    pub fn visit_campaign_hours(
+    pub fn visit_campaign_hours(&self, from: i64, f: impl FnMut(&CampaignKey, &str, i64, &Totals)) {
+        self.visit_campaign_hours_between(from, i64::MAX, f);
+    }
+
+    /// Visit every campaign's hour buckets starting in `[from, to)` (unix seconds), in time
+    /// order per campaign. `revenue` is not set.
+    pub fn visit_campaign_hours_between(
         &self,
         from: i64,
+        to: i64,
         mut f: impl FnMut(&CampaignKey, &str, i64, &Totals),
     ) {
         for (key, h) in &self.campaigns {
-            for (&t, c) in h.hours.range(from..) {
+            for (t, c) in h.hours.range(from, to) {
                 f(key, &h.name, t, &c.totals());
             }
         }
+    }
+
+    /// Buckets that did not fit the compact columns and are kept whole (exact, larger).
+    pub fn wide_cells(&self) -> usize {
+        let of = |h: &CampaignHistory| h.hours.wide.len() + h.days.wide.len();
+        self.campaigns.values().map(of).sum::<usize>()
+            + self
+                .ads
+                .values()
+                .flat_map(|a| a.values())
+                .map(|a| of(&a.cells))
+                .sum::<usize>()
     }
 
     /// Totals over all campaigns per hour bucket in `[from, to)`, with shop revenue (all orders,
@@ -278,7 +571,7 @@ impl Store {
     pub fn hourly_totals(&self, from: i64, to: i64, tz: Tz) -> BTreeMap<i64, Totals> {
         let mut out: BTreeMap<i64, Totals> = BTreeMap::new();
         for h in self.campaigns.values() {
-            for (&t, c) in h.hours.range(from..to) {
+            for (t, c) in h.hours.range(from, to) {
                 *out.entry(t).or_default() += c.totals();
             }
         }
@@ -345,15 +638,14 @@ impl Store {
         let window_cutoff = now - self.window_retention;
         let window_s = window_cutoff.timestamp();
         let mut folded: Vec<(CampaignKey, i64, Cell)> = Vec::new();
+        let tz = self.tz;
         self.campaigns.retain(|key, h| {
-            let keep = h.hours.split_off(&cut_s);
-            let old = std::mem::replace(&mut h.hours, keep);
-            folded.extend(
-                old.into_iter()
-                    .filter(|(t, _)| *t >= window_s)
-                    .map(|(t, c)| (key.clone(), t, c)),
-            );
-            h.days = h.days.split_off(&cut_day);
+            h.drop_hours_before(cut_s, tz, |t, c| {
+                if t >= window_s {
+                    folded.push((key.clone(), t, c));
+                }
+            });
+            h.days.drain_before(day_key(cut_day), |_, _| {});
             !(h.hours.is_empty() && h.days.is_empty())
         });
         let stale_before = self.stale_restatements;
@@ -378,10 +670,11 @@ impl Store {
         });
         self.orders = self.orders.split_off(&(window_cutoff, String::new()));
         self.funnel.retain(|k, _| k.0 >= cut_s);
+        self.profit.prune(cut_day);
         self.ads.retain(|_, ads| {
             ads.retain(|_, a| {
-                a.cells.hours = a.cells.hours.split_off(&cut_s);
-                a.cells.days = a.cells.days.split_off(&cut_day);
+                a.cells.drop_hours_before(cut_s, tz, |_, _| {});
+                a.cells.days.drain_before(day_key(cut_day), |_, _| {});
                 !(a.cells.hours.is_empty() && a.cells.days.is_empty())
             });
             !ads.is_empty()
@@ -514,7 +807,7 @@ impl Store {
                 .min(loss_from)
                 .min(track_from)
                 .min(oldest_window);
-            for (&t, c) in h.hours.range(lo..) {
+            for (t, c) in h.hours.range(lo, i64::MAX) {
                 let cell = c.totals();
                 if t <= cur_hour {
                     for r in rolling.iter_mut() {
@@ -544,10 +837,10 @@ impl Store {
                     spend_last_hour = c.spend;
                 }
             }
-            if !any_hour_today && let Some(c) = h.days.get(&today) {
+            if !any_hour_today && let Some(c) = h.days.get(day_key(today)) {
                 today_t = c.totals();
             }
-            let days = daily_history(h, s.tz, |day| {
+            let days = daily_history(h, s.tz, self.tz == Some(s.tz), |day| {
                 rev_by_day
                     .get(&(key.campaign_id.as_str(), day))
                     .or_else(|| rev_by_day.get(&(h.name.as_str(), day)))
@@ -572,7 +865,7 @@ impl Store {
                 .unwrap_or(0);
             // Baseline: median spend of the same hour on the previous 7 days.
             let mut same_hour: Vec<Decimal> = (1..=7)
-                .filter_map(|d| h.hours.get(&(last_hour - d * 86_400)).map(|c| c.spend))
+                .filter_map(|d| h.hours.get(last_hour - d * 86_400).map(|c| c.spend))
                 .collect();
             let spend_baseline = if same_hour.len() >= 3 {
                 same_hour.sort();
@@ -636,7 +929,9 @@ impl Store {
             .map(|st| (st.to_string(), funnel_counts.get(st).copied().unwrap_or(0)))
             .collect();
 
+        let profit = self.profit.view(today, &campaigns);
         Snapshot {
+            profit,
             at: now,
             day: today,
             hour_of_day: now.with_timezone(&s.tz).hour(),
@@ -655,7 +950,9 @@ impl Store {
                         .values()
                         .map(|a| AdView {
                             ad: a.ad.clone(),
-                            days: daily_history(&a.cells, s.tz, |_| Decimal::ZERO),
+                            days: daily_history(&a.cells, s.tz, self.tz == Some(s.tz), |_| {
+                                Decimal::ZERO
+                            }),
                         })
                         .collect();
                     (key.clone(), views)
@@ -665,18 +962,45 @@ impl Store {
     }
 }
 
-/// Per reporting day totals of one campaign, oldest first: hour buckets summed by local day, a
-/// day bucket where no hour bucket exists for that day, revenue attributed by UTM.
+/// Per reporting day totals of one campaign, oldest first: hour buckets summed by local day
+/// (read from the running totals when `kept`, they are in `tz`), a day bucket where no hour
+/// bucket exists for that day, revenue attributed by UTM.
 fn daily_history(
     h: &CampaignHistory,
     tz: Tz,
+    kept: bool,
     revenue: impl Fn(NaiveDate) -> Decimal,
 ) -> Vec<(NaiveDate, Totals)> {
     let mut by_day: BTreeMap<NaiveDate, Totals> = BTreeMap::new();
+    if kept {
+        by_day.extend(
+            h.day_sums
+                .iter()
+                .filter_map(|(k, c, _)| Some((key_day(*k)?, c.totals()))),
+        );
+    } else {
+        sum_hours_by_day(h, tz, &mut by_day);
+    }
+    for (k, c) in h.days.iter() {
+        if let Some(day) = key_day(k) {
+            by_day.entry(day).or_insert_with(|| c.totals());
+        }
+    }
+    by_day
+        .into_iter()
+        .map(|(day, mut t)| {
+            t.revenue = revenue(day);
+            (day, t)
+        })
+        .collect()
+}
+
+/// The hour buckets of one history summed by local day of `tz`.
+fn sum_hours_by_day(h: &CampaignHistory, tz: Tz, by_day: &mut BTreeMap<NaiveDate, Totals>) {
     // Hours come in time order: convert to the local day once per day, not once per hour (the
     // timezone lookup dominated the snapshot with thousands of campaigns).
     let mut current: Option<(NaiveDate, i64)> = None; // (local day, start of the next one)
-    for (&t, c) in &h.hours {
+    for (t, c) in h.hours.iter() {
         if current.is_none_or(|(_, next)| t >= next) {
             let Some(d) = DateTime::<Utc>::from_timestamp(t, 0) else {
                 continue;
@@ -689,16 +1013,6 @@ fn daily_history(
             *by_day.entry(day).or_default() += c.totals();
         }
     }
-    for (day, c) in &h.days {
-        by_day.entry(*day).or_insert_with(|| c.totals());
-    }
-    by_day
-        .into_iter()
-        .map(|(day, mut t)| {
-            t.revenue = revenue(day);
-            (day, t)
-        })
-        .collect()
 }
 
 /// KPIs of one campaign.
@@ -765,6 +1079,8 @@ pub struct Snapshot {
     pub roi_target: Option<f64>,
     /// Per campaign, its ads' daily totals (ad-level sources only; empty for the others).
     pub ads: BTreeMap<CampaignKey, Vec<AdView>>,
+    /// Profit KPIs from the order lines (issue 16).
+    pub profit: crate::profit::live::ProfitView,
 }
 
 /// One ad's totals per reporting day, oldest first (hour buckets summed by local day, as for
@@ -789,6 +1105,7 @@ impl Snapshot {
             funnel: vec![],
             roi_target: None,
             ads: BTreeMap::new(),
+            profit: Default::default(),
         }
     }
 }
@@ -818,7 +1135,7 @@ mod tests {
                 },
             );
         }
-        let days = daily_history(&h, tz, |_| Decimal::ZERO);
+        let days = daily_history(&h, tz, false, |_| Decimal::ZERO);
         let d = |s| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
         let got: Vec<(NaiveDate, u64, Decimal)> = days
             .iter()
@@ -904,5 +1221,212 @@ mod tests {
         store.prune("2026-12-01T00:00:00Z".parse().unwrap());
         let snap = store.snapshot("2026-12-01T00:00:00Z".parse().unwrap(), &settings);
         assert!(snap.ads.is_empty());
+    }
+
+    #[test]
+    fn cells_keep_amounts_exact_and_keep_what_does_not_fit_whole() {
+        use std::str::FromStr;
+        let small = Cell {
+            spend: dec!(12.345678),
+            conversion_value: dec!(0.10),
+            impressions: 7,
+            clicks: 3,
+            conversions: 1.5,
+        };
+        // a mantissa beyond i64 and a count beyond u32: kept whole, not rounded or truncated
+        let huge = Cell {
+            spend: Decimal::from_str("12345678901234567890.123").unwrap(),
+            conversion_value: dec!(1),
+            impressions: u64::from(u32::MAX) + 1,
+            clicks: 0,
+            conversions: 0.0,
+        };
+        let mut c = Cells::default();
+        c.insert(7200, small);
+        c.insert(3600, huge);
+        c.insert(10_800, small);
+        assert_eq!(c.keys, vec![3600, 7200, 10_800]);
+        assert_eq!(c.get(3600), Some(huge));
+        assert_eq!(c.wide.len(), 1);
+        let got = c.get(7200).unwrap();
+        assert_eq!(got, small);
+        // the scale too (a Decimal's text shows it)
+        assert_eq!(got.conversion_value.to_string(), "0.10");
+        assert_eq!(got.spend.to_string(), "12.345678");
+        // restated with a value that fits: back in the columns
+        c.insert(3600, small);
+        assert!(c.wide.is_empty());
+        c.insert(10_800, huge);
+        let mut dropped = Vec::new();
+        c.drain_before(10_800, |t, cell| dropped.push((t, cell)));
+        assert_eq!(dropped, vec![(3600, small), (7200, small)]);
+        assert_eq!(
+            c.range(0, i64::MAX).collect::<Vec<_>>(),
+            vec![(10_800, huge)]
+        );
+        c.drain_before(i64::MAX, |_, _| {});
+        assert!(c.is_empty() && c.wide.is_empty());
+    }
+
+    mod drift {
+        //! The KPIs the store keeps as it goes (the business totals folded at each prune, the
+        //! per-campaign history) against a recomputation from the rows alone.
+        use super::super::*;
+        use crate::records::CampaignStat;
+        use proptest::prelude::*;
+        use rust_decimal::Decimal;
+        use std::collections::{BTreeMap, BTreeSet};
+
+        // an hour boundary in India (UTC+5:30), whose days straddle UTC days (2026-11)
+        const BASE: i64 = 1_795_000_000 - 1_795_000_000 % 86_400 + 1800;
+        const RETENTION_DAYS: u32 = 8;
+
+        fn row(campaign: u8, t: i64, cents: i64, clicks: u64) -> Record {
+            let ts = DateTime::<Utc>::from_timestamp(t, 0).unwrap();
+            Record::CampaignStats(CampaignStat {
+                ts,
+                bucket: Bucket::Hour,
+                day: ts.date_naive(),
+                key: CampaignKey {
+                    platform: "meta".into(),
+                    account: "act_1".into(),
+                    campaign_id: format!("c{campaign}"),
+                },
+                campaign_name: format!("C{campaign}"),
+                source: "meta".into(),
+                spend: Decimal::new(cents, 2),
+                conversion_value: Decimal::ZERO,
+                spend_account: Decimal::new(cents, 2),
+                conversion_value_account: Decimal::ZERO,
+                account_currency: "INR".into(),
+                currency: "INR".into(),
+                impressions: 10 * clicks,
+                clicks,
+                conversions: 0.0,
+            })
+        }
+
+        /// Batches of rows (campaign, hour index, cents, clicks), each followed by a prune
+        /// and a snapshot one step of time later; hours repeat (restatements) and arrive late.
+        fn batches() -> impl Strategy<Value = Vec<Vec<(u8, i64, i64, u64)>>> {
+            prop::collection::vec(
+                prop::collection::vec((0u8..4, 0i64..40 * 24, 0i64..1_000_000, 0u64..500), 0..60),
+                1..12,
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(48))]
+            #[test]
+            fn kept_kpis_equal_a_recomputation_after_ingest_restatement_and_prune(
+                batches in batches(),
+            ) {
+                let settings = SnapshotSettings {
+                    tz: chrono_tz::Asia::Kolkata,
+                    currency: "INR".into(),
+                    margin: Margin::default(),
+                    loss_rate_window_hours: 3,
+                    tracking_window_hours: 24,
+                    roi_target: None,
+                };
+                // summed per snapshot, and kept as rows come and go (the service's)
+                let mut stores = [
+                    Store::new(RETENTION_DAYS),
+                    Store::new(RETENTION_DAYS).with_timezone(chrono_tz::Asia::Kolkata),
+                ];
+                // the reference: the last value of each (campaign, hour), frozen once a
+                // prune moved the hour past the per-campaign history (docs/metrics.md: a
+                // later restatement of such an hour is not applied)
+                let mut value: BTreeMap<(u8, i64), (i64, u64)> = BTreeMap::new();
+                let mut frozen: BTreeSet<(u8, i64)> = BTreeSet::new();
+                let step = 40 * 86_400 / batches.len() as i64;
+                for (k, batch) in batches.iter().enumerate() {
+                    let rows: Vec<Record> = batch
+                        .iter()
+                        .map(|&(c, h, cents, clicks)| row(c, BASE + 3600 * h, cents, clicks))
+                        .collect();
+                    for store in &mut stores {
+                        store.ingest(&rows);
+                    }
+                    for &(c, h, cents, clicks) in batch {
+                        if !frozen.contains(&(c, h)) {
+                            value.insert((c, h), (cents, clicks));
+                        }
+                    }
+                    let now_s = BASE + step * (k as i64 + 1) + 1800;
+                    let now = DateTime::<Utc>::from_timestamp(now_s, 0).unwrap();
+                    for store in &mut stores {
+                        store.prune(now);
+                    }
+                    let cut = now_s - 86_400 * i64::from(RETENTION_DAYS);
+                    for &(c, h) in value.keys() {
+                        if BASE + 3600 * h < cut {
+                            frozen.insert((c, h));
+                        }
+                    }
+                    for store in &stores {
+                    let snap = store.snapshot(now, &settings);
+                    let cur = now_s - (now_s - 1800).rem_euclid(3600);
+                    for r in &snap.total.rolling {
+                        let from = r.window.start(cur);
+                        let (mut cents, mut clicks) = (0i64, 0u64);
+                        for (&(_, h), &(v, n)) in &value {
+                            let t = BASE + 3600 * h;
+                            if t >= from && t <= cur {
+                                cents += v;
+                                clicks += n;
+                            }
+                        }
+                        prop_assert_eq!(r.totals.spend, Decimal::new(cents, 2), "{} spend", r.window.label);
+                        prop_assert_eq!(r.totals.clicks, clicks, "{} clicks", r.window.label);
+                    }
+                    // per campaign: each kept day's totals, and the trailing windows
+                    let kept: BTreeSet<String> = value
+                        .keys()
+                        .filter(|(_, h)| BASE + 3600 * h >= cut)
+                        .map(|(c, _)| format!("c{c}"))
+                        .collect();
+                    let shown: BTreeSet<String> =
+                        snap.campaigns.iter().map(|c| c.key.campaign_id.clone()).collect();
+                    prop_assert_eq!(shown, kept);
+                    for c in &snap.campaigns {
+                        let id: u8 = c.key.campaign_id[1..].parse().unwrap();
+                        let mut days: BTreeMap<NaiveDate, (i64, u64)> = BTreeMap::new();
+                        for (&(cc, h), &(v, n)) in &value {
+                            let t = BASE + 3600 * h;
+                            if cc == id && t >= cut {
+                                let d = DateTime::<Utc>::from_timestamp(t, 0)
+                                    .unwrap()
+                                    .with_timezone(&chrono_tz::Asia::Kolkata)
+                                    .date_naive();
+                                let e = days.entry(d).or_default();
+                                e.0 += v;
+                                e.1 += n;
+                            }
+                        }
+                        let got: Vec<(NaiveDate, Decimal, u64)> =
+                            c.days.iter().map(|(d, t)| (*d, t.spend, t.clicks)).collect();
+                        let want: Vec<(NaiveDate, Decimal, u64)> = days
+                            .into_iter()
+                            .map(|(d, (v, n))| (d, Decimal::new(v, 2), n))
+                            .collect();
+                        prop_assert_eq!(got, want, "days of {}", c.key.campaign_id);
+                        for r in &c.rolling {
+                            let from = r.window.start(cur);
+                            let cents: i64 = value
+                                .iter()
+                                .filter(|((cc, h), _)| {
+                                    let t = BASE + 3600 * h;
+                                    *cc == id && t >= from.max(cut) && t <= cur
+                                })
+                                .map(|(_, (v, _))| v)
+                                .sum();
+                            prop_assert_eq!(r.totals.spend, Decimal::new(cents, 2), "{} {}", c.key.campaign_id, r.window.label);
+                        }
+                    }
+                    }
+                }
+            }
+        }
     }
 }

@@ -43,7 +43,12 @@ fn ten_days(seed: u64) -> (Figures, Vec<Observation>) {
             }
             // day rows repeat the hours' sums (checked below)
             // day rows repeat the hours' sums (checked below); ad rows split the campaigns'
-            Observation::Campaign(_) | Observation::Funnel(_) | Observation::Ad(_) => {}
+            // order lines split the orders' totals (tests/profit_demo.rs)
+            Observation::Campaign(_)
+            | Observation::Funnel(_)
+            | Observation::Ad(_)
+            | Observation::Line(_)
+            | Observation::Touch(_) => {}
         }
     }
     (f, obs)

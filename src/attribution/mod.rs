@@ -32,6 +32,62 @@ pub struct Journey {
     pub revenue: Decimal,
 }
 
+/// The channel of a touch, as the `touchpoints` table and the models name it: a paid touch
+/// (`utm_medium` cpc, ppc, paid, paid_social, display, ...) is `meta:<utm_campaign>` or
+/// `google_ads:<utm_campaign>` (the campaign id, as adpulse's tracking templates set it), or
+/// `<utm_source>:<utm_campaign>` for another network; an unpaid one is `organic:<utm_source>` or
+/// `organic:<referrer host>`; no source at all is `direct`.
+pub fn channel_of(
+    utm_source: Option<&str>,
+    utm_medium: Option<&str>,
+    utm_campaign: Option<&str>,
+    referrer: Option<&str>,
+) -> String {
+    fn clean(v: Option<&str>) -> Option<&str> {
+        v.map(str::trim).filter(|v| !v.is_empty())
+    }
+    let source = clean(utm_source).map(str::to_ascii_lowercase);
+    let medium = clean(utm_medium).map(str::to_ascii_lowercase);
+    let paid = medium.as_deref().is_some_and(|m| {
+        matches!(
+            m,
+            "cpc"
+                | "ppc"
+                | "paid"
+                | "paid_social"
+                | "paidsocial"
+                | "paid_search"
+                | "display"
+                | "cpm"
+                | "cpv"
+        )
+    });
+    if let Some(src) = &source {
+        if paid {
+            let platform = match src.as_str() {
+                "facebook" | "fb" | "instagram" | "ig" | "meta" => "meta",
+                "google" | "youtube" | "adwords" => "google_ads",
+                other => other,
+            };
+            return match clean(utm_campaign) {
+                Some(c) => format!("{platform}:{c}"),
+                None => platform.to_string(),
+            };
+        }
+        return format!("organic:{src}");
+    }
+    let host = clean(referrer)
+        .and_then(|r| reqwest::Url::parse(r).ok())
+        .and_then(|u| {
+            u.host_str()
+                .map(|h| h.trim_start_matches("www.").to_string())
+        });
+    match host {
+        Some(h) => format!("organic:{h}"),
+        None => "direct".into(),
+    }
+}
+
 /// Lookback window before the conversion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Window {
@@ -432,6 +488,27 @@ mod tests {
                 assert!((conv - 2.0).abs() < 1e-9, "{} {}", m.label(), w.label());
             }
         }
+    }
+
+    #[test]
+    fn channels_from_utm_and_referrer() {
+        assert_eq!(
+            channel_of(Some("facebook"), Some("paid_social"), Some("120"), None),
+            "meta:120"
+        );
+        assert_eq!(
+            channel_of(Some("google"), Some("cpc"), Some("21"), None),
+            "google_ads:21"
+        );
+        assert_eq!(
+            channel_of(Some("google"), Some("organic"), None, None),
+            "organic:google"
+        );
+        assert_eq!(
+            channel_of(None, None, None, Some("https://www.instagram.com/moi")),
+            "organic:instagram.com"
+        );
+        assert_eq!(channel_of(None, None, None, None), "direct");
     }
 
     #[test]

@@ -170,10 +170,27 @@ pub struct Scored {
     pub state: PointState,
 }
 
+/// One kept point: 12 bytes instead of 16 (the slot as an `i32`, packed), as the service keeps
+/// a week of them for each of 60,000 series at 10,000 campaigns. An `i32` of slots is 68
+/// years at one-second steps; a slot beyond it saturates.
 #[derive(Debug, Clone, Copy)]
+#[repr(C, packed(4))]
 struct Obs {
-    slot: i64,
+    slot: i32,
     raw: f64,
+}
+
+impl Obs {
+    fn new(slot: i64, raw: f64) -> Self {
+        Obs {
+            slot: slot.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
+            raw,
+        }
+    }
+
+    fn slot(&self) -> i64 {
+        i64::from(self.slot)
+    }
 }
 
 /// Decayed peaks-over-threshold counts of `|z|`.
@@ -203,26 +220,34 @@ pub struct Detector {
     shift: f64,
     /// Points scored since the last alert (`usize::MAX` before any).
     since_alert: usize,
-    buf: Vec<f64>,
+}
+
+thread_local! {
+    /// Scratch space of [`Detector::update`], one per thread rather than one per detector: the
+    /// service keeps a detector per campaign and series (60,000 at 10,000 campaigns).
+    static SCRATCH: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Detector {
     /// A detector with the given settings.
     pub fn new(cfg: DetectorConfig) -> Self {
+        // sized once to what they hold at most (a VecDeque grows by doubling, which left a
+        // third of each unused)
+        let p = cfg.season_len.unwrap_or(0);
+        let keep = (cfg.seasons_back * p + p / 2 + cfg.level_window + 1).max(cfg.warmup);
         Detector {
-            cfg,
             origin: None,
             last_slot: i64::MIN,
             seen: 0,
-            history: VecDeque::new(),
-            residuals: VecDeque::new(),
+            history: VecDeque::with_capacity(keep + 2),
+            residuals: VecDeque::with_capacity(cfg.scale_window + 1),
+            cfg,
             log_offset: None,
             transform_decided: false,
             tail: Tail::default(),
             shift_tail: Tail::default(),
             shift: 0.0,
             since_alert: usize::MAX,
-            buf: Vec::new(),
         }
     }
 
@@ -275,9 +300,9 @@ impl Detector {
     /// Transformed values of the history whose slot lies in `[from, to)`.
     fn window(&self, from: i64, to: i64, out: &mut Vec<f64>) {
         out.clear();
-        let start = self.history.partition_point(|o| o.slot < from);
+        let start = self.history.partition_point(|o| o.slot() < from);
         for o in self.history.range(start..) {
-            if o.slot >= to {
+            if o.slot() >= to {
                 break;
             }
             out.push(self.fwd(o.raw));
@@ -285,10 +310,10 @@ impl Detector {
     }
 
     fn value_at(&self, slot: i64) -> Option<f64> {
-        let i = self.history.partition_point(|o| o.slot < slot);
+        let i = self.history.partition_point(|o| o.slot() < slot);
         self.history
             .get(i)
-            .filter(|o| o.slot == slot)
+            .filter(|o| o.slot() == slot)
             .map(|o| self.fwd(o.raw))
     }
 
@@ -399,7 +424,7 @@ impl Detector {
         let step = self.cfg.step_secs.max(1);
         let slot = ((ts - origin) as f64 / step as f64).round() as i64;
         let ready = self.seen >= self.cfg.warmup && self.transform_decided;
-        let mut buf = std::mem::take(&mut self.buf);
+        let mut buf = SCRATCH.with(|b| std::mem::take(&mut *b.borrow_mut()));
         let expected_t = if ready {
             self.expectation(slot, &mut buf)
         } else {
@@ -488,13 +513,13 @@ impl Detector {
                 }
             }
         };
-        self.buf = buf;
+        SCRATCH.with(|b| *b.borrow_mut() = buf);
         if value.is_finite() && fresh {
             self.last_slot = slot;
             self.seen += 1;
-            self.history.push_back(Obs { slot, raw: value });
+            self.history.push_back(Obs::new(slot, value));
             let keep = self.history_len() as i64;
-            while self.history.front().is_some_and(|o| o.slot < slot - keep) {
+            while self.history.front().is_some_and(|o| o.slot() < slot - keep) {
                 self.history.pop_front();
             }
             if !self.transform_decided && self.seen >= self.cfg.warmup {
@@ -507,7 +532,7 @@ impl Detector {
     }
 
     fn seed_residuals(&mut self) {
-        let slots: Vec<i64> = self.history.iter().map(|o| o.slot).collect();
+        let slots: Vec<i64> = self.history.iter().map(|o| o.slot()).collect();
         let mut res = Vec::new();
         let mut buf = Vec::new();
         for s in slots {
@@ -515,10 +540,9 @@ impl Detector {
                 res.push(v - e);
             }
         }
-        self.residuals = res.into_iter().collect();
-        while self.residuals.len() > self.cfg.scale_window {
-            self.residuals.pop_front();
-        }
+        self.residuals.clear();
+        let skip = res.len().saturating_sub(self.cfg.scale_window);
+        self.residuals.extend(res.into_iter().skip(skip));
         // Calibrate the tails on the warm-up too, so a spiky series starts with its own tail
         // instead of the prior's.
         let scale = self.scale(&mut buf);

@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -99,11 +99,24 @@ pub fn campaign_hours(
     cur_hour: i64,
     tz: Tz,
 ) -> Vec<CampaignHour> {
+    campaign_hours_between(store, last_scored, i64::MIN, cur_hour, tz)
+}
+
+/// [`campaign_hours`] for the hour buckets starting in `[from, to)` only: the runner scores the
+/// history in such slices, so that at thousands of campaigns it never holds more than one
+/// slice's points and rows.
+pub fn campaign_hours_between(
+    store: &crate::state::Store,
+    last_scored: &HashMap<CampaignKey, i64>,
+    from: i64,
+    to: i64,
+    tz: Tz,
+) -> Vec<CampaignHour> {
     let mut out: Vec<CampaignHour> = Vec::new();
-    let mut from = i64::MAX;
-    store.visit_campaign_hours(i64::MIN, |key, name, t, totals| {
-        if t < cur_hour && last_scored.get(key).is_none_or(|&l| t > l) {
-            from = from.min(t);
+    let mut lo = i64::MAX;
+    store.visit_campaign_hours_between(from, to, |key, name, t, totals| {
+        if last_scored.get(key).is_none_or(|&l| t > l) {
+            lo = lo.min(t);
             out.push(CampaignHour {
                 key: key.clone(),
                 name: name.to_string(),
@@ -118,7 +131,7 @@ pub fn campaign_hours(
     if out.is_empty() {
         return out;
     }
-    let orders = store.attributed_orders_by_hour(from, cur_hour, tz);
+    let orders = store.attributed_orders_by_hour(lo, to, tz);
     if store.has_orders() {
         for h in &mut out {
             let by = |u: &str| orders.get(&(u.to_string(), h.t)).copied();
@@ -128,6 +141,16 @@ pub fn campaign_hours(
     }
     out
 }
+
+/// Campaign-hours scored per slice of the scoring pass (about 7 rows each): a slice covers
+/// `SLICE_POINTS / campaigns` hours, at least one. With 6 campaigns the whole history is one
+/// slice; with 10,000 a slice is one hour, about 70,000 rows, handed to the sink before the
+/// next slice is built (the sink's queue is bounded, so a slow QuestDB slows the pass instead
+/// of piling rows up in memory).
+const SLICE_POINTS: usize = 10_000;
+
+/// Rows handed to the sink per send at most (its queue holds a few sends).
+const SEND_ROWS: usize = 5_000;
 
 /// The tracking-break tests of every campaign, sharing the business's match rate: how many of
 /// the shop's attributed orders the platforms counted, over the other campaigns' baselines.
@@ -178,6 +201,17 @@ impl TrackingBank {
     }
 }
 
+/// The latest scored point of one series (what [`AnomalyNow`] shows).
+#[derive(Debug, Clone, Copy)]
+struct Latest {
+    level: f64,
+    expected: f64,
+    lower: f64,
+    upper: f64,
+    score: f64,
+    is_anomaly: bool,
+}
+
 /// The runner task's state.
 pub struct ModelRunner {
     cfg: ModelsConfig,
@@ -188,10 +222,11 @@ pub struct ModelRunner {
     sql: Option<SqlClient>,
     sink: Option<SinkHandle>,
     outputs: Arc<ArcSwap<ModelOutputs>>,
-    detectors: HashMap<(CampaignKey, &'static str), Detector>,
+    /// Per campaign and series: its detector and its latest scored point (the key and the
+    /// campaign's name are not copied per series: 60,000 of them at 10,000 campaigns).
+    detectors: HashMap<(CampaignKey, &'static str), (Detector, Option<Latest>)>,
     tracking: TrackingBank,
     last_scored: HashMap<CampaignKey, i64>,
-    latest_anomaly: HashMap<(CampaignKey, &'static str), AnomalyNow>,
     latest_tracking: HashMap<CampaignKey, TrackingNow>,
     revenue_detector: Detector,
     revenue_scored: i64,
@@ -258,7 +293,6 @@ impl ModelRunner {
             detectors: HashMap::new(),
             tracking: TrackingBank::default(),
             last_scored: HashMap::new(),
-            latest_anomaly: HashMap::new(),
             latest_tracking: HashMap::new(),
             revenue_detector: Detector::new(DetectorConfig::for_step(3600)),
             revenue_scored: i64::MIN,
@@ -267,10 +301,11 @@ impl ModelRunner {
         }
     }
 
-    /// Score new complete hours; refit when due. Returns the rows to write.
-    pub async fn cycle(&mut self) -> Vec<Record> {
+    /// Score new complete hours, slice by slice, each slice's rows handed to the sink before
+    /// the next is built; refit when due.
+    pub async fn cycle(&mut self) {
         let now = self.pipeline.now();
-        let mut rows = tokio::task::block_in_place(|| self.score(now));
+        self.score(now).await;
         // refit on schedule, and until a first fit succeeded (data may still be arriving)
         let due = self.forecasts.is_empty()
             || self
@@ -278,11 +313,33 @@ impl ModelRunner {
                 .is_none_or(|(at, _)| at.elapsed().as_secs() >= self.cfg.refit_interval_secs);
         if due {
             let daily = self.daily_revenue_history(now).await;
-            rows.extend(tokio::task::block_in_place(|| self.refit(now, daily)));
+            let rows = tokio::task::block_in_place(|| self.refit(now, daily));
+            self.write(rows).await;
             self.last_refit = Some((Instant::now(), now));
         }
         let prev = self.outputs.load();
-        let mut anomalies: Vec<AnomalyNow> = self.latest_anomaly.values().cloned().collect();
+        let mut anomalies: Vec<AnomalyNow> = self
+            .detectors
+            .iter()
+            .filter_map(|((key, series), (_, latest))| {
+                let l = latest.as_ref()?;
+                Some(AnomalyNow {
+                    series,
+                    key: key.clone(),
+                    campaign: self
+                        .latest_tracking
+                        .get(key)
+                        .map(|t| t.campaign.clone())
+                        .unwrap_or_default(),
+                    level: l.level,
+                    expected: l.expected,
+                    lower: l.lower,
+                    upper: l.upper,
+                    score: l.score,
+                    is_anomaly: l.is_anomaly,
+                })
+            })
+            .collect();
         anomalies.sort_by(|a, b| (&a.key, a.series).cmp(&(&b.key, b.series)));
         let mut tracking: Vec<TrackingNow> = self.latest_tracking.values().cloned().collect();
         tracking.sort_by(|a, b| a.key.cmp(&b.key));
@@ -293,24 +350,72 @@ impl ModelRunner {
             tracking,
             last_refit: self.last_refit.map(|(_, t)| t),
         }));
-        rows
     }
 
-    /// Feed every complete hour not yet seen to the detectors.
-    fn score(&mut self, now: DateTime<Utc>) -> Vec<Record> {
+    /// Hand rows to the sink in sends of at most [`SEND_ROWS`] (waiting while it applies
+    /// back-pressure); without a sink they are only published as series.
+    async fn write(&self, rows: Vec<Record>) {
+        let Some(sink) = &self.sink else {
+            return;
+        };
+        // each send its own exact-sized vector: a queued send must not hold the whole
+        // slice's allocation
+        let mut rows = rows.into_iter();
+        loop {
+            let chunk: Vec<Record> = rows.by_ref().take(SEND_ROWS).collect();
+            if chunk.is_empty() {
+                return;
+            }
+            if sink.send(chunk).await.is_err() {
+                warn!("model rows not written: the QuestDB sink has stopped");
+                return;
+            }
+        }
+    }
+
+    /// Feed every complete hour not yet seen to the detectors, in slices of hours (see
+    /// [`SLICE_POINTS`]), writing each slice's rows before building the next.
+    async fn score(&mut self, now: DateTime<Utc>) {
         let cur_hour = hour_floor(now, self.tz).timestamp();
         // campaigns with data in the last two days; the others leave no stale series (below)
         let live_from = cur_hour - 2 * 86_400;
-        let mut live: std::collections::HashSet<CampaignKey> = std::collections::HashSet::new();
         let last = &self.last_scored;
-        let tz = self.tz;
-        let points = self.pipeline.with_store(|s| {
-            s.visit_campaign_hours(live_from, |key, _, _, _| {
-                live.insert(key.clone());
+        let (live, first, campaigns) = self.pipeline.with_store(|s| {
+            let mut live: HashSet<CampaignKey> = HashSet::new();
+            let mut first = i64::MAX;
+            s.visit_campaign_hours_between(i64::MIN, i64::MAX, |key, _, t, _| {
+                if t >= live_from && !live.contains(key) {
+                    live.insert(key.clone());
+                }
+                if t < cur_hour && last.get(key).is_none_or(|&l| t > l) {
+                    first = first.min(t);
+                }
             });
-            campaign_hours(s, last, cur_hour, tz)
+            (live, first, s.campaign_count())
         });
-        let mut rows = Vec::new();
+        let step = 3600 * (SLICE_POINTS / campaigns.max(1)).max(1) as i64;
+        let mut from = first;
+        while from < cur_hour {
+            let to = from.saturating_add(step).min(cur_hour);
+            let (last, tz) = (&self.last_scored, self.tz);
+            let points = self
+                .pipeline
+                .with_store(|s| campaign_hours_between(s, last, from, to, tz));
+            let rows = tokio::task::block_in_place(|| self.score_points(points, now));
+            self.write(rows).await;
+            from = to;
+        }
+        let rows = self.score_revenue(now, cur_hour);
+        self.write(rows).await;
+        // campaigns that vanished from memory leave no stale series
+        self.latest_tracking.retain(|k, _| live.contains(k));
+        self.detectors.retain(|(k, _), _| live.contains(k));
+        self.tracking.tests.retain(|k, _| live.contains(k));
+    }
+
+    /// Score one slice of campaign-hours (in time order); returns its rows.
+    fn score_points(&mut self, points: Vec<CampaignHour>, now: DateTime<Utc>) -> Vec<Record> {
+        let mut rows = Vec::with_capacity(points.len() * (CAMPAIGN_SERIES.len() + 1));
         for CampaignHour {
             key,
             name,
@@ -324,11 +429,19 @@ impl ModelRunner {
                 let Some(v) = value.filter(|v| v.is_finite()) else {
                     continue;
                 };
-                let det = self
+                let (det, latest) = self
                     .detectors
                     .entry((key.clone(), series))
-                    .or_insert_with(|| Detector::new(DetectorConfig::for_step(3600)));
+                    .or_insert_with(|| (Detector::new(DetectorConfig::for_step(3600)), None));
                 let s = det.update(t, v);
+                *latest = Some(Latest {
+                    level: v,
+                    expected: s.expected,
+                    lower: s.lower,
+                    upper: s.upper,
+                    score: s.score,
+                    is_anomaly: s.is_anomaly,
+                });
                 rows.push(Record::Anomalies(AnomalyRow {
                     ts,
                     series: series.to_string(),
@@ -342,20 +455,6 @@ impl ModelRunner {
                     is_anomaly: s.is_anomaly,
                     detector: "robust_seasonal".into(),
                 }));
-                self.latest_anomaly.insert(
-                    (key.clone(), series),
-                    AnomalyNow {
-                        series,
-                        key: key.clone(),
-                        campaign: name.clone(),
-                        level: v,
-                        expected: s.expected,
-                        lower: s.lower,
-                        upper: s.upper,
-                        score: s.score,
-                        is_anomaly: s.is_anomaly,
-                    },
-                );
             }
             let st = self.tracking.update(&key, t, &totals, shop_orders);
             let p = TrackingBreak::p_value(&st);
@@ -391,6 +490,12 @@ impl ModelRunner {
             );
             self.last_scored.insert(key, t);
         }
+        rows
+    }
+
+    /// Score the whole business's revenue, hour by hour, up to `cur_hour`.
+    fn score_revenue(&mut self, now: DateTime<Utc>, cur_hour: i64) -> Vec<Record> {
+        let mut rows = Vec::new();
         // whole-business revenue, hour by hour
         let totals = self.pipeline.with_store(|s| {
             s.hourly_totals(self.revenue_scored.saturating_add(1), cur_hour, self.tz)
@@ -413,11 +518,6 @@ impl ModelRunner {
             }));
             self.revenue_scored = t;
         }
-        // campaigns that vanished from memory leave no stale series
-        self.latest_anomaly.retain(|(k, _), _| live.contains(k));
-        self.latest_tracking.retain(|k, _| live.contains(k));
-        self.detectors.retain(|(k, _), _| live.contains(k));
-        self.tracking.tests.retain(|k, _| live.contains(k));
         rows
     }
 
@@ -671,16 +771,100 @@ impl ModelRunner {
             _ = tokio::time::sleep(every.min(std::time::Duration::from_secs(5))) => {}
         }
         loop {
-            let rows = self.cycle().await;
-            if let Some(sink) = &self.sink
-                && sink.send(rows).await.is_err()
-            {
-                warn!("model rows not written: the QuestDB sink has stopped");
-            }
+            self.cycle().await;
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(every) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::normalize::Normalizer;
+    use crate::records::{Bucket, CampaignStat};
+    use crate::state::Store;
+    use crate::telemetry::Telemetry;
+
+    /// 700 campaigns with 48 complete hours each, every series defined: the first pass must
+    /// hand them over in sends of at most `SEND_ROWS` rows (not one batch of all), and every
+    /// campaign-hour's 6 detector rows and tracking row must arrive.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_first_pass_reaches_the_sink_in_bounded_sends_with_every_point() {
+        let (campaigns, hours) = (700usize, 48i64);
+        let config = crate::config::Config::from_toml_str("").expect("the default config");
+        let tz = chrono_tz::UTC;
+        let now = Utc::now();
+        let cur_hour = hour_floor(now, tz).timestamp();
+        let mut store = Store::new(8);
+        let mut rows = Vec::new();
+        for c in 0..campaigns {
+            for h in 1..=hours {
+                let ts = Utc.timestamp_opt(cur_hour - 3600 * h, 0).unwrap();
+                rows.push(Record::CampaignStats(CampaignStat {
+                    ts,
+                    bucket: Bucket::Hour,
+                    day: ts.date_naive(),
+                    key: CampaignKey {
+                        platform: "meta".into(),
+                        account: "act_1".into(),
+                        campaign_id: format!("c{c}"),
+                    },
+                    campaign_name: format!("C{c}"),
+                    source: "meta".into(),
+                    spend: Decimal::new(1000 + h * 7 + c as i64, 2),
+                    conversion_value: Decimal::ZERO,
+                    spend_account: Decimal::new(1000 + h * 7 + c as i64, 2),
+                    conversion_value_account: Decimal::ZERO,
+                    account_currency: "INR".into(),
+                    currency: "INR".into(),
+                    impressions: 1000 + h as u64,
+                    clicks: 20 + (h % 5) as u64,
+                    conversions: 1.0 + (h % 3) as f64,
+                }));
+            }
+        }
+        store.ingest(&rows);
+        drop(rows);
+        let (handle, mut rx) = SinkHandle::for_test(2);
+        let pipeline = Arc::new(Pipeline::new(
+            Normalizer::new(tz, "INR", Default::default()),
+            store,
+            None,
+            Arc::new(Telemetry::new()),
+        ));
+        let outputs = Arc::new(ArcSwap::from_pointee(ModelOutputs::default()));
+        let mut runner = ModelRunner::new(&config, pipeline, None, Some(handle), outputs.clone());
+        let pass = tokio::spawn(async move {
+            runner.cycle().await;
+            // dropping the runner drops its sink handle: the receiver below then ends
+        });
+        let (mut sends, mut largest) = (0usize, 0usize);
+        let mut by_detector: HashMap<String, usize> = HashMap::new();
+        while let Some(batch) = rx.recv().await {
+            sends += 1;
+            largest = largest.max(batch.rows().len());
+            for r in batch.rows() {
+                if let Record::Anomalies(a) = r
+                    && a.platform == "meta"
+                {
+                    let d = a.detector.split(':').next().unwrap_or_default().to_string();
+                    *by_detector.entry(d).or_default() += 1;
+                }
+            }
+        }
+        pass.await.expect("the pass ends");
+        let points = campaigns * hours as usize;
+        assert!(
+            largest <= SEND_ROWS,
+            "a send of {largest} rows (at most {SEND_ROWS})"
+        );
+        assert!(sends >= points * 7 / SEND_ROWS, "{sends} sends");
+        assert_eq!(by_detector.get("robust_seasonal"), Some(&(points * 6)));
+        assert_eq!(by_detector.get("tracking_break"), Some(&points));
+        // and the latest value of every series is published
+        assert_eq!(outputs.load().anomalies.len(), campaigns * 6);
     }
 }

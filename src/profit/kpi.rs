@@ -12,7 +12,7 @@ use std::ops::AddAssign;
 /// Payment gateway fees: a share of what the customer paid plus a fixed amount per order
 /// (Indian gateways charge about 2% per transaction; set to the contract).
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct PaymentFees {
     /// Share of net sales, e.g. 0.02 for 2%.
     pub percent_of_revenue: Decimal,

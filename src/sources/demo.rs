@@ -7,6 +7,15 @@
 //! orders are placed by thresholding the cumulative expected conversions, so the same `seed` and
 //! `start` give the same rows whatever the tick timing, and totals track the calibration closely
 //! even though individual orders are rare (about one a day).
+//!
+//! Order depth (issue 16): each order is split into lines of MOI's catalogue ([`CATALOGUE`]: 30
+//! demi-fine jewellery SKUs with list prices before GST and unit costs in INR), with GST at 3% and
+//! the discount that brings the list prices to the order's total, so the lines add up to the
+//! order exactly and the seed's revenue stays what it is. Customers live in Indian metro and
+//! tier-2 cities; about one order in four is a returning customer's. Each order has a journey of
+//! one to four touches across Meta, Google and organic channels ending with the campaign that
+//! sold it, and journeys that did not convert are emitted beside them (for the Markov model).
+//! These draws use their own RNG streams, so the calibrated figures do not move.
 
 use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
@@ -21,7 +30,7 @@ use tracing::{info, warn};
 
 use crate::base::Problem;
 use crate::normalize::{Observation, RawCampaignStat, RawFunnel, RawOrder, hour_floor};
-use crate::records::{Bucket, CampaignKey, OrderKind};
+use crate::records::{Bucket, CampaignKey, CostSource, OrderKind, OrderLine, TouchpointRow};
 use crate::sources::SourceContext;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -306,7 +315,266 @@ struct SimOrder {
     amount: Decimal,
     seq: u64,
     refund_at: Option<DateTime<Utc>>,
+    /// Customer number and the position of this order in the customer's history (1: new).
+    customer: u64,
+    customer_order_index: u32,
 }
+
+/// One SKU of MOI's catalogue: list price before GST and unit cost, INR (`None`: the cost was
+/// never entered, so the demo shows a SKU reported with a missing cost).
+#[derive(Debug, Clone, Copy)]
+pub struct Sku {
+    pub sku: &'static str,
+    pub product: &'static str,
+    pub product_type: &'static str,
+    pub list_price: i64,
+    pub unit_cost: Option<i64>,
+}
+
+const fn sku(
+    sku: &'static str,
+    product: &'static str,
+    product_type: &'static str,
+    list_price: i64,
+    unit_cost: Option<i64>,
+) -> Sku {
+    Sku {
+        sku,
+        product,
+        product_type,
+        list_price,
+        unit_cost,
+    }
+}
+
+/// MOI's catalogue: demi-fine jewellery (9KT gold, lab-grown diamonds, 925 silver, kundan) whose
+/// prices fit the seed's order values (about 1,960 INR); costs are metal, stones and making.
+pub const CATALOGUE: [Sku; 30] = [
+    sku(
+        "MOI-RG-001",
+        "Solitaire Lab Diamond Ring 9KT",
+        "Rings",
+        2_890,
+        Some(1_620),
+    ),
+    sku(
+        "MOI-RG-002",
+        "Twisted Band Ring 9KT Gold",
+        "Rings",
+        2_190,
+        Some(1_310),
+    ),
+    sku(
+        "MOI-RG-003",
+        "Stackable Ring Gold Vermeil",
+        "Rings",
+        1_290,
+        Some(610),
+    ),
+    sku(
+        "MOI-RG-004",
+        "Emerald Cocktail Ring Silver",
+        "Rings",
+        2_490,
+        Some(1_180),
+    ),
+    sku(
+        "MOI-RG-005",
+        "Kundan Adjustable Ring",
+        "Rings",
+        1_090,
+        Some(470),
+    ),
+    sku(
+        "MOI-RG-006",
+        "Couple Band Set Silver",
+        "Rings",
+        3_290,
+        Some(1_560),
+    ),
+    sku(
+        "MOI-ER-001",
+        "Lab Diamond Stud Earrings 9KT",
+        "Earrings",
+        2_690,
+        Some(1_590),
+    ),
+    sku(
+        "MOI-ER-002",
+        "Oxidised Silver Jhumkas",
+        "Earrings",
+        1_490,
+        Some(640),
+    ),
+    sku(
+        "MOI-ER-003",
+        "Pearl Drop Earrings",
+        "Earrings",
+        1_790,
+        Some(820),
+    ),
+    sku(
+        "MOI-ER-004",
+        "Gold Hoop Earrings 9KT",
+        "Earrings",
+        2_390,
+        Some(1_450),
+    ),
+    sku(
+        "MOI-ER-005",
+        "Kundan Chandbali Earrings",
+        "Earrings",
+        1_990,
+        Some(880),
+    ),
+    sku(
+        "MOI-ER-006",
+        "Silver Huggie Earrings",
+        "Earrings",
+        990,
+        Some(420),
+    ),
+    sku(
+        "MOI-NK-001",
+        "Mangalsutra Pendant 9KT",
+        "Necklaces",
+        2_990,
+        Some(1_780),
+    ),
+    sku(
+        "MOI-NK-002",
+        "Lab Diamond Solitaire Pendant",
+        "Necklaces",
+        2_790,
+        Some(1_640),
+    ),
+    sku(
+        "MOI-NK-003",
+        "Layered Silver Chain Necklace",
+        "Necklaces",
+        1_890,
+        Some(860),
+    ),
+    sku(
+        "MOI-NK-004",
+        "Temple Coin Necklace",
+        "Necklaces",
+        3_490,
+        Some(1_720),
+    ),
+    sku(
+        "MOI-NK-005",
+        "Evil Eye Pendant",
+        "Necklaces",
+        1_190,
+        Some(520),
+    ),
+    sku(
+        "MOI-NK-006",
+        "Initial Letter Pendant 9KT",
+        "Necklaces",
+        1_690,
+        Some(990),
+    ),
+    sku(
+        "MOI-BG-001",
+        "Silver Kada Bangle",
+        "Bangles",
+        2_590,
+        Some(1_240),
+    ),
+    sku(
+        "MOI-BG-002",
+        "CZ Tennis Bracelet",
+        "Bangles",
+        2_990,
+        Some(1_380),
+    ),
+    sku(
+        "MOI-BG-003",
+        "Silver Charm Bracelet",
+        "Bangles",
+        1_590,
+        Some(720),
+    ),
+    sku(
+        "MOI-BG-004",
+        "Nazariya Baby Bangles",
+        "Bangles",
+        1_390,
+        Some(610),
+    ),
+    sku(
+        "MOI-BG-005",
+        "Kundan Bangle Pair",
+        "Bangles",
+        3_190,
+        Some(1_490),
+    ),
+    sku(
+        "MOI-NP-001",
+        "Lab Diamond Nose Pin 9KT",
+        "Nose Pins",
+        1_490,
+        Some(880),
+    ),
+    sku(
+        "MOI-NP-002",
+        "Silver Nose Ring",
+        "Nose Pins",
+        690,
+        Some(290),
+    ),
+    sku(
+        "MOI-AK-001",
+        "Silver Anklet Pair",
+        "Anklets",
+        1_290,
+        Some(590),
+    ),
+    sku("MOI-AK-002", "Ghungroo Anklet", "Anklets", 990, Some(430)),
+    sku(
+        "MOI-TR-001",
+        "Silver Toe Ring Pair",
+        "Anklets",
+        590,
+        Some(240),
+    ),
+    sku(
+        "MOI-MT-001",
+        "Kundan Maang Tikka",
+        "Hair Jewellery",
+        1_690,
+        Some(740),
+    ),
+    sku("MOI-BR-001", "Pearl Saree Brooch", "Brooches", 790, None),
+];
+
+/// GST on jewellery, 3%: list prices are before it, order totals include it.
+const GST_PERCENT: i64 = 3;
+
+/// (city, state, weight): metros first, then tier-2 cities.
+const CITY_WEIGHTS: [(&str, &str, u32); 16] = [
+    ("Mumbai", "Maharashtra", 16),
+    ("Delhi", "Delhi", 15),
+    ("Bengaluru", "Karnataka", 13),
+    ("Hyderabad", "Telangana", 9),
+    ("Chennai", "Tamil Nadu", 8),
+    ("Kolkata", "West Bengal", 6),
+    ("Pune", "Maharashtra", 6),
+    ("Ahmedabad", "Gujarat", 5),
+    ("Jaipur", "Rajasthan", 4),
+    ("Lucknow", "Uttar Pradesh", 3),
+    ("Surat", "Gujarat", 3),
+    ("Indore", "Madhya Pradesh", 3),
+    ("Kochi", "Kerala", 3),
+    ("Chandigarh", "Chandigarh", 2),
+    ("Coimbatore", "Tamil Nadu", 2),
+    ("Nagpur", "Maharashtra", 2),
+];
+
+/// Share of orders placed by a returning customer.
+const RETURNING_SHARE: f64 = 0.25;
 
 /// The generator: sequential over hours from an epoch, deterministic for (seed, start).
 pub struct DemoSource {
@@ -329,18 +597,9 @@ pub struct DemoSource {
     orders_by_hour: HashMap<i64, Vec<usize>>,
     refunds_by_hour: HashMap<i64, Vec<usize>>,
     order_seq: u64,
+    /// Orders so far per customer number (returning customers are drawn from these).
+    customers: Vec<u32>,
 }
-
-const CITIES: [&str; 8] = [
-    "Mumbai",
-    "Delhi",
-    "Bengaluru",
-    "Hyderabad",
-    "Chennai",
-    "Pune",
-    "Kolkata",
-    "Ahmedabad",
-];
 
 impl DemoSource {
     pub fn new(cfg: DemoConfig, tz: Tz) -> Self {
@@ -374,6 +633,7 @@ impl DemoSource {
             orders_by_hour: HashMap::new(),
             refunds_by_hour: HashMap::new(),
             order_seq: 0,
+            customers: Vec::new(),
         }
     }
 
@@ -479,6 +739,18 @@ impl DemoSource {
                         None
                     };
                     self.order_seq += 1;
+                    // who: its own stream, so the calibrated draws above stay as they were
+                    let mut crng =
+                        ChaCha8Rng::seed_from_u64(mix(self.cfg.seed, 3_000, self.order_seq));
+                    let customer =
+                        if !self.customers.is_empty() && crng.random_bool(RETURNING_SHARE) {
+                            crng.random_range(0..self.customers.len())
+                        } else {
+                            self.customers.push(0);
+                            self.customers.len() - 1
+                        };
+                    self.customers[customer] += 1;
+                    let customer_order_index = self.customers[customer];
                     let idx = self.orders.len();
                     self.orders_by_hour.entry(h).or_default().push(idx);
                     if let Some(r) = refund_at {
@@ -491,6 +763,8 @@ impl DemoSource {
                         amount: Decimal::from_f64(amount).unwrap_or_default(),
                         seq: self.order_seq,
                         refund_at,
+                        customer: customer as u64,
+                        customer_order_index,
                     });
                     self.next_threshold[pool] += 1.0;
                 }
@@ -534,7 +808,10 @@ impl DemoSource {
                 e.0 += clicks;
                 e.1 += hour_orders.len() as u64;
                 for i in hour_orders {
-                    out.push(self.order_observation(&self.orders[i]));
+                    let o = &self.orders[i];
+                    out.push(self.order_observation(o));
+                    out.extend(self.order_lines(o, now).into_iter().map(Observation::Line));
+                    out.extend(self.journey(o).into_iter().map(Observation::Touch));
                 }
             }
             // Refunds that happen in this hour.
@@ -549,7 +826,16 @@ impl DemoSource {
                     && r <= now
                 {
                     out.push(self.refund_observation(o, r));
+                    // the lines again, with the refund (upserted by their key)
+                    out.extend(self.order_lines(o, now).into_iter().map(Observation::Line));
                 }
+            }
+            if self.cfg.shop {
+                out.extend(
+                    self.unconverted_journeys(h, now)
+                        .into_iter()
+                        .map(Observation::Touch),
+                );
             }
             // GA4-like funnel per traffic source.
             let mut rng = ChaCha8Rng::seed_from_u64(mix(self.cfg.seed, 1_000, h as u64));
@@ -642,10 +928,16 @@ impl DemoSource {
             .collect();
         days.dedup();
         let mut out = Vec::new();
+        // At scale (backfill batches shorter than a day) a day row is sent once, by the batch
+        // holding the day's last hour or reaching `now`, not again by each of its batches.
+        let once = self.batch_hours() < 24;
         for day in days {
             let start = crate::normalize::day_start(day, self.tz);
             let end = crate::normalize::day_start(day + chrono::Days::new(1), self.tz);
             let (a, b) = (self.hour_index(start).max(0), self.hour_index(end) - 1);
+            if once && b > h1 && self.hour_start(h1 + 1) < now {
+                continue;
+            }
             for c in 0..self.campaigns.len() {
                 let mut total: Option<RawCampaignStat> = None;
                 for h in a..=b {
@@ -676,7 +968,7 @@ impl DemoSource {
 
     fn order_observation(&self, o: &SimOrder) -> Observation {
         let camp = &self.campaigns[o.campaign];
-        let mut rng = ChaCha8Rng::seed_from_u64(mix(self.cfg.seed, 2_000, o.seq));
+        let (city, _) = self.city_of(o.customer);
         Observation::Order(RawOrder {
             ts: o.ts,
             event_id: format!("demo-{}", 100_000 + o.seq),
@@ -684,13 +976,274 @@ impl DemoSource {
             kind: OrderKind::Order,
             amount: o.amount,
             currency: "INR".into(),
-            customer_id: Some(format!("cust-{}", rng.random_range(1..400))),
-            city: Some(CITIES[rng.random_range(0..CITIES.len())].into()),
+            customer_id: Some(format!("cust-{}", 1 + o.customer)),
+            city: Some(city.into()),
             utm_source: Some(camp.utm_source.into()),
             utm_medium: Some(camp.utm_medium.into()),
             utm_campaign: Some(camp.id.clone()),
-            items: rng.random_range(1..3),
+            items: self.basket(o).iter().map(|(_, q, _)| *q).sum(),
         })
+    }
+
+    /// A customer's city and state (fixed per customer, weighted towards the metros).
+    fn city_of(&self, customer: u64) -> (&'static str, &'static str) {
+        let mut rng = ChaCha8Rng::seed_from_u64(mix(self.cfg.seed, 5_000, customer));
+        let total: u32 = CITY_WEIGHTS.iter().map(|c| c.2).sum();
+        let mut pick = rng.random_range(0..total);
+        for (city, state, w) in CITY_WEIGHTS {
+            if pick < w {
+                return (city, state);
+            }
+            pick -= w;
+        }
+        (CITY_WEIGHTS[0].0, CITY_WEIGHTS[0].1)
+    }
+
+    /// The SKUs of an order, their quantities and the order's price before GST: one or two
+    /// catalogue items whose list prices reach the order's value (the difference is the
+    /// discount), so the lines add up to the seed's order total.
+    fn basket(&self, o: &SimOrder) -> Vec<(&'static Sku, u32, Decimal)> {
+        let mut rng = ChaCha8Rng::seed_from_u64(mix(self.cfg.seed, 4_000, o.seq));
+        // net of GST: amount × 100 / 103, to the paisa
+        let net = (o.amount * Decimal::from(100) / Decimal::from(100 + GST_PERCENT)).round_dp(2);
+        let price = |s: &Sku| Decimal::from(s.list_price);
+        // a SKU priced in [lo, lo × 1.3], else the cheapest above lo, else the dearest
+        let pick = |rng: &mut ChaCha8Rng, lo: Decimal| -> (&'static Sku, u32) {
+            let near: Vec<&'static Sku> = CATALOGUE
+                .iter()
+                .filter(|s| price(s) >= lo && price(s) <= lo * Decimal::new(13, 1))
+                .collect();
+            if !near.is_empty() {
+                return (near[rng.random_range(0..near.len())], 1);
+            }
+            if let Some(s) = CATALOGUE
+                .iter()
+                .filter(|s| price(s) >= lo)
+                .min_by_key(|s| s.list_price)
+            {
+                return (s, 1);
+            }
+            let dear = CATALOGUE
+                .iter()
+                .max_by_key(|s| s.list_price)
+                .unwrap_or(&CATALOGUE[0]);
+            let q = (lo / price(dear)).ceil();
+            (
+                dear,
+                rust_decimal::prelude::ToPrimitive::to_u32(&q).unwrap_or(1),
+            )
+        };
+        let mut items = Vec::new();
+        if rng.random_bool(0.35) {
+            // two items: a smaller piece first, then one that reaches the rest
+            let small: Vec<&'static Sku> = CATALOGUE
+                .iter()
+                .filter(|s| {
+                    price(s) >= net * Decimal::new(3, 1) && price(s) <= net * Decimal::new(6, 1)
+                })
+                .collect();
+            if !small.is_empty() {
+                let first = small[rng.random_range(0..small.len())];
+                items.push((first, 1));
+                items.push(pick(&mut rng, net - price(first)));
+            }
+        }
+        if items.is_empty() {
+            items.push(pick(&mut rng, net));
+        }
+        items.into_iter().map(|(s, q)| (s, q, net)).collect()
+    }
+
+    /// The order's lines (as of `now`: with the refund once it happened). Money adds up exactly:
+    /// Σ (net sales + GST) = the order's amount; the discount is the list prices' excess over
+    /// the order's net price, split by list value, to the paisa.
+    fn order_lines(&self, o: &SimOrder, now: DateTime<Utc>) -> Vec<OrderLine> {
+        let camp = &self.campaigns[o.campaign];
+        let basket = self.basket(o);
+        let Some(&(_, _, net)) = basket.first() else {
+            return Vec::new();
+        };
+        let tax = o.amount - net;
+        let list: Vec<Decimal> = basket
+            .iter()
+            .map(|(s, q, _)| Decimal::from(s.list_price) * Decimal::from(*q))
+            .collect();
+        let total_list: Decimal = list.iter().copied().sum();
+        let weights: Vec<f64> = list
+            .iter()
+            .map(|l| rust_decimal::prelude::ToPrimitive::to_f64(&(l / total_list)).unwrap_or(0.0))
+            .collect();
+        let discounts = crate::attribution::split_revenue(total_list - net, &weights);
+        let nets: Vec<Decimal> = list.iter().zip(&discounts).map(|(l, d)| l - d).collect();
+        let net_weights: Vec<f64> = nets
+            .iter()
+            .map(|n| rust_decimal::prelude::ToPrimitive::to_f64(&(n / net)).unwrap_or(0.0))
+            .collect();
+        let taxes = crate::attribution::split_revenue(tax, &net_weights);
+        // the refund (30% of the order, GST included) is a price adjustment on the first line:
+        // nothing goes back to stock
+        let refunded = o.refund_at.filter(|r| *r <= now).map(|_| {
+            ((o.amount * Decimal::new(3, 1)).round() * Decimal::from(100)
+                / Decimal::from(100 + GST_PERCENT))
+            .round_dp(2)
+        });
+        let (city, state) = self.city_of(o.customer);
+        let order_id = format!("demo-{}", 100_000 + o.seq);
+        basket
+            .iter()
+            .enumerate()
+            .map(|(i, (s, q, _))| OrderLine {
+                ts: o.ts,
+                day: o.ts.date_naive(),
+                order_id: order_id.clone(),
+                line_id: format!("{order_id}/{}", i + 1),
+                sku: s.sku.into(),
+                product: s.product.into(),
+                variant: String::new(),
+                product_type: s.product_type.into(),
+                quantity: *q,
+                unit_price: Decimal::from(s.list_price),
+                discount: discounts[i],
+                net_sales: nets[i],
+                tax: taxes[i],
+                shipping_charged: Decimal::ZERO,
+                unit_cost: s.unit_cost.map(Decimal::from),
+                cost_source: if s.unit_cost.is_some() {
+                    CostSource::InventoryItem
+                } else {
+                    CostSource::Missing
+                },
+                refunded_quantity: 0,
+                refunded_amount: if i == 0 {
+                    refunded.unwrap_or_default()
+                } else {
+                    Decimal::ZERO
+                },
+                customer_id: Some(format!("cust-{}", 1 + o.customer)),
+                new_customer: o.customer_order_index == 1,
+                city: Some(city.into()),
+                province: Some(state.into()),
+                country: Some("India".into()),
+                utm_campaign: Some(camp.id.clone()),
+                currency: "INR".into(),
+                source: String::new(),
+            })
+            .collect()
+    }
+
+    /// Channel, UTM source and medium of a campaign's touches.
+    fn campaign_touch(&self, c: usize) -> (String, &'static str, &'static str, String) {
+        let camp = &self.campaigns[c];
+        (
+            crate::attribution::channel_of(
+                Some(camp.utm_source),
+                Some(camp.utm_medium),
+                Some(&camp.id),
+                None,
+            ),
+            camp.utm_source,
+            camp.utm_medium,
+            camp.id.clone(),
+        )
+    }
+
+    /// A journey's touches: up to three earlier touches (other campaigns, organic search and
+    /// social, direct) over the two weeks before `end`, then `last` (a campaign index) or none.
+    fn touches(
+        &self,
+        rng: &mut ChaCha8Rng,
+        journey: &str,
+        order: Option<&str>,
+        end: DateTime<Utc>,
+        last: Option<usize>,
+    ) -> Vec<TouchpointRow> {
+        let earlier = rng.random_range(0..4usize);
+        let mut ts: Vec<DateTime<Utc>> = (0..earlier)
+            .map(|_| end - Duration::minutes(rng.random_range(30..(14 * 24 * 60))))
+            .collect();
+        ts.sort();
+        let mut out = Vec::new();
+        let mut push = |ts: DateTime<Utc>,
+                        channel: String,
+                        src: Option<&str>,
+                        med: Option<&str>,
+                        camp: Option<String>,
+                        referrer: Option<&str>| {
+            out.push(TouchpointRow {
+                ts,
+                journey_id: journey.to_string(),
+                order_id: order.map(str::to_string),
+                position: out.len() as u32 + 1,
+                channel,
+                utm_source: src.map(str::to_string),
+                utm_medium: med.map(str::to_string),
+                utm_campaign: camp,
+                referrer: referrer.map(str::to_string),
+                landing_page: Some("/collections/all".into()),
+                source: String::new(),
+            });
+        };
+        for t in ts {
+            match rng.random_range(0..10u32) {
+                0..=4 => {
+                    let c = rng.random_range(0..self.campaigns.len());
+                    let (ch, src, med, camp) = self.campaign_touch(c);
+                    push(t, ch, Some(src), Some(med), Some(camp), None);
+                }
+                5 | 6 => push(
+                    t,
+                    "organic:google.com".into(),
+                    None,
+                    None,
+                    None,
+                    Some("https://www.google.com/"),
+                ),
+                7 | 8 => push(
+                    t,
+                    "organic:instagram.com".into(),
+                    None,
+                    None,
+                    None,
+                    Some("https://www.instagram.com/"),
+                ),
+                _ => push(t, "direct".into(), None, None, None, None),
+            }
+        }
+        if let Some(c) = last {
+            let (ch, src, med, camp) = self.campaign_touch(c);
+            push(
+                end - Duration::minutes(rng.random_range(1..30)),
+                ch,
+                Some(src),
+                Some(med),
+                Some(camp),
+                None,
+            );
+        }
+        out
+    }
+
+    /// The journey that ended in order `o`: its last touch is the campaign that sold it.
+    fn journey(&self, o: &SimOrder) -> Vec<TouchpointRow> {
+        let mut rng = ChaCha8Rng::seed_from_u64(mix(self.cfg.seed, 6_000, o.seq));
+        let id = format!("demo-{}", 100_000 + o.seq);
+        self.touches(&mut rng, &id, Some(&id), o.ts, Some(o.campaign))
+    }
+
+    /// Journeys of hour `h` that ended without an order (none to two an hour), as of `now`.
+    fn unconverted_journeys(&self, h: i64, now: DateTime<Utc>) -> Vec<TouchpointRow> {
+        let hs = self.hour_start(h);
+        let mut rng = ChaCha8Rng::seed_from_u64(mix(self.cfg.seed, 7_000, h as u64));
+        let n = rng.random_range(0..3u32);
+        let mut out = Vec::new();
+        for k in 0..n {
+            let end = hs + Duration::minutes(rng.random_range(0..60));
+            let c = rng.random_range(0..self.campaigns.len());
+            let id = format!("visit-{}-{k}", hs.format("%Y%m%d%H"));
+            let touches = self.touches(&mut rng, &id, None, end, Some(c));
+            out.extend(touches.into_iter().filter(|t| t.ts <= now));
+        }
+        out
     }
 
     fn refund_observation(&self, o: &SimOrder, at: DateTime<Utc>) -> Observation {
@@ -704,11 +1257,17 @@ impl DemoSource {
         Observation::Order(r)
     }
 
+    /// Hours per backfill batch: about 2,000 campaign rows, at most a day.
+    fn batch_hours(&self) -> i64 {
+        (2_000 / self.campaigns.len().max(1)).clamp(1, 24) as i64
+    }
+
     /// The backfill's batches: about 2,000 campaign rows each (a day for the scenario's 6
     /// campaigns, an hour for 10,000), so a large backfill streams through the sink instead of
-    /// piling up in memory. A day row is re-sent (upserted) by every batch that touches its day.
+    /// piling up in memory. A day row is re-sent (upserted) by every day-long batch that touches
+    /// its day; with hour-long batches (at scale) only by the last one.
     pub fn backfill_windows(&self) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
-        let hours_per_batch = (2_000 / self.campaigns.len().max(1)).clamp(1, 24) as i64;
+        let hours_per_batch = self.batch_hours();
         let mut out = Vec::new();
         let mut from = self.epoch;
         while from < self.start {

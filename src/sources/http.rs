@@ -322,6 +322,8 @@ pub fn day_of(o: &Observation, tz: Tz, reporting: Tz) -> NaiveDate {
         Observation::Ad(a) => (a.stat.ts, a.stat.bucket == Bucket::Day),
         Observation::Order(o) => (o.ts, false),
         Observation::Funnel(f) => (f.ts, f.bucket == Bucket::Day),
+        Observation::Line(l) => (l.ts, false),
+        Observation::Touch(t) => (t.ts, false),
     };
     ts.with_timezone(if daily { &reporting } else { &tz })
         .date_naive()

@@ -6,6 +6,17 @@
 //! re-reads orders *updated* inside the window (both bounds, so backfill chunks do not overlap),
 //! so late refunds and cancellations arrive; they are booked as negative revenue on the day they
 //! happen.
+//!
+//! Order depth (issue 16): every order's line items (SKU, quantity, unit price, discounts, taxes,
+//! the variant's inventory-item unit cost), shipping charged (allocated to the lines by their net
+//! sales, to the paisa), refunds per line, the shipping city, province and country, and the
+//! customer journey summary (customer order index: new or returning; the moments, each a visit
+//! with its UTM, referrer and landing page) become `order_lines` and `touchpoints` rows. A line
+//! whose variant has no unit cost takes the configured fallback margin of its product type, or
+//! keeps no cost at all: it is logged per SKU and counted in `/metrics`
+//! (`adpulse_profit_lines_missing_cost`), never invented. Nested lists are read in one page each
+//! (`line_items_per_order`, `moments_per_order`): an order with more is an error naming it, not
+//! a silent cut.
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -16,10 +27,11 @@ use std::time::Duration;
 
 use crate::base::{Problem, Secret};
 use crate::normalize::{Observation, RawOrder};
-use crate::records::OrderKind;
+use crate::records::{CostSource, OrderKind, OrderLine, TouchpointRow};
 use crate::sources::SourceContext;
 use crate::sources::http::{PollSource, SourceError, Window, send_with_retry};
 use crate::sources::polling::{PollingConfig, PollingDefaults, required, run_or_report};
+use std::collections::BTreeMap;
 
 /// Settings of one shop. Every key but `name` and `shop_domain` has a default; the polling
 /// settings are the sources' shared [`PollingConfig`], flattened, so its keys stay top-level keys
@@ -47,6 +59,15 @@ pub struct ShopifyConfig {
     pub page_size: u32,
     /// Consecutive throttles of one page before the poll gives up (the days stay incomplete).
     pub max_throttles_per_page: u32,
+    /// Line items read per order (one page; an order with more is an error naming it).
+    pub line_items_per_order: u32,
+    /// Journey moments read per order (one page; the rest are dropped with a warning: the
+    /// journey's first and last visits are kept anyway).
+    pub moments_per_order: u32,
+    /// Gross margin assumed, per product type, for lines whose variant has no unit cost (0.55:
+    /// the cost is 45% of the net unit price). Lines of other product types keep no cost and are
+    /// reported per SKU.
+    pub fallback_margin_by_product_type: BTreeMap<String, Decimal>,
     /// Interval, look-back (refunds come after the order) and throttle waits (the floor is the
     /// first step of the backoff when no cost is given).
     #[serde(flatten)]
@@ -77,6 +98,9 @@ impl Default for ShopifyConfig {
             shop_timezone: "Asia/Kolkata".into(),
             page_size: 100,
             max_throttles_per_page: 20,
+            line_items_per_order: 50,
+            moments_per_order: 20,
+            fallback_margin_by_product_type: BTreeMap::new(),
             polling: PollingConfig::default(),
         }
     }
@@ -103,25 +127,83 @@ impl ShopifyConfig {
                 message: "must be between 1 and 250".into(),
             });
         }
+        for (key, v, max) in [
+            ("line_items_per_order", self.line_items_per_order, 250),
+            ("moments_per_order", self.moments_per_order, 250),
+        ] {
+            if v == 0 || v > max {
+                p.push(Problem {
+                    key: key.into(),
+                    message: format!("must be between 1 and {max}"),
+                });
+            }
+        }
+        for (t, m) in &self.fallback_margin_by_product_type {
+            if *m < Decimal::ZERO || *m >= Decimal::ONE {
+                p.push(Problem {
+                    key: format!("fallback_margin_by_product_type.{t}"),
+                    message: format!("{m} is not a margin in [0, 1)"),
+                });
+            }
+        }
         p.extend(self.polling.problems());
         p
     }
 }
 
-/// The GraphQL query (one page).
-pub const ORDERS_QUERY: &str = "query Orders($first: Int!, $after: String, $query: String) {
+/// The GraphQL query (one page of orders; `$lines` and `$moments` bound the nested lists).
+pub const ORDERS_QUERY: &str = "query Orders($first: Int!, $after: String, $query: String, $lines: Int!, $moments: Int!) {
   orders(first: $first, after: $after, query: $query, sortKey: UPDATED_AT) {
     pageInfo { hasNextPage endCursor }
     nodes {
-      id name createdAt cancelledAt
+      id name createdAt cancelledAt taxesIncluded
       totalPriceSet { shopMoney { amount currencyCode } presentmentMoney { amount currencyCode } }
       totalRefundedSet { shopMoney { amount currencyCode } }
       customer { id }
       billingAddress { city }
-      shippingAddress { city }
+      shippingAddress { city province country }
       currentSubtotalLineItemsQuantity
-      customerJourneySummary { lastVisit { landingPage referrerUrl utmParameters { source medium campaign } } }
-      refunds { id createdAt totalRefundedSet { shopMoney { amount currencyCode } } }
+      lineItems(first: $lines) {
+        pageInfo { hasNextPage }
+        nodes {
+          id sku title variantTitle quantity
+          originalUnitPriceSet { shopMoney { amount currencyCode } }
+          discountAllocations { allocatedAmountSet { shopMoney { amount currencyCode } } }
+          taxLines { priceSet { shopMoney { amount currencyCode } } }
+          product { productType }
+          variant { id inventoryItem { unitCost { amount currencyCode } } }
+        }
+      }
+      shippingLines(first: 10) {
+        nodes {
+          discountedPriceSet { shopMoney { amount currencyCode } }
+          taxLines { priceSet { shopMoney { amount currencyCode } } }
+        }
+      }
+      customerJourneySummary {
+        customerOrderIndex daysToConversion
+        firstVisit { occurredAt landingPage referrerUrl source utmParameters { source medium campaign } }
+        lastVisit { occurredAt landingPage referrerUrl source utmParameters { source medium campaign } }
+        moments(first: $moments) {
+          pageInfo { hasNextPage }
+          nodes {
+            occurredAt
+            ... on CustomerVisit { landingPage referrerUrl source utmParameters { source medium campaign } }
+          }
+        }
+      }
+      refunds {
+        id createdAt totalRefundedSet { shopMoney { amount currencyCode } }
+        refundLineItems(first: $lines) {
+          pageInfo { hasNextPage }
+          nodes {
+            quantity restockType
+            lineItem { id }
+            subtotalSet { shopMoney { amount currencyCode } }
+            totalTaxSet { shopMoney { amount currencyCode } }
+          }
+        }
+      }
     }
   }
 }";
@@ -142,18 +224,119 @@ struct MoneyBag {
 #[derive(Debug, Deserialize)]
 struct City {
     city: Option<String>,
+    #[serde(default)]
+    province: Option<String>,
+    #[serde(default)]
+    country: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct PageInfo {
+    #[serde(default)]
+    has_next_page: bool,
+}
+
+/// A GraphQL connection read as one page.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Nodes<T> {
+    #[serde(default)]
+    page_info: PageInfo,
+    nodes: Vec<T>,
+}
+
+impl<T> Default for Nodes<T> {
+    fn default() -> Self {
+        Self {
+            page_info: PageInfo::default(),
+            nodes: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Allocation {
+    allocated_amount_set: MoneyBag,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TaxLine {
+    price_set: MoneyBag,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Product {
+    product_type: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InventoryItem {
+    unit_cost: Option<MoneyV2>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Variant {
+    id: Option<String>,
+    inventory_item: Option<InventoryItem>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LineItem {
+    id: String,
+    sku: Option<String>,
+    title: String,
+    variant_title: Option<String>,
+    quantity: u32,
+    original_unit_price_set: MoneyBag,
+    #[serde(default)]
+    discount_allocations: Vec<Allocation>,
+    #[serde(default)]
+    tax_lines: Vec<TaxLine>,
+    product: Option<Product>,
+    variant: Option<Variant>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ShippingLine {
+    discounted_price_set: MoneyBag,
+    #[serde(default)]
+    tax_lines: Vec<TaxLine>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LineRef {
+    id: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RefundLineItem {
+    quantity: u32,
+    line_item: LineRef,
+    subtotal_set: MoneyBag,
+    total_tax_set: Option<MoneyBag>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
 struct Utm {
     source: Option<String>,
     medium: Option<String>,
     campaign: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Clone)]
 #[serde(rename_all = "camelCase")]
 struct Visit {
+    #[serde(default)]
+    occurred_at: Option<DateTime<Utc>>,
     landing_page: Option<String>,
     referrer_url: Option<String>,
     utm_parameters: Option<Utm>,
@@ -162,7 +345,15 @@ struct Visit {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Journey {
+    #[serde(default)]
+    customer_order_index: Option<u32>,
+    #[serde(default)]
+    days_to_conversion: Option<u32>,
+    #[serde(default)]
+    first_visit: Option<Visit>,
     last_visit: Option<Visit>,
+    #[serde(default)]
+    moments: Option<Nodes<Visit>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -171,6 +362,8 @@ struct Refund {
     id: String,
     created_at: DateTime<Utc>,
     total_refunded_set: MoneyBag,
+    #[serde(default)]
+    refund_line_items: Nodes<RefundLineItem>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -188,6 +381,12 @@ struct Order {
     customer_journey_summary: Option<Journey>,
     #[serde(default)]
     refunds: Vec<Refund>,
+    #[serde(default)]
+    taxes_included: bool,
+    #[serde(default)]
+    line_items: Nodes<LineItem>,
+    #[serde(default)]
+    shipping_lines: Nodes<ShippingLine>,
 }
 
 /// One parsed page.
@@ -202,8 +401,254 @@ fn money(m: &MoneyV2, what: &str, order: &str) -> Result<Decimal, SourceError> {
         .map_err(|_| SourceError::Malformed(format!("order {order}: {what} amount {:?}", m.amount)))
 }
 
-/// Parse a GraphQL response (or classify its errors).
+/// What the order lines need from the config.
+#[derive(Debug, Clone, Default)]
+pub struct LineSettings {
+    /// See [`ShopifyConfig::fallback_margin_by_product_type`].
+    pub fallback_margin_by_product_type: BTreeMap<String, Decimal>,
+}
+
+/// Parse a GraphQL response (or classify its errors), with no fallback margins.
 pub fn parse_orders(body: &str) -> Result<OrdersPage, SourceError> {
+    parse_orders_with(body, &LineSettings::default())
+}
+
+fn sum_money<'a>(
+    bags: impl IntoIterator<Item = &'a MoneyBag>,
+    what: &str,
+    order: &str,
+) -> Result<Decimal, SourceError> {
+    let mut t = Decimal::ZERO;
+    for b in bags {
+        t += money(&b.shop_money, what, order)?;
+    }
+    Ok(t)
+}
+
+/// The order's lines and journey touches (see the module doc). `base` is the order's own event
+/// (its shop money, customer, city and last-click UTM).
+fn order_depth(
+    o: &Order,
+    base: &RawOrder,
+    settings: &LineSettings,
+) -> Result<Vec<Observation>, SourceError> {
+    let name = o.name.as_str();
+    if o.line_items.page_info.has_next_page {
+        return Err(SourceError::Malformed(format!(
+            "order {name} has more line items than line_items_per_order: raise it"
+        )));
+    }
+    let tax_in = o.taxes_included;
+    // shipping charged, before tax
+    let mut shipping = Decimal::ZERO;
+    for sl in &o.shipping_lines.nodes {
+        shipping += money(&sl.discounted_price_set.shop_money, "shipping", name)?;
+        if tax_in {
+            shipping -= sum_money(
+                sl.tax_lines.iter().map(|t| &t.price_set),
+                "shipping tax",
+                name,
+            )?;
+        }
+    }
+    // refunds per line: quantity and merchandise before tax
+    let mut refunded: BTreeMap<&str, (u32, Decimal)> = BTreeMap::new();
+    for r in &o.refunds {
+        if r.refund_line_items.page_info.has_next_page {
+            return Err(SourceError::Malformed(format!(
+                "refund {} of order {name} has more lines than line_items_per_order: raise it",
+                r.id
+            )));
+        }
+        for rl in &r.refund_line_items.nodes {
+            let mut amount = money(&rl.subtotal_set.shop_money, "refund line", name)?;
+            if tax_in && let Some(t) = &rl.total_tax_set {
+                amount -= money(&t.shop_money, "refund line tax", name)?;
+            }
+            let e = refunded.entry(rl.line_item.id.as_str()).or_default();
+            e.0 += rl.quantity;
+            e.1 += amount;
+        }
+    }
+    let journey = o.customer_journey_summary.as_ref();
+    let new_customer = journey.and_then(|j| j.customer_order_index) == Some(1);
+    let ship = o.shipping_address.as_ref();
+    let mut lines = Vec::with_capacity(o.line_items.nodes.len());
+    for li in &o.line_items.nodes {
+        let unit_price = money(&li.original_unit_price_set.shop_money, "unit price", name)?;
+        let discount = sum_money(
+            li.discount_allocations
+                .iter()
+                .map(|a| &a.allocated_amount_set),
+            "discount",
+            name,
+        )?;
+        let tax = sum_money(li.tax_lines.iter().map(|t| &t.price_set), "tax", name)?;
+        let mut net = unit_price * Decimal::from(li.quantity) - discount;
+        if tax_in {
+            net -= tax;
+        }
+        let product_type = li
+            .product
+            .as_ref()
+            .and_then(|p| p.product_type.clone())
+            .unwrap_or_default();
+        let sku = li
+            .sku
+            .clone()
+            .filter(|s| !s.trim().is_empty())
+            .or_else(|| li.variant.as_ref().and_then(|v| v.id.clone()))
+            .unwrap_or_else(|| li.id.clone());
+        let cost = li
+            .variant
+            .as_ref()
+            .and_then(|v| v.inventory_item.as_ref())
+            .and_then(|i| i.unit_cost.as_ref());
+        let (unit_cost, cost_source) = match cost {
+            Some(c) if c.currency_code == base.currency => (
+                Some(money(c, "unit cost", name)?),
+                CostSource::InventoryItem,
+            ),
+            other => {
+                if let Some(c) = other {
+                    tracing::warn!(order = name, sku = %sku, cost_currency = %c.currency_code,
+                        shop_currency = %base.currency, "unit cost not in the shop currency: not used");
+                }
+                match settings.fallback_margin_by_product_type.get(&product_type) {
+                    Some(m) if li.quantity > 0 => (
+                        Some((net / Decimal::from(li.quantity) * (Decimal::ONE - m)).round_dp(2)),
+                        CostSource::FallbackMargin,
+                    ),
+                    _ => {
+                        tracing::warn!(order = name, sku = %sku, product_type = %product_type,
+                            "line without a unit cost: COGS left out (set the variant's cost, or                              a fallback_margin_by_product_type)");
+                        (None, CostSource::Missing)
+                    }
+                }
+            }
+        };
+        let (refunded_quantity, refunded_amount) =
+            refunded.get(li.id.as_str()).copied().unwrap_or_default();
+        lines.push(OrderLine {
+            ts: o.created_at,
+            day: o.created_at.date_naive(),
+            order_id: name.to_string(),
+            line_id: li.id.clone(),
+            sku,
+            product: li.title.clone(),
+            variant: li.variant_title.clone().unwrap_or_default(),
+            product_type,
+            quantity: li.quantity,
+            unit_price,
+            discount,
+            net_sales: net,
+            tax,
+            shipping_charged: Decimal::ZERO,
+            unit_cost,
+            cost_source,
+            refunded_quantity,
+            refunded_amount,
+            customer_id: base.customer_id.clone(),
+            new_customer,
+            city: ship
+                .and_then(|a| a.city.clone())
+                .or_else(|| base.city.clone()),
+            province: ship.and_then(|a| a.province.clone()),
+            country: ship.and_then(|a| a.country.clone()),
+            utm_campaign: base.utm_campaign.clone(),
+            currency: base.currency.clone(),
+            source: String::new(),
+        });
+    }
+    // shipping charged, split by net sales to the paisa (the last line takes the remainder)
+    if !lines.is_empty() && !shipping.is_zero() {
+        let total: Decimal = lines.iter().map(|l| l.net_sales).sum();
+        let weights: Vec<f64> = lines
+            .iter()
+            .map(|l| {
+                if total.is_zero() {
+                    1.0 / lines.len() as f64
+                } else {
+                    rust_decimal::prelude::ToPrimitive::to_f64(&(l.net_sales / total))
+                        .unwrap_or(0.0)
+                }
+            })
+            .collect();
+        for (l, s) in lines
+            .iter_mut()
+            .zip(crate::attribution::split_revenue(shipping, &weights))
+        {
+            l.shipping_charged = s;
+        }
+    }
+    let mut out: Vec<Observation> = lines.into_iter().map(Observation::Line).collect();
+    // the journey: its moments (visits) in time order, else its first and last visits
+    if let Some(j) = journey {
+        let mut visits: Vec<Visit> = j
+            .moments
+            .as_ref()
+            .map(|m| m.nodes.clone())
+            .unwrap_or_default();
+        if j.moments
+            .as_ref()
+            .is_some_and(|m| m.page_info.has_next_page)
+        {
+            tracing::warn!(
+                order = name,
+                "more journey moments than moments_per_order: the rest are not read"
+            );
+        }
+        if visits.is_empty() {
+            visits.extend(j.first_visit.clone());
+            if let Some(l) = &j.last_visit
+                && j.first_visit.as_ref().map(|f| f.occurred_at) != Some(l.occurred_at)
+            {
+                visits.push(l.clone());
+            }
+        }
+        let mut visits: Vec<(DateTime<Utc>, Visit)> = visits
+            .into_iter()
+            .filter_map(|v| v.occurred_at.map(|t| (t, v)))
+            .collect();
+        visits.sort_by_key(|(t, _)| *t);
+        tracing::debug!(order = name, days_to_conversion = ?j.days_to_conversion,
+            touches = visits.len(), "journey");
+        for (i, (ts, v)) in visits.into_iter().enumerate() {
+            let (mut src, mut med, mut camp) = v
+                .utm_parameters
+                .as_ref()
+                .map(|u| (u.source.clone(), u.medium.clone(), u.campaign.clone()))
+                .unwrap_or_default();
+            if src.is_none()
+                && let Some(lp) = &v.landing_page
+            {
+                (src, med, camp) = crate::sources::utm::utm(lp);
+            }
+            out.push(Observation::Touch(TouchpointRow {
+                ts,
+                journey_id: name.to_string(),
+                order_id: Some(name.to_string()),
+                position: i as u32 + 1,
+                channel: crate::attribution::channel_of(
+                    src.as_deref(),
+                    med.as_deref(),
+                    camp.as_deref(),
+                    v.referrer_url.as_deref(),
+                ),
+                utm_source: src,
+                utm_medium: med,
+                utm_campaign: camp,
+                referrer: v.referrer_url,
+                landing_page: v.landing_page,
+                source: String::new(),
+            }));
+        }
+    }
+    Ok(out)
+}
+
+/// Parse a GraphQL response (or classify its errors).
+pub fn parse_orders_with(body: &str, settings: &LineSettings) -> Result<OrdersPage, SourceError> {
     let v: serde_json::Value =
         serde_json::from_str(body).map_err(|e| SourceError::Malformed(format!("orders: {e}")))?;
     if let Some(errors) = v["errors"].as_array().filter(|e| !e.is_empty()) {
@@ -240,7 +685,10 @@ pub fn parse_orders(body: &str) -> Result<OrdersPage, SourceError> {
     for o in nodes {
         let total = money(&o.total_price_set.shop_money, "totalPriceSet", &o.name)?;
         let currency = o.total_price_set.shop_money.currency_code.clone();
-        let visit = o.customer_journey_summary.and_then(|j| j.last_visit);
+        let visit = o
+            .customer_journey_summary
+            .as_ref()
+            .and_then(|j| j.last_visit.clone());
         let (mut src, mut med, mut camp) = (None, None, None);
         if let Some(v) = &visit {
             if let Some(u) = &v.utm_parameters {
@@ -275,8 +723,9 @@ pub fn parse_orders(body: &str) -> Result<OrdersPage, SourceError> {
                 .map(str::to_string),
             city: o
                 .billing_address
-                .and_then(|a| a.city)
-                .or_else(|| o.shipping_address.and_then(|a| a.city)),
+                .as_ref()
+                .and_then(|a| a.city.clone())
+                .or_else(|| o.shipping_address.as_ref().and_then(|a| a.city.clone())),
             utm_source: src,
             utm_medium: med,
             utm_campaign: camp,
@@ -307,6 +756,7 @@ pub fn parse_orders(body: &str) -> Result<OrdersPage, SourceError> {
                 }));
             }
         }
+        out.extend(order_depth(&o, &base, settings)?);
         out.push(Observation::Order(base));
     }
     let next_cursor = if orders["pageInfo"]["hasNextPage"].as_bool() == Some(true) {
@@ -324,13 +774,22 @@ pub struct ShopifySource {
     cfg: ShopifyConfig,
     tz: Tz,
     http: reqwest::Client,
+    lines: LineSettings,
 }
 
 impl ShopifySource {
     pub fn new(cfg: ShopifyConfig) -> Result<Self, SourceError> {
         let tz = crate::sources::http::timezone("shop_timezone", &cfg.shop_timezone)?;
         let http = crate::sources::http::client(cfg.timeout_secs)?;
-        Ok(Self { cfg, tz, http })
+        let lines = LineSettings {
+            fallback_margin_by_product_type: cfg.fallback_margin_by_product_type.clone(),
+        };
+        Ok(Self {
+            cfg,
+            tz,
+            http,
+            lines,
+        })
     }
 
     fn token(&self) -> Result<Secret, SourceError> {
@@ -383,7 +842,7 @@ impl ShopifySource {
                     status: s,
                     message: text.chars().take(200).collect(),
                 }),
-                _ => parse_orders(&text),
+                _ => parse_orders_with(&text, &self.lines),
             }
         })
         .await
@@ -428,7 +887,8 @@ impl PollSource for ShopifySource {
         for _ in 0..100_000 {
             let body = serde_json::json!({
                 "query": ORDERS_QUERY,
-                "variables": {"first": self.cfg.page_size, "after": after, "query": filter},
+                "variables": {"first": self.cfg.page_size, "after": after, "query": filter,
+                    "lines": self.cfg.line_items_per_order, "moments": self.cfg.moments_per_order},
             });
             let page = match self.page(&url, &token, &body).await {
                 // a throttled page: wait what the bucket needs (or back off), then the same page

@@ -18,6 +18,9 @@ pub enum Key {
     Order(String, DateTime<Utc>),
     Funnel(DateTime<Utc>, Bucket, String, String),
     Ad(CampaignKey, String, String, DateTime<Utc>, Bucket),
+    /// Order lines and journey touches: their table's DEDUP key.
+    Line(String, String, DateTime<Utc>),
+    Touch(String, u32, DateTime<Utc>),
 }
 
 pub fn key_of(obs: &Observation) -> Key {
@@ -34,6 +37,8 @@ pub fn key_of(obs: &Observation) -> Key {
         Observation::Funnel(f) => {
             Key::Funnel(f.ts, f.bucket, f.stage.clone(), f.traffic_source.clone())
         }
+        Observation::Line(l) => Key::Line(l.order_id.clone(), l.line_id.clone(), l.ts),
+        Observation::Touch(t) => Key::Touch(t.journey_id.clone(), t.position, t.ts),
     }
 }
 

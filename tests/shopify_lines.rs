@@ -109,7 +109,12 @@ async fn lines_costs_refunds_and_journeys_to_the_paisa() {
         post(|body: axum::Json<Value>| async move {
             // the nested lists are asked for with their page sizes
             assert_eq!(body.0["variables"]["lines"], 50);
-            assert!(body.0["query"].as_str().unwrap().contains("customerOrderIndex"));
+            assert!(
+                body.0["query"]
+                    .as_str()
+                    .unwrap()
+                    .contains("customerOrderIndex")
+            );
             ([("content-type", "application/json")], fixture()).into_response()
         }),
     );
@@ -137,8 +142,10 @@ Earrings = "{EARRINGS_MARGIN}"
     // the fixture's orders are of November 2026: keep them in the live store whatever today is
     cfg.general.retention_days = 3650;
     let running = adpulse::app::start(cfg).await.unwrap();
-    q.wait_for_count("SELECT count() FROM order_lines", 3.0).await;
-    q.wait_for_count("SELECT count() FROM touchpoints", 4.0).await;
+    q.wait_for_count("SELECT count() FROM order_lines", 3.0)
+        .await;
+    q.wait_for_count("SELECT count() FROM touchpoints", 4.0)
+        .await;
 
     let want = expected();
     for (order, (total, net, tax, refunded, cogs, missing)) in &want {
@@ -154,7 +161,11 @@ Earrings = "{EARRINGS_MARGIN}"
         assert_eq!(money(&r[0][0]), *net, "{order}: net sales + shipping");
         assert_eq!(money(&r[0][1]), *tax, "{order}: tax");
         assert_eq!(money(&r[0][2]), *refunded, "{order}: refunded");
-        assert_eq!(money(&r[0][5]), *total, "{order}: the lines add up to the order");
+        assert_eq!(
+            money(&r[0][5]),
+            *total,
+            "{order}: the lines add up to the order"
+        );
         if *missing == 0 {
             assert_eq!(money(&r[0][3]), *cogs, "{order}: COGS");
         }
@@ -219,10 +230,14 @@ Earrings = "{EARRINGS_MARGIN}"
     );
     // the SKU without a cost is reported, never given one
     let addr = running.addr;
-    let m = eventually("missing cost in /metrics", Duration::from_secs(30), || async {
-        let (_, m) = get(&format!("http://{addr}/metrics")).await;
-        metric(&m, "adpulse_profit_lines_missing_cost{sku=\"MOI-BR-001\"}").map(|_| m)
-    })
+    let m = eventually(
+        "missing cost in /metrics",
+        Duration::from_secs(30),
+        || async {
+            let (_, m) = get(&format!("http://{addr}/metrics")).await;
+            metric(&m, "adpulse_profit_lines_missing_cost{sku=\"MOI-BR-001\"}").map(|_| m)
+        },
+    )
     .await;
     assert_eq!(
         metric(&m, "adpulse_profit_lines_missing_cost{sku=\"MOI-BR-001\"}"),

@@ -168,6 +168,16 @@ pub fn evaluate(snap: &Snapshot, cfg: &ActionsConfig) -> Vec<Proposal> {
         let mut mine: Vec<Proposal> = Vec::new();
         let ads = snap.ads.get(&c.key).map(Vec::as_slice).unwrap_or_default();
         for rule in &cfg.rules {
+            if let RuleConfig::PoasBelow(r) = rule {
+                mine.extend(crate::profit::live::poas_below(
+                    r,
+                    c,
+                    &snap.profit,
+                    today,
+                    cur,
+                ));
+                continue;
+            }
             if let Some(p) = apply(rule, c, ads, today, cur) {
                 mine.push(p);
             }
@@ -210,6 +220,8 @@ fn apply(
             .collect(),
     };
     match rule {
+        // judged on the profit view (`evaluate`)
+        RuleConfig::PoasBelow(_) => None,
         RuleConfig::CpaAbove(r) => {
             let w = window(c, today, r.window_days);
             let above = match w.cpa() {

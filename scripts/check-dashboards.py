@@ -192,6 +192,11 @@ def convention_problems(dashboard: dict) -> list[str]:
                 and p.get("type") in ("stat", "timeseries", "table", "bargauge", "barchart"):
             if not panel_units(p) & MONEY_UNITS:
                 out.append(f"{where}: money without a money unit (units {sorted(panel_units(p))}, want one of {sorted(MONEY_UNITS)})")
+        # tiles and tables show exact amounts: a currency unit scales them (4,04,436 INR as "₹404K")
+        scaled = {u for u in panel_units(p) if u == "currencyINR" or u.startswith("currency:")}
+        if p.get("type") in ("stat", "table") and scaled:
+            out.append(f"{where}: {sorted(scaled)} on a {p['type']} prints 4,04,436 INR as \"₹404K\"; "
+                       "tiles and tables use `locale` with `decimals` (docs/dashboards.md, INR)")
         # no hour-only filter on ranges longer than the complete-hours window
         bounded = re.search(r"dateadd\('d', -([12]), ", text)  # the query limits itself to complete hours
         if "bucket = 'hour'" in text and not bounded:

@@ -166,34 +166,13 @@ async fn start_adpulse(
     q: &QuestDb,
     token_file: &std::path::Path,
 ) -> (adpulse::app::Running, tempfile::TempDir) {
-    use adpulse::config::{Config, QuestDbConfig};
-    let start: DateTime<Utc> = START.parse().unwrap();
     let mut demo = DemoConfig::new("demo");
-    demo.start = Some(start);
+    demo.start = Some(START.parse().unwrap());
     demo.backfill_only = true;
-    let spool = tempfile::tempdir().unwrap();
-    let mut cfg = Config::from_toml_str(adpulse::config::DEFAULT_CONFIG).unwrap();
-    cfg.server.listen = "127.0.0.1:0".into();
-    cfg.general.refresh_interval_secs = 1;
-    cfg.questdb = QuestDbConfig {
-        http_url: q.url(),
-        flush_interval_ms: 100,
-        spool_dir: spool.path().to_path_buf(),
-        ..QuestDbConfig::default()
-    };
-    cfg.actions.auth.write_token_file = Some(token_file.to_path_buf());
-    let tz = cfg.timezone();
-    let hours = i64::from(demo.backfill_days) * 24
-        + i64::from(adpulse::normalize::hour_floor(start, tz) != start);
-    cfg.sources = vec![adpulse::sources::SourceConfig::Demo(demo)];
-    let running = adpulse::app::start(cfg).await.expect("adpulse starts");
-    q.wait_for_count(
-        "SELECT count() FROM campaign_stats WHERE bucket = 'hour'",
-        (hours * 6) as f64,
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    (running, spool)
+    start_demo_with(q, demo, |cfg| {
+        cfg.actions.auth.write_token_file = Some(token_file.to_path_buf());
+    })
+    .await
 }
 
 /// `scripts/stack.sh render-config DIR` with this test's addresses; returns the Alertmanager

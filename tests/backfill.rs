@@ -6,7 +6,7 @@
 
 mod common;
 
-use adpulse::commands::backfill::{BackfillError, backfill};
+use adpulse::commands::backfill::backfill;
 use adpulse::config::Config;
 use axum::Router;
 use axum::extract::Query;
@@ -36,38 +36,16 @@ fn rows_of(d: NaiveDate) -> Vec<(String, &'static str, &'static str)> {
     ]
 }
 
-fn meta_config(
-    dir: &std::path::Path,
-    qdb: &str,
-    base: &str,
-    token: &std::path::Path,
-    fx: &str,
-) -> Config {
-    Config::from_toml_str(&format!(
-        r#"
-[general]
-state_dir = "{state}"
-[questdb]
-http_url = "{qdb}"
-spool_dir = "{spool}"
-flush_interval_ms = 50
-{fx}
-[[sources]]
-type = "meta"
-name = "meta"
-account_id = "act_42"
-base_url = "{base}"
-access_token_file = "{token}"
-account_timezone = "Asia/Kolkata"
-hourly_days = 0
-min_throttle_wait_secs = 1
-max_throttle_wait_secs = 3600
-"#,
-        state = dir.join("state").display(),
-        spool = dir.join("spool").display(),
-        token = token.display(),
-    ))
-    .unwrap()
+/// The Meta source of `act_42` in India on the fake at `base`, with throttle waits of 1 s to 1 h,
+/// and `fx` (an `[fx]` table, or nothing).
+fn meta_config(dir: &std::path::Path, qdb: &str, base: &str, fx: &str) -> Config {
+    let meta = meta_source_toml(
+        dir,
+        "act_42",
+        base,
+        "account_timezone = \"Asia/Kolkata\"\nmin_throttle_wait_secs = 1\nmax_throttle_wait_secs = 3600",
+    );
+    backfill_config(dir, qdb, &format!("{fx}\n{meta}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,31 +95,19 @@ async fn a_rerun_after_fixing_the_causes_fetches_exactly_the_incomplete_days() {
     );
     let base = serve_fake(app).await;
     let dir = tempfile::tempdir().unwrap();
-    let token = dir.path().join("t");
-    std::fs::write(&token, "tok").unwrap();
     let from = NaiveDate::from_ymd_opt(2026, 10, 1).unwrap();
     let to = NaiveDate::from_ymd_opt(2026, 10, 20).unwrap();
 
     // run 1: no USD rate, and a throttle beyond the cap
-    let cfg = meta_config(dir.path(), &q.url(), &base, &token, "");
-    let err = backfill(&cfg, "meta", from, to, 7, false)
-        .await
-        .unwrap_err();
-    let BackfillError::Incomplete {
-        complete,
-        incomplete,
-    } = &err
-    else {
-        panic!("{err}")
-    };
-    let text = err.to_string();
+    let cfg = meta_config(dir.path(), &q.url(), &base, "");
+    let (complete, incomplete, text) = incomplete_backfill(&cfg, "meta", from, to).await;
     assert!(
         text.starts_with("6 days complete, 14 incomplete: 2026-10-03: "),
         "{text}"
     );
     assert!(text.contains("no exchange rate for USD"), "{text}");
     assert!(text.contains("2026-10-08..2026-10-20: throttled: the API asks to wait 40620s, more than max_throttle_wait_secs (3600s)"), "{text}");
-    assert_eq!((*complete, incomplete.len()), (6, 14));
+    assert_eq!((complete, incomplete.len()), (6, 14));
     println!("run 1: {text}\nrun 1 requests: {:?}", log.lock().unwrap());
     assert_eq!(
         log.lock().unwrap().clone(),
@@ -155,7 +121,7 @@ async fn a_rerun_after_fixing_the_causes_fetches_exactly_the_incomplete_days() {
     // run 2: the rate is added and the throttle is over
     phase.store(2, Ordering::SeqCst);
     log.lock().unwrap().clear();
-    let cfg = meta_config(dir.path(), &q.url(), &base, &token, "[fx]\nUSD = \"83.5\"");
+    let cfg = meta_config(dir.path(), &q.url(), &base, "[fx]\nUSD = \"83.5\"");
     let s = backfill(&cfg, "meta", from, to, 7, false).await.unwrap();
     println!(
         "run 2: {} days fetched, {} already complete, waits {:?}; requests: {:?}",
@@ -280,34 +246,14 @@ async fn large_range_uses_async_report_runs_and_splits_a_failed_job() {
                 }
             }),
         );
-    let base = serve_fake(app).await;
-    let dir = tempfile::tempdir().unwrap();
-    let token = dir.path().join("t");
-    std::fs::write(&token, "tok").unwrap();
-    let cfg = Config::from_toml_str(&format!(
-        r#"
-[general]
-state_dir = "{state}"
-[questdb]
-http_url = "{qdb}"
-spool_dir = "{spool}"
-flush_interval_ms = 50
-[[sources]]
-type = "meta"
-name = "meta"
-account_id = "act_77"
-base_url = "{base}"
-access_token_file = "{token}"
-hourly_days = 0
-async_threshold_days = 15
-async_poll_ms = 10
-"#,
-        state = dir.path().join("state").display(),
-        qdb = q.url(),
-        spool = dir.path().join("spool").display(),
-        token = token.display(),
-    ))
-    .unwrap();
+    let (_dir, cfg) = meta_backfill(
+        app,
+        &q.url(),
+        "",
+        "act_77",
+        "async_threshold_days = 15\nasync_poll_ms = 10",
+    )
+    .await;
     let from = NaiveDate::from_ymd_opt(2026, 9, 1).unwrap();
     let to = NaiveDate::from_ymd_opt(2026, 10, 10).unwrap();
     let s = backfill(&cfg, "meta", from, to, 40, false).await.unwrap();

@@ -7,7 +7,6 @@
 
 mod common;
 
-use adpulse::commands::backfill::{BackfillError, backfill};
 use adpulse::commands::import::import_file;
 use adpulse::config::{Config, QuestDbConfig};
 use adpulse::sources::csv_import::{ImportFormat, ImportOptions};
@@ -132,47 +131,18 @@ async fn a_backfill_whose_row_was_dead_lettered_fails_and_leaves_its_day_incompl
             axum::Json(serde_json::json!({"data": data, "paging": {"cursors": {"before": "a", "after": "b"}}}))
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let dir = tempfile::tempdir().unwrap();
-    let token = dir.path().join("t");
-    std::fs::write(&token, "tok").unwrap();
-    let cfg = Config::from_toml_str(&format!(
-        r#"
-[general]
-state_dir = "{state}"
-[questdb]
-http_url = "{qdb}"
-spool_dir = "{spool}"
-flush_interval_ms = 50
-[[sources]]
-type = "meta"
-name = "meta"
-account_id = "act_42"
-base_url = "{base}"
-access_token_file = "{token}"
-account_timezone = "Asia/Kolkata"
-hourly_days = 0
-"#,
-        state = dir.path().join("state").display(),
-        spool = dir.path().join("spool").display(),
-        qdb = q.url(),
-        token = token.display(),
-    ))
-    .unwrap();
+    let (dir, cfg) = meta_backfill(
+        app,
+        &q.url(),
+        "",
+        "act_42",
+        "account_timezone = \"Asia/Kolkata\"",
+    )
+    .await;
     let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
-    let err = backfill(&cfg, "meta", d("2026-10-01"), d("2026-10-03"), 7, false)
-        .await
-        .unwrap_err();
-    let BackfillError::Incomplete {
-        complete,
-        incomplete,
-    } = &err
-    else {
-        panic!("{err}")
-    };
-    assert_eq!(*complete, 2, "{err}");
+    let (complete, incomplete, err) =
+        incomplete_backfill(&cfg, "meta", d("2026-10-01"), d("2026-10-03")).await;
+    assert_eq!(complete, 2, "{err}");
     assert_eq!(incomplete.len(), 1, "{err}");
     assert_eq!(incomplete[0].0, d("2026-10-02"));
     assert!(

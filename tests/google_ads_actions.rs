@@ -6,8 +6,9 @@
 //! answers `{"results": [{"resourceName"}]}`; a bad token is HTTP 401 `UNAUTHENTICATED`.
 //!
 //! Checks: an access token that has expired is refreshed exactly once before a pause, and the
-//! pause goes out with the new token; a token endpoint 5xx is retried; a 401 (token revoked
-//! early) refreshes once and resends, and a second 401 is not retried forever.
+//! pause goes out with the new token; a token endpoint 5xx is retried (4 times, then the action is
+//! retryable, never refused); a 401 (token revoked early) refreshes once and resends, and a second
+//! 401 is not retried forever.
 
 mod common;
 
@@ -264,4 +265,31 @@ async fn a_401_refreshes_once_and_resends_but_not_forever() {
     );
     assert_eq!(mutates(&s.fakes).len(), 4, "two more sends, no more");
     assert_eq!(s.fakes.token_requests.lock().unwrap().len(), 3);
+}
+
+/// A token endpoint that keeps answering 503: the flow tries it once and retries it 4 times (the
+/// backoff in `GoogleOAuth::access_token`), then the action is "try again later", never a
+/// refusal, and nothing reaches the ads API without a token.
+#[tokio::test]
+async fn a_token_endpoint_down_is_retried_then_retryable_never_refused() {
+    let s = setup(Fakes {
+        token_503s: Mutex::new(100),
+        ..Fakes::default()
+    })
+    .await;
+    let e = s.client.get_campaign(&s.key).await.unwrap_err();
+    assert!(
+        matches!(&e, PlatformError::Retryable { message, .. } if message.contains("HTTP 503")),
+        "{e:?}"
+    );
+    assert_eq!(
+        s.fakes.token_requests.lock().unwrap().len(),
+        5,
+        "one attempt and 4 retries"
+    );
+    assert!(s.fakes.ads_requests.lock().unwrap().is_empty());
+    // the endpoint is back: the next call gets its token and reads the campaign
+    *s.fakes.token_503s.lock().unwrap() = 0;
+    let state = s.client.get_campaign(&s.key).await.unwrap();
+    assert_eq!(state.status, CampaignStatus::Active);
 }

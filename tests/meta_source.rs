@@ -267,36 +267,14 @@ async fn ad_level_rows_land_in_ad_stats_and_campaigns_are_their_exact_sums() {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let dir = tempfile::tempdir().unwrap();
-    let token = token_file(&dir);
-    let cfg = Config::from_toml_str(&format!(
-        r#"
-[general]
-state_dir = "{state}"
-[questdb]
-http_url = "{qdb}"
-spool_dir = "{spool}"
-flush_interval_ms = 50
-[fx]
-USD = "83.50"
-[[sources]]
-type = "meta"
-name = "meta"
-account_id = "act_1029384756"
-base_url = "{base}"
-access_token_file = "{token}"
-account_timezone = "America/Los_Angeles"
-hourly_days = 0
-"#,
-        state = dir.path().join("state").display(),
-        spool = dir.path().join("spool").display(),
-        qdb = q.url(),
-        token = token.display(),
-    ))
-    .unwrap();
+    let (_dir, cfg) = meta_backfill(
+        app,
+        &q.url(),
+        "[fx]\nUSD = \"83.50\"",
+        "act_1029384756",
+        "account_timezone = \"America/Los_Angeles\"",
+    )
+    .await;
     let from = chrono::NaiveDate::from_ymd_opt(2026, 11, 18).unwrap();
     let to = chrono::NaiveDate::from_ymd_opt(2026, 11, 19).unwrap();
     let s = backfill(&cfg, "meta", from, to, 7, false).await.unwrap();

@@ -12,7 +12,7 @@
 
 mod common;
 
-use adpulse::commands::backfill::{BackfillError, backfill};
+use adpulse::commands::backfill::backfill;
 use adpulse::config::Config;
 use adpulse::sources::ledger::Ledger;
 use axum::Router;
@@ -777,29 +777,6 @@ async fn wait_rows(q: &QuestDb, table: &str, source: &str, n: usize) {
         n as f64,
     )
     .await;
-}
-
-/// A backfill that must fail with incomplete days: (complete, incomplete days, the message).
-async fn incomplete_backfill(
-    cfg: &Config,
-    source: &str,
-    from: NaiveDate,
-    to: NaiveDate,
-) -> (usize, Vec<(NaiveDate, String)>, String) {
-    match backfill(cfg, source, from, to, 7, false).await {
-        Err(e @ BackfillError::Incomplete { .. }) => {
-            let text = e.to_string();
-            let BackfillError::Incomplete {
-                complete,
-                incomplete,
-            } = e
-            else {
-                unreachable!()
-            };
-            (complete, incomplete, text)
-        }
-        other => panic!("{source}: expected incomplete days, got {other:?}"),
-    }
 }
 
 fn keys(t: &BTreeMap<String, DayTotal>) -> usize {

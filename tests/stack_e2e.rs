@@ -4,7 +4,6 @@
 
 mod common;
 
-use adpulse::config::{Config, QuestDbConfig};
 use adpulse::sources::SourceConfig;
 use adpulse::sources::demo::DemoConfig;
 use chrono::{DateTime, Utc};
@@ -47,15 +46,7 @@ async fn prometheus_roi_matches_sql_and_schema_examples_run() {
     let q = QuestDb::start().await;
     let spool = tempfile::tempdir().unwrap();
     let start: DateTime<Utc> = "2026-11-20T12:40:00Z".parse().unwrap();
-    let mut cfg = Config::from_toml_str(adpulse::config::DEFAULT_CONFIG).unwrap();
-    cfg.server.listen = "127.0.0.1:0".into();
-    cfg.general.refresh_interval_secs = 1;
-    cfg.questdb = QuestDbConfig {
-        http_url: q.url(),
-        flush_interval_ms: 100,
-        spool_dir: spool.path().to_path_buf(),
-        ..QuestDbConfig::default()
-    };
+    let mut cfg = demo_test_config(&q, spool.path());
     let mut demo = DemoConfig::new("demo");
     demo.start = Some(start);
     demo.backfill_only = true;

@@ -310,11 +310,9 @@ impl MetaAds {
                         .and_then(|v| v.as_str())
                         .unwrap_or_default()
                         .to_string(),
-                    status: match a.get("status").and_then(|s| s.as_str()) {
-                        Some("ACTIVE") => CampaignStatus::Active,
-                        Some("PAUSED") => CampaignStatus::Paused,
-                        _ => CampaignStatus::Other,
-                    },
+                    // an ad set without a status is one adpulse leaves alone
+                    status: read_status(META, a.get("status").and_then(|s| s.as_str()), "ACTIVE")
+                        .unwrap_or(CampaignStatus::Other),
                     daily_budget: self.budget(a, "daily_budget")?,
                     lifetime_budget: self.budget(a, "lifetime_budget")?,
                 });
@@ -405,124 +403,175 @@ fn from_fault(platform: &'static str, f: crate::platforms::ApiFault) -> Platform
     }
 }
 
-impl AdPlatform for MetaAds {
-    fn platform(&self) -> &'static str {
-        META
+/// A campaign's status word (`active` is the platform's word for running: Meta `ACTIVE`, Google
+/// `ENABLED`); anything else known is [`CampaignStatus::Other`], none at all is malformed.
+fn read_status(
+    platform: &'static str,
+    word: Option<&str>,
+    active: &str,
+) -> Result<CampaignStatus, PlatformError> {
+    match word {
+        Some(w) if w == active => Ok(CampaignStatus::Active),
+        Some("PAUSED") => Ok(CampaignStatus::Paused),
+        Some(_) => Ok(CampaignStatus::Other),
+        None => Err(PlatformError::Malformed {
+            platform,
+            message: "campaign without status".into(),
+        }),
     }
-    fn account_currency(&self) -> &str {
-        &self.currency
+}
+
+/// The platform's word for `status` (`active` as in [`read_status`]): adpulse only pauses or
+/// runs campaigns, never archives or removes them.
+fn status_word<'w>(
+    platform: &'static str,
+    status: CampaignStatus,
+    active: &'w str,
+) -> Result<&'w str, PlatformError> {
+    match status {
+        CampaignStatus::Active => Ok(active),
+        CampaignStatus::Paused => Ok("PAUSED"),
+        CampaignStatus::Other => Err(PlatformError::Rejected {
+            platform,
+            message: format!("adpulse only pauses or sets {active}"),
+        }),
     }
-    fn get_campaign<'a>(
-        &'a self,
-        key: &'a CampaignKey,
-    ) -> BoxFut<'a, Result<CampaignState, PlatformError>> {
-        Box::pin(async move {
-            let body = self
-                .call(
-                    self.http
-                        .get(format!("{}/{}", self.base, key.campaign_id))
-                        .query(&[("fields", "status,daily_budget,lifetime_budget")]),
-                )
-                .await?;
-            let status = match body.get("status").and_then(|s| s.as_str()) {
-                Some("ACTIVE") => CampaignStatus::Active,
-                Some("PAUSED") => CampaignStatus::Paused,
-                Some(_) => CampaignStatus::Other,
-                None => {
-                    return Err(PlatformError::Malformed {
-                        platform: META,
-                        message: "campaign without status".into(),
-                    });
-                }
-            };
-            let daily_budget = self.budget(&body, "daily_budget")?;
-            let lifetime = self.budget(&body, "lifetime_budget")?;
-            if daily_budget.is_some() || lifetime.is_some() {
-                // CBO: the campaign holds the budget
-                return Ok(CampaignState {
-                    status,
-                    daily_budget,
-                    budget_ref: None,
-                    adsets: Vec::new(),
-                });
-            }
-            let adsets = self.adsets(&key.campaign_id).await?;
-            let active: Vec<Decimal> = adsets
-                .iter()
-                .filter(|a| a.status == CampaignStatus::Active)
-                .filter_map(|a| a.daily_budget)
-                .collect();
-            Ok(CampaignState {
-                status,
-                daily_budget: (!active.is_empty()).then(|| active.iter().sum()),
-                budget_ref: None,
-                adsets,
-            })
+}
+
+/// A budget in whole platform units (`per_major` of them to a major unit: minor units for Meta,
+/// micros for Google), cut, never rounded up past what was decided.
+fn whole_units(
+    platform: &'static str,
+    amount: Decimal,
+    per_major: Decimal,
+) -> Result<i64, PlatformError> {
+    (amount * per_major)
+        .trunc()
+        .to_i64()
+        .ok_or_else(|| PlatformError::Rejected {
+            platform,
+            message: format!("budget {amount} out of range"),
         })
-    }
-    fn set_status<'a>(
-        &'a self,
-        key: &'a CampaignKey,
-        status: CampaignStatus,
-    ) -> BoxFut<'a, Result<(), PlatformError>> {
-        Box::pin(async move {
-            let s = match status {
-                CampaignStatus::Active => "ACTIVE",
-                CampaignStatus::Paused => "PAUSED",
-                CampaignStatus::Other => {
-                    return Err(PlatformError::Rejected {
-                        platform: META,
-                        message: "adpulse only pauses or activates".into(),
-                    });
-                }
-            };
-            self.post(&key.campaign_id, &[("status", s.to_string())])
-                .await
-        })
-    }
-    fn set_daily_budget<'a>(
-        &'a self,
-        key: &'a CampaignKey,
-        state: &'a CampaignState,
-        amount: Decimal,
-    ) -> BoxFut<'a, Result<(), PlatformError>> {
-        Box::pin(async move {
-            let unit = minor_units(&self.currency);
-            let minor =
-                (amount * unit)
-                    .trunc()
-                    .to_i64()
-                    .ok_or_else(|| PlatformError::Rejected {
-                        platform: META,
-                        message: format!("budget {amount} out of range"),
-                    })?;
-            if state.adsets.is_empty() {
-                return self
-                    .post(&key.campaign_id, &[("daily_budget", minor.to_string())])
-                    .await;
+}
+
+/// The [`AdPlatform`] impl of a client whose inherent `async fn`s `read_campaign`,
+/// `write_status` (given the platform's status word; `$active` is its word for running) and
+/// `write_budget` do the work: they are boxed here, once, so that the trait stays usable as
+/// `dyn AdPlatform`.
+macro_rules! ad_platform {
+    ($client:ty, $platform:expr, $active:expr) => {
+        impl AdPlatform for $client {
+            fn platform(&self) -> &'static str {
+                $platform
             }
-            // ad-set budgets: the active ad sets with a daily budget share the new total
-            let current: Vec<(&str, i64)> = state
-                .adsets
-                .iter()
-                .filter(|a| a.status == CampaignStatus::Active)
-                .filter_map(|a| {
-                    let m = (a.daily_budget? * unit).trunc().to_i64()?;
-                    Some((a.id.as_str(), m))
+            fn account_currency(&self) -> &str {
+                &self.currency
+            }
+            fn get_campaign<'a>(
+                &'a self,
+                key: &'a CampaignKey,
+            ) -> BoxFut<'a, Result<CampaignState, PlatformError>> {
+                Box::pin(self.read_campaign(key))
+            }
+            fn set_status<'a>(
+                &'a self,
+                key: &'a CampaignKey,
+                status: CampaignStatus,
+            ) -> BoxFut<'a, Result<(), PlatformError>> {
+                Box::pin(async move {
+                    let word = status_word($platform, status, $active)?;
+                    self.write_status(key, word).await
                 })
-                .collect();
-            let split =
-                split_proportionally(&current, minor).ok_or_else(|| PlatformError::Rejected {
-                    platform: META,
-                    message: "the campaign has no budget and none of its active ad sets has a \
-                              daily budget (lifetime budgets are not changed)"
-                        .into(),
-                })?;
-            for (id, m) in split {
-                self.post(id, &[("daily_budget", m.to_string())]).await?;
             }
-            Ok(())
+            fn set_daily_budget<'a>(
+                &'a self,
+                key: &'a CampaignKey,
+                state: &'a CampaignState,
+                amount: Decimal,
+            ) -> BoxFut<'a, Result<(), PlatformError>> {
+                Box::pin(self.write_budget(key, state, amount))
+            }
+        }
+    };
+}
+
+ad_platform!(MetaAds, META, "ACTIVE");
+ad_platform!(GoogleAds, GOOGLE, "ENABLED");
+
+impl MetaAds {
+    async fn read_campaign(&self, key: &CampaignKey) -> Result<CampaignState, PlatformError> {
+        let body = self
+            .call(
+                self.http
+                    .get(format!("{}/{}", self.base, key.campaign_id))
+                    .query(&[("fields", "status,daily_budget,lifetime_budget")]),
+            )
+            .await?;
+        let status = read_status(META, body.get("status").and_then(|s| s.as_str()), "ACTIVE")?;
+        let daily_budget = self.budget(&body, "daily_budget")?;
+        let lifetime = self.budget(&body, "lifetime_budget")?;
+        if daily_budget.is_some() || lifetime.is_some() {
+            // CBO: the campaign holds the budget
+            return Ok(CampaignState {
+                status,
+                daily_budget,
+                budget_ref: None,
+                adsets: Vec::new(),
+            });
+        }
+        let adsets = self.adsets(&key.campaign_id).await?;
+        let active: Vec<Decimal> = adsets
+            .iter()
+            .filter(|a| a.status == CampaignStatus::Active)
+            .filter_map(|a| a.daily_budget)
+            .collect();
+        Ok(CampaignState {
+            status,
+            daily_budget: (!active.is_empty()).then(|| active.iter().sum()),
+            budget_ref: None,
+            adsets,
         })
+    }
+
+    async fn write_status(&self, key: &CampaignKey, word: &str) -> Result<(), PlatformError> {
+        self.post(&key.campaign_id, &[("status", word.to_string())])
+            .await
+    }
+
+    async fn write_budget(
+        &self,
+        key: &CampaignKey,
+        state: &CampaignState,
+        amount: Decimal,
+    ) -> Result<(), PlatformError> {
+        let unit = minor_units(&self.currency);
+        let minor = whole_units(META, amount, unit)?;
+        if state.adsets.is_empty() {
+            return self
+                .post(&key.campaign_id, &[("daily_budget", minor.to_string())])
+                .await;
+        }
+        // ad-set budgets: the active ad sets with a daily budget share the new total
+        let current: Vec<(&str, i64)> = state
+            .adsets
+            .iter()
+            .filter(|a| a.status == CampaignStatus::Active)
+            .filter_map(|a| {
+                let m = (a.daily_budget? * unit).trunc().to_i64()?;
+                Some((a.id.as_str(), m))
+            })
+            .collect();
+        let split =
+            split_proportionally(&current, minor).ok_or_else(|| PlatformError::Rejected {
+                platform: META,
+                message: "the campaign has no budget and none of its active ad sets has a \
+                          daily budget (lifetime budgets are not changed)"
+                    .into(),
+            })?;
+        for (id, m) in split {
+            self.post(id, &[("daily_budget", m.to_string())]).await?;
+        }
+        Ok(())
     }
 }
 
@@ -630,132 +679,93 @@ fn micros(s: &serde_json::Value) -> Option<Decimal> {
     Some(d / Decimal::from(1_000_000))
 }
 
-impl AdPlatform for GoogleAds {
-    fn platform(&self) -> &'static str {
-        GOOGLE
-    }
-    fn account_currency(&self) -> &str {
-        &self.currency
-    }
-    fn get_campaign<'a>(
-        &'a self,
-        key: &'a CampaignKey,
-    ) -> BoxFut<'a, Result<CampaignState, PlatformError>> {
-        Box::pin(async move {
-            let id: String = key
-                .campaign_id
-                .chars()
-                .filter(char::is_ascii_digit)
-                .collect();
-            if id.is_empty() {
-                return Err(PlatformError::Rejected {
-                    platform: GOOGLE,
-                    message: "campaign id is not numeric".into(),
-                });
-            }
-            let query = format!(
-                "SELECT campaign.id, campaign.status, campaign_budget.resource_name, \
-                 campaign_budget.amount_micros FROM campaign WHERE campaign.id = {id}"
-            );
-            let body = self
-                .post(
-                    &format!("customers/{}/googleAds:search", Self::customer(key)),
-                    serde_json::json!({ "query": query }),
-                )
-                .await?;
-            let row = body
-                .get("results")
-                .and_then(|r| r.as_array())
-                .and_then(|r| r.first())
-                .ok_or_else(|| PlatformError::Rejected {
-                    platform: GOOGLE,
-                    message: format!("campaign {id} not found"),
-                })?;
-            let status = match row.pointer("/campaign/status").and_then(|s| s.as_str()) {
-                Some("ENABLED") => CampaignStatus::Active,
-                Some("PAUSED") => CampaignStatus::Paused,
-                Some(_) => CampaignStatus::Other,
-                None => {
-                    return Err(PlatformError::Malformed {
-                        platform: GOOGLE,
-                        message: "campaign without status".into(),
-                    });
-                }
-            };
-            Ok(CampaignState {
-                status,
-                daily_budget: row.pointer("/campaignBudget/amountMicros").and_then(micros),
-                budget_ref: row
-                    .pointer("/campaignBudget/resourceName")
-                    .and_then(|s| s.as_str())
-                    .map(str::to_string),
-                adsets: Vec::new(),
-            })
-        })
-    }
-    fn set_status<'a>(
-        &'a self,
-        key: &'a CampaignKey,
-        status: CampaignStatus,
-    ) -> BoxFut<'a, Result<(), PlatformError>> {
-        Box::pin(async move {
-            let s = match status {
-                CampaignStatus::Active => "ENABLED",
-                CampaignStatus::Paused => "PAUSED",
-                CampaignStatus::Other => {
-                    return Err(PlatformError::Rejected {
-                        platform: GOOGLE,
-                        message: "adpulse only pauses or enables".into(),
-                    });
-                }
-            };
-            let cid = Self::customer(key);
-            let body = serde_json::json!({
-                "operations": [{
-                    "update": {
-                        "resourceName": format!("customers/{cid}/campaigns/{}", key.campaign_id),
-                        "status": s,
-                    },
-                    "updateMask": "status",
-                }]
+impl GoogleAds {
+    async fn read_campaign(&self, key: &CampaignKey) -> Result<CampaignState, PlatformError> {
+        let id: String = key
+            .campaign_id
+            .chars()
+            .filter(char::is_ascii_digit)
+            .collect();
+        if id.is_empty() {
+            return Err(PlatformError::Rejected {
+                platform: GOOGLE,
+                message: "campaign id is not numeric".into(),
             });
-            self.post(&format!("customers/{cid}/campaigns:mutate"), body)
-                .await
-                .map(|_| ())
+        }
+        let query = format!(
+            "SELECT campaign.id, campaign.status, campaign_budget.resource_name, \
+             campaign_budget.amount_micros FROM campaign WHERE campaign.id = {id}"
+        );
+        let body = self
+            .post(
+                &format!("customers/{}/googleAds:search", Self::customer(key)),
+                serde_json::json!({ "query": query }),
+            )
+            .await?;
+        let row = body
+            .get("results")
+            .and_then(|r| r.as_array())
+            .and_then(|r| r.first())
+            .ok_or_else(|| PlatformError::Rejected {
+                platform: GOOGLE,
+                message: format!("campaign {id} not found"),
+            })?;
+        let status = read_status(
+            GOOGLE,
+            row.pointer("/campaign/status").and_then(|s| s.as_str()),
+            "ENABLED",
+        )?;
+        Ok(CampaignState {
+            status,
+            daily_budget: row.pointer("/campaignBudget/amountMicros").and_then(micros),
+            budget_ref: row
+                .pointer("/campaignBudget/resourceName")
+                .and_then(|s| s.as_str())
+                .map(str::to_string),
+            adsets: Vec::new(),
         })
     }
-    fn set_daily_budget<'a>(
-        &'a self,
-        key: &'a CampaignKey,
-        state: &'a CampaignState,
+
+    async fn write_status(&self, key: &CampaignKey, word: &str) -> Result<(), PlatformError> {
+        let cid = Self::customer(key);
+        let body = serde_json::json!({
+            "operations": [{
+                "update": {
+                    "resourceName": format!("customers/{cid}/campaigns/{}", key.campaign_id),
+                    "status": word,
+                },
+                "updateMask": "status",
+            }]
+        });
+        self.post(&format!("customers/{cid}/campaigns:mutate"), body)
+            .await
+            .map(|_| ())
+    }
+
+    async fn write_budget(
+        &self,
+        key: &CampaignKey,
+        state: &CampaignState,
         amount: Decimal,
-    ) -> BoxFut<'a, Result<(), PlatformError>> {
-        Box::pin(async move {
-            let budget = state
-                .budget_ref
-                .as_deref()
-                .ok_or_else(|| PlatformError::Rejected {
-                    platform: GOOGLE,
-                    message: "campaign has no campaign budget".into(),
-                })?;
-            let micros = (amount * Decimal::from(1_000_000))
-                .trunc()
-                .to_i64()
-                .ok_or_else(|| PlatformError::Rejected {
-                    platform: GOOGLE,
-                    message: format!("budget {amount} out of range"),
-                })?;
-            let cid = Self::customer(key);
-            let body = serde_json::json!({
-                "operations": [{
-                    "update": { "resourceName": budget, "amountMicros": micros.to_string() },
-                    "updateMask": "amountMicros",
-                }]
-            });
-            self.post(&format!("customers/{cid}/campaignBudgets:mutate"), body)
-                .await
-                .map(|_| ())
-        })
+    ) -> Result<(), PlatformError> {
+        let budget = state
+            .budget_ref
+            .as_deref()
+            .ok_or_else(|| PlatformError::Rejected {
+                platform: GOOGLE,
+                message: "campaign has no campaign budget".into(),
+            })?;
+        let micros = whole_units(GOOGLE, amount, Decimal::from(1_000_000))?;
+        let cid = Self::customer(key);
+        let body = serde_json::json!({
+            "operations": [{
+                "update": { "resourceName": budget, "amountMicros": micros.to_string() },
+                "updateMask": "amountMicros",
+            }]
+        });
+        self.post(&format!("customers/{cid}/campaignBudgets:mutate"), body)
+            .await
+            .map(|_| ())
     }
 }
 

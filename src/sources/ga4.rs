@@ -22,6 +22,7 @@ use crate::records::{Bucket, FUNNEL_STAGES};
 use crate::sources::SourceContext;
 use crate::sources::http::{PollSource, SourceError, Window, send_with_retry};
 use crate::sources::polling::{PollingConfig, PollingDefaults, required, run_or_report};
+use crate::sources::report::{Answer, send_bearer};
 
 /// Time dimension of the report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -70,12 +71,10 @@ pub struct Ga4Config {
 pub struct Ga4Polling;
 
 impl PollingDefaults for Ga4Polling {
-    const INTERVAL_SECS: u64 = 900;
     const LOOKBACK_DAYS: u32 = 3;
     // GA4 standard properties keep event data up to 14 months
     const MAX_LOOKBACK_DAYS: u32 = 14 * 31;
     const MIN_THROTTLE_WAIT_SECS: u64 = 5;
-    const MAX_THROTTLE_WAIT_SECS: u64 = 3600;
 }
 
 impl Default for Ga4Config {
@@ -294,20 +293,8 @@ impl Ga4Source {
         for _ in 0..5 {
             let http = &self.http;
             let answer = send_with_retry("ga4 runReport", || async {
-                let auth =
-                    crate::sources::http::secret_header(&format!("Bearer {}", token.expose()))?;
-                let resp = http
-                    .post(url)
-                    .header(reqwest::header::AUTHORIZATION, auth)
-                    .json(body)
-                    .send()
-                    .await
-                    .map_err(|e| SourceError::Transport(e.without_url().to_string()))?;
-                let status = resp.status().as_u16();
-                let text = resp
-                    .text()
-                    .await
-                    .map_err(|e| SourceError::Transport(e.without_url().to_string()))?;
+                let Answer { status, text, .. } =
+                    send_bearer(http.post(url).json(body), token).await?;
                 if status >= 400 {
                     return Err(crate::platforms::google::classify(status, &text).into());
                 }

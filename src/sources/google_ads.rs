@@ -20,14 +20,17 @@ use serde::Deserialize;
 use std::str::FromStr;
 
 use crate::base::Problem;
-use crate::normalize::{Observation, RawAdStat, RawCampaignStat, day_start};
+use crate::normalize::{Observation, RawCampaignStat};
 use crate::platforms::google::{
     ADS_ENV_PREFIX, GoogleAdsApiConfig, GoogleOAuth, GoogleOAuthConfig, is_customer_id,
 };
 use crate::records::{AdRef, Bucket, CampaignKey};
 use crate::sources::SourceContext;
-use crate::sources::http::{PollSource, SourceError, Window, read_secret, send_with_retry};
+use crate::sources::http::{
+    PollSource, SourceError, Window, read_secret, secret_header, send_with_retry,
+};
 use crate::sources::polling::{PollingConfig, PollingDefaults, required, run_or_report};
+use crate::sources::report::{Answer, days_then_recent_hours, push_row, send_bearer, stamp};
 
 /// Settings of one Google Ads customer. Every key but `name` and `customer_id` has a default;
 /// the API, OAuth and polling settings are the shared [`GoogleAdsApiConfig`],
@@ -61,11 +64,9 @@ pub struct GoogleAdsConfig {
 pub struct GoogleAdsPolling;
 
 impl PollingDefaults for GoogleAdsPolling {
-    const INTERVAL_SECS: u64 = 900;
     const LOOKBACK_DAYS: u32 = 14;
     const MAX_LOOKBACK_DAYS: u32 = 90;
     const MIN_THROTTLE_WAIT_SECS: u64 = 5;
-    const MAX_THROTTLE_WAIT_SECS: u64 = 3600;
     const MIN_INTERVAL_SECS: u64 = 60;
 }
 
@@ -214,18 +215,10 @@ pub fn parse_search_stream(
         let value = dec("metrics.conversionsValue", &r.metrics.conversions_value)?;
         let day = NaiveDate::parse_from_str(&r.segments.date, "%Y-%m-%d")
             .map_err(|_| bad("segments.date", &r.segments.date))?;
-        let (ts, bucket) = match r.segments.hour {
-            None => (day_start(day, reporting_tz), Bucket::Day),
-            Some(h) if h < 24 => {
-                let local = day.and_hms_opt(h, 0, 0).unwrap_or_default();
-                let ts = chrono::TimeZone::from_local_datetime(&tz, &local)
-                    .earliest()
-                    .map(|t| t.with_timezone(&chrono::Utc))
-                    .unwrap_or_else(|| day_start(day, tz));
-                (ts, Bucket::Hour)
-            }
-            Some(h) => return Err(bad("segments.hour", &h.to_string())),
-        };
+        if let Some(h) = r.segments.hour.filter(|h| *h >= 24) {
+            return Err(bad("segments.hour", &h.to_string()));
+        }
+        let (ts, bucket) = stamp(day, r.segments.hour, tz, reporting_tz);
         let stat = RawCampaignStat {
             ts,
             bucket,
@@ -243,27 +236,23 @@ pub fn parse_search_stream(
             clicks: u64::try_from(int("metrics.clicks", &r.metrics.clicks)?).unwrap_or(0),
             conversions: rust_decimal::prelude::ToPrimitive::to_f64(&conversions).unwrap_or(0.0),
         };
-        match (r.ad_group, r.ad_group_ad) {
-            (Some(group), Some(aga)) => out.push(Observation::Ad(RawAdStat {
-                stat: stat.clone(),
-                ad: AdRef {
-                    adset_id: group.id,
-                    adset_name: group.name,
-                    ad_id: aga.ad.id,
-                    ad_name: aga.ad.name,
-                },
-            })),
+        let ad = match (r.ad_group, r.ad_group_ad) {
+            (Some(group), Some(aga)) => Some(AdRef {
+                adset_id: group.id,
+                adset_name: group.name,
+                ad_id: aga.ad.id,
+                ad_name: aga.ad.name,
+            }),
             // an ad group row (`FROM ad_group`) carries no ad: the campaign's share only
-            (_, None) => {}
+            (_, None) => None,
             (None, Some(_)) => {
                 return Err(SourceError::Malformed(format!(
                     "result {i} (campaign {}): adGroupAd without its adGroup",
                     r.campaign.id
                 )));
             }
-        }
-        // the campaign's share of an ad row (summed downstream), or a campaign row
-        out.push(Observation::Campaign(stat));
+        };
+        push_row(&mut out, stat, ad);
     }
     Ok(out)
 }
@@ -337,45 +326,38 @@ impl PollSource for GoogleAdsSource {
         self.tz
     }
 
+    /// Days, then the recent days by hour: each read is the ad query and the campaign query of
+    /// its window (see [`combine`]).
     async fn poll(&mut self, window: Window) -> Result<Vec<Observation>, SourceError> {
-        let mut out = self.search(window, false).await?;
-        if let Some(recent) = window.last_days(self.cfg.hourly_days) {
-            out.extend(self.search(recent, true).await?);
+        let metrics = "metrics.cost_micros, metrics.impressions, metrics.clicks, \
+                       metrics.conversions, metrics.conversions_value";
+        let mut out = Vec::new();
+        for (w, hourly) in days_then_recent_hours(window, self.cfg.hourly_days) {
+            let hour = if hourly { ", segments.hour" } else { "" };
+            let during = format!(
+                "WHERE segments.date BETWEEN '{}' AND '{}'",
+                w.since, w.until
+            );
+            let ads = self
+                .stream(format!(
+                    "SELECT campaign.id, campaign.name, ad_group.id, ad_group.name, \
+                     ad_group_ad.ad.id, ad_group_ad.ad.name, segments.date{hour}, {metrics} \
+                     FROM ad_group_ad {during}"
+                ))
+                .await?;
+            let campaigns = self
+                .stream(format!(
+                    "SELECT campaign.id, campaign.name, segments.date{hour}, {metrics} \
+                     FROM campaign {during}"
+                ))
+                .await?;
+            out.extend(combine(ads, campaigns));
         }
         Ok(out)
     }
 }
 
 impl GoogleAdsSource {
-    /// Ads and campaigns of `window` (see [`combine`]).
-    async fn search(
-        &mut self,
-        window: Window,
-        hourly: bool,
-    ) -> Result<Vec<Observation>, SourceError> {
-        let hour = if hourly { ", segments.hour" } else { "" };
-        let metrics = "metrics.cost_micros, metrics.impressions, metrics.clicks, \
-                       metrics.conversions, metrics.conversions_value";
-        let during = format!(
-            "WHERE segments.date BETWEEN '{}' AND '{}'",
-            window.since, window.until
-        );
-        let ads = self
-            .stream(format!(
-                "SELECT campaign.id, campaign.name, ad_group.id, ad_group.name, \
-                 ad_group_ad.ad.id, ad_group_ad.ad.name, segments.date{hour}, {metrics} \
-                 FROM ad_group_ad {during}"
-            ))
-            .await?;
-        let campaigns = self
-            .stream(format!(
-                "SELECT campaign.id, campaign.name, segments.date{hour}, {metrics} \
-                 FROM campaign {during}"
-            ))
-            .await?;
-        Ok(combine(ads, campaigns))
-    }
-
     /// One `searchStream` call with `query`, parsed.
     async fn stream(&mut self, query: String) -> Result<Vec<Observation>, SourceError> {
         let token = self.oauth.access_token(&self.http).await?;
@@ -391,28 +373,14 @@ impl GoogleAdsSource {
         let login = self.cfg.api.login_header();
         let http = &self.http;
         let body = send_with_retry("google ads searchStream", || async {
-            let auth = crate::sources::http::secret_header(&format!("Bearer {}", token.expose()))?;
-            let mut devh = reqwest::header::HeaderValue::from_str(dev.expose()).map_err(|_| {
-                SourceError::Config("developer token has invalid characters".into())
-            })?;
-            devh.set_sensitive(true);
             let mut req = http
                 .post(&url)
-                .header(reqwest::header::AUTHORIZATION, auth)
-                .header("developer-token", devh)
+                .header("developer-token", secret_header(dev.expose())?)
                 .json(&serde_json::json!({ "query": query }));
             if let Some(l) = &login {
                 req = req.header("login-customer-id", l.as_str());
             }
-            let resp = req
-                .send()
-                .await
-                .map_err(|e| SourceError::Transport(e.without_url().to_string()))?;
-            let status = resp.status().as_u16();
-            let text = resp
-                .text()
-                .await
-                .map_err(|e| SourceError::Transport(e.without_url().to_string()))?;
+            let Answer { status, text, .. } = send_bearer(req, &token).await?;
             if status >= 400 {
                 if status == 401 {
                     // the cached token was revoked or expired early: refresh on the next poll
@@ -452,6 +420,7 @@ pub async fn run(cfg: GoogleAdsConfig, ctx: SourceContext) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::normalize::RawAdStat;
     use rust_decimal_macros::dec;
     use std::time::Duration;
 

@@ -21,12 +21,13 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use std::str::FromStr;
 
-use crate::normalize::{Observation, RawAdStat, RawCampaignStat, day_start};
+use crate::normalize::{Observation, RawCampaignStat};
 use crate::platforms::meta::MetaApiConfig;
-use crate::records::{AdRef, Bucket, CampaignKey};
+use crate::records::{AdRef, CampaignKey};
 use crate::sources::SourceContext;
 use crate::sources::http::{PollSource, SourceError, Window, send_with_retry};
 use crate::sources::polling::{PollingConfig, PollingDefaults, required, run_or_report};
+use crate::sources::report::{days_then_recent_hours, push_row, send_bearer, stamp};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum MetaError {
@@ -154,26 +155,21 @@ pub fn parse_insights(
         })?;
         let whole =
             |d: Decimal| rust_decimal::prelude::ToPrimitive::to_u64(&d.trunc()).unwrap_or(0);
-        let (ts, bucket) = match &r.hourly_stats_aggregated_by_advertiser_time_zone {
-            None => (day_start(day, reporting_tz), Bucket::Day),
-            Some(range) => {
-                let hour: u32 = range
+        let hour = match &r.hourly_stats_aggregated_by_advertiser_time_zone {
+            None => None,
+            Some(range) => Some(
+                range
                     .get(0..2)
-                    .and_then(|h| h.parse().ok())
+                    .and_then(|h| h.parse::<u32>().ok())
                     .filter(|h| *h < 24)
                     .ok_or_else(|| MetaError::BadDate {
                         row: i,
                         campaign: r.campaign_id.clone(),
                         value: range.clone(),
-                    })?;
-                let local = day.and_hms_opt(hour, 0, 0).unwrap_or_default();
-                let ts = chrono::TimeZone::from_local_datetime(&account_tz, &local)
-                    .earliest()
-                    .map(|t| t.with_timezone(&chrono::Utc))
-                    .unwrap_or_else(|| day_start(day, account_tz));
-                (ts, Bucket::Hour)
-            }
+                    })?,
+            ),
         };
+        let (ts, bucket) = stamp(day, hour, account_tz, reporting_tz);
         let stat = RawCampaignStat {
             ts,
             bucket,
@@ -190,19 +186,13 @@ pub fn parse_insights(
             clicks: whole(clicks),
             conversions: rust_decimal::prelude::ToPrimitive::to_f64(&conversions).unwrap_or(0.0),
         };
-        if let Some(ad_id) = r.ad_id {
-            observations.push(Observation::Ad(RawAdStat {
-                stat: stat.clone(),
-                ad: AdRef {
-                    adset_id: r.adset_id.unwrap_or_default(),
-                    adset_name: r.adset_name,
-                    ad_id,
-                    ad_name: r.ad_name,
-                },
-            }));
-        }
-        // the campaign's share of this row: summed with its other ads' shares downstream
-        observations.push(Observation::Campaign(stat));
+        let ad = r.ad_id.map(|ad_id| AdRef {
+            adset_id: r.adset_id.unwrap_or_default(),
+            adset_name: r.adset_name,
+            ad_id,
+            ad_name: r.ad_name,
+        });
+        push_row(&mut observations, stat, ad);
     }
     let next_after = page
         .paging
@@ -254,11 +244,9 @@ pub struct MetaConfig {
 pub struct MetaPolling;
 
 impl PollingDefaults for MetaPolling {
-    const INTERVAL_SECS: u64 = 900;
     const LOOKBACK_DAYS: u32 = 28;
     const MAX_LOOKBACK_DAYS: u32 = 37 * 31;
     const MIN_THROTTLE_WAIT_SECS: u64 = 60;
-    const MAX_THROTTLE_WAIT_SECS: u64 = 3600;
     const MIN_INTERVAL_SECS: u64 = 60;
 }
 
@@ -383,28 +371,16 @@ impl MetaSource {
         let url = format!("{}/{path}", self.cfg.api.versioned_base());
         let what = format!("meta {path}");
         send_with_retry(&what, || async {
-            let auth = crate::sources::http::secret_header(&format!("Bearer {}", token.expose()))?;
             let req = if post {
                 self.http.post(&url)
             } else {
                 self.http.get(&url)
             };
-            let resp = req
-                .query(query)
-                .header(reqwest::header::AUTHORIZATION, auth)
-                .send()
-                .await
-                .map_err(|e| SourceError::Transport(e.without_url().to_string()))?;
-            let status = resp.status().as_u16();
-            let headers = resp.headers().clone();
-            let text = resp
-                .text()
-                .await
-                .map_err(|e| SourceError::Transport(e.without_url().to_string()))?;
-            if status >= 400 {
-                return Err(classify_error(status, &headers, &text));
+            let a = send_bearer(req.query(query), &token).await?;
+            if a.status >= 400 {
+                return Err(classify_error(a.status, &a.headers, &a.text));
             }
-            Ok(text)
+            Ok(a.text)
         })
         .await
     }
@@ -532,27 +508,19 @@ impl PollSource for MetaSource {
         self.tz
     }
 
+    /// Days, then the recent days by hour; a long range as an async report run.
     async fn poll(&mut self, window: Window) -> Result<Vec<Observation>, SourceError> {
-        let mut out = self.all_pages(window, false).await?;
-        if let Some(recent) = window.last_days(self.cfg.hourly_days) {
-            out.extend(self.all_pages(recent, true).await?);
+        let edge = format!("{}/insights", self.cfg.account_id);
+        let mut out = Vec::new();
+        for (w, hourly) in days_then_recent_hours(window, self.cfg.hourly_days) {
+            let days = (w.until - w.since).num_days() + 1;
+            out.extend(if days > i64::from(self.cfg.async_threshold_days) {
+                self.run_async(w, hourly).await?
+            } else {
+                self.pages(&edge, self.insights_query(w, hourly)).await?
+            });
         }
         Ok(out)
-    }
-}
-
-impl MetaSource {
-    async fn all_pages(
-        &self,
-        window: Window,
-        hourly: bool,
-    ) -> Result<Vec<Observation>, SourceError> {
-        let days = (window.until - window.since).num_days() + 1;
-        if days > i64::from(self.cfg.async_threshold_days) {
-            return self.run_async(window, hourly).await;
-        }
-        let edge = format!("{}/insights", self.cfg.account_id);
-        self.pages(&edge, self.insights_query(window, hourly)).await
     }
 }
 
@@ -571,6 +539,8 @@ pub async fn run(cfg: MetaConfig, ctx: SourceContext) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::normalize::{RawAdStat, day_start};
+    use crate::records::Bucket;
     use rust_decimal_macros::dec;
 
     fn fixture() -> String {

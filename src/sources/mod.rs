@@ -10,6 +10,7 @@ pub mod http;
 pub mod ledger;
 pub mod meta;
 pub mod polling;
+pub mod report;
 pub mod shopify;
 pub mod utm;
 

@@ -13,10 +13,12 @@ use crate::platforms::WaitPolicy;
 use crate::sources::SourceContext;
 use crate::sources::http::{LoopSettings, PollSource, SourceError, run_polling};
 
-/// One source's polling defaults and limits.
+/// One source's polling defaults and limits. The ad platforms share two of them (their reports
+/// refresh about every 15 minutes; an hour is the longest wait worth sleeping through), so a
+/// source states only where it differs.
 pub trait PollingDefaults {
     /// Default seconds between polls.
-    const INTERVAL_SECS: u64;
+    const INTERVAL_SECS: u64 = 900;
     /// Default days re-read every poll.
     const LOOKBACK_DAYS: u32;
     /// Most days a poll may re-read (how far back the API keeps or restates data).
@@ -24,7 +26,7 @@ pub trait PollingDefaults {
     /// Default shortest throttle wait, in seconds.
     const MIN_THROTTLE_WAIT_SECS: u64;
     /// Default longest throttle wait, in seconds.
-    const MAX_THROTTLE_WAIT_SECS: u64;
+    const MAX_THROTTLE_WAIT_SECS: u64 = 3600;
     /// Shortest interval allowed, in seconds (the API's rate limits).
     const MIN_INTERVAL_SECS: u64 = 1;
 }

@@ -66,6 +66,13 @@ fn rolling(snap: &Snapshot, label: &str) -> Option<Window> {
 }
 
 /// A campaign's last 7 days: its rolling window, else its daily history.
+/// The snapshot's campaigns in the order the pages list them: by name.
+fn by_name(snap: &Snapshot) -> impl Iterator<Item = &CampaignView> {
+    let mut camps: Vec<&CampaignView> = snap.campaigns.iter().collect();
+    camps.sort_by(|a, b| a.name.cmp(&b.name));
+    camps.into_iter()
+}
+
 fn last_7d(c: &CampaignView, snap: &Snapshot) -> Totals {
     c.rolling
         .iter()
@@ -321,60 +328,57 @@ pub(super) async fn recommendations(State(st): State<WebState>, v: Viewer) -> Re
     })
 }
 
+/// A decision on one recommendation.
+#[derive(Clone, Copy)]
+enum Verdict {
+    Approve,
+    Reject,
+}
+
+pub(super) async fn approve(st: State<WebState>, id: Path<String>, p: Posted) -> Response {
+    decide(st, id, p, Verdict::Approve).await
+}
+
+pub(super) async fn reject(st: State<WebState>, id: Path<String>, p: Posted) -> Response {
+    decide(st, id, p, Verdict::Reject).await
+}
+
 /// One decision on a recommendation from its form: the role check, the note, the engine call,
 /// a flash saying what happened and back to the list; a refusal as its error page.
-async fn decide<Fut>(
-    st: &WebState,
-    p: &Posted,
-    call: &'static str,
-    act: impl FnOnce(String, String) -> Fut,
-    say: fn(&Recommendation) -> String,
-) -> Response
-where
-    Fut: std::future::Future<Output = Result<Recommendation, crate::actions::engine::ActionError>>,
-{
-    if let Err(r) = p.who.require(st, Role::Approver, call) {
+async fn decide(
+    State(st): State<WebState>,
+    Path(id): Path<String>,
+    p: Posted,
+    verdict: Verdict,
+) -> Response {
+    let call = match verdict {
+        Verdict::Approve => "approve",
+        Verdict::Reject => "reject",
+    };
+    if let Err(r) = p.who.require(&st, Role::Approver, call) {
         return r;
     }
-    let note = p.form.text("note").unwrap_or("").to_string();
-    match act(p.who.actor(), note).await {
-        Ok(rec) => {
-            p.who.flash(say(&rec)).await;
-            Redirect::to("/recommendations").into_response()
-        }
-        Err(e) => action_error(e),
-    }
-}
-
-pub(super) async fn approve(
-    State(st): State<WebState>,
-    Path(id): Path<String>,
-    p: Posted,
-) -> Response {
-    let engine = st.engine.clone();
-    let act = |actor: String, note: String| async move { engine.approve(&id, &actor, &note).await };
-    decide(&st, &p, "approve", act, |rec| {
-        format!(
-            "{} {}: {}",
-            rec.kind.as_str().replace('_', " "),
-            rec.campaign_name,
-            outcome_text(&rec.outcome)
-        )
-    })
-    .await
-}
-
-pub(super) async fn reject(
-    State(st): State<WebState>,
-    Path(id): Path<String>,
-    p: Posted,
-) -> Response {
-    let engine = st.engine.clone();
-    let act = |actor: String, note: String| async move { engine.reject(&id, &actor, &note).await };
-    decide(&st, &p, "reject", act, |rec| {
-        format!("Rejected: {} on {}", rec.kind.as_str(), rec.campaign_name)
-    })
-    .await
+    let (actor, note) = (p.who.actor(), p.form.text("note").unwrap_or(""));
+    let done = match verdict {
+        Verdict::Approve => st.engine.approve(&id, &actor, note).await,
+        Verdict::Reject => st.engine.reject(&id, &actor, note).await,
+    };
+    let rec = match done {
+        Ok(rec) => rec,
+        Err(e) => return action_error(e),
+    };
+    p.who
+        .flash(match verdict {
+            Verdict::Approve => format!(
+                "{} {}: {}",
+                rec.kind.as_str().replace('_', " "),
+                rec.campaign_name,
+                outcome_text(&rec.outcome)
+            ),
+            Verdict::Reject => format!("Rejected: {} on {}", rec.kind.as_str(), rec.campaign_name),
+        })
+        .await;
+    Redirect::to("/recommendations").into_response()
 }
 
 pub(super) async fn bulk_approve(State(st): State<WebState>, p: Posted) -> Response {
@@ -498,10 +502,7 @@ fn kill_options(
             value: k,
         })
         .collect();
-    let mut camps: Vec<&CampaignView> = snap.campaigns.iter().collect();
-    camps.sort_by(|a, b| a.name.cmp(&b.name));
-    let campaigns = camps
-        .into_iter()
+    let campaigns = by_name(snap)
         .map(|c| {
             let value = format!("{}/{}/{}", c.key.platform, c.key.account, c.key.campaign_id);
             AccountOption {
@@ -679,10 +680,7 @@ pub(super) async fn caps_page(State(st): State<WebState>, v: Viewer) -> Response
             spend_today: inr(spend),
         })
         .collect();
-    let mut camps: Vec<&CampaignView> = snap.campaigns.iter().collect();
-    camps.sort_by(|a, b| a.name.cmp(&b.name));
-    let campaigns = camps
-        .into_iter()
+    let campaigns = by_name(&snap)
         .map(|c| {
             let own = caps.campaigns.get(&c.key.campaign_id).copied();
             CapRow {
@@ -959,15 +957,12 @@ pub(super) async fn audit_page(
     State(st): State<WebState>,
     v: Viewer,
     Query(q): Query<AuditQuery>,
-) -> Response {
-    let rows = match queried_audit_rows(&st, &q, 500) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
+) -> Result<Response, Response> {
+    let rows = queried_audit_rows(&st, &q, 500)?;
     let enc = |s: &Option<String>| -> String {
         form_urlencoded::byte_serialize(s.as_deref().unwrap_or("").as_bytes()).collect()
     };
-    render(&AuditPage {
+    Ok(render(&AuditPage {
         c: v.chrome(&st, "audit").await,
         csv_query: format!(
             "from={}&to={}&campaign={}&actor={}",
@@ -982,35 +977,28 @@ pub(super) async fn audit_page(
         actor: q.actor.unwrap_or_default(),
         shown: rows.len(),
         rows: rows.iter().map(audit_view).collect(),
-    })
+    }))
 }
 
 pub(super) async fn audit_csv(
     State(st): State<WebState>,
     _v: Viewer,
     Query(q): Query<AuditQuery>,
-) -> Response {
-    let rows = match queried_audit_rows(&st, &q, 0) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    match crate::actions::engine::audit_csv(&rows) {
-        Ok(body) => (
-            [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-                (
-                    header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"adpulse-audit.csv\"",
-                ),
-            ],
-            body,
-        )
-            .into_response(),
-        Err(error) => {
+) -> Result<Response, Response> {
+    let body =
+        crate::actions::engine::audit_csv(&queried_audit_rows(&st, &q, 0)?).map_err(|error| {
             tracing::error!(%error, "audit CSV failed");
             error_page(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-        }
-    }
+        })?;
+    let disposition = "attachment; filename=\"adpulse-audit.csv\"";
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 // ---------------------------------------------------------------- Campaign

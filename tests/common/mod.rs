@@ -126,6 +126,70 @@ pub fn source_test_config(
     cfg
 }
 
+/// The configuration of a backfill or import run: state in `dir/state`, QuestDB at `questdb_url`
+/// with its spool in `dir/spool` (flushed every 50 ms), then `rest` (the run's `[[sources]]`
+/// entries, `[fx]` rates and anything else it needs).
+pub fn backfill_config(dir: &Path, questdb_url: &str, rest: &str) -> adpulse::config::Config {
+    let text = format!(
+        "[general]\nstate_dir = \"{}\"\n[questdb]\nhttp_url = \"{questdb_url}\"\n\
+         spool_dir = \"{}\"\nflush_interval_ms = 50\n{rest}",
+        dir.join("state").display(),
+        dir.join("spool").display()
+    );
+    adpulse::config::Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+/// A `[[sources]]` entry: the Meta source `meta` of ad account `account_id` on the fake Graph
+/// API at `base`, its token in a file `t` written into `dir`, daily rows only, then `extra` keys.
+pub fn meta_source_toml(dir: &Path, account_id: &str, base: &str, extra: &str) -> String {
+    let token = secret_file(dir, "t", "tok");
+    format!(
+        "[[sources]]\ntype = \"meta\"\nname = \"meta\"\naccount_id = \"{account_id}\"\n\
+         base_url = \"{base}\"\naccess_token_file = \"{token}\"\nhourly_days = 0\n{extra}"
+    )
+}
+
+/// A Meta backfill against the fake Graph API `app`: the fake served, a temporary folder (keep it
+/// as long as the config), and the [`backfill_config`] of `tables` (an `[fx]` table, or nothing)
+/// and the [`meta_source_toml`] of `account_id` with `extra` keys.
+pub async fn meta_backfill(
+    app: axum::Router,
+    questdb_url: &str,
+    tables: &str,
+    account_id: &str,
+    extra: &str,
+) -> (tempfile::TempDir, adpulse::config::Config) {
+    let base = serve_fake(app).await;
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let meta = meta_source_toml(dir.path(), account_id, &base, extra);
+    let cfg = backfill_config(dir.path(), questdb_url, &format!("{tables}\n{meta}"));
+    (dir, cfg)
+}
+
+/// A backfill (7-day chunks) that must fail with incomplete days: (complete, incomplete days,
+/// the message).
+pub async fn incomplete_backfill(
+    cfg: &adpulse::config::Config,
+    source: &str,
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+) -> (usize, Vec<(chrono::NaiveDate, String)>, String) {
+    match adpulse::commands::backfill::backfill(cfg, source, from, to, 7, false).await {
+        Err(e @ adpulse::commands::backfill::BackfillError::Incomplete { .. }) => {
+            let text = e.to_string();
+            let adpulse::commands::backfill::BackfillError::Incomplete {
+                complete,
+                incomplete,
+            } = e
+            else {
+                unreachable!()
+            };
+            (complete, incomplete, text)
+        }
+        other => panic!("{source}: expected incomplete days, got {other:?}"),
+    }
+}
+
 fn questdb_version() -> String {
     let text = std::fs::read_to_string(repo().join("scripts/versions.sh"))
         .expect("scripts/versions.sh is missing");
@@ -178,6 +242,24 @@ where
         assert!(start.elapsed() < limit, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// `deploy/questdb/questdb.env`: the `QDB_*` settings scripts/stack.sh and docker-compose.yml
+/// give QuestDB, so tests run it as users do.
+pub fn questdb_env() -> Vec<(String, String)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/questdb/questdb.env");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (part of the repository)", path.display()));
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (k, v) = l
+                .split_once('=')
+                .unwrap_or_else(|| panic!("{}: not KEY=VALUE: {l}", path.display()));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
 }
 
 /// A real QuestDB server.
@@ -276,6 +358,8 @@ impl QuestDb {
                 .env("QDB_METRICS_ENABLED", "true"),
             None => cmd.env("QDB_HTTP_MIN_ENABLED", "false"),
         };
+        // the server settings every adpulse QuestDB runs with (scripts/stack.sh, compose)
+        cmd.envs(questdb_env());
         cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let child = cmd
             .env("QDB_LINE_TCP_ENABLED", "false")
@@ -666,37 +750,79 @@ pub async fn start_demo(
     q: &QuestDb,
     demo: adpulse::sources::demo::DemoConfig,
 ) -> (adpulse::app::Running, tempfile::TempDir) {
-    use adpulse::config::{Config, QuestDbConfig};
+    start_demo_with(q, demo, |_| {}).await
+}
+
+/// [`start_demo`], with `adjust` applied to the configuration before adpulse starts (a token
+/// file, a setting under test).
+pub async fn start_demo_with(
+    q: &QuestDb,
+    demo: adpulse::sources::demo::DemoConfig,
+    adjust: impl FnOnce(&mut adpulse::config::Config),
+) -> (adpulse::app::Running, tempfile::TempDir) {
     let start = demo.start.expect("start_demo needs a fixed demo start");
     assert_eq!(
         demo.scale, 1,
         "start_demo counts the scenario's 6 campaigns"
     );
     let spool = tempfile::tempdir().expect("temp dir");
-    let mut cfg = Config::from_toml_str(adpulse::config::DEFAULT_CONFIG).expect("default config");
-    cfg.server.listen = "127.0.0.1:0".into();
-    cfg.general.refresh_interval_secs = 1;
-    cfg.questdb = QuestDbConfig {
-        http_url: q.url(),
-        flush_interval_ms: 100,
-        spool_dir: spool.path().to_path_buf(),
-        ..QuestDbConfig::default()
-    };
+    let mut cfg = demo_test_config(q, spool.path());
     let tz = cfg.timezone();
     let hours = i64::from(demo.backfill_days) * 24
         + i64::from(adpulse::normalize::hour_floor(start, tz) != start);
     cfg.sources = vec![adpulse::sources::SourceConfig::Demo(demo)];
+    adjust(&mut cfg);
     let running = adpulse::app::start(cfg).await.expect("adpulse starts");
     q.wait_for_count(
         "SELECT count() FROM campaign_stats WHERE bucket = 'hour'",
         (hours * 6) as f64,
     )
     .await;
-    // The KPIs are recomputed every second from the in-memory store, which holds everything before
-    // the sink acknowledged it: two refreshes after the rows are in QuestDB, /metrics reflects the
-    // whole backfill (a readiness wait, not a performance bound).
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The KPIs are recomputed from the in-memory store, which holds every row before the sink
+    // acknowledged it: a snapshot computed from now on covers the whole backfill.
+    wait_for_kpis_computed_after_now(running.addr).await;
     (running, spool)
+}
+
+/// adpulse's shipped configuration for a test on QuestDB `q`: the server on a free port, KPIs
+/// refreshed every second, rows flushed every 100 ms, the spool in `spool`.
+pub fn demo_test_config(q: &QuestDb, spool: &Path) -> adpulse::config::Config {
+    use adpulse::config::{Config, QuestDbConfig};
+    let mut cfg = Config::from_toml_str(adpulse::config::DEFAULT_CONFIG).expect("default config");
+    cfg.server.listen = "127.0.0.1:0".into();
+    cfg.general.refresh_interval_secs = 1;
+    cfg.questdb = QuestDbConfig {
+        http_url: q.url(),
+        flush_interval_ms: 100,
+        spool_dir: spool.to_path_buf(),
+        ..QuestDbConfig::default()
+    };
+    cfg
+}
+
+/// Wait until adpulse at `addr` serves KPIs computed after this call. Its KPI loop computes a
+/// snapshot, renders it (`adpulse_snapshot_rendered_timestamp_seconds`), then sleeps: the first
+/// render newer than the one shown now happened after this call, so the render after that one
+/// is of a snapshot computed after this call. A condition, not a fixed sleep.
+pub async fn wait_for_kpis_computed_after_now(addr: std::net::SocketAddr) {
+    let url = format!("http://{addr}/metrics");
+    let rendered = || async {
+        metric(
+            &get(&url).await.1,
+            "adpulse_snapshot_rendered_timestamp_seconds",
+        )
+    };
+    let shown = rendered().await;
+    let mut newer = shown;
+    for _ in 0..2 {
+        let after = newer;
+        newer = Some(
+            eventually("a KPI refresh", Duration::from_secs(60), || async {
+                rendered().await.filter(|r| Some(*r) > after)
+            })
+            .await,
+        );
+    }
 }
 
 /// GET a URL on adpulse; (status, body).

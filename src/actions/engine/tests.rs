@@ -24,6 +24,24 @@ struct Mem {
 }
 
 impl Mem {
+    /// A platform holding `state`, checking every budget against `cap` and a raise of at most
+    /// `max_ratio`, counting changes on the test's current `day`.
+    fn new(
+        state: HashMap<CampaignKey, CampaignState>,
+        cap: Decimal,
+        max_ratio: Decimal,
+        day: Option<NaiveDate>,
+    ) -> Arc<Mem> {
+        Arc::new(Mem {
+            state: Mutex::new(state),
+            cap,
+            max_ratio,
+            violations: Mutex::new(Vec::new()),
+            mutations: Mutex::new(HashMap::new()),
+            day: Mutex::new(day),
+        })
+    }
+
     fn count(&self) {
         if let Some(d) = *self.day.lock().unwrap() {
             *self.mutations.lock().unwrap().entry(d).or_default() += 1;
@@ -95,6 +113,37 @@ impl AdPlatform for Mem {
 }
 
 type BoxFutState<'a> = super::super::platform::BoxFut<'a, Result<CampaignState, PlatformError>>;
+
+/// An active campaign with daily budget `budget`.
+fn active(budget: Decimal) -> CampaignState {
+    CampaignState {
+        status: CampaignStatus::Active,
+        daily_budget: Some(budget),
+        budget_ref: None,
+        adsets: Vec::new(),
+    }
+}
+
+/// An engine over `snap` with its own registry and `platforms`.
+fn engine(
+    cfg: ActionsConfig,
+    snap: Arc<ArcSwap<Snapshot>>,
+    platforms: Vec<Arc<Mem>>,
+) -> ActionEngine {
+    let platforms = platforms
+        .into_iter()
+        .map(|m| m as Arc<dyn AdPlatform>)
+        .collect();
+    ActionEngine::new(
+        cfg,
+        "INR",
+        BTreeMap::new(),
+        snap,
+        None,
+        &Registry::new(),
+        platforms,
+    )
+}
 
 fn key(i: usize) -> CampaignKey {
     CampaignKey {
@@ -179,22 +228,10 @@ proptest! {
         if sum > account_cap {
             start = start.iter().map(|b| (b * account_cap / sum).round_dp_with_strategy(2, rust_decimal::RoundingStrategy::ToZero)).collect();
         }
-        let mem = Arc::new(Mem {
-            state: Mutex::new(start.iter().enumerate().map(|(i, b)| (key(i), CampaignState {
-                status: CampaignStatus::Active,
-                daily_budget: Some(*b),
-                budget_ref: None,
-                adsets: Vec::new(),
-            })).collect()),
-            cap,
-            max_ratio: dec!(0.2),
-            violations: Mutex::new(Vec::new()),
-            mutations: Mutex::new(HashMap::new()),
-            day: Mutex::new(None),
-        });
+        let mem = Mem::new(start.iter().enumerate().map(|(i, b)| (key(i), active(*b))).collect(), cap, dec!(0.2), None);
         let base = NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
         let snap = Arc::new(ArcSwap::from_pointee(snapshot(&history, 0, base)));
-        let engine = ActionEngine::new(cfg, "INR", BTreeMap::new(), snap.clone(), None, &Registry::new(), vec![mem.clone()]);
+        let engine = engine(cfg, snap.clone(), vec![mem.clone()]);
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
         for upto in 0..history.len() {
             let s = snapshot(&history, upto, base);
@@ -233,32 +270,14 @@ async fn auto_mode_raises_a_winning_budget_up_to_the_cap_once() {
     cfg.dry_run = false;
     cfg.auto.rules = vec!["roas_above".into()];
     cfg.caps.campaign_daily = Some(dec!(1100));
-    let mem = Arc::new(Mem {
-        state: Mutex::new(HashMap::from([(
-            key(0),
-            CampaignState {
-                status: CampaignStatus::Active,
-                daily_budget: Some(dec!(1000)),
-                budget_ref: None,
-                adsets: Vec::new(),
-            },
-        )])),
-        cap: dec!(1100),
-        max_ratio: dec!(0.25),
-        violations: Mutex::new(Vec::new()),
-        mutations: Mutex::new(HashMap::new()),
-        day: Mutex::new(Some(base)),
-    });
-    let snap = Arc::new(ArcSwap::from_pointee(snapshot(&history, 3, base)));
-    let e = ActionEngine::new(
-        cfg,
-        "INR",
-        BTreeMap::new(),
-        snap,
-        None,
-        &Registry::new(),
-        vec![mem.clone()],
+    let mem = Mem::new(
+        HashMap::from([(key(0), active(dec!(1000)))]),
+        dec!(1100),
+        dec!(0.25),
+        Some(base),
     );
+    let snap = Arc::new(ArcSwap::from_pointee(snapshot(&history, 3, base)));
+    let e = engine(cfg, snap, vec![mem.clone()]);
     let s = e.evaluate("rules").await;
     assert_eq!(s.auto_executed, 1);
     assert_eq!(e.evaluate("rules").await.auto_executed, 0, "once a day");
@@ -327,16 +346,8 @@ async fn recommend_mode_dedups_and_refuses_approval() {
 #[test]
 fn tokens_separate_read_and_write() {
     let snap = Arc::new(ArcSwap::from_pointee(Snapshot::empty("INR")));
-    let e = ActionEngine::new(
-        ActionsConfig::default(),
-        "INR",
-        BTreeMap::new(),
-        snap,
-        None,
-        &Registry::new(),
-        vec![],
-    )
-    .with_tokens(Some(Secret::new("r")), Some(Secret::new("w")));
+    let e = engine(ActionsConfig::default(), snap, vec![])
+        .with_tokens(Some(Secret::new("r")), Some(Secret::new("w")));
     assert_eq!(e.check_token(None, Access::Read), Err("unauthenticated"));
     assert_eq!(
         e.check_token(Some("x"), Access::Read),
@@ -350,28 +361,12 @@ fn tokens_separate_read_and_write() {
 
 /// A Mem platform holding `n` active campaigns with budget 1,000.
 fn mem_with(n: usize) -> Arc<Mem> {
-    Arc::new(Mem {
-        state: Mutex::new(
-            (0..n)
-                .map(|i| {
-                    (
-                        key(i),
-                        CampaignState {
-                            status: CampaignStatus::Active,
-                            daily_budget: Some(dec!(1000)),
-                            budget_ref: None,
-                            adsets: Vec::new(),
-                        },
-                    )
-                })
-                .collect(),
-        ),
-        cap: dec!(1_000_000),
-        max_ratio: dec!(10),
-        violations: Mutex::new(Vec::new()),
-        mutations: Mutex::new(HashMap::new()),
-        day: Mutex::new(Some(NaiveDate::from_ymd_opt(2026, 11, 1).unwrap())),
-    })
+    Mem::new(
+        (0..n).map(|i| (key(i), active(dec!(1000)))).collect(),
+        dec!(1_000_000),
+        dec!(10),
+        Some(NaiveDate::from_ymd_opt(2026, 11, 1).unwrap()),
+    )
 }
 
 fn mutations(mem: &Mem) -> u32 {
@@ -391,17 +386,7 @@ fn engine_in(dir: &std::path::Path, snap: Arc<ArcSwap<Snapshot>>, mem: Arc<Mem>)
     let mut cfg = ActionsConfig::default();
     cfg.mode = Mode::Approve;
     cfg.dry_run = false;
-    ActionEngine::new(
-        cfg,
-        "INR",
-        BTreeMap::new(),
-        snap,
-        None,
-        &Registry::new(),
-        vec![mem],
-    )
-    .with_state_dir(dir)
-    .unwrap()
+    engine(cfg, snap, vec![mem]).with_state_dir(dir).unwrap()
 }
 
 /// (id, campaign, status, decided_by, note, outcome result) of every recommendation.
@@ -519,15 +504,7 @@ async fn dry_run_then_real_approval_executes_once_for_real() {
     let mem = mem_with(4);
     let mut cfg = ActionsConfig::default();
     cfg.mode = Mode::Approve;
-    let e = ActionEngine::new(
-        cfg,
-        "INR",
-        BTreeMap::new(),
-        snap,
-        None,
-        &Registry::new(),
-        vec![mem.clone()],
-    );
+    let e = engine(cfg, snap, vec![mem.clone()]);
     e.evaluate("rules").await;
     let id = e.recommendations(true)[0].id.clone();
     let r = e.approve(&id, "user:asha", "").await.unwrap();
@@ -556,15 +533,7 @@ async fn kill_switch_answers_while_the_sink_takes_nothing() {
     qcfg.spool_dir = dir.path().join("spool");
     let (_sink, handle) = crate::sinks::questdb::QuestDbSink::build(qcfg, None, telemetry).unwrap();
     // fill the channel: the sink task never runs, so the next send would wait for ever
-    let filler = ActionEngine::new(
-        ActionsConfig::default(),
-        "INR",
-        BTreeMap::new(),
-        losing_snapshot(),
-        None,
-        &Registry::new(),
-        vec![],
-    );
+    let filler = engine(ActionsConfig::default(), losing_snapshot(), vec![]);
     let mut queued = 0;
     while tokio::time::timeout(
         Duration::from_secs(1),
@@ -648,8 +617,27 @@ async fn a_pass_with_many_events_logs_one_summary_line_but_audits_every_row() {
     let snap = Arc::new(ArcSwap::from_pointee(snapshot(&history, 0, base)));
     let mut cfg = ActionsConfig::default();
     cfg.audit_log_lines_per_pass = 5;
+    let e = engine(cfg, snap, vec![]);
+    let (buf, _g) = capture_logs();
+    assert_eq!(e.evaluate("rules").await.new, 30);
+    let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+    assert_eq!(text.matches("action audit").count(), 1, "{text}");
+    assert!(text.contains("summarized"), "{text}");
+    let log = e.audit_log().query(&AuditFilter::default()).unwrap();
+    assert_eq!(log.iter().filter(|r| r.event == "recommended").count(), 30);
+}
+
+/// Agency scale: a pass opening thousands of recommendations logs one line with the counts and
+/// the first few (with the default threshold), not a line each; every row is still audited.
+#[tokio::test]
+async fn thousands_of_recommendations_make_one_summary_line_with_counts_and_the_first_few() {
+    let base = NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
+    let lose: Day = (6_000, 0, 0, 100_000, 2_000);
+    let campaigns = 2_000;
+    let history = vec![vec![lose; campaigns]];
+    let snap = Arc::new(ArcSwap::from_pointee(snapshot(&history, 0, base)));
     let e = ActionEngine::new(
-        cfg,
+        ActionsConfig::default(),
         "INR",
         BTreeMap::new(),
         snap,
@@ -658,12 +646,30 @@ async fn a_pass_with_many_events_logs_one_summary_line_but_audits_every_row() {
         vec![],
     );
     let (buf, _g) = capture_logs();
-    assert_eq!(e.evaluate("rules").await.new, 30);
+    let new = e.evaluate("rules").await.new;
     let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
-    assert_eq!(text.matches("action audit").count(), 1, "{text}");
-    assert!(text.contains("summarized"), "{text}");
     let log = e.audit_log().query(&AuditFilter::default()).unwrap();
-    assert_eq!(log.iter().filter(|r| r.event == "recommended").count(), 30);
+    let recommended = log.iter().filter(|r| r.event == "recommended").count();
+    assert!(
+        new >= campaigns,
+        "{new}: a pause per losing campaign at least"
+    );
+    assert_eq!(recommended, new);
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("action audit"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    let line = lines[0];
+    assert!(line.contains("summarized"), "{line}");
+    assert!(line.contains(&format!("rows={new}")), "{line}");
+    assert!(line.contains(&format!("\"recommended\": {new}")), "{line}");
+    // the first few rows are named: the snapshot's first three campaigns, and no more
+    for i in 0..3 {
+        assert!(line.contains(&format!("meta c{i}\"")), "c{i}: {line}");
+    }
+    assert!(!line.contains("meta c3\""), "{line}");
+    assert!(line.len() < 1_000, "one short line: {} bytes", line.len());
 }
 
 struct LogBuf(Arc<Mutex<Vec<u8>>>);
@@ -696,15 +702,7 @@ impl std::io::Write for LogBuf {
 /// escaped: it cannot start a forged log line.
 #[tokio::test]
 async fn user_strings_cannot_forge_log_lines() {
-    let e = ActionEngine::new(
-        ActionsConfig::default(),
-        "INR",
-        BTreeMap::new(),
-        losing_snapshot(),
-        None,
-        &Registry::new(),
-        vec![],
-    );
+    let e = engine(ActionsConfig::default(), losing_snapshot(), vec![]);
     let (buf, _g) = capture_logs();
     let mut row = e.row("rec-1\nINFO forged", "approved", "user:x\nINFO forged");
     row.detail = "note\r\nINFO forged line".into();

@@ -5,6 +5,11 @@
 //! half-minute task is too long on the shared machine.
 //!
 //! `nice -n 10 cargo bench --bench models_speed`
+//!
+//! With `ADPULSE_EXPORT_SERIES=<file.csv>` it also writes the 1,000 series (`unique_id,ds,y`)
+//! for `scripts/validation/statsforecast_bench.py`, and prints the hold-out MASE of the same
+//! split that script uses (last 48 h held out, seasonal naive m = 24 as the scale), so both
+//! tools are judged on the same points.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -94,8 +99,58 @@ fn fit_and_forecast() {
     );
 }
 
+/// Mean hold-out MASE over the 1,000 series: fit on all but the last 48 h, forecast them, scale
+/// by the in-sample MAE of the seasonal naive (m = 24) on the fitted part.
+fn holdout_mase(series: &[adpulse::models::series::RegularSeries]) -> f64 {
+    let cfg = ForecastConfig::default();
+    let mut sum = 0.0;
+    for s in series {
+        let n = s.values.len() - 48;
+        let mut train = s.clone();
+        train.values.truncate(n);
+        let Ok(f) = forecast::forecast(&train, 48, &cfg) else {
+            panic!("forecast failed on a bench series");
+        };
+        let mae: f64 = (0..48)
+            .map(|h| (f.yhat[h] - s.values[n + h]).abs())
+            .sum::<f64>()
+            / 48.0;
+        let scale: f64 = (24..n)
+            .map(|i| (train.values[i] - train.values[i - 24]).abs())
+            .sum::<f64>()
+            / (n - 24) as f64;
+        sum += mae / scale;
+    }
+    sum / series.len() as f64
+}
+
+fn export_series(path: &str) {
+    use std::io::Write as _;
+    let series: Vec<_> = (0..1_000u64).map(|s| demo_hourly_spend(90, s)).collect();
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(path).unwrap_or_else(|e| panic!("cannot create {path}: {e}")),
+    );
+    let _ = writeln!(out, "unique_id,ds,y");
+    for (i, s) in series.iter().enumerate() {
+        for (k, v) in s.values.iter().enumerate() {
+            let _ = writeln!(out, "s{i},{},{v}", s.ts(k));
+        }
+    }
+    let _ = out.flush();
+    let t0 = Instant::now();
+    let mase = holdout_mase(&series);
+    println!(
+        "wrote {path}; adpulse holt-winters hold-out MASE (last 48 h) over 1,000 series: {mase:.4} ({:.1} s)",
+        t0.elapsed().as_secs_f64()
+    );
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; nothing to parse.
+    if let Ok(path) = std::env::var("ADPULSE_EXPORT_SERIES") {
+        export_series(&path);
+        return;
+    }
     score_newest_hour();
     fit_and_forecast();
 }

@@ -69,6 +69,8 @@ start_questdb() {
   [[ -s $jar ]] || bash scripts/install-deps.sh
   mkdir -p "$STACK/questdb/root"
   (
+    # adpulse's server settings (small append pages: lean disk), shared with docker-compose.yml
+    set -a; source deploy/questdb/questdb.env; set +a
     export QDB_HTTP_BIND_TO="127.0.0.1:$QDB_HTTP_PORT" QDB_PG_NET_BIND_TO="127.0.0.1:$QDB_PG_PORT" \
       QDB_HTTP_MIN_NET_BIND_TO="127.0.0.1:$QDB_METRICS_PORT" QDB_METRICS_ENABLED=true \
       QDB_LINE_TCP_ENABLED=false QDB_TELEMETRY_ENABLED=false

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::api::{AppState, router};
 use crate::config::Config;
@@ -52,7 +52,10 @@ pub struct Running {
     pub shutdown: CancellationToken,
     pub pipeline: Arc<Pipeline>,
     pub sink: Option<SinkHandle>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Every task but the sink's, named for the shutdown log.
+    tasks: Vec<(String, tokio::task::JoinHandle<()>)>,
+    /// How long shutdown waits for them (`general.shutdown_grace_secs`).
+    grace: Duration,
     sink_task: Option<tokio::task::JoinHandle<ShutdownReport>>,
     sink_stop: CancellationToken,
 }
@@ -61,11 +64,32 @@ impl Running {
     /// Stop sources, models, actions and the server first (the sink lifts its back-pressure the
     /// moment `shutdown` is cancelled, so a source blocked on a full spool can hand over its last
     /// rows and stop); then the sink takes what is queued and writes or spools all of it.
+    ///
+    /// Sources, models and actions get `general.shutdown_grace_secs` to finish the step they
+    /// are in; one still busy then (the models' pass over 10,000 campaigns, a scrape of a slow
+    /// client) is left behind: what it has not handed to the sink yet is not acknowledged to
+    /// anyone (a source's cursor only moves once its rows are durable, model rows are computed
+    /// again by the next run's first pass, audit rows are already in the local fsynced log), so
+    /// nothing acknowledged is lost, and shutdown does not wait on a computation.
     pub async fn stop(self) -> StopReport {
+        let started = std::time::Instant::now();
         self.shutdown.cancel();
-        for t in self.tasks {
-            let _ = t.await;
+        let deadline = tokio::time::Instant::now() + self.grace;
+        let mut left = Vec::new();
+        for (name, mut t) in self.tasks {
+            if tokio::time::timeout_at(deadline, &mut t).await.is_err() {
+                t.abort();
+                left.push(name);
+            }
         }
+        if !left.is_empty() {
+            warn!(
+                tasks = ?left,
+                grace_secs = self.grace.as_secs_f64(),
+                "still busy at shutdown: stopped without waiting (their unsent work is redone by the next run)"
+            );
+        }
+        let tasks_secs = started.elapsed().as_secs_f64();
         self.sink_stop.cancel();
         let mut report = StopReport::default();
         if let Some(t) = self.sink_task {
@@ -77,6 +101,11 @@ impl Running {
                 Err(error) => error!(%error, "the QuestDB sink task failed at shutdown"),
             }
         }
+        info!(
+            tasks_secs,
+            sink_secs = started.elapsed().as_secs_f64() - tasks_secs,
+            "shutdown: tasks stopped, then the sink wrote or spooled what it held"
+        );
         report
     }
 }
@@ -130,7 +159,7 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
             None
         };
         let runner = ModelRunner::new(&config, pipeline.clone(), sql, sink.clone(), outputs);
-        tasks.push(tokio::spawn(runner.run(shutdown.clone())));
+        tasks.push(("models".into(), tokio::spawn(runner.run(shutdown.clone()))));
     }
     // The KPI and model families: rendered once per snapshot, served to every scraper.
     let mut exposition = Exposition::new(snapshot.clone(), model_outputs, &config.metrics);
@@ -146,6 +175,7 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         let token = shutdown.clone();
         let every = Duration::from_secs(config.general.refresh_interval_secs);
         let config = config.clone();
+        let telemetry = telemetry.clone();
         let settings_for = move |now: chrono::DateTime<chrono::Utc>| SnapshotSettings {
             tz,
             currency: config.general.reporting_currency.clone(),
@@ -154,24 +184,38 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
             tracking_window_hours: config.general.tracking_window_hours,
             roi_target: config.roi_target(now.with_timezone(&tz).date_naive()),
         };
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let now = pipeline.now();
-                let s = settings_for(now);
-                let snap = pipeline.with_store(|st| {
-                    st.prune(now);
-                    st.snapshot(now, &s)
-                });
-                snapshot.store(Arc::new(snap));
-                // render now, off the async workers, so scrapes find the body ready
-                let e = exposition.clone();
-                let _ = tokio::task::spawn_blocking(move || e.current()).await;
-                tokio::select! {
-                    _ = token.cancelled() => break,
-                    _ = tokio::time::sleep(every) => {}
+        tasks.push((
+            "kpi refresher".into(),
+            tokio::spawn(async move {
+                loop {
+                    let now = pipeline.now();
+                    let s = settings_for(now);
+                    let snap = pipeline.with_store(|st| {
+                        st.prune(now);
+                        let t = std::time::Instant::now();
+                        let snap = st.snapshot(now, &s);
+                        telemetry.snapshot_duration.set(t.elapsed().as_secs_f64());
+                        snap
+                    });
+                    snapshot.store(Arc::new(snap));
+                    // render now, off the async workers, so scrapes find the body ready
+                    let e = exposition.clone();
+                    let took = tokio::task::spawn_blocking(move || {
+                        let t = std::time::Instant::now();
+                        e.current();
+                        t.elapsed()
+                    })
+                    .await;
+                    if let Ok(took) = took {
+                        telemetry.render_duration.set(took.as_secs_f64());
+                    }
+                    tokio::select! {
+                        _ = token.cancelled() => break,
+                        _ = tokio::time::sleep(every) => {}
+                    }
                 }
-            }
-        }));
+            }),
+        ));
     }
 
     let listener = TcpListener::bind(&config.server.listen)
@@ -191,7 +235,10 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
             sink.clone(),
             &telemetry.registry,
         )?);
-        tasks.push(tokio::spawn(engine.clone().run_loop(shutdown.clone())));
+        tasks.push((
+            "actions".into(),
+            tokio::spawn(engine.clone().run_loop(shutdown.clone())),
+        ));
         Some(engine)
     } else {
         None
@@ -216,16 +263,19 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
     });
     {
         let token = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
-            // the peer address keys the login and API rate limits
-            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-            let r = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { token.cancelled().await })
-                .await;
-            if let Err(error) = r {
-                error!(%error, "HTTP server stopped");
-            }
-        }));
+        tasks.push((
+            "http server".into(),
+            tokio::spawn(async move {
+                // the peer address keys the login and API rate limits
+                let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+                let r = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { token.cancelled().await })
+                    .await;
+                if let Err(error) = r {
+                    error!(%error, "HTTP server stopped");
+                }
+            }),
+        ));
     }
     info!(%addr, "serving /metrics, /healthz, /readyz");
 
@@ -240,7 +290,8 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
             cursors: cursors.clone(),
         };
         info!(source = %ctx.name, kind = source.kind(), "source starting");
-        tasks.push(tokio::spawn(source.run(ctx)));
+        let task = format!("source {}", ctx.name);
+        tasks.push((task, tokio::spawn(source.run(ctx))));
     }
 
     Ok(Running {
@@ -249,6 +300,7 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         pipeline,
         sink,
         tasks,
+        grace: Duration::from_secs(config.general.shutdown_grace_secs),
         sink_task,
         sink_stop,
     })

@@ -95,6 +95,10 @@ pub struct GeneralConfig {
     pub retention_days: u32,
     /// Folder of persisted sync state (per-source cursors, backfill progress).
     pub state_dir: PathBuf,
+    /// At shutdown, how long sources, models and actions may take to finish their current step
+    /// before the sink's last write, in seconds (work they have not handed over is redone by
+    /// the next run; nothing acknowledged is lost).
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for GeneralConfig {
@@ -108,6 +112,7 @@ impl Default for GeneralConfig {
             refresh_interval_secs: 5,
             retention_days: 8,
             state_dir: PathBuf::from("data/state"),
+            shutdown_grace_secs: 3,
         }
     }
 }

@@ -29,6 +29,10 @@ pub struct Telemetry {
     pub sink_flush_duration: HistogramVec,
     pub sink_rows_rejected: IntCounterVec,
     pub sink_spool_unreadable: IntCounterVec,
+    /// Time the last KPI snapshot took to compute (once per `refresh_interval_secs`).
+    pub snapshot_duration: Gauge,
+    /// Time the last `/metrics` body took to render (once per snapshot, not per scrape).
+    pub render_duration: Gauge,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -69,6 +73,19 @@ impl Telemetry {
             &["sink"],
         ));
         must(registry.register(Box::new(flush.clone())));
+        let gauge = |name: &str, help: &str| {
+            let v = must(Gauge::with_opts(Opts::new(name, help)));
+            must(registry.register(Box::new(v.clone())));
+            v
+        };
+        let snapshot_duration = gauge(
+            "adpulse_snapshot_duration_seconds",
+            "Time the last KPI snapshot took to compute",
+        );
+        let render_duration = gauge(
+            "adpulse_metrics_render_duration_seconds",
+            "Time the last /metrics body of the KPI and model families took to render (once per snapshot, shared by every scrape)",
+        );
         let incomplete_days = ig(
             "adpulse_source_incomplete_days",
             "Days the completeness ledger holds as incomplete (to be fetched again)",
@@ -158,6 +175,8 @@ impl Telemetry {
                 "Spool lines that could not be read back; each is in the dead-letter file",
                 &["sink"],
             ),
+            snapshot_duration,
+            render_duration,
             registry,
         }
     }

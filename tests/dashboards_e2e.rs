@@ -1632,3 +1632,154 @@ async fn festival_annotations_show_the_events_of_the_file() {
         assert_eq!(got, want, "{file}");
     }
 }
+
+/// Issue 16's "must show": on the demo, contribution margin, POAS and new-customer CAC over the
+/// last 7 reporting days are the same in plain SQL on QuestDB, in `/metrics` and in the Products
+/// dashboard's KPI panel; the expected values are computed here from the demo's own rows (its
+/// order lines, the last version of each, and its campaigns' day rows) with the definitions
+/// written out (2% payment fees, no shipping cost: the `[profit]` defaults).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profit_kpis_agree_in_sql_metrics_and_dashboard_on_the_demo() {
+    use adpulse::normalize::Observation;
+    use adpulse::records::{Bucket, CostSource};
+    use rust_decimal::Decimal;
+    use rust_decimal::prelude::ToPrimitive;
+    let now: DateTime<Utc> = START.parse().unwrap();
+    let ist = chrono_tz::Asia::Kolkata;
+    let mut demo = DemoConfig::new("demo");
+    demo.start = Some(now);
+    demo.backfill_only = true;
+
+    // the expectation, from the demo's rows
+    let mut src = adpulse::sources::demo::DemoSource::new(demo.clone(), ist);
+    let obs = src.observations(src.epoch(), now, now);
+    let today = now.with_timezone(&ist).date_naive();
+    let first = today - ChronoDuration::days(6);
+    let mut lines = BTreeMap::new();
+    let mut spend = Decimal::ZERO;
+    for o in &obs {
+        match o {
+            Observation::Line(l) => {
+                lines.insert((l.order_id.clone(), l.line_id.clone()), l.clone());
+            }
+            Observation::Campaign(c) if c.bucket == Bucket::Day => {
+                let d = c.ts.with_timezone(&ist).date_naive();
+                if d >= first && d <= today {
+                    spend += c.spend;
+                }
+            }
+            _ => {}
+        }
+    }
+    let (mut sales, mut returns, mut cogs) = (Decimal::ZERO, Decimal::ZERO, Decimal::ZERO);
+    let mut orders = BTreeSet::new();
+    let mut new_tagged = BTreeSet::new();
+    let mut missing = 0;
+    let n_lines = lines.len();
+    for l in lines.values() {
+        let d = l.ts.with_timezone(&ist).date_naive();
+        if d < first || d > today {
+            continue;
+        }
+        sales += l.net_sales + l.shipping_charged;
+        returns += l.refunded_amount;
+        match (l.cost_source, l.unit_cost) {
+            (CostSource::Missing, _) | (_, None) => missing += 1,
+            (_, Some(c)) => cogs += c * Decimal::from(l.quantity - l.refunded_quantity),
+        }
+        orders.insert(l.order_id.clone());
+        if l.new_customer && l.utm_campaign.is_some() {
+            new_tagged.insert(l.order_id.clone());
+        }
+    }
+    let fees = sales * Decimal::new(2, 2);
+    let cm = sales - cogs - fees - returns;
+    let poas = (cm / spend).to_f64().unwrap();
+    let cac = (spend / Decimal::from(new_tagged.len() as u64))
+        .to_f64()
+        .unwrap();
+    let cm = cm.to_f64().unwrap();
+    assert!(
+        orders.len() >= 5,
+        "a week of the demo has orders: {}",
+        orders.len()
+    );
+    assert!(poas < 1.0, "the crisis: POAS {poas}");
+    eprintln!(
+        "demo, 7 days: {} orders, {missing} lines without cost, CM {cm:.2}, POAS {poas:.4}, \
+         new-customer CAC {cac:.2}",
+        orders.len()
+    );
+
+    let q = QuestDb::start().await;
+    let (running, _spool) = start_demo(&q, demo).await;
+    q.wait_for_count("SELECT count() FROM order_lines", n_lines as f64)
+        .await;
+    let close = |got: f64, want: f64, what: &str| {
+        assert!(
+            (got - want).abs() <= 1e-6 * want.abs().max(1.0),
+            "{what}: {got}, the demo's rows give {want}"
+        );
+    };
+    // 1. plain SQL, the 7 reporting days by their `day` symbols
+    let days: Vec<String> = (0..7)
+        .map(|i| format!("'{}'", first + ChronoDuration::days(i)))
+        .collect();
+    let days = days.join(", ");
+    let r = q
+        .rows(&format!(
+            "SELECT sum(net_sales + shipping_charged), sum(refunded_amount), \
+             sum(unit_cost * (quantity - refunded_quantity)), \
+             count_distinct(CASE WHEN new_customer AND utm_campaign IS NOT NULL THEN order_id END) \
+             FROM order_lines WHERE day IN ({days})"
+        ))
+        .await;
+    let s = q
+        .rows(&format!(
+            "SELECT sum(spend) FROM campaign_stats WHERE bucket = 'day' AND day IN ({days})"
+        ))
+        .await;
+    let num = |v: &Value| {
+        v.as_str()
+            .and_then(|s| s.parse::<f64>().ok())
+            .or(v.as_f64())
+            .unwrap()
+    };
+    let sql_spend = num(&s[0][0]);
+    let sql_cm = num(&r[0][0]) * 0.98 - num(&r[0][2]) - num(&r[0][1]);
+    close(sql_cm, cm, "SQL contribution margin");
+    close(sql_cm / sql_spend, poas, "SQL POAS");
+    close(sql_spend / num(&r[0][3]), cac, "SQL new-customer CAC");
+    // 2. /metrics
+    let (_, m) = get(&format!("http://{}/metrics", running.addr)).await;
+    let w = "window=\"7d\"";
+    close(
+        metric(
+            &m,
+            &format!("adpulse_profit_contribution_margin{{currency=\"INR\",{w}}}"),
+        )
+        .unwrap(),
+        cm,
+        "/metrics contribution margin",
+    );
+    close(
+        metric(&m, &format!("adpulse_profit_poas{{{w}}}")).unwrap(),
+        poas,
+        "/metrics POAS",
+    );
+    close(
+        metric(
+            &m,
+            &format!("adpulse_profit_new_customer_cac{{currency=\"INR\",{w}}}"),
+        )
+        .unwrap(),
+        cac,
+        "/metrics new-customer CAC",
+    );
+    // 3. the Products dashboard's KPI panel, as Grafana runs it
+    let p = panel_rows(&q, "products.json", 1, now).await;
+    close(num(&p[0][0]), cm, "dashboard contribution margin");
+    close(num(&p[0][1]), poas, "dashboard POAS");
+    close(num(&p[0][4]), cac, "dashboard new-customer CAC");
+    running.stop().await;
+}

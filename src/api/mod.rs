@@ -115,7 +115,13 @@ async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap) -> 
     };
     match (rendered, gzip) {
         (Some(r), true) => {
-            let [head, rest] = r.gzip_with(&own);
+            // the first gzip scrape of a body compresses it (tens of ms at 10,000 campaigns),
+            // and the others wait for it: off the async workers too
+            let Ok([head, rest]) = tokio::task::spawn_blocking(move || r.gzip_with(&own)).await
+            else {
+                tracing::error!("cannot compress /metrics");
+                return (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response();
+            };
             (
                 [content_type, vary, (header::CONTENT_ENCODING, "gzip")],
                 two(head, rest),

@@ -1,7 +1,8 @@
-//! `/metrics` KPI families, rendered from the latest [`Snapshot`]. The snapshot is swapped
-//! atomically (no lock on the scrape path) and every family is rebuilt from it on each scrape, so a
-//! campaign that disappears leaves no stale label set behind. A missing KPI (zero denominator) is
-//! simply not emitted.
+//! `/metrics` KPI and model families, written as Prometheus text from the latest [`Snapshot`]
+//! and model outputs. The body is rendered once per snapshot (by the refresher, off the async
+//! workers) and the same bytes are served to every scraper; each new snapshot is a new body, so
+//! a campaign that disappears leaves no stale label set behind. A missing KPI (zero
+//! denominator) is simply not emitted.
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::Bytes;
@@ -31,6 +32,60 @@ fn push_label_value(out: &mut String, v: &str) {
             c => out.push(c),
         }
     }
+}
+
+/// A sample value and the line's end. Integers (most samples: counts, whole rupees) are written
+/// without the float formatter; the text is the same as `{value}` writes.
+fn push_value(out: &mut String, value: f64) {
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        let _ = writeln!(out, "{}", value as i64);
+        if value == 0.0 && value.is_sign_negative() {
+            // `{}` of -0.0 is "-0"; keep what the float formatter writes
+            out.truncate(out.len() - 2);
+            out.push_str("-0\n");
+        }
+    } else {
+        let _ = writeln!(out, "{value}");
+    }
+}
+
+/// A campaign's labels, escaped once, in label-name order with room for the others:
+/// `account`, `campaign`, `campaign_id` (`head`), then `currency` if any, then `platform`, then
+/// `reason`, `series` or `window` if any.
+struct CampaignLabels {
+    /// `account="…",campaign="…",campaign_id="…",`
+    head: String,
+    /// `platform="…"`
+    platform: String,
+}
+
+impl CampaignLabels {
+    fn new(key: &CampaignKey, name: &str) -> Self {
+        let mut head = String::with_capacity(96);
+        for (k, v) in [
+            ("account", key.account.as_str()),
+            ("campaign", name),
+            ("campaign_id", key.campaign_id.as_str()),
+        ] {
+            head.push_str(k);
+            head.push_str("=\"");
+            push_label_value(&mut head, v);
+            head.push_str("\",");
+        }
+        let mut platform = String::with_capacity(32);
+        platform.push_str("platform=\"");
+        push_label_value(&mut platform, &key.platform);
+        platform.push('"');
+        Self { head, platform }
+    }
+}
+
+/// `currency="…",` (escaped), the label between `campaign_id` and `platform` in name order.
+fn currency_part(cur: &str) -> String {
+    let mut p = String::from("currency=\"");
+    push_label_value(&mut p, cur);
+    p.push_str("\",");
+    p
 }
 
 /// A gauge family under construction, written straight as Prometheus text (building protobuf
@@ -70,7 +125,30 @@ impl Family {
         if n > 0 {
             self.body.push('}');
         }
-        let _ = writeln!(self.body, " {value}");
+        self.body.push(' ');
+        push_value(&mut self.body, value);
+    }
+
+    /// A sample whose label pairs are already escaped and in name order (`parts` joined make
+    /// the text between the braces): a campaign's labels are written once per snapshot, not
+    /// once per family.
+    fn push_parts(&mut self, parts: &[&str], value: f64) {
+        if !value.is_finite() {
+            return;
+        }
+        self.body.push_str(&self.name);
+        self.body.push('{');
+        for p in parts {
+            self.body.push_str(p);
+        }
+        self.body.push_str("} ");
+        push_value(&mut self.body, value);
+    }
+
+    fn opt_parts(&mut self, parts: &[&str], value: Option<f64>) {
+        if let Some(v) = value {
+            self.push_parts(parts, v);
+        }
     }
 
     fn opt(&mut self, labels: &[(&'static str, &str)], value: Option<f64>) {
@@ -142,24 +220,6 @@ fn scope_values(
     ]
 }
 
-/// The label set of one campaign.
-fn campaign_labels<'a>(key: &'a CampaignKey, name: &'a str) -> [(&'static str, &'a str); 4] {
-    [
-        ("platform", key.platform.as_str()),
-        ("account", key.account.as_str()),
-        ("campaign_id", key.campaign_id.as_str()),
-        ("campaign", name),
-    ]
-}
-
-/// A campaign's label set for a money family (adds the currency).
-fn with_currency<'a>(
-    l: [(&'static str, &'a str); 4],
-    cur: &'a str,
-) -> [(&'static str, &'a str); 5] {
-    [l[0], l[1], l[2], l[3], ("currency", cur)]
-}
-
 fn scope_names() -> Vec<Vec<String>> {
     ["campaign", "platform", "total"]
         .iter()
@@ -179,6 +239,11 @@ pub fn render_kpis(s: &Snapshot, top_n: Option<usize>, text: &mut String) {
     let cur = s.currency.as_str();
     let folded = top_n.map(|n| fold_campaigns(&s.campaigns, n));
     let shown: &[CampaignView] = folded.as_deref().unwrap_or(&s.campaigns);
+    let labels: Vec<CampaignLabels> = shown
+        .iter()
+        .map(|c| CampaignLabels::new(&c.key, &c.name))
+        .collect();
+    let currency = currency_part(cur);
     let mut out: Vec<Family> = Vec::new();
     for (scope_idx, scope_names) in names.iter().enumerate() {
         let mut fams: Vec<Family> = scope_names
@@ -188,14 +253,14 @@ pub fn render_kpis(s: &Snapshot, top_n: Option<usize>, text: &mut String) {
             .collect();
         match scope_idx {
             0 => {
-                for c in shown {
-                    let base = campaign_labels(&c.key, &c.name);
-                    let money = with_currency(base, cur);
+                for (c, l) in shown.iter().zip(&labels) {
+                    let base = [l.head.as_str(), &l.platform];
+                    let money = [l.head.as_str(), &currency, &l.platform];
                     for (f, (is_money, v)) in
                         fams.iter_mut()
                             .zip(scope_values(&c.today, c.loss_rate_per_hour, s.margin))
                     {
-                        f.opt(if is_money { &money } else { &base }, v);
+                        f.opt_parts(if is_money { &money } else { &base }, v);
                     }
                 }
             }
@@ -245,14 +310,14 @@ pub fn render_kpis(s: &Snapshot, top_n: Option<usize>, text: &mut String) {
         "adpulse_campaign_spend_hourly_baseline",
         "Median spend of the same hour over the previous 7 days",
     );
-    for c in shown {
-        let base = campaign_labels(&c.key, &c.name);
-        let money = with_currency(base, cur);
-        clicks_w.push(&base, c.window_clicks as f64);
-        conv_w.push(&base, c.window_conversions);
-        orders_w.push(&base, c.window_orders as f64);
-        spend_h.push(&money, to_f64(c.spend_last_hour));
-        baseline.opt(&money, c.spend_baseline.map(to_f64));
+    for (c, l) in shown.iter().zip(&labels) {
+        let base = [l.head.as_str(), &l.platform];
+        let money = [l.head.as_str(), &currency, &l.platform];
+        clicks_w.push_parts(&base, c.window_clicks as f64);
+        conv_w.push_parts(&base, c.window_conversions);
+        orders_w.push_parts(&base, c.window_orders as f64);
+        spend_h.push_parts(&money, to_f64(c.spend_last_hour));
+        baseline.opt_parts(&money, c.spend_baseline.map(to_f64));
     }
     // campaign states count every campaign, folded or not
     let mut states = [0u64; 3];
@@ -328,7 +393,7 @@ pub fn render_kpis(s: &Snapshot, top_n: Option<usize>, text: &mut String) {
             );
         }
     }
-    out.extend(rolling_families(s, shown));
+    out.extend(rolling_families(s, shown, &labels));
     let mut at = Family::new(
         "adpulse_snapshot_timestamp_seconds",
         "Collector clock of the KPIs shown (the simulated clock in the demo)",
@@ -494,7 +559,11 @@ fn rolling_name(scope: &str, n: &str) -> String {
     }
 }
 
-fn rolling_families(s: &Snapshot, shown: &[CampaignView]) -> Vec<Family> {
+fn rolling_families(
+    s: &Snapshot,
+    shown: &[CampaignView],
+    labels: &[CampaignLabels],
+) -> Vec<Family> {
     let cur = s.currency.as_str();
     let m = s.margin;
     let mut total: Vec<Family> = TOTAL_ROLLING
@@ -531,11 +600,20 @@ fn rolling_families(s: &Snapshot, shown: &[CampaignView]) -> Vec<Family> {
         .iter()
         .map(|(n, help, _)| Family::new(rolling_name("campaign", n), help))
         .collect();
-    for c in shown {
-        let l = campaign_labels(&c.key, &c.name);
+    let currency = currency_part(cur);
+    // `,window="24h"` once per window, not once per sample
+    let windows: Vec<(&str, String)> = crate::kpi::TOTAL_WINDOWS
+        .iter()
+        .map(|w| (w.label, format!(",window=\"{}\"", w.label)))
+        .collect();
+    for (c, l) in shown.iter().zip(labels) {
         for r in &c.rolling {
             let t = &r.totals;
             let w = r.window.label;
+            let wp: std::borrow::Cow<'_, str> = windows.iter().find(|(k, _)| *k == w).map_or_else(
+                || format!(",window=\"{w}\"").into(),
+                |(_, p)| std::borrow::Cow::Borrowed(p.as_str()),
+            );
             let vals = [
                 to_f64(t.spend),
                 to_f64(t.revenue),
@@ -546,12 +624,9 @@ fn rolling_families(s: &Snapshot, shown: &[CampaignView]) -> Vec<Family> {
             ];
             for ((f, (_, _, money)), v) in camp.iter_mut().zip(CAMPAIGN_ROLLING).zip(vals) {
                 if *money {
-                    f.push(
-                        &[l[0], l[1], l[2], l[3], ("window", w), ("currency", cur)],
-                        v,
-                    );
+                    f.push_parts(&[&l.head, &currency, &l.platform, &wp], v);
                 } else {
-                    f.push(&[l[0], l[1], l[2], l[3], ("window", w)], v);
+                    f.push_parts(&[&l.head, &l.platform, &wp], v);
                 }
             }
         }
@@ -607,15 +682,20 @@ pub fn render_models(m: &ModelOutputs, keep: Option<&HashSet<CampaignKey>>, text
         "adpulse_anomaly_flag",
         "1 when the last complete hour left the band",
     );
+    let mut series = String::new();
     for a in m.anomalies.iter().filter(|a| kept(&a.key)) {
-        let c = campaign_labels(&a.key, &a.campaign);
-        let l = [("series", a.series), c[0], c[1], c[2], c[3]];
-        level.push(&l, a.level);
-        expected.push(&l, a.expected);
-        upper.push(&l, a.upper);
-        lower.push(&l, a.lower);
-        score.push(&l, a.score);
-        flag.push(&l, if a.is_anomaly { 1.0 } else { 0.0 });
+        let c = CampaignLabels::new(&a.key, &a.campaign);
+        series.clear();
+        series.push_str(",series=\"");
+        push_label_value(&mut series, a.series);
+        series.push('"');
+        let l = [c.head.as_str(), &c.platform, &series];
+        level.push_parts(&l, a.level);
+        expected.push_parts(&l, a.expected);
+        upper.push_parts(&l, a.upper);
+        lower.push_parts(&l, a.lower);
+        score.push_parts(&l, a.score);
+        flag.push_parts(&l, if a.is_anomaly { 1.0 } else { 0.0 });
     }
     let mut tb = Family::new(
         "adpulse_tracking_break",
@@ -634,13 +714,16 @@ pub fn render_models(m: &ModelOutputs, keep: Option<&HashSet<CampaignKey>>, text
         "Shop orders attributed to the campaign during its current run without platform conversions",
     );
     for t in m.tracking.iter().filter(|t| kept(&t.key)) {
-        let l = campaign_labels(&t.key, &t.campaign);
-        tb.push(&l, if t.broken { 1.0 } else { 0.0 });
-        tbs.push(&l, t.score);
-        tbu.push(&l, t.unmatched_orders);
+        let c = CampaignLabels::new(&t.key, &t.campaign);
+        let l = [c.head.as_str(), &c.platform];
+        tb.push_parts(&l, if t.broken { 1.0 } else { 0.0 });
+        tbs.push_parts(&l, t.score);
+        tbu.push_parts(&l, t.unmatched_orders);
         if t.broken {
-            let lr = [l[0], l[1], l[2], l[3], ("reason", t.reason)];
-            tbr.push(&lr, 1.0);
+            let mut reason = String::from(",reason=\"");
+            push_label_value(&mut reason, t.reason);
+            reason.push('"');
+            tbr.push_parts(&[&c.head, &c.platform, &reason], 1.0);
         }
     }
     let mut refit = Family::new(
@@ -839,6 +922,148 @@ mod tests {
         }
     }
 
+    /// The value of the sample of `name` whose labels include every pair of `labels`.
+    fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        text.lines().find_map(|l| {
+            let rest = l.strip_prefix(name)?.strip_prefix('{')?;
+            let (ls, v) = rest.rsplit_once("} ")?;
+            let all = labels
+                .iter()
+                .all(|(k, v)| ls.split(',').any(|p| p == format!("{k}=\"{v}\"")));
+            all.then(|| v.parse().ok()).flatten()
+        })
+    }
+
+    /// `campaign_series_top_n`: the top N campaigns by 7-day spend keep their label sets, and
+    /// the `campaign="other"` set of each platform carries the sums of the others, computed here
+    /// from the input rows (not from the snapshot).
+    #[test]
+    fn top_n_keeps_the_biggest_spenders_and_sums_the_rest_as_other() {
+        use crate::records::{Bucket, CampaignStat, Record};
+        use chrono::{DateTime, Duration, Utc};
+        let tz = chrono_tz::Asia::Kolkata;
+        let now: DateTime<Utc> = "2026-11-20T12:40:00Z".parse().unwrap();
+        // the current hour in Kolkata (UTC+05:30) starts at 12:30 UTC
+        let cur_hour: DateTime<Utc> = "2026-11-20T12:30:00Z".parse().unwrap();
+        let (campaigns, n) = (20usize, 5usize);
+        let mut rows = Vec::new();
+        for c in 0..campaigns {
+            for k in 1..=72i64 {
+                let ts = cur_hour - Duration::hours(k);
+                // campaign c spends more than c - 1 in every hour: the top 5 are 15..19
+                let spend = Decimal::from((c as i64 + 1) * 10 + k % 5);
+                rows.push(CampaignStat {
+                    ts,
+                    bucket: Bucket::Hour,
+                    day: ts.with_timezone(&tz).date_naive(),
+                    key: CampaignKey {
+                        platform: if c % 2 == 0 { "meta" } else { "google_ads" }.into(),
+                        account: "act_1".into(),
+                        campaign_id: format!("c{c:02}"),
+                    },
+                    campaign_name: format!("Campaign {c}"),
+                    source: "test".into(),
+                    spend,
+                    conversion_value: Decimal::from(k % 4),
+                    spend_account: spend,
+                    conversion_value_account: Decimal::from(k % 4),
+                    account_currency: "INR".into(),
+                    currency: "INR".into(),
+                    impressions: 1000 + c as u64,
+                    clicks: c as u64 + (k % 3) as u64,
+                    conversions: 0.0,
+                });
+            }
+        }
+        let mut store = crate::state::Store::new(8);
+        store.ingest(
+            &rows
+                .iter()
+                .cloned()
+                .map(Record::CampaignStats)
+                .collect::<Vec<_>>(),
+        );
+        let settings = crate::state::SnapshotSettings {
+            tz,
+            currency: "INR".into(),
+            margin: crate::kpi::Margin::default(),
+            loss_rate_window_hours: 3,
+            tracking_window_hours: 24,
+            roi_target: None,
+        };
+        let snap = store.snapshot(now, &settings);
+        let mut text = String::new();
+        render_kpis(&snap, Some(n), &mut text);
+
+        let today = now.with_timezone(&tz).date_naive();
+        let from_24h = cur_hour - Duration::hours(23);
+        let kept = |id: &str| id >= "c15";
+        for platform in ["meta", "google_ads"] {
+            let dropped = || {
+                rows.iter()
+                    .filter(move |r| r.key.platform == platform && !kept(&r.key.campaign_id))
+            };
+            let spend_today: Decimal = dropped().filter(|r| r.day == today).map(|r| r.spend).sum();
+            let clicks_today: u64 = dropped().filter(|r| r.day == today).map(|r| r.clicks).sum();
+            let spend_24h: Decimal = dropped()
+                .filter(|r| r.ts >= from_24h)
+                .map(|r| r.spend)
+                .sum();
+            assert!(spend_today > Decimal::ZERO && spend_24h > spend_today);
+            let other = [("platform", platform), ("campaign", "other")];
+            assert_eq!(
+                sample(&text, "adpulse_campaign_spend_today", &other),
+                Some(to_f64(spend_today)),
+                "{platform}"
+            );
+            assert_eq!(
+                sample(&text, "adpulse_campaign_clicks_today", &other),
+                Some(clicks_today as f64),
+                "{platform}"
+            );
+            let w = [other[0], other[1], ("window", "24h")];
+            assert_eq!(
+                sample(&text, "adpulse_campaign_spend_rolling", &w),
+                Some(to_f64(spend_24h)),
+                "{platform}\n{text}"
+            );
+            // a ratio of the folded set is recomputed from its sums, not summed
+            let value_today: Decimal = dropped()
+                .filter(|r| r.day == today)
+                .map(|r| r.conversion_value)
+                .sum();
+            let roas = sample(&text, "adpulse_campaign_roas", &other).unwrap();
+            let want = to_f64(value_today) / to_f64(spend_today);
+            assert!((roas - want).abs() < 1e-12, "{platform}: {roas} != {want}");
+        }
+        for c in 0..campaigns {
+            let id = format!("c{c:02}");
+            let shown = sample(
+                &text,
+                "adpulse_campaign_spend_today",
+                &[("campaign_id", &id)],
+            );
+            assert_eq!(shown.is_some(), kept(&id), "{id}");
+        }
+        let label_sets = text
+            .lines()
+            .filter(|l| l.starts_with("adpulse_campaign_spend_today{"))
+            .count();
+        assert_eq!(label_sets, n + 2, "the top 5 and one other per platform");
+        // the platform and total families still count every campaign
+        let all_today: Decimal = rows
+            .iter()
+            .filter(|r| r.day == today)
+            .map(|r| r.spend)
+            .sum();
+        assert_eq!(
+            text.lines()
+                .find_map(|l| l.strip_prefix("adpulse_total_spend_today{currency=\"INR\"} "))
+                .and_then(|v| v.parse::<f64>().ok()),
+            Some(to_f64(all_today))
+        );
+    }
+
     #[test]
     fn accept_encoding_parsing() {
         assert!(accepts_gzip("gzip"));
@@ -847,6 +1072,67 @@ mod tests {
         assert!(!accepts_gzip("gzip;q=0"));
         assert!(!accepts_gzip("identity"));
         assert!(!accepts_gzip(""));
+    }
+
+    /// The fast path (a campaign's labels escaped once, values of whole numbers without the
+    /// float formatter) writes exactly what the general one writes.
+    #[test]
+    fn precomputed_campaign_labels_write_the_same_lines_as_sorted_pairs() {
+        let key = CampaignKey {
+            platform: "meta".into(),
+            account: "act_\"1\"".into(),
+            campaign_id: "c\\1".into(),
+        };
+        let name = "Diwali\nsale";
+        let c = CampaignLabels::new(&key, name);
+        let cur = currency_part("INR");
+        let pairs = [
+            ("platform", "meta"),
+            ("account", "act_\"1\""),
+            ("campaign_id", "c\\1"),
+            ("campaign", name),
+        ];
+        for v in [
+            0.0,
+            -0.0,
+            5.0,
+            -5.0,
+            0.1,
+            123_456.75,
+            1e15,
+            1e300,
+            2.5e-7,
+            1e14 + 1.0,
+        ] {
+            let mut a = Family::new("m", "h");
+            let mut b = Family::new("m", "h");
+            a.push(&pairs, v);
+            b.push_parts(&[&c.head, &c.platform], v);
+            a.push(
+                &[pairs[0], pairs[1], pairs[2], pairs[3], ("currency", "INR")],
+                v,
+            );
+            b.push_parts(&[&c.head, &cur, &c.platform], v);
+            a.push(
+                &[
+                    pairs[0],
+                    pairs[1],
+                    pairs[2],
+                    pairs[3],
+                    ("window", "7d"),
+                    ("currency", "INR"),
+                ],
+                v,
+            );
+            b.push_parts(&[&c.head, &cur, &c.platform, ",window=\"7d\""], v);
+            a.push(
+                &[("series", "spend"), pairs[0], pairs[1], pairs[2], pairs[3]],
+                v,
+            );
+            b.push_parts(&[&c.head, &c.platform, ",series=\"spend\""], v);
+            assert_eq!(a.body, b.body, "{v}");
+            assert!(a.body.ends_with(&format!(" {v}\n")), "{v}: {}", a.body);
+        }
     }
 
     #[test]

@@ -260,6 +260,24 @@ where
     }
 }
 
+/// `deploy/questdb/questdb.env`: the `QDB_*` settings scripts/stack.sh and docker-compose.yml
+/// give QuestDB, so tests run it as users do.
+pub fn questdb_env() -> Vec<(String, String)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/questdb/questdb.env");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (part of the repository)", path.display()));
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (k, v) = l
+                .split_once('=')
+                .unwrap_or_else(|| panic!("{}: not KEY=VALUE: {l}", path.display()));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
 /// A real QuestDB server.
 pub struct QuestDb {
     child: Option<Child>,
@@ -356,6 +374,8 @@ impl QuestDb {
                 .env("QDB_METRICS_ENABLED", "true"),
             None => cmd.env("QDB_HTTP_MIN_ENABLED", "false"),
         };
+        // the server settings every adpulse QuestDB runs with (scripts/stack.sh, compose)
+        cmd.envs(questdb_env());
         cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let child = cmd
             .env("QDB_LINE_TCP_ENABLED", "false")

@@ -22,6 +22,9 @@ use super::{ActionEngine, Recommendation, json, lock};
 use crate::records::{ActionRow, Record};
 use crate::sinks::questdb::SinkHandle;
 
+/// Events named in a summarized audit log line (the rest are counted).
+const SUMMARY_EXAMPLES: usize = 3;
+
 /// Most rows forwarded to QuestDB in one batch.
 const FORWARD_BATCH: usize = 500;
 /// How long the last forwarding pass at shutdown waits for the sink to take a batch before it
@@ -352,7 +355,19 @@ impl ActionEngine {
             for r in &rows {
                 *by_event.entry(r.event.as_str()).or_default() += 1;
             }
-            info!(rows = rows.len(), events = ?by_event, "action audit (summarized)");
+            // the first few, so the line says what the pass was about; every row is in the
+            // audit log and the action center
+            let first: Vec<String> = rows
+                .iter()
+                .take(SUMMARY_EXAMPLES)
+                .map(|r| format!("{} {} {} {}", r.event, r.rule, r.platform, r.campaign_id))
+                .collect();
+            info!(
+                rows = rows.len(),
+                events = ?by_event,
+                first = ?first,
+                "action audit (summarized)"
+            );
         }
         if let Err(error) = self.audit.append(&rows) {
             // the forwarder reads only the local log: this log line is the rows' last record

@@ -614,6 +614,51 @@ async fn a_pass_with_many_events_logs_one_summary_line_but_audits_every_row() {
     assert_eq!(log.iter().filter(|r| r.event == "recommended").count(), 30);
 }
 
+/// Agency scale: a pass opening thousands of recommendations logs one line with the counts and
+/// the first few (with the default threshold), not a line each; every row is still audited.
+#[tokio::test]
+async fn thousands_of_recommendations_make_one_summary_line_with_counts_and_the_first_few() {
+    let base = NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
+    let lose: Day = (6_000, 0, 0, 100_000, 2_000);
+    let campaigns = 2_000;
+    let history = vec![vec![lose; campaigns]];
+    let snap = Arc::new(ArcSwap::from_pointee(snapshot(&history, 0, base)));
+    let e = ActionEngine::new(
+        ActionsConfig::default(),
+        "INR",
+        BTreeMap::new(),
+        snap,
+        None,
+        &Registry::new(),
+        vec![],
+    );
+    let (buf, _g) = capture_logs();
+    let new = e.evaluate("rules").await.new;
+    let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+    let log = e.audit_log().query(&AuditFilter::default()).unwrap();
+    let recommended = log.iter().filter(|r| r.event == "recommended").count();
+    assert!(
+        new >= campaigns,
+        "{new}: a pause per losing campaign at least"
+    );
+    assert_eq!(recommended, new);
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("action audit"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    let line = lines[0];
+    assert!(line.contains("summarized"), "{line}");
+    assert!(line.contains(&format!("rows={new}")), "{line}");
+    assert!(line.contains(&format!("\"recommended\": {new}")), "{line}");
+    // the first few rows are named: the snapshot's first three campaigns, and no more
+    for i in 0..3 {
+        assert!(line.contains(&format!("meta c{i}\"")), "c{i}: {line}");
+    }
+    assert!(!line.contains("meta c3\""), "{line}");
+    assert!(line.len() < 1_000, "one short line: {} bytes", line.len());
+}
+
 struct LogBuf(Arc<Mutex<Vec<u8>>>);
 
 /// Log lines written on this thread while the guard lives, into the returned buffer.

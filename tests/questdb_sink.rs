@@ -178,9 +178,9 @@ fn demo_config(port: u16, spool: &std::path::Path, start: DateTime<Utc>, days: u
 }
 
 /// What the demo produces for `cfg`: distinct (campaign rows, orders, funnel rows, total hourly
-/// spend), and the number of rows its backfill batches send (day rows are re-sent, upserted, by
+/// spend), the number of rows its backfill batches send, and its order lines and touchpoints (day rows are re-sent, upserted, by
 /// each batch that touches their day).
-fn expected(cfg: &Config) -> (usize, usize, usize, Decimal, usize) {
+fn expected(cfg: &Config) -> (usize, usize, usize, Decimal, usize, Shop) {
     let SourceConfig::Demo(d) = &cfg.sources[0] else {
         unreachable!("demo_config builds a demo source")
     };
@@ -194,6 +194,7 @@ fn expected(cfg: &Config) -> (usize, usize, usize, Decimal, usize) {
     let mut src = DemoSource::new(d.clone(), cfg.timezone());
     let obs = src.observations(src.epoch(), start, start);
     let (mut c, mut o, mut f, mut spend) = (0, 0, 0, Decimal::ZERO);
+    let (mut lines, mut touches) = (0, 0);
     for ob in obs {
         match n.normalize("demo", ob).unwrap() {
             Record::CampaignStats(r) => {
@@ -204,18 +205,26 @@ fn expected(cfg: &Config) -> (usize, usize, usize, Decimal, usize) {
             }
             Record::Orders(_) => o += 1,
             Record::Funnel(_) => f += 1,
+            Record::OrderLines(_) => lines += 1,
+            Record::Touchpoints(_) => touches += 1,
             Record::Forecasts(_)
             | Record::Anomalies(_)
             | Record::Actions(_)
-            | Record::OrderLines(_)
-            | Record::Touchpoints(_)
             | Record::Attribution(_)
             | Record::AdStats(_) => {
                 unreachable!("normalize never yields model rows")
             }
         }
     }
-    (c, o, f, spend, sent)
+    let shop = Shop { lines, touches };
+    (c, o, f, spend, sent, shop)
+}
+
+/// The demo's order lines and journey touchpoints, which must land as completely as its orders.
+#[derive(Clone, Copy)]
+struct Shop {
+    lines: usize,
+    touches: usize,
 }
 
 async fn metrics_of(addr: std::net::SocketAddr) -> String {
@@ -223,8 +232,12 @@ async fn metrics_of(addr: std::net::SocketAddr) -> String {
 }
 
 async fn assert_all_rows_landed_once(q: &QuestDb, cfg: &Config) {
-    let (c, o, f, spend, _) = expected(cfg);
+    let (c, o, f, spend, _, shop) = expected(cfg);
     q.wait_for_count("SELECT count() FROM campaign_stats", c as f64)
+        .await;
+    q.wait_for_count("SELECT count() FROM order_lines", shop.lines as f64)
+        .await;
+    q.wait_for_count("SELECT count() FROM touchpoints", shop.touches as f64)
         .await;
     q.wait_for_count("SELECT count() FROM orders", o as f64)
         .await;
@@ -251,7 +264,7 @@ async fn questdb_down_at_start_then_buffered_and_spooled_rows_land_exactly_once(
     let spool = tempfile::tempdir().unwrap();
     let start: DateTime<Utc> = "2026-11-20T09:10:00Z".parse().unwrap();
     let cfg = demo_config(port, spool.path(), start, 2);
-    let (_, _, _, _, sent) = expected(&cfg);
+    let (_, _, _, _, sent, _) = expected(&cfg);
     let total = sent as f64;
 
     let running = adpulse::app::start(cfg.clone()).await.unwrap();
@@ -330,7 +343,7 @@ async fn full_spool_pauses_the_source_and_loses_nothing() {
     let start: DateTime<Utc> = "2026-11-18T15:40:00Z".parse().unwrap();
     let mut cfg = demo_config(port, spool.path(), start, 3);
     cfg.questdb.spool_max_bytes = 200_000;
-    let (_, _, _, _, sent) = expected(&cfg);
+    let (_, _, _, _, sent, _) = expected(&cfg);
     let total = sent as f64;
 
     let running = adpulse::app::start(cfg.clone()).await.unwrap();

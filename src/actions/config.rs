@@ -152,6 +152,9 @@ pub enum RuleConfig {
     CrAbove(CrAbove),
     /// Recommend rotating creatives when CTR is below the threshold.
     CtrBelow(CtrBelow),
+    /// Pause when POAS (contribution margin of the campaign's last-click orders / its spend)
+    /// stayed below the threshold over the last complete days (issue 16). Not a default rule.
+    PoasBelow(PoasBelow),
 }
 
 impl RuleConfig {
@@ -162,6 +165,7 @@ impl RuleConfig {
             RuleConfig::RoasAbove(_) => "roas_above",
             RuleConfig::CrAbove(_) => "cr_above",
             RuleConfig::CtrBelow(_) => "ctr_below",
+            RuleConfig::PoasBelow(_) => "poas_below",
         }
     }
 }
@@ -202,6 +206,28 @@ impl Default for RoasAbove {
             threshold: 3.0,
             days: 3,
             budget_increase_ratio: dec!(0.25),
+        }
+    }
+}
+
+/// "Pause when POAS < 1 for 7 days".
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoasBelow {
+    /// POAS below which the campaign loses money after the cost of goods (1: break-even).
+    pub threshold: f64,
+    /// Complete days (today excluded), each with a spend row, over which POAS is summed.
+    pub days: u32,
+    /// Less spend than this over those days (reporting currency): too little to judge.
+    pub min_spend: Decimal,
+}
+
+impl Default for PoasBelow {
+    fn default() -> Self {
+        Self {
+            threshold: 1.0,
+            days: 7,
+            min_spend: Decimal::ZERO,
         }
     }
 }
@@ -459,6 +485,7 @@ impl ActionsConfig {
                 RuleConfig::RoasAbove(c) => c.days,
                 RuleConfig::CrAbove(c) => c.window_days,
                 RuleConfig::CtrBelow(c) => c.window_days,
+                RuleConfig::PoasBelow(c) => c.days,
             };
             if days_ok == 0 || days_ok > 30 {
                 add(format!("rules[{i}]"), "days must be between 1 and 30");

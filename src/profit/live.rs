@@ -251,6 +251,53 @@ impl ProfitLedger {
     }
 }
 
+/// The "POAS below" rule on one campaign: each of the `days` complete days before `today` must
+/// have a spend row (the history is there), and the POAS summed over them (contribution margin
+/// of the campaign's last-click orders / its spend) must be below the threshold. Lines without
+/// a cost only raise the margin, so a pause on them is never premature.
+pub fn poas_below(
+    r: &crate::actions::config::PoasBelow,
+    c: &CampaignView,
+    v: &ProfitView,
+    today: NaiveDate,
+    cur: &str,
+) -> Option<crate::actions::rules::Proposal> {
+    let p = v.campaigns.iter().find(|p| p.key == c.key)?;
+    let mut t = ProfitTotals::default();
+    for back in 1..=i64::from(r.days) {
+        let d = today - chrono::Duration::days(back);
+        let (_, day) = p.days.iter().find(|(day, _)| *day == d)?;
+        t += *day;
+    }
+    if t.ad_spend <= r.min_spend {
+        return None;
+    }
+    let poas = t.poas()?;
+    if poas >= r.threshold {
+        return None;
+    }
+    let cm = (to_f64(t.contribution_margin()) * 100.0).round() / 100.0;
+    let spend = (to_f64(t.ad_spend) * 100.0).round() / 100.0;
+    Some(crate::actions::rules::Proposal {
+        rule: "poas_below".into(),
+        key: c.key.clone(),
+        campaign_name: c.name.clone(),
+        kind: crate::actions::rules::ActionKind::Pause,
+        budget_increase_ratio: None,
+        reason: format!(
+            "POAS {poas:.2} over the last {} days, below {}: its orders left {cm} {cur} of              contribution margin for {spend} {cur} of spend",
+            r.days, r.threshold
+        ),
+        values: BTreeMap::from([
+            ("poas".to_string(), poas),
+            ("contribution_margin".to_string(), cm),
+            ("spend".to_string(), spend),
+            ("threshold".to_string(), r.threshold),
+            ("days".to_string(), f64::from(r.days)),
+        ]),
+    })
+}
+
 /// Prometheus text of one gauge family (skipped when it has no sample).
 fn family(out: &mut String, name: &str, help: &str, samples: &[(String, f64)]) {
     let samples: Vec<&(String, f64)> = samples.iter().filter(|(_, v)| v.is_finite()).collect();
@@ -494,6 +541,42 @@ mod tests {
                 .collect(),
             rolling: vec![],
         }
+    }
+
+    #[test]
+    fn poas_rule_needs_seven_days_below_one() {
+        use crate::actions::config::PoasBelow;
+        let r = PoasBelow::default();
+        let today = d("2026-11-21");
+        let days: Vec<(String, Decimal)> = (1..=7)
+            .map(|b| ((today - chrono::Duration::days(b)).to_string(), dec!(1000)))
+            .collect();
+        let days_ref: Vec<(&str, Decimal)> = days.iter().map(|(d, s)| (d.as_str(), *s)).collect();
+        let camp = campaign("c1", &days_ref);
+        // one order on the 18th: CM = 3,000 − 1,600 − 60 = 1,340 against 7,000 of spend
+        let mut l = ProfitLedger::new(ProfitConfig::default());
+        l.ingest(&line("o1", "1", "2026-11-18", Some("c1"), true));
+        let v = l.view(today, std::slice::from_ref(&camp));
+        let p = poas_below(&r, &camp, &v, today, "INR").expect("POAS 0.19 < 1");
+        assert!((p.values["poas"] - 1340.0 / 7000.0).abs() < 1e-12);
+        assert_eq!(p.kind, crate::actions::rules::ActionKind::Pause);
+        // enough margin: 6 such orders give 8,040 > 7,000
+        for i in 2..=6 {
+            l.ingest(&line(
+                &format!("o{i}"),
+                "1",
+                "2026-11-19",
+                Some("c1"),
+                false,
+            ));
+        }
+        let v = l.view(today, std::slice::from_ref(&camp));
+        assert!(poas_below(&r, &camp, &v, today, "INR").is_none());
+        // six days of history only: no judgement
+        let short = campaign("c1", &days_ref[..6]);
+        let v =
+            ProfitLedger::new(ProfitConfig::default()).view(today, std::slice::from_ref(&short));
+        assert!(poas_below(&r, &short, &v, today, "INR").is_none());
     }
 
     #[test]

@@ -71,7 +71,7 @@ async fn pages_per_day_and_pauses_before_the_quota_is_gone() {
     let base = serve_fake(app).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let f = |name: &str| secret_file(dir.path(), name, &format!("{name}-value"));
+    let oauth = google_oauth_toml(dir.path(), &base, ("cid-value", "cs-value", "rt-value"));
     let cfg = source_test_config(
         dir.path(),
         Some(&q.url()),
@@ -82,16 +82,9 @@ type = "ga4"
 name = "ga4"
 property_id = "314159265"
 base_url = "{base}"
-token_url = "{base}/token"
-client_id_file = "{}"
-client_secret_file = "{}"
-refresh_token_file = "{}"
-lookback_days = 2
+{oauth}lookback_days = 2
 interval_secs = 1
-"#,
-            f("cid"),
-            f("cs"),
-            f("rt"),
+"#
         ),
     );
     let running = adpulse::app::start(cfg).await.unwrap();

@@ -66,7 +66,11 @@ async fn quota_wait_then_exact_totals_in_questdb() {
     let seen: Seen = Arc::default();
     let base = serve(seen.clone()).await;
     let dir = tempfile::tempdir().unwrap();
-    let f = |name: &str, v: &str| secret_file(dir.path(), name, v);
+    let oauth = google_oauth_toml(
+        dir.path(),
+        &base,
+        ("client-123.apps", "client-secret", "rt-secret"),
+    );
     let cfg = source_test_config(
         dir.path(),
         Some(&q.url()),
@@ -78,20 +82,13 @@ name = "google"
 customer_id = "123-456-7890"
 login_customer_id = "999-000-1111"
 base_url = "{base}"
-token_url = "{base}/token"
-client_id_file = "{cid}"
-client_secret_file = "{cs}"
-refresh_token_file = "{rt}"
-developer_token_file = "{dt}"
+{oauth}developer_token_file = "{dt}"
 account_timezone = "Asia/Kolkata"
 interval_secs = 600
 hourly_days = 0
 min_throttle_wait_secs = 1
 "#,
-            cid = f("cid", "client-123.apps"),
-            cs = f("cs", "client-secret"),
-            rt = f("rt", "rt-secret"),
-            dt = f("dt", "dev-token-abc"),
+            dt = secret_file(dir.path(), "dt", "dev-token-abc"),
         ),
     );
     let running = adpulse::app::start(cfg).await.unwrap();

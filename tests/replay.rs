@@ -346,6 +346,14 @@ max_throttle_wait_secs = 60
         .iter()
         .map(|(c, r)| format!("{c} = \"{r}\"\n"))
         .collect();
+    // the OAuth keys every Google source (Ads and GA4) of the replay shares
+    let google = format!(
+        "base_url = \"{base}\"\ntoken_url = \"{base}/token\"\n\
+         client_id_env = \"ADPULSE_TEST_REPLAY_CLIENT_ID\"\nclient_secret_file = \"{cs}\"\n\
+         refresh_token_file = \"{rt}\"",
+        cs = secret("client_secret"),
+        rt = secret("refresh_token"),
+    );
     let text = format!(
         r#"
 [general]
@@ -361,11 +369,7 @@ flush_interval_ms = 50
 type = "google_ads"
 name = "gads_eur_berlin"
 customer_id = "555-000-1111"
-base_url = "{base}"
-token_url = "{base}/token"
-client_id_env = "ADPULSE_TEST_REPLAY_CLIENT_ID"
-client_secret_file = "{cs}"
-refresh_token_file = "{rt}"
+{google}
 developer_token_file = "{dt}"
 account_timezone = "Europe/Berlin"
 account_currency = "EUR"
@@ -377,11 +381,7 @@ max_throttle_wait_secs = 60
 type = "ga4"
 name = "ga4_kolkata"
 property_id = "271828"
-base_url = "{base}"
-token_url = "{base}/token"
-client_id_env = "ADPULSE_TEST_REPLAY_CLIENT_ID"
-client_secret_file = "{cs}"
-refresh_token_file = "{rt}"
+{google}
 property_timezone = "Asia/Kolkata"
 page_limit = 4
 min_throttle_wait_secs = 1
@@ -391,11 +391,7 @@ max_throttle_wait_secs = 1
 type = "google_ads"
 name = "gads_jpy_tokyo"
 customer_id = "555-000-2222"
-base_url = "{base}"
-token_url = "{base}/token"
-client_id_env = "ADPULSE_TEST_REPLAY_CLIENT_ID"
-client_secret_file = "{cs}"
-refresh_token_file = "{rt}"
+{google}
 developer_token_file = "{dt}"
 account_timezone = "Asia/Tokyo"
 account_currency = "JPY"
@@ -405,11 +401,7 @@ hourly_days = 1
 type = "ga4"
 name = "ga4_la_daily"
 property_id = "314000"
-base_url = "{base}"
-token_url = "{base}/token"
-client_id_env = "ADPULSE_TEST_REPLAY_CLIENT_ID"
-client_secret_file = "{cs}"
-refresh_token_file = "{rt}"
+{google}
 property_timezone = "America/Los_Angeles"
 granularity = "day"
 
@@ -417,11 +409,7 @@ granularity = "day"
 type = "ga4"
 name = "ga4_la_hourly"
 property_id = "314000"
-base_url = "{base}"
-token_url = "{base}/token"
-client_id_env = "ADPULSE_TEST_REPLAY_CLIENT_ID"
-client_secret_file = "{cs}"
-refresh_token_file = "{rt}"
+{google}
 property_timezone = "America/Los_Angeles"
 granularity = "hour"
 
@@ -442,8 +430,6 @@ max_throttle_wait_secs = 60
         m2 = meta("meta_jpy_tokyo", "act_2002", "Asia/Tokyo", 1),
         m3 = meta("meta_inr_kolkata", "act_3003", "Asia/Kolkata", 1),
         m4 = meta("meta_usd_la", "act_4004", "America/Los_Angeles", 1),
-        cs = secret("client_secret"),
-        rt = secret("refresh_token"),
         dt = secret("developer_token"),
         st = secret("shop_token"),
     );

@@ -571,6 +571,29 @@ pub fn pct(d: Decimal) -> f64 {
     d.to_f64().unwrap_or(0.0) * 100.0
 }
 
+/// A campaign as the rule and engine tests describe it: its days and nothing else (no hourly
+/// loss rate, no tracking window, no rolling gauges), today being its last day.
+#[cfg(test)]
+pub(crate) fn test_view(
+    key: CampaignKey,
+    name: String,
+    days: Vec<(chrono::NaiveDate, Totals)>,
+) -> CampaignView {
+    CampaignView {
+        key,
+        name,
+        today: days.last().map(|d| d.1).unwrap_or_default(),
+        loss_rate_per_hour: None,
+        window_clicks: 0,
+        window_conversions: 0.0,
+        window_orders: 0,
+        spend_last_hour: Decimal::ZERO,
+        spend_baseline: None,
+        days,
+        rolling: vec![],
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::field_reassign_with_default)]
 mod tests {
@@ -584,24 +607,13 @@ mod tests {
     }
 
     fn view(id: &str, days: Vec<(&str, Totals)>) -> CampaignView {
-        let days: Vec<(NaiveDate, Totals)> = days.into_iter().map(|(d, t)| (day(d), t)).collect();
-        CampaignView {
-            key: CampaignKey {
-                platform: "meta".into(),
-                account: "act_1".into(),
-                campaign_id: id.into(),
-            },
-            name: format!("Campaign {id}"),
-            today: days.last().map(|d| d.1).unwrap_or_default(),
-            loss_rate_per_hour: None,
-            window_clicks: 0,
-            window_conversions: 0.0,
-            window_orders: 0,
-            spend_last_hour: Decimal::ZERO,
-            spend_baseline: None,
-            days,
-            rolling: vec![],
-        }
+        let key = CampaignKey {
+            platform: "meta".into(),
+            account: "act_1".into(),
+            campaign_id: id.into(),
+        };
+        let days = days.into_iter().map(|(d, t)| (day(d), t)).collect();
+        test_view(key, format!("Campaign {id}"), days)
     }
 
     fn snap(campaigns: Vec<CampaignView>) -> Snapshot {

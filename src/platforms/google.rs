@@ -262,13 +262,9 @@ impl GoogleAdsApiConfig {
 
     /// Problems, with keys relative to the table this config is flattened into.
     pub fn problems(&self) -> Vec<Problem> {
-        let mut p = Vec::new();
-        if !super::is_http_url(&self.base_url) {
-            p.push(Problem {
-                key: "base_url".into(),
-                message: format!("{:?} is not an http(s) URL", self.base_url),
-            });
-        }
+        let mut p: Vec<Problem> = super::url_problem("base_url", &self.base_url)
+            .into_iter()
+            .collect();
         if let Some(l) = &self.login_customer_id
             && !is_customer_id(l)
         {
@@ -331,14 +327,9 @@ pub const GA4_ENV_PREFIX: &str = "ADPULSE_GA4";
 impl GoogleOAuthConfig {
     /// Problems, with keys relative to the table this config is flattened into.
     pub fn problems(&self) -> Vec<Problem> {
-        if super::is_http_url(&self.token_url) {
-            Vec::new()
-        } else {
-            vec![Problem {
-                key: "token_url".into(),
-                message: format!("{:?} is not an http(s) URL", self.token_url),
-            }]
-        }
+        super::url_problem("token_url", &self.token_url)
+            .into_iter()
+            .collect()
     }
 }
 

@@ -64,13 +64,9 @@ impl MetaApiConfig {
 
     /// Problems, with keys relative to the table this config is flattened into.
     pub fn problems(&self) -> Vec<Problem> {
-        let mut p = Vec::new();
-        if !super::is_http_url(&self.base_url) {
-            p.push(Problem {
-                key: "base_url".into(),
-                message: format!("{:?} is not an http(s) URL", self.base_url),
-            });
-        }
+        let mut p: Vec<Problem> = super::url_problem("base_url", &self.base_url)
+            .into_iter()
+            .collect();
         if self.timeout_secs == 0 {
             p.push(Problem {
                 key: "timeout_secs".into(),

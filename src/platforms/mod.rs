@@ -167,6 +167,14 @@ pub fn is_http_url(u: &str) -> bool {
     reqwest::Url::parse(u).is_ok_and(|u| u.scheme() == "http" || u.scheme() == "https")
 }
 
+/// The problem of a configured URL `key` that is not an absolute http(s) URL, if it is not.
+pub fn url_problem(key: &str, url: &str) -> Option<crate::base::Problem> {
+    (!is_http_url(url)).then(|| crate::base::Problem {
+        key: key.into(),
+        message: format!("{url:?} is not an http(s) URL"),
+    })
+}
+
 /// An HTTP client for a platform API (TLS provider installed, request timeout set).
 pub fn http_client(timeout_secs: u64) -> Result<reqwest::Client, reqwest::Error> {
     crate::init_tls();

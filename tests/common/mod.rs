@@ -1,5 +1,7 @@
 //! Test harness: real QuestDB and Prometheus processes on free loopback ports, each with its own
 //! temporary folder, killed when dropped. A missing component is an error that says how to get it.
+//! Also the configurations the source, backfill and demo tests share (one copy each), and the
+//! demo start that waits on a KPI refresh rather than a fixed sleep.
 
 #![allow(dead_code)]
 
@@ -124,6 +126,20 @@ pub fn source_test_config(
     cfg.general.refresh_interval_secs = 1;
     assert_eq!(cfg.problems(), vec![]);
     cfg
+}
+
+/// The OAuth keys of a Google source (Google Ads or GA4) on a fake at `base`: the token endpoint
+/// `{base}/token`, and the client id, client secret and refresh token as files written into
+/// `dir` with the values `(client_id, client_secret, refresh_token)`.
+pub fn google_oauth_toml(dir: &Path, base: &str, values: (&str, &str, &str)) -> String {
+    let (cid, cs, rt) = values;
+    format!(
+        "token_url = \"{base}/token\"\nclient_id_file = \"{}\"\nclient_secret_file = \"{}\"\n\
+         refresh_token_file = \"{}\"\n",
+        secret_file(dir, "cid", cid),
+        secret_file(dir, "cs", cs),
+        secret_file(dir, "rt", rt),
+    )
 }
 
 /// The configuration of a backfill or import run: state in `dir/state`, QuestDB at `questdb_url`

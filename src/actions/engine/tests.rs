@@ -7,7 +7,6 @@ use crate::actions::Mode;
 use crate::actions::platform::PlatformError;
 use crate::kpi::Totals;
 use crate::records::{ActionRow, Record};
-use crate::state::CampaignView;
 use proptest::prelude::*;
 use rust_decimal_macros::dec;
 use std::collections::HashMap;
@@ -177,19 +176,7 @@ fn snapshot(history: &[Vec<Day>], upto: usize, base: NaiveDate) -> Snapshot {
                     )
                 })
                 .collect();
-            CampaignView {
-                key: key(i),
-                name: format!("c{i}"),
-                today: days.last().map(|d| d.1).unwrap_or_default(),
-                loss_rate_per_hour: None,
-                window_clicks: 0,
-                window_conversions: 0.0,
-                window_orders: 0,
-                spend_last_hour: Decimal::ZERO,
-                spend_baseline: None,
-                days,
-                rolling: vec![],
-            }
+            crate::actions::rules::test_view(key(i), format!("c{i}"), days)
         })
         .collect();
     s

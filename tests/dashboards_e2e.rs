@@ -779,7 +779,7 @@ async fn every_dashboard_query_runs_against_real_questdb_and_prometheus() {
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .collect();
     files.sort();
-    assert_eq!(files.len(), 7, "{files:?}");
+    assert_eq!(files.len(), 10, "{files:?}");
 
     let mut failures: Vec<String> = Vec::new();
     let mut checked_targets = 0;

@@ -315,15 +315,21 @@ async fn questdb_down_at_start_then_buffered_and_spooled_rows_land_exactly_once(
     .await;
     assert_eq!(metric(&m, "adpulse_sink_up{sink=\"questdb\"}"), Some(1.0));
     assert_eq!(get(&format!("http://{addr}/readyz")).await.0, 200);
-    let written: f64 = ["campaign_stats", "orders", "funnel"]
-        .iter()
-        .filter_map(|t| {
-            metric(
-                &m,
-                &format!("adpulse_sink_rows_written_total{{sink=\"questdb\",table=\"{t}\"}}"),
-            )
-        })
-        .sum();
+    let written: f64 = [
+        "campaign_stats",
+        "orders",
+        "funnel",
+        "order_lines",
+        "touchpoints",
+    ]
+    .iter()
+    .filter_map(|t| {
+        metric(
+            &m,
+            &format!("adpulse_sink_rows_written_total{{sink=\"questdb\",table=\"{t}\"}}"),
+        )
+    })
+    .sum();
     assert_eq!(
         written, total,
         "every row sent is written once (no replay duplicates)"

@@ -929,7 +929,11 @@ impl Store {
             .map(|st| (st.to_string(), funnel_counts.get(st).copied().unwrap_or(0)))
             .collect();
 
-        let profit = self.profit.view(today, &campaigns);
+        let days: Vec<crate::profit::live::CampaignDays<'_>> = campaigns
+            .iter()
+            .map(|c| (&c.key, c.days.as_slice()))
+            .collect();
+        let profit = self.profit.view(today, &days);
         Snapshot {
             profit,
             at: now,

@@ -169,13 +169,7 @@ pub fn evaluate(snap: &Snapshot, cfg: &ActionsConfig) -> Vec<Proposal> {
         let ads = snap.ads.get(&c.key).map(Vec::as_slice).unwrap_or_default();
         for rule in &cfg.rules {
             if let RuleConfig::PoasBelow(r) = rule {
-                mine.extend(crate::profit::live::poas_below(
-                    r,
-                    c,
-                    &snap.profit,
-                    today,
-                    cur,
-                ));
+                mine.extend(poas_below(r, c, &snap.profit, today, cur));
                 continue;
             }
             if let Some(p) = apply(rule, c, ads, today, cur) {
@@ -573,6 +567,53 @@ pub fn pct(d: Decimal) -> f64 {
 
 /// A campaign as the rule and engine tests describe it: its days and nothing else (no hourly
 /// loss rate, no tracking window, no rolling gauges), today being its last day.
+/// The "POAS below" rule on one campaign: each of the `days` complete days before `today` must
+/// have a spend row (the history is there), and the POAS summed over them (contribution margin
+/// of the campaign's last-click orders / its spend) must be below the threshold. Lines without
+/// a cost only raise the margin, so a pause on them is never premature.
+pub fn poas_below(
+    r: &super::config::PoasBelow,
+    c: &CampaignView,
+    v: &crate::profit::live::ProfitView,
+    today: chrono::NaiveDate,
+    cur: &str,
+) -> Option<Proposal> {
+    let p = v.campaigns.iter().find(|p| p.key == c.key)?;
+    let mut t = crate::profit::kpi::ProfitTotals::default();
+    for back in 1..=i64::from(r.days) {
+        let d = today - chrono::Duration::days(back);
+        let (_, day) = p.days.iter().find(|(day, _)| *day == d)?;
+        t += *day;
+    }
+    if t.ad_spend <= r.min_spend {
+        return None;
+    }
+    let poas = t.poas()?;
+    if poas >= r.threshold {
+        return None;
+    }
+    let cm = (to_f64(t.contribution_margin()) * 100.0).round() / 100.0;
+    let spend = (to_f64(t.ad_spend) * 100.0).round() / 100.0;
+    Some(Proposal {
+        rule: "poas_below".into(),
+        key: c.key.clone(),
+        campaign_name: c.name.clone(),
+        kind: ActionKind::Pause,
+        budget_increase_ratio: None,
+        reason: format!(
+            "POAS {poas:.2} over the last {} days, below {}: its orders left {cm} {cur} of              contribution margin for {spend} {cur} of spend",
+            r.days, r.threshold
+        ),
+        values: BTreeMap::from([
+            ("poas".to_string(), poas),
+            ("contribution_margin".to_string(), cm),
+            ("spend".to_string(), spend),
+            ("threshold".to_string(), r.threshold),
+            ("days".to_string(), f64::from(r.days)),
+        ]),
+    })
+}
+
 #[cfg(test)]
 pub(crate) fn test_view(
     key: CampaignKey,

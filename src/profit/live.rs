@@ -15,8 +15,9 @@ use super::ProfitConfig;
 use super::kpi::{ProfitTotals, blended_cac};
 use crate::kpi::to_f64;
 use crate::records::{CampaignKey, CostSource, OrderLine};
-use crate::state::CampaignView;
 
+/// A campaign as the profit view reads it: its key and its totals per reporting day.
+pub type CampaignDays<'a> = (&'a CampaignKey, &'a [(NaiveDate, crate::kpi::Totals)]);
 /// The reporting-day windows of `/metrics` (label, days with today).
 pub const PROFIT_WINDOWS: [(&str, u32); 2] = [("today", 1), ("7d", 7)];
 
@@ -177,8 +178,9 @@ impl ProfitLedger {
         self.lines.retain(|_, l| l.day >= oldest);
     }
 
-    /// The view as of reporting day `today`, with the campaigns' daily spend.
-    pub fn view(&self, today: NaiveDate, campaigns: &[CampaignView]) -> ProfitView {
+    /// The view as of reporting day `today`, with the campaigns' daily spend (each campaign's
+    /// key and its per-day totals, as the store's campaign views hold them).
+    pub fn view(&self, today: NaiveDate, campaigns: &[CampaignDays<'_>]) -> ProfitView {
         let mut groups: BTreeMap<(NaiveDate, Option<&str>), Group> = BTreeMap::new();
         let mut missing_cost: BTreeMap<String, u64> = BTreeMap::new();
         for l in self.lines.values() {
@@ -191,8 +193,8 @@ impl ProfitLedger {
             }
         }
         let mut spend_by_day: BTreeMap<NaiveDate, Decimal> = BTreeMap::new();
-        for c in campaigns {
-            for (d, t) in &c.days {
+        for (_, days) in campaigns {
+            for (d, t) in *days {
                 *spend_by_day.entry(*d).or_default() += t.spend;
             }
         }
@@ -228,14 +230,13 @@ impl ProfitLedger {
         let empty = Group::default();
         let campaigns = campaigns
             .iter()
-            .map(|c| CampaignProfit {
-                key: c.key.clone(),
-                days: c
-                    .days
+            .map(|(key, days)| CampaignProfit {
+                key: (*key).clone(),
+                days: days
                     .iter()
                     .map(|(d, t)| {
                         let g = groups
-                            .get(&(*d, Some(c.key.campaign_id.as_str())))
+                            .get(&(*d, Some(key.campaign_id.as_str())))
                             .unwrap_or(&empty);
                         (*d, g.totals(&self.cfg, t.spend))
                     })
@@ -249,53 +250,6 @@ impl ProfitLedger {
             missing_cost,
         }
     }
-}
-
-/// The "POAS below" rule on one campaign: each of the `days` complete days before `today` must
-/// have a spend row (the history is there), and the POAS summed over them (contribution margin
-/// of the campaign's last-click orders / its spend) must be below the threshold. Lines without
-/// a cost only raise the margin, so a pause on them is never premature.
-pub fn poas_below(
-    r: &crate::actions::config::PoasBelow,
-    c: &CampaignView,
-    v: &ProfitView,
-    today: NaiveDate,
-    cur: &str,
-) -> Option<crate::actions::rules::Proposal> {
-    let p = v.campaigns.iter().find(|p| p.key == c.key)?;
-    let mut t = ProfitTotals::default();
-    for back in 1..=i64::from(r.days) {
-        let d = today - chrono::Duration::days(back);
-        let (_, day) = p.days.iter().find(|(day, _)| *day == d)?;
-        t += *day;
-    }
-    if t.ad_spend <= r.min_spend {
-        return None;
-    }
-    let poas = t.poas()?;
-    if poas >= r.threshold {
-        return None;
-    }
-    let cm = (to_f64(t.contribution_margin()) * 100.0).round() / 100.0;
-    let spend = (to_f64(t.ad_spend) * 100.0).round() / 100.0;
-    Some(crate::actions::rules::Proposal {
-        rule: "poas_below".into(),
-        key: c.key.clone(),
-        campaign_name: c.name.clone(),
-        kind: crate::actions::rules::ActionKind::Pause,
-        budget_increase_ratio: None,
-        reason: format!(
-            "POAS {poas:.2} over the last {} days, below {}: its orders left {cm} {cur} of              contribution margin for {spend} {cur} of spend",
-            r.days, r.threshold
-        ),
-        values: BTreeMap::from([
-            ("poas".to_string(), poas),
-            ("contribution_margin".to_string(), cm),
-            ("spend".to_string(), spend),
-            ("threshold".to_string(), r.threshold),
-            ("days".to_string(), f64::from(r.days)),
-        ]),
-    })
 }
 
 /// Prometheus text of one gauge family (skipped when it has no sample).
@@ -475,6 +429,7 @@ pub fn render(v: &ProfitView, currency: &str, out: &mut String) {
 mod tests {
     use super::*;
     use crate::kpi::Totals;
+    use crate::state::CampaignView;
     use rust_decimal_macros::dec;
 
     fn d(s: &str) -> NaiveDate {
@@ -510,6 +465,10 @@ mod tests {
             currency: "INR".into(),
             source: "shop".into(),
         }
+    }
+
+    fn days_of(c: &[CampaignView]) -> Vec<CampaignDays<'_>> {
+        c.iter().map(|c| (&c.key, c.days.as_slice())).collect()
     }
 
     fn campaign(id: &str, days: &[(&str, Decimal)]) -> CampaignView {
@@ -556,8 +515,9 @@ mod tests {
         // one order on the 18th: CM = 3,000 − 1,600 − 60 = 1,340 against 7,000 of spend
         let mut l = ProfitLedger::new(ProfitConfig::default());
         l.ingest(&line("o1", "1", "2026-11-18", Some("c1"), true));
-        let v = l.view(today, std::slice::from_ref(&camp));
-        let p = poas_below(&r, &camp, &v, today, "INR").expect("POAS 0.19 < 1");
+        let v = l.view(today, &days_of(std::slice::from_ref(&camp)));
+        let p =
+            crate::actions::rules::poas_below(&r, &camp, &v, today, "INR").expect("POAS 0.19 < 1");
         assert!((p.values["poas"] - 1340.0 / 7000.0).abs() < 1e-12);
         assert_eq!(p.kind, crate::actions::rules::ActionKind::Pause);
         // enough margin: 6 such orders give 8,040 > 7,000
@@ -570,13 +530,13 @@ mod tests {
                 false,
             ));
         }
-        let v = l.view(today, std::slice::from_ref(&camp));
-        assert!(poas_below(&r, &camp, &v, today, "INR").is_none());
+        let v = l.view(today, &days_of(std::slice::from_ref(&camp)));
+        assert!(crate::actions::rules::poas_below(&r, &camp, &v, today, "INR").is_none());
         // six days of history only: no judgement
         let short = campaign("c1", &days_ref[..6]);
-        let v =
-            ProfitLedger::new(ProfitConfig::default()).view(today, std::slice::from_ref(&short));
-        assert!(poas_below(&r, &short, &v, today, "INR").is_none());
+        let v = ProfitLedger::new(ProfitConfig::default())
+            .view(today, &days_of(std::slice::from_ref(&short)));
+        assert!(crate::actions::rules::poas_below(&r, &short, &v, today, "INR").is_none());
     }
 
     #[test]
@@ -600,7 +560,7 @@ mod tests {
             "c1",
             &[("2026-11-20", dec!(2000)), ("2026-11-21", dec!(1000))],
         )];
-        let v = l.view(d("2026-11-21"), &camps);
+        let v = l.view(d("2026-11-21"), &days_of(&camps));
         let w7 = &v.windows[1];
         assert_eq!(w7.label, "7d");
         // net sales: 2 × (2,900 + 100) = 6,000; returns 1,450; COGS: o1 keeps 1 unit × 800 = 800,

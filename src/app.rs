@@ -26,6 +26,8 @@ pub enum RunError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Sink(#[from] crate::sinks::questdb::SinkError),
+    #[error("cannot register the attribution job's metrics: {0}")]
+    Metrics(prometheus::Error),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -160,6 +162,30 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         };
         let runner = ModelRunner::new(&config, pipeline.clone(), sql, sink.clone(), outputs);
         tasks.push(("models".into(), tokio::spawn(runner.run(shutdown.clone()))));
+    }
+    // The attribution job reads the journeys back from QuestDB and writes through the sink.
+    match (&sink, config.attribution.enabled && config.questdb.enabled) {
+        (Some(sink), true) => {
+            let job = crate::attribution::job::AttributionJob::new(
+                config.attribution.clone(),
+                SqlClient::new(&config.questdb, config.questdb_password()?),
+                sink.clone(),
+                tz,
+                &config.general.reporting_currency,
+                &telemetry.registry,
+            )
+            .map_err(RunError::Metrics)?;
+            tasks.push((
+                "attribution".into(),
+                tokio::spawn(job.run(shutdown.clone())),
+            ));
+        }
+        _ if config.attribution.enabled => {
+            info!(
+                "attribution job off: it reads the journeys from QuestDB (questdb.enabled = false)"
+            )
+        }
+        _ => {}
     }
     // The KPI and model families: rendered once per snapshot, served to every scraper.
     let mut exposition = Exposition::new(snapshot.clone(), model_outputs, &config.metrics);

@@ -438,18 +438,7 @@ async fn sign_in_is_rate_limited_per_address_and_works_again_after_the_window() 
         .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
         .build()
         .unwrap();
-    let (_, page) = other.get("/login").await;
-    let other_csrf = hidden(&page, "csrf");
-    let (s, _) = other
-        .post(
-            "/login",
-            &[
-                ("csrf", &other_csrf),
-                ("name", "nobodyy"),
-                ("password", "guess"),
-            ],
-        )
-        .await;
+    let (s, _) = other.sign_in("nobodyy", "guess").await;
     assert_eq!(s, 401, "another address is not limited");
     let right = [
         ("csrf", csrf.as_str()),
@@ -530,18 +519,7 @@ async fn reallocation_applied_from_the_page_pauses_and_raises_on_meta_once() {
     })
     .await;
     let mut v = Visitor::new(&format!("http://{}", running.addr));
-    let (_, page) = v.get("/login").await;
-    let csrf = hidden(&page, "csrf");
-    let (s, page) = v
-        .post(
-            "/login",
-            &[
-                ("csrf", &csrf),
-                ("name", "asha"),
-                ("password", "asha-approver-pass"),
-            ],
-        )
-        .await;
+    let (s, page) = v.sign_in("asha", "asha-approver-pass").await;
     assert_eq!(s, 303, "{page}");
     // the proposal, once the backfill is in
     let page = eventually(

@@ -85,12 +85,7 @@ async fn start_hooks(inbox: Inbox) -> String {
             ),
         )
         .with_state(inbox);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    format!("http://{addr}")
+    serve_fake(app).await
 }
 
 /// A minimal SMTP server (RFC 5321's happy path: EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT;

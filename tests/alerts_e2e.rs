@@ -74,12 +74,7 @@ async fn start_webhook(received: Received) -> String {
     let app = axum::Router::new()
         .route("/{receiver}", post(webhook))
         .with_state(received);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    format!("http://{addr}")
+    serve_fake(app).await
 }
 
 /// `alerting/alertmanager.yml` for the test: the same `global`, `route` (timers shortened) and

@@ -40,23 +40,13 @@ fn parse_file(format: ImportFormat, name: &str, o: &ImportOptions) -> Parsed {
 }
 
 fn campaigns(p: &Parsed) -> Vec<adpulse::normalize::RawCampaignStat> {
-    p.observations
-        .iter()
-        .filter_map(|(_, o)| match o {
-            Observation::Campaign(c) => Some(c.clone()),
-            _ => None,
-        })
-        .collect()
+    let obs = p.observations.iter().map(|(_, o)| o);
+    obs.filter_map(Observation::as_campaign).cloned().collect()
 }
 
 fn orders(p: &Parsed) -> Vec<adpulse::normalize::RawOrder> {
-    p.observations
-        .iter()
-        .filter_map(|(_, o)| match o {
-            Observation::Order(c) => Some(c.clone()),
-            _ => None,
-        })
-        .collect()
+    let obs = p.observations.iter().map(|(_, o)| o);
+    obs.filter_map(Observation::as_order).cloned().collect()
 }
 
 fn spend_of(p: &Parsed) -> Decimal {

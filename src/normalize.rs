@@ -630,12 +630,7 @@ mod tests {
 
     #[test]
     fn converts_account_currency_exactly_and_keeps_the_original() {
-        let Record::CampaignStats(r) = n()
-            .normalize("s", raw("2026-11-20T10:30:00Z", "USD", dec!(12.34)))
-            .unwrap()
-        else {
-            panic!("not a campaign row")
-        };
+        let r = campaign_row(raw("2026-11-20T10:30:00Z", "USD", dec!(12.34)));
         assert_eq!(r.spend, dec!(1030.39));
         assert_eq!(r.spend_account, dec!(12.34));
         assert_eq!(r.account_currency, "USD");
@@ -660,6 +655,14 @@ mod tests {
 
     fn now() -> DateTime<Utc> {
         "2026-11-21T00:00:00Z".parse().unwrap()
+    }
+
+    /// The campaign row [`n`] makes of `o`.
+    fn campaign_row(o: Observation) -> CampaignStat {
+        match n().normalize("s", o) {
+            Ok(Record::CampaignStats(r)) => r,
+            other => panic!("not a campaign row: {other:?}"),
+        }
     }
 
     /// `o` normalized by `n` for source `s` at [`now`].
@@ -763,12 +766,7 @@ mod tests {
     #[test]
     fn days_follow_the_reporting_timezone() {
         // 19:00 UTC is 00:30 the next day in India.
-        let Record::CampaignStats(r) = n()
-            .normalize("s", raw("2026-11-20T19:00:00Z", "INR", dec!(1)))
-            .unwrap()
-        else {
-            panic!()
-        };
+        let r = campaign_row(raw("2026-11-20T19:00:00Z", "INR", dec!(1)));
         assert_eq!(r.day, NaiveDate::from_ymd_opt(2026, 11, 21).unwrap());
         // a Los Angeles account's evening hour lands on the next Indian day
         let la: DateTime<Utc> = chrono_tz::America::Los_Angeles

@@ -149,6 +149,23 @@ impl<T: Serialize + DeserializeOwned + Default> JsonFile<T> {
     }
 }
 
+/// A file of one value per key (per source: sync cursors, ledger days).
+impl<V: Serialize + DeserializeOwned + Default> JsonFile<std::collections::BTreeMap<String, V>> {
+    /// The value kept under `key`; its default when there is none.
+    pub fn get(&self, key: &str) -> Result<V, StateFileError> {
+        Ok(self.load_or_default()?.remove(key).unwrap_or_default())
+    }
+
+    /// Read-modify-write the value under `key` (its default when there is none yet).
+    pub fn update_key<R>(
+        &self,
+        key: &str,
+        f: impl FnOnce(&mut V) -> R,
+    ) -> Result<R, StateFileError> {
+        self.update(|all| f(all.entry(key.to_string()).or_default()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -546,9 +546,25 @@ pub struct Prometheus {
     child: Child,
     pub port: u16,
     dir: tempfile::TempDir,
+    /// The folder of the rule files it was started with, when it made them.
+    rules: Option<tempfile::TempDir>,
 }
 
 impl Prometheus {
+    /// Like `start_alerting`, with the shipped alert rules, their `for:` shortened to `for_`
+    /// ([`rules_with_short_for`]), in a folder the server keeps as long as it runs.
+    pub async fn with_shipped_rules(
+        jobs: &[(&str, String)],
+        for_: &str,
+        alertmanager: Option<&str>,
+    ) -> Prometheus {
+        let rules_dir = tempfile::tempdir().expect("temp dir");
+        let rules = rules_with_short_for(rules_dir.path(), for_);
+        let mut p = Self::start_alerting(jobs, &rules, alertmanager).await;
+        p.rules = Some(rules_dir);
+        p
+    }
+
     pub async fn start(jobs: &[(&str, String)], rule_files: &[PathBuf]) -> Prometheus {
         Self::start_alerting(jobs, rule_files, None).await
     }
@@ -590,7 +606,12 @@ impl Prometheus {
             port,
             &[],
         );
-        let p = Prometheus { child, port, dir };
+        let p = Prometheus {
+            child,
+            port,
+            dir,
+            rules: None,
+        };
         let url = format!("http://127.0.0.1:{port}/-/ready");
         eventually("Prometheus to be ready", Duration::from_secs(60), || {
             let url = url.clone();

@@ -5,12 +5,29 @@
 //! import cycle (config composes component configs; components report `Problem`s).
 
 use std::fmt;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// Lock `m` even when a thread panicked holding it: what it guards are plain values (figures,
+/// the newest error text, a file lock) that a panic elsewhere does not make wrong, and a service
+/// that stops on a poisoned lock would lose more than it protects.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// One validation problem, with the key it is about.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Problem {
     pub key: String,
     pub message: String,
+}
+
+impl Problem {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
 }
 
 impl fmt::Display for Problem {

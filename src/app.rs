@@ -216,24 +216,32 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
                 loop {
                     let now = pipeline.now();
                     let s = settings_for(now);
-                    let snap = pipeline.with_store(|st| {
-                        st.prune(now);
+                    // the snapshot (hundreds of ms at 10,000 campaigns) and the render run off
+                    // the async workers: scrapes and sources keep their threads meanwhile
+                    let (p, tel, e, snap) = (
+                        pipeline.clone(),
+                        telemetry.clone(),
+                        exposition.clone(),
+                        snapshot.clone(),
+                    );
+                    let step = tokio::task::spawn_blocking(move || {
+                        let next = p.with_store(|st| {
+                            st.prune(now);
+                            let t = std::time::Instant::now();
+                            let next = st.snapshot(now, &s);
+                            tel.snapshot_duration.set(t.elapsed().as_secs_f64());
+                            next
+                        });
+                        snap.store(Arc::new(next));
+                        // render (and compress) now, so scrapes find the body ready
                         let t = std::time::Instant::now();
-                        let snap = st.snapshot(now, &s);
-                        telemetry.snapshot_duration.set(t.elapsed().as_secs_f64());
-                        snap
-                    });
-                    snapshot.store(Arc::new(snap));
-                    // render now, off the async workers, so scrapes find the body ready
-                    let e = exposition.clone();
-                    let took = tokio::task::spawn_blocking(move || {
-                        let t = std::time::Instant::now();
-                        e.current();
-                        t.elapsed()
+                        let body = e.current();
+                        tel.render_duration.set(t.elapsed().as_secs_f64());
+                        e.compress_if_wanted(&body);
                     })
                     .await;
-                    if let Ok(took) = took {
-                        telemetry.render_duration.set(took.as_secs_f64());
+                    if let Err(error) = step {
+                        tracing::error!(%error, "KPI refresh failed");
                     }
                     tokio::select! {
                         _ = token.cancelled() => break,

@@ -46,6 +46,11 @@ async fn call(method: &str, url: &str, token: Option<&str>, body: Option<Value>)
     (s, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// POST to the actions API at `base` with the write token.
+async fn post(base: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    call("POST", &format!("{base}{path}"), Some(WRITE), body).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approvals_execute_once_refusals_are_audited_and_tokens_never_leak() {
     let q = QuestDb::start().await;
@@ -189,41 +194,27 @@ async fn approvals_execute_once_refusals_are_audited_and_tokens_never_leak() {
     assert_eq!(fake.status.lock().unwrap()["120210000000001"], "PAUSED");
 
     // Reject one; it cannot be approved afterwards.
-    let (s, v) = call(
-        "POST",
-        &format!("{base}/recommendations/{google_id}/reject"),
-        Some(WRITE),
+    let (s, v) = post(
+        &base,
+        &format!("/recommendations/{google_id}/reject"),
         Some(json!({"note": "festive week"})),
     )
     .await;
     assert_eq!((s, v["status"].as_str()), (200, Some("rejected")), "{v}");
-    let (s, _) = call(
-        "POST",
-        &format!("{base}/recommendations/{google_id}/approve"),
-        Some(WRITE),
+    let (s, _) = post(
+        &base,
+        &format!("/recommendations/{google_id}/approve"),
         None,
     )
     .await;
     assert_eq!(s, 409);
-    let (s, _) = call(
-        "POST",
-        &format!("{base}/recommendations/nope/approve"),
-        Some(WRITE),
-        None,
-    )
-    .await;
+    let (s, _) = post(&base, "/recommendations/nope/approve", None).await;
     assert_eq!(s, 404);
-    let (s, v) = call(
-        "POST",
-        &format!("{base}/kill-switch"),
-        Some(WRITE),
-        Some(json!({"platform": "meta"})),
-    )
-    .await;
+    let (s, v) = post(&base, "/kill-switch", Some(json!({"platform": "meta"}))).await;
     assert_eq!(s, 400, "{v}");
 
     // Kill switch on the whole Meta account: the already paused one is not touched again.
-    let (s, v) = call("POST", &format!("{base}/kill-switch"), Some(WRITE), Some(json!({"platform": "meta", "account": "act_1029384756", "by": "priya", "reason": "stop the bleeding"}))).await;
+    let (s, v) = post(&base, "/kill-switch", Some(json!({"platform": "meta", "account": "act_1029384756", "by": "priya", "reason": "stop the bleeding"}))).await;
     assert_eq!(s, 200, "{v}");
     let results: Vec<&str> = v["results"]
         .as_array()
@@ -249,13 +240,7 @@ async fn approvals_execute_once_refusals_are_audited_and_tokens_never_leak() {
         "alerts": [{"status": "firing", "labels": {"alertname": "AdpulseLosingMoney"}, "annotations": {}, "startsAt": "2026-11-23T06:00:00Z"}]
     }))).await;
     assert_eq!(s, 200, "{v}");
-    let (s, _) = call(
-        "POST",
-        &format!("{base}/alerts/webhook"),
-        Some(WRITE),
-        Some(json!({"version": "3"})),
-    )
-    .await;
+    let (s, _) = post(&base, "/alerts/webhook", Some(json!({"version": "3"}))).await;
     assert_eq!(s, 400);
 
     // Metrics: counts, and no secret anywhere.
@@ -438,18 +423,7 @@ async fn sign_in_is_rate_limited_per_address_and_works_again_after_the_window() 
         .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
         .build()
         .unwrap();
-    let (_, page) = other.get("/login").await;
-    let other_csrf = hidden(&page, "csrf");
-    let (s, _) = other
-        .post(
-            "/login",
-            &[
-                ("csrf", &other_csrf),
-                ("name", "nobodyy"),
-                ("password", "guess"),
-            ],
-        )
-        .await;
+    let (s, _) = other.sign_in("nobodyy", "guess").await;
     assert_eq!(s, 401, "another address is not limited");
     let right = [
         ("csrf", csrf.as_str()),
@@ -530,18 +504,7 @@ async fn reallocation_applied_from_the_page_pauses_and_raises_on_meta_once() {
     })
     .await;
     let mut v = Visitor::new(&format!("http://{}", running.addr));
-    let (_, page) = v.get("/login").await;
-    let csrf = hidden(&page, "csrf");
-    let (s, page) = v
-        .post(
-            "/login",
-            &[
-                ("csrf", &csrf),
-                ("name", "asha"),
-                ("password", "asha-approver-pass"),
-            ],
-        )
-        .await;
+    let (s, page) = v.sign_in("asha", "asha-approver-pass").await;
     assert_eq!(s, 303, "{page}");
     // the proposal, once the backfill is in
     let page = eventually(

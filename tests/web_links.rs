@@ -4,6 +4,7 @@
 //! Grafana link at all. The dashboard uids are read from the shipped dashboards/*.json files.
 
 #[path = "support/action_center.rs"]
+#[allow(dead_code)] // this test uses part of the shared support file
 mod action_center;
 mod common;
 

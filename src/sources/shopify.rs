@@ -30,7 +30,9 @@ use crate::normalize::{Observation, RawOrder};
 use crate::records::{CostSource, OrderKind, OrderLine, TouchpointRow};
 use crate::sources::SourceContext;
 use crate::sources::http::{PollSource, SourceError, Window, send_with_retry};
-use crate::sources::polling::{PollingConfig, PollingDefaults, required, run_or_report};
+use crate::sources::polling::{
+    PollingConfig, PollingDefaults, one_to, required, run_or_report, timezone,
+};
 use std::collections::BTreeMap;
 
 /// Settings of one shop. Every key but `name` and `shop_domain` has a default; the polling
@@ -110,40 +112,25 @@ impl ShopifyConfig {
     pub fn problems(&self) -> Vec<Problem> {
         let mut p: Vec<Problem> = required("name", &self.name).into_iter().collect();
         if !self.shop_domain.ends_with(".myshopify.com") {
-            p.push(Problem {
-                key: "shop_domain".into(),
-                message: format!("{:?} is not like <shop>.myshopify.com", self.shop_domain),
-            });
+            p.push(Problem::new(
+                "shop_domain",
+                format!("{:?} is not like <shop>.myshopify.com", self.shop_domain),
+            ));
         }
-        if self.shop_timezone.parse::<Tz>().is_err() {
-            p.push(Problem {
-                key: "shop_timezone".into(),
-                message: format!("{:?} is not an IANA timezone", self.shop_timezone),
-            });
-        }
-        if self.page_size == 0 || self.page_size > 250 {
-            p.push(Problem {
-                key: "page_size".into(),
-                message: "must be between 1 and 250".into(),
-            });
-        }
-        for (key, v, max) in [
-            ("line_items_per_order", self.line_items_per_order, 250),
-            ("moments_per_order", self.moments_per_order, 250),
-        ] {
-            if v == 0 || v > max {
-                p.push(Problem {
-                    key: key.into(),
-                    message: format!("must be between 1 and {max}"),
-                });
-            }
-        }
+        p.extend(timezone("shop_timezone", &self.shop_timezone));
+        p.extend(one_to("page_size", self.page_size, 250));
+        p.extend(one_to(
+            "line_items_per_order",
+            self.line_items_per_order,
+            250,
+        ));
+        p.extend(one_to("moments_per_order", self.moments_per_order, 250));
         for (t, m) in &self.fallback_margin_by_product_type {
             if *m < Decimal::ZERO || *m >= Decimal::ONE {
-                p.push(Problem {
-                    key: format!("fallback_margin_by_product_type.{t}"),
-                    message: format!("{m} is not a margin in [0, 1)"),
-                });
+                p.push(Problem::new(
+                    format!("fallback_margin_by_product_type.{t}"),
+                    format!("{m} is not a margin in [0, 1)"),
+                ));
             }
         }
         p.extend(self.polling.problems());

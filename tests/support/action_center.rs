@@ -106,6 +106,19 @@ impl Visitor {
         let (s, _, b) = self.send(path, Some(form)).await;
         (s, b)
     }
+
+    /// Sign in as `name` the way a browser does: the login page for its CSRF token, then the
+    /// form; the answer to the form.
+    pub async fn sign_in(&mut self, name: &str, password: &str) -> (u16, String) {
+        let (_, page) = self.get("/login").await;
+        let csrf = hidden(&page, "csrf");
+        let form = [
+            ("csrf", csrf.as_str()),
+            ("name", name),
+            ("password", password),
+        ];
+        self.post("/login", &form).await
+    }
 }
 
 /// The value of the first `<input ... name="{name}" value="...">` of a page.

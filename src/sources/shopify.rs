@@ -190,6 +190,13 @@ pub const ORDERS_QUERY: &str = "query Orders($first: Int!, $after: String, $quer
             totalTaxSet { shopMoney { amount currencyCode } }
           }
         }
+        refundShippingLines(first: 10) {
+          pageInfo { hasNextPage }
+          nodes {
+            subtotalAmountSet { shopMoney { amount currencyCode } }
+            taxAmountSet { shopMoney { amount currencyCode } }
+          }
+        }
       }
     }
   }
@@ -312,6 +319,14 @@ struct RefundLineItem {
     total_tax_set: Option<MoneyBag>,
 }
 
+/// Shipping given back in a refund (`RefundShippingLine`, 2025-10): its subtotal and tax.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RefundShippingLine {
+    subtotal_amount_set: MoneyBag,
+    tax_amount_set: Option<MoneyBag>,
+}
+
 #[derive(Debug, Deserialize, Clone)]
 struct Utm {
     source: Option<String>,
@@ -351,6 +366,8 @@ struct Refund {
     total_refunded_set: MoneyBag,
     #[serde(default)]
     refund_line_items: Nodes<RefundLineItem>,
+    #[serde(default)]
+    refund_shipping_lines: Nodes<RefundShippingLine>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -457,6 +474,27 @@ fn order_depth(
             e.1 += amount;
         }
     }
+    // shipping refunded, before tax like the shipping charged; it joins the lines' refunded
+    // amounts below, split as the shipping charged is
+    let mut shipping_refunded = Decimal::ZERO;
+    for r in &o.refunds {
+        if r.refund_shipping_lines.page_info.has_next_page {
+            return Err(SourceError::Malformed(format!(
+                "refund {} of order {name} has more than 10 refunded shipping lines",
+                r.id
+            )));
+        }
+        for sl in &r.refund_shipping_lines.nodes {
+            shipping_refunded += money(
+                &sl.subtotal_amount_set.shop_money,
+                "refunded shipping",
+                name,
+            )?;
+            if tax_in && let Some(t) = &sl.tax_amount_set {
+                shipping_refunded -= money(&t.shop_money, "refunded shipping tax", name)?;
+            }
+        }
+    }
     let journey = o.customer_journey_summary.as_ref();
     let new_customer = journey.and_then(|j| j.customer_order_index) == Some(1);
     let ship = o.shipping_address.as_ref();
@@ -547,8 +585,9 @@ fn order_depth(
             source: String::new(),
         });
     }
-    // shipping charged, split by net sales to the paisa (the last line takes the remainder)
-    if !lines.is_empty() && !shipping.is_zero() {
+    // shipping charged and refunded, split by net sales to the paisa (the last line takes the
+    // remainder)
+    if !lines.is_empty() && (!shipping.is_zero() || !shipping_refunded.is_zero()) {
         let total: Decimal = lines.iter().map(|l| l.net_sales).sum();
         let weights: Vec<f64> = lines
             .iter()
@@ -561,11 +600,11 @@ fn order_depth(
                 }
             })
             .collect();
-        for (l, s) in lines
-            .iter_mut()
-            .zip(crate::attribution::split_revenue(shipping, &weights))
-        {
+        let charged = crate::attribution::split_revenue(shipping, &weights);
+        let refunded = crate::attribution::split_revenue(shipping_refunded, &weights);
+        for ((l, s), r) in lines.iter_mut().zip(charged).zip(refunded) {
             l.shipping_charged = s;
+            l.refunded_amount += r;
         }
     }
     let mut out: Vec<Observation> = lines.into_iter().map(Observation::Line).collect();

@@ -26,6 +26,8 @@ pub enum RunError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Sink(#[from] crate::sinks::questdb::SinkError),
+    #[error("cannot register the attribution job's metrics: {0}")]
+    Metrics(prometheus::Error),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -161,6 +163,30 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         let runner = ModelRunner::new(&config, pipeline.clone(), sql, sink.clone(), outputs);
         tasks.push(("models".into(), tokio::spawn(runner.run(shutdown.clone()))));
     }
+    // The attribution job reads the journeys back from QuestDB and writes through the sink.
+    match (&sink, config.attribution.enabled && config.questdb.enabled) {
+        (Some(sink), true) => {
+            let job = crate::attribution::job::AttributionJob::new(
+                config.attribution.clone(),
+                SqlClient::new(&config.questdb, config.questdb_password()?),
+                sink.clone(),
+                tz,
+                &config.general.reporting_currency,
+                &telemetry.registry,
+            )
+            .map_err(RunError::Metrics)?;
+            tasks.push((
+                "attribution".into(),
+                tokio::spawn(job.run(shutdown.clone())),
+            ));
+        }
+        _ if config.attribution.enabled => {
+            info!(
+                "attribution job off: it reads the journeys from QuestDB (questdb.enabled = false)"
+            )
+        }
+        _ => {}
+    }
     // The KPI and model families: rendered once per snapshot, served to every scraper.
     let mut exposition = Exposition::new(snapshot.clone(), model_outputs, &config.metrics);
     if config.questdb.enabled {
@@ -190,24 +216,32 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
                 loop {
                     let now = pipeline.now();
                     let s = settings_for(now);
-                    let snap = pipeline.with_store(|st| {
-                        st.prune(now);
+                    // the snapshot (hundreds of ms at 10,000 campaigns) and the render run off
+                    // the async workers: scrapes and sources keep their threads meanwhile
+                    let (p, tel, e, snap) = (
+                        pipeline.clone(),
+                        telemetry.clone(),
+                        exposition.clone(),
+                        snapshot.clone(),
+                    );
+                    let step = tokio::task::spawn_blocking(move || {
+                        let next = p.with_store(|st| {
+                            st.prune(now);
+                            let t = std::time::Instant::now();
+                            let next = st.snapshot(now, &s);
+                            tel.snapshot_duration.set(t.elapsed().as_secs_f64());
+                            next
+                        });
+                        snap.store(Arc::new(next));
+                        // render (and compress) now, so scrapes find the body ready
                         let t = std::time::Instant::now();
-                        let snap = st.snapshot(now, &s);
-                        telemetry.snapshot_duration.set(t.elapsed().as_secs_f64());
-                        snap
-                    });
-                    snapshot.store(Arc::new(snap));
-                    // render now, off the async workers, so scrapes find the body ready
-                    let e = exposition.clone();
-                    let took = tokio::task::spawn_blocking(move || {
-                        let t = std::time::Instant::now();
-                        e.current();
-                        t.elapsed()
+                        let body = e.current();
+                        tel.render_duration.set(t.elapsed().as_secs_f64());
+                        e.compress_if_wanted(&body);
                     })
                     .await;
-                    if let Ok(took) = took {
-                        telemetry.render_duration.set(took.as_secs_f64());
+                    if let Err(error) = step {
+                        tracing::error!(%error, "KPI refresh failed");
                     }
                     tokio::select! {
                         _ = token.cancelled() => break,

@@ -227,35 +227,60 @@ pub fn metrics(campaigns: usize, repeats: usize) -> MetricsRun {
 }
 
 /// What `adpulse bench scale` runs: the demo at `campaigns`, its backfill, then live with
-/// scrapers, then SIGINT.
-#[derive(Debug, Clone)]
+/// scrapers, then SIGINT. Also the command's arguments (`#[command(flatten)]` in `main.rs`).
+#[derive(Debug, Clone, clap::Args)]
 pub struct ScaleOptions {
-    /// QuestDB's HTTP endpoint (a scratch instance: the demo's rows are written to it).
+    /// QuestDB HTTP endpoint (a scratch instance: the demo's rows are written to it).
+    #[arg(long)]
     pub questdb_url: String,
-    /// Campaigns of the demo (rounded up to a multiple of its 6 campaigns).
+    /// Campaigns (10, 100, 1000, 10000; rounded up to a multiple of the demo's 6).
+    #[arg(long, default_value_t = 10_000)]
     pub campaigns: usize,
     /// Days of backfill before going live.
+    #[arg(long, default_value_t = 8)]
     pub backfill_days: u32,
     /// Simulated seconds per real second once live.
+    #[arg(long, default_value_t = 60.0)]
     pub speedup: f64,
     /// Real seconds of the live phase before SIGINT (the scrapers run in its second half).
+    #[arg(long, default_value_t = 90)]
     pub live_secs: u64,
     /// Concurrent scrapers of `/metrics`.
+    #[arg(long, default_value_t = 20)]
     pub scrapers: usize,
-    /// How long the scrapers run.
+    /// Seconds the scrapers run (in the middle of the live phase).
+    #[arg(long, default_value_t = 30)]
     pub scrape_secs: u64,
     /// The adpulse binary to run (this one by default).
+    #[arg(long, default_value_os_t = this_binary())]
     pub binary: std::path::PathBuf,
-    /// Where the config, spool, state and log of the run go (removed afterwards unless `keep`).
+    /// Where the run's config, spool, state and log go (removed after a clean run unless
+    /// `--keep`; default: a temp folder).
+    #[arg(long, default_value_os_t = default_work_dir())]
     pub work_dir: std::path::PathBuf,
+    /// Keep the work folder (it is removed after a clean run).
+    #[arg(long)]
     pub keep: bool,
     /// QuestDB's root folder, to report its size (optional: the server may be elsewhere).
+    #[arg(long)]
     pub questdb_root: Option<std::path::PathBuf>,
     /// Give up when the backfill has not finished after this many seconds.
+    #[arg(long, default_value_t = 1800)]
     pub backfill_timeout_secs: u64,
-    /// Stop the run (kill adpulse) when its resident memory passes this, so that a leak cannot
-    /// take the machine down.
+    /// Stop the run (kill adpulse) when its resident memory passes this (MiB), so that a leak
+    /// cannot take the machine down.
+    #[arg(long, default_value_t = 6000.0)]
     pub rss_limit_mib: f64,
+}
+
+/// This executable (`bench scale` runs the service it is part of); `adpulse` on the path when
+/// the OS cannot tell.
+fn this_binary() -> std::path::PathBuf {
+    std::env::current_exe().unwrap_or_else(|_| "adpulse".into())
+}
+
+fn default_work_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("adpulse-bench-scale-{}", std::process::id()))
 }
 
 /// What one `bench scale` run measured.

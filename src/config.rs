@@ -62,6 +62,9 @@ pub struct Config {
     /// The costs the profit KPIs need beyond the order lines (payment fees, shipping).
     #[serde(default)]
     pub profit: crate::profit::ProfitConfig,
+    /// The attribution job: models, lookback windows and how often it rewrites `attribution`.
+    #[serde(default)]
+    pub attribution: crate::attribution::config::AttributionConfig,
 }
 
 /// `[metrics]`: what `/metrics` shows (read by `sinks::metrics`).
@@ -460,6 +463,9 @@ impl Config {
         }
         for pr in self.actions.problems() {
             add(&pr.key, pr.message);
+        }
+        for pr in self.attribution.problems() {
+            add(&format!("attribution.{}", pr.key), pr.message);
         }
         if self.sources.is_empty() {
             add(

@@ -4,7 +4,6 @@
 
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
-use std::ops::AddAssign;
 
 /// Additive figures over any set of rows (a campaign-hour, a campaign-day, a platform-day...).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -19,16 +18,28 @@ pub struct Totals {
     pub conversions: f64,
 }
 
-impl AddAssign for Totals {
-    fn add_assign(&mut self, o: Totals) {
-        self.spend += o.spend;
-        self.conversion_value += o.conversion_value;
-        self.revenue += o.revenue;
-        self.impressions += o.impressions;
-        self.clicks += o.clicks;
-        self.conversions += o.conversions;
-    }
+/// Field-wise `+=` of a struct of additive figures, `add_assign_fields!(T { a, b })`: the one
+/// definition every totals type (this module's, `profit::kpi`'s) uses, so that adding a figure
+/// means naming it in one list.
+macro_rules! add_assign_fields {
+    ($t:ty { $($field:ident),+ $(,)? }) => {
+        impl std::ops::AddAssign for $t {
+            fn add_assign(&mut self, o: $t) {
+                $(self.$field += o.$field;)+
+            }
+        }
+    };
 }
+pub(crate) use add_assign_fields;
+
+add_assign_fields!(Totals {
+    spend,
+    conversion_value,
+    revenue,
+    impressions,
+    clicks,
+    conversions,
+});
 
 /// Gross margin applied to revenue before profit: 1 means "revenue is profit" (the seed's view).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -40,7 +51,8 @@ impl Default for Margin {
     }
 }
 
-fn ratio(num: Decimal, den: Decimal) -> Option<f64> {
+/// `num / den`, `None` when `den` is zero (shared with `profit::kpi`).
+pub(crate) fn ratio(num: Decimal, den: Decimal) -> Option<f64> {
     if den.is_zero() {
         None
     } else {

@@ -131,40 +131,7 @@ enum BenchCommand {
     /// The agency-scale scenario: `adpulse run` on the demo at N campaigns (models and actions
     /// on), backfill, live, concurrent scrapers, then SIGINT; prints RSS, snapshot, render,
     /// scrape latency and shutdown time.
-    Scale {
-        /// QuestDB HTTP endpoint (a scratch instance: the demo's rows are written to it).
-        #[arg(long)]
-        questdb_url: String,
-        /// Campaigns (10, 100, 1000, 10000; rounded up to a multiple of the demo's 6).
-        #[arg(long, default_value_t = 10_000)]
-        campaigns: usize,
-        #[arg(long, default_value_t = 8)]
-        backfill_days: u32,
-        #[arg(long, default_value_t = 60.0)]
-        speedup: f64,
-        /// Seconds live before SIGINT.
-        #[arg(long, default_value_t = 90)]
-        live_secs: u64,
-        #[arg(long, default_value_t = 20)]
-        scrapers: usize,
-        /// Seconds the scrapers run (in the middle of the live phase).
-        #[arg(long, default_value_t = 30)]
-        scrape_secs: u64,
-        /// QuestDB's root folder, to report its size.
-        #[arg(long)]
-        questdb_root: Option<PathBuf>,
-        /// Where the run's config, spool, state and log go (default: a temp folder).
-        #[arg(long)]
-        work_dir: Option<PathBuf>,
-        /// Keep the work folder (it is removed after a clean run).
-        #[arg(long)]
-        keep: bool,
-        #[arg(long, default_value_t = 1800)]
-        backfill_timeout_secs: u64,
-        /// Kill adpulse and stop when its RSS passes this (MiB).
-        #[arg(long, default_value_t = 6000.0)]
-        rss_limit_mib: f64,
-    },
+    Scale(adpulse::bench::ScaleOptions),
 }
 
 #[derive(Subcommand)]
@@ -440,37 +407,7 @@ fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
             println!("median {b:>18.0}  {a:>14.0}  {:.2}", a / b);
             Ok(())
         }
-        BenchCommand::Scale {
-            questdb_url,
-            campaigns,
-            backfill_days,
-            speedup,
-            live_secs,
-            scrapers,
-            scrape_secs,
-            questdb_root,
-            work_dir,
-            keep,
-            backfill_timeout_secs,
-            rss_limit_mib,
-        } => {
-            let o = adpulse::bench::ScaleOptions {
-                questdb_url,
-                campaigns,
-                backfill_days,
-                speedup,
-                live_secs,
-                scrapers,
-                scrape_secs,
-                binary: std::env::current_exe().context("cannot find this binary")?,
-                work_dir: work_dir.unwrap_or_else(|| {
-                    std::env::temp_dir().join(format!("adpulse-bench-scale-{}", std::process::id()))
-                }),
-                keep,
-                questdb_root,
-                backfill_timeout_secs,
-                rss_limit_mib,
-            };
+        BenchCommand::Scale(o) => {
             let r = runtime()?
                 .block_on(adpulse::bench::scale(&o))
                 .map_err(|e| anyhow::anyhow!(e))?;

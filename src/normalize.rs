@@ -39,6 +39,57 @@ pub struct RawCampaignStat {
     pub conversions: f64,
 }
 
+#[cfg(test)]
+impl RawCampaignStat {
+    /// A test row of Meta campaign `c1` ("C1") of ad account `act_1` at `ts` (RFC 3339): `spend`
+    /// in `currency`, 10 impressions, 1 click, nothing converted; tests set what they check.
+    pub(crate) fn test_meta_c1(ts: &str, bucket: Bucket, spend: Decimal, currency: &str) -> Self {
+        RawCampaignStat {
+            ts: ts.parse().expect("an RFC 3339 time"),
+            bucket,
+            key: CampaignKey {
+                platform: "meta".into(),
+                account: "act_1".into(),
+                campaign_id: "c1".into(),
+            },
+            campaign_name: "C1".into(),
+            spend,
+            conversion_value: Decimal::ZERO,
+            account_currency: currency.into(),
+            impressions: 10,
+            clicks: 1,
+            conversions: 0.0,
+        }
+    }
+}
+
+#[cfg(test)]
+impl RawOrder {
+    /// A test order event `id` of order `order_id` at `ts`: `amount` INR, one item, no customer,
+    /// city or UTM.
+    pub(crate) fn test_inr(
+        ts: DateTime<Utc>,
+        (id, order_id): (String, String),
+        kind: OrderKind,
+        amount: Decimal,
+    ) -> Self {
+        RawOrder {
+            ts,
+            event_id: id,
+            order_id,
+            kind,
+            amount,
+            currency: "INR".into(),
+            customer_id: None,
+            city: None,
+            utm_source: None,
+            utm_medium: None,
+            utm_campaign: None,
+            items: 1,
+        }
+    }
+}
+
 /// One ad's figures as a platform reports them (Meta `level=ad`, Google Ads `ad_group_ad`).
 /// `stat` carries the ad's campaign and the ad's own figures; a source emits each ad row also as
 /// a campaign observation, and the rows of one batch sharing a key are summed, so the campaign
@@ -89,6 +140,32 @@ pub enum Observation {
     Line(OrderLine),
     /// A journey touch (issue 16); normalize sets `source`.
     Touch(TouchpointRow),
+}
+
+impl Observation {
+    /// The campaign figures, when this is one.
+    pub fn as_campaign(&self) -> Option<&RawCampaignStat> {
+        match self {
+            Observation::Campaign(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// The order event, when this is one.
+    pub fn as_order(&self) -> Option<&RawOrder> {
+        match self {
+            Observation::Order(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// The ad figures, when this is one.
+    pub fn as_ad(&self) -> Option<&RawAdStat> {
+        match self {
+            Observation::Ad(a) => Some(a),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -543,32 +620,17 @@ mod tests {
     }
 
     fn raw(ts: &str, currency: &str, spend: Decimal) -> Observation {
-        Observation::Campaign(RawCampaignStat {
-            ts: ts.parse().unwrap(),
-            bucket: Bucket::Hour,
-            key: CampaignKey {
-                platform: "meta".into(),
-                account: "act_1".into(),
-                campaign_id: "c1".into(),
-            },
-            campaign_name: "C1".into(),
+        Observation::Campaign(RawCampaignStat::test_meta_c1(
+            ts,
+            Bucket::Hour,
             spend,
-            conversion_value: dec!(0),
-            account_currency: currency.into(),
-            impressions: 10,
-            clicks: 1,
-            conversions: 0.0,
-        })
+            currency,
+        ))
     }
 
     #[test]
     fn converts_account_currency_exactly_and_keeps_the_original() {
-        let Record::CampaignStats(r) = n()
-            .normalize("s", raw("2026-11-20T10:30:00Z", "USD", dec!(12.34)))
-            .unwrap()
-        else {
-            panic!("not a campaign row")
-        };
+        let r = campaign_row(raw("2026-11-20T10:30:00Z", "USD", dec!(12.34)));
         assert_eq!(r.spend, dec!(1030.39));
         assert_eq!(r.spend_account, dec!(12.34));
         assert_eq!(r.account_currency, "USD");
@@ -595,56 +657,43 @@ mod tests {
         "2026-11-21T00:00:00Z".parse().unwrap()
     }
 
+    /// The campaign row [`n`] makes of `o`.
+    fn campaign_row(o: Observation) -> CampaignStat {
+        match n().normalize("s", o) {
+            Ok(Record::CampaignStats(r)) => r,
+            other => panic!("not a campaign row: {other:?}"),
+        }
+    }
+
+    /// `o` normalized by `n` for source `s` at [`now`].
+    fn check(n: &Normalizer, o: Observation) -> Result<Record, NormalizeError> {
+        n.normalize_at("s", o, now())
+    }
+
     #[test]
     fn money_outside_decimal_18_6_is_refused_naming_the_campaign() {
         let n = n();
         // 10^12 - 10^-6 is the largest DECIMAL(18,6) value: accepted
         assert!(
-            n.normalize_at(
-                "s",
-                raw("2026-11-20T10:30:00Z", "INR", dec!(999999999999.999999)),
-                now()
+            check(
+                &n,
+                raw("2026-11-20T10:30:00Z", "INR", dec!(999999999999.999999))
             )
             .is_ok()
         );
-        let e = n
-            .normalize_at(
-                "s",
-                raw("2026-11-20T10:30:00Z", "INR", dec!(1000000000000)),
-                now(),
-            )
-            .unwrap_err();
+        let e = check(&n, raw("2026-11-20T10:30:00Z", "INR", dec!(1000000000000))).unwrap_err();
         assert!(
             matches!(e, NormalizeError::Money { field: "spend", .. }),
             "{e}"
         );
         assert!(e.to_string().contains("c1"), "{e}");
         // more than 6 decimals would be rounded by QuestDB: refused, never rounded silently
-        let e = n
-            .normalize_at(
-                "s",
-                raw("2026-11-20T10:30:00Z", "INR", dec!(1.0000001)),
-                now(),
-            )
-            .unwrap_err();
+        let e = check(&n, raw("2026-11-20T10:30:00Z", "INR", dec!(1.0000001))).unwrap_err();
         assert!(e.to_string().contains("6 decimals"), "{e}");
         // trailing zeros are not extra precision
-        assert!(
-            n.normalize_at(
-                "s",
-                raw("2026-11-20T10:30:00Z", "INR", dec!(1.100000000)),
-                now()
-            )
-            .is_ok()
-        );
+        assert!(check(&n, raw("2026-11-20T10:30:00Z", "INR", dec!(1.100000000))).is_ok());
         // a converted amount that overflows is refused too (USD 20bn at 83.50)
-        let e = n
-            .normalize_at(
-                "s",
-                raw("2026-11-20T10:30:00Z", "USD", dec!(20000000000)),
-                now(),
-            )
-            .unwrap_err();
+        let e = check(&n, raw("2026-11-20T10:30:00Z", "USD", dec!(20000000000))).unwrap_err();
         assert!(matches!(e, NormalizeError::Money { .. }), "{e}");
     }
 
@@ -656,16 +705,11 @@ mod tests {
             "1999-12-31T23:59:59Z",
             "2026-11-23T00:00:01Z",
         ] {
-            let e = n
-                .normalize_at("s", raw(ts, "INR", dec!(1)), now())
-                .unwrap_err();
+            let e = check(&n, raw(ts, "INR", dec!(1))).unwrap_err();
             assert!(matches!(e, NormalizeError::Timestamp { .. }), "{ts}: {e}");
         }
         for ts in ["2000-01-01T00:00:00Z", "2026-11-23T00:00:00Z"] {
-            assert!(
-                n.normalize_at("s", raw(ts, "INR", dec!(1)), now()).is_ok(),
-                "{ts}"
-            );
+            assert!(check(&n, raw(ts, "INR", dec!(1))).is_ok(), "{ts}");
         }
     }
 
@@ -675,9 +719,7 @@ mod tests {
             unreachable!()
         };
         c.impressions = i64::MAX as u64 + 1;
-        let e = n()
-            .normalize_at("s", Observation::Campaign(c.clone()), now())
-            .unwrap_err();
+        let e = check(&n(), Observation::Campaign(c.clone())).unwrap_err();
         assert!(
             matches!(
                 e,
@@ -689,14 +731,9 @@ mod tests {
             "{e}"
         );
         c.impressions = i64::MAX as u64;
-        assert!(
-            n().normalize_at("s", Observation::Campaign(c.clone()), now())
-                .is_ok()
-        );
+        assert!(check(&n(), Observation::Campaign(c.clone())).is_ok());
         c.campaign_name = "x".repeat(MAX_TEXT_BYTES + 1);
-        let e = n()
-            .normalize_at("s", Observation::Campaign(c), now())
-            .unwrap_err();
+        let e = check(&n(), Observation::Campaign(c)).unwrap_err();
         assert!(
             matches!(
                 e,
@@ -712,44 +749,24 @@ mod tests {
     #[test]
     fn refunds_carry_a_negative_amount() {
         let order = |kind, amount| {
-            Observation::Order(RawOrder {
-                ts: "2026-11-20T10:30:00Z".parse().unwrap(),
-                event_id: "r1".into(),
-                order_id: "1".into(),
+            Observation::Order(RawOrder::test_inr(
+                "2026-11-20T10:30:00Z".parse().unwrap(),
+                ("r1".into(), "1".into()),
                 kind,
                 amount,
-                currency: "INR".into(),
-                customer_id: None,
-                city: None,
-                utm_source: None,
-                utm_medium: None,
-                utm_campaign: None,
-                items: 1,
-            })
+            ))
         };
-        assert!(
-            n().normalize_at("s", order(OrderKind::Refund, dec!(-5)), now())
-                .is_ok()
-        );
-        let e = n()
-            .normalize_at("s", order(OrderKind::Refund, dec!(5)), now())
-            .unwrap_err();
+        assert!(check(&n(), order(OrderKind::Refund, dec!(-5))).is_ok());
+        let e = check(&n(), order(OrderKind::Refund, dec!(5))).unwrap_err();
         assert!(matches!(e, NormalizeError::Sign { .. }), "{e}");
-        let e = n()
-            .normalize_at("s", order(OrderKind::Order, dec!(-5)), now())
-            .unwrap_err();
+        let e = check(&n(), order(OrderKind::Order, dec!(-5))).unwrap_err();
         assert!(matches!(e, NormalizeError::Sign { .. }), "{e}");
     }
 
     #[test]
     fn days_follow_the_reporting_timezone() {
         // 19:00 UTC is 00:30 the next day in India.
-        let Record::CampaignStats(r) = n()
-            .normalize("s", raw("2026-11-20T19:00:00Z", "INR", dec!(1)))
-            .unwrap()
-        else {
-            panic!()
-        };
+        let r = campaign_row(raw("2026-11-20T19:00:00Z", "INR", dec!(1)));
         assert_eq!(r.day, NaiveDate::from_ymd_opt(2026, 11, 21).unwrap());
         // a Los Angeles account's evening hour lands on the next Indian day
         let la: DateTime<Utc> = chrono_tz::America::Los_Angeles

@@ -5,7 +5,7 @@
 //! "nothing recorded yet"; a file that is there but cannot be read or parsed is an error naming
 //! it, never silently replaced (it holds decisions or progress someone relies on).
 //!
-//! It imports nothing of ours: sources and actions both use it without a cycle. (`state.rs` is
+//! It imports only the leaf `base`: sources and actions both use it without a cycle. (`state.rs` is
 //! the in-memory KPI store, a different thing.)
 
 use serde::Serialize;
@@ -13,7 +13,9 @@ use serde::de::DeserializeOwned;
 use std::io::Write;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
+
+use crate::base::lock;
 
 /// Why a state file could not be loaded or saved. Each names the file.
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +86,7 @@ impl<T: Serialize + DeserializeOwned> JsonFile<T> {
     }
 
     fn guard(&self) -> MutexGuard<'_, ()> {
-        self.lock.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.lock)
     }
 
     fn read(&self) -> Result<Option<T>, StateFileError> {
@@ -144,6 +146,23 @@ impl<T: Serialize + DeserializeOwned + Default> JsonFile<T> {
         let r = f(&mut value);
         self.write(&value)?;
         Ok(r)
+    }
+}
+
+/// A file of one value per key (per source: sync cursors, ledger days).
+impl<V: Serialize + DeserializeOwned + Default> JsonFile<std::collections::BTreeMap<String, V>> {
+    /// The value kept under `key`; its default when there is none.
+    pub fn get(&self, key: &str) -> Result<V, StateFileError> {
+        Ok(self.load_or_default()?.remove(key).unwrap_or_default())
+    }
+
+    /// Read-modify-write the value under `key` (its default when there is none yet).
+    pub fn update_key<R>(
+        &self,
+        key: &str,
+        f: impl FnOnce(&mut V) -> R,
+    ) -> Result<R, StateFileError> {
+        self.update(|all| f(all.entry(key.to_string()).or_default()))
     }
 }
 

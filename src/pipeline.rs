@@ -103,11 +103,7 @@ impl Pipeline {
     }
 
     pub fn with_store<T>(&self, f: impl FnOnce(&mut Store) -> T) -> T {
-        let mut g = self
-            .store
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        f(&mut g)
+        f(&mut crate::base::lock(&self.store))
     }
 
     /// Normalize and hand over one batch. Returns the number of records the sink took (not yet
@@ -308,18 +304,7 @@ mod cursor_tests {
             .update("shop", |c| c.synced_until = Some(synced))
             .unwrap();
         let (handle, rx) = SinkHandle::for_test(64);
-        let pipeline = Arc::new(Pipeline::new(
-            Normalizer::new(chrono_tz::UTC, "INR", Default::default()),
-            Store::new(40),
-            Some(handle),
-            Arc::new(Telemetry::new()),
-        ));
-        let ctx = SourceContext {
-            name: "shop".into(),
-            pipeline,
-            shutdown: tokio_util::sync::CancellationToken::new(),
-            cursors: cursors.clone(),
-        };
+        let ctx = SourceContext::test("shop", 40, Some(handle), cursors.clone());
         let stop = ctx.shutdown.clone();
         let settings = LoopSettings {
             interval: Duration::from_secs(3600),
@@ -330,17 +315,33 @@ mod cursor_tests {
         (cursors, rx, stop, task)
     }
 
+    /// [`start`] with the cursor `days` days back, and the batches of the first poll (it covers
+    /// the days since the cursor: one batch a day) held as the sink took them: the cursors, the
+    /// cursor's day, the batches, the stop token and the task.
+    async fn start_holding(
+        dir: &std::path::Path,
+        days: usize,
+    ) -> (
+        Arc<CursorStore>,
+        NaiveDate,
+        Vec<crate::sinks::questdb::Batch>,
+        tokio_util::sync::CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let before = Utc::now().date_naive() - CDuration::days(days as i64);
+        let (cursors, mut rx, stop, task) = start(dir, before);
+        let mut held = Vec::new();
+        while held.len() < days {
+            held.push(rx.recv().await.expect("a batch"));
+        }
+        (cursors, before, held, stop, task)
+    }
+
     #[tokio::test]
     async fn the_cursor_moves_only_once_the_sink_made_the_rows_durable() {
         let dir = tempfile::tempdir().unwrap();
-        let today = Utc::now().date_naive();
-        let before = today - CDuration::days(5);
-        let (cursors, mut rx, stop, task) = start(dir.path(), before);
-        // the poll covers the 5 days since the cursor: one batch per day is handed over
-        let mut held = Vec::new();
-        while held.len() < 5 {
-            held.push(rx.recv().await.expect("a batch"));
-        }
+        let (cursors, before, held, stop, task) = start_holding(dir.path(), 5).await;
+        let today = before + CDuration::days(5);
         settle_down().await;
         assert_eq!(
             cursors.get("shop").unwrap().synced_until,
@@ -372,14 +373,8 @@ mod cursor_tests {
     #[tokio::test]
     async fn rows_the_sink_never_made_durable_leave_the_cursor_and_the_days_open() {
         let dir = tempfile::tempdir().unwrap();
-        let today = Utc::now().date_naive();
-        let before = today - CDuration::days(3);
-        let (cursors, mut rx, stop, task) = start(dir.path(), before);
+        let (cursors, before, held, stop, task) = start_holding(dir.path(), 3).await;
         // the sink stops (e.g. SIGKILL-like loss of its memory): the tickets are dropped unresolved
-        let mut held = Vec::new();
-        while held.len() < 3 {
-            held.push(rx.recv().await.expect("a batch"));
-        }
         drop(held);
         settle_down().await;
         assert_eq!(cursors.get("shop").unwrap().synced_until, Some(before));

@@ -360,6 +360,8 @@ pub struct AttributionRow {
     pub conversions: f64,
     pub revenue: Decimal,
     pub spend: Decimal,
+    /// Attributed revenue / spend (`None` without spend: unpaid channels).
+    pub roas: Option<f64>,
     /// What the platform itself reported for the channel that day (`None` for unpaid channels).
     pub platform_conversions: Option<f64>,
     pub currency: String,

@@ -705,14 +705,7 @@ impl Store {
             .map(|w| w.start(cur_hour))
             .min()
             .unwrap_or(cur_hour);
-        let mut total_rolling: Vec<Rolling> = total_windows
-            .iter()
-            .map(|&window| Rolling {
-                window,
-                totals: Totals::default(),
-                orders: 0,
-            })
-            .collect();
+        let mut total_rolling = Rolling::zeroed(&total_windows);
         // per UTM campaign: (revenue, orders) per campaign window
         let mut rev_rolling: HashMap<&str, [(Decimal, u64); CAMPAIGN_WINDOWS.len()]> =
             HashMap::new();
@@ -795,14 +788,7 @@ impl Store {
             let mut track_w = Totals::default();
             let mut spend_last_hour = Decimal::ZERO;
             let day_start_guess = cur_hour - 26 * 3600;
-            let mut rolling: Vec<Rolling> = camp_windows
-                .iter()
-                .map(|&window| Rolling {
-                    window,
-                    totals: Totals::default(),
-                    orders: 0,
-                })
-                .collect();
+            let mut rolling = Rolling::zeroed(&camp_windows);
             let lo = day_start_guess
                 .min(loss_from)
                 .min(track_from)
@@ -1047,6 +1033,20 @@ pub struct Rolling {
     pub window: Window,
     pub totals: Totals,
     pub orders: u64,
+}
+
+impl Rolling {
+    /// One empty sum per window, in the windows' order.
+    pub fn zeroed(windows: &[Window]) -> Vec<Rolling> {
+        windows
+            .iter()
+            .map(|&window| Rolling {
+                window,
+                totals: Totals::default(),
+                orders: 0,
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

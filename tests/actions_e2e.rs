@@ -12,13 +12,12 @@ mod common;
 #[path = "support/fake_meta.rs"]
 mod fake_meta;
 
-use action_center::{Visitor, demo_config, hidden};
+use action_center::{Visitor, demo_config, hidden, users_file};
 use adpulse::actions::Mode;
 use adpulse::actions::config::MetaActionsConfig;
 use adpulse::config::{Config, QuestDbConfig};
 use adpulse::platforms::meta::MetaApiConfig;
 use adpulse::sources::SourceConfig;
-use adpulse::sources::demo::DemoConfig;
 use common::*;
 use fake_meta::FakeMeta;
 use serde_json::{Value, json};
@@ -44,6 +43,11 @@ async fn call(method: &str, url: &str, token: Option<&str>, body: Option<Value>)
     let resp = r.send().await.unwrap();
     let s = resp.status().as_u16();
     (s, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// POST to the actions API at `base` with the write token.
+async fn post(base: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    call("POST", &format!("{base}{path}"), Some(WRITE), body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,9 +79,7 @@ async fn approvals_execute_once_refusals_are_audited_and_tokens_never_leak() {
         spool_dir: dir.path().join("spool"),
         ..QuestDbConfig::default()
     };
-    let mut demo = DemoConfig::new("demo");
-    demo.start = Some("2026-11-23T06:30:00Z".parse().unwrap());
-    demo.backfill_only = true;
+    let demo = demo_backfill_at("2026-11-23T06:30:00Z".parse().unwrap());
     cfg.sources = vec![SourceConfig::Demo(demo)];
     cfg.actions.mode = Mode::Approve;
     cfg.actions.dry_run = false;
@@ -189,41 +191,27 @@ async fn approvals_execute_once_refusals_are_audited_and_tokens_never_leak() {
     assert_eq!(fake.status.lock().unwrap()["120210000000001"], "PAUSED");
 
     // Reject one; it cannot be approved afterwards.
-    let (s, v) = call(
-        "POST",
-        &format!("{base}/recommendations/{google_id}/reject"),
-        Some(WRITE),
+    let (s, v) = post(
+        &base,
+        &format!("/recommendations/{google_id}/reject"),
         Some(json!({"note": "festive week"})),
     )
     .await;
     assert_eq!((s, v["status"].as_str()), (200, Some("rejected")), "{v}");
-    let (s, _) = call(
-        "POST",
-        &format!("{base}/recommendations/{google_id}/approve"),
-        Some(WRITE),
+    let (s, _) = post(
+        &base,
+        &format!("/recommendations/{google_id}/approve"),
         None,
     )
     .await;
     assert_eq!(s, 409);
-    let (s, _) = call(
-        "POST",
-        &format!("{base}/recommendations/nope/approve"),
-        Some(WRITE),
-        None,
-    )
-    .await;
+    let (s, _) = post(&base, "/recommendations/nope/approve", None).await;
     assert_eq!(s, 404);
-    let (s, v) = call(
-        "POST",
-        &format!("{base}/kill-switch"),
-        Some(WRITE),
-        Some(json!({"platform": "meta"})),
-    )
-    .await;
+    let (s, v) = post(&base, "/kill-switch", Some(json!({"platform": "meta"}))).await;
     assert_eq!(s, 400, "{v}");
 
     // Kill switch on the whole Meta account: the already paused one is not touched again.
-    let (s, v) = call("POST", &format!("{base}/kill-switch"), Some(WRITE), Some(json!({"platform": "meta", "account": "act_1029384756", "by": "priya", "reason": "stop the bleeding"}))).await;
+    let (s, v) = post(&base, "/kill-switch", Some(json!({"platform": "meta", "account": "act_1029384756", "by": "priya", "reason": "stop the bleeding"}))).await;
     assert_eq!(s, 200, "{v}");
     let results: Vec<&str> = v["results"]
         .as_array()
@@ -249,13 +237,7 @@ async fn approvals_execute_once_refusals_are_audited_and_tokens_never_leak() {
         "alerts": [{"status": "firing", "labels": {"alertname": "AdpulseLosingMoney"}, "annotations": {}, "startsAt": "2026-11-23T06:00:00Z"}]
     }))).await;
     assert_eq!(s, 200, "{v}");
-    let (s, _) = call(
-        "POST",
-        &format!("{base}/alerts/webhook"),
-        Some(WRITE),
-        Some(json!({"version": "3"})),
-    )
-    .await;
+    let (s, _) = post(&base, "/alerts/webhook", Some(json!({"version": "3"}))).await;
     assert_eq!(s, 400);
 
     // Metrics: counts, and no secret anywhere.
@@ -370,14 +352,8 @@ async fn web_app(
     dir: &tempfile::TempDir,
     tune: impl FnOnce(&mut Config),
 ) -> adpulse::app::Running {
-    let users_file = dir.path().join("users.toml");
-    adpulse::actions::engine::Users::new(&users_file, 5, Duration::from_secs(60))
-        .add(
-            "asha",
-            adpulse::actions::engine::Role::Approver,
-            "asha-approver-pass",
-        )
-        .unwrap();
+    let asha = ("asha", adpulse::actions::engine::Role::Approver);
+    let users_file = users_file(dir.path(), asha, "asha-approver-pass");
     let token = dir.path().join("meta-token");
     std::fs::write(&token, format!("{META_TOKEN}\n")).unwrap();
     let mut cfg = demo_config(dir.path(), fake_url, token, users_file);
@@ -438,18 +414,7 @@ async fn sign_in_is_rate_limited_per_address_and_works_again_after_the_window() 
         .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
         .build()
         .unwrap();
-    let (_, page) = other.get("/login").await;
-    let other_csrf = hidden(&page, "csrf");
-    let (s, _) = other
-        .post(
-            "/login",
-            &[
-                ("csrf", &other_csrf),
-                ("name", "nobodyy"),
-                ("password", "guess"),
-            ],
-        )
-        .await;
+    let (s, _) = other.sign_in("nobodyy", "guess").await;
     assert_eq!(s, 401, "another address is not limited");
     let right = [
         ("csrf", csrf.as_str()),
@@ -530,18 +495,7 @@ async fn reallocation_applied_from_the_page_pauses_and_raises_on_meta_once() {
     })
     .await;
     let mut v = Visitor::new(&format!("http://{}", running.addr));
-    let (_, page) = v.get("/login").await;
-    let csrf = hidden(&page, "csrf");
-    let (s, page) = v
-        .post(
-            "/login",
-            &[
-                ("csrf", &csrf),
-                ("name", "asha"),
-                ("password", "asha-approver-pass"),
-            ],
-        )
-        .await;
+    let (s, page) = v.sign_in("asha", "asha-approver-pass").await;
     assert_eq!(s, 303, "{page}");
     // the proposal, once the backfill is in
     let page = eventually(

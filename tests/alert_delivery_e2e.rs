@@ -22,7 +22,6 @@
 
 mod common;
 
-use adpulse::sources::demo::DemoConfig;
 use axum::body::Bytes;
 use axum::extract::{Path as AxPath, State};
 use axum::http::HeaderMap;
@@ -85,12 +84,7 @@ async fn start_hooks(inbox: Inbox) -> String {
             ),
         )
         .with_state(inbox);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    format!("http://{addr}")
+    serve_fake(app).await
 }
 
 /// A minimal SMTP server (RFC 5321's happy path: EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT;
@@ -166,9 +160,7 @@ async fn start_adpulse(
     q: &QuestDb,
     token_file: &std::path::Path,
 ) -> (adpulse::app::Running, tempfile::TempDir) {
-    let mut demo = DemoConfig::new("demo");
-    demo.start = Some(START.parse().unwrap());
-    demo.backfill_only = true;
+    let demo = demo_backfill_at(START.parse().unwrap());
     start_demo_with(q, demo, |cfg| {
         cfg.actions.auth.write_token_file = Some(token_file.to_path_buf());
     })
@@ -276,18 +268,12 @@ async fn a_firing_alert_reaches_slack_email_whatsapp_the_deadmans_switch_and_adp
     );
 
     let am = Alertmanager::start(&am_yaml).await;
-    let rules_dir = tempfile::tempdir().unwrap();
-    let rules = rules_with_short_for(rules_dir.path(), "2s");
-    let prom = Prometheus::start_alerting(
-        &[
-            ("adpulse", adpulse_addr.clone()),
-            ("questdb", q.metrics_addr().unwrap()),
-            ("alertmanager", am.addr()),
-        ],
-        &rules,
-        Some(&am.addr()),
-    )
-    .await;
+    let jobs = [
+        ("adpulse", adpulse_addr.clone()),
+        ("questdb", q.metrics_addr().unwrap()),
+        ("alertmanager", am.addr()),
+    ];
+    let prom = Prometheus::with_shipped_rules(&jobs, "2s", Some(&am.addr())).await;
 
     // Wait for every channel, and for adpulse's audit row of the Alertmanager call.
     let lead = "smtp:<lead@shop.test>";

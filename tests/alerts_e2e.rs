@@ -31,7 +31,6 @@
 
 mod common;
 
-use adpulse::sources::demo::DemoConfig;
 use axum::Json;
 use axum::extract::{Path as AxPath, State};
 use axum::routing::post;
@@ -74,12 +73,7 @@ async fn start_webhook(received: Received) -> String {
     let app = axum::Router::new()
         .route("/{receiver}", post(webhook))
         .with_state(received);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    format!("http://{addr}")
+    serve_fake(app).await
 }
 
 /// `alerting/alertmanager.yml` for the test: the same `global`, `route` (timers shortened) and
@@ -214,9 +208,7 @@ fn campaign_metric(body: &str, name: &str, campaign: &str) -> Option<f64> {
 async fn demo_faults_page_through_alertmanager_and_the_profitable_campaign_does_not() {
     let start: DateTime<Utc> = START.parse().unwrap();
     let q = QuestDb::start_with_metrics().await;
-    let mut demo = DemoConfig::new("demo");
-    demo.start = Some(start);
-    demo.backfill_only = true;
+    let mut demo = demo_backfill_at(start);
     // the scenario's defaults, spelled out: the test's reasoning depends on them
     demo.tracking_break_hours_ago = 72;
     demo.spike_hours_ago = 2;
@@ -262,17 +254,11 @@ async fn demo_faults_page_through_alertmanager_and_the_profitable_campaign_does_
     let received: Received = Arc::default();
     let base = start_webhook(received.clone()).await;
     let am = Alertmanager::start(&alertmanager_config(&base)).await;
-    let rules_dir = tempfile::tempdir().unwrap();
-    let rules = rules_with_short_for(rules_dir.path(), "2s");
-    let prom = Prometheus::start_alerting(
-        &[
-            ("adpulse", running.addr.to_string()),
-            ("questdb", q.metrics_addr().unwrap()),
-        ],
-        &rules,
-        Some(&am.addr()),
-    )
-    .await;
+    let jobs = [
+        ("adpulse", running.addr.to_string()),
+        ("questdb", q.metrics_addr().unwrap()),
+    ];
+    let prom = Prometheus::with_shipped_rules(&jobs, "2s", Some(&am.addr())).await;
 
     // The faults' alerts reach the webhook.
     eventually(

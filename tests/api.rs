@@ -119,12 +119,11 @@ async fn health_and_readiness() {
 #[test]
 fn check_config_lists_every_problem_and_fails() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bad.toml");
-    std::fs::write(
-        &path,
+    let path = common::write_file(
+        dir.path(),
+        "bad.toml",
         "[general]\nreporting_timezone = \"Mars/Base\"\n[server]\nlisten = \"nowhere\"\n[[sources]]\ntype = \"demo\"\nname = \"demo\"\nspeedup = -1.0\n",
-    )
-    .unwrap();
+    );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_adpulse"))
         .args(["check-config", "--config"])
         .arg(&path)

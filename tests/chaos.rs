@@ -359,8 +359,7 @@ async fn questdb_killed_mid_backfill_then_restarted() {
     let t = compare(&q, &want, "1 questdb kill -9").await;
     assert_eq!(t.rows, total);
     assert_eq!(t, clean(&t));
-    let report = running.stop().await;
-    assert_eq!(report.unsaved_rows, 0);
+    stop_with_nothing_unsaved(running).await;
 }
 
 /// Case 3: a poison row in the middle of good ones: one that normalize refuses, and one that only
@@ -1031,6 +1030,27 @@ fn audit_log(dir: &Path) -> Vec<adpulse::records::ActionRow> {
 
 /// Audit rows of `want` that QuestDB's `actions` table does not hold (by its dedup key, with the
 /// columns that say what happened).
+/// Wait (up to `limit`) until every row of `want` is in QuestDB's `actions` table; what is
+/// missing then (nothing).
+async fn wait_audit_rows(
+    q: &QuestDb,
+    want: &[adpulse::records::ActionRow],
+    limit: Duration,
+) -> Vec<String> {
+    let what = format!("{} audit rows in QuestDB", want.len());
+    eventually(&what, limit, || async {
+        let m = audit_rows_missing(q, want).await;
+        m.is_empty().then_some(m)
+    })
+    .await
+}
+
+/// Stop adpulse and check that the shutdown saved every row (to QuestDB or the spool).
+async fn stop_with_nothing_unsaved(running: adpulse::app::Running) {
+    let report = running.stop().await;
+    assert_eq!(report.unsaved_rows, 0, "rows lost at shutdown");
+}
+
 async fn audit_rows_missing(q: &QuestDb, want: &[adpulse::records::ActionRow]) -> Vec<String> {
     let got: std::collections::BTreeSet<String> = q
         .try_sql("SELECT ts, action_id, event, actor, platform, account, campaign_id, result FROM actions")
@@ -1165,22 +1185,13 @@ async fn a_full_spool_then_the_kill_switch() {
     let t = compare(&q, &want, "4 full spool, kill switch").await;
     assert_eq!(t, clean(&t));
     let logged = audit_log(dir.path());
-    let missing = eventually(
-        "every audit row of the local log in QuestDB",
-        Duration::from_secs(120),
-        || async {
-            let m = audit_rows_missing(&q, &logged).await;
-            m.is_empty().then_some(m)
-        },
-    )
-    .await;
+    let missing = wait_audit_rows(&q, &logged, Duration::from_secs(120)).await;
     eprintln!(
         "chaos 4: {} audit rows in the local log, {} missing from QuestDB",
         logged.len(),
         missing.len()
     );
-    let report = running.stop().await;
-    assert_eq!(report.unsaved_rows, 0);
+    stop_with_nothing_unsaved(running).await;
 }
 
 /// Refused requests are counted per minute and written as one row when the minute is over; the
@@ -1202,22 +1213,13 @@ async fn refusals_of_the_last_minute_reach_questdb_at_shutdown() {
         }
         assert_eq!(r.send().await.unwrap().status().as_u16(), 401);
     }
-    let report = running.stop().await;
-    assert_eq!(report.unsaved_rows, 0);
+    stop_with_nothing_unsaved(running).await;
     let refused: Vec<_> = audit_log(dir.path())
         .into_iter()
         .filter(|a| a.event == "refused")
         .collect();
     assert!(!refused.is_empty(), "the refusals are in the local log");
     // adpulse has stopped: only what the shutdown forwarded can be in QuestDB
-    let missing = eventually(
-        "the refusal rows in QuestDB",
-        Duration::from_secs(60),
-        || async {
-            let m = audit_rows_missing(&q, &refused).await;
-            m.is_empty().then_some(m)
-        },
-    )
-    .await;
+    let missing = wait_audit_rows(&q, &refused, Duration::from_secs(60)).await;
     assert!(missing.is_empty());
 }

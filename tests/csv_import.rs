@@ -40,23 +40,19 @@ fn parse_file(format: ImportFormat, name: &str, o: &ImportOptions) -> Parsed {
 }
 
 fn campaigns(p: &Parsed) -> Vec<adpulse::normalize::RawCampaignStat> {
-    p.observations
-        .iter()
-        .filter_map(|(_, o)| match o {
-            Observation::Campaign(c) => Some(c.clone()),
-            _ => None,
-        })
-        .collect()
+    let obs = p.observations.iter().map(|(_, o)| o);
+    obs.filter_map(Observation::as_campaign).cloned().collect()
 }
 
 fn orders(p: &Parsed) -> Vec<adpulse::normalize::RawOrder> {
-    p.observations
-        .iter()
-        .filter_map(|(_, o)| match o {
-            Observation::Order(c) => Some(c.clone()),
-            _ => None,
-        })
-        .collect()
+    let obs = p.observations.iter().map(|(_, o)| o);
+    obs.filter_map(Observation::as_order).cloned().collect()
+}
+
+/// The rejection of file line `line`.
+fn rejected_line(p: &Parsed, line: u64) -> &adpulse::sources::csv_import::Rejected {
+    let found = p.rejected.iter().find(|r| r.line == line);
+    found.unwrap_or_else(|| panic!("line {line} rejected: {:?}", p.rejected))
 }
 
 fn spend_of(p: &Parsed) -> Decimal {
@@ -193,20 +189,12 @@ fn refunds_are_negative_whatever_their_sign_and_item_counts_never_wrap() {
     let first = o.iter().find(|o| o.event_id == "#2001").unwrap();
     assert_eq!(first.items, 3, "2.00 + 1 items (not a mantissa of 200)");
     // #2002: 4294967295 items plus one more does not fit u32: named, not wrapped to 0
-    let wrap = p
-        .rejected
-        .iter()
-        .find(|r| r.line == 5)
-        .expect("line 5 rejected");
+    let wrap = rejected_line(&p, 5);
     assert_eq!(wrap.column, "Lineitem quantity");
     let kept = o.iter().find(|o| o.event_id == "#2002").unwrap();
     assert_eq!(kept.items, u32::MAX, "the order keeps the items that fit");
     // #2003 is dated 9999-12-31
-    let date = p
-        .rejected
-        .iter()
-        .find(|r| r.line == 6)
-        .expect("line 6 rejected");
+    let date = rejected_line(&p, 6);
     assert_eq!(date.column, "Created at");
     assert!(date.reason.contains("outside"), "{date}");
     let net: Decimal = o.iter().map(|o| o.amount).sum();

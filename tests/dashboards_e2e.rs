@@ -38,6 +38,8 @@
 //! Grafana names them (SQL: columns, or `<metric> <column>` for a time series with a `metric`
 //! column; PromQL tables: labels and `Value` / `Value #<refId>`; PromQL series: the legend).
 
+#[path = "support/attribution.rs"]
+mod attribution_support;
 mod common;
 
 use adpulse::sources::demo::DemoConfig;
@@ -746,8 +748,21 @@ async fn every_dashboard_query_runs_against_real_questdb_and_prometheus() {
     let mut demo = DemoConfig::new("demo");
     demo.start = Some(now);
     demo.backfill_only = true;
-    let (running, _spool) = start_demo(&q, demo).await;
+    // the attribution job every second: the Attribution dashboard reads its table
+    let (running, _spool) = start_demo_with(&q, demo, |c| c.attribution.interval_secs = 1).await;
     create_issue4_tables(&q).await;
+    // two complete runs after the backfill is in QuestDB (the first may have started before)
+    attribution_support::two_more_attribution_runs(running.addr).await;
+    eventually(
+        "attribution rows in QuestDB",
+        Duration::from_secs(60),
+        || async {
+            q.number("SELECT count() FROM attribution")
+                .await
+                .filter(|n| *n > 0.0)
+        },
+    )
+    .await;
 
     let rules_dir = tempfile::tempdir().unwrap();
     let rules = rules_with_short_for(rules_dir.path(), "0s");
@@ -779,7 +794,7 @@ async fn every_dashboard_query_runs_against_real_questdb_and_prometheus() {
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .collect();
     files.sort();
-    assert_eq!(files.len(), 10, "{files:?}");
+    assert_eq!(files.len(), 11, "{files:?}");
 
     let mut failures: Vec<String> = Vec::new();
     let mut checked_targets = 0;

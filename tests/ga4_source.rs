@@ -8,7 +8,6 @@ use axum::Router;
 use axum::routing::post;
 use common::*;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 type Seen = Arc<Mutex<Vec<serde_json::Value>>>;
 
@@ -72,29 +71,14 @@ async fn pages_per_day_and_pauses_before_the_quota_is_gone() {
 
     let dir = tempfile::tempdir().unwrap();
     let oauth = google_oauth_toml(dir.path(), &base, ("cid-value", "cs-value", "rt-value"));
-    let cfg = source_test_config(
-        dir.path(),
-        Some(&q.url()),
-        &format!(
-            r#"
-[[sources]]
-type = "ga4"
-name = "ga4"
-property_id = "314159265"
-base_url = "{base}"
-{oauth}lookback_days = 2
-interval_secs = 1
-"#
-        ),
-    );
-    let running = adpulse::app::start(cfg).await.unwrap();
+    let keys =
+        format!("property_id = \"314159265\"\n{oauth}lookback_days = 2\ninterval_secs = 1\n");
+    let running = start_source(dir.path(), &q, ("ga4", "ga4"), &base, &keys).await;
     q.wait_for_count("SELECT count() FROM funnel", 6.0).await;
-    let addr = running.addr;
     // the next poll is held back: the source reports the throttle instead of calling again
-    eventually("the quota pause", Duration::from_secs(30), || async {
-        let (_, m) = get(&format!("http://{addr}/metrics")).await;
+    wait_metrics(running.addr, "the quota pause", |m| {
         (metric(
-            &m,
+            m,
             "adpulse_source_polls_total{result=\"error\",source=\"ga4\"}",
         )? >= 1.0)
             .then_some(())

@@ -77,25 +77,18 @@ async fn token(State(f): State<Arc<Fakes>>, body: String) -> axum::response::Res
     .into_response()
 }
 
-fn header(h: &HeaderMap, name: &str) -> String {
-    h.get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
-}
-
 async fn ads(
     State(f): State<Arc<Fakes>>,
     uri: axum::http::Uri,
     h: HeaderMap,
     axum::Json(body): axum::Json<Value>,
 ) -> axum::response::Response {
-    let auth = header(&h, "authorization");
+    let auth = common::header(&h, "authorization");
     f.ads_requests.lock().unwrap().push((
         uri.path().to_string(),
         auth.clone(),
-        header(&h, "developer-token"),
-        header(&h, "login-customer-id"),
+        common::header(&h, "developer-token"),
+        common::header(&h, "login-customer-id"),
         body.clone(),
     ));
     let token = auth.strip_prefix("Bearer ").unwrap_or("");

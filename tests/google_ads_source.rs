@@ -71,27 +71,18 @@ async fn quota_wait_then_exact_totals_in_questdb() {
         &base,
         ("client-123.apps", "client-secret", "rt-secret"),
     );
-    let cfg = source_test_config(
-        dir.path(),
-        Some(&q.url()),
-        &format!(
-            r#"
-[[sources]]
-type = "google_ads"
-name = "google"
-customer_id = "123-456-7890"
+    let keys = format!(
+        r#"customer_id = "123-456-7890"
 login_customer_id = "999-000-1111"
-base_url = "{base}"
 {oauth}developer_token_file = "{dt}"
 account_timezone = "Asia/Kolkata"
 interval_secs = 600
 hourly_days = 0
 min_throttle_wait_secs = 1
 "#,
-            dt = secret_file(dir.path(), "dt", "dev-token-abc"),
-        ),
+        dt = secret_file(dir.path(), "dt", "dev-token-abc"),
     );
-    let running = adpulse::app::start(cfg).await.unwrap();
+    let running = start_source(dir.path(), &q, ("google_ads", "google"), &base, &keys).await;
     q.wait_for_count("SELECT count() FROM campaign_stats", 3.0)
         .await;
     let rows = q

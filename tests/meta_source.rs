@@ -13,7 +13,6 @@ use axum::routing::get as route_get;
 use common::*;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 #[derive(Clone, Copy)]
 enum Mode {
@@ -46,11 +45,7 @@ async fn insights(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let auth = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let auth = header(&headers, "authorization");
     let n = {
         let mut log = f.log.lock().unwrap();
         log.push((q.clone(), auth));
@@ -126,23 +121,22 @@ min_throttle_wait_secs = 1
     )
 }
 
-fn token_file(dir: &tempfile::TempDir) -> std::path::PathBuf {
-    let p = dir.path().join("meta_token");
-    std::fs::write(&p, "EAAB-test-token-secret\n").unwrap();
-    p
+/// adpulse started with the demo and the Meta source on a fake in `mode`: the running app, the
+/// fake's call log, and the temporary folder holding the token and the state (keep it).
+async fn start(mode: Mode) -> (adpulse::app::Running, Fake, tempfile::TempDir) {
+    let (base, f) = fake(mode).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("meta_token");
+    std::fs::write(&token, "EAAB-test-token-secret\n").unwrap();
+    let running = adpulse::app::start(config(&base, &token)).await.unwrap();
+    (running, f, dir)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_through_a_throttle_honouring_its_wait() {
-    let (base, f) = fake(Mode::ThrottleThenPages).await;
-    let dir = tempfile::tempdir().unwrap();
-    let running = adpulse::app::start(config(&base, &token_file(&dir)))
-        .await
-        .unwrap();
-    let addr = running.addr;
-    let m = eventually("meta rows", Duration::from_secs(30), || async {
-        let (_, m) = get(&format!("http://{addr}/metrics")).await;
-        (metric(&m, "adpulse_source_rows_total{source=\"meta\"}")? == 6.0).then_some(m)
+    let (running, f, _dir) = start(Mode::ThrottleThenPages).await;
+    let m = wait_metrics(running.addr, "meta rows", |m| {
+        (metric(m, "adpulse_source_rows_total{source=\"meta\"}")? == 6.0).then(|| m.to_string())
     })
     .await;
     assert_eq!(
@@ -178,28 +172,17 @@ async fn pages_through_a_throttle_honouring_its_wait() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_failure_marks_only_that_source_down() {
-    let (base, f) = fake(Mode::AuthFailure).await;
-    let dir = tempfile::tempdir().unwrap();
-    let running = adpulse::app::start(config(&base, &token_file(&dir)))
-        .await
-        .unwrap();
-    let addr = running.addr;
-    let m = eventually(
-        "meta marked down, demo up",
-        Duration::from_secs(30),
-        || async {
-            let (_, m) = get(&format!("http://{addr}/metrics")).await;
-            (metric(&m, "adpulse_source_up{source=\"meta\",type=\"meta\"}")? == 0.0
-                && metric(&m, "adpulse_source_up{source=\"demo\",type=\"demo\"}")? == 1.0)
-                .then_some(m)
-        },
-    )
+    let (running, f, _dir) = start(Mode::AuthFailure).await;
+    let m = wait_metrics(running.addr, "meta marked down, demo up", |m| {
+        (metric(m, "adpulse_source_up{source=\"meta\",type=\"meta\"}")? == 0.0
+            && metric(m, "adpulse_source_up{source=\"demo\",type=\"demo\"}")? == 1.0)
+            .then(|| m.to_string())
+    })
     .await;
     assert!(!m.contains("EAAB-test-token-secret"));
     // the demo's KPIs keep flowing
-    eventually("demo KPIs", Duration::from_secs(30), || async {
-        let (_, m) = get(&format!("http://{addr}/metrics")).await;
-        metric(&m, "adpulse_campaign_spend_today{account=\"act_1029384756\",campaign=\"Diwali Prospecting - Broad\",campaign_id=\"120210000000001\",currency=\"INR\",platform=\"meta\"}")
+    wait_metrics(running.addr, "demo KPIs", |m| {
+        metric(m, "adpulse_campaign_spend_today{account=\"act_1029384756\",campaign=\"Diwali Prospecting - Broad\",campaign_id=\"120210000000001\",currency=\"INR\",platform=\"meta\"}")
     })
     .await;
     // an auth error is not retried in a loop
@@ -209,19 +192,13 @@ async fn auth_failure_marks_only_that_source_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_body_is_an_error_not_a_panic() {
-    let (base, _f) = fake(Mode::Malformed).await;
-    let dir = tempfile::tempdir().unwrap();
-    let running = adpulse::app::start(config(&base, &token_file(&dir)))
-        .await
-        .unwrap();
-    let addr = running.addr;
-    eventually("meta poll error", Duration::from_secs(30), || async {
-        let (_, m) = get(&format!("http://{addr}/metrics")).await;
+    let (running, _f, _dir) = start(Mode::Malformed).await;
+    wait_metrics(running.addr, "meta poll error", |m| {
         (metric(
-            &m,
+            m,
             "adpulse_source_polls_total{result=\"error\",source=\"meta\"}",
         )? >= 1.0
-            && metric(&m, "adpulse_source_up{source=\"meta\",type=\"meta\"}")? == 0.0)
+            && metric(m, "adpulse_source_up{source=\"meta\",type=\"meta\"}")? == 0.0)
             .then_some(())
     })
     .await;

@@ -63,15 +63,30 @@ fn sink_config(url: String, spool: &std::path::Path) -> QuestDbConfig {
     }
 }
 
+/// A sink of [`sink_config`] on `url` running in its own task, with its own telemetry:
+/// (its handle, the telemetry, the token that stops it, the task).
+fn spawn_sink(
+    url: String,
+    spool: &std::path::Path,
+) -> (
+    adpulse::sinks::questdb::SinkHandle,
+    Arc<Telemetry>,
+    CancellationToken,
+    tokio::task::JoinHandle<adpulse::sinks::questdb::ShutdownReport>,
+) {
+    let telemetry = Arc::new(Telemetry::new());
+    let (sink, handle) =
+        QuestDbSink::build(sink_config(url, spool), None, telemetry.clone()).unwrap();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(sink.run(stop.clone()));
+    (handle, telemetry, stop, task)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_land_exactly_and_restated_rows_replace_the_old_ones() {
     let q = QuestDb::start().await;
     let spool = tempfile::tempdir().unwrap();
-    let telemetry = Arc::new(Telemetry::new());
-    let (sink, handle) =
-        QuestDbSink::build(sink_config(q.url(), spool.path()), None, telemetry.clone()).unwrap();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(sink.run(stop.clone()));
+    let (handle, telemetry, stop, task) = spawn_sink(q.url(), spool.path());
 
     handle
         .send(vec![
@@ -420,12 +435,8 @@ fn dead_letter_lines(spool: &std::path::Path) -> Vec<serde_json::Value> {
 async fn a_refused_row_is_dead_lettered_and_never_blocks_the_others() {
     let q = QuestDb::start().await;
     let spool = tempfile::tempdir().unwrap();
-    let telemetry = Arc::new(Telemetry::new());
-    let (sink, handle) =
-        QuestDbSink::build(sink_config(q.url(), spool.path()), None, telemetry.clone()).unwrap();
+    let (handle, telemetry, stop, task) = spawn_sink(q.url(), spool.path());
     let health = handle.health.clone();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(sink.run(stop.clone()));
 
     let mut rows = hours(200);
     // spend above DECIMAL(18,6): the sink is handed it directly (normalize would refuse it)
@@ -478,15 +489,7 @@ async fn a_refused_row_is_dead_lettered_and_never_blocks_the_others() {
 async fn nan_model_rows_spooled_during_an_outage_land_with_their_neighbours() {
     let port = free_port();
     let spool = tempfile::tempdir().unwrap();
-    let telemetry = Arc::new(Telemetry::new());
-    let (sink, handle) = QuestDbSink::build(
-        sink_config(format!("http://127.0.0.1:{port}"), spool.path()),
-        None,
-        telemetry.clone(),
-    )
-    .unwrap();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(sink.run(stop.clone()));
+    let (handle, _, stop, task) = spawn_sink(format!("http://127.0.0.1:{port}"), spool.path());
     let mut rows = hours(50);
     rows.push(anomaly("2026-11-01T03:30:00Z", f64::NAN));
     rows.push(anomaly("2026-11-01T04:30:00Z", 3.25));

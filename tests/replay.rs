@@ -1426,9 +1426,7 @@ max_throttle_wait_secs = 60
         },
     )
     .await;
-    let rules_dir = tempfile::tempdir().unwrap();
-    let rules = rules_with_short_for(rules_dir.path(), "2s");
-    let prom = Prometheus::start(&[("adpulse", addr.to_string())], &rules).await;
+    let prom = Prometheus::with_shipped_rules(&[("adpulse", addr.to_string())], "2s", None).await;
     let firing = "ALERTS{alertname=\"AdpulseSourceIncompleteDays\",alertstate=\"firing\"}";
     let labels = eventually("the alert to fire", Duration::from_secs(60), || async {
         prom.query(firing).await.into_iter().next().map(|(l, _)| l)

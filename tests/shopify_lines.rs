@@ -1,6 +1,6 @@
 //! Shopify order depth (issue 16) against a local GraphQL server replaying the documented 2025-10
 //! shapes (`tests/fixtures/shopify/orders_lines.json`): line items with their costs, discounts,
-//! GST and shipping, refunds per line, and customer journeys, into a real QuestDB. Every expected
+//! GST and shipping, refunds per line (merchandise and refunded shipping), and customer journeys, into a real QuestDB. Every expected
 //! figure is computed here from the fixture's JSON, not by the source's code; money is compared
 //! to the paisa.
 
@@ -27,7 +27,7 @@ fn dec(v: &Value) -> Decimal {
 /// The fallback margin the test configures for earrings.
 const EARRINGS_MARGIN: &str = "0.55";
 
-/// Per order: (total paid, net sales + shipping, tax, refunded merchandise, COGS of the kept
+/// Per order: (total paid, net sales + shipping, tax, refunded merchandise and shipping, COGS of the kept
 /// units with the fallback applied, lines without any cost).
 fn expected() -> BTreeMap<String, (Decimal, Decimal, Decimal, Decimal, Decimal, u64)> {
     let page: Value = serde_json::from_str(&fixture()).unwrap();
@@ -45,6 +45,14 @@ fn expected() -> BTreeMap<String, (Decimal, Decimal, Decimal, Decimal, Decimal, 
                     .entry(rl["lineItem"]["id"].as_str().unwrap().into())
                     .or_default() += rl["quantity"].as_i64().unwrap();
                 refunded += dec(&rl["subtotalSet"]);
+            }
+            // shipping given back (taxes not included in this shop: the subtotal is before tax)
+            for sl in r["refundShippingLines"]["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                refunded += dec(&sl["subtotalAmountSet"]);
             }
         }
         for li in o["lineItems"]["nodes"].as_array().unwrap() {
@@ -205,6 +213,14 @@ Earrings = "{EARRINGS_MARGIN}"
         .sum();
     assert_eq!(ship, Decimal::from(99));
     assert_eq!(money(&by_sku["MOI-RG-001"][8]), Decimal::new(5621, 2));
+    // the 49.50 of shipping refunded on #2001 split the same way: 49.50 × 2,601 / 4,581 = 28.105
+    // -> 28.11 to the ring (which was not returned), the rest (21.39) beside the earring's 990.00
+    let refunded = q
+        .rows("SELECT sku, refunded_amount FROM order_lines WHERE order_id = '#2001' ORDER BY sku")
+        .await;
+    assert_eq!(refunded[0][0], "MOI-ER-006");
+    assert_eq!(money(&refunded[0][1]), Decimal::new(101139, 2));
+    assert_eq!(money(&refunded[1][1]), Decimal::new(2811, 2));
     // journeys: #2001's three moments in time order, #2002's single visit from its landing page
     let touches = q
         .rows("SELECT journey_id, position, channel FROM touchpoints ORDER BY journey_id, position")

@@ -12,7 +12,6 @@ use axum::response::IntoResponse;
 use axum::routing::post;
 use common::*;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 type Seen = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
 
@@ -31,11 +30,7 @@ async fn pages_throttle_refunds_and_exact_net_revenue() {
             move |headers: HeaderMap, body: axum::Json<serde_json::Value>| {
                 let seen = s2.clone();
                 async move {
-                    let token = headers
-                        .get("x-shopify-access-token")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_string();
+                    let token = header(&headers, "x-shopify-access-token");
                     let n = {
                         let mut s = seen.lock().unwrap();
                         s.push((token, body.0.clone()));
@@ -65,76 +60,42 @@ async fn pages_throttle_refunds_and_exact_net_revenue() {
     let base = serve_fake(app).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let token = dir.path().join("token");
-    std::fs::write(&token, "shpat_secret_123\n").unwrap();
-    let cfg = source_test_config(
-        dir.path(),
-        Some(&q.url()),
-        &format!(
-            r#"
-[[sources]]
-type = "shopify"
-name = "shop"
-shop_domain = "moi-jewellery.myshopify.com"
-base_url = "{base}"
-access_token_file = "{}"
-interval_secs = 1
-"#,
-            token.display(),
-        ),
+    let token = secret_file(dir.path(), "token", "shpat_secret_123\n");
+    let keys = format!(
+        "shop_domain = \"moi-jewellery.myshopify.com\"\naccess_token_file = \"{token}\"\n\
+         interval_secs = 1\n"
     );
-    let running = adpulse::app::start(cfg).await.unwrap();
+    let running = start_source(dir.path(), &q, ("shopify", "shop"), &base, &keys).await;
     // 4 orders + 1 refund + 1 cancellation
     q.wait_for_count("SELECT count() FROM orders", 6.0).await;
     // let a second poll (the restatement look-back) land: QuestDB acknowledged its 6 rows too
     // (12 written in all), and the table still holds 6
-    let addr = running.addr;
-    eventually(
-        "the second poll's rows acknowledged",
-        Duration::from_secs(30),
-        || async {
-            let (_, m) = get(&format!("http://{addr}/metrics")).await;
-            (metric(
-                &m,
-                "adpulse_source_polls_total{result=\"ok\",source=\"shop\"}",
-            )? >= 2.0
-                && metric(
-                    &m,
-                    "adpulse_sink_rows_written_total{sink=\"questdb\",table=\"orders\"}",
-                )? >= 12.0)
-                .then_some(())
-        },
-    )
+    wait_metrics(running.addr, "the second poll's rows acknowledged", |m| {
+        let polls = metric(
+            m,
+            "adpulse_source_polls_total{result=\"ok\",source=\"shop\"}",
+        )?;
+        let written = metric(
+            m,
+            "adpulse_sink_rows_written_total{sink=\"questdb\",table=\"orders\"}",
+        )?;
+        (polls >= 2.0 && written >= 12.0).then_some(())
+    })
     .await;
     assert_eq!(q.number("SELECT count() FROM orders").await, Some(6.0));
     let net = q.rows("SELECT sum(amount) FROM orders").await;
     assert_eq!(net[0][0], "7297.790000");
-    let refund = q
-        .rows("SELECT day, amount, utm_campaign FROM orders WHERE kind = 'refund'")
-        .await;
+    // the refund lands on its own day, with the UTM of the order's landing page
+    let refund = "SELECT day, amount, utm_campaign FROM orders WHERE kind = 'refund'";
     assert_eq!(
-        refund[0][0], "2026-11-21",
-        "the refund lands on its own day"
+        q.rows(refund).await[0],
+        ["2026-11-21", "-749.700000", "21000000001"]
     );
-    assert_eq!(refund[0][1], "-749.700000");
-    assert_eq!(refund[0][2], "21000000001", "UTM from the landing page");
-    let cancel = q
-        .rows("SELECT day, amount FROM orders WHERE kind = 'cancellation'")
-        .await;
-    assert_eq!(
-        cancel[0],
-        vec![
-            serde_json::json!("2026-11-20"),
-            serde_json::json!("-1299.000000")
-        ]
-    );
-    let late = q
-        .rows("SELECT day FROM orders WHERE order_id = '#1004'")
-        .await;
-    assert_eq!(
-        late[0][0], "2026-11-21",
-        "18:40 UTC is past midnight in India"
-    );
+    let cancel = "SELECT day, amount FROM orders WHERE kind = 'cancellation'";
+    assert_eq!(q.rows(cancel).await[0], ["2026-11-20", "-1299.000000"]);
+    // 18:40 UTC is past midnight in India
+    let late = "SELECT day FROM orders WHERE order_id = '#1004'";
+    assert_eq!(q.rows(late).await[0], ["2026-11-21"]);
 
     let seen = seen.lock().unwrap().clone();
     // the throttled page is asked again with the same cursor (the wait is a computed one:

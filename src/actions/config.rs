@@ -112,6 +112,10 @@ pub struct WebConfig {
     pub login_burst: u32,
     /// Seconds for one more login attempt of an address to be allowed.
     pub login_refill_secs: u64,
+    /// Grafana's address as people reach it (`https://grafana.example`): the pages then link to
+    /// the Products, Geography, Attribution and Customers dashboards and to each campaign's
+    /// drill-down. Unset: no Grafana links.
+    pub grafana_url: Option<String>,
 }
 
 impl Default for WebConfig {
@@ -125,6 +129,7 @@ impl Default for WebConfig {
             lockout_secs: 15 * 60,
             login_burst: 10,
             login_refill_secs: 6,
+            grafana_url: None,
         }
     }
 }

@@ -81,26 +81,32 @@ fn api_limit(
 /// The cached KPI/model body (rendered once per snapshot) followed by the self-metrics, which
 /// are small and gathered fresh; gzip when the scraper asks for it.
 async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap) -> Response {
-    let rendered = match st.exposition.clone() {
+    let gzip = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(crate::sinks::metrics::accepts_gzip);
+    if gzip && let Some(e) = &st.exposition {
+        e.want_gzip();
+    }
+    // the body the refresher rendered (or the previous one while it renders the next)
+    let served = st.exposition.as_ref().and_then(|e| e.serve());
+    let rendered = match (served, st.exposition.clone()) {
+        (Some(r), _) => Some(r),
         // rendering is CPU work (tens of ms at 10,000 campaigns): keep it off the async workers
-        Some(e) => match tokio::task::spawn_blocking(move || e.current()).await {
+        (None, Some(e)) => match tokio::task::spawn_blocking(move || e.current()).await {
             Ok(r) => Some(r),
             Err(error) => {
                 tracing::error!(%error, "cannot render /metrics");
                 return (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response();
             }
         },
-        None => None,
+        (None, None) => None,
     };
     let mut own = Vec::with_capacity(16 * 1024);
     if let Err(error) = TextEncoder::new().encode(&st.telemetry.registry.gather(), &mut own) {
         tracing::error!(%error, "cannot encode /metrics");
         return (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response();
     }
-    let gzip = headers
-        .get(header::ACCEPT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(crate::sinks::metrics::accepts_gzip);
     let content_type = (
         header::CONTENT_TYPE,
         "text/plain; version=0.0.4; charset=utf-8",
@@ -115,10 +121,14 @@ async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap) -> 
     };
     match (rendered, gzip) {
         (Some(r), true) => {
-            // the first gzip scrape of a body compresses it (tens of ms at 10,000 campaigns),
-            // and the others wait for it: off the async workers too
-            let Ok([head, rest]) = tokio::task::spawn_blocking(move || r.gzip_with(&own)).await
-            else {
+            // the refresher compresses each body once gzip has been asked for; only the first
+            // gzip scrape (or one racing it) compresses here, off the async workers
+            let zipped = if r.is_deflated() {
+                Ok(r.gzip_with(&own))
+            } else {
+                tokio::task::spawn_blocking(move || r.gzip_with(&own)).await
+            };
+            let Ok([head, rest]) = zipped else {
                 tracing::error!("cannot compress /metrics");
                 return (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response();
             };

@@ -1,13 +1,17 @@
 //! Multi-touch attribution: which campaigns get the credit for an order. Owns the models (first
-//! click, last click, linear, time decay, position-based 40/20/40 and the data-driven Markov
-//! removal effect in `markov`), the lookback windows (1, 7, 14, 28 days and lifetime), the split of
-//! each order's revenue over its touchpoints, and the per-campaign roll-up set against spend and
-//! the platforms' own conversion counts.
+//! click, last click, linear, time decay, position-based 40/20/40, and the data-driven Markov
+//! removal effect in `markov` and Shapley value in `shapley`), the lookback windows (1, 7, 14, 28
+//! days and lifetime), and the split of each order's revenue over its touchpoints; the periodic
+//! job (`job`) rolls the shares up per day and campaign, against spend and the platforms' own
+//! conversion counts, into the `attribution` table.
 //!
 //! Money: an order's revenue is split into `Decimal` shares to the paisa and the last touch takes
 //! the remainder, so the attributed revenue of every order adds up to the order exactly.
 
+pub mod config;
+pub mod job;
 pub mod markov;
+pub mod shapley;
 
 use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
@@ -88,11 +92,31 @@ pub fn channel_of(
     }
 }
 
-/// Lookback window before the conversion.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Lookback window before the conversion; in config as `"7d"` or `"lifetime"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub enum Window {
     Days(u32),
     Lifetime,
+}
+
+/// A window label that is neither `<days>d` nor `lifetime`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("window {0:?}: expected `<days>d` with 1 to 3660 days (`7d`) or `lifetime`")]
+pub struct BadWindow(String);
+
+impl TryFrom<String> for Window {
+    type Error = BadWindow;
+    fn try_from(s: String) -> Result<Self, BadWindow> {
+        if s == "lifetime" {
+            return Ok(Window::Lifetime);
+        }
+        s.strip_suffix('d')
+            .and_then(|d| d.parse::<u32>().ok())
+            .filter(|d| (1..=3660).contains(d))
+            .map(Window::Days)
+            .ok_or(BadWindow(s))
+    }
 }
 
 impl Window {
@@ -136,6 +160,9 @@ pub enum Model {
     PositionBased,
     /// Removal effect of a first-order Markov chain fitted on all journeys in the window.
     Markov,
+    /// Shapley value of the path's channels, coalitions worth their conversion rate over all
+    /// journeys in the window.
+    Shapley,
 }
 
 impl Model {
@@ -148,11 +175,12 @@ impl Model {
             Model::TimeDecay { .. } => "time_decay",
             Model::PositionBased => "position_based",
             Model::Markov => "markov",
+            Model::Shapley => "shapley",
         }
     }
 
     /// Every model, with the time-decay half-life given (7 days is the common default).
-    pub fn all(half_life_hours: f64) -> [Model; 6] {
+    pub fn all(half_life_hours: f64) -> [Model; 7] {
         [
             Model::FirstClick,
             Model::LastClick,
@@ -160,6 +188,7 @@ impl Model {
             Model::TimeDecay { half_life_hours },
             Model::PositionBased,
             Model::Markov,
+            Model::Shapley,
         ]
     }
 }
@@ -184,7 +213,7 @@ pub fn heuristic_weights(model: Model, touches: &[&Touch], end: DateTime<Utc>) -
     let mut w = vec![0.0; n];
     match model {
         Model::FirstClick => w[0] = 1.0,
-        Model::LastClick | Model::Markov => w[n - 1] = 1.0,
+        Model::LastClick | Model::Markov | Model::Shapley => w[n - 1] = 1.0,
         Model::Linear => w.iter_mut().for_each(|x| *x = 1.0 / n as f64),
         Model::TimeDecay { half_life_hours } => {
             for (x, t) in w.iter_mut().zip(touches) {
@@ -245,59 +274,137 @@ pub fn split_revenue(revenue: Decimal, weights: &[f64]) -> Vec<Decimal> {
     out
 }
 
+/// A data-driven model fitted on the journeys of one window (none for the heuristics).
+pub enum Fitted {
+    Heuristic,
+    Markov(markov::MarkovModel),
+    Shapley(BTreeMap<Vec<String>, Vec<f64>>),
+}
+
+impl Fitted {
+    /// Fit `model` on every journey's in-window path, converting or not.
+    pub fn fit(journeys: &[Journey], model: Model, window: Window) -> Fitted {
+        match model {
+            Model::Markov => Fitted::Markov(fit_markov(journeys, window)),
+            Model::Shapley => Fitted::Shapley(fit_shapley(journeys, window).values_by_set()),
+            _ => Fitted::Heuristic,
+        }
+    }
+}
+
+/// Weights (summing to 1) that share each channel's data-driven `effect` among its touches and
+/// normalise; a path on which no channel has an effect is split linearly.
+fn weights_by_effect(
+    touches: &[&Touch],
+    end: DateTime<Utc>,
+    effect: impl Fn(&str) -> f64,
+) -> Vec<f64> {
+    // a channel seen several times shares its effect among its touches
+    let mut counts: BTreeMap<&str, f64> = BTreeMap::new();
+    for t in touches {
+        *counts.entry(t.channel.as_str()).or_default() += 1.0;
+    }
+    // a negative Shapley value (a channel that lowers the rate) earns no credit
+    let per: Vec<f64> = touches
+        .iter()
+        .map(|t| effect(&t.channel).max(0.0) / counts[t.channel.as_str()])
+        .collect();
+    let s: f64 = per.iter().sum();
+    if s > 0.0 {
+        per.iter().map(|x| x / s).collect()
+    } else {
+        heuristic_weights(Model::Linear, touches, end)
+    }
+}
+
+/// One touch's share of an order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Share {
+    pub channel: String,
+    /// Share of the conversion (the shares of an order add up to 1).
+    pub conversions: f64,
+    /// Share of the revenue (the shares of an order add up to its revenue exactly).
+    pub revenue: Decimal,
+}
+
+/// The shares of a converted journey's revenue under `model` in `window` (`fitted` from
+/// [`Fitted::fit`] on the same model and window). `None` for a journey without a conversion; an
+/// empty list for an order with no touch in the window (unattributed).
+pub fn order_shares(
+    j: &Journey,
+    model: Model,
+    window: Window,
+    fitted: &Fitted,
+) -> Option<Vec<Share>> {
+    let end = j.converted_at?;
+    let touches = touches_in_window(j, window);
+    if touches.is_empty() {
+        return Some(Vec::new());
+    }
+    let weights = match fitted {
+        // Per order, the removal effects of the channels on its path, normalised: the order's
+        // credit goes where the chain says conversions depend.
+        Fitted::Markov(m) => weights_by_effect(&touches, end, |c| {
+            m.removal_effects.get(c).copied().unwrap_or(0.0)
+        }),
+        Fitted::Shapley(values) => {
+            let set = shapley::channel_set(touches.iter().map(|t| t.channel.as_str()));
+            let v = values.get(&set);
+            weights_by_effect(&touches, end, |c| {
+                v.and_then(|v| set.iter().position(|s| s == c).map(|i| v[i]))
+                    .unwrap_or(0.0)
+            })
+        }
+        Fitted::Heuristic => heuristic_weights(model, &touches, end),
+    };
+    let shares = split_revenue(j.revenue, &weights);
+    Some(
+        touches
+            .iter()
+            .zip(&weights)
+            .zip(shares)
+            .filter(|((_, w), r)| **w != 0.0 || !r.is_zero())
+            .map(|((t, w), r)| Share {
+                channel: t.channel.clone(),
+                conversions: *w,
+                revenue: r,
+            })
+            .collect(),
+    )
+}
+
 /// Attribute every converted journey under `model` in `window`.
 pub fn attribute(journeys: &[Journey], model: Model, window: Window) -> Attribution {
-    let markov = match model {
-        Model::Markov => Some(fit_markov(journeys, window)),
-        _ => None,
-    };
+    let fitted = Fitted::fit(journeys, model, window);
     let mut out = Attribution::default();
     for j in journeys {
-        let Some(end) = j.converted_at else { continue };
-        let touches = touches_in_window(j, window);
-        if touches.is_empty() {
+        let Some(shares) = order_shares(j, model, window, &fitted) else {
+            continue;
+        };
+        if shares.is_empty() {
             out.unattributed.conversions += 1.0;
             out.unattributed.revenue += j.revenue;
-            continue;
         }
-        let weights = match &markov {
-            // Per order, the removal effects of the channels on its path, normalised: the
-            // order's credit goes where the chain says conversions depend.
-            Some(m) => {
-                let re: Vec<f64> = touches
-                    .iter()
-                    .map(|t| m.removal_effects.get(&t.channel).copied().unwrap_or(0.0))
-                    .collect();
-                // a channel seen several times shares its effect among its touches
-                let mut counts: BTreeMap<&str, f64> = BTreeMap::new();
-                for t in &touches {
-                    *counts.entry(t.channel.as_str()).or_default() += 1.0;
-                }
-                let per: Vec<f64> = touches
-                    .iter()
-                    .zip(&re)
-                    .map(|(t, r)| r / counts[t.channel.as_str()])
-                    .collect();
-                let s: f64 = per.iter().sum();
-                if s > 0.0 {
-                    per.iter().map(|x| x / s).collect()
-                } else {
-                    heuristic_weights(Model::Linear, &touches, end)
-                }
-            }
-            None => heuristic_weights(model, &touches, end),
-        };
-        let shares = split_revenue(j.revenue, &weights);
-        for ((t, w), r) in touches.iter().zip(&weights).zip(shares) {
-            if *w == 0.0 && r.is_zero() {
-                continue;
-            }
-            let c = out.by_channel.entry(t.channel.clone()).or_default();
-            c.conversions += w;
-            c.revenue += r;
+        for s in shares {
+            let c = out.by_channel.entry(s.channel).or_default();
+            c.conversions += s.conversions;
+            c.revenue += s.revenue;
         }
     }
     out
+}
+
+/// Coalition table of the journeys' in-window channel sets, converting and not.
+pub fn fit_shapley(journeys: &[Journey], window: Window) -> shapley::ShapleyModel {
+    let mut m = shapley::ShapleyModel::default();
+    for j in journeys {
+        let touches = touches_in_window(j, window);
+        m.add(
+            touches.iter().map(|t| t.channel.as_str()),
+            j.converted_at.is_some(),
+        );
+    }
+    m
 }
 
 /// Markov chain over the journeys' in-window paths, converting and not.
@@ -326,55 +433,6 @@ pub fn fit_markov(journeys: &[Journey], window: Window) -> markov::MarkovModel {
     }
     let paths: Vec<markov::PathCount> = paths.into_values().collect();
     markov::fit(&paths)
-}
-
-/// One campaign under one model and window, against its spend and its platform-reported
-/// conversions.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CampaignAttribution {
-    pub model: &'static str,
-    pub window: String,
-    pub channel: String,
-    pub conversions: f64,
-    pub revenue: Decimal,
-    pub spend: Decimal,
-    /// Attributed revenue / spend (`None` without spend, e.g. organic).
-    pub roas: Option<f64>,
-    /// What the ad platform claimed for the same campaign and period.
-    pub platform_conversions: Option<f64>,
-}
-
-/// Every model × window × channel, with spend and platform conversions joined by channel.
-pub fn campaign_table(
-    journeys: &[Journey],
-    models: &[Model],
-    spend: &BTreeMap<String, Decimal>,
-    platform_conversions: &BTreeMap<String, f64>,
-) -> Vec<CampaignAttribution> {
-    let mut out = Vec::new();
-    for m in models {
-        for w in Window::ALL {
-            let a = attribute(journeys, *m, w);
-            for (channel, c) in a.by_channel {
-                let s = spend.get(&channel).copied().unwrap_or_default();
-                out.push(CampaignAttribution {
-                    model: m.label(),
-                    window: w.label(),
-                    roas: if s.is_zero() {
-                        None
-                    } else {
-                        (c.revenue / s).to_f64()
-                    },
-                    platform_conversions: platform_conversions.get(&channel).copied(),
-                    channel,
-                    conversions: c.conversions,
-                    revenue: c.revenue,
-                    spend: s,
-                });
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -526,21 +584,36 @@ mod tests {
     }
 
     #[test]
-    fn campaign_table_joins_spend_and_platform_claims() {
-        let j = sample();
-        let spend: BTreeMap<String, Decimal> = [("meta:p".to_string(), dec!(5000))].into();
-        let claims: BTreeMap<String, f64> = [("meta:p".to_string(), 4.0)].into();
-        let t = campaign_table(&j, &[Model::FirstClick], &spend, &claims);
-        let row = t
-            .iter()
-            .find(|r| r.channel == "meta:p" && r.window == "lifetime")
-            .unwrap();
-        assert_eq!(row.roas, Some(6.0));
-        assert_eq!(row.platform_conversions, Some(4.0));
-        let g = t
-            .iter()
-            .find(|r| r.channel == "google:s" && r.window == "lifetime")
-            .unwrap();
-        assert_eq!(g.roas, None);
+    fn shapley_splits_an_order_by_hand() {
+        // A alone: 10 journeys, 2 orders (v = 0.2); B alone: 10, 1 (0.1); A then B: 10, 5 (0.5).
+        // φ_A = ½·0.2 + ½·(0.5 − 0.1) = 0.3, φ_B = ½·0.1 + ½·(0.5 − 0.2) = 0.2: an A>B order
+        // of 1,000.00 gives A 600.00 and B 400.00.
+        let mut j = Vec::new();
+        for (path, n, conv) in [("A", 10, 2), ("B", 10, 1), ("A>B", 10, 5)] {
+            for k in 0..n {
+                let touches: Vec<(&str, u32)> = path
+                    .split('>')
+                    .enumerate()
+                    .map(|(i, c)| (c, 1 + i as u32))
+                    .collect();
+                let converted = k < conv;
+                j.push(journey(
+                    &format!("{path}{k}"),
+                    &touches,
+                    converted.then_some(5),
+                    if converted { dec!(1000.00) } else { dec!(0) },
+                ));
+            }
+        }
+        let fitted = Fitted::fit(&j, Model::Shapley, Window::Lifetime);
+        let ab = j.iter().find(|j| j.id == "A>B0").unwrap();
+        let s = order_shares(ab, Model::Shapley, Window::Lifetime, &fitted).unwrap();
+        assert_eq!((s[0].channel.as_str(), s[0].revenue), ("A", dec!(600.00)));
+        assert_eq!((s[1].channel.as_str(), s[1].revenue), ("B", dec!(400.00)));
+        assert!((s[0].conversions - 0.6).abs() < 1e-12);
+        let a = attribute(&j, Model::Shapley, Window::Lifetime).by_channel;
+        // A: 2 solo orders + 5 × 0.6; B: 1 + 5 × 0.4
+        assert!((a["A"].conversions - 5.0).abs() < 1e-9);
+        assert_eq!(a["B"].revenue, dec!(3000.00));
     }
 }

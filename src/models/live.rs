@@ -442,19 +442,13 @@ impl ModelRunner {
                     score: s.score,
                     is_anomaly: s.is_anomaly,
                 });
-                rows.push(Record::Anomalies(AnomalyRow {
+                rows.push(seasonal_row(
                     ts,
-                    series: series.to_string(),
-                    platform: key.platform.clone(),
-                    campaign_id: key.campaign_id.clone(),
-                    value: v,
-                    expected: s.expected,
-                    lower: s.lower,
-                    upper: s.upper,
-                    score: s.score,
-                    is_anomaly: s.is_anomaly,
-                    detector: "robust_seasonal".into(),
-                }));
+                    series,
+                    (&key.platform, &key.campaign_id),
+                    v,
+                    &s,
+                ));
             }
             let st = self.tracking.update(&key, t, &totals, shop_orders);
             let p = TrackingBreak::p_value(&st);
@@ -503,19 +497,13 @@ impl ModelRunner {
         for (t, tot) in totals {
             let v = f(tot.revenue);
             let s = self.revenue_detector.update(t, v);
-            rows.push(Record::Anomalies(AnomalyRow {
-                ts: Utc.timestamp_opt(t, 0).single().unwrap_or(now),
-                series: "revenue".into(),
-                platform: "all".into(),
-                campaign_id: "all".into(),
-                value: v,
-                expected: s.expected,
-                lower: s.lower,
-                upper: s.upper,
-                score: s.score,
-                is_anomaly: s.is_anomaly,
-                detector: "robust_seasonal".into(),
-            }));
+            rows.push(seasonal_row(
+                Utc.timestamp_opt(t, 0).single().unwrap_or(now),
+                "revenue",
+                ("all", "all"),
+                v,
+                &s,
+            ));
             self.revenue_scored = t;
         }
         rows
@@ -778,6 +766,30 @@ impl ModelRunner {
             }
         }
     }
+}
+
+/// The `anomalies` row of one seasonal detector's verdict on `value` at `ts`, for a series of
+/// a (platform, campaign id), or `("all", "all")` for the whole business.
+fn seasonal_row(
+    ts: DateTime<Utc>,
+    series: &str,
+    (platform, campaign_id): (&str, &str),
+    value: f64,
+    s: &crate::models::anomaly::Scored,
+) -> Record {
+    Record::Anomalies(AnomalyRow {
+        ts,
+        series: series.to_string(),
+        platform: platform.to_string(),
+        campaign_id: campaign_id.to_string(),
+        value,
+        expected: s.expected,
+        lower: s.lower,
+        upper: s.upper,
+        score: s.score,
+        is_anomaly: s.is_anomaly,
+        detector: "robust_seasonal".into(),
+    })
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use rust_decimal::prelude::ToPrimitive;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::optim::{Minimum, nelder_mead};
+use super::optim::nelder_mead;
 
 /// Errors of reading order history and fitting the models.
 #[derive(Debug, thiserror::Error)]
@@ -262,16 +262,30 @@ fn at_bound(x: &[f64]) -> bool {
     x.iter().any(|p| p.abs() >= LOG_BOUND)
 }
 
-fn check(m: &Minimum, model: &'static str) -> Result<(), ClvError> {
-    if m.converged {
-        Ok(())
-    } else {
-        Err(ClvError::NotConverged {
+/// Maximum likelihood over log parameters (every simplex point admissible), from all-zero logs:
+/// `from` maps the logs to the model, `ll` is the data's log-likelihood under it.
+fn fit_logs<M>(
+    model: &'static str,
+    dims: usize,
+    customers: usize,
+    from: impl Fn(&[f64]) -> M,
+    ll: impl Fn(&M) -> f64,
+) -> Result<Fitted<M>, ClvError> {
+    let m = nelder_mead(|p| -ll(&from(p)), &vec![0.0; dims], 0.5, 1e-9, 20_000);
+    if !m.converged {
+        return Err(ClvError::NotConverged {
             model,
             evaluations: m.evaluations,
             ll: -m.value,
-        })
+        });
     }
+    Ok(Fitted {
+        params: from(&m.x),
+        log_likelihood: -m.value,
+        at_bound: at_bound(&m.x),
+        customers,
+        evaluations: m.evaluations,
+    })
 }
 
 impl BgNbd {
@@ -304,21 +318,7 @@ impl BgNbd {
             a: bounded_exp(p[2]),
             b: bounded_exp(p[3]),
         };
-        let m = nelder_mead(
-            |p| -from(p).log_likelihood(data),
-            &[0.0, 0.0, 0.0, 0.0],
-            0.5,
-            1e-9,
-            20_000,
-        );
-        check(&m, "BG/NBD")?;
-        Ok(Fitted {
-            params: from(&m.x),
-            log_likelihood: -m.value,
-            at_bound: at_bound(&m.x),
-            customers: data.len(),
-            evaluations: m.evaluations,
-        })
+        fit_logs("BG/NBD", 4, data.len(), from, |m| m.log_likelihood(data))
     }
 
     /// P(alive) at the end of calibration (FHL 2005, eq. 11).
@@ -394,21 +394,7 @@ impl GammaGamma {
             q: bounded_exp(p[1]),
             gamma: bounded_exp(p[2]),
         };
-        let m = nelder_mead(
-            |p| -from(p).log_likelihood(data),
-            &[0.0, 0.0, 0.0],
-            0.5,
-            1e-9,
-            20_000,
-        );
-        check(&m, "Gamma-Gamma")?;
-        Ok(Fitted {
-            params: from(&m.x),
-            log_likelihood: -m.value,
-            at_bound: at_bound(&m.x),
-            customers: n,
-            evaluations: m.evaluations,
-        })
+        fit_logs("Gamma-Gamma", 3, n, from, |m| m.log_likelihood(data))
     }
 
     /// Expected spend per future transaction (Fader and Hardie 2013, eq. 5): a weighted average of

@@ -5,9 +5,7 @@
 //! and money stays `Decimal`.
 
 use rust_decimal::Decimal;
-use rust_decimal::prelude::ToPrimitive;
 use serde::Deserialize;
-use std::ops::AddAssign;
 
 /// Payment gateway fees: a share of what the customer paid plus a fixed amount per order
 /// (Indian gateways charge about 2% per transaction; set to the contract).
@@ -58,27 +56,19 @@ pub struct ProfitTotals {
     pub new_customer_sales: Decimal,
 }
 
-impl AddAssign for ProfitTotals {
-    fn add_assign(&mut self, o: ProfitTotals) {
-        self.net_sales += o.net_sales;
-        self.returns += o.returns;
-        self.cogs += o.cogs;
-        self.shipping_cost += o.shipping_cost;
-        self.payment_fees += o.payment_fees;
-        self.ad_spend += o.ad_spend;
-        self.orders += o.orders;
-        self.new_customers += o.new_customers;
-        self.new_customer_sales += o.new_customer_sales;
-    }
-}
+crate::kpi::add_assign_fields!(ProfitTotals {
+    net_sales,
+    returns,
+    cogs,
+    shipping_cost,
+    payment_fees,
+    ad_spend,
+    orders,
+    new_customers,
+    new_customer_sales,
+});
 
-fn ratio(num: Decimal, den: Decimal) -> Option<f64> {
-    if den.is_zero() {
-        None
-    } else {
-        (num / den).to_f64()
-    }
-}
+use crate::kpi::ratio;
 
 fn per(num: Decimal, count: u64) -> Option<Decimal> {
     if count == 0 {

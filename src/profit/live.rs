@@ -8,11 +8,12 @@
 
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 
 use super::ProfitConfig;
 use super::kpi::{ProfitTotals, blended_cac};
+use crate::base::{push_label_value, push_sample_value};
 use crate::kpi::to_f64;
 use crate::records::{CampaignKey, CostSource, OrderLine};
 
@@ -37,54 +38,125 @@ struct LineLite {
     new_customer: bool,
 }
 
-/// The order lines of the kept history, by `(order_id, line_id)`.
+/// The order lines of the kept history, by `(order_id, line_id)`, and their sums per reporting
+/// day and per (day, last-click campaign), kept as lines arrive, are replaced and are pruned
+/// (a snapshot reads the sums; it never regroups the lines).
 #[derive(Debug, Clone, Default)]
 pub struct ProfitLedger {
     cfg: ProfitConfig,
     lines: HashMap<(String, String), LineLite>,
+    /// Every line of a day, tagged or not.
+    days: BTreeMap<NaiveDate, DayGroup>,
+    /// Lines with `utm_campaign` set, by campaign id then day.
+    campaigns: HashMap<String, BTreeMap<NaiveDate, Group>>,
+    /// Lines without a known unit cost, per SKU.
+    missing_cost: BTreeMap<String, u64>,
 }
 
-/// Sums of one (day, campaign) group, with its orders counted once.
-#[derive(Debug, Clone, Default)]
+/// Sums of one (day, campaign) group, with its orders counted once (each order id with the
+/// number of the group's lines it has, so that a line can leave the group again).
+#[derive(Debug, Clone, Default, PartialEq)]
 struct Group {
+    lines: u64,
     net_sales: Decimal,
     returns: Decimal,
     cogs: Decimal,
-    orders: BTreeSet<String>,
-    new_orders: BTreeSet<String>,
+    orders: BTreeMap<String, u32>,
+    new_orders: BTreeMap<String, u32>,
     new_customer_sales: Decimal,
 }
 
-impl Group {
-    fn add(&mut self, l: &LineLite) {
-        let sales = l.net_sales + l.shipping_charged;
-        self.net_sales += sales;
-        self.returns += l.refunded_amount;
-        // units returned go back to stock; a missing cost adds nothing (reported per SKU)
-        if let Some(c) = l.unit_cost {
-            let kept = i64::from(l.quantity) - i64::from(l.refunded_quantity);
-            self.cogs += c * Decimal::from(kept.max(0));
+/// One reporting day: all its lines, and the new orders of its campaign groups summed over the
+/// groups (an order tagged with two campaigns counts in both, as the groups count it).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct DayGroup {
+    all: Group,
+    paid_new: u64,
+}
+
+/// Count `id` once more (`up`) or once less in a multiset of order ids.
+fn count(m: &mut BTreeMap<String, u32>, id: &str, up: bool) {
+    if up {
+        *m.entry(id.to_string()).or_default() += 1;
+    } else if let Some(n) = m.get_mut(id) {
+        *n -= 1;
+        if *n == 0 {
+            m.remove(id);
         }
-        self.orders.insert(l.order_id.clone());
+    }
+}
+
+impl Group {
+    /// Add the line (`up`) or take it back out; decimal sums are exact, so a line taken out
+    /// leaves the sums as they were before it came.
+    fn apply(&mut self, l: &LineLite, up: bool) {
+        let sales = l.net_sales + l.shipping_charged;
+        // units returned go back to stock; a missing cost adds nothing (reported per SKU)
+        let cogs = l.unit_cost.map(|c| {
+            let kept = i64::from(l.quantity) - i64::from(l.refunded_quantity);
+            c * Decimal::from(kept.max(0))
+        });
+        if up {
+            self.lines += 1;
+            self.net_sales += sales;
+            self.returns += l.refunded_amount;
+            if let Some(c) = cogs {
+                self.cogs += c;
+            }
+            if l.new_customer {
+                self.new_customer_sales += sales;
+            }
+        } else {
+            self.lines -= 1;
+            self.net_sales -= sales;
+            self.returns -= l.refunded_amount;
+            if let Some(c) = cogs {
+                self.cogs -= c;
+            }
+            if l.new_customer {
+                self.new_customer_sales -= sales;
+            }
+        }
+        count(&mut self.orders, &l.order_id, up);
         if l.new_customer {
-            self.new_orders.insert(l.order_id.clone());
-            self.new_customer_sales += sales;
+            count(&mut self.new_orders, &l.order_id, up);
         }
     }
 
     fn totals(&self, cfg: &ProfitConfig, ad_spend: Decimal) -> ProfitTotals {
-        let orders = self.orders.len() as u64;
-        ProfitTotals {
-            net_sales: self.net_sales,
-            returns: self.returns,
-            cogs: self.cogs,
-            shipping_cost: cfg.shipping_cost_per_order * Decimal::from(orders),
-            payment_fees: cfg.payment_fees.on(self.net_sales, orders),
+        sums_totals(
+            cfg,
             ad_spend,
-            orders,
-            new_customers: self.new_orders.len() as u64,
-            new_customer_sales: self.new_customer_sales,
-        }
+            [
+                self.net_sales,
+                self.returns,
+                self.cogs,
+                self.new_customer_sales,
+            ],
+            self.orders.len() as u64,
+            self.new_orders.len() as u64,
+        )
+    }
+}
+
+/// Totals from sums (`net_sales`, `returns`, `cogs`, `new_customer_sales`) and order counts.
+fn sums_totals(
+    cfg: &ProfitConfig,
+    ad_spend: Decimal,
+    [net_sales, returns, cogs, new_customer_sales]: [Decimal; 4],
+    orders: u64,
+    new_customers: u64,
+) -> ProfitTotals {
+    ProfitTotals {
+        net_sales,
+        returns,
+        cogs,
+        shipping_cost: cfg.shipping_cost_per_order * Decimal::from(orders),
+        payment_fees: cfg.payment_fees.on(net_sales, orders),
+        ad_spend,
+        orders,
+        new_customers,
+        new_customer_sales,
     }
 }
 
@@ -116,19 +188,15 @@ impl WindowProfit {
 pub struct CampaignProfit {
     pub key: CampaignKey,
     pub days: Vec<(NaiveDate, ProfitTotals)>,
+    /// [`Self::window`] for each of [`PROFIT_WINDOWS`] as of the view's day, summed once per
+    /// snapshot (the render reads them; it sums nothing).
+    pub windows: [ProfitTotals; PROFIT_WINDOWS.len()],
 }
 
 impl CampaignProfit {
     /// Sum over the last `days` reporting days up to `today` (included).
     pub fn window(&self, today: NaiveDate, days: u32) -> ProfitTotals {
-        let from = today - chrono::Duration::days(i64::from(days.max(1)) - 1);
-        let mut t = ProfitTotals::default();
-        for (d, day) in &self.days {
-            if *d >= from && *d <= today {
-                t += *day;
-            }
-        }
-        t
+        window_of(&self.days, today, days)
     }
 }
 
@@ -146,52 +214,95 @@ impl ProfitLedger {
     pub fn new(cfg: ProfitConfig) -> Self {
         Self {
             cfg,
-            lines: HashMap::new(),
+            ..Self::default()
+        }
+    }
+
+    /// Add a line to the sums (`up`) or take it out of them.
+    fn account(&mut self, l: &LineLite, up: bool) {
+        let day = self.days.entry(l.day).or_default();
+        day.all.apply(l, up);
+        if let Some(camp) = &l.utm_campaign {
+            let per_day = self.campaigns.entry(camp.clone()).or_default();
+            let g = per_day.entry(l.day).or_default();
+            let before = g.new_orders.len() as u64;
+            g.apply(l, up);
+            let after = g.new_orders.len() as u64;
+            day.paid_new = day.paid_new + after - before;
+            if g.lines == 0 {
+                per_day.remove(&l.day);
+                if per_day.is_empty() {
+                    self.campaigns.remove(camp);
+                }
+            }
+        }
+        if day.all.lines == 0 {
+            self.days.remove(&l.day);
+        }
+        if l.unit_cost.is_none() {
+            if up {
+                *self.missing_cost.entry(l.sku.clone()).or_default() += 1;
+            } else if let Some(n) = self.missing_cost.get_mut(&l.sku) {
+                *n -= 1;
+                if *n == 0 {
+                    self.missing_cost.remove(&l.sku);
+                }
+            }
         }
     }
 
     /// Upsert one line (a re-read line, e.g. with its refund, replaces the old one).
     pub fn ingest(&mut self, l: &OrderLine) {
-        self.lines.insert(
-            (l.order_id.clone(), l.line_id.clone()),
-            LineLite {
-                day: l.day,
-                order_id: l.order_id.clone(),
-                sku: l.sku.clone(),
-                utm_campaign: l.utm_campaign.clone(),
-                quantity: l.quantity,
-                net_sales: l.net_sales,
-                shipping_charged: l.shipping_charged,
-                unit_cost: match l.cost_source {
-                    CostSource::Missing => None,
-                    _ => l.unit_cost,
-                },
-                refunded_quantity: l.refunded_quantity,
-                refunded_amount: l.refunded_amount,
-                new_customer: l.new_customer,
+        let lite = LineLite {
+            day: l.day,
+            order_id: l.order_id.clone(),
+            sku: l.sku.clone(),
+            utm_campaign: l.utm_campaign.clone(),
+            quantity: l.quantity,
+            net_sales: l.net_sales,
+            shipping_charged: l.shipping_charged,
+            unit_cost: match l.cost_source {
+                CostSource::Missing => None,
+                _ => l.unit_cost,
             },
-        );
+            refunded_quantity: l.refunded_quantity,
+            refunded_amount: l.refunded_amount,
+            new_customer: l.new_customer,
+        };
+        self.account(&lite, true);
+        if let Some(old) = self
+            .lines
+            .insert((l.order_id.clone(), l.line_id.clone()), lite)
+        {
+            self.account(&old, false);
+        }
     }
 
     /// Forget lines of days before `oldest` (the kept history).
     pub fn prune(&mut self, oldest: NaiveDate) {
-        self.lines.retain(|_, l| l.day >= oldest);
+        if self
+            .days
+            .first_key_value()
+            .is_none_or(|(d, _)| *d >= oldest)
+        {
+            return;
+        }
+        let mut gone = Vec::new();
+        self.lines.retain(|_, l| {
+            let keep = l.day >= oldest;
+            if !keep {
+                gone.push(l.clone());
+            }
+            keep
+        });
+        for l in &gone {
+            self.account(l, false);
+        }
     }
 
     /// The view as of reporting day `today`, with the campaigns' daily spend (each campaign's
     /// key and its per-day totals, as the store's campaign views hold them).
     pub fn view(&self, today: NaiveDate, campaigns: &[CampaignDays<'_>]) -> ProfitView {
-        let mut groups: BTreeMap<(NaiveDate, Option<&str>), Group> = BTreeMap::new();
-        let mut missing_cost: BTreeMap<String, u64> = BTreeMap::new();
-        for l in self.lines.values() {
-            groups
-                .entry((l.day, l.utm_campaign.as_deref()))
-                .or_default()
-                .add(l);
-            if l.unit_cost.is_none() {
-                *missing_cost.entry(l.sku.clone()).or_default() += 1;
-            }
-        }
         let mut spend_by_day: BTreeMap<NaiveDate, Decimal> = BTreeMap::new();
         for (_, days) in campaigns {
             for (d, t) in *days {
@@ -202,54 +313,85 @@ impl ProfitLedger {
             .iter()
             .map(|&(label, days)| {
                 let from = today - chrono::Duration::days(i64::from(days) - 1);
-                let mut all = Group::default();
+                let mut sums = [Decimal::ZERO; 4];
+                let mut orders: HashSet<&str> = HashSet::new();
+                let mut new_orders: HashSet<&str> = HashSet::new();
                 let mut paid_new = 0u64;
-                for ((d, camp), g) in groups.range((from, None)..) {
-                    if *d > today {
-                        break;
+                for (_, g) in self.days.range(from..=today) {
+                    let a = &g.all;
+                    for (s, v) in
+                        sums.iter_mut()
+                            .zip([a.net_sales, a.returns, a.cogs, a.new_customer_sales])
+                    {
+                        *s += v;
                     }
-                    all.net_sales += g.net_sales;
-                    all.returns += g.returns;
-                    all.cogs += g.cogs;
-                    all.orders.extend(g.orders.iter().cloned());
-                    all.new_orders.extend(g.new_orders.iter().cloned());
-                    all.new_customer_sales += g.new_customer_sales;
-                    if camp.is_some() {
-                        paid_new += g.new_orders.len() as u64;
-                    }
+                    orders.extend(a.orders.keys().map(String::as_str));
+                    new_orders.extend(a.new_orders.keys().map(String::as_str));
+                    paid_new += g.paid_new;
                 }
                 let spend: Decimal = spend_by_day.range(from..=today).map(|(_, s)| *s).sum();
                 WindowProfit {
                     label,
                     days,
-                    totals: all.totals(&self.cfg, spend),
+                    totals: sums_totals(
+                        &self.cfg,
+                        spend,
+                        sums,
+                        orders.len() as u64,
+                        new_orders.len() as u64,
+                    ),
                     paid_new_customers: paid_new,
                 }
             })
             .collect();
-        let empty = Group::default();
+        let empty = BTreeMap::new();
         let campaigns = campaigns
             .iter()
-            .map(|(key, days)| CampaignProfit {
-                key: (*key).clone(),
-                days: days
+            .map(|(key, days)| {
+                let groups = self
+                    .campaigns
+                    .get(key.campaign_id.as_str())
+                    .unwrap_or(&empty);
+                let days: Vec<(NaiveDate, ProfitTotals)> = days
                     .iter()
                     .map(|(d, t)| {
-                        let g = groups
-                            .get(&(*d, Some(key.campaign_id.as_str())))
-                            .unwrap_or(&empty);
-                        (*d, g.totals(&self.cfg, t.spend))
+                        let totals = match groups.get(d) {
+                            Some(g) => g.totals(&self.cfg, t.spend),
+                            None => ProfitTotals {
+                                ad_spend: t.spend,
+                                ..ProfitTotals::default()
+                            },
+                        };
+                        (*d, totals)
                     })
-                    .collect(),
+                    .collect();
+                let windows = PROFIT_WINDOWS.map(|(_, n)| window_of(&days, today, n));
+                CampaignProfit {
+                    key: (*key).clone(),
+                    days,
+                    windows,
+                }
             })
             .collect();
         ProfitView {
             today: Some(today),
             windows,
             campaigns,
-            missing_cost,
+            missing_cost: self.missing_cost.clone(),
         }
     }
+}
+
+/// Sum of `days` over the last `n` reporting days up to `today` (included).
+fn window_of(days: &[(NaiveDate, ProfitTotals)], today: NaiveDate, n: u32) -> ProfitTotals {
+    let from = today - chrono::Duration::days(i64::from(n.max(1)) - 1);
+    let mut t = ProfitTotals::default();
+    for (d, day) in days {
+        if *d >= from && *d <= today {
+            t += *day;
+        }
+    }
+    t
 }
 
 /// Prometheus text of one gauge family (skipped when it has no sample).
@@ -260,19 +402,36 @@ fn family(out: &mut String, name: &str, help: &str, samples: &[(String, f64)]) {
     }
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
     for (labels, v) in samples {
-        let _ = writeln!(out, "{name}{{{labels}}} {v}");
+        out.push_str(name);
+        out.push('{');
+        out.push_str(labels);
+        out.push_str("} ");
+        push_sample_value(out, *v);
     }
 }
 
 fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('\n', "\\n")
-        .replace('"', "\\\"")
+    let mut s = String::with_capacity(v.len());
+    push_label_value(&mut s, v);
+    s
 }
 
 /// Write the profit families (see docs/metrics.md, "Profit"). A KPI with a zero denominator is
 /// not written (missing, never 0).
 pub fn render(v: &ProfitView, currency: &str, out: &mut String) {
+    render_kept(v, currency, None, out);
+}
+
+/// [`render`] under the cardinality control (`[metrics] campaign_series_top_n`): with `keep`,
+/// only those campaigns get their own label sets; the others are summed per platform as
+/// `account="other",campaign_id="other"` (margins and spends add up; POAS and CAC are
+/// recomputed from the sums), as the KPI families fold them.
+pub fn render_kept(
+    v: &ProfitView,
+    currency: &str,
+    keep: Option<&HashSet<CampaignKey>>,
+    out: &mut String,
+) {
     let cur = esc(currency);
     type Pick = fn(&WindowProfit) -> Option<f64>;
     let shop: [(&str, &str, bool, Pick); 13] = [
@@ -367,7 +526,54 @@ pub fn render(v: &ProfitView, currency: &str, out: &mut String) {
             .collect();
         family(out, name, help, &samples);
     }
-    let Some(today) = v.today else { return };
+    if v.today.is_none() {
+        return;
+    }
+    // each campaign's labels, escaped once: `account="…",campaign_id="…",platform="…"`
+    let mut rows: Vec<(String, [ProfitTotals; PROFIT_WINDOWS.len()])> = Vec::new();
+    let mut other: BTreeMap<&str, [ProfitTotals; PROFIT_WINDOWS.len()]> = BTreeMap::new();
+    let labels = |account: &str, id: &str, platform: &str| {
+        let mut l = String::with_capacity(64);
+        for (k, v) in [
+            ("account", account),
+            ("campaign_id", id),
+            ("platform", platform),
+        ] {
+            if !l.is_empty() {
+                l.push(',');
+            }
+            l.push_str(k);
+            l.push_str("=\"");
+            push_label_value(&mut l, v);
+            l.push('"');
+        }
+        l
+    };
+    for c in &v.campaigns {
+        if keep.is_none_or(|k| k.contains(&c.key)) {
+            rows.push((
+                labels(&c.key.account, &c.key.campaign_id, &c.key.platform),
+                c.windows,
+            ));
+        } else {
+            let o = other.entry(c.key.platform.as_str()).or_default();
+            for (a, b) in o.iter_mut().zip(&c.windows) {
+                *a += *b;
+            }
+        }
+    }
+    for (platform, w) in other {
+        rows.push((labels("other", "other", platform), w));
+    }
+    let windows: Vec<(String, String)> = PROFIT_WINDOWS
+        .iter()
+        .map(|(label, _)| {
+            (
+                format!(",window=\"{label}\"}} "),
+                format!(",currency=\"{cur}\",window=\"{label}\"}} "),
+            )
+        })
+        .collect();
     type CampPick = fn(&ProfitTotals) -> Option<f64>;
     let per_campaign: [(&str, &str, bool, CampPick); 3] = [
         (
@@ -390,27 +596,24 @@ pub fn render(v: &ProfitView, currency: &str, out: &mut String) {
         ),
     ];
     for (name, help, money, pick) in per_campaign {
-        let mut samples = Vec::new();
-        for c in &v.campaigns {
-            for (label, days) in PROFIT_WINDOWS {
-                let t = c.window(today, days);
-                let base = format!(
-                    "account=\"{}\",campaign_id=\"{}\",platform=\"{}\"",
-                    esc(&c.key.account),
-                    esc(&c.key.campaign_id),
-                    esc(&c.key.platform)
-                );
-                let labels = if money {
-                    format!("{base},currency=\"{cur}\",window=\"{label}\"")
-                } else {
-                    format!("{base},window=\"{label}\"")
+        let start = out.len();
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        let header = out.len();
+        for (l, ws) in &rows {
+            for (t, (plain, with_cur)) in ws.iter().zip(&windows) {
+                let Some(x) = pick(t).filter(|x| x.is_finite()) else {
+                    continue;
                 };
-                if let Some(x) = pick(&t) {
-                    samples.push((labels, x));
-                }
+                out.push_str(name);
+                out.push('{');
+                out.push_str(l);
+                out.push_str(if money { with_cur } else { plain });
+                push_sample_value(out, x);
             }
         }
-        family(out, name, help, &samples);
+        if out.len() == header {
+            out.truncate(start);
+        }
     }
     let missing: Vec<(String, f64)> = v
         .missing_cost
@@ -431,6 +634,7 @@ mod tests {
     use crate::kpi::Totals;
     use crate::state::CampaignView;
     use rust_decimal_macros::dec;
+    use std::collections::BTreeSet;
 
     fn d(s: &str) -> NaiveDate {
         s.parse().unwrap()
@@ -594,5 +798,214 @@ mod tests {
         );
         assert!(text.contains("adpulse_profit_lines_missing_cost{sku=\"MOI-ER-009\"} 1\n"));
         assert!(!text.contains("adpulse_profit_blended_cac{currency=\"INR\",window=\"today\"}"));
+    }
+
+    /// The view of the sums kept line by line equals one regrouped from the kept lines (the
+    /// previous per-snapshot computation, written again here), after upserts that move a line
+    /// to another day, campaign or customer kind, refunds, missing costs and prunes.
+    mod drift {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Regroup every kept line per (day, campaign), as the ledger did on every snapshot.
+        fn recompute(
+            l: &ProfitLedger,
+            today: NaiveDate,
+            campaigns: &[CampaignDays<'_>],
+        ) -> ProfitView {
+            #[derive(Default)]
+            struct G {
+                net_sales: Decimal,
+                returns: Decimal,
+                cogs: Decimal,
+                orders: BTreeSet<String>,
+                new_orders: BTreeSet<String>,
+                new_customer_sales: Decimal,
+            }
+            let cfg = &l.cfg;
+            let totals = |g: &G, spend: Decimal| {
+                let orders = g.orders.len() as u64;
+                ProfitTotals {
+                    net_sales: g.net_sales,
+                    returns: g.returns,
+                    cogs: g.cogs,
+                    shipping_cost: cfg.shipping_cost_per_order * Decimal::from(orders),
+                    payment_fees: cfg.payment_fees.on(g.net_sales, orders),
+                    ad_spend: spend,
+                    orders,
+                    new_customers: g.new_orders.len() as u64,
+                    new_customer_sales: g.new_customer_sales,
+                }
+            };
+            let mut groups: BTreeMap<(NaiveDate, Option<&str>), G> = BTreeMap::new();
+            let mut missing_cost: BTreeMap<String, u64> = BTreeMap::new();
+            for x in l.lines.values() {
+                let g = groups
+                    .entry((x.day, x.utm_campaign.as_deref()))
+                    .or_default();
+                let sales = x.net_sales + x.shipping_charged;
+                g.net_sales += sales;
+                g.returns += x.refunded_amount;
+                if let Some(c) = x.unit_cost {
+                    let kept = i64::from(x.quantity) - i64::from(x.refunded_quantity);
+                    g.cogs += c * Decimal::from(kept.max(0));
+                } else {
+                    *missing_cost.entry(x.sku.clone()).or_default() += 1;
+                }
+                g.orders.insert(x.order_id.clone());
+                if x.new_customer {
+                    g.new_orders.insert(x.order_id.clone());
+                    g.new_customer_sales += sales;
+                }
+            }
+            let windows = PROFIT_WINDOWS
+                .iter()
+                .map(|&(label, days)| {
+                    let from = today - chrono::Duration::days(i64::from(days) - 1);
+                    let mut all = G::default();
+                    let mut paid_new = 0u64;
+                    for ((d, camp), g) in &groups {
+                        if *d < from || *d > today {
+                            continue;
+                        }
+                        all.net_sales += g.net_sales;
+                        all.returns += g.returns;
+                        all.cogs += g.cogs;
+                        all.orders.extend(g.orders.iter().cloned());
+                        all.new_orders.extend(g.new_orders.iter().cloned());
+                        all.new_customer_sales += g.new_customer_sales;
+                        if camp.is_some() {
+                            paid_new += g.new_orders.len() as u64;
+                        }
+                    }
+                    let spend: Decimal = campaigns
+                        .iter()
+                        .flat_map(|(_, days)| days.iter())
+                        .filter(|(d, _)| *d >= from && *d <= today)
+                        .map(|(_, t)| t.spend)
+                        .sum();
+                    WindowProfit {
+                        label,
+                        days,
+                        totals: totals(&all, spend),
+                        paid_new_customers: paid_new,
+                    }
+                })
+                .collect();
+            let empty = G::default();
+            let campaigns = campaigns
+                .iter()
+                .map(|(key, days)| {
+                    let days: Vec<(NaiveDate, ProfitTotals)> = days
+                        .iter()
+                        .map(|(d, t)| {
+                            let g = groups
+                                .get(&(*d, Some(key.campaign_id.as_str())))
+                                .unwrap_or(&empty);
+                            (*d, totals(g, t.spend))
+                        })
+                        .collect();
+                    let windows = PROFIT_WINDOWS.map(|(_, n)| {
+                        let from = today - chrono::Duration::days(i64::from(n) - 1);
+                        let mut t = ProfitTotals::default();
+                        for (_, day) in days.iter().filter(|(d, _)| *d >= from && *d <= today) {
+                            t += *day;
+                        }
+                        t
+                    });
+                    CampaignProfit {
+                        key: (*key).clone(),
+                        days,
+                        windows,
+                    }
+                })
+                .collect();
+            ProfitView {
+                today: Some(today),
+                windows,
+                campaigns,
+                missing_cost,
+            }
+        }
+
+        /// One line upserted: (order, line, day, campaign or organic, new customer, quantity,
+        /// refunded units, net sales in paise, unit cost in paise or missing).
+        type LineOp = (u8, u8, u8, u8, bool, u32, u32, i64, Option<i64>);
+
+        /// Upserts, and prunes before a day (`Err`).
+        fn ops() -> impl Strategy<Value = Vec<Result<LineOp, u8>>> {
+            prop::collection::vec(
+                prop_oneof![
+                    9 => (0u8..8, 0u8..3, 0u8..10, 0u8..4, any::<bool>(), 1u32..4, 0u32..3,
+                          0i64..500_000, prop::option::of(0i64..100_000)).prop_map(Ok),
+                    1 => (0u8..10).prop_map(Err),
+                ],
+                1..80,
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+            #[test]
+            fn kept_sums_equal_a_regrouping_of_the_kept_lines(ops in ops()) {
+                let base = d("2026-11-10");
+                let today = base + chrono::Duration::days(9);
+                let cfg = ProfitConfig {
+                    shipping_cost_per_order: dec!(45),
+                    payment_fees: crate::profit::kpi::PaymentFees {
+                        percent_of_revenue: dec!(0.02),
+                        fixed_per_order: dec!(3),
+                    },
+                };
+                let camps: Vec<CampaignView> = (0..3)
+                    .map(|c| {
+                        let days: Vec<(String, Decimal)> = (0..10)
+                            .map(|k| {
+                                ((base + chrono::Duration::days(k)).to_string(),
+                                 Decimal::new(100_000 + 1_337 * k + 7 * c, 2))
+                            })
+                            .collect();
+                        let r: Vec<(&str, Decimal)> =
+                            days.iter().map(|(d, s)| (d.as_str(), *s)).collect();
+                        campaign(&format!("c{c}"), &r)
+                    })
+                    .collect();
+                let mut l = ProfitLedger::new(cfg);
+                for op in ops {
+                    match op {
+                        Ok((o, n, day, camp, new, qty, refunded, paise, cost)) => {
+                            let mut x = line(
+                                &format!("o{o}"),
+                                &n.to_string(),
+                                &(base + chrono::Duration::days(i64::from(day))).to_string(),
+                                (camp < 3).then(|| format!("c{camp}")).as_deref(),
+                                new,
+                            );
+                            x.sku = format!("S{}", o % 3);
+                            x.quantity = qty;
+                            x.refunded_quantity = refunded.min(qty);
+                            // refunds are in paise, as the shop reports them
+                            x.refunded_amount = Decimal::new(
+                                paise * i64::from(x.refunded_quantity) / i64::from(qty),
+                                2,
+                            );
+                            x.net_sales = Decimal::new(paise, 2);
+                            x.shipping_charged = Decimal::new(paise % 977, 2);
+                            match cost {
+                                Some(c) => x.unit_cost = Some(Decimal::new(c, 2)),
+                                None => {
+                                    x.unit_cost = None;
+                                    x.cost_source = CostSource::Missing;
+                                }
+                            }
+                            l.ingest(&x);
+                        }
+                        Err(day) => l.prune(base + chrono::Duration::days(i64::from(day))),
+                    }
+                    let days = days_of(&camps);
+                    prop_assert_eq!(l.view(today, &days), recompute(&l, today, &days));
+                }
+            }
+        }
     }
 }

@@ -144,16 +144,21 @@ fn simplex_run(
 mod tests {
     use super::*;
 
-    #[test]
-    fn finds_the_rosenbrock_minimum() {
-        // Rosenbrock's valley: minimum 0 at (1, 1), a standard hard case for simplex methods.
-        let m = nelder_mead(
+    /// Rosenbrock's valley from its classic start: minimum 0 at (1, 1), a standard hard case for
+    /// simplex methods, within `budget` evaluations.
+    fn rosenbrock(budget: usize) -> Minimum {
+        nelder_mead(
             |x| (1.0 - x[0]).powi(2) + 100.0 * (x[1] - x[0] * x[0]).powi(2),
             &[-1.2, 1.0],
             0.5,
             1e-14,
-            20_000,
-        );
+            budget,
+        )
+    }
+
+    #[test]
+    fn finds_the_rosenbrock_minimum() {
+        let m = rosenbrock(20_000);
         assert!((m.x[0] - 1.0).abs() < 1e-4, "{m:?}");
         assert!((m.x[1] - 1.0).abs() < 1e-4, "{m:?}");
         assert!(m.converged);
@@ -161,13 +166,7 @@ mod tests {
 
     #[test]
     fn reports_an_exhausted_budget() {
-        let m = nelder_mead(
-            |x| (1.0 - x[0]).powi(2) + 100.0 * (x[1] - x[0] * x[0]).powi(2),
-            &[-1.2, 1.0],
-            0.5,
-            1e-14,
-            20,
-        );
+        let m = rosenbrock(20);
         assert!(!m.converged);
     }
 }

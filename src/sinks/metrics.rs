@@ -12,42 +12,12 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use crate::base::{push_label_value, push_sample_value as push_value};
 use crate::config::MetricsConfig;
 use crate::kpi::{Totals, stage_ratio, to_f64};
 use crate::models::live::ModelOutputs;
 use crate::records::CampaignKey;
 use crate::state::{CampaignView, Rolling, Snapshot};
-
-/// Escape a label value as the text format requires (`\`, `\n`, `"`).
-fn push_label_value(out: &mut String, v: &str) {
-    if !v.contains(['\\', '\n', '"']) {
-        out.push_str(v);
-        return;
-    }
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '"' => out.push_str("\\\""),
-            c => out.push(c),
-        }
-    }
-}
-
-/// A sample value and the line's end. Integers (most samples: counts, whole rupees) are written
-/// without the float formatter; the text is the same as `{value}` writes.
-fn push_value(out: &mut String, value: f64) {
-    if value.fract() == 0.0 && value.abs() < 1e15 {
-        let _ = writeln!(out, "{}", value as i64);
-        if value == 0.0 && value.is_sign_negative() {
-            // `{}` of -0.0 is "-0"; keep what the float formatter writes
-            out.truncate(out.len() - 2);
-            out.push_str("-0\n");
-        }
-    } else {
-        let _ = writeln!(out, "{value}");
-    }
-}
 
 /// A campaign's labels, escaped once, in label-name order with room for the others:
 /// `account`, `campaign`, `campaign_id` (`head`), then `currency` if any, then `platform`, then
@@ -406,7 +376,11 @@ pub fn render_kpis(s: &Snapshot, top_n: Option<usize>, text: &mut String) {
     for f in out {
         f.write(text);
     }
-    crate::profit::live::render(&s.profit, cur, text);
+    // the profit families fold the same campaigns as the KPI families
+    let keep: Option<HashSet<CampaignKey>> = folded
+        .as_ref()
+        .map(|f| f.iter().map(|c| c.key.clone()).collect());
+    crate::profit::live::render_kept(&s.profit, cur, keep.as_ref(), text);
 }
 
 /// The top `n` campaigns by 7-day spend (today's without a 7-day window), then one summed
@@ -763,6 +737,9 @@ pub struct Exposition {
     render: Mutex<()>,
     /// Fixed families known at start (the spool limit), appended to every body.
     limits: String,
+    /// A scraper has asked for gzip: the refresher then compresses each new body right after
+    /// rendering it, so no scrape waits for the compression.
+    gzip_wanted: std::sync::atomic::AtomicBool,
 }
 
 impl Exposition {
@@ -778,6 +755,7 @@ impl Exposition {
             cache: ArcSwapOption::empty(),
             render: Mutex::new(()),
             limits: String::new(),
+            gzip_wanted: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -800,6 +778,38 @@ impl Exposition {
                 (None, None) => true,
                 _ => false,
             }
+    }
+
+    /// What a scrape serves, without waiting for a render in progress: the body of the current
+    /// snapshot if it is rendered; else, while another thread renders it (the refresher does,
+    /// right after it swaps a snapshot in), the previous body, which is at most one refresh
+    /// older; `None` when neither holds, and the caller renders with [`Self::current`].
+    /// Scrapes therefore never queue behind a render (issue 15: p99 < 1 s under 20 scrapers).
+    pub fn serve(&self) -> Option<Arc<Rendered>> {
+        let c = self.cache.load_full()?;
+        if self.fresh(&c) {
+            return Some(c);
+        }
+        match self.render.try_lock() {
+            // a render is in progress: serve the previous body meanwhile
+            Err(std::sync::TryLockError::WouldBlock) => Some(c),
+            // nobody renders: the caller renders the current snapshot
+            _ => None,
+        }
+    }
+
+    /// Note that a scraper asked for gzip (each body is then compressed once by the refresher).
+    pub fn want_gzip(&self) {
+        self.gzip_wanted
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Compress a body when scrapers ask for gzip: the refresher's step after each render
+    /// (blocking: off the async workers).
+    pub fn compress_if_wanted(&self, r: &Rendered) {
+        if self.gzip_wanted.load(std::sync::atomic::Ordering::Relaxed) {
+            r.deflated();
+        }
     }
 
     /// The body for the current snapshot: cached, or rendered now (blocking: call it off the
@@ -858,7 +868,26 @@ impl Rendered {
     /// (the self-metrics, fresh per scrape), in two parts to send one after the other. The large
     /// part is compressed once per body and shared; only `tail` is compressed per request.
     pub fn gzip_with(&self, tail: &[u8]) -> [Bytes; 2] {
-        let (head, head_crc) = self.deflate.get_or_init(|| {
+        let (head, head_crc) = self.deflated();
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        let _ = e.write_all(tail);
+        let mut rest = e.finish().unwrap_or_default();
+        let mut crc = head_crc.clone();
+        crc.update(tail);
+        let len = (self.text.len() + tail.len()) as u32; // ISIZE is the length modulo 2^32
+        rest.extend_from_slice(&crc.finalize().to_le_bytes());
+        rest.extend_from_slice(&len.to_le_bytes());
+        [head.clone(), Bytes::from(rest)]
+    }
+
+    /// Whether the body is compressed already (a gzip scrape then costs only its tail).
+    pub fn is_deflated(&self) -> bool {
+        self.deflate.get().is_some()
+    }
+
+    /// The gzip header and sync-flushed deflate of the body, computed once.
+    fn deflated(&self) -> &(Bytes, crc32fast::Hasher) {
+        self.deflate.get_or_init(|| {
             let mut buf = Vec::with_capacity(self.text.len() / 8);
             // gzip header: magic, deflate, no flags, no mtime, no extra flags, unknown OS
             buf.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
@@ -869,16 +898,7 @@ impl Rendered {
             let mut crc = crc32fast::Hasher::new();
             crc.update(&self.text);
             (Bytes::from(std::mem::take(e.get_mut())), crc)
-        });
-        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
-        let _ = e.write_all(tail);
-        let mut rest = e.finish().unwrap_or_default();
-        let mut crc = head_crc.clone();
-        crc.update(tail);
-        let len = (self.text.len() + tail.len()) as u32; // ISIZE is the length modulo 2^32
-        rest.extend_from_slice(&crc.finalize().to_le_bytes());
-        rest.extend_from_slice(&len.to_le_bytes());
-        [head.clone(), Bytes::from(rest)]
+        })
     }
 }
 
@@ -975,12 +995,53 @@ mod tests {
                 });
             }
         }
-        let mut store = crate::state::Store::new(8);
+        // one new customer's order a campaign today, last click on it: its net sales grow
+        // with the campaign; no known cost, no refund (so CM = sales - 50 - 2% of sales)
+        let today = now.with_timezone(&tz).date_naive();
+        let sales = |c: usize| Decimal::from(1000 + 37 * c as i64);
+        let lines: Vec<crate::records::OrderLine> = (0..campaigns)
+            .map(|c| crate::records::OrderLine {
+                ts: cur_hour - Duration::hours(1),
+                day: today,
+                order_id: format!("o{c}"),
+                line_id: "1".into(),
+                sku: "SKU".into(),
+                product: "P".into(),
+                variant: "V".into(),
+                product_type: "T".into(),
+                quantity: 1,
+                unit_price: sales(c),
+                discount: Decimal::ZERO,
+                net_sales: sales(c),
+                tax: Decimal::ZERO,
+                shipping_charged: Decimal::ZERO,
+                unit_cost: None,
+                cost_source: crate::records::CostSource::Missing,
+                refunded_quantity: 0,
+                refunded_amount: Decimal::ZERO,
+                customer_id: Some(format!("cust{c}")),
+                new_customer: true,
+                city: None,
+                province: None,
+                country: None,
+                utm_campaign: Some(format!("c{c:02}")),
+                currency: "INR".into(),
+                source: "test".into(),
+            })
+            .collect();
+        let mut store = crate::state::Store::new(8).with_profit(crate::profit::ProfitConfig {
+            shipping_cost_per_order: Decimal::from(50),
+            payment_fees: crate::profit::kpi::PaymentFees {
+                percent_of_revenue: Decimal::new(2, 2),
+                fixed_per_order: Decimal::ZERO,
+            },
+        });
         store.ingest(
             &rows
                 .iter()
                 .cloned()
                 .map(Record::CampaignStats)
+                .chain(lines.iter().cloned().map(Record::OrderLines))
                 .collect::<Vec<_>>(),
         );
         let settings = crate::state::SnapshotSettings {
@@ -995,7 +1056,6 @@ mod tests {
         let mut text = String::new();
         render_kpis(&snap, Some(n), &mut text);
 
-        let today = now.with_timezone(&tz).date_naive();
         let from_24h = cur_hour - Duration::hours(23);
         let kept = |id: &str| id >= "c15";
         for platform in ["meta", "google_ads"] {
@@ -1035,6 +1095,52 @@ mod tests {
             let roas = sample(&text, "adpulse_campaign_roas", &other).unwrap();
             let want = to_f64(value_today) / to_f64(spend_today);
             assert!((roas - want).abs() < 1e-12, "{platform}: {roas} != {want}");
+            // the profit families fold the same campaigns: margins summed, POAS from the sums
+            let cm: Decimal = (0..campaigns)
+                .filter(|c| {
+                    (if c % 2 == 0 { "meta" } else { "google_ads" }) == platform
+                        && !kept(&format!("c{c:02}"))
+                })
+                .map(|c| sales(c) - Decimal::from(50) - sales(c) * Decimal::new(2, 2))
+                .sum();
+            let p_other = [
+                ("platform", platform),
+                ("account", "other"),
+                ("campaign_id", "other"),
+                ("window", "today"),
+            ];
+            assert_eq!(
+                sample(&text, "adpulse_campaign_contribution_margin", &p_other),
+                Some(to_f64(cm)),
+                "{platform}"
+            );
+            let poas = sample(&text, "adpulse_campaign_poas", &p_other).unwrap();
+            let want = to_f64(cm) / to_f64(spend_today);
+            assert!((poas - want).abs() < 1e-12, "{platform}: {poas} != {want}");
+        }
+        for family in [
+            "adpulse_campaign_contribution_margin{",
+            "adpulse_campaign_poas{",
+            "adpulse_campaign_new_customer_cac{",
+        ] {
+            let today_sets = text
+                .lines()
+                .filter(|l| l.starts_with(family) && l.contains("window=\"today\""))
+                .count();
+            assert_eq!(
+                today_sets,
+                n + 2,
+                "{family}: the top 5 and one other per platform"
+            );
+        }
+        for c in 0..campaigns {
+            let id = format!("c{c:02}");
+            let shown = sample(
+                &text,
+                "adpulse_campaign_contribution_margin",
+                &[("campaign_id", &id), ("window", "today")],
+            );
+            assert_eq!(shown.is_some(), kept(&id), "profit of {id}");
         }
         for c in 0..campaigns {
             let id = format!("c{c:02}");
@@ -1140,6 +1246,38 @@ mod tests {
         let mut f = Family::new("m", "h");
         f.push(&[("campaign", "a \"b\" \\ c\nd")], 1.0);
         assert_eq!(f.body, "m{campaign=\"a \\\"b\\\" \\\\ c\\nd\"} 1\n");
+    }
+
+    /// A scrape never waits for a render: while one is in progress it gets the previous body;
+    /// with nobody rendering, a new snapshot is rendered for it (never served stale for long).
+    #[test]
+    fn scrapes_take_the_previous_body_while_a_render_is_in_progress() {
+        let snap = Arc::new(ArcSwap::from_pointee(Snapshot::empty("INR")));
+        let e = Exposition::new(snap.clone(), None, &MetricsConfig::default());
+        assert!(e.serve().is_none(), "nothing rendered yet");
+        let first = e.current();
+        assert!(Arc::ptr_eq(&e.serve().unwrap(), &first));
+        snap.store(Arc::new(Snapshot::empty("INR")));
+        assert!(
+            e.serve().is_none(),
+            "stale and nobody renders: the caller renders"
+        );
+        {
+            let _rendering = e.render.lock().unwrap();
+            let got = e
+                .serve()
+                .expect("the previous body while the next is rendered");
+            assert!(Arc::ptr_eq(&got, &first));
+        }
+        let second = e.current();
+        assert!(!Arc::ptr_eq(&second, &first));
+        assert!(Arc::ptr_eq(&e.serve().unwrap(), &second));
+        // gzip is computed ahead only once a scraper asked for it
+        e.compress_if_wanted(&second);
+        assert!(!second.is_deflated());
+        e.want_gzip();
+        e.compress_if_wanted(&second);
+        assert!(second.is_deflated());
     }
 
     #[test]

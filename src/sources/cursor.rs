@@ -38,11 +38,7 @@ impl CursorStore {
     }
 
     pub fn get(&self, source: &str) -> Result<SourceCursor, CursorError> {
-        Ok(self
-            .file
-            .load_or_default()?
-            .remove(source)
-            .unwrap_or_default())
+        self.file.get(source)
     }
 
     /// Read-modify-write one source's cursor.
@@ -51,8 +47,7 @@ impl CursorStore {
         source: &str,
         f: impl FnOnce(&mut SourceCursor),
     ) -> Result<(), CursorError> {
-        self.file
-            .update(|all| f(all.entry(source.to_string()).or_default()))
+        self.file.update_key(source, f)
     }
 }
 

@@ -191,34 +191,25 @@ pub struct DemoCampaign {
 /// tracked conversions and 2,750 INR of revenue net of refunds (checked over 10 days for many seeds
 /// by `tests/demo_calibration.rs`). The retargeting campaign is the only profitable one.
 pub fn campaigns() -> Vec<DemoCampaign> {
-    let meta = |id: &str, name: &str, role, spend, cpc, ctr, orders, aov| DemoCampaign {
-        platform: "meta",
-        account: "act_1029384756",
-        id: id.into(),
-        name: name.into(),
-        role,
-        spend_per_day: spend,
-        cpc,
-        ctr,
-        orders_per_day: orders,
-        aov,
-        utm_source: "facebook",
-        utm_medium: "paid_social",
+    // a campaign of one platform's demo account: [platform, account, utm_source, utm_medium]
+    let of = |[platform, account, utm_source, utm_medium]: [&'static str; 4]| {
+        move |id: &str, name: &str, role, spend, cpc, ctr, orders, aov| DemoCampaign {
+            platform,
+            account,
+            id: id.into(),
+            name: name.into(),
+            role,
+            spend_per_day: spend,
+            cpc,
+            ctr,
+            orders_per_day: orders,
+            aov,
+            utm_source,
+            utm_medium,
+        }
     };
-    let google = |id: &str, name: &str, role, spend, cpc, ctr, orders, aov| DemoCampaign {
-        platform: "google_ads",
-        account: "123-456-7890",
-        id: id.into(),
-        name: name.into(),
-        role,
-        spend_per_day: spend,
-        cpc,
-        ctr,
-        orders_per_day: orders,
-        aov,
-        utm_source: "google",
-        utm_medium: "cpc",
-    };
+    let meta = of(["meta", "act_1029384756", "facebook", "paid_social"]);
+    let google = of(["google_ads", "123-456-7890", "google", "cpc"]);
     vec![
         meta(
             "120210000000001",
@@ -1290,14 +1281,8 @@ impl DemoSource {
             }
             let poll = std::time::Instant::now();
             let obs = self.observations(from, to, start);
-            let n = obs.len();
-            match ctx.pipeline.emit(&name, obs, Some(start)).await {
-                Ok(_) => stats.poll_ok(poll.elapsed(), n, Some(to)),
-                Err(e) => {
-                    warn!(source = %name, error = %e, "demo backfill batch not delivered");
-                    stats.poll_failed(poll.elapsed());
-                    return;
-                }
+            if !deliver(&ctx, &stats, (poll, obs), (start, to)).await {
+                return;
             }
         }
         if self.cfg.backfill_only {
@@ -1320,17 +1305,30 @@ impl DemoSource {
             let from = hour_floor(last, self.tz);
             let poll = std::time::Instant::now();
             let obs = self.observations(from, sim_now + Duration::seconds(1), sim_now);
-            let n = obs.len();
-            match ctx.pipeline.emit(&name, obs, Some(sim_now)).await {
-                Ok(_) => stats.poll_ok(poll.elapsed(), n, Some(sim_now)),
-                Err(e) => {
-                    warn!(source = %name, error = %e, "demo batch not delivered");
-                    stats.poll_failed(poll.elapsed());
-                }
-            }
+            deliver(&ctx, &stats, (poll, obs), (sim_now, sim_now)).await;
             last = sim_now;
         }
     }
+}
+
+/// Hand one poll's batch (started at `poll`) to the pipeline with the simulated `clock`, and count
+/// the poll: its rows, synced up to `until`, or its failure (logged). Whether it was delivered.
+async fn deliver(
+    ctx: &SourceContext,
+    stats: &crate::telemetry::SourceStats,
+    (poll, obs): (std::time::Instant, Vec<Observation>),
+    (clock, until): (DateTime<Utc>, DateTime<Utc>),
+) -> bool {
+    let n = obs.len();
+    match ctx.pipeline.emit(&ctx.name, obs, Some(clock)).await {
+        Ok(_) => stats.poll_ok(poll.elapsed(), n, Some(until)),
+        Err(e) => {
+            warn!(source = %ctx.name, error = %e, "demo batch not delivered");
+            stats.poll_failed(poll.elapsed());
+            return false;
+        }
+    }
+    true
 }
 
 /// SplitMix-style mixing of three integers into one seed.

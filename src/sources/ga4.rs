@@ -21,7 +21,9 @@ use crate::platforms::google::{
 use crate::records::{Bucket, FUNNEL_STAGES};
 use crate::sources::SourceContext;
 use crate::sources::http::{PollSource, SourceError, Window, send_with_retry};
-use crate::sources::polling::{PollingConfig, PollingDefaults, required, run_or_report};
+use crate::sources::polling::{
+    PollingConfig, PollingDefaults, one_to, required, run_or_report, timezone,
+};
 use crate::sources::report::{Answer, send_bearer};
 
 /// Time dimension of the report.
@@ -99,23 +101,13 @@ impl Ga4Config {
     pub fn problems(&self) -> Vec<Problem> {
         let mut p: Vec<Problem> = required("name", &self.name).into_iter().collect();
         if self.property_id.is_empty() || !self.property_id.chars().all(|c| c.is_ascii_digit()) {
-            p.push(Problem {
-                key: "property_id".into(),
-                message: format!("{:?} is not a GA4 property id (digits)", self.property_id),
-            });
+            p.push(Problem::new(
+                "property_id",
+                format!("{:?} is not a GA4 property id (digits)", self.property_id),
+            ));
         }
-        if self.property_timezone.parse::<Tz>().is_err() {
-            p.push(Problem {
-                key: "property_timezone".into(),
-                message: format!("{:?} is not an IANA timezone", self.property_timezone),
-            });
-        }
-        if self.page_limit == 0 || self.page_limit > 250_000 {
-            p.push(Problem {
-                key: "page_limit".into(),
-                message: "must be between 1 and 250000".into(),
-            });
-        }
+        p.extend(timezone("property_timezone", &self.property_timezone));
+        p.extend(one_to("page_limit", self.page_limit, 250_000));
         p.extend(self.oauth.problems());
         p.extend(self.polling.problems());
         p

@@ -29,7 +29,7 @@ use crate::sources::SourceContext;
 use crate::sources::http::{
     PollSource, SourceError, Window, read_secret, secret_header, send_with_retry,
 };
-use crate::sources::polling::{PollingConfig, PollingDefaults, required, run_or_report};
+use crate::sources::polling::{PollingConfig, PollingDefaults, required, run_or_report, timezone};
 use crate::sources::report::{Answer, days_then_recent_hours, push_row, send_bearer, stamp};
 
 /// Settings of one Google Ads customer. Every key but `name` and `customer_id` has a default;
@@ -88,20 +88,15 @@ impl GoogleAdsConfig {
     pub fn problems(&self) -> Vec<Problem> {
         let mut p: Vec<Problem> = required("name", &self.name).into_iter().collect();
         if !is_customer_id(&self.customer_id) {
-            p.push(Problem {
-                key: "customer_id".into(),
-                message: format!(
+            p.push(Problem::new(
+                "customer_id",
+                format!(
                     "{:?} is not a customer id like 123-456-7890",
                     self.customer_id
                 ),
-            });
+            ));
         }
-        if self.account_timezone.parse::<Tz>().is_err() {
-            p.push(Problem {
-                key: "account_timezone".into(),
-                message: format!("{:?} is not an IANA timezone", self.account_timezone),
-            });
-        }
+        p.extend(timezone("account_timezone", &self.account_timezone));
         p.extend(self.api.problems());
         p.extend(self.oauth.problems());
         p.extend(self.polling.problems());
@@ -440,9 +435,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(obs.len(), 3, "two batches");
-        let Observation::Campaign(c) = &obs[0] else {
-            panic!()
-        };
+        let c = obs[0].as_campaign().expect("a campaign row");
         assert_eq!(c.spend, dec!(8036.120000));
         assert_eq!(c.conversions, 0.6);
         assert_eq!(c.conversion_value, dec!(1212.5));
@@ -458,9 +451,7 @@ mod tests {
             "INR",
         )
         .unwrap();
-        let Observation::Campaign(c) = &la[0] else {
-            panic!()
-        };
+        let c = la[0].as_campaign().expect("a campaign row");
         assert_eq!(c.bucket, Bucket::Day);
         assert_eq!(
             c.ts,
@@ -490,9 +481,7 @@ mod tests {
             "USD",
         )
         .unwrap();
-        let Observation::Campaign(c) = &obs[0] else {
-            panic!()
-        };
+        let c = obs[0].as_campaign().expect("a campaign row");
         assert_eq!(c.bucket, Bucket::Hour);
         assert_eq!(c.spend, dec!(1.5));
         // 13:00 in Los Angeles (PST) is 21:00 UTC
@@ -568,13 +557,7 @@ mod tests {
         assert_eq!(spend("21000000002"), vec![dec!(3625.57)]);
         // Performance Max has no ad rows: both of its days come from the campaign query
         assert_eq!(spend("21000000001"), vec![dec!(8036.12), dec!(8102.55)]);
-        let ads: Vec<&RawAdStat> = merged
-            .iter()
-            .filter_map(|o| match o {
-                Observation::Ad(a) => Some(a),
-                _ => None,
-            })
-            .collect();
+        let ads: Vec<&RawAdStat> = merged.iter().filter_map(Observation::as_ad).collect();
         assert_eq!(ads.len(), 3);
         assert_eq!(ads[2].ad.adset_id, "31000000022");
         assert_eq!(ads[2].ad.ad_name, "RSA bangles");

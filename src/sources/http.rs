@@ -120,6 +120,27 @@ impl Window {
     pub fn days(self) -> impl Iterator<Item = NaiveDate> {
         each_day(self.since, self.until)
     }
+
+    /// What a poll of this window brought: its observations, the last day it read completely
+    /// (the day before `since` when it read none), and why it stopped short, if it did.
+    pub fn outcome(
+        self,
+        polled: Result<Vec<Observation>, SourceError>,
+    ) -> (Vec<Observation>, NaiveDate, Option<SourceError>) {
+        match polled {
+            Ok(obs) => (obs, self.until, None),
+            Err(SourceError::Partial {
+                observations,
+                incomplete_from,
+                cause,
+            }) => (
+                observations,
+                incomplete_from - CDuration::days(1),
+                Some(*cause),
+            ),
+            Err(e) => (Vec::new(), self.since - CDuration::days(1), Some(e)),
+        }
+    }
 }
 
 /// What an HTTP source implements.
@@ -491,19 +512,7 @@ pub async fn run_polling<S: PollSource>(
         }
         let started = Instant::now();
         let mut wait = settings.interval;
-        let (obs, complete_until, failure) = match source.poll(window).await {
-            Ok(obs) => (obs, window.until, None),
-            Err(SourceError::Partial {
-                observations,
-                incomplete_from,
-                cause,
-            }) => (
-                observations,
-                incomplete_from - CDuration::days(1),
-                Some(*cause),
-            ),
-            Err(e) => (Vec::new(), window.since - CDuration::days(1), Some(e)),
-        };
+        let (obs, complete_until, failure) = window.outcome(source.poll(window).await);
         let n = obs.len();
         let mut delivered_ok = true;
         if !obs.is_empty() || failure.is_none() {
@@ -638,32 +647,20 @@ mod tests {
     #[test]
     fn rows_sharing_a_key_are_summed_not_overwritten() {
         use crate::normalize::RawCampaignStat;
-        use crate::records::{Bucket, CampaignKey};
+        use crate::records::Bucket;
         use rust_decimal_macros::dec;
         let row = |spend: rust_decimal::Decimal, clicks: u64| {
             Observation::Campaign(RawCampaignStat {
-                ts: "2026-11-18T08:00:00Z".parse().unwrap(),
-                bucket: Bucket::Day,
-                key: CampaignKey {
-                    platform: "meta".into(),
-                    account: "act_1".into(),
-                    campaign_id: "c1".into(),
-                },
-                campaign_name: "C1".into(),
-                spend,
                 conversion_value: dec!(1.10),
-                account_currency: "USD".into(),
-                impressions: 10,
                 clicks,
                 conversions: 0.5,
+                ..RawCampaignStat::test_meta_c1("2026-11-18T08:00:00Z", Bucket::Day, spend, "USD")
             })
         };
         // two ads of one campaign: 8.53 + 14.35 = 22.88
         let m = merge_duplicates(vec![row(dec!(8.53), 1), row(dec!(14.35), 2)]);
         assert_eq!(m.len(), 1);
-        let Observation::Campaign(c) = &m[0] else {
-            panic!()
-        };
+        let c = m[0].as_campaign().expect("a campaign row");
         assert_eq!(c.spend, dec!(22.88));
         assert_eq!(c.conversion_value, dec!(2.20));
         assert_eq!((c.impressions, c.clicks, c.conversions), (20, 3, 1.0));
@@ -698,18 +695,8 @@ mod loop_tests {
     async fn run_for(asked: Option<Duration>, minutes: u64) -> Vec<Duration> {
         let dir = tempfile::tempdir().unwrap();
         let calls: Arc<Mutex<Vec<tokio::time::Instant>>> = Arc::default();
-        let pipeline = Arc::new(crate::pipeline::Pipeline::new(
-            crate::normalize::Normalizer::new(chrono_tz::UTC, "INR", Default::default()),
-            crate::state::Store::new(1),
-            None,
-            Arc::new(crate::telemetry::Telemetry::new()),
-        ));
-        let ctx = SourceContext {
-            name: "meta".into(),
-            pipeline,
-            shutdown: tokio_util::sync::CancellationToken::new(),
-            cursors: Arc::new(crate::sources::cursor::CursorStore::new(dir.path())),
-        };
+        let cursors = crate::sources::cursor::CursorStore::new(dir.path());
+        let ctx = SourceContext::test("meta", 1, None, Arc::new(cursors));
         let settings = LoopSettings {
             interval: Duration::from_secs(900),
             lookback_days: 1,
@@ -771,20 +758,12 @@ pub(crate) mod gap_tests {
     pub(crate) fn one_order_per_day(w: Window) -> Vec<Observation> {
         w.days()
             .map(|d| {
-                Observation::Order(crate::normalize::RawOrder {
-                    ts: crate::normalize::day_start(d, chrono_tz::UTC) + CDuration::hours(12),
-                    event_id: format!("o{d}"),
-                    order_id: format!("#{d}"),
-                    kind: crate::records::OrderKind::Order,
-                    amount: dec!(100),
-                    currency: "INR".into(),
-                    customer_id: None,
-                    city: None,
-                    utm_source: None,
-                    utm_medium: None,
-                    utm_campaign: None,
-                    items: 1,
-                })
+                Observation::Order(crate::normalize::RawOrder::test_inr(
+                    crate::normalize::day_start(d, chrono_tz::UTC) + CDuration::hours(12),
+                    (format!("o{d}"), format!("#{d}")),
+                    crate::records::OrderKind::Order,
+                    dec!(100),
+                ))
             })
             .collect()
     }
@@ -818,18 +797,7 @@ pub(crate) mod gap_tests {
                 c.synced_until = Some(today - CDuration::days(20))
             })
             .unwrap();
-        let pipeline = Arc::new(crate::pipeline::Pipeline::new(
-            crate::normalize::Normalizer::new(chrono_tz::UTC, "INR", Default::default()),
-            crate::state::Store::new(40),
-            None,
-            Arc::new(crate::telemetry::Telemetry::new()),
-        ));
-        let ctx = SourceContext {
-            name: "shop".into(),
-            pipeline,
-            shutdown: tokio_util::sync::CancellationToken::new(),
-            cursors: cursors.clone(),
-        };
+        let ctx = SourceContext::test("shop", 40, None, cursors.clone());
         let windows: Arc<Mutex<Vec<Window>>> = Arc::default();
         let stop = ctx.shutdown.clone();
         let settings = LoopSettings {

@@ -41,11 +41,7 @@ impl Ledger {
 
     /// Every recorded day of `source`.
     pub fn days(&self, source: &str) -> Result<Days, LedgerError> {
-        Ok(self
-            .file
-            .load_or_default()?
-            .remove(source)
-            .unwrap_or_default())
+        self.file.get(source)
     }
 
     /// Record the state of some days (later records replace earlier ones).
@@ -54,8 +50,7 @@ impl Ledger {
         source: &str,
         days: impl IntoIterator<Item = (NaiveDate, DayState)>,
     ) -> Result<(), LedgerError> {
-        self.file
-            .update(|all| all.entry(source.to_string()).or_default().extend(days))
+        self.file.update_key(source, |d| d.extend(days))
     }
 
     /// Incomplete days of `source`, oldest first, with their reasons.

@@ -26,7 +26,7 @@ use crate::platforms::meta::MetaApiConfig;
 use crate::records::{AdRef, CampaignKey};
 use crate::sources::SourceContext;
 use crate::sources::http::{PollSource, SourceError, Window, send_with_retry};
-use crate::sources::polling::{PollingConfig, PollingDefaults, required, run_or_report};
+use crate::sources::polling::{PollingConfig, PollingDefaults, required, run_or_report, timezone};
 use crate::sources::report::{days_then_recent_hours, push_row, send_bearer, stamp};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -271,27 +271,16 @@ impl Default for MetaConfig {
 impl MetaConfig {
     pub fn problems(&self) -> Vec<crate::base::Problem> {
         let mut p: Vec<crate::base::Problem> = required("name", &self.name).into_iter().collect();
-        let mut add = |k: &str, m: String| {
-            p.push(crate::base::Problem {
-                key: k.into(),
-                message: m,
-            })
-        };
         if !(self.account_id.starts_with("act_")
             && self.account_id[4..].chars().all(|c| c.is_ascii_digit())
             && self.account_id.len() > 4)
         {
-            add(
+            p.push(crate::base::Problem::new(
                 "account_id",
                 format!("{:?} is not like act_1234567890", self.account_id),
-            );
+            ));
         }
-        if self.account_timezone.parse::<Tz>().is_err() {
-            add(
-                "account_timezone",
-                format!("{:?} is not an IANA timezone", self.account_timezone),
-            );
-        }
+        p.extend(timezone("account_timezone", &self.account_timezone));
         p.extend(self.api.problems());
         p.extend(self.polling.problems());
         p
@@ -563,9 +552,7 @@ mod tests {
         .unwrap();
         assert_eq!(p.observations.len(), 2);
         assert_eq!(p.next_after.as_deref(), Some("MQZDZD"));
-        let Observation::Campaign(c) = &p.observations[0] else {
-            panic!()
-        };
+        let c = p.observations[0].as_campaign().expect("a campaign row");
         assert_eq!(c.spend, dec!(115.02));
         assert_eq!(
             c.conversions, 1.0,
@@ -604,9 +591,7 @@ mod tests {
             "omni_purchase",
         )
         .unwrap();
-        let Observation::Campaign(c) = &p.observations[0] else {
-            panic!()
-        };
+        let c = p.observations[0].as_campaign().expect("a campaign row");
         assert_eq!(c.bucket, Bucket::Hour);
         // 13:00 in India is 07:30 UTC
         assert_eq!(
@@ -661,13 +646,7 @@ mod tests {
                 })
                 .unwrap()
         };
-        let ads: Vec<&RawAdStat> = merged
-            .iter()
-            .filter_map(|o| match o {
-                Observation::Ad(a) => Some(a),
-                _ => None,
-            })
-            .collect();
+        let ads: Vec<&RawAdStat> = merged.iter().filter_map(Observation::as_ad).collect();
         // ads of 2026-11-18: 1001, 1002, 1003, 3001 (its two product rows summed); 1001 on 11-19
         assert_eq!(ads.len(), 5);
         assert_eq!(merged.len(), 5 + 3);

@@ -95,6 +95,31 @@ pub struct SourceContext {
     pub cursors: Arc<cursor::CursorStore>,
 }
 
+#[cfg(test)]
+impl SourceContext {
+    /// A test context of source `name`: a pipeline into `sink` (UTC days, INR, a store keeping
+    /// `retention_days`), the cursors given, a shutdown token of its own.
+    pub(crate) fn test(
+        name: &str,
+        retention_days: u32,
+        sink: Option<crate::sinks::questdb::SinkHandle>,
+        cursors: Arc<cursor::CursorStore>,
+    ) -> Self {
+        let pipeline = Pipeline::new(
+            crate::normalize::Normalizer::new(chrono_tz::UTC, "INR", Default::default()),
+            crate::state::Store::new(retention_days),
+            sink,
+            Arc::new(crate::telemetry::Telemetry::new()),
+        );
+        SourceContext {
+            name: name.into(),
+            pipeline: Arc::new(pipeline),
+            shutdown: CancellationToken::new(),
+            cursors,
+        }
+    }
+}
+
 /// Any HTTP source, for commands that drive one directly (`adpulse backfill`).
 pub enum AnyPoller {
     Meta(meta::MetaSource),

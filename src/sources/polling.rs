@@ -150,6 +150,19 @@ pub fn required(key: &str, value: &str) -> Option<Problem> {
     })
 }
 
+/// A timezone setting that is not an IANA name.
+pub fn timezone(key: &str, value: &str) -> Option<Problem> {
+    value
+        .parse::<chrono_tz::Tz>()
+        .is_err()
+        .then(|| Problem::new(key, format!("{value:?} is not an IANA timezone")))
+}
+
+/// A count setting (a page size, the bound of a nested list) outside `1..=max`.
+pub fn one_to(key: &str, value: u32, max: u32) -> Option<Problem> {
+    (value == 0 || value > max).then(|| Problem::new(key, format!("must be between 1 and {max}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

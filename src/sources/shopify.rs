@@ -30,7 +30,9 @@ use crate::normalize::{Observation, RawOrder};
 use crate::records::{CostSource, OrderKind, OrderLine, TouchpointRow};
 use crate::sources::SourceContext;
 use crate::sources::http::{PollSource, SourceError, Window, send_with_retry};
-use crate::sources::polling::{PollingConfig, PollingDefaults, required, run_or_report};
+use crate::sources::polling::{
+    PollingConfig, PollingDefaults, one_to, required, run_or_report, timezone,
+};
 use std::collections::BTreeMap;
 
 /// Settings of one shop. Every key but `name` and `shop_domain` has a default; the polling
@@ -110,40 +112,25 @@ impl ShopifyConfig {
     pub fn problems(&self) -> Vec<Problem> {
         let mut p: Vec<Problem> = required("name", &self.name).into_iter().collect();
         if !self.shop_domain.ends_with(".myshopify.com") {
-            p.push(Problem {
-                key: "shop_domain".into(),
-                message: format!("{:?} is not like <shop>.myshopify.com", self.shop_domain),
-            });
+            p.push(Problem::new(
+                "shop_domain",
+                format!("{:?} is not like <shop>.myshopify.com", self.shop_domain),
+            ));
         }
-        if self.shop_timezone.parse::<Tz>().is_err() {
-            p.push(Problem {
-                key: "shop_timezone".into(),
-                message: format!("{:?} is not an IANA timezone", self.shop_timezone),
-            });
-        }
-        if self.page_size == 0 || self.page_size > 250 {
-            p.push(Problem {
-                key: "page_size".into(),
-                message: "must be between 1 and 250".into(),
-            });
-        }
-        for (key, v, max) in [
-            ("line_items_per_order", self.line_items_per_order, 250),
-            ("moments_per_order", self.moments_per_order, 250),
-        ] {
-            if v == 0 || v > max {
-                p.push(Problem {
-                    key: key.into(),
-                    message: format!("must be between 1 and {max}"),
-                });
-            }
-        }
+        p.extend(timezone("shop_timezone", &self.shop_timezone));
+        p.extend(one_to("page_size", self.page_size, 250));
+        p.extend(one_to(
+            "line_items_per_order",
+            self.line_items_per_order,
+            250,
+        ));
+        p.extend(one_to("moments_per_order", self.moments_per_order, 250));
         for (t, m) in &self.fallback_margin_by_product_type {
             if *m < Decimal::ZERO || *m >= Decimal::ONE {
-                p.push(Problem {
-                    key: format!("fallback_margin_by_product_type.{t}"),
-                    message: format!("{m} is not a margin in [0, 1)"),
-                });
+                p.push(Problem::new(
+                    format!("fallback_margin_by_product_type.{t}"),
+                    format!("{m} is not a margin in [0, 1)"),
+                ));
             }
         }
         p.extend(self.polling.problems());
@@ -201,6 +188,13 @@ pub const ORDERS_QUERY: &str = "query Orders($first: Int!, $after: String, $quer
             lineItem { id }
             subtotalSet { shopMoney { amount currencyCode } }
             totalTaxSet { shopMoney { amount currencyCode } }
+          }
+        }
+        refundShippingLines(first: 10) {
+          pageInfo { hasNextPage }
+          nodes {
+            subtotalAmountSet { shopMoney { amount currencyCode } }
+            taxAmountSet { shopMoney { amount currencyCode } }
           }
         }
       }
@@ -325,6 +319,14 @@ struct RefundLineItem {
     total_tax_set: Option<MoneyBag>,
 }
 
+/// Shipping given back in a refund (`RefundShippingLine`, 2025-10): its subtotal and tax.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RefundShippingLine {
+    subtotal_amount_set: MoneyBag,
+    tax_amount_set: Option<MoneyBag>,
+}
+
 #[derive(Debug, Deserialize, Clone)]
 struct Utm {
     source: Option<String>,
@@ -364,6 +366,8 @@ struct Refund {
     total_refunded_set: MoneyBag,
     #[serde(default)]
     refund_line_items: Nodes<RefundLineItem>,
+    #[serde(default)]
+    refund_shipping_lines: Nodes<RefundShippingLine>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -470,6 +474,27 @@ fn order_depth(
             e.1 += amount;
         }
     }
+    // shipping refunded, before tax like the shipping charged; it joins the lines' refunded
+    // amounts below, split as the shipping charged is
+    let mut shipping_refunded = Decimal::ZERO;
+    for r in &o.refunds {
+        if r.refund_shipping_lines.page_info.has_next_page {
+            return Err(SourceError::Malformed(format!(
+                "refund {} of order {name} has more than 10 refunded shipping lines",
+                r.id
+            )));
+        }
+        for sl in &r.refund_shipping_lines.nodes {
+            shipping_refunded += money(
+                &sl.subtotal_amount_set.shop_money,
+                "refunded shipping",
+                name,
+            )?;
+            if tax_in && let Some(t) = &sl.tax_amount_set {
+                shipping_refunded -= money(&t.shop_money, "refunded shipping tax", name)?;
+            }
+        }
+    }
     let journey = o.customer_journey_summary.as_ref();
     let new_customer = journey.and_then(|j| j.customer_order_index) == Some(1);
     let ship = o.shipping_address.as_ref();
@@ -560,8 +585,9 @@ fn order_depth(
             source: String::new(),
         });
     }
-    // shipping charged, split by net sales to the paisa (the last line takes the remainder)
-    if !lines.is_empty() && !shipping.is_zero() {
+    // shipping charged and refunded, split by net sales to the paisa (the last line takes the
+    // remainder)
+    if !lines.is_empty() && (!shipping.is_zero() || !shipping_refunded.is_zero()) {
         let total: Decimal = lines.iter().map(|l| l.net_sales).sum();
         let weights: Vec<f64> = lines
             .iter()
@@ -574,11 +600,11 @@ fn order_depth(
                 }
             })
             .collect();
-        for (l, s) in lines
-            .iter_mut()
-            .zip(crate::attribution::split_revenue(shipping, &weights))
-        {
+        let charged = crate::attribution::split_revenue(shipping, &weights);
+        let refunded = crate::attribution::split_revenue(shipping_refunded, &weights);
+        for ((l, s), r) in lines.iter_mut().zip(charged).zip(refunded) {
             l.shipping_charged = s;
+            l.refunded_amount += r;
         }
     }
     let mut out: Vec<Observation> = lines.into_iter().map(Observation::Line).collect();

@@ -1032,6 +1032,8 @@ struct CampaignPage {
     recs: Vec<RecRow>,
     audit: Vec<AuditRowView>,
     kill_value: String,
+    /// The campaign's drill-downs in Grafana (empty without `grafana_url`).
+    grafana: Vec<super::links::DashboardLink>,
 }
 
 pub(super) async fn campaign_page(
@@ -1080,6 +1082,7 @@ pub(super) async fn campaign_page(
             recs,
             audit: audit.iter().map(audit_view).collect(),
             kill_value: String::new(),
+            grafana: Vec::new(),
         });
         *r.status_mut() = StatusCode::NOT_FOUND;
         return r;
@@ -1117,6 +1120,12 @@ pub(super) async fn campaign_page(
         recs,
         audit: audit.iter().map(audit_view).collect(),
         kill_value: format!("{}/{}/{}", c.key.platform, c.key.account, c.key.campaign_id),
+        grafana: super::links::campaign(
+            st.cfg.grafana_url.as_deref(),
+            &c.key.platform,
+            &c.key.account,
+            &c.key.campaign_id,
+        ),
     })
 }
 

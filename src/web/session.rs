@@ -85,6 +85,8 @@ pub(super) struct Chrome {
     pub flash: Option<String>,
     pub can_act: bool,
     pub is_admin: bool,
+    /// Links to the Grafana dashboards (empty without `grafana_url`).
+    pub dashboards: Vec<super::links::DashboardLink>,
 }
 
 /// A signed-in person, on a GET page.
@@ -113,6 +115,7 @@ impl Viewer {
             flash,
             can_act: self.role >= Role::Approver,
             is_admin: self.role == Role::Admin,
+            dashboards: super::links::header(st.cfg.grafana_url.as_deref()),
         }
     }
 

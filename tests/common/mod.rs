@@ -94,11 +94,16 @@ pub fn inr_meta_hour(
     }
 }
 
+/// Write a file `name` holding `contents` into `dir`; its path.
+pub fn write_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, contents).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    p
+}
+
 /// Write a secret file (a token, a client secret) into `dir`; its path as TOML wants it.
 pub fn secret_file(dir: &Path, name: &str, value: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, value).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    p.display().to_string()
+    write_file(dir, name, value).display().to_string()
 }
 
 /// The configuration of a source test: state (and the spool) in `state_dir`, the server on a free
@@ -126,6 +131,23 @@ pub fn source_test_config(
     cfg.general.refresh_interval_secs = 1;
     assert_eq!(cfg.problems(), vec![]);
     cfg
+}
+
+/// Start adpulse with the one source under test: the [`source_test_config`] (state in `dir`,
+/// QuestDB `q`) of a `[[sources]]` entry of type `kind` named `name` on the fake at `base`, with
+/// the source's other `keys` (TOML lines, each ending in a newline).
+pub async fn start_source(
+    dir: &Path,
+    q: &QuestDb,
+    (kind, name): (&str, &str),
+    base: &str,
+    keys: &str,
+) -> adpulse::app::Running {
+    let entry =
+        format!("[[sources]]\ntype = \"{kind}\"\nname = \"{name}\"\nbase_url = \"{base}\"\n{keys}");
+    adpulse::app::start(source_test_config(dir, Some(&q.url()), &entry))
+        .await
+        .unwrap_or_else(|e| panic!("{kind} source {name}: {e}\n{entry}"))
 }
 
 /// The OAuth keys of a Google source (Google Ads or GA4) on a fake at `base`: the token endpoint
@@ -258,6 +280,21 @@ where
         assert!(start.elapsed() < limit, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Poll `/metrics` of adpulse at `addr` until `check` finds in the body what the test waits for
+/// (`what`, named if it never comes); what `check` returned.
+pub async fn wait_metrics<T>(
+    addr: std::net::SocketAddr,
+    what: &str,
+    check: impl Fn(&str) -> Option<T>,
+) -> T {
+    let check = &check;
+    eventually(what, Duration::from_secs(30), || async move {
+        let (_, m) = get(&format!("http://{addr}/metrics")).await;
+        check(&m)
+    })
+    .await
 }
 
 /// `deploy/questdb/questdb.env`: the `QDB_*` settings scripts/stack.sh and docker-compose.yml
@@ -509,9 +546,25 @@ pub struct Prometheus {
     child: Child,
     pub port: u16,
     dir: tempfile::TempDir,
+    /// The folder of the rule files it was started with, when it made them.
+    rules: Option<tempfile::TempDir>,
 }
 
 impl Prometheus {
+    /// Like `start_alerting`, with the shipped alert rules, their `for:` shortened to `for_`
+    /// ([`rules_with_short_for`]), in a folder the server keeps as long as it runs.
+    pub async fn with_shipped_rules(
+        jobs: &[(&str, String)],
+        for_: &str,
+        alertmanager: Option<&str>,
+    ) -> Prometheus {
+        let rules_dir = tempfile::tempdir().expect("temp dir");
+        let rules = rules_with_short_for(rules_dir.path(), for_);
+        let mut p = Self::start_alerting(jobs, &rules, alertmanager).await;
+        p.rules = Some(rules_dir);
+        p
+    }
+
     pub async fn start(jobs: &[(&str, String)], rule_files: &[PathBuf]) -> Prometheus {
         Self::start_alerting(jobs, rule_files, None).await
     }
@@ -545,21 +598,20 @@ impl Prometheus {
                 "alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['{am}']\n"
             ));
         }
-        let cfg_path = dir.path().join("prometheus.yml");
-        std::fs::write(&cfg_path, cfg).expect("write prometheus.yml");
-        let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log");
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", cfg_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("cannot start prometheus");
-        let p = Prometheus { child, port, dir };
+        let child = spawn_prometheus_tool(
+            dir.path(),
+            ("prometheus", "prometheus"),
+            &cfg,
+            "--storage.tsdb.path",
+            port,
+            &[],
+        );
+        let p = Prometheus {
+            child,
+            port,
+            dir,
+            rules: None,
+        };
         let url = format!("http://127.0.0.1:{port}/-/ready");
         eventually("Prometheus to be ready", Duration::from_secs(60), || {
             let url = url.clone();
@@ -637,27 +689,45 @@ pub struct Alertmanager {
     dir: tempfile::TempDir,
 }
 
+/// Start Prometheus or Alertmanager (`program`, its files named `name`): its config `yaml` written
+/// to `dir/<name>.yml`, its storage (`storage_flag`) in `dir/data`, listening on `port`, with
+/// `extra` arguments; stdout and stderr go to `dir/<name>.log`.
+fn spawn_prometheus_tool(
+    dir: &Path,
+    (program, name): (&str, &str),
+    yaml: &str,
+    storage_flag: &str,
+    port: u16,
+    extra: &[&str],
+) -> Child {
+    let cfg_path = dir.join(format!("{name}.yml"));
+    std::fs::write(&cfg_path, yaml).unwrap_or_else(|e| panic!("{}: {e}", cfg_path.display()));
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log");
+    Command::new(program)
+        .arg(format!("--config.file={}", cfg_path.display()))
+        .arg(format!("{storage_flag}={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .args(extra)
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"))
+}
+
 impl Alertmanager {
     pub async fn start(config_yaml: &str) -> Alertmanager {
         require("prometheus-alertmanager", "prometheus-alertmanager");
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
-        let cfg_path = dir.path().join("alertmanager.yml");
-        std::fs::write(&cfg_path, config_yaml).expect("write alertmanager.yml");
-        let log = std::fs::File::create(dir.path().join("alertmanager.log")).expect("log");
-        let child = Command::new("prometheus-alertmanager")
-            .arg(format!("--config.file={}", cfg_path.display()))
-            .arg(format!(
-                "--storage.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        let child = spawn_prometheus_tool(
+            dir.path(),
+            ("prometheus-alertmanager", "alertmanager"),
+            config_yaml,
+            "--storage.path",
+            port,
             // a single instance: no gossip port to collide with other tests
-            .arg("--cluster.listen-address=")
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("cannot start prometheus-alertmanager");
+            &["--cluster.listen-address="],
+        );
         let mut am = Alertmanager { child, port, dir };
         let url = format!("{}/-/ready", am.url());
         let start = Instant::now();
@@ -816,6 +886,17 @@ pub fn demo_test_config(q: &QuestDb, spool: &Path) -> adpulse::config::Config {
     cfg
 }
 
+/// The demo source `demo` backfilling up to `start` (the scenario's defaults otherwise), then
+/// done: the fixed history the end-to-end tests reason about.
+pub fn demo_backfill_at(
+    start: chrono::DateTime<chrono::Utc>,
+) -> adpulse::sources::demo::DemoConfig {
+    let mut demo = adpulse::sources::demo::DemoConfig::new("demo");
+    demo.start = Some(start);
+    demo.backfill_only = true;
+    demo
+}
+
 /// Wait until adpulse at `addr` serves KPIs computed after this call. Its KPI loop computes a
 /// snapshot, renders it (`adpulse_snapshot_rendered_timestamp_seconds`), then sleeps: the first
 /// render newer than the one shown now happened after this call, so the render after that one
@@ -839,6 +920,14 @@ pub async fn wait_for_kpis_computed_after_now(addr: std::net::SocketAddr) {
             .await,
         );
     }
+}
+
+/// A request header a fake reads (a token, a version), `""` when absent or not text.
+pub fn header(h: &axum::http::HeaderMap, name: &str) -> String {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
 }
 
 /// GET a URL on adpulse; (status, body).

@@ -33,6 +33,18 @@ pub fn demo_config(
     cfg
 }
 
+/// A users file `dir/users.toml` holding one user `name` with `role` and `password`; its path.
+pub fn users_file(
+    dir: &Path,
+    (name, role): (&str, adpulse::actions::engine::Role),
+    password: &str,
+) -> PathBuf {
+    let path = dir.join("users.toml");
+    let users = adpulse::actions::engine::Users::new(&path, 5, std::time::Duration::from_secs(60));
+    users.add(name, role, password).unwrap();
+    path
+}
+
 /// A signed-in visitor of the action center over plain HTTP: keeps the session cookie by hand
 /// and follows no redirect, so each answer is seen as the server sent it.
 pub struct Visitor {
@@ -105,6 +117,19 @@ impl Visitor {
     pub async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> (u16, String) {
         let (s, _, b) = self.send(path, Some(form)).await;
         (s, b)
+    }
+
+    /// Sign in as `name` the way a browser does: the login page for its CSRF token, then the
+    /// form; the answer to the form.
+    pub async fn sign_in(&mut self, name: &str, password: &str) -> (u16, String) {
+        let (_, page) = self.get("/login").await;
+        let csrf = hidden(&page, "csrf");
+        let form = [
+            ("csrf", csrf.as_str()),
+            ("name", name),
+            ("password", password),
+        ];
+        self.post("/login", &form).await
     }
 }
 

@@ -461,22 +461,14 @@ impl ActionEngine {
                 caps.campaign_daily = amount;
                 ("every campaign".to_string(), old)
             }
-            CapScope::Campaign(id) => {
-                let old = caps.campaigns.get(id).copied();
-                match amount {
-                    Some(a) => caps.campaigns.insert(id.clone(), a),
-                    None => caps.campaigns.remove(id),
-                };
-                (format!("campaign {id}"), old)
-            }
-            CapScope::Account(id) => {
-                let old = caps.accounts.get(id).copied();
-                match amount {
-                    Some(a) => caps.accounts.insert(id.clone(), a),
-                    None => caps.accounts.remove(id),
-                };
-                (format!("account {id}"), old)
-            }
+            CapScope::Campaign(id) => (
+                format!("campaign {id}"),
+                set_or_clear(&mut caps.campaigns, id, amount),
+            ),
+            CapScope::Account(id) => (
+                format!("account {id}"),
+                set_or_clear(&mut caps.accounts, id, amount),
+            ),
         };
         {
             let mut recs = lock(&self.recs);
@@ -521,6 +513,18 @@ fn apply(cfg: &crate::actions::ActionsConfig, s: &Settings) -> crate::actions::A
 }
 
 /// JSON has no NaN or infinity: a figure that is not finite is left out (a missing value).
+/// Set `id`'s cap to `amount`, or clear it when `None`; the cap it had.
+fn set_or_clear(
+    caps: &mut BTreeMap<String, Decimal>,
+    id: &str,
+    amount: Option<Decimal>,
+) -> Option<Decimal> {
+    match amount {
+        Some(a) => caps.insert(id.to_string(), a),
+        None => caps.remove(id),
+    }
+}
+
 fn finite(v: BTreeMap<String, f64>) -> BTreeMap<String, f64> {
     v.into_iter().filter(|(_, x)| x.is_finite()).collect()
 }

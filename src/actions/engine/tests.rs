@@ -623,15 +623,7 @@ async fn thousands_of_recommendations_make_one_summary_line_with_counts_and_the_
     let campaigns = 2_000;
     let history = vec![vec![lose; campaigns]];
     let snap = Arc::new(ArcSwap::from_pointee(snapshot(&history, 0, base)));
-    let e = ActionEngine::new(
-        ActionsConfig::default(),
-        "INR",
-        BTreeMap::new(),
-        snap,
-        None,
-        &Registry::new(),
-        vec![],
-    );
+    let e = engine(ActionsConfig::default(), snap, vec![]);
     let (buf, _g) = capture_logs();
     let new = e.evaluate("rules").await.new;
     let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();

@@ -174,6 +174,10 @@ pub fn encode(buf: &mut Buffer, r: &Record, ingested_at: TimestampMicros) -> Res
                 Some(c) => b.column_f64("platform_conversions", c).map_err(enc)?,
                 None => b,
             };
+            let b = match a.roas {
+                Some(r) => b.column_f64("roas", r).map_err(enc)?,
+                None => b,
+            };
             b.column_ts("ingested_at", ingested_at)
                 .and_then(|b| b.at(ts(a.ts)))
                 .map_err(enc)

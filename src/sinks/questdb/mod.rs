@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::base::lock;
 use crate::records::Record;
 use crate::sinks::spool::SpoolError;
 
@@ -60,10 +61,7 @@ impl SinkHealth {
         self.spool_full.load(Ordering::Relaxed)
     }
     pub fn last_error(&self) -> Option<String> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        lock(&self.last_error).clone()
     }
     /// Rows QuestDB (or the encoder) refused since start; each is in the dead-letter file.
     pub fn rejected_rows(&self) -> u64 {
@@ -71,24 +69,15 @@ impl SinkHealth {
     }
     /// Reason of the newest refused row.
     pub fn last_rejection(&self) -> Option<String> {
-        self.last_rejection
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        lock(&self.last_rejection).clone()
     }
     fn set(&self, up: bool, err: Option<String>) {
         self.up.store(up, Ordering::Relaxed);
-        *self
-            .last_error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = err;
+        *lock(&self.last_error) = err;
     }
     fn rejected(&self, n: u64, reason: &str) {
         self.rejected_rows.fetch_add(n, Ordering::Relaxed);
-        *self
-            .last_rejection
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason.to_string());
+        *lock(&self.last_rejection) = Some(reason.to_string());
     }
 }
 

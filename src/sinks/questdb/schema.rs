@@ -94,7 +94,8 @@ pub const TABLES: &[(&str, &str)] = &[
         "attribution",
         "CREATE TABLE IF NOT EXISTS attribution (ts TIMESTAMP, day SYMBOL, model SYMBOL, \
          window SYMBOL, channel SYMBOL, conversions DOUBLE, revenue DECIMAL(18,6), \
-         spend DECIMAL(18,6), platform_conversions DOUBLE, currency SYMBOL, ingested_at TIMESTAMP) \
+         spend DECIMAL(18,6), platform_conversions DOUBLE, roas DOUBLE, currency SYMBOL, \
+         ingested_at TIMESTAMP) \
          TIMESTAMP(ts) PARTITION BY MONTH WAL \
          DEDUP UPSERT KEYS(ts, model, window, channel)",
     ),

@@ -65,18 +65,36 @@ pub enum MergeError {
     DifferentKinds,
 }
 
+/// `a + b`, or `what` when the sum is past what the money columns hold.
+fn add_money(
+    a: rust_decimal::Decimal,
+    b: rust_decimal::Decimal,
+    what: &'static str,
+) -> Result<rust_decimal::Decimal, MergeError> {
+    a.checked_add(b)
+        .filter(|s| *s <= super::cells::max_money())
+        .ok_or(MergeError::Overflow(what))
+}
+
+/// Rows of one key (`what`) must share their currency: the later row's `later` against the
+/// earlier's.
+fn same_currency(what: &'static str, earlier: &str, later: &str) -> Result<(), MergeError> {
+    if earlier == later {
+        return Ok(());
+    }
+    Err(MergeError::Currency {
+        what,
+        later: later.to_string(),
+        earlier: earlier.to_string(),
+    })
+}
+
 /// Add `b` into `a` (same key). Fails, leaving `a` unchanged, when the sum does not fit or the
 /// rows disagree on their currency.
 pub fn merge(a: &mut Observation, b: &Observation) -> Result<(), MergeError> {
     match (a, b) {
         (Observation::Campaign(a), Observation::Campaign(b)) => {
-            if a.account_currency != b.account_currency {
-                return Err(MergeError::Currency {
-                    what: "campaign and day",
-                    later: b.account_currency.clone(),
-                    earlier: a.account_currency.clone(),
-                });
-            }
+            same_currency("campaign and day", &a.account_currency, &b.account_currency)?;
             let impressions =
                 a.impressions
                     .checked_add(b.impressions)
@@ -86,20 +104,16 @@ pub fn merge(a: &mut Observation, b: &Observation) -> Result<(), MergeError> {
             let clicks = a.clicks.checked_add(b.clicks).ok_or(MergeError::Overflow(
                 "clicks of the campaign-day add up past the largest count stored",
             ))?;
-            let spend = a
-                .spend
-                .checked_add(b.spend)
-                .filter(|s| *s <= super::cells::max_money())
-                .ok_or(MergeError::Overflow(
-                    "spend of the campaign-day adds up past what the money columns hold",
-                ))?;
-            let value = a
-                .conversion_value
-                .checked_add(b.conversion_value)
-                .filter(|s| *s <= super::cells::max_money())
-                .ok_or(MergeError::Overflow(
-                    "conversion value of the campaign-day adds up past what the money columns hold",
-                ))?;
+            let spend = add_money(
+                a.spend,
+                b.spend,
+                "spend of the campaign-day adds up past what the money columns hold",
+            )?;
+            let value = add_money(
+                a.conversion_value,
+                b.conversion_value,
+                "conversion value of the campaign-day adds up past what the money columns hold",
+            )?;
             a.impressions = impressions;
             a.clicks = clicks;
             a.spend = spend;
@@ -108,13 +122,7 @@ pub fn merge(a: &mut Observation, b: &Observation) -> Result<(), MergeError> {
             Ok(())
         }
         (Observation::Order(a), Observation::Order(b)) => {
-            if a.currency != b.currency {
-                return Err(MergeError::Currency {
-                    what: "order",
-                    later: b.currency.clone(),
-                    earlier: a.currency.clone(),
-                });
-            }
+            same_currency("order", &a.currency, &b.currency)?;
             let items = a.items.checked_add(b.items).ok_or(MergeError::Overflow(
                 "the order's items add up past the largest item count stored",
             ))?;

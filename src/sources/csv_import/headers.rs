@@ -121,29 +121,24 @@ pub fn header_key(h: &str) -> (String, Option<String>) {
         ),
         _ => (h.to_string(), None),
     };
-    let key: String = name
-        .to_lowercase()
+    // "Clicks (all)" keeps its qualifier: "(all)" is not a unit
+    if let Some(u) = &unit
+        && !is_currency_code(u)
+    {
+        return (words(h), None);
+    }
+    (words(&name), unit)
+}
+
+/// `s` in lower case, its words (letters and digits) joined by single spaces.
+fn words(s: &str) -> String {
+    s.to_lowercase()
         .chars()
         .map(|c| if c.is_alphanumeric() { c } else { ' ' })
         .collect::<String>()
         .split_whitespace()
         .collect::<Vec<_>>()
-        .join(" ");
-    // "Clicks (all)" keeps its qualifier: "(all)" is not a unit
-    if let Some(u) = &unit
-        && !is_currency_code(u)
-    {
-        let full: String = h
-            .to_lowercase()
-            .chars()
-            .map(|c| if c.is_alphanumeric() { c } else { ' ' })
-            .collect::<String>()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
-        return (full, None);
-    }
-    (key, unit)
+        .join(" ")
 }
 
 /// Three ASCII capitals: an ISO 4217 code as the exports write it.

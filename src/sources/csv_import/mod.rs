@@ -225,6 +225,16 @@ fn wanted(format: ImportFormat) -> String {
     }
 }
 
+/// A CSV reader of `input` split at `delimiter` that treats every line as a record (the header is
+/// found, not assumed first) and allows rows of any length (they are checked per row).
+fn records<R: Read>(input: R, delimiter: u8) -> csv::Reader<R> {
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .delimiter(delimiter)
+        .from_reader(input)
+}
+
 /// The delimiter and the index of the header record, found by parsing the file's first bytes
 /// with each candidate delimiter: the one that yields a recognisable header wins (a count of
 /// commas would pick "," in a tab-separated file full of "1,234").
@@ -235,11 +245,7 @@ fn sniff_layout(
 ) -> Result<(u8, usize), ImportError> {
     let mut no_day = None;
     for delim in [b',', b'\t', b';'] {
-        let mut rdr = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .delimiter(delim)
-            .from_reader(head);
+        let mut rdr = records(head, delim);
         let mut rec = csv::ByteRecord::new();
         for i in 0..HEADER_SEARCH_LINES {
             match rdr.read_byte_record(&mut rec) {
@@ -311,11 +317,7 @@ impl Reader {
         let (delimiter, header_index) = sniff_layout(format, &decoded.head, decoded.encoding)?;
         let stream: Box<dyn Read> =
             Box::new(std::io::Cursor::new(decoded.head).chain(decoded.rest));
-        let mut csv = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .delimiter(delimiter)
-            .from_reader(stream);
+        let mut csv = records(stream, delimiter);
         let mut rec = csv::ByteRecord::new();
         for _ in 0..=header_index {
             csv.read_byte_record(&mut rec)?;

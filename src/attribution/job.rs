@@ -1,0 +1,939 @@
+//! The attribution job: every `[attribution] interval_secs` it reads the whole history of orders,
+//! journey touchpoints and campaign spend back from QuestDB (so a restart, or a lifetime window,
+//! sees every journey, not only what this process holds in memory), runs each configured model in
+//! each window, and hands one row per reporting day, model, window and channel to the QuestDB sink
+//! (`attribution` table; its DEDUP key `ts, model, window, channel` makes a re-run overwrite).
+//!
+//! A run that could not read every row, or whose rows were not all stored, is a failed run: it
+//! logs what was missing, sets `adpulse_attribution_success` to 0 and leaves
+//! `adpulse_attribution_last_success_timestamp_seconds` where it was; the next run redoes
+//! everything.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use chrono_tz::Tz;
+use prometheus::{Gauge, IntCounterVec, IntGauge, Opts, Registry};
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::str::FromStr;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::config::AttributionConfig;
+use super::{Fitted, Journey, Model, Touch, Window, order_shares};
+use crate::normalize::day_start;
+use crate::records::{AttributionRow, Record};
+use crate::sinks::questdb::{SinkError, SinkHandle, SqlClient};
+
+/// Channel of the orders that had no touch in the window.
+pub const UNATTRIBUTED: &str = "unattributed";
+
+/// Rows per send to the sink, so one queued send never holds the whole history.
+const SEND_ROWS: usize = 5_000;
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("reading {table} from QuestDB: {source}")]
+    Read {
+        table: &'static str,
+        source: SinkError,
+    },
+    #[error("QuestDB answered a {table} query without a dataset")]
+    NoDataset { table: &'static str },
+    #[error("{bad} {table} rows unreadable (first: {first}); the rest were attributed and written")]
+    BadRows {
+        table: &'static str,
+        bad: usize,
+        first: String,
+    },
+    #[error("the attribution computation failed: {0}")]
+    Compute(String),
+    #[error("the QuestDB sink has stopped: {rows} attribution rows not written")]
+    SinkClosed { rows: usize },
+    #[error(
+        "{dead_lettered} of {rows} attribution rows refused by QuestDB (in the dead-letter file)"
+    )]
+    NotStored { rows: usize, dead_lettered: usize },
+}
+
+/// One order as the `orders` table holds it (kind `order`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderRow {
+    pub order_id: String,
+    pub ts: DateTime<Utc>,
+    /// Reporting day of the order.
+    pub day: NaiveDate,
+    pub revenue: Decimal,
+}
+
+/// One row of the `touchpoints` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TouchRow {
+    pub journey_id: String,
+    pub order_id: Option<String>,
+    pub ts: DateTime<Utc>,
+    pub position: i64,
+    pub channel: String,
+}
+
+/// One campaign's day from `campaign_stats` (`bucket = 'day'`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpendRow {
+    pub day: NaiveDate,
+    /// `platform:campaign_id`, as the touchpoints name paid channels.
+    pub channel: String,
+    pub spend: Decimal,
+    pub platform_conversions: f64,
+}
+
+/// What one run reads.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Inputs {
+    pub orders: Vec<OrderRow>,
+    pub touches: Vec<TouchRow>,
+    pub spend: Vec<SpendRow>,
+}
+
+/// Journeys assembled from orders and touchpoints, with each one's reporting day.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Journeys {
+    pub journeys: Vec<Journey>,
+    /// Reporting day of each converted journey's order (same index as `journeys`).
+    pub days: Vec<Option<NaiveDate>>,
+    /// Journeys whose touches name an order the `orders` table does not have (yet): left out
+    /// until it arrives, so a conversion is never counted as a journey without a sale.
+    pub waiting: usize,
+}
+
+/// Group touches into journeys and join them to their orders; an order without any touch is a
+/// journey without touches (unattributed).
+pub fn assemble(inputs: &Inputs) -> Journeys {
+    let mut orders: HashMap<&str, &OrderRow> = HashMap::new();
+    for o in &inputs.orders {
+        // a restated order keeps its newest version
+        let e = orders.entry(o.order_id.as_str()).or_insert(o);
+        if o.ts > e.ts {
+            *e = o;
+        }
+    }
+    let mut groups: BTreeMap<&str, Vec<&TouchRow>> = BTreeMap::new();
+    for t in &inputs.touches {
+        groups.entry(t.journey_id.as_str()).or_default().push(t);
+    }
+    let mut out = Journeys::default();
+    let mut used: BTreeSet<&str> = BTreeSet::new();
+    for (id, mut touches) in groups {
+        touches.sort_by(|a, b| a.ts.cmp(&b.ts).then(a.position.cmp(&b.position)));
+        touches.dedup_by(|a, b| a.position == b.position && a.ts == b.ts);
+        let order_id = touches.iter().find_map(|t| t.order_id.as_deref());
+        let order = match order_id {
+            Some(o) => match orders.get(o) {
+                Some(o) => Some(*o),
+                None => {
+                    out.waiting += 1;
+                    continue;
+                }
+            },
+            None => None,
+        };
+        if let Some(o) = order {
+            used.insert(o.order_id.as_str());
+        }
+        out.journeys.push(Journey {
+            id: id.to_string(),
+            touches: touches
+                .iter()
+                .map(|t| Touch {
+                    ts: t.ts,
+                    channel: t.channel.clone(),
+                })
+                .collect(),
+            converted_at: order.map(|o| o.ts),
+            revenue: order.map(|o| o.revenue).unwrap_or_default(),
+        });
+        out.days.push(order.map(|o| o.day));
+    }
+    let mut lone: Vec<&&OrderRow> = orders
+        .values()
+        .filter(|o| !used.contains(o.order_id.as_str()))
+        .collect();
+    lone.sort_by(|a, b| a.order_id.cmp(&b.order_id));
+    for o in lone {
+        out.journeys.push(Journey {
+            id: o.order_id.clone(),
+            touches: Vec::new(),
+            converted_at: Some(o.ts),
+            revenue: o.revenue,
+        });
+        out.days.push(Some(o.day));
+    }
+    out
+}
+
+/// Conversions and revenue credited to one channel on one day.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct DayCredit {
+    conversions: f64,
+    revenue: Decimal,
+}
+
+/// Every model × window × (day, channel): the `attribution` rows. Within a window each model gets
+/// a row for every (day, channel) any model credited or that had spend, zeros included, so a
+/// channel one model stops crediting is overwritten with 0 rather than left stale.
+pub fn build_rows(
+    j: &Journeys,
+    spend: &[SpendRow],
+    models: &[Model],
+    windows: &[Window],
+    tz: Tz,
+    currency: &str,
+) -> Vec<AttributionRow> {
+    let mut paid: BTreeMap<(NaiveDate, &str), (Decimal, f64)> = BTreeMap::new();
+    for s in spend {
+        let e = paid.entry((s.day, s.channel.as_str())).or_default();
+        e.0 += s.spend;
+        e.1 += s.platform_conversions;
+    }
+    let mut rows = Vec::new();
+    for &w in windows {
+        let mut credit: Vec<BTreeMap<(NaiveDate, String), DayCredit>> = Vec::new();
+        for &m in models {
+            let fitted = Fitted::fit(&j.journeys, m, w);
+            let mut by: BTreeMap<(NaiveDate, String), DayCredit> = BTreeMap::new();
+            for (journey, day) in j.journeys.iter().zip(&j.days) {
+                let (Some(day), Some(shares)) = (day, order_shares(journey, m, w, &fitted)) else {
+                    continue;
+                };
+                if shares.is_empty() {
+                    let c = by.entry((*day, UNATTRIBUTED.to_string())).or_default();
+                    c.conversions += 1.0;
+                    c.revenue += journey.revenue;
+                }
+                for s in shares {
+                    let c = by.entry((*day, s.channel)).or_default();
+                    c.conversions += s.conversions;
+                    c.revenue += s.revenue;
+                }
+            }
+            credit.push(by);
+        }
+        let mut keys: BTreeSet<(NaiveDate, String)> =
+            credit.iter().flat_map(|by| by.keys().cloned()).collect();
+        keys.extend(paid.keys().map(|(d, c)| (*d, c.to_string())));
+        for (m, by) in models.iter().zip(&credit) {
+            for key in &keys {
+                let c = by.get(key).copied().unwrap_or_default();
+                let (spend, claimed) = match paid.get(&(key.0, key.1.as_str())) {
+                    Some((s, c)) => (*s, Some(*c)),
+                    None => (Decimal::ZERO, None),
+                };
+                rows.push(AttributionRow {
+                    ts: day_start(key.0, tz),
+                    day: key.0,
+                    model: m.label().to_string(),
+                    window: w.label(),
+                    channel: key.1.clone(),
+                    conversions: c.conversions,
+                    revenue: c.revenue,
+                    spend,
+                    roas: if spend.is_zero() {
+                        None
+                    } else {
+                        (c.revenue / spend).to_f64()
+                    },
+                    platform_conversions: claimed,
+                    currency: currency.to_string(),
+                });
+            }
+        }
+    }
+    rows
+}
+
+/// A row the table holds: (day, model, window, channel).
+pub type RowKey = (NaiveDate, String, String, String);
+
+/// Zero rows for every key a previous run wrote with credit that this run does not produce (a
+/// channel that lost its credit after a late touch or order, a model taken out of the config), so
+/// no stale figure outlives the run that would have replaced it.
+pub fn zero_missing(
+    rows: &mut Vec<AttributionRow>,
+    previous: impl IntoIterator<Item = RowKey>,
+    tz: Tz,
+    currency: &str,
+) {
+    let built: BTreeSet<(NaiveDate, &str, &str, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.day,
+                r.model.as_str(),
+                r.window.as_str(),
+                r.channel.as_str(),
+            )
+        })
+        .collect();
+    let missing: Vec<RowKey> = previous
+        .into_iter()
+        .filter(|(d, m, w, c)| !built.contains(&(*d, m.as_str(), w.as_str(), c.as_str())))
+        .collect();
+    rows.extend(
+        missing
+            .into_iter()
+            .map(|(day, model, window, channel)| AttributionRow {
+                ts: day_start(day, tz),
+                day,
+                model,
+                window,
+                channel,
+                conversions: 0.0,
+                revenue: Decimal::ZERO,
+                spend: Decimal::ZERO,
+                roas: None,
+                platform_conversions: None,
+                currency: currency.to_string(),
+            }),
+    );
+}
+
+/// The job's self-metrics (node_exporter style: a success gauge and a duration per run).
+struct JobMetrics {
+    success: IntGauge,
+    last_success: Gauge,
+    duration: Gauge,
+    orders: IntGauge,
+    waiting: IntGauge,
+    rows: IntGauge,
+    runs: IntCounterVec,
+}
+
+/// Register `m` in `registry`; the handle stays with the job.
+fn registered<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    m: prometheus::Result<M>,
+) -> prometheus::Result<M> {
+    let m = m?;
+    registry.register(Box::new(m.clone()))?;
+    Ok(m)
+}
+
+impl JobMetrics {
+    fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let int = |name: &str, help: &str| registered(registry, IntGauge::new(name, help));
+        let float = |name: &str, help: &str| registered(registry, Gauge::new(name, help));
+        Ok(Self {
+            success: int(
+                "adpulse_attribution_success",
+                "1 if the last attribution run read every row and stored every result",
+            )?,
+            last_success: float(
+                "adpulse_attribution_last_success_timestamp_seconds",
+                "End of the last successful attribution run (unix seconds)",
+            )?,
+            duration: float(
+                "adpulse_attribution_duration_seconds",
+                "Time the last attribution run took",
+            )?,
+            orders: int(
+                "adpulse_attribution_orders",
+                "Orders the last attribution run attributed",
+            )?,
+            waiting: int(
+                "adpulse_attribution_journeys_waiting",
+                "Journeys whose order is not in QuestDB yet (left out of the last run)",
+            )?,
+            rows: int(
+                "adpulse_attribution_rows",
+                "Rows the last attribution run handed to the sink",
+            )?,
+            runs: registered(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "adpulse_attribution_runs_total",
+                        "Attribution runs, by result",
+                    ),
+                    &["result"],
+                ),
+            )?,
+        })
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    pub orders: usize,
+    pub journeys: usize,
+    pub waiting: usize,
+    pub rows: usize,
+    pub spooled: usize,
+}
+
+/// The periodic job.
+pub struct AttributionJob {
+    cfg: AttributionConfig,
+    sql: SqlClient,
+    sink: SinkHandle,
+    tz: Tz,
+    currency: String,
+    metrics: JobMetrics,
+}
+
+impl AttributionJob {
+    /// The job for `cfg`, its metrics registered in `registry`.
+    pub fn new(
+        cfg: AttributionConfig,
+        sql: SqlClient,
+        sink: SinkHandle,
+        tz: Tz,
+        currency: &str,
+        registry: &Registry,
+    ) -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            cfg,
+            sql,
+            sink,
+            tz,
+            currency: currency.to_string(),
+            metrics: JobMetrics::new(registry)?,
+        })
+    }
+
+    /// Run until shutdown: a first run shortly after start (once the sources' first batches
+    /// are in), then one every `interval_secs`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let every = std::time::Duration::from_secs(self.cfg.interval_secs);
+        let first = every.min(std::time::Duration::from_secs(5));
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(first) => {}
+        }
+        loop {
+            // the outcome is logged and in the metrics; the next run redoes a failed one
+            let _ = self.run_and_record().await;
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+
+    /// One run, its outcome logged and in the metrics.
+    pub async fn run_and_record(&self) -> Result<RunSummary, JobError> {
+        let started = std::time::Instant::now();
+        let r = self.run_once().await;
+        self.metrics.duration.set(started.elapsed().as_secs_f64());
+        match &r {
+            Ok(s) => {
+                self.metrics.success.set(1);
+                self.metrics.last_success.set(Utc::now().timestamp() as f64);
+                self.metrics.runs.with_label_values(&["success"]).inc();
+                info!(
+                    orders = s.orders,
+                    journeys = s.journeys,
+                    waiting = s.waiting,
+                    rows = s.rows,
+                    spooled = s.spooled,
+                    "attribution written"
+                );
+            }
+            Err(error) => {
+                self.metrics.success.set(0);
+                self.metrics.runs.with_label_values(&["failed"]).inc();
+                warn!(%error, "attribution run incomplete; the next run redoes it");
+            }
+        }
+        r
+    }
+
+    /// Read, attribute, write. Rows that could not be read are reported after the rest is
+    /// written (one bad row must not hold every other order's attribution back).
+    pub async fn run_once(&self) -> Result<RunSummary, JobError> {
+        let (inputs, bad) = self.read().await?;
+        let models = self.cfg.models();
+        let windows = self.cfg.windows();
+        let (tz, currency) = (self.tz, self.currency.clone());
+        let previous = self.previous().await?;
+        let built = tokio::task::spawn_blocking(move || {
+            let j = assemble(&inputs);
+            let mut rows = build_rows(&j, &inputs.spend, &models, &windows, tz, &currency);
+            zero_missing(&mut rows, previous, tz, &currency);
+            (j, rows)
+        })
+        .await;
+        let (j, rows) = match built {
+            Ok(b) => b,
+            // the computation panicked (a bug): reported as a run that stored nothing
+            Err(e) => return Err(JobError::Compute(e.to_string())),
+        };
+        let summary = RunSummary {
+            orders: j.days.iter().filter(|d| d.is_some()).count(),
+            journeys: j.journeys.len(),
+            waiting: j.waiting,
+            rows: rows.len(),
+            spooled: 0,
+        };
+        self.metrics.orders.set(summary.orders as i64);
+        self.metrics.waiting.set(summary.waiting as i64);
+        self.metrics.rows.set(summary.rows as i64);
+        let spooled = self
+            .write(rows.into_iter().map(Record::Attribution).collect())
+            .await?;
+        if let Some(e) = bad {
+            return Err(e);
+        }
+        Ok(RunSummary { spooled, ..summary })
+    }
+
+    /// Hand the rows to the sink and wait until they are durable; returns how many were spooled.
+    async fn write(&self, rows: Vec<Record>) -> Result<usize, JobError> {
+        let total = rows.len();
+        let mut tickets = Vec::new();
+        let mut rows = rows.into_iter();
+        loop {
+            let chunk: Vec<Record> = rows.by_ref().take(SEND_ROWS).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            let ticket = self
+                .sink
+                .send(chunk)
+                .await
+                .map_err(|_| JobError::SinkClosed { rows: total })?;
+            tickets.push(ticket);
+        }
+        let (mut dead, mut spooled) = (0, 0);
+        for t in tickets {
+            let s = t
+                .wait()
+                .await
+                .map_err(|_| JobError::SinkClosed { rows: total })?;
+            dead += s.dead_lettered;
+            spooled += s.spooled;
+        }
+        if dead > 0 {
+            return Err(JobError::NotStored {
+                rows: total,
+                dead_lettered: dead,
+            });
+        }
+        Ok(spooled)
+    }
+
+    /// Every order, touch and campaign day, page by page; the first unreadable table's error
+    /// alongside what could be read.
+    async fn read(&self) -> Result<(Inputs, Option<JobError>), JobError> {
+        let mut bad = None;
+        let orders = self
+            .query(
+                "orders",
+                "SELECT order_id, ts, day, amount FROM orders WHERE kind = 'order' ORDER BY ts",
+                parse_order,
+                &mut bad,
+            )
+            .await?;
+        let touches = self
+            .query(
+                "touchpoints",
+                "SELECT journey_id, order_id, ts, position, channel FROM touchpoints ORDER BY ts",
+                parse_touch,
+                &mut bad,
+            )
+            .await?;
+        let spend = self
+            .query(
+                "campaign_stats",
+                "SELECT day, platform, campaign_id, sum(spend), sum(conversions) \
+                 FROM campaign_stats WHERE bucket = 'day' \
+                 GROUP BY day, platform, campaign_id ORDER BY day, platform, campaign_id",
+                parse_spend,
+                &mut bad,
+            )
+            .await?;
+        Ok((
+            Inputs {
+                orders,
+                touches,
+                spend,
+            },
+            bad,
+        ))
+    }
+
+    /// The keys of the rows the table holds with credit (from earlier runs).
+    async fn previous(&self) -> Result<Vec<RowKey>, JobError> {
+        let mut bad = None;
+        let keys = self
+            .query(
+                "attribution",
+                "SELECT day, model, \"window\", channel FROM attribution \
+                 WHERE conversions != 0 OR revenue != 0 \
+                 ORDER BY day, model, \"window\", channel",
+                |r| {
+                    Ok((
+                        date(r, 0, "day")?,
+                        text(r, 1, "model")?,
+                        text(r, 2, "window")?,
+                        text(r, 3, "channel")?,
+                    ))
+                },
+                &mut bad,
+            )
+            .await?;
+        // a key that cannot be read cannot be overwritten: say so rather than leave it stale
+        match bad {
+            Some(e) => Err(e),
+            None => Ok(keys),
+        }
+    }
+
+    /// All rows of `base` (ordered, so pages do not overlap), parsed. Unreadable rows are left
+    /// out and named in `bad` (the first table with any, its count and first row), so the run
+    /// can write the rest and still report itself incomplete.
+    async fn query<T>(
+        &self,
+        table: &'static str,
+        base: &str,
+        parse: fn(&[Value]) -> Result<T, String>,
+        bad: &mut Option<JobError>,
+    ) -> Result<Vec<T>, JobError> {
+        let page = self.cfg.page_rows;
+        let (mut out, mut errors) = (Vec::new(), Vec::new());
+        let mut lo = 0usize;
+        loop {
+            let q = format!("{base} LIMIT {lo},{}", lo + page);
+            let v = self
+                .sql
+                .exec(&q)
+                .await
+                .map_err(|source| JobError::Read { table, source })?;
+            let data = v["dataset"]
+                .as_array()
+                .ok_or(JobError::NoDataset { table })?;
+            for (i, r) in data.iter().enumerate() {
+                let parsed = r
+                    .as_array()
+                    .ok_or_else(|| "not a row".to_string())
+                    .and_then(|r| parse(r));
+                match parsed {
+                    Ok(t) => out.push(t),
+                    Err(why) => errors.push(format!("{table} row {}: {why}", lo + i + 1)),
+                }
+            }
+            if data.len() < page {
+                break;
+            }
+            lo += page;
+        }
+        if let (None, Some(first)) = (&bad, errors.first()) {
+            *bad = Some(JobError::BadRows {
+                table,
+                bad: errors.len(),
+                first: first.clone(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn text(r: &[Value], i: usize, what: &str) -> Result<String, String> {
+    r.get(i)
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| format!("{what} missing"))
+}
+
+fn timestamp(r: &[Value], i: usize, what: &str) -> Result<DateTime<Utc>, String> {
+    let s = text(r, i, what)?;
+    DateTime::parse_from_rfc3339(&s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("{what} {s:?}: {e}"))
+}
+
+fn date(r: &[Value], i: usize, what: &str) -> Result<NaiveDate, String> {
+    let s = text(r, i, what)?;
+    NaiveDate::parse_from_str(&s, "%Y-%m-%d").map_err(|e| format!("{what} {s:?}: {e}"))
+}
+
+/// QuestDB returns DECIMAL as a string; accept a number too, exactly as printed.
+fn money(r: &[Value], i: usize, what: &str) -> Result<Decimal, String> {
+    match r.get(i) {
+        Some(Value::String(s)) => Decimal::from_str(s).map_err(|e| format!("{what} {s:?}: {e}")),
+        Some(Value::Number(n)) => {
+            Decimal::from_str(&n.to_string()).map_err(|e| format!("{what} {n}: {e}"))
+        }
+        _ => Err(format!("{what} missing")),
+    }
+}
+
+fn parse_order(r: &[Value]) -> Result<OrderRow, String> {
+    let order_id = text(r, 0, "order_id")?;
+    let with_id = |e: String| format!("order {order_id}: {e}");
+    Ok(OrderRow {
+        ts: timestamp(r, 1, "ts").map_err(with_id)?,
+        day: date(r, 2, "day").map_err(with_id)?,
+        revenue: money(r, 3, "amount").map_err(with_id)?,
+        order_id,
+    })
+}
+
+fn parse_touch(r: &[Value]) -> Result<TouchRow, String> {
+    let journey_id = text(r, 0, "journey_id")?;
+    let with_id = |e: String| format!("journey {journey_id}: {e}");
+    Ok(TouchRow {
+        order_id: r.get(1).and_then(Value::as_str).map(str::to_string),
+        ts: timestamp(r, 2, "ts").map_err(with_id)?,
+        position: r
+            .get(3)
+            .and_then(Value::as_i64)
+            .ok_or_else(|| with_id("position missing".into()))?,
+        channel: text(r, 4, "channel").map_err(with_id)?,
+        journey_id,
+    })
+}
+
+fn parse_spend(r: &[Value]) -> Result<SpendRow, String> {
+    let platform = text(r, 1, "platform")?;
+    let campaign = text(r, 2, "campaign_id")?;
+    let with_id = |e: String| format!("campaign {platform}:{campaign}: {e}");
+    Ok(SpendRow {
+        day: date(r, 0, "day").map_err(with_id)?,
+        spend: money(r, 3, "spend").map_err(with_id)?,
+        platform_conversions: r.get(4).and_then(Value::as_f64).unwrap_or(0.0),
+        channel: format!("{platform}:{campaign}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use rust_decimal_macros::dec;
+
+    fn at(day: u32, hour: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, day, hour, 0, 0).unwrap()
+    }
+
+    fn d(day: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 11, day).unwrap()
+    }
+
+    fn touch(j: &str, order: Option<&str>, day: u32, pos: i64, ch: &str) -> TouchRow {
+        TouchRow {
+            journey_id: j.into(),
+            order_id: order.map(str::to_string),
+            ts: at(day, 8),
+            position: pos,
+            channel: ch.into(),
+        }
+    }
+
+    fn inputs() -> Inputs {
+        Inputs {
+            orders: vec![
+                OrderRow {
+                    order_id: "o1".into(),
+                    ts: at(10, 10),
+                    day: d(10),
+                    revenue: dec!(1000.01),
+                },
+                // an order with no touch at all
+                OrderRow {
+                    order_id: "o2".into(),
+                    ts: at(10, 11),
+                    day: d(10),
+                    revenue: dec!(250.00),
+                },
+            ],
+            touches: vec![
+                touch("o1", Some("o1"), 2, 1, "meta:1"),
+                touch("o1", Some("o1"), 10, 2, "google_ads:2"),
+                touch("v1", None, 9, 1, "meta:1"),
+                // its order is not in the table yet
+                touch("o9", Some("o9"), 10, 1, "meta:1"),
+            ],
+            spend: vec![SpendRow {
+                day: d(10),
+                channel: "meta:1".into(),
+                spend: dec!(500),
+                platform_conversions: 3.0,
+            }],
+        }
+    }
+
+    #[test]
+    fn journeys_join_orders_and_wait_for_missing_ones() {
+        let j = assemble(&inputs());
+        assert_eq!(j.waiting, 1);
+        assert_eq!(j.journeys.len(), 3);
+        let o1 = j.journeys.iter().find(|j| j.id == "o1").unwrap();
+        assert_eq!(o1.touches.len(), 2);
+        assert_eq!(o1.revenue, dec!(1000.01));
+        let o2 = j.journeys.iter().find(|j| j.id == "o2").unwrap();
+        assert!(o2.touches.is_empty() && o2.converted_at.is_some());
+    }
+
+    #[test]
+    fn rows_by_hand() {
+        let i = inputs();
+        let j = assemble(&i);
+        let rows = build_rows(
+            &j,
+            &i.spend,
+            &[Model::FirstClick, Model::Linear],
+            &[Window::Days(7), Window::Lifetime],
+            chrono_tz::Asia::Kolkata,
+            "INR",
+        );
+        let get = |m: &str, w: &str, c: &str| {
+            rows.iter()
+                .find(|r| r.model == m && r.window == w && r.channel == c)
+                .unwrap_or_else(|| panic!("{m} {w} {c}"))
+        };
+        // lifetime first click: o1 to meta (1000.01), o2 unattributed
+        let r = get("first_click", "lifetime", "meta:1");
+        assert_eq!(r.revenue, dec!(1000.01));
+        assert_eq!(r.spend, dec!(500));
+        assert_eq!(r.platform_conversions, Some(3.0));
+        assert_eq!(r.roas, Some(1000.01 / 500.0));
+        assert_eq!(r.ts, Utc.with_ymd_and_hms(2026, 11, 9, 18, 30, 0).unwrap());
+        assert_eq!(
+            get("first_click", "lifetime", UNATTRIBUTED).revenue,
+            dec!(250.00)
+        );
+        // linear: 500.00 (first half, rounded) and 500.01 (the remainder) to the last touch
+        assert_eq!(get("linear", "lifetime", "meta:1").revenue, dec!(500.00));
+        assert_eq!(
+            get("linear", "lifetime", "google_ads:2").revenue,
+            dec!(500.01)
+        );
+        // 7 days: meta's day-2 touch is out; meta still has its spend row, with no credit
+        let r = get("first_click", "7d", "meta:1");
+        assert_eq!((r.revenue, r.conversions), (Decimal::ZERO, 0.0));
+        assert_eq!(r.roas, Some(0.0));
+        assert_eq!(
+            get("first_click", "7d", "google_ads:2").revenue,
+            dec!(1000.01)
+        );
+        // organic or unpaid channels carry no spend and no platform claim
+        assert_eq!(
+            get("linear", "7d", "google_ads:2").platform_conversions,
+            None
+        );
+        // every model and window adds up to the orders of the day
+        for m in ["first_click", "linear"] {
+            for w in ["7d", "lifetime"] {
+                let total: Decimal = rows
+                    .iter()
+                    .filter(|r| r.model == m && r.window == w)
+                    .map(|r| r.revenue)
+                    .sum();
+                assert_eq!(total, dec!(1250.01), "{m} {w}");
+            }
+        }
+    }
+
+    #[test]
+    fn keys_that_lost_their_credit_are_zeroed() {
+        let i = inputs();
+        let j = assemble(&i);
+        let tz = chrono_tz::Asia::Kolkata;
+        let mut rows = build_rows(
+            &j,
+            &i.spend,
+            &[Model::LastClick],
+            &[Window::Lifetime],
+            tz,
+            "INR",
+        );
+        let n = rows.len();
+        let key = |c: &str| {
+            (
+                d(10),
+                "last_click".to_string(),
+                "lifetime".to_string(),
+                c.to_string(),
+            )
+        };
+        // meta:1 is rebuilt (it has spend), organic:x is gone
+        zero_missing(&mut rows, [key("meta:1"), key("organic:x")], tz, "INR");
+        assert_eq!(rows.len(), n + 1);
+        let z = rows.last().unwrap();
+        assert_eq!(
+            (z.channel.as_str(), z.revenue, z.conversions),
+            ("organic:x", Decimal::ZERO, 0.0)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_run_that_cannot_read_says_so() {
+        // QuestDB unreachable (a port nothing listens on): the run fails, the gauge says 0, the
+        // failure is counted, and there is no last success
+        let spool = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let qcfg = crate::config::QuestDbConfig {
+            http_url: format!("http://127.0.0.1:{port}"),
+            spool_dir: spool.path().to_path_buf(),
+            request_timeout_secs: 2,
+            ..Default::default()
+        };
+        let telemetry = std::sync::Arc::new(crate::telemetry::Telemetry::new());
+        let (_sink, handle) =
+            crate::sinks::questdb::QuestDbSink::build(qcfg.clone(), None, telemetry.clone())
+                .unwrap();
+        let job = AttributionJob::new(
+            AttributionConfig::default(),
+            SqlClient::new(&qcfg, None),
+            handle,
+            chrono_tz::Asia::Kolkata,
+            "INR",
+            &telemetry.registry,
+        )
+        .unwrap();
+        let e = job.run_and_record().await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                JobError::Read {
+                    table: "orders",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(job.metrics.success.get(), 0);
+        assert_eq!(job.metrics.runs.with_label_values(&["failed"]).get(), 1);
+        assert_eq!(job.metrics.runs.with_label_values(&["success"]).get(), 0);
+        assert_eq!(job.metrics.last_success.get(), 0.0);
+    }
+
+    #[test]
+    fn questdb_rows_parse_and_bad_ones_are_named() {
+        let row: Vec<Value> = serde_json::from_str(
+            r#"["demo-1", "2026-11-10T10:00:00.000000Z", "2026-11-10", "1234.560000"]"#,
+        )
+        .unwrap();
+        let o = parse_order(&row).unwrap();
+        assert_eq!(o.revenue, dec!(1234.56));
+        assert_eq!(o.ts, at(10, 10));
+        let bad: Vec<Value> = serde_json::from_str(
+            r#"["demo-2", "2026-11-10T10:00:00.000000Z", "2026-11-10", null]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            parse_order(&bad).unwrap_err(),
+            "order demo-2: amount missing"
+        );
+        let s: Vec<Value> =
+            serde_json::from_str(r#"["2026-11-10", "meta", "120", "99.5", 2.5]"#).unwrap();
+        let s = parse_spend(&s).unwrap();
+        assert_eq!((s.channel.as_str(), s.spend), ("meta:120", dec!(99.5)));
+    }
+}

@@ -123,15 +123,7 @@ pub fn forecast_csv(
 }
 
 fn check_horizon(horizon: usize) -> Result<(), ModelError> {
-    if horizon > MAX_HORIZON {
-        return Err(ModelError::TooLarge {
-            what: "--horizon",
-            got: horizon,
-            limit: MAX_HORIZON,
-            hint: "forecast fewer steps, or use a coarser series (daily instead of hourly)",
-        });
-    }
-    Ok(())
+    forecast::check_horizon("--horizon", horizon)
 }
 
 /// The forecast of one CSV read from `reader` (no header line written); see [`forecast_csv`].

@@ -602,6 +602,20 @@ fn error_quantiles(errors: &[Vec<f64>], horizon: usize, window: usize) -> Vec<Qu
     out
 }
 
+/// `TooLarge` when `horizon` exceeds [`MAX_HORIZON`]; `what` names the input in the message
+/// (the CLI's `--horizon`, the library's "the horizon").
+pub(crate) fn check_horizon(what: &'static str, horizon: usize) -> Result<(), ModelError> {
+    if horizon > MAX_HORIZON {
+        return Err(ModelError::TooLarge {
+            what,
+            got: horizon,
+            limit: MAX_HORIZON,
+            hint: "forecast fewer steps, or use a coarser series (daily instead of hourly)",
+        });
+    }
+    Ok(())
+}
+
 struct Prepared {
     series: RegularSeries,
     y: Vec<f64>,
@@ -623,14 +637,7 @@ fn prepare(
             "horizon must be at least 1".into(),
         ));
     }
-    if horizon > MAX_HORIZON {
-        return Err(ModelError::TooLarge {
-            what: "the horizon",
-            got: horizon,
-            limit: MAX_HORIZON,
-            hint: "forecast fewer steps, or use a coarser series (daily instead of hourly)",
-        });
-    }
+    check_horizon("the horizon", horizon)?;
     let s = series.filled(cfg.max_gap);
     let n = s.values.len();
     if n < 8 {

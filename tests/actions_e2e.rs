@@ -12,13 +12,12 @@ mod common;
 #[path = "support/fake_meta.rs"]
 mod fake_meta;
 
-use action_center::{Visitor, demo_config, hidden};
+use action_center::{Visitor, demo_config, hidden, users_file};
 use adpulse::actions::Mode;
 use adpulse::actions::config::MetaActionsConfig;
 use adpulse::config::{Config, QuestDbConfig};
 use adpulse::platforms::meta::MetaApiConfig;
 use adpulse::sources::SourceConfig;
-use adpulse::sources::demo::DemoConfig;
 use common::*;
 use fake_meta::FakeMeta;
 use serde_json::{Value, json};
@@ -80,9 +79,7 @@ async fn approvals_execute_once_refusals_are_audited_and_tokens_never_leak() {
         spool_dir: dir.path().join("spool"),
         ..QuestDbConfig::default()
     };
-    let mut demo = DemoConfig::new("demo");
-    demo.start = Some("2026-11-23T06:30:00Z".parse().unwrap());
-    demo.backfill_only = true;
+    let demo = demo_backfill_at("2026-11-23T06:30:00Z".parse().unwrap());
     cfg.sources = vec![SourceConfig::Demo(demo)];
     cfg.actions.mode = Mode::Approve;
     cfg.actions.dry_run = false;
@@ -355,14 +352,8 @@ async fn web_app(
     dir: &tempfile::TempDir,
     tune: impl FnOnce(&mut Config),
 ) -> adpulse::app::Running {
-    let users_file = dir.path().join("users.toml");
-    adpulse::actions::engine::Users::new(&users_file, 5, Duration::from_secs(60))
-        .add(
-            "asha",
-            adpulse::actions::engine::Role::Approver,
-            "asha-approver-pass",
-        )
-        .unwrap();
+    let asha = ("asha", adpulse::actions::engine::Role::Approver);
+    let users_file = users_file(dir.path(), asha, "asha-approver-pass");
     let token = dir.path().join("meta-token");
     std::fs::write(&token, format!("{META_TOKEN}\n")).unwrap();
     let mut cfg = demo_config(dir.path(), fake_url, token, users_file);

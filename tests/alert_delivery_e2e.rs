@@ -22,7 +22,6 @@
 
 mod common;
 
-use adpulse::sources::demo::DemoConfig;
 use axum::body::Bytes;
 use axum::extract::{Path as AxPath, State};
 use axum::http::HeaderMap;
@@ -161,9 +160,7 @@ async fn start_adpulse(
     q: &QuestDb,
     token_file: &std::path::Path,
 ) -> (adpulse::app::Running, tempfile::TempDir) {
-    let mut demo = DemoConfig::new("demo");
-    demo.start = Some(START.parse().unwrap());
-    demo.backfill_only = true;
+    let demo = demo_backfill_at(START.parse().unwrap());
     start_demo_with(q, demo, |cfg| {
         cfg.actions.auth.write_token_file = Some(token_file.to_path_buf());
     })

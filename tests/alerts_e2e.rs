@@ -31,7 +31,6 @@
 
 mod common;
 
-use adpulse::sources::demo::DemoConfig;
 use axum::Json;
 use axum::extract::{Path as AxPath, State};
 use axum::routing::post;
@@ -209,9 +208,7 @@ fn campaign_metric(body: &str, name: &str, campaign: &str) -> Option<f64> {
 async fn demo_faults_page_through_alertmanager_and_the_profitable_campaign_does_not() {
     let start: DateTime<Utc> = START.parse().unwrap();
     let q = QuestDb::start_with_metrics().await;
-    let mut demo = DemoConfig::new("demo");
-    demo.start = Some(start);
-    demo.backfill_only = true;
+    let mut demo = demo_backfill_at(start);
     // the scenario's defaults, spelled out: the test's reasoning depends on them
     demo.tracking_break_hours_ago = 72;
     demo.spike_hours_ago = 2;

@@ -234,15 +234,7 @@ pub async fn backfill(
         let mut backoff = policy.backoff();
         let mut throttles = 0u32;
         loop {
-            let (obs, done_until, failure) = match poller.poll(window).await {
-                Ok(obs) => (obs, window.until, None),
-                Err(SourceError::Partial {
-                    observations,
-                    incomplete_from,
-                    cause,
-                }) => (observations, incomplete_from - Days::new(1), Some(*cause)),
-                Err(e) => (Vec::new(), window.since - Days::new(1), Some(e)),
-            };
+            let (obs, done_until, failure) = window.outcome(poller.poll(window).await);
             if done_until >= window.since {
                 let obs = merge_duplicates(obs);
                 let why = rejections(&normalizer, source_name, &obs, tz, reporting);

@@ -120,6 +120,27 @@ impl Window {
     pub fn days(self) -> impl Iterator<Item = NaiveDate> {
         each_day(self.since, self.until)
     }
+
+    /// What a poll of this window brought: its observations, the last day it read completely
+    /// (the day before `since` when it read none), and why it stopped short, if it did.
+    pub fn outcome(
+        self,
+        polled: Result<Vec<Observation>, SourceError>,
+    ) -> (Vec<Observation>, NaiveDate, Option<SourceError>) {
+        match polled {
+            Ok(obs) => (obs, self.until, None),
+            Err(SourceError::Partial {
+                observations,
+                incomplete_from,
+                cause,
+            }) => (
+                observations,
+                incomplete_from - CDuration::days(1),
+                Some(*cause),
+            ),
+            Err(e) => (Vec::new(), self.since - CDuration::days(1), Some(e)),
+        }
+    }
 }
 
 /// What an HTTP source implements.
@@ -491,19 +512,7 @@ pub async fn run_polling<S: PollSource>(
         }
         let started = Instant::now();
         let mut wait = settings.interval;
-        let (obs, complete_until, failure) = match source.poll(window).await {
-            Ok(obs) => (obs, window.until, None),
-            Err(SourceError::Partial {
-                observations,
-                incomplete_from,
-                cause,
-            }) => (
-                observations,
-                incomplete_from - CDuration::days(1),
-                Some(*cause),
-            ),
-            Err(e) => (Vec::new(), window.since - CDuration::days(1), Some(e)),
-        };
+        let (obs, complete_until, failure) = window.outcome(source.poll(window).await);
         let n = obs.len();
         let mut delivered_ok = true;
         if !obs.is_empty() || failure.is_none() {

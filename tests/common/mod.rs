@@ -886,6 +886,17 @@ pub fn demo_test_config(q: &QuestDb, spool: &Path) -> adpulse::config::Config {
     cfg
 }
 
+/// The demo source `demo` backfilling up to `start` (the scenario's defaults otherwise), then
+/// done: the fixed history the end-to-end tests reason about.
+pub fn demo_backfill_at(
+    start: chrono::DateTime<chrono::Utc>,
+) -> adpulse::sources::demo::DemoConfig {
+    let mut demo = adpulse::sources::demo::DemoConfig::new("demo");
+    demo.start = Some(start);
+    demo.backfill_only = true;
+    demo
+}
+
 /// Wait until adpulse at `addr` serves KPIs computed after this call. Its KPI loop computes a
 /// snapshot, renders it (`adpulse_snapshot_rendered_timestamp_seconds`), then sleeps: the first
 /// render newer than the one shown now happened after this call, so the render after that one

@@ -33,6 +33,18 @@ pub fn demo_config(
     cfg
 }
 
+/// A users file `dir/users.toml` holding one user `name` with `role` and `password`; its path.
+pub fn users_file(
+    dir: &Path,
+    (name, role): (&str, adpulse::actions::engine::Role),
+    password: &str,
+) -> PathBuf {
+    let path = dir.join("users.toml");
+    let users = adpulse::actions::engine::Users::new(&path, 5, std::time::Duration::from_secs(60));
+    users.add(name, role, password).unwrap();
+    path
+}
+
 /// A signed-in visitor of the action center over plain HTTP: keeps the session cookie by hand
 /// and follows no redirect, so each answer is seen as the server sent it.
 pub struct Visitor {

@@ -191,6 +191,36 @@ mod tests {
     use super::*;
     use rust_decimal_macros::dec;
 
+    #[test]
+    fn adding_totals_adds_every_figure() {
+        let mut t = Totals {
+            spend: dec!(100.50),
+            conversion_value: dec!(20),
+            revenue: dec!(30),
+            impressions: 1_000,
+            clicks: 10,
+            conversions: 1.5,
+        };
+        t += Totals {
+            spend: dec!(0.25),
+            conversion_value: dec!(5),
+            revenue: dec!(-3),
+            impressions: 7,
+            clicks: 2,
+            conversions: 0.5,
+        };
+        // by hand, field by field
+        let want = Totals {
+            spend: dec!(100.75),
+            conversion_value: dec!(25),
+            revenue: dec!(27),
+            impressions: 1_007,
+            clicks: 12,
+            conversions: 2.0,
+        };
+        assert_eq!(t, want);
+    }
+
     fn seed_day() -> Totals {
         // The seed's baseline day: ~30,556 INR spend, 2,750 INR revenue.
         Totals {

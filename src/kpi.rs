@@ -339,25 +339,18 @@ mod tests {
 
     #[test]
     fn loss_rate_is_signed_and_per_hour() {
-        let w = Totals {
-            spend: dec!(3000),
-            revenue: dec!(600),
-            ..Default::default()
+        let rate = |spend, revenue, hours| {
+            let t = Totals {
+                spend,
+                revenue,
+                ..Default::default()
+            };
+            loss_rate_per_hour(&t, hours, Margin::default())
         };
-        assert_eq!(
-            loss_rate_per_hour(&w, 3, Margin::default()),
-            Some(dec!(800))
-        );
-        let p = Totals {
-            spend: dec!(100),
-            revenue: dec!(400),
-            ..Default::default()
-        };
-        assert_eq!(
-            loss_rate_per_hour(&p, 1, Margin::default()),
-            Some(dec!(-300))
-        );
-        assert_eq!(loss_rate_per_hour(&p, 0, Margin::default()), None);
+        // (3000 - 600) / 3 h, and (100 - 400) / 1 h: a profit is a negative loss
+        assert_eq!(rate(dec!(3000), dec!(600), 3), Some(dec!(800)));
+        assert_eq!(rate(dec!(100), dec!(400), 1), Some(dec!(-300)));
+        assert_eq!(rate(dec!(100), dec!(400), 0), None);
     }
 
     #[test]

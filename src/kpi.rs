@@ -193,32 +193,18 @@ mod tests {
 
     #[test]
     fn adding_totals_adds_every_figure() {
-        let mut t = Totals {
-            spend: dec!(100.50),
-            conversion_value: dec!(20),
-            revenue: dec!(30),
-            impressions: 1_000,
-            clicks: 10,
-            conversions: 1.5,
+        let totals = |s, v, r, i, c, n| Totals {
+            spend: s,
+            conversion_value: v,
+            revenue: r,
+            impressions: i,
+            clicks: c,
+            conversions: n,
         };
-        t += Totals {
-            spend: dec!(0.25),
-            conversion_value: dec!(5),
-            revenue: dec!(-3),
-            impressions: 7,
-            clicks: 2,
-            conversions: 0.5,
-        };
+        let mut t = totals(dec!(100.50), dec!(20), dec!(30), 1_000, 10, 1.5);
+        t += totals(dec!(0.25), dec!(5), dec!(-3), 7, 2, 0.5);
         // by hand, field by field
-        let want = Totals {
-            spend: dec!(100.75),
-            conversion_value: dec!(25),
-            revenue: dec!(27),
-            impressions: 1_007,
-            clicks: 12,
-            conversions: 2.0,
-        };
-        assert_eq!(t, want);
+        assert_eq!(t, totals(dec!(100.75), dec!(25), dec!(27), 1_007, 12, 2.0));
     }
 
     fn seed_day() -> Totals {

@@ -327,9 +327,10 @@ async fn attribution_job_writes_every_model_and_window_to_the_paisa() {
     let count = q.number("SELECT count() FROM attribution").await.unwrap();
     assert_eq!(count as usize, rows.len());
     eprintln!(
-        "attribution: {n_orders} orders, {} rows; {CAMPAIGN} 7d first {first} last {last} \
-         linear {linear} against spend {spend}",
-        rows.len()
+        "attribution: {n_orders} orders, {} rows, last run {:?} s; {CAMPAIGN} 7d first {first} \
+         last {last} linear {linear} against spend {spend}",
+        rows.len(),
+        metric(&get(&url).await.1, "adpulse_attribution_duration_seconds")
     );
     running.stop().await;
 }

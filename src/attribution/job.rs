@@ -527,41 +527,32 @@ impl AttributionJob {
     /// alongside what could be read.
     async fn read(&self) -> Result<(Inputs, Option<JobError>), JobError> {
         let mut bad = None;
-        let mut note = |table: &'static str, errors: Vec<String>| {
-            if let (None, Some(first)) = (&bad, errors.first()) {
-                bad = Some(JobError::BadRows {
-                    table,
-                    bad: errors.len(),
-                    first: first.clone(),
-                });
-            }
-        };
-        let (orders, e) = self
+        let orders = self
             .query(
                 "orders",
                 "SELECT order_id, ts, day, amount FROM orders WHERE kind = 'order' ORDER BY ts",
                 parse_order,
+                &mut bad,
             )
             .await?;
-        note("orders", e);
-        let (touches, e) = self
+        let touches = self
             .query(
                 "touchpoints",
                 "SELECT journey_id, order_id, ts, position, channel FROM touchpoints ORDER BY ts",
                 parse_touch,
+                &mut bad,
             )
             .await?;
-        note("touchpoints", e);
-        let (spend, e) = self
+        let spend = self
             .query(
                 "campaign_stats",
                 "SELECT day, platform, campaign_id, sum(spend), sum(conversions) \
                  FROM campaign_stats WHERE bucket = 'day' \
                  GROUP BY day, platform, campaign_id ORDER BY day, platform, campaign_id",
                 parse_spend,
+                &mut bad,
             )
             .await?;
-        note("campaign_stats", e);
         Ok((
             Inputs {
                 orders,
@@ -574,7 +565,8 @@ impl AttributionJob {
 
     /// The keys of the rows the table holds with credit (from earlier runs).
     async fn previous(&self) -> Result<Vec<RowKey>, JobError> {
-        let (keys, bad) = self
+        let mut bad = None;
+        let keys = self
             .query(
                 "attribution",
                 "SELECT day, model, \"window\", channel FROM attribution \
@@ -588,26 +580,26 @@ impl AttributionJob {
                         text(r, 3, "channel")?,
                     ))
                 },
+                &mut bad,
             )
             .await?;
-        match bad.first() {
-            // a key that cannot be read cannot be overwritten: say so rather than leave it stale
-            Some(first) => Err(JobError::BadRows {
-                table: "attribution",
-                bad: bad.len(),
-                first: first.clone(),
-            }),
+        // a key that cannot be read cannot be overwritten: say so rather than leave it stale
+        match bad {
+            Some(e) => Err(e),
             None => Ok(keys),
         }
     }
 
-    /// All rows of `base` (ordered, so pages do not overlap), parsed; unreadable rows named.
+    /// All rows of `base` (ordered, so pages do not overlap), parsed. Unreadable rows are left
+    /// out and named in `bad` (the first table with any, its count and first row), so the run
+    /// can write the rest and still report itself incomplete.
     async fn query<T>(
         &self,
         table: &'static str,
         base: &str,
         parse: fn(&[Value]) -> Result<T, String>,
-    ) -> Result<(Vec<T>, Vec<String>), JobError> {
+        bad: &mut Option<JobError>,
+    ) -> Result<Vec<T>, JobError> {
         let page = self.cfg.page_rows;
         let (mut out, mut errors) = (Vec::new(), Vec::new());
         let mut lo = 0usize;
@@ -636,7 +628,14 @@ impl AttributionJob {
             }
             lo += page;
         }
-        Ok((out, errors))
+        if let (None, Some(first)) = (&bad, errors.first()) {
+            *bad = Some(JobError::BadRows {
+                table,
+                bad: errors.len(),
+                first: first.clone(),
+            });
+        }
+        Ok(out)
     }
 }
 
@@ -867,6 +866,52 @@ mod tests {
             (z.channel.as_str(), z.revenue, z.conversions),
             ("organic:x", Decimal::ZERO, 0.0)
         );
+    }
+
+    #[tokio::test]
+    async fn a_run_that_cannot_read_says_so() {
+        // QuestDB unreachable (a port nothing listens on): the run fails, the gauge says 0, the
+        // failure is counted, and there is no last success
+        let spool = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let qcfg = crate::config::QuestDbConfig {
+            http_url: format!("http://127.0.0.1:{port}"),
+            spool_dir: spool.path().to_path_buf(),
+            request_timeout_secs: 2,
+            ..Default::default()
+        };
+        let telemetry = std::sync::Arc::new(crate::telemetry::Telemetry::new());
+        let (_sink, handle) =
+            crate::sinks::questdb::QuestDbSink::build(qcfg.clone(), None, telemetry.clone())
+                .unwrap();
+        let job = AttributionJob::new(
+            AttributionConfig::default(),
+            SqlClient::new(&qcfg, None),
+            handle,
+            chrono_tz::Asia::Kolkata,
+            "INR",
+            &telemetry.registry,
+        )
+        .unwrap();
+        let e = job.run_and_record().await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                JobError::Read {
+                    table: "orders",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(job.metrics.success.get(), 0);
+        assert_eq!(job.metrics.runs.with_label_values(&["failed"]).get(), 1);
+        assert_eq!(job.metrics.runs.with_label_values(&["success"]).get(), 0);
+        assert_eq!(job.metrics.last_success.get(), 0.0);
     }
 
     #[test]

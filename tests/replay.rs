@@ -773,6 +773,20 @@ async fn compare_table(
     compare(lines, name, case, unit, &stored(q, &sql).await, want, false);
 }
 
+/// Wait until `campaign_stats` holds the days of `want` from `source`, then compare its daily
+/// rows' day totals ([`campaign_days`]) with `want`, values included.
+async fn compare_campaign_days(
+    q: &QuestDb,
+    lines: &mut Vec<Line>,
+    source: &str,
+    (name, case, unit): (&'static str, &'static str, &'static str),
+    want: &BTreeMap<String, DayTotal>,
+) {
+    wait_rows(q, "campaign_stats", source, keys(want)).await;
+    let got = campaign_days(q, source, "day").await;
+    compare(lines, name, case, unit, &got, want, true);
+}
+
 async fn wait_rows(q: &QuestDb, table: &str, source: &str, n: usize) {
     q.wait_for_count(
         &format!("SELECT count() FROM {table} WHERE source = '{source}'"),
@@ -823,17 +837,18 @@ async fn every_source_stores_what_its_bodies_say_to_the_paisa() {
     assert_eq!(log.len(), 4, "throttled call, then 3 pages: {log:?}");
     assert_eq!(log[0], log[1], "the throttled page is asked again");
     let want = meta_daily("act_1001");
-    wait_rows(&q, "campaign_stats", "meta_usd_la_products", keys(&want)).await;
-    let got = campaign_days(&q, "meta_usd_la_products", "day").await;
-    compare(
+    compare_campaign_days(
+        &q,
         &mut lines,
-        "meta",
-        "USD, Los Angeles, ad x product rows, 4 purchase types, usage 100% then 0%",
-        "USD",
-        &got,
+        "meta_usd_la_products",
+        (
+            "meta",
+            "USD, Los Angeles, ad x product rows, 4 purchase types, usage 100% then 0%",
+            "USD",
+        ),
         &want,
-        true,
-    );
+    )
+    .await;
     assert!(
         want.values().all(|d| d.rows > d.keys),
         "the case has rows sharing a key"
@@ -984,17 +999,14 @@ async fn every_source_stores_what_its_bodies_say_to_the_paisa() {
         "the quota error's retryDelay waited, then one searchStream call for the ads (FROM ad_group_ad) and one for the campaigns without ads"
     );
     let want = google_daily();
-    wait_rows(&q, "campaign_stats", "gads_eur_berlin", keys(&want)).await;
-    let got = campaign_days(&q, "gads_eur_berlin", "day").await;
-    compare(
+    compare_campaign_days(
+        &q,
         &mut lines,
-        "google_ads",
-        "EUR, Berlin, ad-group rows in 2 stream batches + a campaign without ads; after a 200 ending in an error element and a 429 (array form, retryDelay 3s)",
-        "EUR",
-        &got,
+        "gads_eur_berlin",
+        ("google_ads", "EUR, Berlin, ad-group rows in 2 stream batches + a campaign without ads; after a 200 ending in an error element and a 429 (array form, retryDelay 3s)", "EUR"),
         &want,
-        true,
-    );
+    )
+    .await;
 
     // GA4, Kolkata property, 4 rows a page: the last page of the first day says the project's
     // hourly tokens are nearly gone: that day is complete, the two others stay incomplete

@@ -141,3 +141,74 @@ fn explore_alert_settings() {
         }
     }
 }
+
+/// Writes every file's per-row scores (and window rows) to `$NAB_DUMP` for exploring alert
+/// rules outside the build: `NAB_DUMP=/tmp/x cargo test --release --test models_nab dump -- --ignored`.
+#[test]
+#[ignore = "exploration dump for docs/models.md"]
+fn dump_scores() {
+    use std::io::Write as _;
+    let Ok(out) = std::env::var("NAB_DUMP") else {
+        panic!("set NAB_DUMP to an output folder");
+    };
+    let out = PathBuf::from(out);
+    std::fs::create_dir_all(&out).expect("dump folder");
+    // NAB_TWEAK="warmup=150,min_z=5": numeric settings applied to every file's parameter set.
+    let tweaks: Vec<(String, f64)> = std::env::var("NAB_TWEAK")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k.trim().to_string(), v.trim().parse().ok()?))
+        })
+        .collect();
+    let tweak = |c: &mut adpulse::models::anomaly::DetectorConfig| {
+        for (k, v) in &tweaks {
+            match k.as_str() {
+                "warmup" => c.warmup = c.warmup.min(*v as usize),
+                "tail_z" => c.tail_z = *v,
+                "tail_memory" => c.tail_memory = *v,
+                "tail_prior_rate" => c.tail_prior_rate = *v,
+                "tail_prior_points" => c.tail_prior_points = *v,
+                "tail_prior_excess" => c.tail_prior_excess = *v,
+                "min_z" => c.min_z = *v,
+                "shift_span" => c.shift_span = *v,
+                "seasons_back" => c.seasons_back = *v as usize,
+                "scale_window" => c.scale_window = *v as usize,
+                "log_offset_frac" => c.log_offset_frac = *v,
+                other => panic!("unknown tweak {other}"),
+            }
+        }
+    };
+    let corpus = nab::load_corpus(&nab_dir()).expect("corpus");
+    for f in &corpus {
+        let scored = nab::score_file(f, &tweak);
+        let path = out.join(format!("{}__{}", f.category, f.name));
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&path).expect("dump file"));
+        let wins: Vec<String> = f
+            .windows
+            .iter()
+            .map(|(a, b)| {
+                let l = f.points.partition_point(|p| p.ts < *a);
+                let r = f.points.partition_point(|p| p.ts <= *b);
+                format!("{l}:{r}")
+            })
+            .collect();
+        writeln!(w, "# step={} windows={}", f.step_secs, wins.join(",")).expect("write");
+        writeln!(w, "ts,value,z,shift_z,l,state,expected").expect("write");
+        for (p, s) in f.points.iter().zip(&scored) {
+            writeln!(
+                w,
+                "{},{},{},{},{},{},{}",
+                p.ts,
+                p.value,
+                s.z,
+                s.shift_z,
+                s.neg_log10_p,
+                s.state.name(),
+                s.expected
+            )
+            .expect("write");
+        }
+    }
+}

@@ -28,6 +28,11 @@ use std::collections::VecDeque;
 
 use super::stats;
 
+/// Element type of the kept residuals: `f32`, as their rounding (1e-7 relative) is far below
+/// the spread they estimate. The raw values stay `f64`: rounding them would give a constant
+/// series non-zero residuals against its own rounded past (NAB's flat lines then alert).
+type Kept = f32;
+
 /// Settings of the streaming detector. The defaults are the one parameter set evaluated on NAB.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DetectorConfig {
@@ -170,26 +175,115 @@ pub struct Scored {
     pub state: PointState,
 }
 
-/// One kept point: 12 bytes instead of 16 (the slot as an `i32`, packed), as the service keeps
-/// a week of them for each of 60,000 series at 10,000 campaigns. An `i32` of slots is 68
-/// years at one-second steps; a slot beyond it saturates.
-#[derive(Debug, Clone, Copy)]
-#[repr(C, packed(4))]
-struct Obs {
-    slot: i32,
-    raw: f64,
+/// The kept raw values, one slot per step: slot `s` lives at `vals[s mod cap]` while
+/// `start <= s <= last`, a missing slot is NaN. The slot is implied by the position, so a
+/// point costs 8 bytes instead of the 12 of a (slot, value) pair, and a window or a past
+/// cycle's point is found by indexing instead of a binary search.
+#[derive(Debug, Clone)]
+struct SlotRing {
+    vals: Box<[f64]>,
+    /// Oldest slot held (`i64::MAX` while empty).
+    start: i64,
+    /// Newest slot held (`i64::MIN` while empty).
+    last: i64,
 }
 
-impl Obs {
-    fn new(slot: i64, raw: f64) -> Self {
-        Obs {
-            slot: slot.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
-            raw,
+impl SlotRing {
+    fn new(cap: usize) -> Self {
+        SlotRing {
+            vals: vec![f64::NAN; cap.max(1)].into_boxed_slice(),
+            start: i64::MAX,
+            last: i64::MIN,
         }
     }
 
-    fn slot(&self) -> i64 {
-        i64::from(self.slot)
+    fn cap(&self) -> i64 {
+        self.vals.len() as i64
+    }
+
+    fn idx(&self, slot: i64) -> usize {
+        slot.rem_euclid(self.cap()) as usize
+    }
+
+    /// Stores `value` at `slot`, which must be after `last`; slots skipped become NaN and
+    /// slots older than `slot - cap + 1` are forgotten.
+    fn push(&mut self, slot: i64, value: f64) {
+        if self.last == i64::MIN {
+            self.start = slot;
+        } else {
+            // Clear the skipped slots (at most one lap of the ring).
+            let from = self.last.saturating_add(1).max(slot - self.cap() + 1);
+            for s in from..slot {
+                let i = self.idx(s);
+                self.vals[i] = f64::NAN;
+            }
+        }
+        let i = self.idx(slot);
+        self.vals[i] = value;
+        self.last = slot;
+        self.start = self.start.max(slot - self.cap() + 1);
+    }
+
+    /// Raw value at `slot`, if held and not missing.
+    fn get(&self, slot: i64) -> Option<f64> {
+        if slot < self.start || slot > self.last {
+            return None;
+        }
+        let v = self.vals[self.idx(slot)];
+        (!v.is_nan()).then_some(v)
+    }
+
+    /// Held values with slot in `[from, to)`, oldest first.
+    fn range(&self, from: i64, to: i64) -> impl Iterator<Item = (i64, f64)> + '_ {
+        let lo = from.max(self.start);
+        let hi = to.min(self.last.saturating_add(1));
+        (lo..hi).filter_map(move |s| self.get(s).map(|v| (s, v)))
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (i64, f64)> + '_ {
+        self.range(i64::MIN, i64::MAX)
+    }
+}
+
+/// The last `cap` residuals, oldest overwritten first.
+#[derive(Debug, Clone)]
+struct ResidualRing {
+    vals: Box<[Kept]>,
+    /// Residuals held (at most `vals.len()`).
+    len: usize,
+    /// Where the next one goes.
+    next: usize,
+}
+
+impl ResidualRing {
+    fn new(cap: usize) -> Self {
+        ResidualRing {
+            vals: vec![0.0; cap.max(1)].into_boxed_slice(),
+            len: 0,
+            next: 0,
+        }
+    }
+
+    fn push(&mut self, r: f64) {
+        // beyond f32's range a residual saturates instead of becoming infinite
+        self.vals[self.next] = r.clamp(-f64::from(Kept::MAX), f64::from(Kept::MAX)) as Kept;
+        self.next = (self.next + 1) % self.vals.len();
+        self.len = (self.len + 1).min(self.vals.len());
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+        self.next = 0;
+    }
+
+    /// The held residuals, oldest first.
+    fn iter(&self) -> impl Iterator<Item = f64> + '_ {
+        let (old, new) = if self.len < self.vals.len() {
+            (&self.vals[..0], &self.vals[..self.len])
+        } else {
+            (&self.vals[self.next..], &self.vals[..self.next])
+        };
+        old.iter().chain(new).map(|v| f64::from(*v))
     }
 }
 
@@ -208,8 +302,10 @@ pub struct Detector {
     origin: Option<i64>,
     last_slot: i64,
     seen: usize,
-    history: VecDeque<Obs>,
-    residuals: VecDeque<f64>,
+    /// Raw values of the last cycles, by slot.
+    history: SlotRing,
+    /// The detector's last `scale_window` residuals (transformed scale).
+    residuals: ResidualRing,
     /// `Some(c)` once the log transform `ln(x + c)` is chosen; decided at the end of warm-up.
     log_offset: Option<f64>,
     transform_decided: bool,
@@ -231,16 +327,15 @@ thread_local! {
 impl Detector {
     /// A detector with the given settings.
     pub fn new(cfg: DetectorConfig) -> Self {
-        // sized once to what they hold at most (a VecDeque grows by doubling, which left a
-        // third of each unused)
-        let p = cfg.season_len.unwrap_or(0);
-        let keep = (cfg.seasons_back * p + p / 2 + cfg.level_window + 1).max(cfg.warmup);
+        // sized once to what they hold at most: the slots back to `slot - keep`, and the
+        // spread's window
+        let keep = Self::keep_slots(&cfg);
         Detector {
             origin: None,
             last_slot: i64::MIN,
             seen: 0,
-            history: VecDeque::with_capacity(keep + 2),
-            residuals: VecDeque::with_capacity(cfg.scale_window + 1),
+            history: SlotRing::new(keep + 1),
+            residuals: ResidualRing::new(cfg.scale_window),
             cfg,
             log_offset: None,
             transform_decided: false,
@@ -256,9 +351,17 @@ impl Detector {
         &self.cfg
     }
 
-    fn history_len(&self) -> usize {
-        let p = self.cfg.season_len.unwrap_or(0);
-        (self.cfg.seasons_back * p + p / 2 + self.cfg.level_window + 1).max(self.cfg.warmup)
+    /// Slots of history the expectation reads: the past cycles with half a cycle around each,
+    /// the level window, or the warm-up, whichever is longest.
+    fn keep_slots(cfg: &DetectorConfig) -> usize {
+        let p = cfg.season_len.unwrap_or(0);
+        (cfg.seasons_back * p + p / 2 + cfg.level_window + 1).max(cfg.warmup)
+    }
+
+    /// Bytes this detector holds on the heap (its history and residual rings); add
+    /// `size_of::<Detector>()` for the whole.
+    pub fn heap_bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.history.vals) + std::mem::size_of_val(&*self.residuals.vals)
     }
 
     fn fwd(&self, x: f64) -> f64 {
@@ -280,7 +383,7 @@ impl Detector {
         if !self.cfg.log_transform {
             return;
         }
-        let raws: Vec<f64> = self.history.iter().map(|o| o.raw).collect();
+        let raws: Vec<f64> = self.history.iter().map(|(_, v)| v).collect();
         if raws.iter().any(|x| *x < 0.0) {
             return;
         }
@@ -300,21 +403,11 @@ impl Detector {
     /// Transformed values of the history whose slot lies in `[from, to)`.
     fn window(&self, from: i64, to: i64, out: &mut Vec<f64>) {
         out.clear();
-        let start = self.history.partition_point(|o| o.slot() < from);
-        for o in self.history.range(start..) {
-            if o.slot() >= to {
-                break;
-            }
-            out.push(self.fwd(o.raw));
-        }
+        out.extend(self.history.range(from, to).map(|(_, v)| self.fwd(v)));
     }
 
     fn value_at(&self, slot: i64) -> Option<f64> {
-        let i = self.history.partition_point(|o| o.slot() < slot);
-        self.history
-            .get(i)
-            .filter(|o| o.slot() == slot)
-            .map(|o| self.fwd(o.raw))
+        self.history.get(slot).map(|v| self.fwd(v))
     }
 
     /// Level and seasonal offset for `slot` from the history before it (transformed scale).
@@ -358,7 +451,7 @@ impl Detector {
     /// series flags any change instead of dividing by zero.
     fn scale(&self, buf: &mut Vec<f64>) -> f64 {
         buf.clear();
-        buf.extend(self.residuals.iter().copied().filter(|x| x.is_finite()));
+        buf.extend(self.residuals.iter().filter(|x| x.is_finite()));
         let med = stats::median_in_place(buf);
         for x in buf.iter_mut() {
             *x = (*x - med).abs();
@@ -479,10 +572,7 @@ impl Detector {
                         self.since_alert = 0;
                     }
                     if fresh {
-                        self.residuals.push_back(r);
-                        if self.residuals.len() > self.cfg.scale_window {
-                            self.residuals.pop_front();
-                        }
+                        self.residuals.push(r);
                         self.shift = shift;
                         Self::learn_tail(&self.cfg, &mut self.tail, z);
                         Self::learn_tail(&self.cfg, &mut self.shift_tail, shift_z);
@@ -493,7 +583,7 @@ impl Detector {
             None => {
                 // Warming up: the running median, no band yet.
                 buf.clear();
-                buf.extend(self.history.iter().map(|o| o.raw));
+                buf.extend(self.history.iter().map(|(_, v)| v));
                 let m = stats::median_in_place(&mut buf);
                 let m = if m.is_finite() { m } else { value };
                 Scored {
@@ -517,11 +607,7 @@ impl Detector {
         if value.is_finite() && fresh {
             self.last_slot = slot;
             self.seen += 1;
-            self.history.push_back(Obs::new(slot, value));
-            let keep = self.history_len() as i64;
-            while self.history.front().is_some_and(|o| o.slot() < slot - keep) {
-                self.history.pop_front();
-            }
+            self.history.push(slot, value);
             if !self.transform_decided && self.seen >= self.cfg.warmup {
                 self.decide_transform();
                 // Seed the spread from the warm-up so the first scored points have a scale.
@@ -532,7 +618,7 @@ impl Detector {
     }
 
     fn seed_residuals(&mut self) {
-        let slots: Vec<i64> = self.history.iter().map(|o| o.slot()).collect();
+        let slots: Vec<i64> = self.history.iter().map(|(s, _)| s).collect();
         let mut res = Vec::new();
         let mut buf = Vec::new();
         for s in slots {
@@ -542,7 +628,9 @@ impl Detector {
         }
         self.residuals.clear();
         let skip = res.len().saturating_sub(self.cfg.scale_window);
-        self.residuals.extend(res.into_iter().skip(skip));
+        for r in res.into_iter().skip(skip) {
+            self.residuals.push(r);
+        }
         // Calibrate the tails on the warm-up too, so a spiky series starts with its own tail
         // instead of the prior's.
         let scale = self.scale(&mut buf);
@@ -821,6 +909,25 @@ mod tests {
                 100.0 * daily * (1.0 + 0.05 * (rng.random::<f64>() - 0.5))
             })
             .collect()
+    }
+
+    #[test]
+    fn bytes_per_hourly_detector() {
+        // What the service keeps per campaign series: an hourly detector after weeks of data.
+        let mut d = Detector::new(DetectorConfig::for_step(3600));
+        for (i, x) in hourly(24 * 30, 9).iter().enumerate() {
+            d.update(i as i64 * 3600, *x);
+        }
+        let total = d.heap_bytes() + std::mem::size_of::<Detector>();
+        println!(
+            "hourly detector: {} heap + {} inline = {total} bytes",
+            d.heap_bytes(),
+            std::mem::size_of::<Detector>()
+        );
+        // By hand: history = 7 past cycles x 24 + half a cycle (12) + the level window (24)
+        // + 1 = 205 slots back, so 206 f64 slots = 1,648 bytes; residuals = 7 x 24 = 168 f32
+        // = 672 bytes. (Two VecDeques of (slot, f64) and f64 held 3,836 bytes.)
+        assert_eq!(d.heap_bytes(), 206 * 8 + 168 * 4);
     }
 
     #[test]

@@ -546,7 +546,8 @@ fn order_depth(
                     ),
                     _ => {
                         tracing::warn!(order = name, sku = %sku, product_type = %product_type,
-                            "line without a unit cost: COGS left out (set the variant's cost, or                              a fallback_margin_by_product_type)");
+                            "line without a unit cost: COGS left out (set the variant's cost, or \
+                             a fallback_margin_by_product_type)");
                         (None, CostSource::Missing)
                     }
                 }

@@ -191,6 +191,22 @@ mod tests {
     use super::*;
     use rust_decimal_macros::dec;
 
+    #[test]
+    fn adding_totals_adds_every_figure() {
+        let totals = |s, v, r, i, c, n| Totals {
+            spend: s,
+            conversion_value: v,
+            revenue: r,
+            impressions: i,
+            clicks: c,
+            conversions: n,
+        };
+        let mut t = totals(dec!(100.50), dec!(20), dec!(30), 1_000, 10, 1.5);
+        t += totals(dec!(0.25), dec!(5), dec!(-3), 7, 2, 0.5);
+        // by hand, field by field
+        assert_eq!(t, totals(dec!(100.75), dec!(25), dec!(27), 1_007, 12, 2.0));
+    }
+
     fn seed_day() -> Totals {
         // The seed's baseline day: ~30,556 INR spend, 2,750 INR revenue.
         Totals {
@@ -309,25 +325,18 @@ mod tests {
 
     #[test]
     fn loss_rate_is_signed_and_per_hour() {
-        let w = Totals {
-            spend: dec!(3000),
-            revenue: dec!(600),
-            ..Default::default()
+        let rate = |spend, revenue, hours| {
+            let t = Totals {
+                spend,
+                revenue,
+                ..Default::default()
+            };
+            loss_rate_per_hour(&t, hours, Margin::default())
         };
-        assert_eq!(
-            loss_rate_per_hour(&w, 3, Margin::default()),
-            Some(dec!(800))
-        );
-        let p = Totals {
-            spend: dec!(100),
-            revenue: dec!(400),
-            ..Default::default()
-        };
-        assert_eq!(
-            loss_rate_per_hour(&p, 1, Margin::default()),
-            Some(dec!(-300))
-        );
-        assert_eq!(loss_rate_per_hour(&p, 0, Margin::default()), None);
+        // (3000 - 600) / 3 h, and (100 - 400) / 1 h: a profit is a negative loss
+        assert_eq!(rate(dec!(3000), dec!(600), 3), Some(dec!(800)));
+        assert_eq!(rate(dec!(100), dec!(400), 1), Some(dec!(-300)));
+        assert_eq!(rate(dec!(100), dec!(400), 0), None);
     }
 
     #[test]

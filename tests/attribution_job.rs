@@ -8,7 +8,6 @@ mod attribution_support;
 mod common;
 
 use adpulse::attribution::{Journey, Model, Touch, Window, order_shares};
-use adpulse::sources::demo::DemoConfig;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use common::*;
 use rust_decimal::Decimal;
@@ -45,9 +44,7 @@ struct Order {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attribution_job_writes_every_model_and_window_to_the_paisa() {
     let now: DateTime<Utc> = START.parse().unwrap();
-    let mut demo = DemoConfig::new("demo");
-    demo.start = Some(now);
-    demo.backfill_only = true;
+    let mut demo = demo_backfill_at(now);
     // a month of history: every window up to 28 days has journeys inside it
     demo.backfill_days = 30;
     // what the demo emits, to know when QuestDB has all of it

@@ -757,6 +757,36 @@ fn compare(
     }
 }
 
+/// Wait until `table` holds the days of `want` from `source`, then compare QuestDB's day totals
+/// (`count()` and the two sums `sums`) with `want` (values not checked).
+async fn compare_table(
+    q: &QuestDb,
+    lines: &mut Vec<Line>,
+    (table, source, sums): (&str, &str, &str),
+    (name, case, unit): (&'static str, &'static str, &'static str),
+    want: &BTreeMap<String, DayTotal>,
+) {
+    wait_rows(q, table, source, keys(want)).await;
+    let sql = format!(
+        "SELECT day, count(), {sums} FROM {table} WHERE source = '{source}' GROUP BY day ORDER BY day"
+    );
+    compare(lines, name, case, unit, &stored(q, &sql).await, want, false);
+}
+
+/// Wait until `campaign_stats` holds the days of `want` from `source`, then compare its daily
+/// rows' day totals ([`campaign_days`]) with `want`, values included.
+async fn compare_campaign_days(
+    q: &QuestDb,
+    lines: &mut Vec<Line>,
+    source: &str,
+    (name, case, unit): (&'static str, &'static str, &'static str),
+    want: &BTreeMap<String, DayTotal>,
+) {
+    wait_rows(q, "campaign_stats", source, keys(want)).await;
+    let got = campaign_days(q, source, "day").await;
+    compare(lines, name, case, unit, &got, want, true);
+}
+
 async fn wait_rows(q: &QuestDb, table: &str, source: &str, n: usize) {
     q.wait_for_count(
         &format!("SELECT count() FROM {table} WHERE source = '{source}'"),
@@ -771,14 +801,21 @@ fn keys(t: &BTreeMap<String, DayTotal>) -> usize {
 
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_source_stores_what_its_bodies_say_to_the_paisa() {
+/// QuestDB, the fakes, and the [`config`] of every source on them with its state in a temporary
+/// folder (keep it): what the replay tests start from.
+async fn start() -> (QuestDb, Fake, tempfile::TempDir, Config) {
+    set_client_id();
     let q = QuestDb::start().await;
     let fake = Fake::default();
     let base = serve(fake.clone()).await;
     let dir = tempfile::tempdir().unwrap();
-    set_client_id();
     let cfg = config(dir.path(), &q.url(), &base);
+    (q, fake, dir, cfg)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_source_stores_what_its_bodies_say_to_the_paisa() {
+    let (q, fake, _dir, cfg) = start().await;
     let ledger = Ledger::new(&cfg.general.state_dir);
     let (from, to) = (day("2026-11-16"), day("2026-11-18"));
     let mut lines = Vec::new();
@@ -800,17 +837,18 @@ async fn every_source_stores_what_its_bodies_say_to_the_paisa() {
     assert_eq!(log.len(), 4, "throttled call, then 3 pages: {log:?}");
     assert_eq!(log[0], log[1], "the throttled page is asked again");
     let want = meta_daily("act_1001");
-    wait_rows(&q, "campaign_stats", "meta_usd_la_products", keys(&want)).await;
-    let got = campaign_days(&q, "meta_usd_la_products", "day").await;
-    compare(
+    compare_campaign_days(
+        &q,
         &mut lines,
-        "meta",
-        "USD, Los Angeles, ad x product rows, 4 purchase types, usage 100% then 0%",
-        "USD",
-        &got,
+        "meta_usd_la_products",
+        (
+            "meta",
+            "USD, Los Angeles, ad x product rows, 4 purchase types, usage 100% then 0%",
+            "USD",
+        ),
         &want,
-        true,
-    );
+    )
+    .await;
     assert!(
         want.values().all(|d| d.rows > d.keys),
         "the case has rows sharing a key"
@@ -961,17 +999,14 @@ async fn every_source_stores_what_its_bodies_say_to_the_paisa() {
         "the quota error's retryDelay waited, then one searchStream call for the ads (FROM ad_group_ad) and one for the campaigns without ads"
     );
     let want = google_daily();
-    wait_rows(&q, "campaign_stats", "gads_eur_berlin", keys(&want)).await;
-    let got = campaign_days(&q, "gads_eur_berlin", "day").await;
-    compare(
+    compare_campaign_days(
+        &q,
         &mut lines,
-        "google_ads",
-        "EUR, Berlin, ad-group rows in 2 stream batches + a campaign without ads; after a 200 ending in an error element and a 429 (array form, retryDelay 3s)",
-        "EUR",
-        &got,
+        "gads_eur_berlin",
+        ("google_ads", "EUR, Berlin, ad-group rows in 2 stream batches + a campaign without ads; after a 200 ending in an error element and a 429 (array form, retryDelay 3s)", "EUR"),
         &want,
-        true,
-    );
+    )
+    .await;
 
     // GA4, Kolkata property, 4 rows a page: the last page of the first day says the project's
     // hourly tokens are nearly gone: that day is complete, the two others stay incomplete
@@ -1015,21 +1050,18 @@ async fn every_source_stores_what_its_bodies_say_to_the_paisa() {
         first.len(),
         second.len()
     );
-    wait_rows(&q, "funnel", "ga4_kolkata", keys(&want_all)).await;
-    let got = stored(
+    compare_table(
         &q,
-        "SELECT day, count(), sum(count), sum(count) FROM funnel WHERE source = 'ga4_kolkata' GROUP BY day ORDER BY day",
+        &mut lines,
+        ("funnel", "ga4_kolkata", "sum(count), sum(count)"),
+        (
+            "ga4",
+            "Kolkata property, dateHour rows, 4 a page; re-run after a low tokensPerProjectPerHour",
+            "events",
+        ),
+        &want_all,
     )
     .await;
-    compare(
-        &mut lines,
-        "ga4",
-        "Kolkata property, dateHour rows, 4 a page; re-run after a low tokensPerProjectPerHour",
-        "events",
-        &got,
-        &want_all,
-        false,
-    );
 
     // Shopify, USD shop in New York: page 2 is THROTTLED once (cost 252, 152 available, 100/s:
     // 1 s), the same page cursor is asked again; refunds and cancellations on their own days
@@ -1053,21 +1085,18 @@ async fn every_source_stores_what_its_bodies_say_to_the_paisa() {
     assert_ne!(log[2], "shopify after=-");
     assert_ne!(log[2], log[4]);
     let want = shopify_daily();
-    wait_rows(&q, "orders", "shop_usd_ny", keys(&want)).await;
-    let got = stored(
+    compare_table(
         &q,
-        "SELECT day, count(), sum(amount_shop), sum(amount) FROM orders WHERE source = 'shop_usd_ny' GROUP BY day ORDER BY day",
+        &mut lines,
+        ("orders", "shop_usd_ny", "sum(amount_shop), sum(amount)"),
+        (
+            "shopify",
+            "USD shop, New York, 3 pages, THROTTLED on page 2, 429 on page 3, refunds and cancellations",
+            "USD",
+        ),
+        &want,
     )
     .await;
-    compare(
-        &mut lines,
-        "shopify",
-        "USD shop, New York, 3 pages, THROTTLED on page 2, 429 on page 3, refunds and cancellations",
-        "USD",
-        &got,
-        &want,
-        false,
-    );
 
     // CSV import: a Meta Ads Manager export (ad rows of two campaigns, EUR in the spend header,
     // the blank-name summary row first), through the same pipeline into QuestDB
@@ -1152,11 +1181,7 @@ type IstHours = &'static [(&'static str, &'static [u32])];
 /// hours are computed by hand here (IST = UTC+5:30, JST = UTC+9, PST = UTC-8 in November).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn days_are_the_accounts_own_dates_and_hours_fall_on_indian_days() {
-    let q = QuestDb::start().await;
-    let fake = Fake::default();
-    let base = serve(fake.clone()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), &q.url(), &base);
+    let (q, _fake, _dir, cfg) = start().await;
     let (from, to) = (day("2026-11-17"), day("2026-11-18"));
     // (source, account, currency, the account's hours of 2026-11-18 on each Indian date)
     let cases: [(&str, &str, &str, IstHours); 3] = [

@@ -8,7 +8,7 @@
 mod action_center;
 mod common;
 
-use action_center::{Visitor, demo_config, hidden};
+use action_center::{Visitor, demo_config, users_file};
 use std::time::Duration;
 
 const GRAFANA: &str = "https://grafana.moi.example";
@@ -36,33 +36,19 @@ fn hrefs(page: &str) -> Vec<String> {
 
 async fn signed_in(grafana: Option<&str>) -> (adpulse::app::Running, Visitor, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let users_file = dir.path().join("users.toml");
-    adpulse::actions::engine::Users::new(&users_file, 5, Duration::from_secs(60))
-        .add(
-            "ravi",
-            adpulse::actions::engine::Role::Viewer,
-            "ravi-viewer-pass",
-        )
-        .unwrap();
+    let users = users_file(
+        dir.path(),
+        ("ravi", adpulse::actions::engine::Role::Viewer),
+        "ravi-viewer-pass",
+    );
     let token = dir.path().join("meta-token");
     std::fs::write(&token, "not-used\n").unwrap();
     // nothing listens there: a viewer acts on nothing
-    let mut cfg = demo_config(dir.path(), "http://127.0.0.1:9".into(), token, users_file);
+    let mut cfg = demo_config(dir.path(), "http://127.0.0.1:9".into(), token, users);
     cfg.actions.web.grafana_url = grafana.map(str::to_string);
     let running = adpulse::app::start(cfg).await.unwrap();
     let mut v = Visitor::new(&format!("http://{}", running.addr));
-    let (_, page) = v.get("/login").await;
-    let csrf = hidden(&page, "csrf");
-    let (s, page) = v
-        .post(
-            "/login",
-            &[
-                ("csrf", &csrf),
-                ("name", "ravi"),
-                ("password", "ravi-viewer-pass"),
-            ],
-        )
-        .await;
+    let (s, page) = v.sign_in("ravi", "ravi-viewer-pass").await;
     assert_eq!(s, 303, "{page}");
     (running, v, dir)
 }

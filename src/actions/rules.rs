@@ -601,7 +601,8 @@ pub fn poas_below(
         kind: ActionKind::Pause,
         budget_increase_ratio: None,
         reason: format!(
-            "POAS {poas:.2} over the last {} days, below {}: its orders left {cm} {cur} of              contribution margin for {spend} {cur} of spend",
+            "POAS {poas:.2} over the last {} days, below {}: its orders left {cm} {cur} of \
+             contribution margin for {spend} {cur} of spend",
             r.days, r.threshold
         ),
         values: BTreeMap::from([

@@ -426,14 +426,18 @@ mod tests {
                 .join("tests/fixtures/google_ads/search_stream.json"),
         )
         .unwrap();
-        let obs = parse_search_stream(
-            &body,
-            "123-456-7890",
-            chrono_tz::Asia::Kolkata,
-            chrono_tz::Asia::Kolkata,
-            "INR",
-        )
-        .unwrap();
+        // the fixture's rows for an INR customer in `account_tz`, reported in Indian days
+        let parse = |account_tz| {
+            parse_search_stream(
+                &body,
+                "123-456-7890",
+                account_tz,
+                chrono_tz::Asia::Kolkata,
+                "INR",
+            )
+            .unwrap()
+        };
+        let obs = parse(chrono_tz::Asia::Kolkata);
         assert_eq!(obs.len(), 3, "two batches");
         let c = obs[0].as_campaign().expect("a campaign row");
         assert_eq!(c.spend, dec!(8036.120000));
@@ -443,14 +447,7 @@ mod tests {
         // the day start: a daily row keeps the customer's own date (2026-11-18 in Los Angeles)
         // and is stamped at midnight of that date in the reporting timezone (India: 18:30 UTC
         // the evening before), not at Los Angeles midnight (08:00 UTC, 13:30 in India)
-        let la = parse_search_stream(
-            &body,
-            "123-456-7890",
-            chrono_tz::America::Los_Angeles,
-            chrono_tz::Asia::Kolkata,
-            "INR",
-        )
-        .unwrap();
+        let la = parse(chrono_tz::America::Los_Angeles);
         let c = la[0].as_campaign().expect("a campaign row");
         assert_eq!(c.bucket, Bucket::Day);
         assert_eq!(

@@ -600,6 +600,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_poll_outcome_completes_only_the_days_it_read() {
+        let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        let w = Window {
+            since: d("2026-11-10"),
+            until: d("2026-11-16"),
+        };
+        let one = || {
+            gap_tests::one_order_per_day(Window {
+                since: w.since,
+                until: w.since,
+            })
+        };
+        let (obs, until, failure) = w.outcome(Ok(one()));
+        assert_eq!(
+            (obs.len(), until, failure.is_none()),
+            (1, d("2026-11-16"), true)
+        );
+        // read up to the 12th, stopped on the 13th: the 12th is the last complete day
+        let partial = SourceError::Partial {
+            observations: one(),
+            incomplete_from: d("2026-11-13"),
+            cause: Box::new(SourceError::Transport("reset".into())),
+        };
+        let (obs, until, failure) = w.outcome(Err(partial));
+        assert_eq!((obs.len(), until), (1, d("2026-11-12")));
+        assert!(matches!(failure, Some(SourceError::Transport(_))));
+        // nothing read: the day before the window
+        let (obs, until, failure) = w.outcome(Err(SourceError::Auth("expired".into())));
+        assert_eq!((obs.len(), until), (0, d("2026-11-09")));
+        assert!(matches!(failure, Some(SourceError::Auth(_))));
+    }
+
+    #[test]
     fn last_days_stays_inside_the_window() {
         let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
         let w = Window::lookback(d("2026-11-20"), 28);

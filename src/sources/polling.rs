@@ -197,6 +197,33 @@ mod tests {
     }
 
     #[test]
+    fn timezone_and_count_checks_name_their_key() {
+        assert_eq!(timezone("tz", "Asia/Kolkata"), None);
+        assert_eq!(
+            timezone("tz", "Mars/Base"),
+            Some(Problem::new("tz", "\"Mars/Base\" is not an IANA timezone"))
+        );
+        assert_eq!(one_to("page_size", 1, 250), None);
+        assert_eq!(one_to("page_size", 250, 250), None);
+        for bad in [0, 251] {
+            assert_eq!(
+                one_to("page_size", bad, 250),
+                Some(Problem::new("page_size", "must be between 1 and 250"))
+            );
+        }
+        // as a source's config reports them
+        let shop = crate::sources::shopify::ShopifyConfig {
+            name: "shop".into(),
+            shop_domain: "moi.myshopify.com".into(),
+            shop_timezone: "Mars/Base".into(),
+            moments_per_order: 0,
+            ..Default::default()
+        };
+        let keys: Vec<String> = shop.problems().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["shop_timezone", "moments_per_order"]);
+    }
+
+    #[test]
     fn problems_use_the_sources_limits() {
         let o: Outer =
             toml::from_str("name = \"a\"\ninterval_secs = 10\nlookback_days = 31").unwrap();

@@ -455,14 +455,28 @@ fn order_depth(
             )?;
         }
     }
-    // refunds per line: quantity and merchandise before tax
+    // refunds per line: quantity and merchandise before tax; and the shipping refunded, before
+    // tax like the shipping charged, which joins the lines' refunded amounts below, split as the
+    // shipping charged is
     let mut refunded: BTreeMap<&str, (u32, Decimal)> = BTreeMap::new();
+    let mut shipping_refunded = Decimal::ZERO;
     for r in &o.refunds {
-        if r.refund_line_items.page_info.has_next_page {
-            return Err(SourceError::Malformed(format!(
-                "refund {} of order {name} has more lines than line_items_per_order: raise it",
-                r.id
-            )));
+        for (more, what) in [
+            (
+                r.refund_line_items.page_info.has_next_page,
+                "more lines than line_items_per_order: raise it",
+            ),
+            (
+                r.refund_shipping_lines.page_info.has_next_page,
+                "more than 10 refunded shipping lines",
+            ),
+        ] {
+            if more {
+                return Err(SourceError::Malformed(format!(
+                    "refund {} of order {name} has {what}",
+                    r.id
+                )));
+            }
         }
         for rl in &r.refund_line_items.nodes {
             let mut amount = money(&rl.subtotal_set.shop_money, "refund line", name)?;
@@ -472,17 +486,6 @@ fn order_depth(
             let e = refunded.entry(rl.line_item.id.as_str()).or_default();
             e.0 += rl.quantity;
             e.1 += amount;
-        }
-    }
-    // shipping refunded, before tax like the shipping charged; it joins the lines' refunded
-    // amounts below, split as the shipping charged is
-    let mut shipping_refunded = Decimal::ZERO;
-    for r in &o.refunds {
-        if r.refund_shipping_lines.page_info.has_next_page {
-            return Err(SourceError::Malformed(format!(
-                "refund {} of order {name} has more than 10 refunded shipping lines",
-                r.id
-            )));
         }
         for sl in &r.refund_shipping_lines.nodes {
             shipping_refunded += money(
@@ -546,7 +549,8 @@ fn order_depth(
                     ),
                     _ => {
                         tracing::warn!(order = name, sku = %sku, product_type = %product_type,
-                            "line without a unit cost: COGS left out (set the variant's cost, or                              a fallback_margin_by_product_type)");
+                            "line without a unit cost: COGS left out (set the variant's cost, or \
+                             a fallback_margin_by_product_type)");
                         (None, CostSource::Missing)
                     }
                 }

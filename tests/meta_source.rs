@@ -13,6 +13,7 @@ use axum::routing::get as route_get;
 use common::*;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 #[derive(Clone, Copy)]
 enum Mode {
@@ -165,8 +166,15 @@ async fn pages_through_a_throttle_honouring_its_wait() {
     assert!(q["fields"].contains("action_values") && q["fields"].contains("account_currency"));
     // the day start of a Los Angeles account's daily rows (midnight of its date in the
     // reporting timezone) is asserted in sources::meta::tests::parses_strings_currency_and_one_purchase_type
-    let snap = running.pipeline.with_store(|s| s.campaign_count());
-    assert_eq!(snap, 6 + 3, "6 demo campaigns and 3 Meta campaigns");
+    // `adpulse_source_rows_total` counts rows as the source hands them to the pipeline; the
+    // store takes them a moment later, so wait for it rather than read it once
+    let pipeline = &running.pipeline;
+    eventually(
+        "the store to hold 6 demo campaigns and 3 Meta campaigns",
+        Duration::from_secs(30),
+        || async { (pipeline.with_store(|s| s.campaign_count()) == 6 + 3).then_some(()) },
+    )
+    .await;
     running.stop().await;
 }
 

@@ -33,10 +33,10 @@ printf 'campaigns\trss_steady_mib\trss_max_sample_mib\tpeak_vmhwm_mib\tscrape_ms
 for scale in $scales; do
   dir=$(mktemp -d /tmp/mem-scale.XXXXXX)
   qhttp=$(free_port) qpg=$(free_port) listen=$(free_port)
-  mkdir -p "$dir/q"
+  mkdir -p "$dir/q" "$dir/tmp"
   QDB_HTTP_BIND_TO=127.0.0.1:$qhttp QDB_PG_NET_BIND_TO=127.0.0.1:$qpg QDB_HTTP_MIN_ENABLED=false \
     QDB_LINE_TCP_ENABLED=false QDB_TELEMETRY_ENABLED=false QDB_SHARED_WORKER_COUNT=2 \
-    java -Xms128m -Xmx512m -p "$jar" -m io.questdb/io.questdb.ServerMain -d "$dir/q" >"$dir/questdb.log" 2>&1 &
+    java -Xms128m -Xmx512m -Djava.io.tmpdir="$dir/tmp" -p "$jar" -m io.questdb/io.questdb.ServerMain -d "$dir/q" >"$dir/questdb.log" 2>&1 &
   qdb=$!
   until curl -sf -o /dev/null "http://127.0.0.1:$qhttp/exec?query=select%201"; do
     kill -0 "$qdb" 2>/dev/null || { cat "$dir/questdb.log" >&2; exit 1; }

@@ -67,14 +67,16 @@ start_questdb() {
   if pid_alive questdb; then echo "questdb      already running (pid $(cat "$RUN/questdb.pid"))"; return; fi
   local jar="$STACK/bin/questdb-${QUESTDB_VERSION}.jar"
   [[ -s $jar ]] || bash scripts/install-deps.sh
-  mkdir -p "$STACK/questdb/root"
+  # QuestDB unpacks its native library into java.io.tmpdir at every start and leaves it: keep
+  # it in the stack's folder, one copy overwritten per start, instead of a new one in /tmp
+  mkdir -p "$STACK/questdb/root" "$STACK/questdb/tmp"
   (
     # adpulse's server settings (small append pages: lean disk), shared with docker-compose.yml
     set -a; source deploy/questdb/questdb.env; set +a
     export QDB_HTTP_BIND_TO="127.0.0.1:$QDB_HTTP_PORT" QDB_PG_NET_BIND_TO="127.0.0.1:$QDB_PG_PORT" \
       QDB_HTTP_MIN_NET_BIND_TO="127.0.0.1:$QDB_METRICS_PORT" QDB_METRICS_ENABLED=true \
       QDB_LINE_TCP_ENABLED=false QDB_TELEMETRY_ENABLED=false
-    nohup java -Xms256m -Xmx1g -p "$jar" -m io.questdb/io.questdb.ServerMain -d "$STACK/questdb/root" \
+    nohup java -Xms256m -Xmx1g -Djava.io.tmpdir="$STACK/questdb/tmp" -p "$jar" -m io.questdb/io.questdb.ServerMain -d "$STACK/questdb/root" \
       >"$STACK/questdb/questdb.log" 2>&1 &
     echo $! >"$RUN/questdb.pid"
   )

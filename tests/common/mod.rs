@@ -397,8 +397,14 @@ impl QuestDb {
         let root = self.dir.path().join("root");
         std::fs::create_dir_all(&root).expect("questdb root");
         let log = std::fs::File::create(self.dir.path().join("questdb.log")).expect("log file");
+        // QuestDB unpacks its native library (7 MB) into java.io.tmpdir at every start and
+        // leaves it there: keep it in the server's own folder, which goes with the test
+        let tmp = self.dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp).expect("questdb tmp");
         let mut cmd = Command::new("java");
-        cmd.args(["-Xms128m", "-Xmx512m", "-p"])
+        cmd.args(["-Xms128m", "-Xmx512m"])
+            .arg(format!("-Djava.io.tmpdir={}", tmp.display()))
+            .arg("-p")
             .arg(&jar)
             .args(["-m", "io.questdb/io.questdb.ServerMain", "-d"])
             .arg(&root)

@@ -51,6 +51,22 @@ pub async fn serve_fake(app: axum::Router) -> String {
     format!("http://{addr}")
 }
 
+/// A fake Graph API answering `GET /v25.0/<account_id>/insights` (the pinned version: a request
+/// to another one is a 404) with `answer(query)`.
+pub fn meta_insights_fake<F, Fut>(account_id: &str, answer: F) -> axum::Router
+where
+    F: Fn(std::collections::HashMap<String, String>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = axum::response::Response> + Send + 'static,
+{
+    use axum::extract::Query;
+    axum::Router::new().route(
+        &format!("/v25.0/{account_id}/insights"),
+        axum::routing::get(
+            move |Query(q): Query<std::collections::HashMap<String, String>>| answer(q),
+        ),
+    )
+}
+
 /// The seed's KPI settings: Indian days, INR, revenue counts as profit, a 3-hour loss-rate
 /// window, a 24-hour tracking window, a break-even ROI target.
 pub fn india_settings() -> adpulse::state::SnapshotSettings {
@@ -908,20 +924,28 @@ pub fn demo_backfill_at(
 /// render newer than the one shown now happened after this call, so the render after that one
 /// is of a snapshot computed after this call. A condition, not a fixed sleep.
 pub async fn wait_for_kpis_computed_after_now(addr: std::net::SocketAddr) {
+    let name = "adpulse_snapshot_rendered_timestamp_seconds";
+    wait_for_two_rises(addr, name, "a KPI refresh", Duration::from_secs(60)).await;
+}
+
+/// Wait until the sample `name_and_labels` on adpulse's `/metrics` at `addr` has risen twice
+/// from what it shows now (an absent sample counts as below any value). For a loop's counter or
+/// timestamp: the first rise is a pass that ended after this call, so the pass ending at the
+/// second one started after this call and saw everything there was at this moment.
+pub async fn wait_for_two_rises(
+    addr: std::net::SocketAddr,
+    name_and_labels: &str,
+    what: &str,
+    limit: Duration,
+) {
     let url = format!("http://{addr}/metrics");
-    let rendered = || async {
-        metric(
-            &get(&url).await.1,
-            "adpulse_snapshot_rendered_timestamp_seconds",
-        )
-    };
-    let shown = rendered().await;
-    let mut newer = shown;
+    let read = || async { metric(&get(&url).await.1, name_and_labels) };
+    let mut newer = read().await;
     for _ in 0..2 {
         let after = newer;
         newer = Some(
-            eventually("a KPI refresh", Duration::from_secs(60), || async {
-                rendered().await.filter(|r| Some(*r) > after)
+            eventually(what, limit, || async {
+                read().await.filter(|r| Some(*r) > after)
             })
             .await,
         );

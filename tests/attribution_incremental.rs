@@ -71,6 +71,20 @@ async fn later_runs_read_only_new_rows_and_write_what_a_full_run_would() {
         .filter(|o| matches!(o, adpulse::normalize::Observation::Touch(_)))
         .count();
 
+    // the campaigns' day rows (sent again by later batches, upserted): each key once
+    let n_day_rows = obs
+        .iter()
+        .filter_map(|o| match o {
+            adpulse::normalize::Observation::Campaign(c)
+                if c.bucket == adpulse::records::Bucket::Day =>
+            {
+                Some((c.key.clone(), c.ts))
+            }
+            _ => None,
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+
     let q = QuestDb::start().await;
     let (running, _spool) = start_demo_with(&q, demo, |c| {
         c.attribution.interval_secs = 1;
@@ -86,6 +100,11 @@ async fn later_runs_read_only_new_rows_and_write_what_a_full_run_would() {
     .await;
     q.wait_for_count("SELECT count() FROM touchpoints", n_touches as f64)
         .await;
+    q.wait_for_count(
+        "SELECT count() FROM campaign_stats WHERE bucket = 'day'",
+        n_day_rows as f64,
+    )
+    .await;
     attribution_support::two_more_attribution_runs(running.addr).await;
 
     // 1. with nothing new stored, further runs read nothing

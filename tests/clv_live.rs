@@ -122,6 +122,20 @@ async fn clv_job_values_customers_and_campaigns_from_questdb() {
         .collect::<BTreeSet<_>>()
         .len();
 
+    // the campaigns' day rows (sent again by later batches, upserted): each key once
+    let n_day_rows = obs
+        .iter()
+        .filter_map(|o| match o {
+            adpulse::normalize::Observation::Campaign(c)
+                if c.bucket == adpulse::records::Bucket::Day =>
+            {
+                Some((c.key.clone(), c.ts))
+            }
+            _ => None,
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+
     let q = QuestDb::start().await;
     let (running, _spool) = start_demo_with(&q, demo, |c| {
         c.clv.interval_secs = 1;
@@ -138,6 +152,11 @@ async fn clv_job_values_customers_and_campaigns_from_questdb() {
         .await;
     q.wait_for_count("SELECT count() FROM order_lines", n_lines as f64)
         .await;
+    q.wait_for_count(
+        "SELECT count() FROM campaign_stats WHERE bucket = 'day'",
+        n_day_rows as f64,
+    )
+    .await;
     two_more_clv_runs(running.addr).await;
     q.wait_for_count(
         "SELECT count() FROM wal_tables() WHERE writerTxn < sequencerTxn",

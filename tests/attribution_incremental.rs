@@ -106,6 +106,15 @@ async fn later_runs_read_only_new_rows_and_write_what_a_full_run_would() {
     )
     .await;
     attribution_support::two_more_attribution_runs(running.addr).await;
+    // nothing of the demo left in the sink (a batch still pending could be sent again, with a
+    // new ingested_at), then runs that read everything it wrote
+    wait_metrics(running.addr, "the sink to hold nothing", |m| {
+        let idle = metric(m, "adpulse_sink_buffered_rows{sink=\"questdb\"}") == Some(0.0)
+            && metric(m, "adpulse_sink_spooled_rows{sink=\"questdb\"}") == Some(0.0);
+        idle.then_some(())
+    })
+    .await;
+    attribution_support::two_more_attribution_runs(running.addr).await;
 
     // 1. with nothing new stored, further runs read nothing
     let (o0, t0) = rows_read(running.addr).await;

@@ -122,6 +122,20 @@ async fn clv_job_values_customers_and_campaigns_from_questdb() {
         .collect::<BTreeSet<_>>()
         .len();
 
+    // the campaigns' day rows (sent again by later batches, upserted): each key once
+    let n_day_rows = obs
+        .iter()
+        .filter_map(|o| match o {
+            adpulse::normalize::Observation::Campaign(c)
+                if c.bucket == adpulse::records::Bucket::Day =>
+            {
+                Some((c.key.clone(), c.ts))
+            }
+            _ => None,
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+
     let q = QuestDb::start().await;
     let (running, _spool) = start_demo_with(&q, demo, |c| {
         c.clv.interval_secs = 1;
@@ -138,6 +152,11 @@ async fn clv_job_values_customers_and_campaigns_from_questdb() {
         .await;
     q.wait_for_count("SELECT count() FROM order_lines", n_lines as f64)
         .await;
+    q.wait_for_count(
+        "SELECT count() FROM campaign_stats WHERE bucket = 'day'",
+        n_day_rows as f64,
+    )
+    .await;
     two_more_clv_runs(running.addr).await;
     q.wait_for_count(
         "SELECT count() FROM wal_tables() WHERE writerTxn < sequencerTxn",
@@ -329,16 +348,18 @@ async fn clv_job_values_customers_and_campaigns_from_questdb() {
         ))
         .await;
     let channels: BTreeSet<String> = groups.keys().chain(spend_of.keys()).cloned().collect();
-    assert_eq!(
-        camp_rows
-            .iter()
-            .map(|r| text(&r[0]))
-            .collect::<BTreeSet<_>>(),
-        channels
-    );
+    let shown: BTreeSet<String> = camp_rows.iter().map(|r| text(&r[0])).collect();
+    assert!(shown.is_superset(&channels), "{shown:?} vs {channels:?}");
     let mut with_ratio = 0;
     for r in &camp_rows {
         let ch = text(&r[0]);
+        if !channels.contains(&ch) {
+            // a channel a run of the same day wrote from a partial history (an order whose
+            // touches were not stored yet): written again with zeros, never left stale
+            assert_eq!(r[1].as_i64(), Some(0), "{ch}: stale customers");
+            assert!(dec(&r[3]).is_zero(), "{ch}: stale CLV");
+            continue;
+        }
         let (n, t6, t12) = groups.get(&ch).copied().unwrap_or_default();
         assert_eq!(r[1].as_i64(), Some(i64::from(n)), "{ch} customers");
         assert_eq!(dec(&r[2]), t6, "{ch} 6-month total");

@@ -26,7 +26,7 @@ pub enum RunError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Sink(#[from] crate::sinks::questdb::SinkError),
-    #[error("cannot register the attribution job's metrics: {0}")]
+    #[error("cannot register a job's metrics (attribution, CLV): {0}")]
     Metrics(prometheus::Error),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -184,6 +184,25 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
             info!(
                 "attribution job off: it reads the journeys from QuestDB (questdb.enabled = false)"
             )
+        }
+        _ => {}
+    }
+    // The CLV job reads the order history back from QuestDB and writes through the sink.
+    match (&sink, config.clv.enabled && config.questdb.enabled) {
+        (Some(sink), true) => {
+            let job = crate::profit::value::ValueJob::new(
+                config.clv.clone(),
+                SqlClient::new(&config.questdb, config.questdb_password()?),
+                sink.clone(),
+                tz,
+                &config.general.reporting_currency,
+                &telemetry.registry,
+            )
+            .map_err(RunError::Metrics)?;
+            tasks.push(("clv".into(), tokio::spawn(job.run(shutdown.clone()))));
+        }
+        _ if config.clv.enabled => {
+            info!("CLV job off: it reads the orders from QuestDB (questdb.enabled = false)")
         }
         _ => {}
     }

@@ -65,6 +65,10 @@ pub struct Config {
     /// The attribution job: models, lookback windows and how often it rewrites `attribution`.
     #[serde(default)]
     pub attribution: crate::attribution::config::AttributionConfig,
+    /// The live CLV job: BG/NBD and Gamma-Gamma fitted on the order history, written to
+    /// `customer_value` and `campaign_value`.
+    #[serde(default)]
+    pub clv: crate::profit::value_config::ClvConfig,
 }
 
 /// `[metrics]`: what `/metrics` shows (read by `sinks::metrics`).
@@ -461,6 +465,18 @@ impl Config {
         }
         for pr in self.attribution.problems() {
             add(&format!("attribution.{}", pr.key), pr.message);
+        }
+        if let Some(why) = self
+            .actions
+            .web
+            .grafana_url
+            .as_deref()
+            .and_then(crate::web::links::grafana_url_problem)
+        {
+            add("actions.web.grafana_url", why);
+        }
+        for pr in self.clv.problems() {
+            add(&format!("clv.{}", pr.key), pr.message);
         }
         if self.sources.is_empty() {
             add(

@@ -579,7 +579,7 @@ pub fn validate(r: &Record, now: DateTime<Utc>) -> Result<(), NormalizeError> {
             )
         }
         // computed by adpulse from records already checked
-        Record::Attribution(_) => Ok(()),
+        Record::Attribution(_) | Record::CustomerValue(_) | Record::CampaignValue(_) => Ok(()),
     }
 }
 

@@ -367,6 +367,77 @@ pub struct AttributionRow {
     pub currency: String,
 }
 
+/// One customer's lifetime value as of a day (`customer_value` table, issue 16): the BG/NBD and
+/// Gamma-Gamma models fitted on the whole order history, applied to the customer's own history.
+/// Model estimates are rounded to the paisa (they are predictions, not amounts anyone paid).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CustomerValueRow {
+    /// Start of the as-of day (UTC instant).
+    pub ts: DateTime<Utc>,
+    /// As-of day: the reporting day of the newest order in the history (the end of calibration).
+    pub day: NaiveDate,
+    pub customer_id: String,
+    /// First touch of the journey of the customer's first order (`platform:campaign_id`,
+    /// `organic:<source>`, `direct`), `unattributed` when that order has no touch.
+    pub acquisition_channel: String,
+    pub first_order_day: NaiveDate,
+    /// Purchase days in the history (same-day orders are one purchase, as in the models).
+    pub orders: u32,
+    /// BG/NBD `x`: purchase days after the first.
+    pub repeat_purchases: u32,
+    /// BG/NBD `t_x`: last purchase day minus the first, in periods (`[clv] period_days`).
+    #[serde(with = "lossless_f64")]
+    pub recency_periods: f64,
+    /// BG/NBD `T`: as-of day minus the first purchase day, in periods.
+    #[serde(with = "lossless_f64")]
+    pub age_periods: f64,
+    /// What the customer's orders came to (exact sum of their amounts).
+    pub revenue: Decimal,
+    /// Probability the customer is still alive at the as-of day.
+    #[serde(with = "lossless_f64")]
+    pub p_alive: f64,
+    #[serde(with = "lossless_f64")]
+    pub expected_purchases_6m: f64,
+    #[serde(with = "lossless_f64")]
+    pub expected_purchases_12m: f64,
+    /// Gamma-Gamma expected value of one future order.
+    pub expected_order_value: Decimal,
+    /// Expected value of the next 6 and 12 months (× `[clv] margin_ratio`, discounted).
+    pub clv_6m: Decimal,
+    pub clv_12m: Decimal,
+    pub currency: String,
+}
+
+/// The customers an acquisition channel brought (first touch) and what they are worth, against
+/// what the channel cost (`campaign_value` table, issue 16).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CampaignValueRow {
+    /// Start of the as-of day (UTC instant), as in `customer_value`.
+    pub ts: DateTime<Utc>,
+    pub day: NaiveDate,
+    /// Acquisition channel, as `customer_value.acquisition_channel`.
+    pub channel: String,
+    /// Customers whose first order's first touch is the channel.
+    pub customers: u32,
+    /// Exact sums of those customers' `clv_6m` and `clv_12m`.
+    pub clv_6m_total: Decimal,
+    pub clv_12m_total: Decimal,
+    /// The totals / customers, to the paisa (`None` without customers).
+    pub clv_6m_mean: Option<Decimal>,
+    pub clv_12m_mean: Option<Decimal>,
+    /// The campaign's spend over the whole history (`campaign_stats` day rows); 0 unpaid.
+    pub spend: Decimal,
+    /// New customers of the campaign as the profit KPIs count them (first orders whose last click,
+    /// `utm_campaign`, is the campaign).
+    pub new_customers: u32,
+    /// New-customer CAC (`profit::kpi::ProfitTotals::cac`): spend / new_customers.
+    pub cac: Option<Decimal>,
+    /// clv_6m_mean / cac and clv_12m_mean / cac.
+    pub ltv_cac_6m: Option<f64>,
+    pub ltv_cac_12m: Option<f64>,
+    pub currency: String,
+}
+
 /// One normalized record, routed to its table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "table", rename_all = "snake_case")]
@@ -381,11 +452,13 @@ pub enum Record {
     Touchpoints(TouchpointRow),
     Attribution(AttributionRow),
     AdStats(AdStat),
+    CustomerValue(CustomerValueRow),
+    CampaignValue(CampaignValueRow),
 }
 
 /// Every table adpulse writes, in the order of `Record`'s variants (a leaf list, so `telemetry` and
 /// the sinks share it without importing each other).
-pub const TABLE_NAMES: [&str; 10] = [
+pub const TABLE_NAMES: [&str; 12] = [
     "campaign_stats",
     "orders",
     "funnel",
@@ -396,6 +469,8 @@ pub const TABLE_NAMES: [&str; 10] = [
     "touchpoints",
     "attribution",
     "ad_stats",
+    "customer_value",
+    "campaign_value",
 ];
 
 impl Record {
@@ -411,6 +486,8 @@ impl Record {
             Record::Touchpoints(_) => "touchpoints",
             Record::Attribution(_) => "attribution",
             Record::AdStats(_) => "ad_stats",
+            Record::CustomerValue(_) => "customer_value",
+            Record::CampaignValue(_) => "campaign_value",
         }
     }
 
@@ -426,6 +503,8 @@ impl Record {
             Record::Touchpoints(r) => r.ts,
             Record::Attribution(r) => r.ts,
             Record::AdStats(r) => r.stat.ts,
+            Record::CustomerValue(r) => r.ts,
+            Record::CampaignValue(r) => r.ts,
         }
     }
 }

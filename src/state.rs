@@ -484,7 +484,10 @@ impl Store {
                 // order depth and attribution feed QuestDB and the dashboards; the live
                 // snapshot reads orders
                 Record::OrderLines(l) => self.profit.ingest(l),
-                Record::Touchpoints(_) | Record::Attribution(_) => {}
+                Record::Touchpoints(_)
+                | Record::Attribution(_)
+                | Record::CustomerValue(_)
+                | Record::CampaignValue(_) => {}
                 // the campaign rows carry the ads' sums (the KPIs); the ads' own buckets are
                 // kept for the rules that judge ads, for the same recent history
                 Record::AdStats(a) => {

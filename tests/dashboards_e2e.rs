@@ -748,8 +748,13 @@ async fn every_dashboard_query_runs_against_real_questdb_and_prometheus() {
     let mut demo = DemoConfig::new("demo");
     demo.start = Some(now);
     demo.backfill_only = true;
-    // the attribution job every second: the Attribution dashboard reads its table
-    let (running, _spool) = start_demo_with(&q, demo, |c| c.attribution.interval_secs = 1).await;
+    // the attribution and CLV jobs every second: the Attribution and Customers dashboards read
+    // their tables
+    let (running, _spool) = start_demo_with(&q, demo, |c| {
+        c.attribution.interval_secs = 1;
+        c.clv.interval_secs = 1;
+    })
+    .await;
     create_issue4_tables(&q).await;
     // two complete runs after the backfill is in QuestDB (the first may have started before)
     attribution_support::two_more_attribution_runs(running.addr).await;
@@ -762,6 +767,12 @@ async fn every_dashboard_query_runs_against_real_questdb_and_prometheus() {
                 .filter(|n| *n > 0.0)
         },
     )
+    .await;
+    eventually("CLV rows in QuestDB", Duration::from_secs(120), || async {
+        let c = q.number("SELECT count() FROM customer_value").await?;
+        let v = q.number("SELECT count() FROM campaign_value").await?;
+        (c > 0.0 && v > 0.0).then_some(())
+    })
     .await;
 
     let rules_dir = tempfile::tempdir().unwrap();

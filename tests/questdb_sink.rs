@@ -226,6 +226,8 @@ fn expected(cfg: &Config) -> (usize, usize, usize, Decimal, usize, Shop) {
             | Record::Anomalies(_)
             | Record::Actions(_)
             | Record::Attribution(_)
+            | Record::CustomerValue(_)
+            | Record::CampaignValue(_)
             | Record::AdStats(_) => {
                 unreachable!("normalize never yields model rows")
             }

@@ -100,3 +100,24 @@ async fn no_grafana_link_without_the_setting() {
     );
     running.stop().await;
 }
+
+/// A `grafana_url` that cannot make links is a configuration error naming the key, not a page
+/// full of broken links.
+#[test]
+fn a_bad_grafana_url_is_a_config_error_naming_the_key() {
+    let with = |url: &str| {
+        let mut c = adpulse::config::Config::from_toml_str(adpulse::config::DEFAULT_CONFIG)
+            .expect("default config");
+        c.actions.web.grafana_url = Some(url.to_string());
+        c
+    };
+    assert!(with(GRAFANA).validate().is_ok());
+    for bad in [
+        "grafana.moi.example",
+        "ftp://grafana.moi.example",
+        "https://g.example/?orgId=1",
+    ] {
+        let e = with(bad).validate().expect_err(bad).to_string();
+        assert!(e.contains("actions.web.grafana_url"), "{bad}: {e}");
+    }
+}

@@ -50,11 +50,9 @@ pub enum JobError {
     },
     #[error("the attribution computation failed: {0}")]
     Compute(String),
-    #[error("the QuestDB sink has stopped: {rows} attribution rows not written")]
+    #[error("the QuestDB sink has stopped: {rows} rows not written")]
     SinkClosed { rows: usize },
-    #[error(
-        "{dead_lettered} of {rows} attribution rows refused by QuestDB (in the dead-letter file)"
-    )]
+    #[error("{dead_lettered} of {rows} rows refused by QuestDB (in the dead-letter file)")]
     NotStored { rows: usize, dead_lettered: usize },
 }
 
@@ -310,7 +308,7 @@ struct JobMetrics {
 }
 
 /// Register `m` in `registry`; the handle stays with the job.
-fn registered<M: prometheus::core::Collector + Clone + 'static>(
+pub(crate) fn registered<M: prometheus::core::Collector + Clone + 'static>(
     registry: &Registry,
     m: prometheus::Result<M>,
 ) -> prometheus::Result<M> {
@@ -490,37 +488,7 @@ impl AttributionJob {
 
     /// Hand the rows to the sink and wait until they are durable; returns how many were spooled.
     async fn write(&self, rows: Vec<Record>) -> Result<usize, JobError> {
-        let total = rows.len();
-        let mut tickets = Vec::new();
-        let mut rows = rows.into_iter();
-        loop {
-            let chunk: Vec<Record> = rows.by_ref().take(SEND_ROWS).collect();
-            if chunk.is_empty() {
-                break;
-            }
-            let ticket = self
-                .sink
-                .send(chunk)
-                .await
-                .map_err(|_| JobError::SinkClosed { rows: total })?;
-            tickets.push(ticket);
-        }
-        let (mut dead, mut spooled) = (0, 0);
-        for t in tickets {
-            let s = t
-                .wait()
-                .await
-                .map_err(|_| JobError::SinkClosed { rows: total })?;
-            dead += s.dead_lettered;
-            spooled += s.spooled;
-        }
-        if dead > 0 {
-            return Err(JobError::NotStored {
-                rows: total,
-                dead_lettered: dead,
-            });
-        }
-        Ok(spooled)
+        write_durable(&self.sink, rows).await
     }
 
     /// Every order, touch and campaign day, page by page; the first unreadable table's error
@@ -590,9 +558,7 @@ impl AttributionJob {
         }
     }
 
-    /// All rows of `base` (ordered, so pages do not overlap), parsed. Unreadable rows are left
-    /// out and named in `bad` (the first table with any, its count and first row), so the run
-    /// can write the rest and still report itself incomplete.
+    /// All rows of `base`, parsed (see [`read_pages`]).
     async fn query<T>(
         &self,
         table: &'static str,
@@ -600,66 +566,115 @@ impl AttributionJob {
         parse: fn(&[Value]) -> Result<T, String>,
         bad: &mut Option<JobError>,
     ) -> Result<Vec<T>, JobError> {
-        let page = self.cfg.page_rows;
-        let (mut out, mut errors) = (Vec::new(), Vec::new());
-        let mut lo = 0usize;
-        loop {
-            let q = format!("{base} LIMIT {lo},{}", lo + page);
-            let v = self
-                .sql
-                .exec(&q)
-                .await
-                .map_err(|source| JobError::Read { table, source })?;
-            let data = v["dataset"]
-                .as_array()
-                .ok_or(JobError::NoDataset { table })?;
-            for (i, r) in data.iter().enumerate() {
-                let parsed = r
-                    .as_array()
-                    .ok_or_else(|| "not a row".to_string())
-                    .and_then(|r| parse(r));
-                match parsed {
-                    Ok(t) => out.push(t),
-                    Err(why) => errors.push(format!("{table} row {}: {why}", lo + i + 1)),
-                }
-            }
-            if data.len() < page {
-                break;
-            }
-            lo += page;
-        }
-        if let (None, Some(first)) = (&bad, errors.first()) {
-            *bad = Some(JobError::BadRows {
-                table,
-                bad: errors.len(),
-                first: first.clone(),
-            });
-        }
-        Ok(out)
+        read_pages(&self.sql, self.cfg.page_rows, table, base, parse, bad).await
     }
 }
 
-fn text(r: &[Value], i: usize, what: &str) -> Result<String, String> {
+/// All rows of `base` (ordered, so pages do not overlap), `page` rows per query, parsed.
+/// Unreadable rows are left out and named in `bad` (the first table with any, its count and
+/// first row), so a job can write the rest and still report itself incomplete. Shared by the jobs
+/// that read the store back (attribution, CLV).
+pub(crate) async fn read_pages<T>(
+    sql: &SqlClient,
+    page: usize,
+    table: &'static str,
+    base: &str,
+    parse: fn(&[Value]) -> Result<T, String>,
+    bad: &mut Option<JobError>,
+) -> Result<Vec<T>, JobError> {
+    let page = page.max(1);
+    let (mut out, mut errors) = (Vec::new(), Vec::new());
+    let mut lo = 0usize;
+    loop {
+        let q = format!("{base} LIMIT {lo},{}", lo + page);
+        let v = sql
+            .exec(&q)
+            .await
+            .map_err(|source| JobError::Read { table, source })?;
+        let data = v["dataset"]
+            .as_array()
+            .ok_or(JobError::NoDataset { table })?;
+        for (i, r) in data.iter().enumerate() {
+            let parsed = r
+                .as_array()
+                .ok_or_else(|| "not a row".to_string())
+                .and_then(|r| parse(r));
+            match parsed {
+                Ok(t) => out.push(t),
+                Err(why) => errors.push(format!("{table} row {}: {why}", lo + i + 1)),
+            }
+        }
+        if data.len() < page {
+            break;
+        }
+        lo += page;
+    }
+    if let (None, Some(first)) = (&bad, errors.first()) {
+        *bad = Some(JobError::BadRows {
+            table,
+            bad: errors.len(),
+            first: first.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// Hand `rows` to the sink in sends of [`SEND_ROWS`] and wait until every one is durable; returns
+/// how many were spooled. A row the store refused (dead-lettered) fails the write.
+pub(crate) async fn write_durable(sink: &SinkHandle, rows: Vec<Record>) -> Result<usize, JobError> {
+    let total = rows.len();
+    let mut tickets = Vec::new();
+    let mut rows = rows.into_iter();
+    loop {
+        let chunk: Vec<Record> = rows.by_ref().take(SEND_ROWS).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        let ticket = sink
+            .send(chunk)
+            .await
+            .map_err(|_| JobError::SinkClosed { rows: total })?;
+        tickets.push(ticket);
+    }
+    let (mut dead, mut spooled) = (0, 0);
+    for t in tickets {
+        let s = t
+            .wait()
+            .await
+            .map_err(|_| JobError::SinkClosed { rows: total })?;
+        dead += s.dead_lettered;
+        spooled += s.spooled;
+    }
+    if dead > 0 {
+        return Err(JobError::NotStored {
+            rows: total,
+            dead_lettered: dead,
+        });
+    }
+    Ok(spooled)
+}
+
+pub(crate) fn text(r: &[Value], i: usize, what: &str) -> Result<String, String> {
     r.get(i)
         .and_then(Value::as_str)
         .map(str::to_string)
         .ok_or_else(|| format!("{what} missing"))
 }
 
-fn timestamp(r: &[Value], i: usize, what: &str) -> Result<DateTime<Utc>, String> {
+pub(crate) fn timestamp(r: &[Value], i: usize, what: &str) -> Result<DateTime<Utc>, String> {
     let s = text(r, i, what)?;
     DateTime::parse_from_rfc3339(&s)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| format!("{what} {s:?}: {e}"))
 }
 
-fn date(r: &[Value], i: usize, what: &str) -> Result<NaiveDate, String> {
+pub(crate) fn date(r: &[Value], i: usize, what: &str) -> Result<NaiveDate, String> {
     let s = text(r, i, what)?;
     NaiveDate::parse_from_str(&s, "%Y-%m-%d").map_err(|e| format!("{what} {s:?}: {e}"))
 }
 
 /// QuestDB returns DECIMAL as a string; accept a number too, exactly as printed.
-fn money(r: &[Value], i: usize, what: &str) -> Result<Decimal, String> {
+pub(crate) fn money(r: &[Value], i: usize, what: &str) -> Result<Decimal, String> {
     match r.get(i) {
         Some(Value::String(s)) => Decimal::from_str(s).map_err(|e| format!("{what} {s:?}: {e}")),
         Some(Value::Number(n)) => {

@@ -181,10 +181,12 @@ pub fn summarize(
             let sum: Decimal = repeats.iter().map(|(_, v)| **v).sum();
             (sum / Decimal::from(repeats.len())).to_f64()
         };
-        let holdout: Vec<&Decimal> = by_day
-            .range(cal_end.succ_opt().unwrap_or(cal_end)..=holdout_end)
-            .map(|(_, v)| v)
-            .collect();
+        // no holdout (the live job values as of the end of the history): an empty range, not
+        // a reversed one (which BTreeMap::range refuses)
+        let holdout: Vec<&Decimal> = match cal_end.succ_opt().filter(|s| *s <= holdout_end) {
+            Some(from) => by_day.range(from..=holdout_end).map(|(_, v)| v).collect(),
+            None => Vec::new(),
+        };
         out.push(CustomerSummary {
             customer: customer.to_string(),
             first_day: first,

@@ -1,13 +1,16 @@
 //! True profit: contribution margin and the KPIs built on it (`kpi`), the live roll-up of order
 //! lines for `/metrics` and the rules (`live`), and customer lifetime value fitted on real order
 //! history (`clv`, with its optimiser in `optim`; the evaluation report on CDNOW and UCI Online
-//! Retail in `eval`).
+//! Retail in `eval`); the live CLV job that fits them on the order history in QuestDB and writes
+//! `customer_value` and `campaign_value` (`value`, its settings in `value_config`).
 
 pub mod clv;
 pub mod eval;
 pub mod kpi;
 pub mod live;
 pub mod optim;
+pub mod value;
+pub mod value_config;
 
 use rust_decimal::Decimal;
 use serde::Deserialize;

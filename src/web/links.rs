@@ -2,6 +2,40 @@
 //! profit and attribution dashboards in the header of every page, and each campaign's drill-down
 //! with its variables set. No links at all when `grafana_url` is unset.
 
+/// Why `grafana_url` cannot be used, if it cannot: it must be an absolute `http` or `https`
+/// address with a host and no query or fragment (the dashboards' paths are appended to it). An
+/// empty value means no links, as an unset one does.
+pub fn grafana_url_problem(grafana: &str) -> Option<String> {
+    let g = grafana.trim();
+    if g.is_empty() {
+        return None;
+    }
+    let url = match reqwest::Url::parse(g) {
+        Ok(u) => u,
+        Err(e) => {
+            return Some(format!(
+                "{g:?} is not a URL ({e}); write e.g. \"https://grafana.example\""
+            ));
+        }
+    };
+    if !matches!(url.scheme(), "http" | "https") {
+        return Some(format!(
+            "{g:?}: the scheme must be http or https, not {:?}",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Some(format!("{g:?} has no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Some(format!(
+            "{g:?} has a query or fragment: give Grafana's base address (the dashboard paths \
+             are appended to it)"
+        ));
+    }
+    None
+}
+
 /// One link to a Grafana dashboard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DashboardLink {
@@ -75,6 +109,26 @@ pub fn campaign(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bad_grafana_urls_are_named() {
+        for ok in [
+            "",
+            "https://grafana.example",
+            "http://10.0.0.5:3000/grafana/",
+        ] {
+            assert_eq!(grafana_url_problem(ok), None, "{ok}");
+        }
+        for (bad, says) in [
+            ("grafana.example", "is not a URL"),
+            ("ftp://grafana.example", "scheme must be http or https"),
+            ("https://g.example/?orgId=1", "query or fragment"),
+            ("http://", "is not a URL"),
+        ] {
+            let p = grafana_url_problem(bad).unwrap_or_else(|| panic!("{bad} accepted"));
+            assert!(p.contains(says), "{bad}: {p}");
+        }
+    }
 
     #[test]
     fn off_when_unset_and_encoded_when_set() {

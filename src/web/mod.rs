@@ -10,7 +10,7 @@
 //! `tower_governor` layer) and a lockout per user after failed attempts.
 
 mod format;
-mod links;
+pub mod links;
 // handlers answer early with a ready page (`Result<_, Response>`), as axum handlers do; boxing
 // every refusal would only add noise
 #[allow(clippy::result_large_err)]

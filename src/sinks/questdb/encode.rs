@@ -182,6 +182,62 @@ pub fn encode(buf: &mut Buffer, r: &Record, ingested_at: TimestampMicros) -> Res
                 .and_then(|b| b.at(ts(a.ts)))
                 .map_err(enc)
         }
+        Record::CustomerValue(c) => {
+            let day = c.day.format("%Y-%m-%d").to_string();
+            let first = c.first_order_day.format("%Y-%m-%d").to_string();
+            buf.table("customer_value")
+                .and_then(|b| b.symbol("day", &day))
+                .and_then(|b| b.symbol("acquisition_channel", &c.acquisition_channel))
+                .and_then(|b| b.symbol("currency", &c.currency))
+                .and_then(|b| b.column_str("customer_id", &c.customer_id))
+                .and_then(|b| b.column_str("first_order_day", &first))
+                .and_then(|b| b.column_i64("orders", i64::from(c.orders)))
+                .and_then(|b| b.column_i64("repeat_purchases", i64::from(c.repeat_purchases)))
+                .and_then(|b| b.column_f64("recency_periods", c.recency_periods))
+                .and_then(|b| b.column_f64("age_periods", c.age_periods))
+                .and_then(|b| b.column_dec("revenue", &c.revenue))
+                .and_then(|b| b.column_f64("p_alive", c.p_alive))
+                .and_then(|b| b.column_f64("expected_purchases_6m", c.expected_purchases_6m))
+                .and_then(|b| b.column_f64("expected_purchases_12m", c.expected_purchases_12m))
+                .and_then(|b| b.column_dec("expected_order_value", &c.expected_order_value))
+                .and_then(|b| b.column_dec("clv_6m", &c.clv_6m))
+                .and_then(|b| b.column_dec("clv_12m", &c.clv_12m))
+                .and_then(|b| b.column_ts("ingested_at", ingested_at))
+                .and_then(|b| b.at(ts(c.ts)))
+                .map_err(enc)
+        }
+        Record::CampaignValue(c) => {
+            let day = c.day.format("%Y-%m-%d").to_string();
+            let mut b = buf
+                .table("campaign_value")
+                .and_then(|b| b.symbol("day", &day))
+                .and_then(|b| b.symbol("channel", &c.channel))
+                .and_then(|b| b.symbol("currency", &c.currency))
+                .and_then(|b| b.column_i64("customers", i64::from(c.customers)))
+                .and_then(|b| b.column_dec("clv_6m_total", &c.clv_6m_total))
+                .and_then(|b| b.column_dec("clv_12m_total", &c.clv_12m_total))
+                .and_then(|b| b.column_dec("spend", &c.spend))
+                .and_then(|b| b.column_i64("new_customers", i64::from(c.new_customers)))
+                .map_err(enc)?;
+            // what is missing stays NULL (no customers, no spend): never 0
+            for (name, v) in [
+                ("clv_6m_mean", &c.clv_6m_mean),
+                ("clv_12m_mean", &c.clv_12m_mean),
+                ("cac", &c.cac),
+            ] {
+                if let Some(v) = v {
+                    b = b.column_dec(name, v).map_err(enc)?;
+                }
+            }
+            for (name, v) in [("ltv_cac_6m", c.ltv_cac_6m), ("ltv_cac_12m", c.ltv_cac_12m)] {
+                if let Some(v) = v {
+                    b = b.column_f64(name, v).map_err(enc)?;
+                }
+            }
+            b.column_ts("ingested_at", ingested_at)
+                .and_then(|b| b.at(ts(c.ts)))
+                .map_err(enc)
+        }
         Record::Funnel(f) => {
             let day = f.day.format("%Y-%m-%d").to_string();
             buf.table("funnel")

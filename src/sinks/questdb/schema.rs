@@ -112,6 +112,29 @@ pub const TABLES: &[(&str, &str)] = &[
          TIMESTAMP(ts) PARTITION BY DAY WAL \
          DEDUP UPSERT KEYS(ts, bucket, platform, account, campaign_id, adset_id, ad_id)",
     ),
+    // Issue 16 (CLV): one row per customer and per acquisition channel for each as-of day (the
+    // newest order's day); a re-run the same day overwrites. A row per customer a day: MONTH.
+    (
+        "customer_value",
+        "CREATE TABLE IF NOT EXISTS customer_value (ts TIMESTAMP, day SYMBOL, \
+         customer_id VARCHAR, acquisition_channel SYMBOL, first_order_day VARCHAR, orders LONG, \
+         repeat_purchases LONG, recency_periods DOUBLE, age_periods DOUBLE, \
+         revenue DECIMAL(18,6), p_alive DOUBLE, expected_purchases_6m DOUBLE, \
+         expected_purchases_12m DOUBLE, expected_order_value DECIMAL(18,6), \
+         clv_6m DECIMAL(18,6), clv_12m DECIMAL(18,6), currency SYMBOL, ingested_at TIMESTAMP) \
+         TIMESTAMP(ts) PARTITION BY MONTH WAL \
+         DEDUP UPSERT KEYS(ts, customer_id)",
+    ),
+    (
+        "campaign_value",
+        "CREATE TABLE IF NOT EXISTS campaign_value (ts TIMESTAMP, day SYMBOL, channel SYMBOL, \
+         customers LONG, clv_6m_total DECIMAL(18,6), clv_12m_total DECIMAL(18,6), \
+         clv_6m_mean DECIMAL(18,6), clv_12m_mean DECIMAL(18,6), spend DECIMAL(18,6), \
+         new_customers LONG, cac DECIMAL(18,6), ltv_cac_6m DOUBLE, ltv_cac_12m DOUBLE, \
+         currency SYMBOL, ingested_at TIMESTAMP) \
+         TIMESTAMP(ts) PARTITION BY MONTH WAL \
+         DEDUP UPSERT KEYS(ts, channel)",
+    ),
 ];
 
 /// `ALTER TABLE .. SET TTL` for the model tables (applied after the DDL, so an existing table

@@ -296,7 +296,7 @@ async fn clv_job_values_customers_and_campaigns_from_questdb() {
             // a channel a run of the same day wrote from a partial history (an order whose
             // touches were not stored yet): written again with zeros, never left stale
             assert_eq!(r[1].as_i64(), Some(0), "{ch}: stale customers");
-            assert!(dec(&r[3]).is_zero(), "{ch}: stale CLV");
+            assert!(cell_decimal(&r[3]).is_zero(), "{ch}: stale CLV");
             continue;
         }
         let (n, t6, t12) = groups.get(&ch).copied().unwrap_or_default();

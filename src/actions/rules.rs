@@ -687,6 +687,25 @@ mod tests {
         s
     }
 
+    /// A day's traffic: spend (whole rupees), impressions, clicks and conversions.
+    fn traffic(spend: i64, impressions: u64, clicks: u64, conversions: f64) -> Totals {
+        Totals {
+            spend: spend.into(),
+            impressions,
+            clicks,
+            conversions,
+            ..Default::default()
+        }
+    }
+
+    /// The campaign ids of the proposals of `kind`, in order.
+    fn ids_of(p: &[Proposal], kind: ActionKind) -> Vec<&str> {
+        p.iter()
+            .filter(|p| p.kind == kind)
+            .map(|p| p.key.campaign_id.as_str())
+            .collect()
+    }
+
     /// A day's totals, in whole rupees: spend, conversions, conversion value, shop revenue.
     fn t(spend: i64, conv: f64, value: i64, revenue: i64) -> Totals {
         Totals {
@@ -715,12 +734,7 @@ mod tests {
             ("d", "2026-11-23", t(100, 0.0, 0, 0)),
         ]);
         let p = evaluate(&s, &cfg);
-        let pauses: Vec<&str> = p
-            .iter()
-            .filter(|p| p.kind == ActionKind::Pause)
-            .map(|p| p.key.campaign_id.as_str())
-            .collect();
-        assert_eq!(pauses, ["a"]);
+        assert_eq!(ids_of(&p, ActionKind::Pause), ["a"]);
         assert_eq!(p[0].values["spend"], 6000.0);
         assert!(p[0].reason.contains("no conversion"), "{}", p[0].reason);
     }
@@ -741,13 +755,7 @@ mod tests {
             ("dip", "2026-11-21", weak),
             ("dip", "2026-11-22", good),
         ]);
-        let p = evaluate(&s, &cfg);
-        let raises: Vec<&str> = p
-            .iter()
-            .filter(|p| p.kind == ActionKind::RaiseBudget)
-            .map(|p| p.key.campaign_id.as_str())
-            .collect();
-        assert_eq!(raises, ["up"]);
+        assert_eq!(ids_of(&evaluate(&s, &cfg), ActionKind::RaiseBudget), ["up"]);
         // a campaign over its cap is paused and gets nothing else
         let mut cfg = cfg;
         cfg.caps.campaign_daily = Some(dec!(500));
@@ -763,30 +771,13 @@ mod tests {
     #[test]
     fn ctr_and_cr_rules_need_evidence() {
         let cfg = ActionsConfig::default();
-        let low_ctr = Totals {
-            spend: dec!(100),
-            impressions: 10_000,
-            clicks: 50,
-            conversions: 2.0,
-            ..Default::default()
-        };
-        let thin = Totals {
-            spend: dec!(100),
-            impressions: 1_000,
-            clicks: 5,
-            ..Default::default()
-        };
-        let converting = Totals {
-            spend: dec!(100),
-            impressions: 10_000,
-            clicks: 200,
-            conversions: 5.0,
-            ..Default::default()
-        };
         let s = snap(&[
-            ("low", "2026-11-23", low_ctr),
-            ("thin", "2026-11-23", thin),
-            ("conv", "2026-11-23", converting),
+            // CTR 0.5% on 10,000 impressions
+            ("low", "2026-11-23", traffic(100, 10_000, 50, 2.0)),
+            // too few impressions and clicks to judge either rate
+            ("thin", "2026-11-23", traffic(100, 1_000, 5, 0.0)),
+            // CR 2.5% on 200 clicks
+            ("conv", "2026-11-23", traffic(100, 10_000, 200, 5.0)),
         ]);
         let kinds: Vec<(String, ActionKind)> = evaluate(&s, &cfg)
             .into_iter()
@@ -807,51 +798,41 @@ mod tests {
             rules: vec![RuleConfig::CtrBelow(Default::default())],
             ..ActionsConfig::default()
         };
-        let imp = |impressions: u64, clicks: u64| Totals {
-            spend: dec!(10),
-            impressions,
-            clicks,
-            ..Default::default()
-        };
-        let ad = |id: &str, name: &str, days: Vec<(&str, Totals)>| AdView {
-            ad: crate::records::AdRef {
-                adset_id: "s1".into(),
-                adset_name: "Set 1".into(),
-                ad_id: id.into(),
-                ad_name: name.into(),
-            },
-            days: days.into_iter().map(|(d, t)| (day(d), t)).collect(),
+        let imp = |impressions: u64, clicks: u64| traffic(10, impressions, clicks, 0.0);
+        // the ads of a table of (ad id, ad name, day, totals) rows, in the order they appear
+        let ads = |rows: &[(&str, &str, &str, Totals)]| {
+            let mut out: Vec<AdView> = Vec::new();
+            for &(id, name, d, t) in rows {
+                if out.last().is_none_or(|a| a.ad.ad_id != id) {
+                    out.push(AdView {
+                        ad: crate::records::AdRef {
+                            adset_id: "s1".into(),
+                            adset_name: "Set 1".into(),
+                            ad_id: id.into(),
+                            ad_name: name.into(),
+                        },
+                        days: vec![],
+                    });
+                }
+                out.last_mut().expect("pushed").days.push((day(d), t));
+            }
+            out
         };
         // the default rule: CTR below 1% over the 3 days up to 2026-11-23, 5,000 impressions
-        let ads = vec![
+        let earrings = ("a2", "Earrings video", "2026-11-23", imp(10_000, 250));
+        let some = ads(&[
             // (20 + 40) / (4,000 + 6,000) = 0.60%; its 5% day of 11-20 is outside the window
-            ad(
-                "a1",
-                "Necklace carousel",
-                vec![
-                    ("2026-11-20", imp(100_000, 5_000)),
-                    ("2026-11-22", imp(4_000, 20)),
-                    ("2026-11-23", imp(6_000, 40)),
-                ],
-            ),
+            ("a1", "Necklace carousel", "2026-11-20", imp(100_000, 5_000)),
+            ("a1", "Necklace carousel", "2026-11-22", imp(4_000, 20)),
+            ("a1", "Necklace carousel", "2026-11-23", imp(6_000, 40)),
             // 250 / 10,000 = 2.50%: fine
-            ad(
-                "a2",
-                "Earrings video",
-                vec![("2026-11-23", imp(10_000, 250))],
-            ),
+            earrings,
             // (20 + 25) / (2,500 + 2,500) = 0.90%
-            ad(
-                "a3",
-                "",
-                vec![
-                    ("2026-11-22", imp(2_500, 20)),
-                    ("2026-11-23", imp(2_500, 25)),
-                ],
-            ),
+            ("a3", "", "2026-11-22", imp(2_500, 20)),
+            ("a3", "", "2026-11-23", imp(2_500, 25)),
             // 0 / 3,000: too few impressions to judge
-            ad("a4", "Bridal set", vec![("2026-11-23", imp(3_000, 0))]),
-        ];
+            ("a4", "Bridal set", "2026-11-23", imp(3_000, 0)),
+        ]);
         // the campaign as a whole: 355 clicks / 28,000 impressions = 1.27%, above the threshold
         let mut s = snap(&[
             ("c1", "2026-11-20", imp(100_000, 5_000)),
@@ -863,7 +844,7 @@ mod tests {
             evaluate(&s, &cfg).is_empty(),
             "no ad data: judged as a campaign"
         );
-        s.ads.insert(key.clone(), ads);
+        s.ads.insert(key.clone(), some);
         let p = evaluate(&s, &cfg);
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].kind, ActionKind::RotateCreatives);
@@ -880,12 +861,7 @@ mod tests {
         );
         assert!(!p[0].values.contains_key("ctr:a2") && !p[0].values.contains_key("ctr:a4"));
         // every judged ad above the threshold: nothing to rotate
-        let ok = vec![ad(
-            "a2",
-            "Earrings video",
-            vec![("2026-11-23", imp(10_000, 250))],
-        )];
-        s.ads.insert(key, ok);
+        s.ads.insert(key, ads(&[earrings]));
         assert!(evaluate(&s, &cfg).is_empty());
     }
 

@@ -44,7 +44,7 @@ pub struct AttributionConfig {
     /// `questdb.enabled = false` it does not run).
     pub enabled: bool,
     /// Seconds between two runs; each run recomputes the whole history (the data-driven models
-    /// are refitted on every journey), so a restart or a late order changes nothing for long.
+    /// are refitted on every journey) from the journeys it keeps, reading only what is new.
     pub interval_secs: u64,
     /// Lookback windows before each conversion: `"<days>d"` (1 to 3660) or `"lifetime"`.
     pub windows: Vec<Window>,
@@ -56,6 +56,11 @@ pub struct AttributionConfig {
     pub models: Vec<ModelName>,
     /// Rows per query page when reading orders, touchpoints and spend from QuestDB.
     pub page_rows: usize,
+    /// After its first run the job reads only the orders and touches stored since the previous
+    /// run; it reads again those stored up to this many seconds before the newest one it has seen,
+    /// so a row that became visible late (WAL apply) is not missed. Re-read rows replace the
+    /// kept ones, never add to them.
+    pub reread_overlap_secs: u64,
 }
 
 impl Default for AttributionConfig {
@@ -75,6 +80,7 @@ impl Default for AttributionConfig {
                 ModelName::Shapley,
             ],
             page_rows: 100_000,
+            reread_overlap_secs: 600,
         }
     }
 }

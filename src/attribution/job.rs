@@ -1,8 +1,10 @@
-//! The attribution job: every `[attribution] interval_secs` it reads the whole history of orders,
-//! journey touchpoints and campaign spend back from QuestDB (so a restart, or a lifetime window,
-//! sees every journey, not only what this process holds in memory), runs each configured model in
-//! each window, and hands one row per reporting day, model, window and channel to the QuestDB sink
-//! (`attribution` table; its DEDUP key `ts, model, window, channel` makes a re-run overwrite).
+//! The attribution job: every `[attribution] interval_secs` it reads the orders and journey
+//! touchpoints stored since its previous run (the whole history on its first run, so a restart or
+//! a lifetime window sees every journey, not only what arrived since) and keeps them, reads every
+//! campaign's day spend (one grouped row per campaign and day, bounded by campaigns × days, not by
+//! orders), runs each configured model in each window over every journey kept, and hands one row
+//! per reporting day, model, window and channel to the QuestDB sink (`attribution` table; its
+//! DEDUP key `ts, model, window, channel` makes a re-run overwrite).
 //!
 //! A run that could not read every row, or whose rows were not all stored, is a failed run: it
 //! logs what was missing, sets `adpulse_attribution_success` to 0 and leaves
@@ -305,6 +307,7 @@ struct JobMetrics {
     waiting: IntGauge,
     rows: IntGauge,
     runs: IntCounterVec,
+    rows_read: IntCounterVec,
 }
 
 /// Register `m` in `registry`; the handle stays with the job.
@@ -356,6 +359,17 @@ impl JobMetrics {
                     &["result"],
                 ),
             )?,
+            rows_read: registered(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "adpulse_attribution_rows_read_total",
+                        "Orders and touchpoints read from QuestDB by the attribution job (only \
+                         the rows stored since its last run, after the first)",
+                    ),
+                    &["table"],
+                ),
+            )?,
         })
     }
 }
@@ -378,6 +392,67 @@ pub struct AttributionJob {
     tz: Tz,
     currency: String,
     metrics: JobMetrics,
+    /// The orders and touches read so far (the journeys of the whole history).
+    seen: tokio::sync::Mutex<Seen>,
+}
+
+/// What earlier runs read: every order (its newest version) and every touch (by the table's DEDUP
+/// key), and how far each table has been read (the newest `ingested_at` seen). Only rows stored
+/// after that mark (less `reread_overlap_secs`) are read again; the lifetime window still sees
+/// every journey.
+#[derive(Debug, Default)]
+pub struct Seen {
+    orders: HashMap<String, OrderRow>,
+    touches: BTreeMap<(String, i64, DateTime<Utc>), TouchRow>,
+    pub orders_mark: Option<DateTime<Utc>>,
+    pub touches_mark: Option<DateTime<Utc>>,
+}
+
+impl Seen {
+    /// Take in rows read since the marks; a restated row replaces the one kept. With `hold_*`
+    /// the table's mark stays (its unreadable rows are read again next time).
+    pub fn merge(
+        &mut self,
+        orders: Vec<(OrderRow, Option<DateTime<Utc>>)>,
+        touches: Vec<(TouchRow, Option<DateTime<Utc>>)>,
+        hold_orders: bool,
+        hold_touches: bool,
+    ) {
+        let mut mark = self.orders_mark;
+        for (o, at) in orders {
+            mark = mark.max(at);
+            match self.orders.get(&o.order_id) {
+                // a restated order keeps its newest version (as `assemble` does)
+                Some(kept) if kept.ts > o.ts => {}
+                _ => {
+                    self.orders.insert(o.order_id.clone(), o);
+                }
+            }
+        }
+        if !hold_orders {
+            self.orders_mark = mark;
+        }
+        let mut mark = self.touches_mark;
+        for (t, at) in touches {
+            mark = mark.max(at);
+            self.touches
+                .insert((t.journey_id.clone(), t.position, t.ts), t);
+        }
+        if !hold_touches {
+            self.touches_mark = mark;
+        }
+    }
+
+    /// Everything kept, with this run's spend, as one run's inputs.
+    pub fn inputs(&self, spend: Vec<SpendRow>) -> Inputs {
+        let mut orders: Vec<OrderRow> = self.orders.values().cloned().collect();
+        orders.sort_by(|a, b| a.ts.cmp(&b.ts).then_with(|| a.order_id.cmp(&b.order_id)));
+        Inputs {
+            orders,
+            touches: self.touches.values().cloned().collect(),
+            spend,
+        }
+    }
 }
 
 impl AttributionJob {
@@ -397,6 +472,7 @@ impl AttributionJob {
             tz,
             currency: currency.to_string(),
             metrics: JobMetrics::new(registry)?,
+            seen: tokio::sync::Mutex::new(Seen::default()),
         })
     }
 
@@ -491,24 +567,47 @@ impl AttributionJob {
         write_durable(&self.sink, rows).await
     }
 
-    /// Every order, touch and campaign day, page by page; the first unreadable table's error
-    /// alongside what could be read.
+    /// The orders and touches stored since the last run (all of them on the first run: a restart
+    /// reads the whole history once), merged into the journeys kept from earlier runs, and every
+    /// campaign day; the first unreadable table's error alongside what could be read.
     async fn read(&self) -> Result<(Inputs, Option<JobError>), JobError> {
-        let mut bad = None;
+        let (orders_mark, touches_mark) = {
+            let seen = self.seen.lock().await;
+            (seen.orders_mark, seen.touches_mark)
+        };
+        let overlap = chrono::Duration::seconds(
+            i64::try_from(self.cfg.reread_overlap_secs).unwrap_or(i64::MAX / 1_000_000),
+        );
+        let since = |mark: Option<DateTime<Utc>>| match mark {
+            Some(m) => format!(
+                " AND ingested_at > '{}'",
+                (m - overlap).format("%Y-%m-%dT%H:%M:%S%.6fZ")
+            ),
+            None => String::new(),
+        };
+        let (mut bad_orders, mut bad_touches, mut bad) = (None, None, None);
         let orders = self
             .query(
                 "orders",
-                "SELECT order_id, ts, day, amount FROM orders WHERE kind = 'order' ORDER BY ts",
+                &format!(
+                    "SELECT order_id, ts, day, amount, ingested_at FROM orders \
+                     WHERE kind = 'order'{} ORDER BY ts, order_id",
+                    since(orders_mark)
+                ),
                 parse_order,
-                &mut bad,
+                &mut bad_orders,
             )
             .await?;
         let touches = self
             .query(
                 "touchpoints",
-                "SELECT journey_id, order_id, ts, position, channel FROM touchpoints ORDER BY ts",
+                &format!(
+                    "SELECT journey_id, order_id, ts, position, channel, ingested_at \
+                     FROM touchpoints WHERE true{} ORDER BY ts, journey_id, position",
+                    since(touches_mark)
+                ),
                 parse_touch,
-                &mut bad,
+                &mut bad_touches,
             )
             .await?;
         let spend = self
@@ -521,14 +620,21 @@ impl AttributionJob {
                 &mut bad,
             )
             .await?;
-        Ok((
-            Inputs {
-                orders,
-                touches,
-                spend,
-            },
-            bad,
-        ))
+        self.metrics
+            .rows_read
+            .with_label_values(&["orders"])
+            .inc_by(orders.len() as u64);
+        self.metrics
+            .rows_read
+            .with_label_values(&["touchpoints"])
+            .inc_by(touches.len() as u64);
+        let mut seen = self.seen.lock().await;
+        // a table with unreadable rows keeps its mark, so the next run reads them again
+        let hold_orders = bad_orders.is_some();
+        let hold_touches = bad_touches.is_some();
+        seen.merge(orders, touches, hold_orders, hold_touches);
+        let first_bad = bad_orders.or(bad_touches).or(bad);
+        Ok((seen.inputs(spend), first_bad))
     }
 
     /// The keys of the rows the table holds with credit (from earlier runs).
@@ -684,30 +790,43 @@ pub(crate) fn money(r: &[Value], i: usize, what: &str) -> Result<Decimal, String
     }
 }
 
-fn parse_order(r: &[Value]) -> Result<OrderRow, String> {
-    let order_id = text(r, 0, "order_id")?;
-    let with_id = |e: String| format!("order {order_id}: {e}");
-    Ok(OrderRow {
-        ts: timestamp(r, 1, "ts").map_err(with_id)?,
-        day: date(r, 2, "day").map_err(with_id)?,
-        revenue: money(r, 3, "amount").map_err(with_id)?,
-        order_id,
-    })
+/// When the store took a row (`ingested_at`, column `i`); `None` for rows written without one.
+fn stored_at(r: &[Value], i: usize) -> Option<DateTime<Utc>> {
+    timestamp(r, i, "ingested_at").ok()
 }
 
-fn parse_touch(r: &[Value]) -> Result<TouchRow, String> {
+fn parse_order(r: &[Value]) -> Result<(OrderRow, Option<DateTime<Utc>>), String> {
+    let order_id = text(r, 0, "order_id")?;
+    let with_id = |e: String| format!("order {order_id}: {e}");
+    let at = stored_at(r, 4);
+    Ok((
+        OrderRow {
+            ts: timestamp(r, 1, "ts").map_err(with_id)?,
+            day: date(r, 2, "day").map_err(with_id)?,
+            revenue: money(r, 3, "amount").map_err(with_id)?,
+            order_id,
+        },
+        at,
+    ))
+}
+
+fn parse_touch(r: &[Value]) -> Result<(TouchRow, Option<DateTime<Utc>>), String> {
     let journey_id = text(r, 0, "journey_id")?;
     let with_id = |e: String| format!("journey {journey_id}: {e}");
-    Ok(TouchRow {
-        order_id: r.get(1).and_then(Value::as_str).map(str::to_string),
-        ts: timestamp(r, 2, "ts").map_err(with_id)?,
-        position: r
-            .get(3)
-            .and_then(Value::as_i64)
-            .ok_or_else(|| with_id("position missing".into()))?,
-        channel: text(r, 4, "channel").map_err(with_id)?,
-        journey_id,
-    })
+    let at = stored_at(r, 5);
+    Ok((
+        TouchRow {
+            order_id: r.get(1).and_then(Value::as_str).map(str::to_string),
+            ts: timestamp(r, 2, "ts").map_err(with_id)?,
+            position: r
+                .get(3)
+                .and_then(Value::as_i64)
+                .ok_or_else(|| with_id("position missing".into()))?,
+            channel: text(r, 4, "channel").map_err(with_id)?,
+            journey_id,
+        },
+        at,
+    ))
 }
 
 fn parse_spend(r: &[Value]) -> Result<SpendRow, String> {
@@ -852,6 +971,36 @@ mod tests {
     }
 
     #[test]
+    fn kept_journeys_take_new_and_restated_rows_and_hold_the_mark_on_bad_rows() {
+        let i = inputs();
+        let at = |h: u32| Some(at(20, h));
+        let mut seen = Seen::default();
+        let orders: Vec<_> = i.orders.iter().cloned().map(|o| (o, at(1))).collect();
+        let touches: Vec<_> = i.touches.iter().cloned().map(|t| (t, at(2))).collect();
+        seen.merge(orders, touches, false, false);
+        assert_eq!((seen.orders_mark, seen.touches_mark), (at(1), at(2)));
+        // a later read: o2 restated (newer version wins), a new touch, and unreadable touch rows
+        let mut o2 = i.orders[1].clone();
+        o2.revenue = dec!(300);
+        let extra = touch("v2", None, 11, 1, "direct");
+        seen.merge(vec![(o2, at(3))], vec![(extra, at(4))], false, true);
+        assert_eq!(seen.orders_mark, at(3));
+        assert_eq!(
+            seen.touches_mark,
+            at(2),
+            "held: the bad rows are read again"
+        );
+        let all = seen.inputs(i.spend.clone());
+        assert_eq!(all.orders.len(), 2);
+        assert_eq!(all.orders[1].revenue, dec!(300));
+        assert_eq!(all.touches.len(), i.touches.len() + 1);
+        // the same rows read again (the overlap) change nothing
+        let again: Vec<_> = i.touches.iter().cloned().map(|t| (t, at(2))).collect();
+        seen.merge(Vec::new(), again, false, false);
+        assert_eq!(seen.inputs(i.spend.clone()), all);
+    }
+
+    #[test]
     fn keys_that_lost_their_credit_are_zeroed() {
         let i = inputs();
         let j = assemble(&i);
@@ -935,7 +1084,7 @@ mod tests {
             r#"["demo-1", "2026-11-10T10:00:00.000000Z", "2026-11-10", "1234.560000"]"#,
         )
         .unwrap();
-        let o = parse_order(&row).unwrap();
+        let o = parse_order(&row).unwrap().0;
         assert_eq!(o.revenue, dec!(1234.56));
         assert_eq!(o.ts, at(10, 10));
         let bad: Vec<Value> = serde_json::from_str(

@@ -97,25 +97,25 @@ impl<D: PollingDefaults> PollingConfig<D> {
     pub fn problems(&self) -> Vec<Problem> {
         let mut p = Vec::new();
         if self.interval_secs < D::MIN_INTERVAL_SECS {
-            p.push(Problem {
-                key: "interval_secs".into(),
-                message: format!(
+            p.push(Problem::new(
+                "interval_secs",
+                format!(
                     "must be at least {} (the API's rate limits)",
                     D::MIN_INTERVAL_SECS
                 ),
-            });
+            ));
         }
         if self.lookback_days == 0 || self.lookback_days > D::MAX_LOOKBACK_DAYS {
-            p.push(Problem {
-                key: "lookback_days".into(),
-                message: format!("must be between 1 and {}", D::MAX_LOOKBACK_DAYS),
-            });
+            p.push(Problem::new(
+                "lookback_days",
+                format!("must be between 1 and {}", D::MAX_LOOKBACK_DAYS),
+            ));
         }
         if self.min_throttle_wait_secs > self.max_throttle_wait_secs {
-            p.push(Problem {
-                key: "min_throttle_wait_secs".into(),
-                message: "must not be above max_throttle_wait_secs".into(),
-            });
+            p.push(Problem::new(
+                "min_throttle_wait_secs",
+                "must not be above max_throttle_wait_secs",
+            ));
         }
         p
     }
@@ -144,10 +144,10 @@ pub async fn run_or_report<S: PollSource>(
 /// A required text setting left empty (the source configs default every field so that one
 /// `Default` impl holds them; the keys a source cannot work without are checked here).
 pub fn required(key: &str, value: &str) -> Option<Problem> {
-    value.trim().is_empty().then(|| Problem {
-        key: key.into(),
-        message: "is required".into(),
-    })
+    value
+        .trim()
+        .is_empty()
+        .then(|| Problem::new(key, "is required"))
 }
 
 /// A timezone setting that is not an IANA name.

@@ -919,6 +919,82 @@ pub fn demo_backfill_at(
     demo
 }
 
+/// What the demo `demo` emits up to `now` (its backfill), computed here from the demo source
+/// itself, to know what QuestDB must hold before a test reads it.
+pub fn demo_observations(
+    demo: &adpulse::sources::demo::DemoConfig,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<adpulse::normalize::Observation> {
+    let mut src = adpulse::sources::demo::DemoSource::new(demo.clone(), chrono_tz::Asia::Kolkata);
+    src.observations(src.epoch(), now, now)
+}
+
+/// Wait until QuestDB holds every order (refunds apart), touch, order line and campaign day row
+/// of `obs` (a refunded line is sent again with its refund and upserted: counted once).
+pub async fn wait_for_demo_rows(q: &QuestDb, obs: &[adpulse::normalize::Observation]) {
+    use adpulse::normalize::Observation;
+    let orders = obs
+        .iter()
+        .filter(
+            |o| matches!(o, Observation::Order(r) if r.kind == adpulse::records::OrderKind::Order),
+        )
+        .count();
+    let touches = obs
+        .iter()
+        .filter(|o| matches!(o, Observation::Touch(_)))
+        .count();
+    let lines = obs
+        .iter()
+        .filter_map(|o| match o {
+            Observation::Line(l) => Some((l.order_id.clone(), l.line_id.clone())),
+            _ => None,
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    // the campaigns' day rows (sent again by later batches, upserted): each key once; the
+    // attribution and CLV jobs read spend from them
+    let day_rows = obs
+        .iter()
+        .filter_map(|o| match o {
+            Observation::Campaign(c) if c.bucket == adpulse::records::Bucket::Day => {
+                Some((c.key.clone(), c.ts))
+            }
+            _ => None,
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    for (query, n) in [
+        ("SELECT count() FROM orders WHERE kind = 'order'", orders),
+        ("SELECT count() FROM touchpoints", touches),
+        ("SELECT count() FROM order_lines", lines),
+        (
+            "SELECT count() FROM campaign_stats WHERE bucket = 'day'",
+            day_rows,
+        ),
+    ] {
+        q.wait_for_count(query, n as f64).await;
+    }
+}
+
+/// A QuestDB JSON cell as money, exactly: a string (text, DECIMAL) or a number.
+pub fn cell_decimal(v: &serde_json::Value) -> rust_decimal::Decimal {
+    use std::str::FromStr;
+    match v {
+        serde_json::Value::String(s) => rust_decimal::Decimal::from_str(s).expect("decimal"),
+        serde_json::Value::Number(n) => {
+            rust_decimal::Decimal::from_str(&n.to_string()).expect("decimal")
+        }
+        other => panic!("not money: {other}"),
+    }
+}
+
+/// A QuestDB JSON timestamp cell (RFC 3339).
+pub fn cell_ts(v: &serde_json::Value) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(v.as_str().expect("timestamp"))
+        .expect("rfc3339")
+        .with_timezone(&chrono::Utc)
+}
+
 /// Wait until adpulse at `addr` serves KPIs computed after this call. Its KPI loop computes a
 /// snapshot, renders it (`adpulse_snapshot_rendered_timestamp_seconds`), then sleeps: the first
 /// render newer than the one shown now happened after this call, so the render after that one

@@ -152,23 +152,30 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
     )));
     let mut tasks = Vec::new();
     let mut model_outputs = None;
+    // One QuestDB SQL client (one connection pool) for the models and the attribution job.
+    let sql = if config.questdb.enabled {
+        Some(SqlClient::new(&config.questdb, config.questdb_password()?))
+    } else {
+        None
+    };
     if config.models.enabled {
         let outputs = Arc::new(ArcSwap::from_pointee(ModelOutputs::default()));
         model_outputs = Some(outputs.clone());
-        let sql = if config.questdb.enabled {
-            Some(SqlClient::new(&config.questdb, config.questdb_password()?))
-        } else {
-            None
-        };
-        let runner = ModelRunner::new(&config, pipeline.clone(), sql, sink.clone(), outputs);
+        let runner = ModelRunner::new(
+            &config,
+            pipeline.clone(),
+            sql.clone(),
+            sink.clone(),
+            outputs,
+        );
         tasks.push(("models".into(), tokio::spawn(runner.run(shutdown.clone()))));
     }
     // The attribution job reads the journeys back from QuestDB and writes through the sink.
-    match (&sink, config.attribution.enabled && config.questdb.enabled) {
-        (Some(sink), true) => {
+    match (&sink, &sql, config.attribution.enabled) {
+        (Some(sink), Some(sql), true) => {
             let job = crate::attribution::job::AttributionJob::new(
                 config.attribution.clone(),
-                SqlClient::new(&config.questdb, config.questdb_password()?),
+                sql.clone(),
                 sink.clone(),
                 tz,
                 &config.general.reporting_currency,
@@ -188,11 +195,11 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         _ => {}
     }
     // The CLV job reads the order history back from QuestDB and writes through the sink.
-    match (&sink, config.clv.enabled && config.questdb.enabled) {
-        (Some(sink), true) => {
+    match (&sink, &sql, config.clv.enabled) {
+        (Some(sink), Some(sql), true) => {
             let job = crate::profit::value::ValueJob::new(
                 config.clv.clone(),
-                SqlClient::new(&config.questdb, config.questdb_password()?),
+                sql.clone(),
                 sink.clone(),
                 tz,
                 &config.general.reporting_currency,
@@ -257,6 +264,9 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
                         let body = e.current();
                         tel.render_duration.set(t.elapsed().as_secs_f64());
                         e.compress_if_wanted(&body);
+                        // the previous snapshot and body are gone now: give their pages back
+                        drop(body);
+                        crate::base::release_free_memory();
                     })
                     .await;
                     if let Err(error) = step {

@@ -245,6 +245,10 @@ impl CampaignHistory {
         let i = match self.day_sums.binary_search_by_key(&d, |e| e.0) {
             Ok(i) => i,
             Err(i) => {
+                // a day or two more, not double: retention_days + 1 days are kept at most
+                if self.day_sums.len() == self.day_sums.capacity() {
+                    self.day_sums.reserve_exact(2);
+                }
                 self.day_sums.insert(i, (d, Cell::default(), 0));
                 i
             }

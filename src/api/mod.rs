@@ -89,7 +89,7 @@ async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap) -> 
         e.want_gzip();
     }
     // the body the refresher rendered (or the previous one while it renders the next)
-    let served = st.exposition.as_ref().and_then(|e| e.serve());
+    let served = st.exposition.as_ref().and_then(|e| e.serve_or_refresh());
     let rendered = match (served, st.exposition.clone()) {
         (Some(r), _) => Some(r),
         // rendering is CPU work (tens of ms at 10,000 campaigns): keep it off the async workers

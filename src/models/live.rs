@@ -212,6 +212,9 @@ struct Latest {
     is_anomaly: bool,
 }
 
+/// One campaign's detectors, by [`CAMPAIGN_SERIES`] index (`None` until the series has a value).
+type CampaignDetectors = [Option<(Detector, Option<Latest>)>; CAMPAIGN_SERIES.len()];
+
 /// The runner task's state.
 pub struct ModelRunner {
     cfg: ModelsConfig,
@@ -222,9 +225,11 @@ pub struct ModelRunner {
     sql: Option<SqlClient>,
     sink: Option<SinkHandle>,
     outputs: Arc<ArcSwap<ModelOutputs>>,
-    /// Per campaign and series: its detector and its latest scored point (the key and the
-    /// campaign's name are not copied per series: 60,000 of them at 10,000 campaigns).
-    detectors: HashMap<(CampaignKey, &'static str), (Detector, Option<Latest>)>,
+    /// Per campaign, for each of [`CAMPAIGN_SERIES`] (same index): its detector and its latest
+    /// scored point. One entry per campaign, boxed: a table of 60,000 (key, series) entries
+    /// holding the detectors inline was 62 MiB at 10,000 campaigns (its power-of-two capacity
+    /// about half empty), besides a key per series (heaptrack, docs/benchmarks.md).
+    detectors: HashMap<CampaignKey, Box<CampaignDetectors>>,
     tracking: TrackingBank,
     last_scored: HashMap<CampaignKey, i64>,
     latest_tracking: HashMap<CampaignKey, TrackingNow>,
@@ -321,8 +326,14 @@ impl ModelRunner {
         let mut anomalies: Vec<AnomalyNow> = self
             .detectors
             .iter()
-            .filter_map(|((key, series), (_, latest))| {
-                let l = latest.as_ref()?;
+            .flat_map(|(key, dets)| {
+                CAMPAIGN_SERIES
+                    .iter()
+                    .zip(dets.iter())
+                    .map(move |(series, d)| (key, *series, d))
+            })
+            .filter_map(|(key, series, d)| {
+                let l = d.as_ref()?.1.as_ref()?;
                 Some(AnomalyNow {
                     series,
                     key: key.clone(),
@@ -360,6 +371,12 @@ impl ModelRunner {
         };
         // each send its own exact-sized vector: a queued send must not hold the whole
         // slice's allocation
+        if rows.len() <= SEND_ROWS {
+            if !rows.is_empty() && sink.send(rows).await.is_err() {
+                warn!("model rows not written: the QuestDB sink has stopped");
+            }
+            return;
+        }
         let mut rows = rows.into_iter();
         loop {
             let chunk: Vec<Record> = rows.by_ref().take(SEND_ROWS).collect();
@@ -398,18 +415,30 @@ impl ModelRunner {
         while from < cur_hour {
             let to = from.saturating_add(step).min(cur_hour);
             let (last, tz) = (&self.last_scored, self.tz);
-            let points = self
+            let mut points = self
                 .pipeline
-                .with_store(|s| campaign_hours_between(s, last, from, to, tz));
-            let rows = tokio::task::block_in_place(|| self.score_points(points, now));
-            self.write(rows).await;
+                .with_store(|s| campaign_hours_between(s, last, from, to, tz))
+                .into_iter();
+            // scored and handed over a send at a time: a slice's rows built whole were 32 MiB
+            // at 10,000 campaigns (an hour of every campaign, 7 rows each), besides the sends
+            loop {
+                let chunk: Vec<CampaignHour> = points
+                    .by_ref()
+                    .take(SEND_ROWS / (CAMPAIGN_SERIES.len() + 1))
+                    .collect();
+                if chunk.is_empty() {
+                    break;
+                }
+                let rows = tokio::task::block_in_place(|| self.score_points(chunk, now));
+                self.write(rows).await;
+            }
             from = to;
         }
         let rows = self.score_revenue(now, cur_hour);
         self.write(rows).await;
         // campaigns that vanished from memory leave no stale series
         self.latest_tracking.retain(|k, _| live.contains(k));
-        self.detectors.retain(|(k, _), _| live.contains(k));
+        self.detectors.retain(|k, _| live.contains(k));
         self.tracking.tests.retain(|k, _| live.contains(k));
     }
 
@@ -425,14 +454,20 @@ impl ModelRunner {
         } in points
         {
             let ts = Utc.timestamp_opt(t, 0).single().unwrap_or(now);
-            for (series, value) in CAMPAIGN_SERIES.iter().zip(series_values(&totals)) {
+            let dets = self
+                .detectors
+                .entry(key.clone())
+                .or_insert_with(|| Box::new(Default::default()));
+            for ((series, value), slot) in CAMPAIGN_SERIES
+                .iter()
+                .zip(series_values(&totals))
+                .zip(dets.iter_mut())
+            {
                 let Some(v) = value.filter(|v| v.is_finite()) else {
                     continue;
                 };
-                let (det, latest) = self
-                    .detectors
-                    .entry((key.clone(), series))
-                    .or_insert_with(|| (Detector::new(DetectorConfig::for_step(3600)), None));
+                let (det, latest) = slot
+                    .get_or_insert_with(|| (Detector::new(DetectorConfig::for_step(3600)), None));
                 let s = det.update(t, v);
                 *latest = Some(Latest {
                     level: v,

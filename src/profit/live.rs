@@ -676,34 +676,24 @@ mod tests {
     }
 
     fn campaign(id: &str, days: &[(&str, Decimal)]) -> CampaignView {
-        CampaignView {
-            key: CampaignKey {
-                platform: "meta".into(),
-                account: "act_1".into(),
-                campaign_id: id.into(),
-            },
-            name: id.into(),
-            today: Totals::default(),
-            loss_rate_per_hour: None,
-            window_clicks: 0,
-            window_conversions: 0.0,
-            window_orders: 0,
-            spend_last_hour: Decimal::ZERO,
-            spend_baseline: None,
-            days: days
-                .iter()
-                .map(|(day, s)| {
-                    (
-                        d(day),
-                        Totals {
-                            spend: *s,
-                            ..Totals::default()
-                        },
-                    )
-                })
-                .collect(),
-            rolling: vec![],
-        }
+        let key = CampaignKey {
+            platform: "meta".into(),
+            account: "act_1".into(),
+            campaign_id: id.into(),
+        };
+        let days = days
+            .iter()
+            .map(|(day, s)| {
+                (
+                    d(day),
+                    Totals {
+                        spend: *s,
+                        ..Totals::default()
+                    },
+                )
+            })
+            .collect();
+        crate::actions::rules::test_view(key, id.into(), days)
     }
 
     #[test]

@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use crate::base::{push_label_value, push_sample_value as push_value};
 use crate::config::MetricsConfig;
@@ -99,26 +99,10 @@ impl Family {
         push_value(&mut self.body, value);
     }
 
-    /// A sample whose label pairs are already escaped and in name order (`parts` joined make
-    /// the text between the braces): a campaign's labels are written once per snapshot, not
-    /// once per family.
+    /// [`write_parts`] into this family (the tests compare it with [`Family::push`]).
+    #[cfg(test)]
     fn push_parts(&mut self, parts: &[&str], value: f64) {
-        if !value.is_finite() {
-            return;
-        }
-        self.body.push_str(&self.name);
-        self.body.push('{');
-        for p in parts {
-            self.body.push_str(p);
-        }
-        self.body.push_str("} ");
-        push_value(&mut self.body, value);
-    }
-
-    fn opt_parts(&mut self, parts: &[&str], value: Option<f64>) {
-        if let Some(v) = value {
-            self.push_parts(parts, v);
-        }
+        write_parts(&mut self.body, &self.name, parts, value);
     }
 
     fn opt(&mut self, labels: &[(&'static str, &str)], value: Option<f64>) {
@@ -135,6 +119,68 @@ impl Family {
         let _ = writeln!(out, "# HELP {} {}", self.name, self.help);
         let _ = writeln!(out, "# TYPE {} gauge", self.name);
         out.push_str(&self.body);
+    }
+}
+
+/// A sample whose label pairs are already escaped and in name order (`parts` joined make the
+/// text between the braces): a campaign's labels are written once per snapshot, not once per
+/// family. A non-finite value writes nothing.
+fn write_parts(out: &mut String, name: &str, parts: &[&str], value: f64) {
+    if !value.is_finite() {
+        return;
+    }
+    out.push_str(name);
+    out.push('{');
+    for p in parts {
+        out.push_str(p);
+    }
+    out.push_str("} ");
+    push_value(out, value);
+}
+
+/// A gauge family written straight into the body: its header first, then its samples, taken
+/// back if it gets none. The per-campaign families use it so that the body is the only copy of
+/// their text (a [`Family`] buffer per family doubled the 40 MiB body at 10,000 campaigns
+/// while rendering, and copied it once more).
+struct Direct<'a> {
+    out: &'a mut String,
+    name: &'a str,
+    /// Where the header starts, and where the samples start.
+    start: usize,
+    samples: usize,
+}
+
+impl<'a> Direct<'a> {
+    fn begin(out: &'a mut String, name: &'a str, help: &str) -> Self {
+        let start = out.len();
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        let samples = out.len();
+        Self {
+            out,
+            name,
+            start,
+            samples,
+        }
+    }
+
+    fn push_parts(&mut self, parts: &[&str], value: f64) {
+        write_parts(self.out, self.name, parts, value);
+    }
+
+    fn opt_parts(&mut self, parts: &[&str], value: Option<f64>) {
+        if let Some(v) = value {
+            self.push_parts(parts, v);
+        }
+    }
+}
+
+impl Drop for Direct<'_> {
+    /// A family without samples is left out, as [`Family::write`] does.
+    fn drop(&mut self) {
+        if self.out.len() == self.samples {
+            self.out.truncate(self.start);
+        }
     }
 }
 
@@ -214,80 +260,99 @@ pub fn render_kpis(s: &Snapshot, top_n: Option<usize>, text: &mut String) {
         .map(|c| CampaignLabels::new(&c.key, &c.name))
         .collect();
     let currency = currency_part(cur);
-    let mut out: Vec<Family> = Vec::new();
-    for (scope_idx, scope_names) in names.iter().enumerate() {
+    // the campaign scope straight into the body, family by family; each campaign's values are
+    // computed once (13 options, 208 bytes a campaign) rather than once per family
+    let values: Vec<[(bool, Option<f64>); 13]> = shown
+        .iter()
+        .map(|c| scope_values(&c.today, c.loss_rate_per_hour, s.margin))
+        .collect();
+    for (i, (n, (_, help))) in names[0].iter().zip(SCOPE_FAMILIES).enumerate() {
+        let mut f = Direct::begin(text, n, help);
+        for (v, l) in values.iter().zip(&labels) {
+            let (is_money, v) = v[i];
+            if is_money {
+                f.opt_parts(&[l.head.as_str(), &currency, &l.platform], v);
+            } else {
+                f.opt_parts(&[l.head.as_str(), &l.platform], v);
+            }
+        }
+    }
+    drop(values);
+    for (scope_idx, scope_names) in names.iter().enumerate().skip(1) {
         let mut fams: Vec<Family> = scope_names
             .iter()
             .zip(SCOPE_FAMILIES)
             .map(|(n, (_, help))| Family::new(n.as_str(), help))
             .collect();
-        match scope_idx {
-            0 => {
-                for (c, l) in shown.iter().zip(&labels) {
-                    let base = [l.head.as_str(), &l.platform];
-                    let money = [l.head.as_str(), &currency, &l.platform];
-                    for (f, (is_money, v)) in
-                        fams.iter_mut()
-                            .zip(scope_values(&c.today, c.loss_rate_per_hour, s.margin))
-                    {
-                        f.opt_parts(if is_money { &money } else { &base }, v);
-                    }
+        if scope_idx == 1 {
+            for (p, v) in &s.platforms {
+                let base = [("platform", p.as_str())];
+                let money = [base[0], ("currency", cur)];
+                for (f, (is_money, val)) in
+                    fams.iter_mut()
+                        .zip(scope_values(&v.today, v.loss_rate_per_hour, s.margin))
+                {
+                    f.opt(if is_money { &money } else { &base }, val);
                 }
             }
-            1 => {
-                for (p, v) in &s.platforms {
-                    let base = [("platform", p.as_str())];
-                    let money = [base[0], ("currency", cur)];
-                    for (f, (is_money, val)) in
-                        fams.iter_mut()
-                            .zip(scope_values(&v.today, v.loss_rate_per_hour, s.margin))
-                    {
-                        f.opt(if is_money { &money } else { &base }, val);
-                    }
-                }
-            }
-            _ => {
-                let money = [("currency", cur)];
-                for (f, (is_money, val)) in fams.iter_mut().zip(scope_values(
-                    &s.total.today,
-                    s.total.loss_rate_per_hour,
-                    s.margin,
-                )) {
-                    f.opt(if is_money { &money } else { &[] }, val);
-                }
+        } else {
+            let money = [("currency", cur)];
+            for (f, (is_money, val)) in fams.iter_mut().zip(scope_values(
+                &s.total.today,
+                s.total.loss_rate_per_hour,
+                s.margin,
+            )) {
+                f.opt(if is_money { &money } else { &[] }, val);
             }
         }
-        out.extend(fams);
+        for f in fams {
+            f.write(text);
+        }
     }
+    rolling_families(s, shown, &labels, text);
 
-    let mut clicks_w = Family::new(
-        "adpulse_campaign_clicks_last_hours",
-        "Clicks over the trailing tracking window",
-    );
-    let mut conv_w = Family::new(
-        "adpulse_campaign_conversions_last_hours",
-        "Platform conversions over the trailing tracking window",
-    );
-    let mut orders_w = Family::new(
-        "adpulse_campaign_orders_last_hours",
-        "Shop orders attributed by UTM over the trailing tracking window",
-    );
-    let mut spend_h = Family::new(
-        "adpulse_campaign_spend_last_hour",
-        "Spend in the last complete hour",
-    );
-    let mut baseline = Family::new(
-        "adpulse_campaign_spend_hourly_baseline",
-        "Median spend of the same hour over the previous 7 days",
-    );
-    for (c, l) in shown.iter().zip(&labels) {
-        let base = [l.head.as_str(), &l.platform];
-        let money = [l.head.as_str(), &currency, &l.platform];
-        clicks_w.push_parts(&base, c.window_clicks as f64);
-        conv_w.push_parts(&base, c.window_conversions);
-        orders_w.push_parts(&base, c.window_orders as f64);
-        spend_h.push_parts(&money, to_f64(c.spend_last_hour));
-        baseline.opt_parts(&money, c.spend_baseline.map(to_f64));
+    type Pick = fn(&CampaignView) -> Option<f64>;
+    let windowed: [(&str, &str, bool, Pick); 5] = [
+        (
+            "adpulse_campaign_clicks_last_hours",
+            "Clicks over the trailing tracking window",
+            false,
+            |c| Some(c.window_clicks as f64),
+        ),
+        (
+            "adpulse_campaign_conversions_last_hours",
+            "Platform conversions over the trailing tracking window",
+            false,
+            |c| Some(c.window_conversions),
+        ),
+        (
+            "adpulse_campaign_orders_last_hours",
+            "Shop orders attributed by UTM over the trailing tracking window",
+            false,
+            |c| Some(c.window_orders as f64),
+        ),
+        (
+            "adpulse_campaign_spend_last_hour",
+            "Spend in the last complete hour",
+            true,
+            |c| Some(to_f64(c.spend_last_hour)),
+        ),
+        (
+            "adpulse_campaign_spend_hourly_baseline",
+            "Median spend of the same hour over the previous 7 days",
+            true,
+            |c| c.spend_baseline.map(to_f64),
+        ),
+    ];
+    for (name, help, is_money, pick) in windowed {
+        let mut f = Direct::begin(text, name, help);
+        for (c, l) in shown.iter().zip(&labels) {
+            if is_money {
+                f.opt_parts(&[l.head.as_str(), &currency, &l.platform], pick(c));
+            } else {
+                f.opt_parts(&[l.head.as_str(), &l.platform], pick(c));
+            }
+        }
     }
     // campaign states count every campaign, folded or not
     let mut states = [0u64; 3];
@@ -363,17 +428,14 @@ pub fn render_kpis(s: &Snapshot, top_n: Option<usize>, text: &mut String) {
             );
         }
     }
-    out.extend(rolling_families(s, shown, &labels));
     let mut at = Family::new(
         "adpulse_snapshot_timestamp_seconds",
         "Collector clock of the KPIs shown (the simulated clock in the demo)",
     );
     at.push(&[], s.at.timestamp_millis() as f64 / 1000.0);
-    out.extend([
-        clicks_w, conv_w, orders_w, spend_h, baseline, camps, orders, refunds, target, events,
-        ratio, bottleneck, at,
-    ]);
-    for f in out {
+    for f in [
+        camps, orders, refunds, target, events, ratio, bottleneck, at,
+    ] {
         f.write(text);
     }
     // the profit families fold the same campaigns as the KPI families
@@ -537,7 +599,8 @@ fn rolling_families(
     s: &Snapshot,
     shown: &[CampaignView],
     labels: &[CampaignLabels],
-) -> Vec<Family> {
+    text: &mut String,
+) {
     let cur = s.currency.as_str();
     let m = s.margin;
     let mut total: Vec<Family> = TOTAL_ROLLING
@@ -570,33 +633,37 @@ fn rolling_families(
             }
         }
     }
-    let mut camp: Vec<Family> = CAMPAIGN_ROLLING
-        .iter()
-        .map(|(n, help, _)| Family::new(rolling_name("campaign", n), help))
-        .collect();
+    for f in total {
+        f.write(text);
+    }
     let currency = currency_part(cur);
     // `,window="24h"` once per window, not once per sample
     let windows: Vec<(&str, String)> = crate::kpi::TOTAL_WINDOWS
         .iter()
         .map(|w| (w.label, format!(",window=\"{}\"", w.label)))
         .collect();
-    for (c, l) in shown.iter().zip(labels) {
-        for r in &c.rolling {
-            let t = &r.totals;
-            let w = r.window.label;
-            let wp: std::borrow::Cow<'_, str> = windows.iter().find(|(k, _)| *k == w).map_or_else(
-                || format!(",window=\"{w}\"").into(),
-                |(_, p)| std::borrow::Cow::Borrowed(p.as_str()),
-            );
-            let vals = [
-                to_f64(t.spend),
-                to_f64(t.revenue),
-                to_f64(t.profit(m)),
-                t.conversions,
-                t.clicks as f64,
-                r.orders as f64,
-            ];
-            for ((f, (_, _, money)), v) in camp.iter_mut().zip(CAMPAIGN_ROLLING).zip(vals) {
+    // family by family straight into the body; each sample's value is computed once, by the
+    // family that shows it
+    for (i, (n, help, money)) in CAMPAIGN_ROLLING.iter().enumerate() {
+        let name = rolling_name("campaign", n);
+        let mut f = Direct::begin(text, &name, help);
+        for (c, l) in shown.iter().zip(labels) {
+            for r in &c.rolling {
+                let t = &r.totals;
+                let w = r.window.label;
+                let wp: std::borrow::Cow<'_, str> =
+                    windows.iter().find(|(k, _)| *k == w).map_or_else(
+                        || format!(",window=\"{w}\"").into(),
+                        |(_, p)| std::borrow::Cow::Borrowed(p.as_str()),
+                    );
+                let v = match i {
+                    0 => to_f64(t.spend),
+                    1 => to_f64(t.revenue),
+                    2 => to_f64(t.profit(m)),
+                    3 => t.conversions,
+                    4 => t.clicks as f64,
+                    _ => r.orders as f64,
+                };
                 if *money {
                     f.push_parts(&[&l.head, &currency, &l.platform, &wp], v);
                 } else {
@@ -605,8 +672,6 @@ fn rolling_families(
             }
         }
     }
-    total.extend(camp);
-    total
 }
 
 /// Write the models' outputs (forecasts "for now" with bands, anomaly bands and scores). With
@@ -635,69 +700,113 @@ pub fn render_models(m: &ModelOutputs, keep: Option<&HashSet<CampaignKey>>, text
         }
         out.push(fam);
     }
-    let mut level = Family::new(
-        "adpulse_anomaly_level",
-        "Observed value of the last complete hour",
-    );
-    let mut expected = Family::new("adpulse_anomaly_expected", "Value the detector expected");
-    let mut upper = Family::new(
-        "adpulse_anomaly_upper_band",
-        "Upper edge of the expected band",
-    );
-    let mut lower = Family::new(
-        "adpulse_anomaly_lower_band",
-        "Lower edge of the expected band",
-    );
-    let mut score = Family::new(
-        "adpulse_anomaly_score",
-        "Anomaly score, 0..1 (0.5 at the band edge)",
-    );
-    let mut flag = Family::new(
-        "adpulse_anomaly_flag",
-        "1 when the last complete hour left the band",
-    );
-    let mut series = String::new();
-    for a in m.anomalies.iter().filter(|a| kept(&a.key)) {
-        let c = CampaignLabels::new(&a.key, &a.campaign);
-        series.clear();
-        series.push_str(",series=\"");
-        push_label_value(&mut series, a.series);
-        series.push('"');
-        let l = [c.head.as_str(), &c.platform, &series];
-        level.push_parts(&l, a.level);
-        expected.push_parts(&l, a.expected);
-        upper.push_parts(&l, a.upper);
-        lower.push_parts(&l, a.lower);
-        score.push_parts(&l, a.score);
-        flag.push_parts(&l, if a.is_anomaly { 1.0 } else { 0.0 });
+    for f in out {
+        f.write(text);
     }
-    let mut tb = Family::new(
-        "adpulse_tracking_break",
-        "1 when clicks continue while conversions fell to zero (model detector)",
-    );
-    let mut tbs = Family::new(
-        "adpulse_tracking_break_score",
-        "1 - probability of the zero-conversion run if tracking worked",
-    );
-    let mut tbr = Family::new(
-        "adpulse_tracking_break_reason",
-        "1, labelled with why the tracking-break detector flags the campaign (zero_conversions, unmatched_shop_orders); absent when not flagged",
-    );
-    let mut tbu = Family::new(
-        "adpulse_tracking_break_unmatched_orders",
-        "Shop orders attributed to the campaign during its current run without platform conversions",
-    );
-    for t in m.tracking.iter().filter(|t| kept(&t.key)) {
-        let c = CampaignLabels::new(&t.key, &t.campaign);
-        let l = [c.head.as_str(), &c.platform];
-        tb.push_parts(&l, if t.broken { 1.0 } else { 0.0 });
-        tbs.push_parts(&l, t.score);
-        tbu.push_parts(&l, t.unmatched_orders);
-        if t.broken {
+    // the per-series families straight into the body, family by family (the outputs are
+    // sorted by campaign, so a campaign's labels are escaped once per family, not per series)
+    type APick = fn(&crate::models::live::AnomalyNow) -> f64;
+    let anomaly: [(&str, &str, APick); 6] = [
+        (
+            "adpulse_anomaly_level",
+            "Observed value of the last complete hour",
+            |a| a.level,
+        ),
+        (
+            "adpulse_anomaly_expected",
+            "Value the detector expected",
+            |a| a.expected,
+        ),
+        (
+            "adpulse_anomaly_upper_band",
+            "Upper edge of the expected band",
+            |a| a.upper,
+        ),
+        (
+            "adpulse_anomaly_lower_band",
+            "Lower edge of the expected band",
+            |a| a.lower,
+        ),
+        (
+            "adpulse_anomaly_score",
+            "Anomaly score, 0..1 (0.5 at the band edge)",
+            |a| a.score,
+        ),
+        (
+            "adpulse_anomaly_flag",
+            "1 when the last complete hour left the band",
+            |a| if a.is_anomaly { 1.0 } else { 0.0 },
+        ),
+    ];
+    let mut series = String::new();
+    for (name, help, pick) in anomaly {
+        let mut f = Direct::begin(text, name, help);
+        let mut last: Option<(&CampaignKey, &str, CampaignLabels)> = None;
+        for a in m.anomalies.iter().filter(|a| kept(&a.key)) {
+            if !last
+                .as_ref()
+                .is_some_and(|(k, n, _)| *k == &a.key && *n == a.campaign.as_str())
+            {
+                last = Some((
+                    &a.key,
+                    &a.campaign,
+                    CampaignLabels::new(&a.key, &a.campaign),
+                ));
+            }
+            let Some((_, _, c)) = &last else { continue };
+            series.clear();
+            series.push_str(",series=\"");
+            push_label_value(&mut series, a.series);
+            series.push('"');
+            f.push_parts(&[c.head.as_str(), &c.platform, &series], pick(a));
+        }
+    }
+    let tracking: Vec<(&crate::models::live::TrackingNow, CampaignLabels)> = m
+        .tracking
+        .iter()
+        .filter(|t| kept(&t.key))
+        .map(|t| (t, CampaignLabels::new(&t.key, &t.campaign)))
+        .collect();
+    type TPick = fn(&crate::models::live::TrackingNow) -> f64;
+    let per_campaign: [(&str, &str, TPick); 2] = [
+        (
+            "adpulse_tracking_break",
+            "1 when clicks continue while conversions fell to zero (model detector)",
+            |t| if t.broken { 1.0 } else { 0.0 },
+        ),
+        (
+            "adpulse_tracking_break_score",
+            "1 - probability of the zero-conversion run if tracking worked",
+            |t| t.score,
+        ),
+    ];
+    for (name, help, pick) in per_campaign {
+        let mut f = Direct::begin(text, name, help);
+        for (t, c) in &tracking {
+            f.push_parts(&[c.head.as_str(), &c.platform], pick(t));
+        }
+    }
+    {
+        let mut f = Direct::begin(
+            text,
+            "adpulse_tracking_break_reason",
+            "1, labelled with why the tracking-break detector flags the campaign (zero_conversions, unmatched_shop_orders); absent when not flagged",
+        );
+        for (t, c) in tracking.iter().filter(|(t, _)| t.broken) {
             let mut reason = String::from(",reason=\"");
             push_label_value(&mut reason, t.reason);
             reason.push('"');
-            tbr.push_parts(&[&c.head, &c.platform, &reason], 1.0);
+            f.push_parts(&[&c.head, &c.platform, &reason], 1.0);
+        }
+    }
+    {
+        let mut f = Direct::begin(
+            text,
+            "adpulse_tracking_break_unmatched_orders",
+            "Shop orders attributed to the campaign during its current run without platform conversions",
+        );
+        for (t, c) in &tracking {
+            f.push_parts(&[c.head.as_str(), &c.platform], t.unmatched_orders);
         }
     }
     let mut refit = Family::new(
@@ -707,19 +816,18 @@ pub fn render_models(m: &ModelOutputs, keep: Option<&HashSet<CampaignKey>>, text
     if let Some(t) = m.last_refit {
         refit.push(&[], t.timestamp_millis() as f64 / 1000.0);
     }
-    out.extend([
-        level, expected, upper, lower, score, flag, tb, tbs, tbr, tbu, refit,
-    ]);
-    for f in out {
-        f.write(text);
-    }
+    refit.write(text);
 }
 
 /// The `/metrics` body of one snapshot and one set of model outputs, rendered once and served to
 /// every scraper until either changes; gzip is computed at most once per body.
 pub struct Rendered {
-    snapshot: Arc<Snapshot>,
-    models: Option<Arc<ModelOutputs>>,
+    /// The snapshot and model outputs rendered, weakly: only to tell whether they are still the
+    /// current ones (a weak pointer keeps the address from being reused, not the contents: the
+    /// body served meanwhile must not keep the previous snapshot, tens of MiB at 10,000
+    /// campaigns, alive beside the next one).
+    snapshot: Weak<Snapshot>,
+    models: Option<Weak<ModelOutputs>>,
     /// Prometheus text of the KPI and model families.
     pub text: Bytes,
     /// gzip header and raw deflate of `text`, sync-flushed so a fresh part can follow in the same
@@ -740,6 +848,9 @@ pub struct Exposition {
     /// A scraper has asked for gzip: the refresher then compresses each new body right after
     /// rendering it, so no scrape waits for the compression.
     gzip_wanted: std::sync::atomic::AtomicBool,
+    /// Length of the last body: the next one is reserved at once from it (growing a 40 MiB
+    /// string by doubling copies it about once more and leaves up to half of it unused).
+    last_len: std::sync::atomic::AtomicUsize,
 }
 
 impl Exposition {
@@ -756,6 +867,7 @@ impl Exposition {
             render: Mutex::new(()),
             limits: String::new(),
             gzip_wanted: std::sync::atomic::AtomicBool::new(false),
+            last_len: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -772,9 +884,9 @@ impl Exposition {
     }
 
     fn fresh(&self, c: &Rendered) -> bool {
-        Arc::ptr_eq(&c.snapshot, &self.snapshot.load())
+        std::ptr::eq(c.snapshot.as_ptr(), Arc::as_ptr(&self.snapshot.load()))
             && match (&c.models, &self.models) {
-                (Some(a), Some(b)) => Arc::ptr_eq(a, &b.load()),
+                (Some(a), Some(b)) => std::ptr::eq(a.as_ptr(), Arc::as_ptr(&b.load())),
                 (None, None) => true,
                 _ => false,
             }
@@ -796,6 +908,26 @@ impl Exposition {
             // nobody renders: the caller renders the current snapshot
             _ => None,
         }
+    }
+
+    /// What a scrape serves, never waiting for a render once a body exists: [`Self::serve`], or
+    /// else the previous body while a render of the current snapshot and model outputs starts
+    /// off the async workers. The models publish their outputs between two refreshes: before,
+    /// the first scrape after each publication rendered the whole body (hundreds of ms at
+    /// 10,000 campaigns) with every other scraper queued behind it. `None` only before the
+    /// first body: the caller then renders with [`Self::current`].
+    pub fn serve_or_refresh(self: &Arc<Self>) -> Option<Arc<Rendered>> {
+        if let Some(r) = self.serve() {
+            return Some(r);
+        }
+        let stale = self.cache.load_full()?;
+        let me = self.clone();
+        // detached: the scrapes after this one find the render lock taken and serve `stale`
+        drop(tokio::task::spawn_blocking(move || {
+            let r = me.current();
+            me.compress_if_wanted(&r);
+        }));
+        Some(stale)
     }
 
     /// Note that a scraper asked for gzip (each body is then compressed once by the refresher).
@@ -831,7 +963,12 @@ impl Exposition {
         }
         let snapshot = self.snapshot.load_full();
         let models = self.models.as_ref().map(|m| m.load_full());
-        let mut text = String::with_capacity(snapshot.campaigns.len() * 2048 + 16 * 1024);
+        let last = self.last_len.load(std::sync::atomic::Ordering::Relaxed);
+        let mut text = String::with_capacity(if last > 0 {
+            last + last / 32 + 4096
+        } else {
+            snapshot.campaigns.len() * 4096 + 16 * 1024
+        });
         render_kpis(&snapshot, self.top_n, &mut text);
         if let Some(m) = &models {
             let keep: Option<HashSet<CampaignKey>> = self.top_n.map(|n| {
@@ -852,9 +989,15 @@ impl Exposition {
         rendered.push(&[], crate::telemetry::unix_now());
         rendered.write(&mut text);
         text.push_str(&self.limits);
+        self.last_len
+            .store(text.len(), std::sync::atomic::Ordering::Relaxed);
+        // a body much smaller than reserved (campaigns went) gives the rest back
+        if text.capacity() > text.len() + text.len() / 8 + 65_536 {
+            text.shrink_to_fit();
+        }
         let r = Arc::new(Rendered {
-            snapshot,
-            models,
+            snapshot: Arc::downgrade(&snapshot),
+            models: models.as_ref().map(Arc::downgrade),
             text: Bytes::from(text),
             deflate: OnceLock::new(),
         });
@@ -925,7 +1068,7 @@ mod tests {
     #[test]
     fn gzip_of_cached_head_and_fresh_tail_is_one_valid_member() {
         let r = Rendered {
-            snapshot: Arc::new(Snapshot::empty("INR")),
+            snapshot: Weak::new(),
             models: None,
             text: Bytes::from("a_metric{x=\"1\"} 1\n".repeat(5000)),
             deflate: OnceLock::new(),
@@ -1278,6 +1421,40 @@ mod tests {
         e.want_gzip();
         e.compress_if_wanted(&second);
         assert!(second.is_deflated());
+    }
+
+    /// Once a body exists a scrape never renders: with the snapshot (or the models' outputs)
+    /// changed and nobody rendering, it gets the previous body and the next one is rendered in
+    /// the background, where the following scrapes find it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stale_body_is_served_while_the_next_renders_in_the_background() {
+        let snap = Arc::new(ArcSwap::from_pointee(Snapshot::empty("INR")));
+        let e = Arc::new(Exposition::new(
+            snap.clone(),
+            None,
+            &MetricsConfig::default(),
+        ));
+        assert!(e.serve_or_refresh().is_none(), "nothing rendered yet");
+        let first = e.current();
+        let mut next = Snapshot::empty("INR");
+        next.currency = "EUR".into();
+        snap.store(Arc::new(next));
+        // the scrape is answered with the previous body, without rendering on its own
+        let got = e.serve_or_refresh().expect("the previous body");
+        assert!(Arc::ptr_eq(&got, &first));
+        // and the current snapshot's body shows up (rendered off this task)
+        let mut fresh = None;
+        for _ in 0..600 {
+            let r = e.serve_or_refresh().expect("a body");
+            if !Arc::ptr_eq(&r, &first) {
+                fresh = Some(r);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let fresh = fresh.expect("the next body is rendered in the background within 60 s");
+        assert!(e.fresh(&fresh));
+        assert!(std::str::from_utf8(&fresh.text).unwrap().contains("EUR"));
     }
 
     #[test]

@@ -315,12 +315,7 @@ impl Config {
     /// Every problem in the configuration, each with its key. Pure: touches no file or network.
     pub fn problems(&self) -> Vec<Problem> {
         let mut p = Vec::new();
-        let mut add = |key: &str, message: String| {
-            p.push(Problem {
-                key: key.to_string(),
-                message,
-            })
-        };
+        let mut add = |key: &str, message: String| p.push(Problem::new(key, message));
         let g = &self.general;
         if !is_currency_code(&g.reporting_currency) {
             add(

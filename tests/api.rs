@@ -203,7 +203,24 @@ async fn openapi_describes_every_actions_route_and_actions_answer_503_when_disab
         serde_json::from_str::<serde_json::Value>(&body).unwrap(),
         doc
     );
-    let (s, body) = body_of(app, "/api/v1/recommendations").await;
+    let (s, body) = body_of(app.clone(), "/api/v1/recommendations").await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
     assert!(body.contains("disabled"), "{body}");
+    // approve and reject share one route: both reach the handler (503 here), another verdict
+    // is a route that does not exist
+    let post = |uri: &str| Request::post(uri).body(Body::from("{}")).unwrap();
+    for (uri, want) in [
+        (
+            "/api/v1/recommendations/r1/approve",
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        (
+            "/api/v1/recommendations/r1/reject",
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        ("/api/v1/recommendations/r1/maybe", StatusCode::NOT_FOUND),
+    ] {
+        let r = app.clone().oneshot(post(uri)).await.unwrap();
+        assert_eq!(r.status(), want, "{uri}");
+    }
 }

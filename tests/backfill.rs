@@ -57,42 +57,41 @@ async fn a_rerun_after_fixing_the_causes_fetches_exactly_the_incomplete_days() {
     let phase = Arc::new(AtomicU32::new(1));
     let zero_once = Arc::new(AtomicU32::new(1));
     let (l2, p2, z2) = (log.clone(), phase.clone(), zero_once.clone());
-    let app = Router::new().route(
-        "/v25.0/act_42/insights",
-        route_get(move |Query(p): Query<HashMap<String, String>>| {
-            let (log, phase, zero) = (l2.clone(), p2.clone(), z2.clone());
-            async move {
-                let tr: serde_json::Value = serde_json::from_str(&p["time_range"]).unwrap();
-                let since = NaiveDate::parse_from_str(tr["since"].as_str().unwrap(), "%Y-%m-%d").unwrap();
-                let until = NaiveDate::parse_from_str(tr["until"].as_str().unwrap(), "%Y-%m-%d").unwrap();
-                log.lock().unwrap().push(format!("{since}..{until}"));
-                let throttle = |minutes: u32| {
-                    (
+    let app = meta_insights_fake("act_42", move |p| {
+        let (log, phase, zero) = (l2.clone(), p2.clone(), z2.clone());
+        async move {
+            let tr: serde_json::Value = serde_json::from_str(&p["time_range"]).unwrap();
+            let since =
+                NaiveDate::parse_from_str(tr["since"].as_str().unwrap(), "%Y-%m-%d").unwrap();
+            let until =
+                NaiveDate::parse_from_str(tr["until"].as_str().unwrap(), "%Y-%m-%d").unwrap();
+            log.lock().unwrap().push(format!("{since}..{until}"));
+            let throttle = |minutes: u32| {
+                (
                         StatusCode::BAD_REQUEST,
                         [("x-business-use-case-usage", format!(r#"{{"42":[{{"type":"ads_insights","call_count":100,"total_cputime":30,"total_time":40,"estimated_time_to_regain_access":{minutes}}}]}}"#))],
                         r#"{"error":{"message":"(#80000) There have been too many calls from this ad-account. Wait a bit and try again.","type":"OAuthException","code":80000,"error_subcode":2446079,"fbtrace_id":"x"}}"#,
                     )
                         .into_response()
-                };
-                if since.to_string() == "2026-10-08" && phase.load(Ordering::SeqCst) == 1 {
-                    return throttle(677);
-                }
-                if since.to_string() == "2026-10-15" && zero.swap(0, Ordering::SeqCst) == 1 {
-                    return throttle(0);
-                }
-                let mut data = Vec::new();
-                let mut d = since;
-                while d <= until {
-                    for (c, cur, spend) in rows_of(d) {
-                        data.push(serde_json::json!({"account_currency": cur, "campaign_id": c, "campaign_name": format!("C{c}"),
-                            "date_start": d.to_string(), "date_stop": d.to_string(), "spend": spend, "impressions": "100", "clicks": "3"}));
-                    }
-                    d = d.succ_opt().unwrap();
-                }
-                axum::Json(serde_json::json!({"data": data, "paging": {"cursors": {"before": "a", "after": "b"}}})).into_response()
+            };
+            if since.to_string() == "2026-10-08" && phase.load(Ordering::SeqCst) == 1 {
+                return throttle(677);
             }
-        }),
-    );
+            if since.to_string() == "2026-10-15" && zero.swap(0, Ordering::SeqCst) == 1 {
+                return throttle(0);
+            }
+            let mut data = Vec::new();
+            let mut d = since;
+            while d <= until {
+                for (c, cur, spend) in rows_of(d) {
+                    data.push(serde_json::json!({"account_currency": cur, "campaign_id": c, "campaign_name": format!("C{c}"),
+                            "date_start": d.to_string(), "date_stop": d.to_string(), "spend": spend, "impressions": "100", "clicks": "3"}));
+                }
+                d = d.succ_opt().unwrap();
+            }
+            axum::Json(serde_json::json!({"data": data, "paging": {"cursors": {"before": "a", "after": "b"}}})).into_response()
+        }
+    });
     let base = serve_fake(app).await;
     let dir = tempfile::tempdir().unwrap();
     let from = NaiveDate::from_ymd_opt(2026, 10, 1).unwrap();

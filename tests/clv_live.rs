@@ -14,24 +14,9 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::str::FromStr;
 use std::time::Duration;
 
 const START: &str = "2026-11-20T16:40:00Z";
-
-fn dec(v: &Value) -> Decimal {
-    match v {
-        Value::String(s) => Decimal::from_str(s).expect("decimal"),
-        Value::Number(n) => Decimal::from_str(&n.to_string()).expect("decimal"),
-        other => panic!("not money: {other}"),
-    }
-}
-
-fn ts(v: &Value) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(v.as_str().expect("timestamp"))
-        .expect("rfc3339")
-        .with_timezone(&Utc)
-}
 
 fn day(v: &Value) -> NaiveDate {
     NaiveDate::parse_from_str(v.as_str().expect("day"), "%Y-%m-%d").expect("a day")
@@ -101,40 +86,7 @@ async fn clv_job_values_customers_and_campaigns_from_questdb() {
     let mut demo = demo_backfill_at(now);
     // two months: enough returning customers for Gamma-Gamma
     demo.backfill_days = 60;
-    let mut src = adpulse::sources::demo::DemoSource::new(demo.clone(), chrono_tz::Asia::Kolkata);
-    let obs = src.observations(src.epoch(), now, now);
-    let count =
-        |f: fn(&adpulse::normalize::Observation) -> bool| obs.iter().filter(|o| f(o)).count();
-    let n_orders = count(|o| {
-        matches!(o, adpulse::normalize::Observation::Order(r)
-            if r.kind == adpulse::records::OrderKind::Order)
-    });
-    let n_touches = count(|o| matches!(o, adpulse::normalize::Observation::Touch(_)));
-    // a refunded line is sent again with its refund (the store upserts it): count each once
-    let n_lines = obs
-        .iter()
-        .filter_map(|o| match o {
-            adpulse::normalize::Observation::Line(l) => {
-                Some((l.order_id.clone(), l.line_id.clone()))
-            }
-            _ => None,
-        })
-        .collect::<BTreeSet<_>>()
-        .len();
-
-    // the campaigns' day rows (sent again by later batches, upserted): each key once
-    let n_day_rows = obs
-        .iter()
-        .filter_map(|o| match o {
-            adpulse::normalize::Observation::Campaign(c)
-                if c.bucket == adpulse::records::Bucket::Day =>
-            {
-                Some((c.key.clone(), c.ts))
-            }
-            _ => None,
-        })
-        .collect::<std::collections::BTreeSet<_>>()
-        .len();
+    let obs = demo_observations(&demo, now);
 
     let q = QuestDb::start().await;
     let (running, _spool) = start_demo_with(&q, demo, |c| {
@@ -143,20 +95,7 @@ async fn clv_job_values_customers_and_campaigns_from_questdb() {
         c.attribution.enabled = false;
     })
     .await;
-    q.wait_for_count(
-        "SELECT count() FROM orders WHERE kind = 'order'",
-        n_orders as f64,
-    )
-    .await;
-    q.wait_for_count("SELECT count() FROM touchpoints", n_touches as f64)
-        .await;
-    q.wait_for_count("SELECT count() FROM order_lines", n_lines as f64)
-        .await;
-    q.wait_for_count(
-        "SELECT count() FROM campaign_stats WHERE bucket = 'day'",
-        n_day_rows as f64,
-    )
-    .await;
+    wait_for_demo_rows(&q, &obs).await;
     two_more_clv_runs(running.addr).await;
     q.wait_for_count(
         "SELECT count() FROM wal_tables() WHERE writerTxn < sequencerTxn",
@@ -173,7 +112,7 @@ async fn clv_job_values_customers_and_campaigns_from_questdb() {
         .rows("SELECT customer_id, order_id, ts, day, amount FROM orders WHERE kind = 'order'")
         .await
     {
-        let (d, amount, at) = (day(&r[3]), dec(&r[4]), ts(&r[2]));
+        let (d, amount, at) = (day(&r[3]), cell_decimal(&r[4]), cell_ts(&r[2]));
         as_of = as_of.max(d);
         let Some(c) = r[0].as_str() else { continue };
         let c = customers.entry(c.to_string()).or_insert(Customer {
@@ -201,7 +140,7 @@ async fn clv_job_values_customers_and_campaigns_from_questdb() {
         .rows("SELECT order_id, ts, position, channel FROM touchpoints WHERE order_id IS NOT NULL")
         .await
     {
-        let t = (ts(&r[1]), r[2].as_i64().unwrap(), text(&r[3]));
+        let t = (cell_ts(&r[1]), r[2].as_i64().unwrap(), text(&r[3]));
         let e = first_touch.entry(text(&r[0])).or_insert(t.clone());
         if (t.0, t.1) < (e.0, e.1) {
             *e = t;
@@ -237,14 +176,14 @@ async fn clv_job_values_customers_and_campaigns_from_questdb() {
             (r[5].as_f64().unwrap() - weeks(first, as_of)).abs() < 1e-12,
             "{id} T"
         );
-        assert_eq!(dec(&r[6]), c.revenue, "{id} revenue");
+        assert_eq!(cell_decimal(&r[6]), c.revenue, "{id} revenue");
         let channel = first_touch
             .get(&c.first.1)
             .map(|t| t.2.clone())
             .unwrap_or_else(|| "unattributed".into());
         assert_eq!(text(&r[1]), channel, "{id} acquisition channel");
         assert!(
-            dec(&r[11]) >= dec(&r[10]),
+            cell_decimal(&r[11]) >= cell_decimal(&r[10]),
             "{id}: 12 months are worth at least 6"
         );
     }
@@ -297,13 +236,13 @@ async fn clv_job_values_customers_and_campaigns_from_questdb() {
     .unwrap();
     let w = (qq - 1.0) / (p * x + qq - 1.0);
     let spend = w * (p * gamma / (qq - 1.0)) + (1.0 - w) * repeat_mean;
-    let order_value = dec(&row[9]).to_f64().unwrap();
+    let order_value = cell_decimal(&row[9]).to_f64().unwrap();
     assert!(
         (order_value - spend).abs() <= 0.005 + 1e-9,
         "{id} expected order value {order_value} vs {spend}"
     );
     // margin 1, no discount: 12-month CLV = E[purchases in 12 months] x expected spend
-    let clv12 = dec(&row[11]).to_f64().unwrap();
+    let clv12 = cell_decimal(&row[11]).to_f64().unwrap();
     assert!(
         (clv12 - want * spend).abs() <= 0.005 + 1e-6 * clv12,
         "{id}: CLV 12m {clv12} vs {}",
@@ -317,8 +256,8 @@ async fn clv_job_values_customers_and_campaigns_from_questdb() {
     for r in got.values() {
         let g = groups.entry(text(&r[1])).or_default();
         g.0 += 1;
-        g.1 += dec(&r[10]);
-        g.2 += dec(&r[11]);
+        g.1 += cell_decimal(&r[10]);
+        g.2 += cell_decimal(&r[11]);
     }
     let mut spend_of: BTreeMap<String, Decimal> = BTreeMap::new();
     for r in q
@@ -327,7 +266,7 @@ async fn clv_job_values_customers_and_campaigns_from_questdb() {
     {
         *spend_of
             .entry(format!("{}:{}", text(&r[0]), text(&r[1])))
-            .or_default() += dec(&r[2]);
+            .or_default() += cell_decimal(&r[2]);
     }
     let mut new_orders: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for r in q
@@ -357,26 +296,26 @@ async fn clv_job_values_customers_and_campaigns_from_questdb() {
             // a channel a run of the same day wrote from a partial history (an order whose
             // touches were not stored yet): written again with zeros, never left stale
             assert_eq!(r[1].as_i64(), Some(0), "{ch}: stale customers");
-            assert!(dec(&r[3]).is_zero(), "{ch}: stale CLV");
+            assert!(cell_decimal(&r[3]).is_zero(), "{ch}: stale CLV");
             continue;
         }
         let (n, t6, t12) = groups.get(&ch).copied().unwrap_or_default();
         assert_eq!(r[1].as_i64(), Some(i64::from(n)), "{ch} customers");
-        assert_eq!(dec(&r[2]), t6, "{ch} 6-month total");
-        assert_eq!(dec(&r[3]), t12, "{ch} 12-month total");
+        assert_eq!(cell_decimal(&r[2]), t6, "{ch} 6-month total");
+        assert_eq!(cell_decimal(&r[3]), t12, "{ch} 12-month total");
         let mean = (n > 0).then(|| (t12 / Decimal::from(n)).round_dp(2));
         assert_eq!(
-            r[4].as_str().map(|_| dec(&r[4])),
+            r[4].as_str().map(|_| cell_decimal(&r[4])),
             mean,
             "{ch} 12-month mean"
         );
         let spend = spend_of.get(&ch).copied().unwrap_or_default();
-        assert_eq!(dec(&r[5]), spend, "{ch} spend");
+        assert_eq!(cell_decimal(&r[5]), spend, "{ch} spend");
         let id = ch.split_once(':').map_or(ch.as_str(), |(_, id)| id);
         let new = new_orders.get(id).map_or(0, BTreeSet::len);
         assert_eq!(r[6].as_i64(), Some(new as i64), "{ch} new customers");
         let cac = (spend_of.contains_key(&ch) && new > 0).then(|| spend / Decimal::from(new));
-        let got_cac = r[7].as_str().map(|_| dec(&r[7]));
+        let got_cac = r[7].as_str().map(|_| cell_decimal(&r[7]));
         match (got_cac, cac) {
             (Some(g), Some(w)) => assert!((g - w).abs() < Decimal::new(1, 6), "{ch} CAC {g} {w}"),
             (g, w) => assert_eq!(g, w, "{ch} CAC"),

@@ -1776,7 +1776,9 @@ async fn profit_kpis_agree_in_sql_metrics_and_dashboard_on_the_demo() {
     close(sql_cm, cm, "SQL contribution margin");
     close(sql_cm / sql_spend, poas, "SQL POAS");
     close(sql_spend / num(&r[0][3]), cac, "SQL new-customer CAC");
-    // 2. /metrics
+    // 2. /metrics: the exposition is of the last refresh, which may predate the last rows
+    // (QuestDB holding them says nothing of the refresh); wait for one computed after now
+    wait_for_kpis_computed_after_now(running.addr).await;
     let (_, m) = get(&format!("http://{}/metrics", running.addr)).await;
     let w = "window=\"7d\"";
     close(

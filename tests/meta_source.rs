@@ -234,24 +234,21 @@ async fn ad_level_rows_land_in_ad_stats_and_campaigns_are_their_exact_sums() {
     let (p1, p2) = (page(1), page(2));
     let log: Arc<Mutex<Vec<HashMap<String, String>>>> = Arc::default();
     let (l2, b1, b2) = (log.clone(), p1.clone(), p2.clone());
-    let app = Router::new().route(
-        "/v25.0/act_1029384756/insights",
-        route_get(move |Query(p): Query<HashMap<String, String>>| {
-            let (log, b1, b2) = (l2.clone(), b1.clone(), b2.clone());
-            async move {
-                let body = match p.get("after").map(String::as_str) {
-                    None => b1,
-                    Some("MQZDZD") => b2,
-                    Some(other) => {
-                        return (StatusCode::BAD_REQUEST, format!("unknown cursor {other}"))
-                            .into_response();
-                    }
-                };
-                log.lock().unwrap().push(p);
-                ([("content-type", "application/json")], body).into_response()
-            }
-        }),
-    );
+    let app = meta_insights_fake("act_1029384756", move |p| {
+        let (log, b1, b2) = (l2.clone(), b1.clone(), b2.clone());
+        async move {
+            let body = match p.get("after").map(String::as_str) {
+                None => b1,
+                Some("MQZDZD") => b2,
+                Some(other) => {
+                    return (StatusCode::BAD_REQUEST, format!("unknown cursor {other}"))
+                        .into_response();
+                }
+            };
+            log.lock().unwrap().push(p);
+            ([("content-type", "application/json")], body).into_response()
+        }
+    });
     let (_dir, cfg) = meta_backfill(
         app,
         &q.url(),

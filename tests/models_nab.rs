@@ -42,18 +42,23 @@ fn category<'a>(e: &'a nab::NabEval, name: &str) -> &'a nab::Summary {
         .unwrap_or_else(|| panic!("category {name} missing"))
 }
 
-/// What the detector reaches today on every file with one parameter set (overall 52.7, the
-/// categories 46-66): a guard against regressions while the issue's floors are not met.
+/// What the detector reaches today on every file with one parameter set (overall 60.7, the
+/// categories 57-71, the ad exchanges 70.6): a guard against regressions while the issue's
+/// overall floor (65) is not met.
 #[test]
 fn nab_every_file_one_parameter_set_no_regression() {
     let e = evaluate();
     let overall = all_files_scored(&e);
-    assert!(overall >= 50.0, "overall NAB standard {overall:.1} < 50");
+    assert!(overall >= 58.0, "overall NAB standard {overall:.1} < 58");
     for c in &e.categories {
         if let Some(score) = c.normalized {
-            assert!(score >= 40.0, "{}: NAB standard {score:.1} < 40", c.name);
+            assert!(score >= 50.0, "{}: NAB standard {score:.1} < 50", c.name);
         }
     }
+    let ads = category(&e, "realAdExchange")
+        .normalized
+        .unwrap_or(f64::NAN);
+    assert!(ads >= 70.0, "ad exchanges NAB standard {ads:.1} < 70");
     let quiet = category(&e, "artificialNoAnomaly");
     assert!(
         quiet.max_fp_per_file <= 1,
@@ -62,10 +67,39 @@ fn nab_every_file_one_parameter_set_no_regression() {
     );
 }
 
-/// The floors of issue 14. Not met yet (overall 52.7 < 65, ad exchanges 66.2 < 70): see
-/// docs/models.md. Run with `cargo test --test models_nab -- --ignored`.
+/// The contextual (k-NN) detector is what catches `elb_request_count_8c0756`'s second labelled
+/// window (a burst of requests whose points all stay inside the seasonal z band): without it
+/// (`knn_window = 0`) no alert falls in the window, with it one does. The window comes from
+/// NAB's labels, not from the detector.
 #[test]
-#[ignore = "issue 14 floors not met yet: overall 52.7 < 65, realAdExchange 66.2 < 70"]
+fn contextual_detector_catches_a_window_the_z_test_misses() {
+    let corpus = nab::load_corpus(&nab_dir()).expect("NAB corpus in datasets/nab");
+    let file = corpus
+        .iter()
+        .find(|f| f.name == "elb_request_count_8c0756.csv")
+        .expect("elb_request_count_8c0756.csv in windows-all.json");
+    assert_eq!(file.windows.len(), 2, "labelled windows");
+    let detected = |tweak: &dyn Fn(&mut adpulse::models::anomaly::DetectorConfig)| {
+        let scored = nab::score_file(file, tweak);
+        let alerts: Vec<bool> = scored
+            .iter()
+            .map(|s| s.state == adpulse::models::anomaly::PointState::Alert)
+            .collect();
+        let r = nab::evaluate_alerts(file, &alerts);
+        r.windows[1].first_alert.is_some()
+    };
+    assert!(
+        !detected(&|c| c.knn_window = 0),
+        "the z test alone misses it"
+    );
+    assert!(detected(&|_| {}), "the ensemble catches it");
+}
+
+/// The floors of issue 14. Not met yet: overall 60.7 < 65 (the categories, the ad exchanges
+/// and artificialNoAnomaly meet theirs); see docs/models.md. Run with
+/// `cargo test --test models_nab -- --ignored`.
+#[test]
+#[ignore = "issue 14 floors not met yet: overall 60.7 < 65"]
 fn nab_floors_hold_with_one_parameter_set() {
     let e = evaluate();
     let overall = all_files_scored(&e);
@@ -179,6 +213,12 @@ fn dump_scores() {
                 "seasons_back" => c.seasons_back = *v as usize,
                 "scale_window" => c.scale_window = *v as usize,
                 "log_offset_frac" => c.log_offset_frac = *v,
+                "knn_window" => c.knn_window = *v as usize,
+                "knn_k" => c.knn_k = *v as usize,
+                "knn_reference" => c.knn_reference = *v as usize,
+                "knn_memory" => c.knn_memory = *v,
+                "knn_margin" => c.knn_margin = *v,
+                "knn_min_calibration" => c.knn_min_calibration = *v as usize,
                 other => panic!("unknown tweak {other}"),
             }
         }
@@ -198,18 +238,20 @@ fn dump_scores() {
             })
             .collect();
         writeln!(w, "# step={} windows={}", f.step_secs, wins.join(",")).expect("write");
-        writeln!(w, "ts,value,z,shift_z,l,state,expected").expect("write");
+        writeln!(w, "ts,value,z,shift_z,l,state,expected,knn_ratio,knn_alpha").expect("write");
         for (p, s) in f.points.iter().zip(&scored) {
             writeln!(
                 w,
-                "{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{}",
                 p.ts,
                 p.value,
                 s.z,
                 s.shift_z,
                 s.neg_log10_p,
                 s.state.name(),
-                s.expected
+                s.expected,
+                s.knn_ratio,
+                s.knn_alpha
             )
             .expect("write");
         }

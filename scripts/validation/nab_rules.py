@@ -39,8 +39,10 @@ def load(d):
             f.readline()
             rows=[]
             for line in f:
-                t,v,z,sz,l,st,e=line.rstrip().split(',')
-                rows.append((int(t),float(v),float(z),float(sz),float(l),st,float(e)))
+                c=line.rstrip().split(',')
+                t,v,z,sz,l,st,e=c[:7]
+                extra=tuple(float(x) for x in c[7:])
+                rows.append((int(t),float(v),float(z),float(sz),float(l),st,float(e))+extra)
         files.append(dict(cat=cat,name=fn,step=step,wins=wins,rows=rows))
     return files
 def season(step):
@@ -83,14 +85,13 @@ def fmt(res):
         sc='-' if v[0] is None else '%.1f'%v[0]
         s.append('%s=%s(fp%d,%d/%d,max%d)'%(k[:8],sc,v[1],v[2],v[3],v[4]))
     return ' '.join(s)
-files=load(sys.argv[1])
 SC=('normal','alert','anomalous')
 def rule(thr=1.5,min_z=6.0,rf=0.25,quiet=0,bar_h=None,bar_k=1.0,budget=None):
     def f(fi):
         cyc=season(fi['step']) or 24
         refr=int(round(cyc*rf)); q=int(round(cyc*quiet))
         out=[]; since=10**9; calm=10**9; bar=thr
-        for (t,v,z,sz,l,st,e) in fi['rows']:
+        for (t,v,z,sz,l,st,e,*_) in fi['rows']:
             if st not in SC: out.append(False); continue
             an = l>=thr and max(abs(z),abs(sz))>=min_z
             since+=1
@@ -105,4 +106,5 @@ def rule(thr=1.5,min_z=6.0,rf=0.25,quiet=0,bar_h=None,bar_k=1.0,budget=None):
         return out
     return f
 if __name__=='__main__':
+    files=load(sys.argv[1])
     r=evaluate(files, rule(), verbose=True); print(fmt(r))

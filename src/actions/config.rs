@@ -471,12 +471,8 @@ impl ActionsConfig {
     /// Problems, with keys relative to `actions`.
     pub fn problems(&self) -> Vec<Problem> {
         let mut p = Vec::new();
-        let mut add = |key: String, message: &str| {
-            p.push(Problem {
-                key: format!("actions.{key}"),
-                message: message.to_string(),
-            })
-        };
+        let mut add =
+            |key: String, message: &str| p.push(Problem::new(format!("actions.{key}"), message));
         if self.evaluate_interval_secs == 0 {
             add("evaluate_interval_secs".into(), "must be at least 1");
         }

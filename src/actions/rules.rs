@@ -66,6 +66,31 @@ pub struct Proposal {
     pub values: BTreeMap<String, f64>,
 }
 
+impl Proposal {
+    /// What `rule` proposes for campaign `c`: `kind`, why, and the figures it looked at (no
+    /// budget change: a raise sets `budget_increase_ratio` after).
+    fn new<'a>(
+        rule: &str,
+        c: &CampaignView,
+        kind: ActionKind,
+        reason: String,
+        values: impl IntoIterator<Item = (&'a str, f64)>,
+    ) -> Self {
+        Proposal {
+            rule: rule.into(),
+            key: c.key.clone(),
+            campaign_name: c.name.clone(),
+            kind,
+            budget_increase_ratio: None,
+            reason,
+            values: values
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        }
+    }
+}
+
 /// Sum of the `days` complete reporting days before today.
 fn complete_days(c: &CampaignView, today: chrono::NaiveDate, days: u32) -> Totals {
     let from = today - chrono::Duration::days(i64::from(days.max(1)));
@@ -120,22 +145,19 @@ pub fn evaluate(snap: &Snapshot, cfg: &ActionsConfig) -> Vec<Proposal> {
         if let Some(cap) = cfg.caps.campaign_cap(&c.key.campaign_id)
             && spend > cap
         {
-            out.push(Proposal {
-                rule: BUDGET_CAP.into(),
-                key: c.key.clone(),
-                campaign_name: c.name.clone(),
-                kind: ActionKind::Pause,
-                budget_increase_ratio: None,
-                reason: format!(
-                    "spent {} {cur} today, above its daily cap of {} {cur}",
-                    money(spend),
-                    money(cap)
-                ),
-                values: BTreeMap::from([
-                    ("spend_today".into(), money(spend)),
-                    ("cap".into(), money(cap)),
-                ]),
-            });
+            let reason = format!(
+                "spent {} {cur} today, above its daily cap of {} {cur}",
+                money(spend),
+                money(cap)
+            );
+            let values = [("spend_today", money(spend)), ("cap", money(cap))];
+            out.push(Proposal::new(
+                BUDGET_CAP,
+                c,
+                ActionKind::Pause,
+                reason,
+                values,
+            ));
             continue;
         }
         if let Some(cap) = cfg.caps.accounts.get(&c.key.account)
@@ -143,24 +165,24 @@ pub fn evaluate(snap: &Snapshot, cfg: &ActionsConfig) -> Vec<Proposal> {
             && total > cap
             && spend > Decimal::ZERO
         {
-            out.push(Proposal {
-                rule: BUDGET_CAP.into(),
-                key: c.key.clone(),
-                campaign_name: c.name.clone(),
-                kind: ActionKind::Pause,
-                budget_increase_ratio: None,
-                reason: format!(
-                    "account {} spent {} {cur} today, above its daily cap of {} {cur}",
-                    c.key.account,
-                    money(*total),
-                    money(*cap)
-                ),
-                values: BTreeMap::from([
-                    ("account_spend_today".into(), money(*total)),
-                    ("cap".into(), money(*cap)),
-                    ("spend_today".into(), money(spend)),
-                ]),
-            });
+            let reason = format!(
+                "account {} spent {} {cur} today, above its daily cap of {} {cur}",
+                c.key.account,
+                money(*total),
+                money(*cap)
+            );
+            let values = [
+                ("account_spend_today", money(*total)),
+                ("cap", money(*cap)),
+                ("spend_today", money(spend)),
+            ];
+            out.push(Proposal::new(
+                BUDGET_CAP,
+                c,
+                ActionKind::Pause,
+                reason,
+                values,
+            ));
         }
     }
 
@@ -201,17 +223,8 @@ fn apply(
     today: chrono::NaiveDate,
     cur: &str,
 ) -> Option<Proposal> {
-    let base = |kind, reason: String, values: Vec<(&str, f64)>| Proposal {
-        rule: rule.name().into(),
-        key: c.key.clone(),
-        campaign_name: c.name.clone(),
-        kind,
-        budget_increase_ratio: None,
-        reason,
-        values: values
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
+    let base = |kind, reason: String, values: Vec<(&str, f64)>| {
+        Proposal::new(rule.name(), c, kind, reason, values)
     };
     match rule {
         // judged on the profit view (`evaluate`)
@@ -594,25 +607,25 @@ pub fn poas_below(
     }
     let cm = (to_f64(t.contribution_margin()) * 100.0).round() / 100.0;
     let spend = (to_f64(t.ad_spend) * 100.0).round() / 100.0;
-    Some(Proposal {
-        rule: "poas_below".into(),
-        key: c.key.clone(),
-        campaign_name: c.name.clone(),
-        kind: ActionKind::Pause,
-        budget_increase_ratio: None,
-        reason: format!(
-            "POAS {poas:.2} over the last {} days, below {}: its orders left {cm} {cur} of \
-             contribution margin for {spend} {cur} of spend",
-            r.days, r.threshold
-        ),
-        values: BTreeMap::from([
-            ("poas".to_string(), poas),
-            ("contribution_margin".to_string(), cm),
-            ("spend".to_string(), spend),
-            ("threshold".to_string(), r.threshold),
-            ("days".to_string(), f64::from(r.days)),
-        ]),
-    })
+    let reason = format!(
+        "POAS {poas:.2} over the last {} days, below {}: its orders left {cm} {cur} of \
+         contribution margin for {spend} {cur} of spend",
+        r.days, r.threshold
+    );
+    let values = [
+        ("poas", poas),
+        ("contribution_margin", cm),
+        ("spend", spend),
+        ("threshold", r.threshold),
+        ("days", f64::from(r.days)),
+    ];
+    Some(Proposal::new(
+        "poas_below",
+        c,
+        ActionKind::Pause,
+        reason,
+        values,
+    ))
 }
 
 #[cfg(test)]
@@ -658,18 +671,47 @@ mod tests {
         test_view(key, format!("Campaign {id}"), days)
     }
 
-    fn snap(campaigns: Vec<CampaignView>) -> Snapshot {
+    /// The snapshot of 2026-11-23 of a table of (campaign, day, totals) rows: one campaign per
+    /// id, in the order they first appear, its days in the order given.
+    fn snap(rows: &[(&str, &str, Totals)]) -> Snapshot {
+        let mut campaigns: Vec<(&str, Vec<(&str, Totals)>)> = Vec::new();
+        for &(id, d, t) in rows {
+            match campaigns.iter_mut().find(|c| c.0 == id) {
+                Some(c) => c.1.push((d, t)),
+                None => campaigns.push((id, vec![(d, t)])),
+            }
+        }
         let mut s = Snapshot::empty("INR");
         s.day = day("2026-11-23");
-        s.campaigns = campaigns;
+        s.campaigns = campaigns.into_iter().map(|(id, d)| view(id, d)).collect();
         s
     }
 
-    fn t(spend: Decimal, conv: f64, value: Decimal, revenue: Decimal) -> Totals {
+    /// A day's traffic: spend (whole rupees), impressions, clicks and conversions.
+    fn traffic(spend: i64, impressions: u64, clicks: u64, conversions: f64) -> Totals {
         Totals {
-            spend,
-            conversion_value: value,
-            revenue,
+            spend: spend.into(),
+            impressions,
+            clicks,
+            conversions,
+            ..Default::default()
+        }
+    }
+
+    /// The campaign ids of the proposals of `kind`, in order.
+    fn ids_of(p: &[Proposal], kind: ActionKind) -> Vec<&str> {
+        p.iter()
+            .filter(|p| p.kind == kind)
+            .map(|p| p.key.campaign_id.as_str())
+            .collect()
+    }
+
+    /// A day's totals, in whole rupees: spend, conversions, conversion value, shop revenue.
+    fn t(spend: i64, conv: f64, value: i64, revenue: i64) -> Totals {
+        Totals {
+            spend: spend.into(),
+            conversion_value: value.into(),
+            revenue: revenue.into(),
             impressions: 100_000,
             clicks: 2_000,
             conversions: conv,
@@ -679,41 +721,20 @@ mod tests {
     #[test]
     fn cpa_rule_counts_spend_without_conversions_as_above() {
         let cfg = ActionsConfig::default();
-        let s = snap(vec![
+        let s = snap(&[
             // 6,000 spent over the 7-day window with no conversion: pause
-            view(
-                "a",
-                vec![
-                    ("2026-11-22", t(dec!(3000), 0.0, dec!(0), dec!(0))),
-                    ("2026-11-23", t(dec!(3000), 0.0, dec!(0), dec!(0))),
-                ],
-            ),
+            ("a", "2026-11-22", t(3000, 0.0, 0, 0)),
+            ("a", "2026-11-23", t(3000, 0.0, 0, 0)),
             // 4,000 spent with no conversion: not (yet) above 5,000
-            view(
-                "b",
-                vec![("2026-11-23", t(dec!(4000), 0.0, dec!(0), dec!(0)))],
-            ),
+            ("b", "2026-11-23", t(4000, 0.0, 0, 0)),
             // CPA 3,000: fine
-            view(
-                "c",
-                vec![("2026-11-23", t(dec!(6000), 2.0, dec!(9000), dec!(9000)))],
-            ),
+            ("c", "2026-11-23", t(6000, 2.0, 9000, 9000)),
             // spent long ago (outside the 7-day window): ignored
-            view(
-                "d",
-                vec![
-                    ("2026-11-10", t(dec!(9000), 0.0, dec!(0), dec!(0))),
-                    ("2026-11-23", t(dec!(100), 0.0, dec!(0), dec!(0))),
-                ],
-            ),
+            ("d", "2026-11-10", t(9000, 0.0, 0, 0)),
+            ("d", "2026-11-23", t(100, 0.0, 0, 0)),
         ]);
         let p = evaluate(&s, &cfg);
-        let pauses: Vec<&str> = p
-            .iter()
-            .filter(|p| p.kind == ActionKind::Pause)
-            .map(|p| p.key.campaign_id.as_str())
-            .collect();
-        assert_eq!(pauses, ["a"]);
+        assert_eq!(ids_of(&p, ActionKind::Pause), ["a"]);
         assert_eq!(p[0].values["spend"], 6000.0);
         assert!(p[0].reason.contains("no conversion"), "{}", p[0].reason);
     }
@@ -721,35 +742,20 @@ mod tests {
     #[test]
     fn roas_needs_every_one_of_the_last_days_and_pause_supersedes() {
         let cfg = ActionsConfig::default();
-        let good = t(dec!(1000), 1.0, dec!(3500), dec!(3500));
-        let weak = t(dec!(1000), 1.0, dec!(2900), dec!(2900));
-        let s = snap(vec![
-            view(
-                "up",
-                vec![
-                    ("2026-11-20", good),
-                    ("2026-11-21", good),
-                    ("2026-11-22", good),
-                    ("2026-11-23", weak),
-                ],
-            ),
-            view("gap", vec![("2026-11-20", good), ("2026-11-22", good)]),
-            view(
-                "dip",
-                vec![
-                    ("2026-11-20", good),
-                    ("2026-11-21", weak),
-                    ("2026-11-22", good),
-                ],
-            ),
+        let good = t(1000, 1.0, 3500, 3500);
+        let weak = t(1000, 1.0, 2900, 2900);
+        let s = snap(&[
+            ("up", "2026-11-20", good),
+            ("up", "2026-11-21", good),
+            ("up", "2026-11-22", good),
+            ("up", "2026-11-23", weak),
+            ("gap", "2026-11-20", good),
+            ("gap", "2026-11-22", good),
+            ("dip", "2026-11-20", good),
+            ("dip", "2026-11-21", weak),
+            ("dip", "2026-11-22", good),
         ]);
-        let p = evaluate(&s, &cfg);
-        let raises: Vec<&str> = p
-            .iter()
-            .filter(|p| p.kind == ActionKind::RaiseBudget)
-            .map(|p| p.key.campaign_id.as_str())
-            .collect();
-        assert_eq!(raises, ["up"]);
+        assert_eq!(ids_of(&evaluate(&s, &cfg), ActionKind::RaiseBudget), ["up"]);
         // a campaign over its cap is paused and gets nothing else
         let mut cfg = cfg;
         cfg.caps.campaign_daily = Some(dec!(500));
@@ -765,30 +771,13 @@ mod tests {
     #[test]
     fn ctr_and_cr_rules_need_evidence() {
         let cfg = ActionsConfig::default();
-        let low_ctr = Totals {
-            spend: dec!(100),
-            impressions: 10_000,
-            clicks: 50,
-            conversions: 2.0,
-            ..Default::default()
-        };
-        let thin = Totals {
-            spend: dec!(100),
-            impressions: 1_000,
-            clicks: 5,
-            ..Default::default()
-        };
-        let converting = Totals {
-            spend: dec!(100),
-            impressions: 10_000,
-            clicks: 200,
-            conversions: 5.0,
-            ..Default::default()
-        };
-        let s = snap(vec![
-            view("low", vec![("2026-11-23", low_ctr)]),
-            view("thin", vec![("2026-11-23", thin)]),
-            view("conv", vec![("2026-11-23", converting)]),
+        let s = snap(&[
+            // CTR 0.5% on 10,000 impressions
+            ("low", "2026-11-23", traffic(100, 10_000, 50, 2.0)),
+            // too few impressions and clicks to judge either rate
+            ("thin", "2026-11-23", traffic(100, 1_000, 5, 0.0)),
+            // CR 2.5% on 200 clicks
+            ("conv", "2026-11-23", traffic(100, 10_000, 200, 5.0)),
         ]);
         let kinds: Vec<(String, ActionKind)> = evaluate(&s, &cfg)
             .into_iter()
@@ -809,66 +798,53 @@ mod tests {
             rules: vec![RuleConfig::CtrBelow(Default::default())],
             ..ActionsConfig::default()
         };
-        let imp = |impressions: u64, clicks: u64| Totals {
-            spend: dec!(10),
-            impressions,
-            clicks,
-            ..Default::default()
-        };
-        let ad = |id: &str, name: &str, days: Vec<(&str, Totals)>| AdView {
-            ad: crate::records::AdRef {
-                adset_id: "s1".into(),
-                adset_name: "Set 1".into(),
-                ad_id: id.into(),
-                ad_name: name.into(),
-            },
-            days: days.into_iter().map(|(d, t)| (day(d), t)).collect(),
+        let imp = |impressions: u64, clicks: u64| traffic(10, impressions, clicks, 0.0);
+        // the ads of a table of (ad id, ad name, day, totals) rows, in the order they appear
+        let ads = |rows: &[(&str, &str, &str, Totals)]| {
+            let mut out: Vec<AdView> = Vec::new();
+            for &(id, name, d, t) in rows {
+                if out.last().is_none_or(|a| a.ad.ad_id != id) {
+                    out.push(AdView {
+                        ad: crate::records::AdRef {
+                            adset_id: "s1".into(),
+                            adset_name: "Set 1".into(),
+                            ad_id: id.into(),
+                            ad_name: name.into(),
+                        },
+                        days: vec![],
+                    });
+                }
+                out.last_mut().expect("pushed").days.push((day(d), t));
+            }
+            out
         };
         // the default rule: CTR below 1% over the 3 days up to 2026-11-23, 5,000 impressions
-        let ads = vec![
+        let earrings = ("a2", "Earrings video", "2026-11-23", imp(10_000, 250));
+        let some = ads(&[
             // (20 + 40) / (4,000 + 6,000) = 0.60%; its 5% day of 11-20 is outside the window
-            ad(
-                "a1",
-                "Necklace carousel",
-                vec![
-                    ("2026-11-20", imp(100_000, 5_000)),
-                    ("2026-11-22", imp(4_000, 20)),
-                    ("2026-11-23", imp(6_000, 40)),
-                ],
-            ),
+            ("a1", "Necklace carousel", "2026-11-20", imp(100_000, 5_000)),
+            ("a1", "Necklace carousel", "2026-11-22", imp(4_000, 20)),
+            ("a1", "Necklace carousel", "2026-11-23", imp(6_000, 40)),
             // 250 / 10,000 = 2.50%: fine
-            ad(
-                "a2",
-                "Earrings video",
-                vec![("2026-11-23", imp(10_000, 250))],
-            ),
+            earrings,
             // (20 + 25) / (2,500 + 2,500) = 0.90%
-            ad(
-                "a3",
-                "",
-                vec![
-                    ("2026-11-22", imp(2_500, 20)),
-                    ("2026-11-23", imp(2_500, 25)),
-                ],
-            ),
+            ("a3", "", "2026-11-22", imp(2_500, 20)),
+            ("a3", "", "2026-11-23", imp(2_500, 25)),
             // 0 / 3,000: too few impressions to judge
-            ad("a4", "Bridal set", vec![("2026-11-23", imp(3_000, 0))]),
-        ];
+            ("a4", "Bridal set", "2026-11-23", imp(3_000, 0)),
+        ]);
         // the campaign as a whole: 355 clicks / 28,000 impressions = 1.27%, above the threshold
-        let campaign = view(
-            "c1",
-            vec![
-                ("2026-11-20", imp(100_000, 5_000)),
-                ("2026-11-22", imp(6_500, 40)),
-                ("2026-11-23", imp(21_500, 315)),
-            ],
-        );
-        let mut s = snap(vec![campaign.clone()]);
+        let mut s = snap(&[
+            ("c1", "2026-11-20", imp(100_000, 5_000)),
+            ("c1", "2026-11-22", imp(6_500, 40)),
+            ("c1", "2026-11-23", imp(21_500, 315)),
+        ]);
+        let key = s.campaigns[0].key.clone();
         assert!(
             evaluate(&s, &cfg).is_empty(),
             "no ad data: judged as a campaign"
         );
-        s.ads.insert(campaign.key.clone(), ads);
+        s.ads.insert(key.clone(), some);
         let p = evaluate(&s, &cfg);
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].kind, ActionKind::RotateCreatives);
@@ -885,12 +861,7 @@ mod tests {
         );
         assert!(!p[0].values.contains_key("ctr:a2") && !p[0].values.contains_key("ctr:a4"));
         // every judged ad above the threshold: nothing to rotate
-        let ok = vec![ad(
-            "a2",
-            "Earrings video",
-            vec![("2026-11-23", imp(10_000, 250))],
-        )];
-        s.ads.insert(campaign.key.clone(), ok);
+        s.ads.insert(key, ads(&[earrings]));
         assert!(evaluate(&s, &cfg).is_empty());
     }
 
@@ -899,19 +870,10 @@ mod tests {
         let mut cfg = ActionsConfig::default();
         cfg.rules = vec![RuleConfig::CpaAbove(CpaAbove::default())];
         cfg.caps.accounts.insert("act_1".into(), dec!(1500));
-        let s = snap(vec![
-            view(
-                "a",
-                vec![("2026-11-23", t(dec!(1000), 1.0, dec!(0), dec!(0)))],
-            ),
-            view(
-                "b",
-                vec![("2026-11-23", t(dec!(1000), 1.0, dec!(0), dec!(0)))],
-            ),
-            view(
-                "idle",
-                vec![("2026-11-23", t(dec!(0), 0.0, dec!(0), dec!(0)))],
-            ),
+        let s = snap(&[
+            ("a", "2026-11-23", t(1000, 1.0, 0, 0)),
+            ("b", "2026-11-23", t(1000, 1.0, 0, 0)),
+            ("idle", "2026-11-23", t(0, 0.0, 0, 0)),
         ]);
         let p = evaluate(&s, &cfg);
         assert_eq!(p.len(), 2);
@@ -928,20 +890,12 @@ mod tests {
         cfg.rules = vec![RuleConfig::RoasAbove(RoasAbove::default())];
         cfg.reallocation.window_days = 1;
         cfg.caps.campaigns.insert("win".into(), dec!(1100));
-        let s = snap(vec![
+        let s = snap(&[
             // loses 900 a day on 1,000 of spend (return 0.1); today does not count
-            view(
-                "lose",
-                vec![
-                    ("2026-11-22", t(dec!(1000), 0.0, dec!(0), dec!(100))),
-                    ("2026-11-23", t(dec!(50), 0.0, dec!(0), dec!(0))),
-                ],
-            ),
+            ("lose", "2026-11-22", t(1000, 0.0, 0, 100)),
+            ("lose", "2026-11-23", t(50, 0.0, 0, 0)),
             // returns 2 per unit: +25% would be 250, the cap leaves 100
-            view(
-                "win",
-                vec![("2026-11-22", t(dec!(1000), 1.0, dec!(0), dec!(2000)))],
-            ),
+            ("win", "2026-11-22", t(1000, 1.0, 0, 2000)),
         ]);
         let r = reallocate(&s, &cfg);
         assert_eq!(r.moves.len(), 1);

@@ -75,6 +75,19 @@ fn engine(st: &AppState) -> Result<Arc<ActionEngine>, ApiError> {
     st.actions.clone().ok_or(ApiError::Disabled)
 }
 
+/// What every actions handler does first: the engine (503 when actions are disabled), then the
+/// token check for `call` ([`authorize`]); the engine and the token's name.
+async fn authorized(
+    st: &AppState,
+    headers: &HeaderMap,
+    need: Access,
+    call: &str,
+) -> Result<(Arc<ActionEngine>, &'static str), ApiError> {
+    let e = engine(st)?;
+    let token = authorize(&e, headers, need, call).await?;
+    Ok((e, token))
+}
+
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)?
@@ -152,8 +165,7 @@ pub(super) async fn list(
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let e = engine(&st)?;
-    authorize(&e, &headers, Access::Read, "list_recommendations").await?;
+    let (e, _) = authorized(&st, &headers, Access::Read, "list_recommendations").await?;
     let open_only = match q.status.as_deref() {
         None | Some("open") => true,
         Some("all") => false,
@@ -172,45 +184,32 @@ pub(super) async fn list(
     .into_response())
 }
 
-pub(super) async fn approve(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    decide(st, headers, id, body, Verdict::Approve).await
-}
-
-pub(super) async fn reject(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    decide(st, headers, id, body, Verdict::Reject).await
-}
-
-/// What a person decided on one recommendation.
+/// What a person decided on one recommendation: the last segment of
+/// `/api/v1/recommendations/{id}/{approve|reject}`.
 #[derive(Debug, Clone, Copy)]
 enum Verdict {
     Approve,
     Reject,
 }
 
-/// Approve or reject: the same write-token check and body, then the engine's call.
-async fn decide(
-    st: AppState,
+/// Approve or reject (one route for both): the same write-token check and body, then the
+/// engine's call. Another last segment is answered 404, as a route that does not exist.
+pub(super) async fn decide(
+    State(st): State<AppState>,
     headers: HeaderMap,
-    id: String,
+    Path((id, what)): Path<(String, String)>,
     body: Bytes,
-    verdict: Verdict,
 ) -> Result<Response, ApiError> {
-    let e = engine(&st)?;
-    let what = match verdict {
-        Verdict::Approve => "approve",
-        Verdict::Reject => "reject",
+    let verdict = match what.as_str() {
+        "approve" => Verdict::Approve,
+        "reject" => Verdict::Reject,
+        _ => {
+            return Err(ApiError::NotFound(format!(
+                "no such action {what:?} on a recommendation (approve or reject)"
+            )));
+        }
     };
-    let token = authorize(&e, &headers, Access::Write, what).await?;
+    let (e, token) = authorized(&st, &headers, Access::Write, &what).await?;
     let d: Decision = parse(&body)?;
     let actor = actor_name(token, d.by.as_deref());
     let note = d.note.as_deref().unwrap_or("");
@@ -236,8 +235,7 @@ pub(super) async fn kill_switch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let e = engine(&st)?;
-    let token = authorize(&e, &headers, Access::Write, "kill_switch").await?;
+    let (e, token) = authorized(&st, &headers, Access::Write, "kill_switch").await?;
     let k: KillRequest = parse(&body)?;
     let (Some(platform), Some(account)) = (k.platform, k.account) else {
         return Err(ApiError::BadRequest("platform and account are required (campaign_id: one campaign; without it: every campaign of the account)".into()));
@@ -281,8 +279,7 @@ pub(super) async fn reallocation(
     State(st): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let e = engine(&st)?;
-    authorize(&e, &headers, Access::Read, "reallocation").await?;
+    let (e, _) = authorized(&st, &headers, Access::Read, "reallocation").await?;
     Ok(Json(e.reallocation()).into_response())
 }
 
@@ -307,8 +304,7 @@ pub(super) async fn alert_webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let e = engine(&st)?;
-    authorize(&e, &headers, Access::Write, "alert_webhook").await?;
+    let (e, _) = authorized(&st, &headers, Access::Write, "alert_webhook").await?;
     let p: AlertmanagerPayload = serde_json::from_slice(&body).map_err(|err| {
         ApiError::BadRequest(format!("not an Alertmanager webhook payload: {err}"))
     })?;

@@ -39,11 +39,11 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/api/v1/openapi.json", get(actions::openapi))
         .route("/api/v1/recommendations", get(actions::list))
+        // `{verdict}`: approve or reject
         .route(
-            "/api/v1/recommendations/{id}/approve",
-            post(actions::approve),
+            "/api/v1/recommendations/{id}/{verdict}",
+            post(actions::decide),
         )
-        .route("/api/v1/recommendations/{id}/reject", post(actions::reject))
         .route("/api/v1/reallocation", get(actions::reallocation))
         .route("/api/v1/kill-switch", post(actions::kill_switch))
         .route("/api/v1/alerts/webhook", post(actions::alert_webhook))

@@ -15,9 +15,17 @@
 //! and the tail probability of a new point is `P(|Z| >= |z|) = rate * exp(-(|z| - tail_z) / beta)`.
 //! A series with recurring daily spikes learns a high rate and a long tail, so its spikes stop
 //! alerting; a clean series keeps a thin tail, so a real break stands out. A point is
-//! *anomalous* when that probability is at most `10^-alert_log10_p`; it raises an *alert* only
-//! when no alert was raised in the last [`DetectorConfig::refractory`] points (one alert per
-//! episode, not one per hour of a long one).
+//! *anomalous* when that probability is at most `10^-alert_log10_p`.
+//!
+//! A second detector of another kind runs beside it, the **contextual** one (`anomaly/knn.rs`): the
+//! window of the last [`DetectorConfig::knn_window`] values is compared with the past windows
+//! of the history ring (k nearest neighbours, conformal calibration against the record of
+//! earlier non-conformities). It sees what no single point shows: a shape or a level the series
+//! has not had before while every point stays inside the z band (NAB's
+//! `elb_request_count_8c0756` and `ec2_cpu_utilization_5f5533` windows). The two are an
+//! ensemble: a point is anomalous when either calls it so, and it raises an *alert* only when
+//! no anomalous point was seen in the last [`DetectorConfig::refractory`] points (one alert per
+//! episode, however long).
 //!
 //! One [`DetectorConfig`] (from [`DetectorConfig::for_step`]) serves every series: the NAB
 //! evaluation in [`super::eval::nab`] runs it on all development files.
@@ -27,6 +35,8 @@
 use std::collections::VecDeque;
 
 use super::stats;
+
+mod knn;
 
 /// Element type of the kept residuals: `f32`, as their rounding (1e-7 relative) is far below
 /// the spread they estimate. The raw values stay `f64`: rounding them would give a constant
@@ -64,7 +74,8 @@ pub struct DetectorConfig {
     pub alert_log10_p: f64,
     /// ... and its robust `|z|` is at least this (no alert on a tiny move of a flat series).
     pub min_z: f64,
-    /// Points after an alert during which no new alert is raised.
+    /// Points in a row with nothing anomalous before an anomalous point raises a new alert (one
+    /// alert per episode).
     pub refractory: usize,
     /// Span (points) of the exponentially weighted mean of z that detects sustained shifts.
     pub shift_span: f64,
@@ -73,6 +84,20 @@ pub struct DetectorConfig {
     /// The log transform is `ln(x + c)` with `c` this fraction of the warm-up median: it keeps
     /// zeros finite and stops near-zero dips from dominating.
     pub log_offset_frac: f64,
+    /// Values in the contextual detector's window (its context), 0 = no contextual detector.
+    pub knn_window: usize,
+    /// Nearest reference windows whose mean distance is a context's non-conformity.
+    pub knn_k: usize,
+    /// Most recent past windows searched for the nearest ones (the reference set).
+    pub knn_reference: usize,
+    /// Memory of the record non-conformity in points: the record decays by `1 - 1/memory`
+    /// per point, so one old anomaly does not silence the contextual detector for ever.
+    pub knn_memory: f64,
+    /// Non-conformities seen before the contextual detector may call a point anomalous.
+    pub knn_min_calibration: usize,
+    /// A context is anomalous when its non-conformity is at least this multiple of the
+    /// (decayed) record of all earlier ones.
+    pub knn_margin: f64,
 }
 
 impl Default for DetectorConfig {
@@ -113,11 +138,17 @@ impl DetectorConfig {
             tail_prior_excess: 0.5,
             tail_prior_exceedances: 3.0,
             alert_log10_p: 1.5,
-            min_z: 6.0,
+            min_z: 7.0,
             refractory: cycle / 4,
             shift_span: 12.0,
             log_transform: true,
             log_offset_frac: 0.1,
+            knn_window: 4,
+            knn_k: 3,
+            knn_reference: 300,
+            knn_memory: 10_000.0,
+            knn_min_calibration: 50,
+            knn_margin: 1.3,
         }
     }
 }
@@ -169,10 +200,17 @@ pub struct Scored {
     pub lower: f64,
     /// Upper band edge (original units).
     pub upper: f64,
-    /// True when the point is outside the band after warm-up (state `Alert` or `Anomalous`).
+    /// True when either detector calls the point anomalous after warm-up (state `Alert` or
+    /// `Anomalous`): outside the band, or a context unlike any before it.
     pub is_anomaly: bool,
     /// What the row is.
     pub state: PointState,
+    /// The contextual non-conformity of the row's window divided by the decayed record of the
+    /// earlier ones (0 until calibrated): above 1 the context is farther from its nearest past
+    /// windows than any before it, i.e. its conformal p-value is the smallest possible.
+    pub knn_ratio: f64,
+    /// The contextual non-conformity of the row's window (NaN when not scored).
+    pub knn_alpha: f64,
 }
 
 /// The kept raw values, one slot per step: slot `s` lives at `vals[s mod cap]` while
@@ -242,6 +280,18 @@ impl SlotRing {
 
     fn iter(&self) -> impl Iterator<Item = (i64, f64)> + '_ {
         self.range(i64::MIN, i64::MAX)
+    }
+
+    /// Appends the values of the slots `[from, to)` that the ring can hold to `out`, NaN for
+    /// missing slots, so that positions stay contiguous.
+    fn fill(&self, from: i64, to: i64, out: &mut Vec<f64>) {
+        if self.last == i64::MIN {
+            return;
+        }
+        let lo = from.max(self.start);
+        for s in lo..to {
+            out.push(self.get(s).unwrap_or(f64::NAN));
+        }
     }
 }
 
@@ -314,8 +364,12 @@ pub struct Detector {
     shift_tail: Tail,
     /// Exponentially weighted mean of clipped z.
     shift: f64,
-    /// Points scored since the last alert (`usize::MAX` before any).
+    /// Points scored since the last anomalous point (`usize::MAX` before any).
     since_alert: usize,
+    /// Decayed record of the contextual non-conformities (its calibration).
+    knn_record: f64,
+    /// Contextual non-conformities seen.
+    knn_seen: usize,
 }
 
 thread_local! {
@@ -343,6 +397,8 @@ impl Detector {
             shift_tail: Tail::default(),
             shift: 0.0,
             since_alert: usize::MAX,
+            knn_record: 0.0,
+            knn_seen: 0,
         }
     }
 
@@ -356,6 +412,27 @@ impl Detector {
     fn keep_slots(cfg: &DetectorConfig) -> usize {
         let p = cfg.season_len.unwrap_or(0);
         (cfg.seasons_back * p + p / 2 + cfg.level_window + 1).max(cfg.warmup)
+    }
+
+    /// Contextual score of `value` at `slot`: the non-conformity of the window ending at it
+    /// and its ratio to the decayed record of the earlier ones (0 until calibrated).
+    fn contextual(&self, slot: i64, value: f64, buf: &mut Vec<f64>) -> (Option<f64>, f64) {
+        let c = &self.cfg;
+        let len = c.knn_window;
+        if len == 0 || !value.is_finite() {
+            return (None, 0.0);
+        }
+        buf.clear();
+        let span = (c.knn_reference + 2 * len) as i64;
+        self.history.fill(slot - span, slot, buf);
+        buf.push(value);
+        let Some(alpha) = knn::ncm(buf, len, c.knn_k, c.knn_reference) else {
+            return (None, 0.0);
+        };
+        if self.knn_seen < c.knn_min_calibration.max(1) || self.knn_record <= 0.0 {
+            return (Some(alpha), 0.0);
+        }
+        (Some(alpha), alpha / self.knn_record)
     }
 
     /// Bytes this detector holds on the heap (its history and residual rings); add
@@ -518,6 +595,7 @@ impl Detector {
         let slot = ((ts - origin) as f64 / step as f64).round() as i64;
         let ready = self.seen >= self.cfg.warmup && self.transform_decided;
         let mut buf = SCRATCH.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        let (knn_alpha, knn_ratio) = self.contextual(slot, value, &mut buf);
         let expected_t = if ready {
             self.expectation(slot, &mut buf)
         } else {
@@ -538,6 +616,8 @@ impl Detector {
                     upper: self.inv(e + zt * scale),
                     is_anomaly: false,
                     state: PointState::Missing,
+                    knn_ratio,
+                    knn_alpha: knn_alpha.unwrap_or(f64::NAN),
                 };
                 if value.is_finite() {
                     let r = self.fwd(value) - e;
@@ -553,24 +633,31 @@ impl Detector {
                         .max(self.neg_log10_p(&self.shift_tail, shift_z))
                         - std::f64::consts::LOG10_2)
                         .max(0.0);
-                    let anomalous =
-                        l >= self.cfg.alert_log10_p && z.abs().max(shift_z.abs()) >= self.cfg.min_z;
+                    let c = &self.cfg;
+                    // The ensemble: the seasonal point/shift test or the contextual test.
+                    let anomalous = point_anomalous(l, z, shift_z, c.alert_log10_p, c.min_z)
+                        || context_anomalous(knn_ratio, c.knn_margin, self.since_alert, c);
                     out.z = z;
                     out.shift_z = shift_z;
                     out.neg_log10_p = l;
-                    out.score = l / (l + self.cfg.alert_log10_p.max(1e-9));
+                    let knn_excess = (knn_ratio - 1.0).max(0.0);
+                    out.score = (l / (l + c.alert_log10_p.max(1e-9)))
+                        .max(knn_excess / (knn_excess + (c.knn_margin - 1.0).max(1e-9)));
                     out.is_anomaly = anomalous;
+                    // One alert per episode: a new alert only after `refractory` points in a
+                    // row with nothing anomalous, however long the anomalous stretch.
                     out.state = if !anomalous {
                         PointState::Normal
-                    } else if self.since_alert.saturating_add(1) > self.cfg.refractory {
+                    } else if self.since_alert >= c.refractory {
                         PointState::Alert
                     } else {
                         PointState::Anomalous
                     };
-                    self.since_alert = self.since_alert.saturating_add(1);
-                    if out.state == PointState::Alert {
-                        self.since_alert = 0;
-                    }
+                    self.since_alert = if anomalous {
+                        0
+                    } else {
+                        self.since_alert.saturating_add(1)
+                    };
                     if fresh {
                         self.residuals.push(r);
                         self.shift = shift;
@@ -600,10 +687,17 @@ impl Detector {
                     } else {
                         PointState::Missing
                     },
+                    knn_ratio: 0.0,
+                    knn_alpha: knn_alpha.unwrap_or(f64::NAN),
                 }
             }
         };
         SCRATCH.with(|b| *b.borrow_mut() = buf);
+        if let (Some(a), true) = (knn_alpha, fresh) {
+            let keep = 1.0 - 1.0 / self.cfg.knn_memory.max(1.0);
+            self.knn_record = a.max(self.knn_record * keep);
+            self.knn_seen = self.knn_seen.saturating_add(1);
+        }
         if value.is_finite() && fresh {
             self.last_slot = slot;
             self.seen += 1;
@@ -649,8 +743,10 @@ impl Detector {
 /// detector (used by the evaluation to sweep the threshold without re-running the detector).
 pub fn alerts_at(
     scored: &[Scored],
+    cfg: &DetectorConfig,
     alert_log10_p: f64,
     min_z: f64,
+    knn_margin: f64,
     refractory: usize,
 ) -> Vec<bool> {
     let mut since = usize::MAX;
@@ -664,17 +760,35 @@ pub fn alerts_at(
             if !scorable {
                 return false;
             }
-            let anomalous =
-                s.neg_log10_p >= alert_log10_p && s.z.abs().max(s.shift_z.abs()) >= min_z;
-            since = since.saturating_add(1);
-            if anomalous && since > refractory {
-                since = 0;
-                true
+            let anomalous = point_anomalous(s.neg_log10_p, s.z, s.shift_z, alert_log10_p, min_z)
+                || context_anomalous(s.knn_ratio, knn_margin, since, cfg);
+            let alert = anomalous && since >= refractory;
+            since = if anomalous {
+                0
             } else {
-                false
-            }
+                since.saturating_add(1)
+            };
+            alert
         })
         .collect()
+}
+
+/// The contextual detector's rule: the context beats the record by the margin, and holds no
+/// point that was already anomalous (`since_anomalous` points ago): the contexts that follow a
+/// spike are unusual only because of it, and the spike was judged already.
+fn context_anomalous(
+    ratio: f64,
+    margin: f64,
+    since_anomalous: usize,
+    cfg: &DetectorConfig,
+) -> bool {
+    ratio >= margin && since_anomalous >= cfg.knn_window.saturating_sub(1)
+}
+
+/// The seasonal detector's rule: tail probability at most `10^-alert_log10_p` and a robust
+/// `|z|` (of the point or of the shift statistic) of at least `min_z`.
+fn point_anomalous(l: f64, z: f64, shift_z: f64, alert_log10_p: f64, min_z: f64) -> bool {
+    l >= alert_log10_p && z.abs().max(shift_z.abs()) >= min_z
 }
 
 /// Settings of the tracking-break test.

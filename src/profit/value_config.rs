@@ -45,12 +45,7 @@ impl ClvConfig {
     /// Validation problems, keys relative to `clv`.
     pub fn problems(&self) -> Vec<Problem> {
         let mut p = Vec::new();
-        let mut add = |key: &str, message: &str| {
-            p.push(Problem {
-                key: key.into(),
-                message: message.into(),
-            })
-        };
+        let mut add = |key: &str, message: &str| p.push(Problem::new(key, message));
         if self.interval_secs == 0 {
             add("interval_secs", "must be at least 1");
         }

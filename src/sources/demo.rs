@@ -143,12 +143,7 @@ impl DemoConfig {
 
     pub fn problems(&self) -> Vec<Problem> {
         let mut p = Vec::new();
-        let mut add = |k: &str, m: &str| {
-            p.push(Problem {
-                key: k.into(),
-                message: m.into(),
-            })
-        };
+        let mut add = |k: &str, m: &str| p.push(Problem::new(k, m));
         if self.name.trim().is_empty() {
             add("name", "must not be empty");
         }

@@ -52,6 +52,12 @@ pub enum SourceError {
 }
 
 impl SourceError {
+    /// A request that got no answer, without its URL (it may carry an account id or a shop
+    /// domain, never worth a log line).
+    pub fn transport(e: reqwest::Error) -> Self {
+        SourceError::Transport(e.without_url().to_string())
+    }
+
     /// Worth retrying at once (with backoff) inside one poll.
     pub fn is_transient(&self) -> bool {
         match self {

@@ -97,25 +97,25 @@ impl<D: PollingDefaults> PollingConfig<D> {
     pub fn problems(&self) -> Vec<Problem> {
         let mut p = Vec::new();
         if self.interval_secs < D::MIN_INTERVAL_SECS {
-            p.push(Problem {
-                key: "interval_secs".into(),
-                message: format!(
+            p.push(Problem::new(
+                "interval_secs",
+                format!(
                     "must be at least {} (the API's rate limits)",
                     D::MIN_INTERVAL_SECS
                 ),
-            });
+            ));
         }
         if self.lookback_days == 0 || self.lookback_days > D::MAX_LOOKBACK_DAYS {
-            p.push(Problem {
-                key: "lookback_days".into(),
-                message: format!("must be between 1 and {}", D::MAX_LOOKBACK_DAYS),
-            });
+            p.push(Problem::new(
+                "lookback_days",
+                format!("must be between 1 and {}", D::MAX_LOOKBACK_DAYS),
+            ));
         }
         if self.min_throttle_wait_secs > self.max_throttle_wait_secs {
-            p.push(Problem {
-                key: "min_throttle_wait_secs".into(),
-                message: "must not be above max_throttle_wait_secs".into(),
-            });
+            p.push(Problem::new(
+                "min_throttle_wait_secs",
+                "must not be above max_throttle_wait_secs",
+            ));
         }
         p
     }
@@ -144,10 +144,10 @@ pub async fn run_or_report<S: PollSource>(
 /// A required text setting left empty (the source configs default every field so that one
 /// `Default` impl holds them; the keys a source cannot work without are checked here).
 pub fn required(key: &str, value: &str) -> Option<Problem> {
-    value.trim().is_empty().then(|| Problem {
-        key: key.into(),
-        message: "is required".into(),
-    })
+    value
+        .trim()
+        .is_empty()
+        .then(|| Problem::new(key, "is required"))
 }
 
 /// A timezone setting that is not an IANA name.
@@ -167,22 +167,16 @@ pub fn one_to(key: &str, value: u32, max: u32) -> Option<Problem> {
 mod tests {
     use super::*;
 
-    struct Short;
-    impl PollingDefaults for Short {
-        const INTERVAL_SECS: u64 = 300;
-        const LOOKBACK_DAYS: u32 = 3;
-        const MAX_LOOKBACK_DAYS: u32 = 30;
-        const MIN_THROTTLE_WAIT_SECS: u64 = 2;
-        const MAX_THROTTLE_WAIT_SECS: u64 = 600;
-        const MIN_INTERVAL_SECS: u64 = 60;
-    }
+    // a real source's defaults: Google Ads states its look-back, limits and floors, and takes
+    // the trait's interval and longest wait
+    use crate::sources::google_ads::GoogleAdsPolling as Ads;
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Outer {
         name: String,
         #[serde(flatten)]
-        polling: PollingConfig<Short>,
+        polling: PollingConfig<Ads>,
     }
 
     #[test]
@@ -190,8 +184,9 @@ mod tests {
         let o: Outer = toml::from_str("name = \"a\"\nlookback_days = 7").unwrap();
         assert_eq!(o.name, "a");
         assert_eq!(o.polling.lookback_days, 7);
-        assert_eq!(o.polling.interval_secs, 300, "the marker's default");
-        assert_eq!(o.polling.max_throttle_wait_secs, 600);
+        assert_eq!(o.polling.interval_secs, 900, "the trait's default");
+        assert_eq!(o.polling.min_throttle_wait_secs, 5, "the marker's default");
+        assert_eq!(o.polling.max_throttle_wait_secs, 3600);
         let e = toml::from_str::<Outer>("name = \"a\"\nlookback_dayz = 7").unwrap_err();
         assert!(e.to_string().contains("lookback_dayz"), "{e}");
     }
@@ -226,9 +221,15 @@ mod tests {
     #[test]
     fn problems_use_the_sources_limits() {
         let o: Outer =
-            toml::from_str("name = \"a\"\ninterval_secs = 10\nlookback_days = 31").unwrap();
+            toml::from_str("name = \"a\"\ninterval_secs = 59\nlookback_days = 91").unwrap();
         let keys: Vec<String> = o.polling.problems().into_iter().map(|p| p.key).collect();
         assert_eq!(keys, ["interval_secs", "lookback_days"]);
-        assert!(PollingConfig::<Short>::default().problems().is_empty());
+        assert!(PollingConfig::<Ads>::default().problems().is_empty());
+        let o: Outer =
+            toml::from_str("name = \"a\"\ninterval_secs = 60\nlookback_days = 90").unwrap();
+        assert!(
+            o.polling.problems().is_empty(),
+            "the limits themselves are allowed"
+        );
     }
 }

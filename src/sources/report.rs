@@ -26,16 +26,14 @@ pub async fn send_bearer(
     token: &Secret,
 ) -> Result<Answer, SourceError> {
     let auth = secret_header(&format!("Bearer {}", token.expose()))?;
-    // without the URL: it may carry an account id, never worth a log line
-    let transport = |e: reqwest::Error| SourceError::Transport(e.without_url().to_string());
     let resp = req
         .header(reqwest::header::AUTHORIZATION, auth)
         .send()
         .await
-        .map_err(transport)?;
+        .map_err(SourceError::transport)?;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
-    let text = resp.text().await.map_err(transport)?;
+    let text = resp.text().await.map_err(SourceError::transport)?;
     Ok(Answer {
         status,
         headers,

@@ -847,7 +847,7 @@ impl ShopifySource {
                 .json(body)
                 .send()
                 .await
-                .map_err(|e| SourceError::Transport(e.without_url().to_string()))?;
+                .map_err(SourceError::transport)?;
             let status = resp.status().as_u16();
             let retry_after = resp
                 .headers()
@@ -855,10 +855,7 @@ impl ShopifySource {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<f64>().ok())
                 .filter(|v| v.is_finite() && *v >= 0.0);
-            let text = resp
-                .text()
-                .await
-                .map_err(|e| SourceError::Transport(e.without_url().to_string()))?;
+            let text = resp.text().await.map_err(SourceError::transport)?;
             match status {
                 401 | 403 => Err(SourceError::Auth(format!(
                     "HTTP {status}: {}",

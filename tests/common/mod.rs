@@ -51,6 +51,22 @@ pub async fn serve_fake(app: axum::Router) -> String {
     format!("http://{addr}")
 }
 
+/// A fake Graph API answering `GET /v25.0/<account_id>/insights` (the pinned version: a request
+/// to another one is a 404) with `answer(query)`.
+pub fn meta_insights_fake<F, Fut>(account_id: &str, answer: F) -> axum::Router
+where
+    F: Fn(std::collections::HashMap<String, String>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = axum::response::Response> + Send + 'static,
+{
+    use axum::extract::Query;
+    axum::Router::new().route(
+        &format!("/v25.0/{account_id}/insights"),
+        axum::routing::get(
+            move |Query(q): Query<std::collections::HashMap<String, String>>| answer(q),
+        ),
+    )
+}
+
 /// The seed's KPI settings: Indian days, INR, revenue counts as profit, a 3-hour loss-rate
 /// window, a 24-hour tracking window, a break-even ROI target.
 pub fn india_settings() -> adpulse::state::SnapshotSettings {
@@ -903,25 +919,109 @@ pub fn demo_backfill_at(
     demo
 }
 
+/// What the demo `demo` emits up to `now` (its backfill), computed here from the demo source
+/// itself, to know what QuestDB must hold before a test reads it.
+pub fn demo_observations(
+    demo: &adpulse::sources::demo::DemoConfig,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<adpulse::normalize::Observation> {
+    let mut src = adpulse::sources::demo::DemoSource::new(demo.clone(), chrono_tz::Asia::Kolkata);
+    src.observations(src.epoch(), now, now)
+}
+
+/// Wait until QuestDB holds every order (refunds apart), touch, order line and campaign day row
+/// of `obs` (a refunded line is sent again with its refund and upserted: counted once).
+pub async fn wait_for_demo_rows(q: &QuestDb, obs: &[adpulse::normalize::Observation]) {
+    use adpulse::normalize::Observation;
+    let orders = obs
+        .iter()
+        .filter(
+            |o| matches!(o, Observation::Order(r) if r.kind == adpulse::records::OrderKind::Order),
+        )
+        .count();
+    let touches = obs
+        .iter()
+        .filter(|o| matches!(o, Observation::Touch(_)))
+        .count();
+    let lines = obs
+        .iter()
+        .filter_map(|o| match o {
+            Observation::Line(l) => Some((l.order_id.clone(), l.line_id.clone())),
+            _ => None,
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    // the campaigns' day rows (sent again by later batches, upserted): each key once; the
+    // attribution and CLV jobs read spend from them
+    let day_rows = obs
+        .iter()
+        .filter_map(|o| match o {
+            Observation::Campaign(c) if c.bucket == adpulse::records::Bucket::Day => {
+                Some((c.key.clone(), c.ts))
+            }
+            _ => None,
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    for (query, n) in [
+        ("SELECT count() FROM orders WHERE kind = 'order'", orders),
+        ("SELECT count() FROM touchpoints", touches),
+        ("SELECT count() FROM order_lines", lines),
+        (
+            "SELECT count() FROM campaign_stats WHERE bucket = 'day'",
+            day_rows,
+        ),
+    ] {
+        q.wait_for_count(query, n as f64).await;
+    }
+}
+
+/// A QuestDB JSON cell as money, exactly: a string (text, DECIMAL) or a number.
+pub fn cell_decimal(v: &serde_json::Value) -> rust_decimal::Decimal {
+    use std::str::FromStr;
+    match v {
+        serde_json::Value::String(s) => rust_decimal::Decimal::from_str(s).expect("decimal"),
+        serde_json::Value::Number(n) => {
+            rust_decimal::Decimal::from_str(&n.to_string()).expect("decimal")
+        }
+        other => panic!("not money: {other}"),
+    }
+}
+
+/// A QuestDB JSON timestamp cell (RFC 3339).
+pub fn cell_ts(v: &serde_json::Value) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(v.as_str().expect("timestamp"))
+        .expect("rfc3339")
+        .with_timezone(&chrono::Utc)
+}
+
 /// Wait until adpulse at `addr` serves KPIs computed after this call. Its KPI loop computes a
 /// snapshot, renders it (`adpulse_snapshot_rendered_timestamp_seconds`), then sleeps: the first
 /// render newer than the one shown now happened after this call, so the render after that one
 /// is of a snapshot computed after this call. A condition, not a fixed sleep.
 pub async fn wait_for_kpis_computed_after_now(addr: std::net::SocketAddr) {
+    let name = "adpulse_snapshot_rendered_timestamp_seconds";
+    wait_for_two_rises(addr, name, "a KPI refresh", Duration::from_secs(60)).await;
+}
+
+/// Wait until the sample `name_and_labels` on adpulse's `/metrics` at `addr` has risen twice
+/// from what it shows now (an absent sample counts as below any value). For a loop's counter or
+/// timestamp: the first rise is a pass that ended after this call, so the pass ending at the
+/// second one started after this call and saw everything there was at this moment.
+pub async fn wait_for_two_rises(
+    addr: std::net::SocketAddr,
+    name_and_labels: &str,
+    what: &str,
+    limit: Duration,
+) {
     let url = format!("http://{addr}/metrics");
-    let rendered = || async {
-        metric(
-            &get(&url).await.1,
-            "adpulse_snapshot_rendered_timestamp_seconds",
-        )
-    };
-    let shown = rendered().await;
-    let mut newer = shown;
+    let read = || async { metric(&get(&url).await.1, name_and_labels) };
+    let mut newer = read().await;
     for _ in 0..2 {
         let after = newer;
         newer = Some(
-            eventually("a KPI refresh", Duration::from_secs(60), || async {
-                rendered().await.filter(|r| Some(*r) > after)
+            eventually(what, limit, || async {
+                read().await.filter(|r| Some(*r) > after)
             })
             .await,
         );

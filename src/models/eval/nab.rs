@@ -390,7 +390,8 @@ fn results_at(corpus: &[NabFile], scored: &[Vec<Scored>], thr: f64) -> Vec<FileR
         .zip(scored)
         .map(|(f, s)| {
             let cfg = DetectorConfig::for_step(f.step_secs);
-            let alerts = anomaly::alerts_at(s, thr, cfg.min_z, cfg.refractory);
+            let alerts =
+                anomaly::alerts_at(s, &cfg, thr, cfg.min_z, cfg.knn_margin, cfg.refractory);
             evaluate_alerts(f, &alerts)
         })
         .collect()
@@ -411,7 +412,10 @@ pub fn results_with(
         .map(|(f, s)| {
             let cfg = DetectorConfig::for_step(f.step_secs);
             let r = (cfg.refractory as f64 * refractory_frac).round() as usize;
-            evaluate_alerts(f, &anomaly::alerts_at(s, thr, min_z, r))
+            evaluate_alerts(
+                f,
+                &anomaly::alerts_at(s, &cfg, thr, min_z, cfg.knn_margin, r),
+            )
         })
         .collect()
 }
@@ -438,7 +442,7 @@ pub fn evaluate_corpus(corpus: &[NabFile]) -> NabEval {
     // The detector's own alerts and the re-thresholded ones are the same rule.
     debug_assert!(corpus.iter().zip(&scored).all(|(f, s)| {
         let cfg = DetectorConfig::for_step(f.step_secs);
-        let again = anomaly::alerts_at(s, thr, cfg.min_z, cfg.refractory);
+        let again = anomaly::alerts_at(s, &cfg, thr, cfg.min_z, cfg.knn_margin, cfg.refractory);
         s.iter()
             .zip(again)
             .all(|(p, a)| (p.state == PointState::Alert) == a)

@@ -140,6 +140,15 @@ pub enum Observation {
     Line(OrderLine),
     /// A journey touch (issue 16); normalize sets `source`.
     Touch(TouchpointRow),
+    /// A campaign's figures in one region (issue 16): converted like a campaign row.
+    Region(RawRegionStat),
+}
+
+/// A campaign's figures in one region as the platform reports them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawRegionStat {
+    pub stat: RawCampaignStat,
+    pub region: String,
 }
 
 impl Observation {
@@ -446,6 +455,10 @@ impl Normalizer {
                 t.source = source.to_string();
                 Ok(Record::Touchpoints(t))
             }
+            Observation::Region(r) => Ok(Record::RegionStats(crate::records::RegionStat {
+                stat: self.convert_campaign(source, r.stat)?,
+                region: r.region,
+            })),
         }
     }
 }
@@ -478,6 +491,11 @@ fn validate_campaign(c: &CampaignStat, now: DateTime<Utc>) -> Result<(), Normali
 pub fn validate(r: &Record, now: DateTime<Utc>) -> Result<(), NormalizeError> {
     match r {
         Record::CampaignStats(c) => validate_campaign(c, now),
+        Record::RegionStats(r) => {
+            validate_campaign(&r.stat, now)?;
+            let id = format!("{} / {}", r.stat.key.campaign_id, r.region);
+            check_text(&id, [("region", Some(r.region.as_str()))])
+        }
         Record::AdStats(a) => {
             validate_campaign(&a.stat, now)?;
             let id = format!("{} / {}", a.stat.key.campaign_id, a.ad.ad_id);

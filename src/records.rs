@@ -367,6 +367,17 @@ pub struct AttributionRow {
     pub currency: String,
 }
 
+/// Spend and delivery of one campaign in one region and bucket (`region_stats` table): a platform's
+/// region breakdown (Meta `breakdowns=region`; the demo's split of its campaigns' days). `stat`
+/// holds the campaign and the region's figures; platforms report no purchases by region (Meta
+/// drops off-Meta actions with this breakdown), so `conversions` and `conversion_value` are 0.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegionStat {
+    pub stat: CampaignStat,
+    /// The region's name as the platform reports it (an Indian state for MOI).
+    pub region: String,
+}
+
 /// One customer's lifetime value as of a day (`customer_value` table, issue 16): the BG/NBD and
 /// Gamma-Gamma models fitted on the whole order history, applied to the customer's own history.
 /// Model estimates are rounded to the paisa (they are predictions, not amounts anyone paid).
@@ -454,11 +465,12 @@ pub enum Record {
     AdStats(AdStat),
     CustomerValue(CustomerValueRow),
     CampaignValue(CampaignValueRow),
+    RegionStats(RegionStat),
 }
 
 /// Every table adpulse writes, in the order of `Record`'s variants (a leaf list, so `telemetry` and
 /// the sinks share it without importing each other).
-pub const TABLE_NAMES: [&str; 12] = [
+pub const TABLE_NAMES: [&str; 13] = [
     "campaign_stats",
     "orders",
     "funnel",
@@ -471,6 +483,7 @@ pub const TABLE_NAMES: [&str; 12] = [
     "ad_stats",
     "customer_value",
     "campaign_value",
+    "region_stats",
 ];
 
 impl Record {
@@ -488,6 +501,7 @@ impl Record {
             Record::AdStats(_) => "ad_stats",
             Record::CustomerValue(_) => "customer_value",
             Record::CampaignValue(_) => "campaign_value",
+            Record::RegionStats(_) => "region_stats",
         }
     }
 
@@ -505,6 +519,7 @@ impl Record {
             Record::AdStats(r) => r.stat.ts,
             Record::CustomerValue(r) => r.ts,
             Record::CampaignValue(r) => r.ts,
+            Record::RegionStats(r) => r.stat.ts,
         }
     }
 }

@@ -491,7 +491,8 @@ impl Store {
                 Record::Touchpoints(_)
                 | Record::Attribution(_)
                 | Record::CustomerValue(_)
-                | Record::CampaignValue(_) => {}
+                | Record::CampaignValue(_)
+                | Record::RegionStats(_) => {}
                 // the campaign rows carry the ads' sums (the KPIs); the ads' own buckets are
                 // kept for the rules that judge ads, for the same recent history
                 Record::AdStats(a) => {

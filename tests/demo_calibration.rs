@@ -48,7 +48,8 @@ fn ten_days(seed: u64) -> (Figures, Vec<Observation>) {
             | Observation::Funnel(_)
             | Observation::Ad(_)
             | Observation::Line(_)
-            | Observation::Touch(_) => {}
+            | Observation::Touch(_)
+            | Observation::Region(_) => {}
         }
     }
     (f, obs)

@@ -209,7 +209,7 @@ fn expected(cfg: &Config) -> (usize, usize, usize, Decimal, usize, Shop) {
     let mut src = DemoSource::new(d.clone(), cfg.timezone());
     let obs = src.observations(src.epoch(), start, start);
     let (mut c, mut o, mut f, mut spend) = (0, 0, 0, Decimal::ZERO);
-    let (mut lines, mut touches) = (0, 0);
+    let (mut lines, mut touches, mut regions) = (0, 0, 0);
     for ob in obs {
         match n.normalize("demo", ob).unwrap() {
             Record::CampaignStats(r) => {
@@ -222,6 +222,7 @@ fn expected(cfg: &Config) -> (usize, usize, usize, Decimal, usize, Shop) {
             Record::Funnel(_) => f += 1,
             Record::OrderLines(_) => lines += 1,
             Record::Touchpoints(_) => touches += 1,
+            Record::RegionStats(_) => regions += 1,
             Record::Forecasts(_)
             | Record::Anomalies(_)
             | Record::Actions(_)
@@ -233,7 +234,11 @@ fn expected(cfg: &Config) -> (usize, usize, usize, Decimal, usize, Shop) {
             }
         }
     }
-    let shop = Shop { lines, touches };
+    let shop = Shop {
+        lines,
+        touches,
+        regions,
+    };
     (c, o, f, spend, sent, shop)
 }
 
@@ -242,6 +247,8 @@ fn expected(cfg: &Config) -> (usize, usize, usize, Decimal, usize, Shop) {
 struct Shop {
     lines: usize,
     touches: usize,
+    /// The demo's region split of its campaigns' days (`region_stats`).
+    regions: usize,
 }
 
 async fn metrics_of(addr: std::net::SocketAddr) -> String {
@@ -255,6 +262,8 @@ async fn assert_all_rows_landed_once(q: &QuestDb, cfg: &Config) {
     q.wait_for_count("SELECT count() FROM order_lines", shop.lines as f64)
         .await;
     q.wait_for_count("SELECT count() FROM touchpoints", shop.touches as f64)
+        .await;
+    q.wait_for_count("SELECT count() FROM region_stats", shop.regions as f64)
         .await;
     q.wait_for_count("SELECT count() FROM orders", o as f64)
         .await;
@@ -338,6 +347,7 @@ async fn questdb_down_at_start_then_buffered_and_spooled_rows_land_exactly_once(
         "funnel",
         "order_lines",
         "touchpoints",
+        "region_stats",
     ]
     .iter()
     .filter_map(|t| {

@@ -29,7 +29,9 @@ use std::time::Duration as StdDuration;
 use tracing::{info, warn};
 
 use crate::base::Problem;
-use crate::normalize::{Observation, RawCampaignStat, RawFunnel, RawOrder, hour_floor};
+use crate::normalize::{
+    Observation, RawCampaignStat, RawFunnel, RawOrder, RawRegionStat, hour_floor,
+};
 use crate::records::{Bucket, CampaignKey, CostSource, OrderKind, OrderLine, TouchpointRow};
 use crate::sources::SourceContext;
 
@@ -77,6 +79,14 @@ pub struct DemoConfig {
     /// Spend multiplier during the spike.
     #[serde(default = "default_spike_factor")]
     pub spike_factor: f64,
+    /// Emit each campaign's day split over MOI's states (`region_stats`), as a platform's region
+    /// report would: spend to the paisa, adding up to the campaign's day exactly.
+    #[serde(default = "default_region_report")]
+    pub region_report: bool,
+}
+
+fn default_region_report() -> bool {
+    true
 }
 
 fn default_seed() -> u64 {
@@ -127,6 +137,7 @@ impl DemoConfig {
             spike_hours_ago: default_spike_hours(),
             spike_duration_hours: default_spike_duration(),
             spike_factor: default_spike_factor(),
+            region_report: default_region_report(),
         }
     }
 
@@ -559,6 +570,55 @@ const CITY_WEIGHTS: [(&str, &str, u32); 16] = [
     ("Nagpur", "Maharashtra", 2),
 ];
 
+/// A campaign's day split over the states of [`CITY_WEIGHTS`] by their weights: spend to the
+/// paisa (rounded down) and impressions and clicks in whole units (rounded down), the last state
+/// taking what is left, so the regions add up to the day exactly and none is negative. No
+/// conversions: the platforms report none by region (Meta drops off-Meta actions with
+/// `breakdowns=region`).
+fn region_split(day: &RawCampaignStat) -> Vec<Observation> {
+    let mut states: Vec<(&str, u32)> = Vec::new();
+    for (_, state, w) in CITY_WEIGHTS {
+        match states.iter_mut().find(|s| s.0 == state) {
+            Some(s) => s.1 += w,
+            None => states.push((state, w)),
+        }
+    }
+    let total: u32 = states.iter().map(|s| s.1).sum();
+    let (mut spend, mut impressions, mut clicks) = (day.spend, day.impressions, day.clicks);
+    let n = states.len();
+    states
+        .into_iter()
+        .enumerate()
+        .map(|(i, (state, w))| {
+            let (s, imp, clk) = if i + 1 == n {
+                (spend, impressions, clicks)
+            } else {
+                let share = Decimal::from(w) / Decimal::from(total);
+                (
+                    (day.spend * share)
+                        .round_dp_with_strategy(2, rust_decimal::RoundingStrategy::ToZero),
+                    day.impressions * u64::from(w) / u64::from(total),
+                    day.clicks * u64::from(w) / u64::from(total),
+                )
+            };
+            spend -= s;
+            impressions -= imp;
+            clicks -= clk;
+            Observation::Region(RawRegionStat {
+                stat: RawCampaignStat {
+                    spend: s,
+                    impressions: imp,
+                    clicks: clk,
+                    conversion_value: Decimal::ZERO,
+                    conversions: 0.0,
+                    ..day.clone()
+                },
+                region: state.to_string(),
+            })
+        })
+        .collect()
+}
+
 /// Share of orders placed by a returning customer.
 const RETURNING_SHARE: f64 = 0.25;
 
@@ -945,6 +1005,9 @@ impl DemoSource {
                 if let Some(mut t) = total {
                     t.ts = start;
                     t.bucket = Bucket::Day;
+                    if self.cfg.region_report {
+                        out.extend(region_split(&t));
+                    }
                     out.push(Observation::Campaign(t));
                 }
             }

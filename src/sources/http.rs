@@ -351,6 +351,7 @@ pub fn day_of(o: &Observation, tz: Tz, reporting: Tz) -> NaiveDate {
         Observation::Funnel(f) => (f.ts, f.bucket == Bucket::Day),
         Observation::Line(l) => (l.ts, false),
         Observation::Touch(t) => (t.ts, false),
+        Observation::Region(r) => (r.stat.ts, r.stat.bucket == Bucket::Day),
     };
     ts.with_timezone(if daily { &reporting } else { &tz })
         .date_naive()

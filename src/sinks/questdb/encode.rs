@@ -33,6 +33,13 @@ pub fn encode(buf: &mut Buffer, r: &Record, ingested_at: TimestampMicros) -> Res
             .and_then(|b| campaign_columns(b, &a.stat, ingested_at))
             .and_then(|b| b.at(ts(a.stat.ts)))
             .map_err(enc),
+        Record::RegionStats(r) => buf
+            .table("region_stats")
+            .and_then(|b| campaign_symbols(b, &r.stat))
+            .and_then(|b| b.symbol("region", &r.region))
+            .and_then(|b| campaign_columns(b, &r.stat, ingested_at))
+            .and_then(|b| b.at(ts(r.stat.ts)))
+            .map_err(enc),
         Record::Orders(o) => {
             let day = o.day.format("%Y-%m-%d").to_string();
             buf.table("orders")

@@ -135,6 +135,19 @@ pub const TABLES: &[(&str, &str)] = &[
          TIMESTAMP(ts) PARTITION BY MONTH WAL \
          DEDUP UPSERT KEYS(ts, channel)",
     ),
+    // Issue 16 (regions): a campaign's day per region, restated like campaign_stats; a few
+    // dozen regions per campaign and day: MONTH.
+    (
+        "region_stats",
+        "CREATE TABLE IF NOT EXISTS region_stats (ts TIMESTAMP, bucket SYMBOL, day SYMBOL, \
+         platform SYMBOL, account SYMBOL, campaign_id SYMBOL, campaign_name VARCHAR, \
+         region SYMBOL, source SYMBOL, spend DECIMAL(18,6), conversion_value DECIMAL(18,6), \
+         spend_account DECIMAL(18,6), conversion_value_account DECIMAL(18,6), \
+         account_currency SYMBOL, currency SYMBOL, impressions LONG, clicks LONG, \
+         conversions DOUBLE, ingested_at TIMESTAMP) \
+         TIMESTAMP(ts) PARTITION BY MONTH WAL \
+         DEDUP UPSERT KEYS(ts, bucket, platform, account, campaign_id, region)",
+    ),
 ];
 
 /// `ALTER TABLE .. SET TTL` for the model tables (applied after the DDL, so an existing table

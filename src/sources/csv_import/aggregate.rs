@@ -21,6 +21,7 @@ pub enum Key {
     /// Order lines and journey touches: their table's DEDUP key.
     Line(String, String, DateTime<Utc>),
     Touch(String, u32, DateTime<Utc>),
+    Region(CampaignKey, String, DateTime<Utc>, Bucket),
 }
 
 pub fn key_of(obs: &Observation) -> Key {
@@ -39,6 +40,12 @@ pub fn key_of(obs: &Observation) -> Key {
         }
         Observation::Line(l) => Key::Line(l.order_id.clone(), l.line_id.clone(), l.ts),
         Observation::Touch(t) => Key::Touch(t.journey_id.clone(), t.position, t.ts),
+        Observation::Region(r) => Key::Region(
+            r.stat.key.clone(),
+            r.region.clone(),
+            r.stat.ts,
+            r.stat.bucket,
+        ),
     }
 }
 

@@ -454,10 +454,7 @@ impl ModelRunner {
         } in points
         {
             let ts = Utc.timestamp_opt(t, 0).single().unwrap_or(now);
-            let dets = self
-                .detectors
-                .entry(key.clone())
-                .or_insert_with(|| Box::new(Default::default()));
+            let dets = self.detectors.entry(key.clone()).or_default();
             for ((series, value), slot) in CAMPAIGN_SERIES
                 .iter()
                 .zip(series_values(&totals))

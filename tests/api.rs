@@ -91,7 +91,16 @@ async fn metrics_follow_the_snapshot_and_drop_vanished_campaigns() {
     store.ingest(&[row("a", later - Duration::hours(1), dec!(10), 5, 0.0)]);
     store.prune(later);
     snap.store(Arc::new(store.snapshot(later, &india_settings())));
-    let (_, body) = body_of(app, "/metrics").await;
+    // a scrape after the swap may get the previous body while the new one renders in the
+    // background (`Exposition::serve_or_refresh`): the scrapes after it get the new one
+    let mut body = String::new();
+    for _ in 0..300 {
+        body = body_of(app.clone(), "/metrics").await.1;
+        if !body.contains(r#"campaign_id="b""#) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     assert!(body.contains(r#"campaign_id="a""#));
     assert!(
         !body.contains(r#"campaign_id="b""#),

@@ -481,18 +481,11 @@ impl AttributionJob {
     pub async fn run(self, shutdown: CancellationToken) {
         let every = std::time::Duration::from_secs(self.cfg.interval_secs);
         let first = every.min(std::time::Duration::from_secs(5));
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(first) => {}
-        }
-        loop {
+        run_periodically(first, every, shutdown, || async {
             // the outcome is logged and in the metrics; the next run redoes a failed one
             let _ = self.run_and_record().await;
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(every) => {}
-            }
-        }
+        })
+        .await;
     }
 
     /// One run, its outcome logged and in the metrics.
@@ -839,6 +832,30 @@ fn parse_spend(r: &[Value]) -> Result<SpendRow, String> {
         platform_conversions: r.get(4).and_then(Value::as_f64).unwrap_or(0.0),
         channel: format!("{platform}:{campaign}"),
     })
+}
+
+/// Call `run` after `first`, then every `every`, until `shutdown` (the attribution and CLV jobs'
+/// loop: a run in progress finishes; the wait between runs ends at once).
+pub async fn run_periodically<F, Fut>(
+    first: std::time::Duration,
+    every: std::time::Duration,
+    shutdown: CancellationToken,
+    mut run: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    tokio::select! {
+        _ = shutdown.cancelled() => return,
+        _ = tokio::time::sleep(first) => {}
+    }
+    loop {
+        run().await;
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
 }
 
 #[cfg(test)]

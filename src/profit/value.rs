@@ -479,18 +479,11 @@ impl ValueJob {
     pub async fn run(self, shutdown: CancellationToken) {
         let every = std::time::Duration::from_secs(self.cfg.interval_secs);
         let first = every.min(std::time::Duration::from_secs(30));
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(first) => {}
-        }
-        loop {
+        crate::attribution::job::run_periodically(first, every, shutdown, || async {
             // the outcome is logged and in the metrics; the next run redoes a failed one
             let _ = self.run_and_record().await;
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(every) => {}
-            }
-        }
+        })
+        .await;
     }
 
     /// One run, its outcome logged and in the metrics.

@@ -216,9 +216,9 @@ pub fn metrics(campaigns: usize, repeats: usize) -> MetricsRun {
         let gz = body.gzip_with(b"");
         best.gzip_ms = best.gzip_ms.min(t.elapsed().as_secs_f64() * 1000.0);
         best.gzip_bytes = gz.iter().map(|b| b.len()).sum();
-        best.bytes = body.text.len();
+        best.bytes = body.len();
         best.series = body
-            .text
+            .plain()
             .split(|b| *b == b'\n')
             .filter(|l| !l.is_empty() && l[0] != b'#')
             .count();

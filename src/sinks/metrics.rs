@@ -463,33 +463,18 @@ fn fold_campaigns(all: &[CampaignView], n: usize) -> Vec<CampaignView> {
     let mut shown: Vec<CampaignView> = order[..n].iter().map(|c| (*c).clone()).collect();
     let mut other: BTreeMap<&str, CampaignView> = BTreeMap::new();
     for c in &order[n..] {
-        let o = other
-            .entry(c.key.platform.as_str())
-            .or_insert_with(|| CampaignView {
-                key: CampaignKey {
-                    platform: c.key.platform.clone(),
-                    account: "other".into(),
-                    campaign_id: "other".into(),
-                },
-                name: "other".into(),
-                today: Totals::default(),
-                loss_rate_per_hour: None,
-                window_clicks: 0,
-                window_conversions: 0.0,
-                window_orders: 0,
-                spend_last_hour: Decimal::ZERO,
-                spend_baseline: None,
-                days: vec![],
-                rolling: c
-                    .rolling
-                    .iter()
-                    .map(|r| Rolling {
-                        window: r.window,
-                        totals: Totals::default(),
-                        orders: 0,
-                    })
-                    .collect(),
-            });
+        let o = other.entry(c.key.platform.as_str()).or_insert_with(|| {
+            let key = CampaignKey {
+                platform: c.key.platform.clone(),
+                account: "other".into(),
+                campaign_id: "other".into(),
+            };
+            let windows: Vec<_> = c.rolling.iter().map(|r| r.window).collect();
+            CampaignView {
+                rolling: Rolling::zeroed(&windows),
+                ..CampaignView::empty(key, "other".into())
+            }
+        });
         o.today += c.today;
         if let Some(l) = c.loss_rate_per_hour {
             o.loss_rate_per_hour = Some(o.loss_rate_per_hour.unwrap_or_default() + l);
@@ -1329,14 +1314,7 @@ mod tests {
                 .chain(lines.iter().cloned().map(Record::OrderLines))
                 .collect::<Vec<_>>(),
         );
-        let settings = crate::state::SnapshotSettings {
-            tz,
-            currency: "INR".into(),
-            margin: crate::kpi::Margin::default(),
-            loss_rate_window_hours: 3,
-            tracking_window_hours: 24,
-            roi_target: None,
-        };
+        let settings = crate::state::SnapshotSettings::inr(tz, None);
         let snap = store.snapshot(now, &settings);
         let mut text = String::new();
         render_kpis(&snap, Some(n), &mut text);

@@ -70,14 +70,7 @@ where
 /// The seed's KPI settings: Indian days, INR, revenue counts as profit, a 3-hour loss-rate
 /// window, a 24-hour tracking window, a break-even ROI target.
 pub fn india_settings() -> adpulse::state::SnapshotSettings {
-    adpulse::state::SnapshotSettings {
-        tz: chrono_tz::Asia::Kolkata,
-        currency: "INR".into(),
-        margin: adpulse::kpi::Margin::default(),
-        loss_rate_window_hours: 3,
-        tracking_window_hours: 24,
-        roi_target: Some(0.0),
-    }
+    adpulse::state::SnapshotSettings::inr(chrono_tz::Asia::Kolkata, Some(0.0))
 }
 
 /// An hourly row of Meta campaign `id` (account `act_1`, INR) spending `spend` at `ts`, with no

@@ -8,7 +8,8 @@
 //! the most bytes live at once during the step, above what was live before it) of
 //! - the Markov fit over every journey (lifetime window): `attribution::fit_markov`;
 //! - a whole run's rows: every model in every window, `job::build_rows_with`, rows handed on in
-//!   sends of 5,000 and dropped, as the job does.
+//!   sends of 5,000 and dropped, as the job does;
+//! - the same run holding every row at once (`job::build_rows`), as the job did before.
 //!
 //! `nice -n 10 cargo bench --bench attribution` (`-- 10 1000` for some sizes only).
 
@@ -17,7 +18,7 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use adpulse::attribution::job::{Journeys, RunSpec, SpendRow, build_rows_with};
+use adpulse::attribution::job::{Journeys, RunSpec, SpendRow, build_rows, build_rows_with};
 use adpulse::attribution::{Journey, Model, Touch, Window, fit_markov};
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use rand::{Rng, SeedableRng};
@@ -218,5 +219,17 @@ fn main() {
             rows
         });
         println!("{campaigns:>6} campaigns  {rows} attribution rows");
+        // what a run held before the rows were streamed: every row of every model and window
+        let rows = measure("one run, every row held (before)", campaigns, || {
+            build_rows(
+                &j,
+                &spend,
+                &models,
+                &Window::ALL,
+                chrono_tz::Asia::Kolkata,
+                "INR",
+            )
+        });
+        drop(rows);
     }
 }

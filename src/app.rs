@@ -9,11 +9,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::api::{AppState, router};
+use crate::attribution::job::AttributionJob;
 use crate::config::Config;
 use crate::kpi::Margin;
 use crate::models::live::{ModelOutputs, ModelRunner};
 use crate::normalize::Normalizer;
 use crate::pipeline::Pipeline;
+use crate::profit::value::ValueJob;
 use crate::sinks::metrics::Exposition;
 use crate::sinks::questdb::{QuestDbSink, ShutdownReport, SinkHandle, SqlClient};
 use crate::sources::SourceContext;
@@ -170,48 +172,37 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         );
         tasks.push(("models".into(), tokio::spawn(runner.run(shutdown.clone()))));
     }
-    // The attribution job reads the journeys back from QuestDB and writes through the sink.
-    match (&sink, &sql, config.attribution.enabled) {
-        (Some(sink), Some(sql), true) => {
-            let job = crate::attribution::job::AttributionJob::new(
-                config.attribution.clone(),
-                sql.clone(),
-                sink.clone(),
-                tz,
-                &config.general.reporting_currency,
-                &telemetry.registry,
-            )
-            .map_err(RunError::Metrics)?;
+    // The attribution and CLV jobs read the journeys and orders back from QuestDB and write
+    // through the sink.
+    if let (Some(sink), Some(sql)) = (&sink, &sql) {
+        let ctx = crate::jobs::JobContext {
+            sql: sql.clone(),
+            sink: sink.clone(),
+            tz,
+            currency: config.general.reporting_currency.clone(),
+        };
+        let reg = &telemetry.registry;
+        if config.attribution.enabled {
+            let job = AttributionJob::new(config.attribution.clone(), ctx.clone(), reg);
+            let job = job.map_err(RunError::Metrics)?;
             tasks.push((
                 "attribution".into(),
                 tokio::spawn(job.run(shutdown.clone())),
             ));
         }
-        _ if config.attribution.enabled => {
-            info!(
-                "attribution job off: it reads the journeys from QuestDB (questdb.enabled = false)"
-            )
-        }
-        _ => {}
-    }
-    // The CLV job reads the order history back from QuestDB and writes through the sink.
-    match (&sink, &sql, config.clv.enabled) {
-        (Some(sink), Some(sql), true) => {
-            let job = crate::profit::value::ValueJob::new(
-                config.clv.clone(),
-                sql.clone(),
-                sink.clone(),
-                tz,
-                &config.general.reporting_currency,
-                &telemetry.registry,
-            )
-            .map_err(RunError::Metrics)?;
+        if config.clv.enabled {
+            let job = ValueJob::new(config.clv.clone(), ctx, reg).map_err(RunError::Metrics)?;
             tasks.push(("clv".into(), tokio::spawn(job.run(shutdown.clone()))));
         }
-        _ if config.clv.enabled => {
-            info!("CLV job off: it reads the orders from QuestDB (questdb.enabled = false)")
+    } else {
+        for (job, on, reads) in [
+            ("attribution", config.attribution.enabled, "the journeys"),
+            ("CLV", config.clv.enabled, "the orders"),
+        ] {
+            if on {
+                info!("{job} job off: it reads {reads} from QuestDB (questdb.enabled = false)");
+            }
         }
-        _ => {}
     }
     // The KPI and model families: rendered once per snapshot, served to every scraper.
     let mut exposition = Exposition::new(snapshot.clone(), model_outputs, &config.metrics);

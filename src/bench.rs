@@ -12,7 +12,6 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::QuestDbConfig;
-use crate::kpi::Margin;
 use crate::records::{Bucket, CampaignKey, CampaignStat, Record};
 use crate::sinks::questdb::{QuestDbSink, SqlClient, encode};
 use crate::state::{SnapshotSettings, Store};
@@ -182,14 +181,7 @@ pub fn metrics(campaigns: usize, repeats: usize) -> MetricsRun {
     let mut store = Store::new(8).with_timezone(chrono_tz::Asia::Kolkata);
     let start = now - Duration::days(8);
     store.ingest(&rows(campaigns * 8 * 24, campaigns, start));
-    let settings = SnapshotSettings {
-        tz: chrono_tz::Asia::Kolkata,
-        currency: "INR".into(),
-        margin: Margin::default(),
-        loss_rate_window_hours: 3,
-        tracking_window_hours: 24,
-        roi_target: Some(0.0),
-    };
+    let settings = SnapshotSettings::inr(chrono_tz::Asia::Kolkata, Some(0.0));
     let snap = Arc::new(arc_swap::ArcSwap::from_pointee(
         store.snapshot(now, &settings),
     ));
@@ -216,9 +208,9 @@ pub fn metrics(campaigns: usize, repeats: usize) -> MetricsRun {
         let gz = body.gzip_with(b"");
         best.gzip_ms = best.gzip_ms.min(t.elapsed().as_secs_f64() * 1000.0);
         best.gzip_bytes = gz.iter().map(|b| b.len()).sum();
-        best.bytes = body.text.len();
+        best.bytes = body.len();
         best.series = body
-            .text
+            .plain()
             .split(|b| *b == b'\n')
             .filter(|l| !l.is_empty() && l[0] != b'#')
             .count();

@@ -13,6 +13,7 @@ pub mod base;
 pub mod bench;
 pub mod commands;
 pub mod config;
+pub mod jobs;
 pub mod kpi;
 pub mod models;
 pub mod normalize;

@@ -337,6 +337,21 @@ pub struct SnapshotSettings {
     pub roi_target: Option<f64>,
 }
 
+impl SnapshotSettings {
+    /// INR in `tz` with the default margin, a 3-hour loss window and a 24-hour tracking window:
+    /// the settings of the benchmarks and of most tests (MOI's shop reports in India).
+    pub fn inr(tz: Tz, roi_target: Option<f64>) -> Self {
+        Self {
+            tz,
+            currency: "INR".into(),
+            margin: Margin::default(),
+            loss_rate_window_hours: 3,
+            tracking_window_hours: 24,
+            roi_target,
+        }
+    }
+}
+
 /// Same key as the `funnel` table's DEDUP key: (bucket start, bucket, stage, traffic source, source).
 type FunnelKey = (i64, Bucket, String, String, String);
 
@@ -1043,6 +1058,26 @@ pub struct Rolling {
     pub orders: u64,
 }
 
+impl CampaignView {
+    /// A campaign with nothing measured: zero totals, no loss rate or baseline, no days and
+    /// no trailing windows.
+    pub fn empty(key: CampaignKey, name: String) -> Self {
+        Self {
+            key,
+            name,
+            today: Totals::default(),
+            loss_rate_per_hour: None,
+            window_clicks: 0,
+            window_conversions: 0.0,
+            window_orders: 0,
+            spend_last_hour: Decimal::ZERO,
+            spend_baseline: None,
+            days: vec![],
+            rolling: vec![],
+        }
+    }
+}
+
 impl Rolling {
     /// One empty sum per window, in the windows' order.
     pub fn zeroed(windows: &[Window]) -> Vec<Rolling> {
@@ -1207,14 +1242,7 @@ mod tests {
         ]);
         // a restated hour replaces the old value (the ad_stats DEDUP key), it is not added
         store.ingest(&[row("2026-11-20T05:30:00Z", "a1", 5)]);
-        let settings = SnapshotSettings {
-            tz: chrono_tz::Asia::Kolkata,
-            currency: "INR".into(),
-            margin: Margin::default(),
-            loss_rate_window_hours: 3,
-            tracking_window_hours: 24,
-            roi_target: None,
-        };
+        let settings = SnapshotSettings::inr(chrono_tz::Asia::Kolkata, None);
         let snap = store.snapshot("2026-11-20T12:00:00Z".parse().unwrap(), &settings);
         let ads = &snap.ads[&key];
         let got: Vec<(&str, Vec<(NaiveDate, u64)>)> = ads
@@ -1333,14 +1361,7 @@ mod tests {
             fn kept_kpis_equal_a_recomputation_after_ingest_restatement_and_prune(
                 batches in batches(),
             ) {
-                let settings = SnapshotSettings {
-                    tz: chrono_tz::Asia::Kolkata,
-                    currency: "INR".into(),
-                    margin: Margin::default(),
-                    loss_rate_window_hours: 3,
-                    tracking_window_hours: 24,
-                    roi_target: None,
-                };
+                let settings = SnapshotSettings::inr(chrono_tz::Asia::Kolkata, None);
                 // summed per snapshot, and kept as rows come and go (the service's)
                 let mut stores = [
                     Store::new(RETENTION_DAYS),

@@ -233,3 +233,88 @@ async fn openapi_describes_every_actions_route_and_actions_answer_503_when_disab
         assert_eq!(r.status(), want, "{uri}");
     }
 }
+
+/// Prometheus asks for gzip; once it has, each body is kept only compressed (issue 15). A
+/// scraper without gzip still gets the same text, inflated on the fly: its KPI lines are those
+/// of a gzip scrape of the same snapshot, and those of the new snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_and_gzip_scrapes_get_the_same_text_once_only_the_deflate_is_kept() {
+    use std::io::Read;
+    let now: DateTime<Utc> = "2026-11-20T12:40:00Z".parse().unwrap();
+    let mut store = Store::new(8);
+    store.ingest(&[row(
+        "a",
+        "2026-11-20T10:30:00Z".parse().unwrap(),
+        dec!(1000),
+        200,
+        0.0,
+    )]);
+    let snap = Arc::new(ArcSwap::from_pointee(
+        store.snapshot(now, &india_settings()),
+    ));
+    let exposition = Arc::new(Exposition::new(snap.clone(), None, &Default::default()));
+    let app = router(AppState {
+        telemetry: Arc::new(Telemetry::new()),
+        sink_health: None,
+        actions: None,
+        web: None,
+        exposition: Some(exposition.clone()),
+    });
+    let gzip_scrape = |app: axum::Router| async move {
+        let r = app
+            .oneshot(
+                Request::get("/metrics")
+                    .header("accept-encoding", "gzip")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["content-encoding"], "gzip");
+        let bytes = axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&bytes[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        text
+    };
+    let kpi_lines = |body: &str| -> Vec<String> {
+        body.lines()
+            .filter(|l| l.starts_with("adpulse_campaign_") || l.starts_with("adpulse_total_"))
+            .map(String::from)
+            .collect()
+    };
+    let first = gzip_scrape(app.clone()).await;
+    assert!(
+        first.contains(r#"campaign_id="a",currency="INR",platform="meta"} 1000"#),
+        "{first}"
+    );
+
+    // a new snapshot, rendered after gzip was asked for: kept compressed only
+    store.ingest(&[row(
+        "a",
+        "2026-11-20T11:30:00Z".parse().unwrap(),
+        dec!(234),
+        10,
+        0.0,
+    )]);
+    snap.store(Arc::new(store.snapshot(now, &india_settings())));
+    let kept = tokio::task::spawn_blocking({
+        let e = exposition.clone();
+        move || e.current()
+    })
+    .await
+    .unwrap();
+    assert!(kept.is_deflated());
+    let zipped = gzip_scrape(app.clone()).await;
+    let (status, plain) = body_of(app.clone(), "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        plain.contains(r#"campaign_id="a",currency="INR",platform="meta"} 1234"#),
+        "{plain}"
+    );
+    assert!(!kpi_lines(&plain).is_empty());
+    assert_eq!(kpi_lines(&plain), kpi_lines(&zipped));
+}

@@ -19,20 +19,6 @@ use std::str::FromStr;
 
 const START: &str = "2026-11-20T16:40:00Z";
 
-fn dec(v: &Value) -> Decimal {
-    match v {
-        Value::String(s) => Decimal::from_str(s).expect("decimal"),
-        Value::Number(n) => Decimal::from_str(&n.to_string()).expect("decimal"),
-        other => panic!("not money: {other}"),
-    }
-}
-
-fn ts(v: &Value) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(v.as_str().expect("timestamp"))
-        .expect("rfc3339")
-        .with_timezone(&Utc)
-}
-
 fn day(v: &Value) -> NaiveDate {
     NaiveDate::parse_from_str(v.as_str().expect("day"), "%Y-%m-%d").expect("day")
 }
@@ -57,33 +43,12 @@ async fn rows_read(addr: std::net::SocketAddr) -> (f64, f64) {
 async fn later_runs_read_only_new_rows_and_write_what_a_full_run_would() {
     let now: DateTime<Utc> = START.parse().unwrap();
     let demo = demo_backfill_at(now);
-    let mut src = adpulse::sources::demo::DemoSource::new(demo.clone(), chrono_tz::Asia::Kolkata);
-    let obs = src.observations(src.epoch(), now, now);
-    let n_orders = obs
-        .iter()
-        .filter(|o| {
-            matches!(o, adpulse::normalize::Observation::Order(r)
-                if r.kind == adpulse::records::OrderKind::Order)
-        })
-        .count();
-    let n_touches = obs
-        .iter()
-        .filter(|o| matches!(o, adpulse::normalize::Observation::Touch(_)))
-        .count();
-
-    // the campaigns' day rows (sent again by later batches, upserted): each key once
-    let n_day_rows = obs
-        .iter()
-        .filter_map(|o| match o {
-            adpulse::normalize::Observation::Campaign(c)
-                if c.bucket == adpulse::records::Bucket::Day =>
-            {
-                Some((c.key.clone(), c.ts))
-            }
-            _ => None,
-        })
-        .collect::<std::collections::BTreeSet<_>>()
-        .len();
+    let obs = demo_observations(&demo, now);
+    let DemoCounts {
+        orders: n_orders,
+        touches: n_touches,
+        ..
+    } = demo_counts(&obs);
 
     let q = QuestDb::start().await;
     let (running, _spool) = start_demo_with(&q, demo, |c| {
@@ -93,18 +58,7 @@ async fn later_runs_read_only_new_rows_and_write_what_a_full_run_would() {
         c.clv.enabled = false;
     })
     .await;
-    q.wait_for_count(
-        "SELECT count() FROM orders WHERE kind = 'order'",
-        n_orders as f64,
-    )
-    .await;
-    q.wait_for_count("SELECT count() FROM touchpoints", n_touches as f64)
-        .await;
-    q.wait_for_count(
-        "SELECT count() FROM campaign_stats WHERE bucket = 'day'",
-        n_day_rows as f64,
-    )
-    .await;
+    wait_for_demo_rows(&q, &obs).await;
     attribution_support::two_more_attribution_runs(running.addr).await;
     // nothing of the demo left in the sink (a batch still pending could be sent again, with a
     // new ingested_at), then runs that read everything it wrote
@@ -179,9 +133,9 @@ async fn later_runs_read_only_new_rows_and_write_what_a_full_run_would() {
         .iter()
         .map(|r| OrderRow {
             order_id: text(&r[0]),
-            ts: ts(&r[1]),
+            ts: cell_ts(&r[1]),
             day: day(&r[2]),
-            revenue: dec(&r[3]),
+            revenue: cell_decimal(&r[3]),
         })
         .collect();
     let touches: Vec<TouchRow> = q
@@ -191,7 +145,7 @@ async fn later_runs_read_only_new_rows_and_write_what_a_full_run_would() {
         .map(|r| TouchRow {
             journey_id: text(&r[0]),
             order_id: r[1].as_str().map(str::to_string),
-            ts: ts(&r[2]),
+            ts: cell_ts(&r[2]),
             position: r[3].as_i64().unwrap(),
             channel: text(&r[4]),
         })
@@ -206,7 +160,7 @@ async fn later_runs_read_only_new_rows_and_write_what_a_full_run_would() {
         .map(|r| SpendRow {
             day: day(&r[0]),
             channel: format!("{}:{}", text(&r[1]), text(&r[2])),
-            spend: dec(&r[3]),
+            spend: cell_decimal(&r[3]),
             platform_conversions: r[4].as_f64().unwrap_or(0.0),
         })
         .collect();
@@ -231,7 +185,7 @@ async fn later_runs_read_only_new_rows_and_write_what_a_full_run_would() {
     {
         table.insert(
             (text(&r[0]), text(&r[1]), text(&r[2]), text(&r[3])),
-            (dec(&r[4]), r[5].as_f64().unwrap()),
+            (cell_decimal(&r[4]), r[5].as_f64().unwrap()),
         );
     }
     let mut late_credit = Decimal::ZERO;

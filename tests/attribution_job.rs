@@ -11,27 +11,12 @@ use adpulse::attribution::{Journey, Model, Touch, Window, order_shares};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use common::*;
 use rust_decimal::Decimal;
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
 const START: &str = "2026-11-20T16:40:00Z";
 /// Performance Max - Jewellery: the demo's biggest Google campaign.
 const CAMPAIGN: &str = "google_ads:21000000001";
-
-fn dec(v: &Value) -> Decimal {
-    match v {
-        Value::String(s) => Decimal::from_str(s).expect("decimal"),
-        Value::Number(n) => Decimal::from_str(&n.to_string()).expect("decimal"),
-        other => panic!("not money: {other}"),
-    }
-}
-
-fn ts(v: &Value) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(v.as_str().expect("timestamp"))
-        .expect("rfc3339")
-        .with_timezone(&Utc)
-}
 
 struct Order {
     day: String,
@@ -48,30 +33,15 @@ async fn attribution_job_writes_every_model_and_window_to_the_paisa() {
     // a month of history: every window up to 28 days has journeys inside it
     demo.backfill_days = 30;
     // what the demo emits, to know when QuestDB has all of it
-    let mut src = adpulse::sources::demo::DemoSource::new(demo.clone(), chrono_tz::Asia::Kolkata);
-    let obs = src.observations(src.epoch(), now, now);
-    let n_orders = obs
-        .iter()
-        .filter(|o| {
-            matches!(o, adpulse::normalize::Observation::Order(r)
-                if r.kind == adpulse::records::OrderKind::Order)
-        })
-        .count();
-    let n_touches = obs
-        .iter()
-        .filter(|o| matches!(o, adpulse::normalize::Observation::Touch(_)))
-        .count();
+    let obs = demo_observations(&demo, now);
+    let DemoCounts {
+        orders: n_orders, ..
+    } = demo_counts(&obs);
     assert!(n_orders > 20, "the demo has orders: {n_orders}");
 
     let q = QuestDb::start().await;
     let (running, _spool) = start_demo_with(&q, demo, |c| c.attribution.interval_secs = 1).await;
-    q.wait_for_count(
-        "SELECT count() FROM orders WHERE kind = 'order'",
-        n_orders as f64,
-    )
-    .await;
-    q.wait_for_count("SELECT count() FROM touchpoints", n_touches as f64)
-        .await;
+    wait_for_demo_rows(&q, &obs).await;
     // two runs that started after every row was in QuestDB, then their rows applied
     attribution_support::two_more_attribution_runs(running.addr).await;
     let url = format!("http://{}/metrics", running.addr);
@@ -98,8 +68,8 @@ async fn attribution_job_writes_every_model_and_window_to_the_paisa() {
             id,
             Order {
                 day: r[1].as_str().unwrap().to_string(),
-                at: ts(&r[2]),
-                amount: dec(&r[3]),
+                at: cell_ts(&r[2]),
+                amount: cell_decimal(&r[3]),
                 touches: Vec::new(),
             },
         );
@@ -113,7 +83,7 @@ async fn attribution_job_writes_every_model_and_window_to_the_paisa() {
         )
         .await
     {
-        let t = (ts(&r[2]), r[3].as_str().unwrap().to_string());
+        let t = (cell_ts(&r[2]), r[3].as_str().unwrap().to_string());
         match r[0].as_str() {
             Some(o) => orders
                 .get_mut(o)
@@ -139,7 +109,7 @@ async fn attribution_job_writes_every_model_and_window_to_the_paisa() {
     assert!(!rows.is_empty(), "the attribution table is empty");
     for r in &rows {
         let key = |i: usize| r[i].as_str().unwrap().to_string();
-        let (revenue, spend) = (dec(&r[4]), dec(&r[6]));
+        let (revenue, spend) = (cell_decimal(&r[4]), cell_decimal(&r[6]));
         if !spend.is_zero() {
             let roas = r[7].as_f64().expect("ROAS where there is spend");
             let want = f64::from_str(&(revenue / spend).to_string()).unwrap();
@@ -289,12 +259,13 @@ async fn attribution_job_writes_every_model_and_window_to_the_paisa() {
 
     // 4. its spend and platform-reported conversions beside the attributed ones, from its day rows
     let (id_platform, id_campaign) = CAMPAIGN.split_once(':').unwrap();
-    let spend = dec(&q
-        .rows(&format!(
+    let spend = cell_decimal(
+        &q.rows(&format!(
             "SELECT sum(spend) FROM campaign_stats WHERE bucket = 'day' \
              AND platform = '{id_platform}' AND campaign_id = '{id_campaign}'"
         ))
-        .await[0][0]);
+        .await[0][0],
+    );
     for m in models {
         for w in windows {
             let key = (m.to_string(), w.to_string(), CAMPAIGN.to_string());

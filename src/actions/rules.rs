@@ -635,17 +635,9 @@ pub(crate) fn test_view(
     days: Vec<(chrono::NaiveDate, Totals)>,
 ) -> CampaignView {
     CampaignView {
-        key,
-        name,
         today: days.last().map(|d| d.1).unwrap_or_default(),
-        loss_rate_per_hour: None,
-        window_clicks: 0,
-        window_conversions: 0.0,
-        window_orders: 0,
-        spend_last_hour: Decimal::ZERO,
-        spend_baseline: None,
         days,
-        rolling: vec![],
+        ..CampaignView::empty(key, name)
     }
 }
 

@@ -138,7 +138,15 @@ async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap) -> 
             )
                 .into_response()
         }
-        (Some(r), false) => ([content_type, vary], two(r.text.clone(), own.into())).into_response(),
+        (Some(r), false) => {
+            // the text as kept, or inflated a chunk at a time from the kept deflate
+            let body = futures_util::stream::iter(
+                r.plain_chunks()
+                    .chain(std::iter::once(own.into()))
+                    .map(Ok::<_, std::convert::Infallible>),
+            );
+            ([content_type, vary], axum::body::Body::from_stream(body)).into_response()
+        }
         (None, _) => ([content_type, vary], own).into_response(),
     }
 }

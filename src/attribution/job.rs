@@ -13,17 +13,18 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
-use prometheus::{Gauge, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::str::FromStr;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::config::AttributionConfig;
 use super::{Fitted, Journey, Model, Touch, Window, order_shares};
+use crate::jobs::{JobContext, RunMetrics, registered, run_periodically};
 use crate::normalize::day_start;
 use crate::records::{AttributionRow, Record};
 use crate::sinks::questdb::{SinkError, SinkHandle, SqlClient};
@@ -300,42 +301,22 @@ pub fn zero_missing(
 
 /// The job's self-metrics (node_exporter style: a success gauge and a duration per run).
 struct JobMetrics {
-    success: IntGauge,
-    last_success: Gauge,
-    duration: Gauge,
+    run: RunMetrics,
     orders: IntGauge,
     waiting: IntGauge,
     rows: IntGauge,
-    runs: IntCounterVec,
     rows_read: IntCounterVec,
-}
-
-/// Register `m` in `registry`; the handle stays with the job.
-pub(crate) fn registered<M: prometheus::core::Collector + Clone + 'static>(
-    registry: &Registry,
-    m: prometheus::Result<M>,
-) -> prometheus::Result<M> {
-    let m = m?;
-    registry.register(Box::new(m.clone()))?;
-    Ok(m)
 }
 
 impl JobMetrics {
     fn new(registry: &Registry) -> prometheus::Result<Self> {
         let int = |name: &str, help: &str| registered(registry, IntGauge::new(name, help));
-        let float = |name: &str, help: &str| registered(registry, Gauge::new(name, help));
         Ok(Self {
-            success: int(
-                "adpulse_attribution_success",
+            run: RunMetrics::new(
+                registry,
+                "attribution",
+                "attribution",
                 "1 if the last attribution run read every row and stored every result",
-            )?,
-            last_success: float(
-                "adpulse_attribution_last_success_timestamp_seconds",
-                "End of the last successful attribution run (unix seconds)",
-            )?,
-            duration: float(
-                "adpulse_attribution_duration_seconds",
-                "Time the last attribution run took",
             )?,
             orders: int(
                 "adpulse_attribution_orders",
@@ -348,16 +329,6 @@ impl JobMetrics {
             rows: int(
                 "adpulse_attribution_rows",
                 "Rows the last attribution run handed to the sink",
-            )?,
-            runs: registered(
-                registry,
-                IntCounterVec::new(
-                    Opts::new(
-                        "adpulse_attribution_runs_total",
-                        "Attribution runs, by result",
-                    ),
-                    &["result"],
-                ),
             )?,
             rows_read: registered(
                 registry,
@@ -387,10 +358,7 @@ pub struct RunSummary {
 /// The periodic job.
 pub struct AttributionJob {
     cfg: AttributionConfig,
-    sql: SqlClient,
-    sink: SinkHandle,
-    tz: Tz,
-    currency: String,
+    ctx: JobContext,
     metrics: JobMetrics,
     /// The orders and touches read so far (the journeys of the whole history).
     seen: tokio::sync::Mutex<Seen>,
@@ -459,29 +427,20 @@ impl AttributionJob {
     /// The job for `cfg`, its metrics registered in `registry`.
     pub fn new(
         cfg: AttributionConfig,
-        sql: SqlClient,
-        sink: SinkHandle,
-        tz: Tz,
-        currency: &str,
+        ctx: JobContext,
         registry: &Registry,
-    ) -> Result<Self, prometheus::Error> {
+    ) -> prometheus::Result<Self> {
         Ok(Self {
             cfg,
-            sql,
-            sink,
-            tz,
-            currency: currency.to_string(),
+            ctx,
             metrics: JobMetrics::new(registry)?,
             seen: tokio::sync::Mutex::new(Seen::default()),
         })
     }
 
-    /// Run until shutdown: a first run shortly after start (once the sources' first batches
-    /// are in), then one every `interval_secs`.
+    /// Run until shutdown: a first run shortly after start, then one every `interval_secs`.
     pub async fn run(self, shutdown: CancellationToken) {
-        let every = std::time::Duration::from_secs(self.cfg.interval_secs);
-        let first = every.min(std::time::Duration::from_secs(5));
-        run_periodically(first, every, shutdown, || async {
+        run_periodically(self.cfg.interval_secs, 5, shutdown, || async {
             // the outcome is logged and in the metrics; the next run redoes a failed one
             let _ = self.run_and_record().await;
         })
@@ -490,30 +449,17 @@ impl AttributionJob {
 
     /// One run, its outcome logged and in the metrics.
     pub async fn run_and_record(&self) -> Result<RunSummary, JobError> {
-        let started = std::time::Instant::now();
-        let r = self.run_once().await;
-        self.metrics.duration.set(started.elapsed().as_secs_f64());
-        match &r {
-            Ok(s) => {
-                self.metrics.success.set(1);
-                self.metrics.last_success.set(Utc::now().timestamp() as f64);
-                self.metrics.runs.with_label_values(&["success"]).inc();
-                info!(
-                    orders = s.orders,
-                    journeys = s.journeys,
-                    waiting = s.waiting,
-                    rows = s.rows,
-                    spooled = s.spooled,
-                    "attribution written"
-                );
-            }
-            Err(error) => {
-                self.metrics.success.set(0);
-                self.metrics.runs.with_label_values(&["failed"]).inc();
-                warn!(%error, "attribution run incomplete; the next run redoes it");
-            }
-        }
-        r
+        let log = |s: &RunSummary| {
+            info!(
+                orders = s.orders,
+                journeys = s.journeys,
+                waiting = s.waiting,
+                rows = s.rows,
+                spooled = s.spooled,
+                "attribution written"
+            )
+        };
+        self.metrics.run.record(self.run_once(), log).await
     }
 
     /// Read, attribute, write. Rows that could not be read are reported after the rest is
@@ -522,7 +468,7 @@ impl AttributionJob {
         let (inputs, bad) = self.read().await?;
         let models = self.cfg.models();
         let windows = self.cfg.windows();
-        let (tz, currency) = (self.tz, self.currency.clone());
+        let (tz, currency) = (self.ctx.tz, self.ctx.currency.clone());
         let previous = self.previous().await?;
         let built = tokio::task::spawn_blocking(move || {
             let j = assemble(&inputs);
@@ -557,7 +503,7 @@ impl AttributionJob {
 
     /// Hand the rows to the sink and wait until they are durable; returns how many were spooled.
     async fn write(&self, rows: Vec<Record>) -> Result<usize, JobError> {
-        write_durable(&self.sink, rows).await
+        write_durable(&self.ctx.sink, rows).await
     }
 
     /// The orders and touches stored since the last run (all of them on the first run: a restart
@@ -665,7 +611,7 @@ impl AttributionJob {
         parse: fn(&[Value]) -> Result<T, String>,
         bad: &mut Option<JobError>,
     ) -> Result<Vec<T>, JobError> {
-        read_pages(&self.sql, self.cfg.page_rows, table, base, parse, bad).await
+        read_pages(&self.ctx.sql, self.cfg.page_rows, table, base, parse, bad).await
     }
 }
 
@@ -832,30 +778,6 @@ fn parse_spend(r: &[Value]) -> Result<SpendRow, String> {
         platform_conversions: r.get(4).and_then(Value::as_f64).unwrap_or(0.0),
         channel: format!("{platform}:{campaign}"),
     })
-}
-
-/// Call `run` after `first`, then every `every`, until `shutdown` (the attribution and CLV jobs'
-/// loop: a run in progress finishes; the wait between runs ends at once).
-pub async fn run_periodically<F, Fut>(
-    first: std::time::Duration,
-    every: std::time::Duration,
-    shutdown: CancellationToken,
-    mut run: F,
-) where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    tokio::select! {
-        _ = shutdown.cancelled() => return,
-        _ = tokio::time::sleep(first) => {}
-    }
-    loop {
-        run().await;
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(every) => {}
-        }
-    }
 }
 
 #[cfg(test)]
@@ -1069,15 +991,14 @@ mod tests {
         let (_sink, handle) =
             crate::sinks::questdb::QuestDbSink::build(qcfg.clone(), None, telemetry.clone())
                 .unwrap();
-        let job = AttributionJob::new(
-            AttributionConfig::default(),
-            SqlClient::new(&qcfg, None),
-            handle,
-            chrono_tz::Asia::Kolkata,
-            "INR",
-            &telemetry.registry,
-        )
-        .unwrap();
+        let ctx = JobContext {
+            sql: SqlClient::new(&qcfg, None),
+            sink: handle,
+            tz: chrono_tz::Asia::Kolkata,
+            currency: "INR".into(),
+        };
+        let job =
+            AttributionJob::new(AttributionConfig::default(), ctx, &telemetry.registry).unwrap();
         let e = job.run_and_record().await.unwrap_err();
         assert!(
             matches!(
@@ -1089,10 +1010,13 @@ mod tests {
             ),
             "{e}"
         );
-        assert_eq!(job.metrics.success.get(), 0);
-        assert_eq!(job.metrics.runs.with_label_values(&["failed"]).get(), 1);
-        assert_eq!(job.metrics.runs.with_label_values(&["success"]).get(), 0);
-        assert_eq!(job.metrics.last_success.get(), 0.0);
+        assert_eq!(job.metrics.run.success.get(), 0);
+        assert_eq!(job.metrics.run.runs.with_label_values(&["failed"]).get(), 1);
+        assert_eq!(
+            job.metrics.run.runs.with_label_values(&["success"]).get(),
+            0
+        );
+        assert_eq!(job.metrics.run.last_success.get(), 0.0);
     }
 
     #[test]

@@ -12,23 +12,23 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
-use prometheus::{Gauge, GaugeVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{GaugeVec, IntGauge, Opts, Registry};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::{FromPrimitive, ToPrimitive};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::clv::{self, BgNbd, ClvError, Fitted, GammaGamma, Purchase};
 use super::kpi::ProfitTotals;
 use super::value_config::ClvConfig;
 use crate::attribution::job::{
-    JobError, UNATTRIBUTED, date, money, read_pages, registered, text, timestamp, write_durable,
+    JobError, UNATTRIBUTED, date, money, read_pages, text, timestamp, write_durable,
 };
+use crate::jobs::{JobContext, RunMetrics, registered, run_periodically};
 use crate::normalize::day_start;
 use crate::records::{CampaignValueRow, CustomerValueRow, Record};
-use crate::sinks::questdb::{SinkHandle, SqlClient};
 
 /// Months in a year over 12: the length of one month in days.
 const DAYS_PER_MONTH: f64 = 365.25 / 12.0;
@@ -346,34 +346,27 @@ pub fn zero_missing(rows: &mut Vec<CampaignValueRow>, previous: &[String], curre
 /// The job's self-metrics (node_exporter style: a success gauge and a duration per run), and the
 /// fitted parameters, so a reader can recompute any customer's value by hand.
 struct ValueMetrics {
-    success: IntGauge,
-    last_success: Gauge,
-    duration: Gauge,
+    run: RunMetrics,
     customers: IntGauge,
     anonymous: IntGauge,
     parameter: GaugeVec,
     log_likelihood: GaugeVec,
     at_bound: GaugeVec,
-    runs: IntCounterVec,
 }
 
 impl ValueMetrics {
     fn new(registry: &Registry) -> prometheus::Result<Self> {
         let int = |name: &str, help: &str| registered(registry, IntGauge::new(name, help));
-        let float = |name: &str, help: &str| registered(registry, Gauge::new(name, help));
         let vec = |name: &str, help: &str, labels: &[&str]| {
             registered(registry, GaugeVec::new(Opts::new(name, help), labels))
         };
         Ok(Self {
-            success: int(
-                "adpulse_clv_success",
+            run: RunMetrics::new(
+                registry,
+                "clv",
+                "CLV",
                 "1 if the last CLV run read every order, fitted both models and stored every row",
             )?,
-            last_success: float(
-                "adpulse_clv_last_success_timestamp_seconds",
-                "End of the last successful CLV run (unix seconds)",
-            )?,
-            duration: float("adpulse_clv_duration_seconds", "Time the last CLV run took")?,
             customers: int(
                 "adpulse_clv_customers",
                 "Customers the last successful CLV run valued",
@@ -397,13 +390,6 @@ impl ValueMetrics {
                 "adpulse_clv_fit_at_bound",
                 "1 if the model's maximum lies on the edge of the search box (a limiting case)",
                 &["model"],
-            )?,
-            runs: registered(
-                registry,
-                IntCounterVec::new(
-                    Opts::new("adpulse_clv_runs_total", "CLV runs, by result"),
-                    &["result"],
-                ),
             )?,
         })
     }
@@ -447,39 +433,23 @@ pub struct RunSummary {
 /// The periodic job.
 pub struct ValueJob {
     cfg: ClvConfig,
-    sql: SqlClient,
-    sink: SinkHandle,
-    tz: Tz,
-    currency: String,
+    ctx: JobContext,
     metrics: ValueMetrics,
 }
 
 impl ValueJob {
     /// The job for `cfg`, its metrics registered in `registry`.
-    pub fn new(
-        cfg: ClvConfig,
-        sql: SqlClient,
-        sink: SinkHandle,
-        tz: Tz,
-        currency: &str,
-        registry: &Registry,
-    ) -> Result<Self, prometheus::Error> {
+    pub fn new(cfg: ClvConfig, ctx: JobContext, registry: &Registry) -> prometheus::Result<Self> {
         Ok(Self {
             cfg,
-            sql,
-            sink,
-            tz,
-            currency: currency.to_string(),
+            ctx,
             metrics: ValueMetrics::new(registry)?,
         })
     }
 
-    /// Run until shutdown: a first run shortly after start (once the sources' first batches are
-    /// in), then one every `interval_secs`.
+    /// Run until shutdown: a first run shortly after start, then one every `interval_secs`.
     pub async fn run(self, shutdown: CancellationToken) {
-        let every = std::time::Duration::from_secs(self.cfg.interval_secs);
-        let first = every.min(std::time::Duration::from_secs(30));
-        crate::attribution::job::run_periodically(first, every, shutdown, || async {
+        run_periodically(self.cfg.interval_secs, 30, shutdown, || async {
             // the outcome is logged and in the metrics; the next run redoes a failed one
             let _ = self.run_and_record().await;
         })
@@ -488,47 +458,36 @@ impl ValueJob {
 
     /// One run, its outcome logged and in the metrics.
     pub async fn run_and_record(&self) -> Result<RunSummary, ValueError> {
-        let started = std::time::Instant::now();
-        let r = self.run_once().await;
-        self.metrics.duration.set(started.elapsed().as_secs_f64());
-        match &r {
-            Ok(s) => {
-                self.metrics.success.set(1);
-                self.metrics.last_success.set(Utc::now().timestamp() as f64);
-                self.metrics.runs.with_label_values(&["success"]).inc();
-                info!(
-                    as_of = %s.as_of,
-                    customers = s.customers,
-                    channels = s.channels,
-                    spooled = s.spooled,
-                    "customer values written"
-                );
-            }
-            Err(error) => {
-                self.metrics.success.set(0);
-                self.metrics.runs.with_label_values(&["failed"]).inc();
-                warn!(%error, "CLV run incomplete; the next run redoes it");
-            }
-        }
-        r
+        let log = |s: &RunSummary| {
+            info!(
+                as_of = %s.as_of,
+                customers = s.customers,
+                channels = s.channels,
+                spooled = s.spooled,
+                "customer values written"
+            )
+        };
+        self.metrics.run.record(self.run_once(), log).await
     }
 
     /// Read, fit, write. Rows that could not be read are reported after the rest is written.
     pub async fn run_once(&self) -> Result<RunSummary, ValueError> {
         let (inputs, bad) = self.read().await?;
-        let (cfg, tz, currency) = (self.cfg.clone(), self.tz, self.currency.clone());
+        let (cfg, tz, currency) = (self.cfg.clone(), self.ctx.tz, self.ctx.currency.clone());
         let computed = tokio::task::spawn_blocking(move || compute(&inputs, &cfg, tz, &currency))
             .await
             .map_err(|e| ValueError::Compute(e.to_string()))??;
         self.metrics.anonymous.set(computed.anonymous_orders as i64);
-        let previous = self.previous(day_start(computed.as_of, self.tz)).await?;
+        let previous = self
+            .previous(day_start(computed.as_of, self.ctx.tz))
+            .await?;
         let Computed {
             as_of,
             customers,
             mut campaigns,
             ..
         } = computed.clone();
-        zero_missing(&mut campaigns, &previous, &self.currency);
+        zero_missing(&mut campaigns, &previous, &self.ctx.currency);
         let summary = RunSummary {
             as_of,
             customers: customers.len(),
@@ -540,7 +499,7 @@ impl ValueJob {
             .map(Record::CustomerValue)
             .chain(campaigns.into_iter().map(Record::CampaignValue))
             .collect();
-        let spooled = write_durable(&self.sink, rows).await?;
+        let spooled = write_durable(&self.ctx.sink, rows).await?;
         if let Some(e) = bad {
             return Err(e.into());
         }
@@ -550,7 +509,7 @@ impl ValueJob {
     }
 
     async fn read(&self) -> Result<(Inputs, Option<JobError>), JobError> {
-        let (sql, page) = (&self.sql, self.cfg.page_rows);
+        let (sql, page) = (&self.ctx.sql, self.cfg.page_rows);
         let mut bad = None;
         let orders = read_pages(
             sql,
@@ -621,7 +580,7 @@ impl ValueJob {
             ts.format("%Y-%m-%dT%H:%M:%S%.6fZ")
         );
         let channels = read_pages(
-            &self.sql,
+            &self.ctx.sql,
             self.cfg.page_rows,
             "campaign_value",
             &q,

@@ -463,33 +463,18 @@ fn fold_campaigns(all: &[CampaignView], n: usize) -> Vec<CampaignView> {
     let mut shown: Vec<CampaignView> = order[..n].iter().map(|c| (*c).clone()).collect();
     let mut other: BTreeMap<&str, CampaignView> = BTreeMap::new();
     for c in &order[n..] {
-        let o = other
-            .entry(c.key.platform.as_str())
-            .or_insert_with(|| CampaignView {
-                key: CampaignKey {
-                    platform: c.key.platform.clone(),
-                    account: "other".into(),
-                    campaign_id: "other".into(),
-                },
-                name: "other".into(),
-                today: Totals::default(),
-                loss_rate_per_hour: None,
-                window_clicks: 0,
-                window_conversions: 0.0,
-                window_orders: 0,
-                spend_last_hour: Decimal::ZERO,
-                spend_baseline: None,
-                days: vec![],
-                rolling: c
-                    .rolling
-                    .iter()
-                    .map(|r| Rolling {
-                        window: r.window,
-                        totals: Totals::default(),
-                        orders: 0,
-                    })
-                    .collect(),
-            });
+        let o = other.entry(c.key.platform.as_str()).or_insert_with(|| {
+            let key = CampaignKey {
+                platform: c.key.platform.clone(),
+                account: "other".into(),
+                campaign_id: "other".into(),
+            };
+            let windows: Vec<_> = c.rolling.iter().map(|r| r.window).collect();
+            CampaignView {
+                rolling: Rolling::zeroed(&windows),
+                ..CampaignView::empty(key, "other".into())
+            }
+        });
         o.today += c.today;
         if let Some(l) = c.loss_rate_per_hour {
             o.loss_rate_per_hour = Some(o.loss_rate_per_hour.unwrap_or_default() + l);
@@ -821,6 +806,11 @@ pub fn render_models(m: &ModelOutputs, keep: Option<&HashSet<CampaignKey>>, text
 
 /// The `/metrics` body of one snapshot and one set of model outputs, rendered once and served to
 /// every scraper until either changes; gzip is computed at most once per body.
+///
+/// Once a scraper has asked for gzip (Prometheus always does), a body is kept only compressed:
+/// 2.8 MiB instead of 41 MiB of text at 10,000 campaigns, and two bodies are held while one is
+/// served and the next rendered. A scraper that does not ask for gzip gets the text inflated on
+/// the fly, a chunk at a time ([`Rendered::plain_chunks`]).
 pub struct Rendered {
     /// The snapshot and model outputs rendered, weakly: only to tell whether they are still the
     /// current ones (a weak pointer keeps the address from being reused, not the contents: the
@@ -828,10 +818,12 @@ pub struct Rendered {
     /// campaigns, alive beside the next one).
     snapshot: Weak<Snapshot>,
     models: Option<Weak<ModelOutputs>>,
-    /// Prometheus text of the KPI and model families.
-    pub text: Bytes,
-    /// gzip header and raw deflate of `text`, sync-flushed so a fresh part can follow in the same
-    /// stream, and the CRC of `text`.
+    /// Prometheus text of the KPI and model families, while no scraper has asked for gzip.
+    text: Option<Bytes>,
+    /// Length of the text, kept or not.
+    len: usize,
+    /// gzip header and raw deflate of the text, sync-flushed so a fresh part can follow in the
+    /// same stream, and the CRC of the text.
     deflate: OnceLock<(Bytes, crc32fast::Hasher)>,
 }
 
@@ -995,18 +987,53 @@ impl Exposition {
         if text.capacity() > text.len() + text.len() / 8 + 65_536 {
             text.shrink_to_fit();
         }
-        let r = Arc::new(Rendered {
-            snapshot: Arc::downgrade(&snapshot),
-            models: models.as_ref().map(Arc::downgrade),
-            text: Bytes::from(text),
-            deflate: OnceLock::new(),
-        });
+        let r = Rendered::new(
+            Arc::downgrade(&snapshot),
+            models.as_ref().map(Arc::downgrade),
+            text,
+            self.gzip_wanted.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        let r = Arc::new(r);
         self.cache.store(Some(r.clone()));
         r
     }
 }
 
 impl Rendered {
+    /// A body of `text`; with `gzip_only`, compressed at once and the text dropped.
+    fn new(
+        snapshot: Weak<Snapshot>,
+        models: Option<Weak<ModelOutputs>>,
+        text: String,
+        gzip_only: bool,
+    ) -> Self {
+        let len = text.len();
+        let deflate = OnceLock::new();
+        let text = if gzip_only {
+            let _ = deflate.set(deflate_of(text.as_bytes()));
+            None
+        } else {
+            Some(Bytes::from(text))
+        };
+        Self {
+            snapshot,
+            models,
+            text,
+            len,
+            deflate,
+        }
+    }
+
+    /// Length of the text, in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the text is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// A gzip stream (one member, so every client reads it) of this body followed by `tail`
     /// (the self-metrics, fresh per scrape), in two parts to send one after the other. The large
     /// part is compressed once per body and shared; only `tail` is compressed per request.
@@ -1017,7 +1044,7 @@ impl Rendered {
         let mut rest = e.finish().unwrap_or_default();
         let mut crc = head_crc.clone();
         crc.update(tail);
-        let len = (self.text.len() + tail.len()) as u32; // ISIZE is the length modulo 2^32
+        let len = (self.len + tail.len()) as u32; // ISIZE is the length modulo 2^32
         rest.extend_from_slice(&crc.finalize().to_le_bytes());
         rest.extend_from_slice(&len.to_le_bytes());
         [head.clone(), Bytes::from(rest)]
@@ -1028,20 +1055,94 @@ impl Rendered {
         self.deflate.get().is_some()
     }
 
-    /// The gzip header and sync-flushed deflate of the body, computed once.
+    /// The gzip header and sync-flushed deflate of the body, computed once. Always set when
+    /// the text is not kept ([`Rendered::new`]).
     fn deflated(&self) -> &(Bytes, crc32fast::Hasher) {
-        self.deflate.get_or_init(|| {
-            let mut buf = Vec::with_capacity(self.text.len() / 8);
-            // gzip header: magic, deflate, no flags, no mtime, no extra flags, unknown OS
-            buf.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
-            let mut e = flate2::write::DeflateEncoder::new(buf, flate2::Compression::fast());
-            // writing to a Vec cannot fail; flush() is a sync flush: byte-aligned, not final
-            let _ = e.write_all(&self.text);
-            let _ = e.flush();
-            let mut crc = crc32fast::Hasher::new();
-            crc.update(&self.text);
-            (Bytes::from(std::mem::take(e.get_mut())), crc)
-        })
+        self.deflate
+            .get_or_init(|| deflate_of(self.text.as_deref().unwrap_or_default()))
+    }
+
+    /// The text, in chunks of at most [`PLAIN_CHUNK`] bytes inflated one at a time when only
+    /// the compressed body is kept (a scraper without gzip; 20 of them must not hold 20 copies
+    /// of 41 MiB).
+    pub fn plain_chunks(self: Arc<Self>) -> PlainChunks {
+        PlainChunks {
+            body: self,
+            inflate: flate2::Decompress::new(false),
+            read: GZIP_HEADER.len(),
+            done: false,
+        }
+    }
+
+    /// The whole text (tests and benchmarks; `/metrics` streams [`Rendered::plain_chunks`]).
+    pub fn plain(self: &Arc<Self>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len);
+        for c in self.clone().plain_chunks() {
+            out.extend_from_slice(&c);
+        }
+        out
+    }
+}
+
+/// Size of the pieces a kept-compressed body is inflated in for a scraper without gzip.
+pub const PLAIN_CHUNK: usize = 256 * 1024;
+
+/// gzip header: magic, deflate, no flags, no mtime, no extra flags, unknown OS.
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+
+/// The gzip header and sync-flushed raw deflate of `text` (byte-aligned, not final, so that a
+/// tail can follow in the same member), and the CRC of `text`.
+fn deflate_of(text: &[u8]) -> (Bytes, crc32fast::Hasher) {
+    let mut buf = Vec::with_capacity(text.len() / 8);
+    buf.extend_from_slice(&GZIP_HEADER);
+    let mut e = flate2::write::DeflateEncoder::new(buf, flate2::Compression::fast());
+    // writing to a Vec cannot fail; flush() is a sync flush: byte-aligned, not final
+    let _ = e.write_all(text);
+    let _ = e.flush();
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(text);
+    (Bytes::from(std::mem::take(e.get_mut())), crc)
+}
+
+/// The text of a [`Rendered`] body: the kept text in one chunk, or the kept deflate inflated
+/// [`PLAIN_CHUNK`] bytes at a time.
+pub struct PlainChunks {
+    body: Arc<Rendered>,
+    inflate: flate2::Decompress,
+    /// Bytes of the deflate consumed (the gzip header skipped).
+    read: usize,
+    done: bool,
+}
+
+impl Iterator for PlainChunks {
+    type Item = Bytes;
+
+    fn next(&mut self) -> Option<Bytes> {
+        if self.done {
+            return None;
+        }
+        if let Some(t) = &self.body.text {
+            self.done = true;
+            return (!t.is_empty()).then(|| t.clone());
+        }
+        let (deflate, _) = self.body.deflated();
+        let mut out = Vec::with_capacity(PLAIN_CHUNK);
+        while out.len() < PLAIN_CHUNK {
+            let before = (self.inflate.total_in(), self.inflate.total_out());
+            let input = deflate.get(self.read..).unwrap_or_default();
+            // the deflate is ours and whole (sync-flushed, not final): an error cannot come
+            // from outside, and ends the body rather than looping
+            let status =
+                self.inflate
+                    .decompress_vec(input, &mut out, flate2::FlushDecompress::Sync);
+            self.read += (self.inflate.total_in() - before.0) as usize;
+            let moved = self.inflate.total_in() != before.0 || self.inflate.total_out() != before.1;
+            if status.is_err() || !moved {
+                self.done = true;
+                break;
+            }
+        }
+        (!out.is_empty()).then(|| Bytes::from(out))
     }
 }
 
@@ -1067,21 +1168,47 @@ mod tests {
 
     #[test]
     fn gzip_of_cached_head_and_fresh_tail_is_one_valid_member() {
-        let r = Rendered {
-            snapshot: Weak::new(),
-            models: None,
-            text: Bytes::from("a_metric{x=\"1\"} 1\n".repeat(5000)),
-            deflate: OnceLock::new(),
-        };
-        for tail in [&b""[..], b"adpulse_build_info 1\n"] {
-            let gz = r.gzip_with(tail).concat();
-            // a single-member decoder reads the whole body (curl reads only the first member)
-            let mut got = String::new();
-            flate2::read::GzDecoder::new(&gz[..])
-                .read_to_string(&mut got)
-                .unwrap();
-            let want = [&r.text[..], tail].concat();
-            assert_eq!(got.as_bytes(), &want[..]);
+        let text = "a_metric{x=\"1\"} 1\n".repeat(5000);
+        for gzip_only in [false, true] {
+            let r = Rendered::new(Weak::new(), None, text.clone(), gzip_only);
+            for tail in [&b""[..], b"adpulse_build_info 1\n"] {
+                let gz = r.gzip_with(tail).concat();
+                // a single-member decoder reads the whole body (curl reads only the first member)
+                let mut got = String::new();
+                flate2::read::GzDecoder::new(&gz[..])
+                    .read_to_string(&mut got)
+                    .unwrap();
+                let want = [text.as_bytes(), tail].concat();
+                assert_eq!(got.as_bytes(), &want[..]);
+            }
+        }
+    }
+
+    /// Once gzip is asked for, a body keeps only its deflate (issue 15: 2.8 MiB instead of
+    /// 41 MiB at 10,000 campaigns); a scraper without gzip still gets the text, byte for byte,
+    /// inflated in chunks of at most `PLAIN_CHUNK`. The text is random (it does not compress),
+    /// several chunks long, so the chunking and the end of the deflate are both crossed.
+    #[test]
+    fn a_body_kept_compressed_is_served_plain_byte_for_byte_in_chunks() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(15);
+        for n in [0, 1, PLAIN_CHUNK - 1, PLAIN_CHUNK, 3 * PLAIN_CHUNK + 17] {
+            let text: String = (0..n)
+                .map(|_| char::from(rng.random_range(b' '..=b'~')))
+                .collect();
+            let kept = Arc::new(Rendered::new(Weak::new(), None, text.clone(), true));
+            assert!(kept.text.is_none(), "only the deflate is kept");
+            assert_eq!(kept.len(), n);
+            let chunks: Vec<Bytes> = kept.clone().plain_chunks().collect();
+            assert!(
+                chunks
+                    .iter()
+                    .all(|c| !c.is_empty() && c.len() <= PLAIN_CHUNK)
+            );
+            assert_eq!(chunks.len(), n.div_ceil(PLAIN_CHUNK), "{n} bytes");
+            assert_eq!(chunks.concat(), text.as_bytes(), "{n} bytes");
+            let plain = Arc::new(Rendered::new(Weak::new(), None, text.clone(), false));
+            assert_eq!(plain.plain(), text.as_bytes());
         }
     }
 
@@ -1187,14 +1314,7 @@ mod tests {
                 .chain(lines.iter().cloned().map(Record::OrderLines))
                 .collect::<Vec<_>>(),
         );
-        let settings = crate::state::SnapshotSettings {
-            tz,
-            currency: "INR".into(),
-            margin: crate::kpi::Margin::default(),
-            loss_rate_window_hours: 3,
-            tracking_window_hours: 24,
-            roi_target: None,
-        };
+        let settings = crate::state::SnapshotSettings::inr(tz, None);
         let snap = store.snapshot(now, &settings);
         let mut text = String::new();
         render_kpis(&snap, Some(n), &mut text);
@@ -1454,7 +1574,7 @@ mod tests {
         }
         let fresh = fresh.expect("the next body is rendered in the background within 60 s");
         assert!(e.fresh(&fresh));
-        assert!(std::str::from_utf8(&fresh.text).unwrap().contains("EUR"));
+        assert!(std::str::from_utf8(&fresh.plain()).unwrap().contains("EUR"));
     }
 
     #[test]
@@ -1472,22 +1592,25 @@ mod tests {
         };
         let before = crate::telemetry::unix_now();
         let first = e.current();
-        let t1 = value(&first.text, "adpulse_snapshot_rendered_timestamp_seconds ");
+        let t1 = value(
+            &first.plain(),
+            "adpulse_snapshot_rendered_timestamp_seconds ",
+        );
         assert!(t1 >= before.floor(), "{t1} {before}");
         assert_eq!(
             value(
-                &first.text,
+                &first.plain(),
                 "adpulse_sink_spool_max_bytes{sink=\"questdb\"}"
             ),
             (1u64 << 30) as f64
         );
         // no new snapshot (a stalled loop): the same body, the same time
         std::thread::sleep(std::time::Duration::from_millis(20));
-        assert_eq!(e.current().text, first.text);
+        assert!(Arc::ptr_eq(&e.current(), &first));
         // a new snapshot: a later time
         snap.store(Arc::new(Snapshot::empty("INR")));
         let t2 = value(
-            &e.current().text,
+            &e.current().plain(),
             "adpulse_snapshot_rendered_timestamp_seconds ",
         );
         assert!(t2 > t1, "{t2} after {t1}");

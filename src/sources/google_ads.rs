@@ -20,7 +20,7 @@ use serde::Deserialize;
 use std::str::FromStr;
 
 use crate::base::Problem;
-use crate::normalize::{Observation, RawCampaignStat};
+use crate::normalize::{Observation, RawCampaignStat, RawRegionStat};
 use crate::platforms::google::{
     ADS_ENV_PREFIX, GoogleAdsApiConfig, GoogleOAuth, GoogleOAuthConfig, is_customer_id,
 };
@@ -30,7 +30,10 @@ use crate::sources::http::{
     PollSource, SourceError, Window, read_secret, secret_header, send_with_retry,
 };
 use crate::sources::polling::{PollingConfig, PollingDefaults, required, run_or_report, timezone};
-use crate::sources::report::{Answer, days_then_recent_hours, push_row, send_bearer, stamp};
+use crate::sources::report::{
+    Answer, BadRegionRow, complete_regions, days_then_recent_hours, push_row, region_outcome,
+    region_source_name, send_bearer, stamp,
+};
 
 /// Settings of one Google Ads customer. Every key but `name` and `customer_id` has a default;
 /// the API, OAuth and polling settings are the shared [`GoogleAdsApiConfig`],
@@ -54,6 +57,10 @@ pub struct GoogleAdsConfig {
     pub account_timezone: String,
     /// Also read hourly rows (`segments.hour`) for this many most recent days (0: daily only).
     pub hourly_days: u32,
+    /// Also read the region report (`FROM user_location_view` by `segments.geo_target_region`,
+    /// daily) into `region_stats`, as its own poll (`<name>.regions`). Off by default: two more
+    /// queries per poll (three when new regions need their names).
+    pub region_report: bool,
     /// Interval, look-back (conversions keep changing for the conversion window) and throttle
     /// waits.
     #[serde(flatten)]
@@ -79,6 +86,7 @@ impl Default for GoogleAdsConfig {
             oauth: GoogleOAuthConfig::default(),
             account_timezone: "Asia/Kolkata".into(),
             hourly_days: 2,
+            region_report: false,
             polling: PollingConfig::default(),
         }
     }
@@ -187,69 +195,162 @@ pub fn parse_search_stream(
         .map_err(|e| SourceError::Malformed(format!("searchStream: {e}")))?;
     let mut out = Vec::new();
     for (i, r) in batches.into_iter().flat_map(|b| b.results).enumerate() {
-        let bad = |field: &str, v: &str| {
-            SourceError::Malformed(format!(
-                "result {i} (campaign {}): {field} = {v:?}",
-                r.campaign.id
-            ))
-        };
-        let int = |field: &str, v: &Option<String>| -> Result<i64, SourceError> {
-            v.as_deref()
-                .map_or(Ok(0), |s| s.parse::<i64>().map_err(|_| bad(field, s)))
-        };
-        let micros = int("metrics.costMicros", &r.metrics.cost_micros)?;
-        // JSON numbers keep their decimal text: no binary rounding of money
-        let dec = |field: &str, n: &Option<serde_json::Number>| -> Result<Decimal, SourceError> {
-            n.as_ref().map_or(Ok(Decimal::ZERO), |n| {
-                Decimal::from_str(&n.to_string())
-                    .or_else(|_| Decimal::from_scientific(&n.to_string()))
-                    .map_err(|_| bad(field, &n.to_string()))
-            })
-        };
-        let conversions = dec("metrics.conversions", &r.metrics.conversions)?;
-        let value = dec("metrics.conversionsValue", &r.metrics.conversions_value)?;
-        let day = NaiveDate::parse_from_str(&r.segments.date, "%Y-%m-%d")
-            .map_err(|_| bad("segments.date", &r.segments.date))?;
-        if let Some(h) = r.segments.hour.filter(|h| *h >= 24) {
-            return Err(bad("segments.hour", &h.to_string()));
-        }
-        let (ts, bucket) = stamp(day, r.segments.hour, tz, reporting_tz);
-        let stat = RawCampaignStat {
-            ts,
-            bucket,
-            key: CampaignKey {
-                platform: "google_ads".into(),
-                account: customer.to_string(),
-                campaign_id: r.campaign.id.clone(),
-            },
-            campaign_name: r.campaign.name.clone(),
-            spend: Decimal::new(micros, 6),
-            conversion_value: value,
-            account_currency: currency.to_string(),
-            impressions: u64::try_from(int("metrics.impressions", &r.metrics.impressions)?)
-                .unwrap_or(0),
-            clicks: u64::try_from(int("metrics.clicks", &r.metrics.clicks)?).unwrap_or(0),
-            conversions: rust_decimal::prelude::ToPrimitive::to_f64(&conversions).unwrap_or(0.0),
-        };
-        let ad = match (r.ad_group, r.ad_group_ad) {
-            (Some(group), Some(aga)) => Some(AdRef {
-                adset_id: group.id,
-                adset_name: group.name,
-                ad_id: aga.ad.id,
-                ad_name: aga.ad.name,
-            }),
-            // an ad group row (`FROM ad_group`) carries no ad: the campaign's share only
-            (_, None) => None,
-            (None, Some(_)) => {
-                return Err(SourceError::Malformed(format!(
-                    "result {i} (campaign {}): adGroupAd without its adGroup",
-                    r.campaign.id
-                )));
-            }
-        };
+        let (stat, ad) = result_stat(i, r, customer, tz, reporting_tz, currency)?;
         push_row(&mut out, stat, ad);
     }
     Ok(out)
+}
+
+/// One `searchStream` result read: its campaign figures, and the ad it names (`FROM ad_group_ad`).
+fn result_stat(
+    i: usize,
+    r: ResultRow,
+    customer: &str,
+    tz: Tz,
+    reporting_tz: Tz,
+    currency: &str,
+) -> Result<(RawCampaignStat, Option<AdRef>), SourceError> {
+    let bad = |field: &str, v: &str| {
+        SourceError::Malformed(format!(
+            "result {i} (campaign {}): {field} = {v:?}",
+            r.campaign.id
+        ))
+    };
+    let int = |field: &str, v: &Option<String>| -> Result<i64, SourceError> {
+        v.as_deref()
+            .map_or(Ok(0), |s| s.parse::<i64>().map_err(|_| bad(field, s)))
+    };
+    let micros = int("metrics.costMicros", &r.metrics.cost_micros)?;
+    // JSON numbers keep their decimal text: no binary rounding of money
+    let dec = |field: &str, n: &Option<serde_json::Number>| -> Result<Decimal, SourceError> {
+        n.as_ref().map_or(Ok(Decimal::ZERO), |n| {
+            Decimal::from_str(&n.to_string())
+                .or_else(|_| Decimal::from_scientific(&n.to_string()))
+                .map_err(|_| bad(field, &n.to_string()))
+        })
+    };
+    let conversions = dec("metrics.conversions", &r.metrics.conversions)?;
+    let value = dec("metrics.conversionsValue", &r.metrics.conversions_value)?;
+    let day = NaiveDate::parse_from_str(&r.segments.date, "%Y-%m-%d")
+        .map_err(|_| bad("segments.date", &r.segments.date))?;
+    if let Some(h) = r.segments.hour.filter(|h| *h >= 24) {
+        return Err(bad("segments.hour", &h.to_string()));
+    }
+    let (ts, bucket) = stamp(day, r.segments.hour, tz, reporting_tz);
+    let stat = RawCampaignStat {
+        ts,
+        bucket,
+        key: CampaignKey {
+            platform: "google_ads".into(),
+            account: customer.to_string(),
+            campaign_id: r.campaign.id.clone(),
+        },
+        campaign_name: r.campaign.name.clone(),
+        spend: Decimal::new(micros, 6),
+        conversion_value: value,
+        account_currency: currency.to_string(),
+        impressions: u64::try_from(int("metrics.impressions", &r.metrics.impressions)?)
+            .unwrap_or(0),
+        clicks: u64::try_from(int("metrics.clicks", &r.metrics.clicks)?).unwrap_or(0),
+        conversions: rust_decimal::prelude::ToPrimitive::to_f64(&conversions).unwrap_or(0.0),
+    };
+    let ad = match (r.ad_group, r.ad_group_ad) {
+        (Some(group), Some(aga)) => Some(AdRef {
+            adset_id: group.id,
+            adset_name: group.name,
+            ad_id: aga.ad.id,
+            ad_name: aga.ad.name,
+        }),
+        // an ad group row (`FROM ad_group`) carries no ad: the campaign's share only
+        (_, None) => None,
+        (None, Some(_)) => {
+            return Err(SourceError::Malformed(format!(
+                "result {i} (campaign {}): adGroupAd without its adGroup",
+                r.campaign.id
+            )));
+        }
+    };
+    Ok((stat, ad))
+}
+
+/// The region report's `searchStream` body (`FROM user_location_view`, by `segments.date` and
+/// `segments.geo_target_region`): each result a campaign day in one region, the region still
+/// its `geoTargetConstants/{id}` resource name, with the `targeting_location` rows of one region
+/// summed downstream ([`complete_regions`]). A result that cannot be read is kept out, named
+/// (its index, campaign, region and day) beside the readable ones. A result without
+/// `geoTargetRegion` (not placed in a region) is left out: its spend is in the campaign day's
+/// [`UNREPORTED_REGION`](crate::sources::report::UNREPORTED_REGION) remainder. An error element
+/// makes the whole answer an error, as in [`parse_search_stream`].
+pub fn parse_region_stream(
+    body: &str,
+    customer: &str,
+    tz: Tz,
+    reporting_tz: Tz,
+    currency: &str,
+) -> Result<Vec<Result<RawRegionStat, BadRegionRow>>, SourceError> {
+    let raw: serde_json::Value = serde_json::from_str(body)
+        .map_err(|e| SourceError::Malformed(format!("searchStream: {e}")))?;
+    if let Some(err) = crate::platforms::google::error_object(&raw) {
+        return Err(crate::platforms::google::classify_value(200, err).into());
+    }
+    let results = raw
+        .as_array()
+        .ok_or_else(|| SourceError::Malformed("searchStream: not an array of batches".into()))?
+        .iter()
+        .flat_map(|b| b["results"].as_array().into_iter().flatten());
+    let mut out = Vec::new();
+    for (i, v) in results.enumerate() {
+        let campaign_id = v["campaign"]["id"].as_str().unwrap_or_default().to_string();
+        let Some(region) = v["segments"]["geoTargetRegion"]
+            .as_str()
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        let day = v["segments"]["date"]
+            .as_str()
+            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+        let read = serde_json::from_value::<ResultRow>(v.clone())
+            .map_err(|e| SourceError::Malformed(e.to_string()))
+            .and_then(|r| result_stat(i, r, customer, tz, reporting_tz, currency));
+        out.push(match read {
+            Ok((stat, _)) => Ok(RawRegionStat { stat, region }),
+            Err(e) => Err(BadRegionRow {
+                message: format!(
+                    "Google Ads region report result {i} (campaign {campaign_id:?}, region {region:?}, day {day}): {e}",
+                    day = day.map(|d| d.to_string()).unwrap_or_default()
+                ),
+                campaign_id,
+                day,
+            }),
+        });
+    }
+    Ok(out)
+}
+
+/// The names of a `geo_target_constant` query's answer: (`resourceName`, `name`) pairs.
+pub fn parse_geo_names(body: &str) -> Result<Vec<(String, String)>, SourceError> {
+    let raw: serde_json::Value = serde_json::from_str(body)
+        .map_err(|e| SourceError::Malformed(format!("geo_target_constant: {e}")))?;
+    if let Some(err) = crate::platforms::google::error_object(&raw) {
+        return Err(crate::platforms::google::classify_value(200, err).into());
+    }
+    Ok(raw
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|b| b["results"].as_array().into_iter().flatten())
+        .filter_map(|r| {
+            let g = &r["geoTargetConstant"];
+            Some((
+                g["resourceName"].as_str()?.to_string(),
+                g["name"]
+                    .as_str()
+                    .filter(|n| !n.trim().is_empty())?
+                    .to_string(),
+            ))
+        })
+        .collect())
 }
 
 /// One poll's answer from the ad query (`ads`: ad rows and their campaign shares) and the
@@ -292,6 +393,10 @@ pub fn classify_error(status: u16, body: &str) -> SourceError {
     crate::platforms::google::classify(status, body).into()
 }
 
+/// The metrics every Google Ads report query selects.
+const METRICS: &str = "metrics.cost_micros, metrics.impressions, metrics.clicks, \
+                       metrics.conversions, metrics.conversions_value";
+
 /// A running Google Ads source.
 pub struct GoogleAdsSource {
     cfg: GoogleAdsConfig,
@@ -324,8 +429,7 @@ impl PollSource for GoogleAdsSource {
     /// Days, then the recent days by hour: each read is the ad query and the campaign query of
     /// its window (see [`combine`]).
     async fn poll(&mut self, window: Window) -> Result<Vec<Observation>, SourceError> {
-        let metrics = "metrics.cost_micros, metrics.impressions, metrics.clicks, \
-                       metrics.conversions, metrics.conversions_value";
+        let metrics = METRICS;
         let mut out = Vec::new();
         for (w, hourly) in days_then_recent_hours(window, self.cfg.hourly_days) {
             let hour = if hourly { ", segments.hour" } else { "" };
@@ -353,8 +457,22 @@ impl PollSource for GoogleAdsSource {
 }
 
 impl GoogleAdsSource {
-    /// One `searchStream` call with `query`, parsed.
+    /// One `searchStream` call with `query`, parsed as a report.
     async fn stream(&mut self, query: String) -> Result<Vec<Observation>, SourceError> {
+        let (customer, tz, rtz) = (self.cfg.customer_id.clone(), self.tz, self.reporting_tz);
+        let currency = self.cfg.api.account_currency.clone();
+        self.stream_with(query, |text| {
+            parse_search_stream(text, &customer, tz, rtz, &currency)
+        })
+        .await
+    }
+
+    /// One `searchStream` call with `query`, its answer read by `parse`.
+    async fn stream_with<T>(
+        &mut self,
+        query: String,
+        parse: impl Fn(&str) -> Result<T, SourceError>,
+    ) -> Result<T, SourceError> {
         let token = self.oauth.access_token(&self.http).await?;
         let dev = read_secret(
             self.cfg.api.developer_token_file.as_deref(),
@@ -384,13 +502,7 @@ impl GoogleAdsSource {
                 return Err(classify_error(status, &text));
             }
             // a 200 whose stream ends in an error element: transient ones are retried here
-            parse_search_stream(
-                &text,
-                &self.cfg.customer_id,
-                self.tz,
-                self.reporting_tz,
-                &self.cfg.api.account_currency,
-            )
+            parse(&text)
         })
         .await;
         if matches!(body, Err(SourceError::Auth(_))) {
@@ -400,16 +512,189 @@ impl GoogleAdsSource {
     }
 }
 
-/// Run the source with the shared loop.
+/// The region report of a Google Ads customer, polled as its own source (`<name>.regions`)
+/// with the shared loop, so a failed region read leaves only region days incomplete. Each poll
+/// reads the window by region (`user_location_view`: where the user was, rows split by
+/// `targeting_location` and summed here) and the campaign days' totals (`FROM campaign`); the
+/// difference is the `unreported` row ([`complete_regions`]). Regions come as
+/// `geoTargetConstants/{id}`: their names are read with one `geo_target_constant` query per poll
+/// for the ids not yet known, and kept for the life of the process.
+///
+/// A name lookup that fails (the query fails, or does not return an id): the rows are kept under
+/// the resource name (never dropped), the failure is logged, the poll counts as failed
+/// (`adpulse_source_polls_total{result="error"}`) and the days of those rows stay incomplete in
+/// the ledger, so the next poll reads them again. When a later poll of the same process
+/// resolves the name, the row stored under the resource name is overwritten with zeros, so the
+/// region is not counted twice.
+pub struct GoogleAdsRegionSource {
+    ads: GoogleAdsSource,
+    /// Resource name -> region name.
+    names: std::collections::BTreeMap<String, String>,
+    /// Rows stored under their resource name: zeroed once the name is known.
+    unresolved: std::collections::BTreeMap<(String, i64, String), RawRegionStat>,
+}
+
+impl GoogleAdsRegionSource {
+    pub fn new(cfg: GoogleAdsConfig, reporting_tz: Tz) -> Result<Self, SourceError> {
+        Ok(Self {
+            ads: GoogleAdsSource::new(cfg, reporting_tz)?,
+            names: Default::default(),
+            unresolved: Default::default(),
+        })
+    }
+
+    /// Look up the names of `ids` not yet known; the error, if the query failed.
+    async fn resolve(&mut self, ids: std::collections::BTreeSet<String>) -> Option<String> {
+        let wanted: Vec<String> = ids
+            .into_iter()
+            .filter(|id| !self.names.contains_key(id))
+            // a resource name is `geoTargetConstants/<digits>`: nothing else goes into the query
+            .filter(|id| {
+                id.strip_prefix("geoTargetConstants/")
+                    .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+            })
+            .map(|id| format!("'{id}'"))
+            .collect();
+        if wanted.is_empty() {
+            return None;
+        }
+        let query = format!(
+            "SELECT geo_target_constant.resource_name, geo_target_constant.name \
+             FROM geo_target_constant WHERE geo_target_constant.resource_name IN ({})",
+            wanted.join(", ")
+        );
+        match self.ads.stream_with(query, parse_geo_names).await {
+            Ok(found) => {
+                self.names.extend(found);
+                None
+            }
+            Err(e) => Some(e.to_string()),
+        }
+    }
+}
+
+impl PollSource for GoogleAdsRegionSource {
+    fn account_timezone(&self) -> Tz {
+        self.ads.tz
+    }
+
+    async fn poll(&mut self, window: Window) -> Result<Vec<Observation>, SourceError> {
+        let during = format!(
+            "WHERE segments.date BETWEEN '{}' AND '{}'",
+            window.since, window.until
+        );
+        let (customer, tz, rtz) = (
+            self.ads.cfg.customer_id.clone(),
+            self.ads.tz,
+            self.ads.reporting_tz,
+        );
+        let currency = self.ads.cfg.api.account_currency.clone();
+        let read = self
+            .ads
+            .stream_with(
+                format!(
+                    "SELECT campaign.id, campaign.name, segments.date, \
+                     segments.geo_target_region, {METRICS} FROM user_location_view {during}"
+                ),
+                |text| parse_region_stream(text, &customer, tz, rtz, &currency),
+            )
+            .await?;
+        let totals = self
+            .ads
+            .stream(format!(
+                "SELECT campaign.id, campaign.name, segments.date, {METRICS} FROM campaign {during}"
+            ))
+            .await?;
+        let ids = read
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|r| r.region.clone())
+            .collect();
+        let failure = self.resolve(ids).await;
+        let mut rows = Vec::new();
+        let mut bad = Vec::new();
+        let mut not_named = Vec::new();
+        for r in read {
+            match r {
+                Err(b) => bad.push(b),
+                Ok(mut r) => {
+                    match self.names.get(&r.region) {
+                        Some(name) => r.region = name.clone(),
+                        None => {
+                            self.unresolved.insert(
+                                (
+                                    r.stat.key.campaign_id.clone(),
+                                    r.stat.ts.timestamp(),
+                                    r.region.clone(),
+                                ),
+                                r.clone(),
+                            );
+                            not_named.push(BadRegionRow {
+                                campaign_id: r.stat.key.campaign_id.clone(),
+                                day: Some(r.stat.ts.with_timezone(&rtz).date_naive()),
+                                message: format!(
+                                    "Google Ads region {} of campaign {}: name not found ({}); kept under its resource name",
+                                    r.region,
+                                    r.stat.key.campaign_id,
+                                    failure.as_deref().unwrap_or("not in the geo_target_constant answer")
+                                ),
+                            });
+                        }
+                    }
+                    rows.push(r);
+                }
+            }
+        }
+        if !not_named.is_empty() {
+            tracing::warn!(source = %self.ads.cfg.customer_id, rows = not_named.len(), error = failure.as_deref().unwrap_or("names missing from the answer"),
+                "Google Ads region names not resolved: rows kept under their geoTargetConstants resource names, their days left incomplete");
+        }
+        let mut out = complete_regions(&totals, rows, &bad, rtz);
+        // rows stored under a resource name whose name is now known: overwritten with zeros
+        let named: Vec<_> = self
+            .unresolved
+            .keys()
+            .filter(|k| self.names.contains_key(&k.2))
+            .cloned()
+            .collect();
+        for k in named {
+            if let Some(mut r) = self.unresolved.remove(&k) {
+                r.stat.spend = Decimal::ZERO;
+                r.stat.conversion_value = Decimal::ZERO;
+                r.stat.impressions = 0;
+                r.stat.clicks = 0;
+                r.stat.conversions = 0.0;
+                out.push(Observation::Region(r));
+            }
+        }
+        bad.extend(not_named);
+        region_outcome(window, out, bad)
+    }
+}
+
+/// Run the source with the shared loop, and its region report beside it when `region_report`.
 pub async fn run(cfg: GoogleAdsConfig, ctx: SourceContext) {
     let settings = cfg.polling.loop_settings();
-    run_or_report(
-        GoogleAdsSource::new(cfg, ctx.pipeline.timezone()),
-        settings,
-        ctx,
-        "google_ads",
-    )
-    .await
+    let tz = ctx.pipeline.timezone();
+    let regions = cfg.region_report.then(|| {
+        let rctx = SourceContext {
+            name: region_source_name(&ctx.name),
+            ..ctx.clone()
+        };
+        run_or_report(
+            GoogleAdsRegionSource::new(cfg.clone(), tz),
+            settings.clone(),
+            rctx,
+            "google_ads_region",
+        )
+    });
+    let main = run_or_report(GoogleAdsSource::new(cfg, tz), settings, ctx, "google_ads");
+    match regions {
+        Some(r) => {
+            tokio::join!(main, r);
+        }
+        None => main.await,
+    }
 }
 
 #[cfg(test)]
@@ -570,5 +855,95 @@ mod tests {
         // an ad without its ad group cannot be keyed: a malformed answer, not a guess
         let half = read("search_stream_ads.json").replacen("\"adGroup\"", "\"adGroupX\"", 1);
         assert!(parse_search_stream(&half, "1", chrono_tz::UTC, chrono_tz::UTC, "INR").is_err());
+    }
+
+    fn fixture(name: &str) -> String {
+        std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/google_ads")
+                .join(name),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn region_rows_sum_their_targeting_splits_and_complete_to_the_campaign_day() {
+        let kolkata = chrono_tz::Asia::Kolkata;
+        let read = parse_region_stream(
+            &fixture("user_location_view_regions.json"),
+            "1234567890",
+            kolkata,
+            kolkata,
+            "INR",
+        )
+        .unwrap();
+        // 8 results, one not placed in a region (left to the remainder)
+        assert_eq!(read.len(), 7);
+        let rows: Vec<RawRegionStat> = read.into_iter().map(Result::unwrap).collect();
+        let totals = parse_search_stream(
+            &fixture("search_stream.json"),
+            "1234567890",
+            kolkata,
+            kolkata,
+            "INR",
+        )
+        .unwrap();
+        let out = complete_regions(&totals, rows, &[], kolkata);
+        let get = |id: &str, day: &str, region: &str| {
+            let ts = crate::normalize::day_start(day.parse().unwrap(), kolkata);
+            out.iter()
+                .find_map(|o| match o {
+                    Observation::Region(r)
+                        if r.stat.key.campaign_id == id
+                            && r.stat.ts == ts
+                            && r.region == region =>
+                    {
+                        Some(r.stat.clone())
+                    }
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("{id} {day} {region}"))
+        };
+        // by hand: 3,120.45 targeted + 180.00 not targeted, micros exact
+        let m = get("21000000001", "2026-11-18", "geoTargetConstants/20453");
+        assert_eq!((m.spend, m.clicks), (dec!(3300.45), 612 + 31));
+        assert_eq!(m.conversion_value, dec!(1212.5));
+        // 8,036.12 - 3,300.45 - 2,890.12: the not placed 845.55 and what no row reported
+        let rest = get("21000000001", "2026-11-18", "unreported");
+        assert_eq!(rest.spend, dec!(1845.55));
+        assert_eq!(rest.conversion_value, dec!(0));
+        // fully placed days keep a zero remainder (a restated day overwrites an older one)
+        assert_eq!(
+            get("21000000002", "2026-11-18", "unreported").spend,
+            dec!(0)
+        );
+        assert_eq!(
+            get("21000000001", "2026-11-19", "unreported").spend,
+            dec!(0)
+        );
+        // 2 region keys on each of the 3 campaign days, and their 3 remainders
+        assert_eq!(out.len(), 9);
+    }
+
+    #[test]
+    fn an_unreadable_region_result_is_named_and_the_others_kept() {
+        let body =
+            fixture("user_location_view_regions.json").replacen("\"2890120000\"", "\"2890.12\"", 1);
+        let read = parse_region_stream(&body, "1", chrono_tz::UTC, chrono_tz::UTC, "INR").unwrap();
+        let bad: Vec<&BadRegionRow> = read.iter().filter_map(|r| r.as_ref().err()).collect();
+        assert_eq!((read.len(), bad.len()), (7, 1));
+        for part in [
+            "result 2",
+            "21000000001",
+            "geoTargetConstants/20458",
+            "2026-11-18",
+            "costMicros",
+        ] {
+            assert!(bad[0].message.contains(part), "{part}: {}", bad[0].message);
+        }
+        assert_eq!(bad[0].day, "2026-11-18".parse().ok());
+        let names = parse_geo_names(&fixture("geo_target_constants.json")).unwrap();
+        assert_eq!(names.len(), 4);
+        assert!(names.contains(&("geoTargetConstants/20458".into(), "Karnataka".into())));
     }
 }

@@ -21,13 +21,16 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use std::str::FromStr;
 
-use crate::normalize::{Observation, RawCampaignStat};
+use crate::normalize::{Observation, RawCampaignStat, RawRegionStat};
 use crate::platforms::meta::MetaApiConfig;
 use crate::records::{AdRef, CampaignKey};
 use crate::sources::SourceContext;
 use crate::sources::http::{PollSource, SourceError, Window, send_with_retry};
 use crate::sources::polling::{PollingConfig, PollingDefaults, required, run_or_report, timezone};
-use crate::sources::report::{days_then_recent_hours, push_row, send_bearer, stamp};
+use crate::sources::report::{
+    BadRegionRow, complete_regions, days_then_recent_hours, push_row, region_outcome,
+    region_source_name, send_bearer, stamp,
+};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum MetaError {
@@ -124,74 +127,14 @@ pub fn parse_insights(
     let page: Page = serde_json::from_str(body).map_err(|e| MetaError::Malformed(e.to_string()))?;
     let mut observations = Vec::with_capacity(page.data.len());
     for (i, r) in page.data.into_iter().enumerate() {
-        let num = |field: &'static str, v: &Option<String>| -> Result<Decimal, MetaError> {
-            match v.as_deref() {
-                None | Some("") => Ok(Decimal::ZERO),
-                Some(s) => Decimal::from_str(s).map_err(|_| MetaError::BadNumber {
-                    row: i,
-                    campaign: r.campaign_id.clone(),
-                    field,
-                    value: s.to_string(),
-                }),
-            }
-        };
-        let spend = num("spend", &r.spend)?;
-        let impressions = num("impressions", &r.impressions)?;
-        let clicks = num("clicks", &r.clicks)?;
-        let pick = |list: &[ActionValue], field: &'static str| -> Result<Decimal, MetaError> {
-            list.iter()
-                .find(|a| a.action_type == purchase_action_type)
-                .map(|a| num(field, &Some(a.value.clone())))
-                .unwrap_or(Ok(Decimal::ZERO))
-        };
-        let conversions = pick(&r.actions, "actions")?;
-        let value = pick(&r.action_values, "action_values")?;
-        let day = NaiveDate::parse_from_str(&r.date_start, "%Y-%m-%d").map_err(|_| {
-            MetaError::BadDate {
-                row: i,
-                campaign: r.campaign_id.clone(),
-                value: r.date_start.clone(),
-            }
-        })?;
-        let whole =
-            |d: Decimal| rust_decimal::prelude::ToPrimitive::to_u64(&d.trunc()).unwrap_or(0);
-        let hour = match &r.hourly_stats_aggregated_by_advertiser_time_zone {
-            None => None,
-            Some(range) => Some(
-                range
-                    .get(0..2)
-                    .and_then(|h| h.parse::<u32>().ok())
-                    .filter(|h| *h < 24)
-                    .ok_or_else(|| MetaError::BadDate {
-                        row: i,
-                        campaign: r.campaign_id.clone(),
-                        value: range.clone(),
-                    })?,
-            ),
-        };
-        let (ts, bucket) = stamp(day, hour, account_tz, reporting_tz);
-        let stat = RawCampaignStat {
-            ts,
-            bucket,
-            key: CampaignKey {
-                platform: "meta".into(),
-                account: account.to_string(),
-                campaign_id: r.campaign_id,
-            },
-            campaign_name: r.campaign_name,
-            spend,
-            conversion_value: value,
-            account_currency: r.account_currency,
-            impressions: whole(impressions),
-            clicks: whole(clicks),
-            conversions: rust_decimal::prelude::ToPrimitive::to_f64(&conversions).unwrap_or(0.0),
-        };
-        let ad = r.ad_id.map(|ad_id| AdRef {
-            adset_id: r.adset_id.unwrap_or_default(),
-            adset_name: r.adset_name,
-            ad_id,
-            ad_name: r.ad_name,
-        });
+        let (stat, ad) = row_stat(
+            i,
+            r,
+            account,
+            account_tz,
+            reporting_tz,
+            purchase_action_type,
+        )?;
         push_row(&mut observations, stat, ad);
     }
     let next_after = page
@@ -203,6 +146,155 @@ pub fn parse_insights(
         observations,
         next_after,
     })
+}
+
+/// One insights row read: its campaign figures, and the ad it names (at `level=ad`).
+fn row_stat(
+    i: usize,
+    r: Row,
+    account: &str,
+    account_tz: Tz,
+    reporting_tz: Tz,
+    purchase_action_type: &str,
+) -> Result<(RawCampaignStat, Option<AdRef>), MetaError> {
+    let num = |field: &'static str, v: &Option<String>| -> Result<Decimal, MetaError> {
+        match v.as_deref() {
+            None | Some("") => Ok(Decimal::ZERO),
+            Some(s) => Decimal::from_str(s).map_err(|_| MetaError::BadNumber {
+                row: i,
+                campaign: r.campaign_id.clone(),
+                field,
+                value: s.to_string(),
+            }),
+        }
+    };
+    let spend = num("spend", &r.spend)?;
+    let impressions = num("impressions", &r.impressions)?;
+    let clicks = num("clicks", &r.clicks)?;
+    let pick = |list: &[ActionValue], field: &'static str| -> Result<Decimal, MetaError> {
+        list.iter()
+            .find(|a| a.action_type == purchase_action_type)
+            .map(|a| num(field, &Some(a.value.clone())))
+            .unwrap_or(Ok(Decimal::ZERO))
+    };
+    let conversions = pick(&r.actions, "actions")?;
+    let value = pick(&r.action_values, "action_values")?;
+    let day =
+        NaiveDate::parse_from_str(&r.date_start, "%Y-%m-%d").map_err(|_| MetaError::BadDate {
+            row: i,
+            campaign: r.campaign_id.clone(),
+            value: r.date_start.clone(),
+        })?;
+    let whole = |d: Decimal| rust_decimal::prelude::ToPrimitive::to_u64(&d.trunc()).unwrap_or(0);
+    let hour = match &r.hourly_stats_aggregated_by_advertiser_time_zone {
+        None => None,
+        Some(range) => Some(
+            range
+                .get(0..2)
+                .and_then(|h| h.parse::<u32>().ok())
+                .filter(|h| *h < 24)
+                .ok_or_else(|| MetaError::BadDate {
+                    row: i,
+                    campaign: r.campaign_id.clone(),
+                    value: range.clone(),
+                })?,
+        ),
+    };
+    let (ts, bucket) = stamp(day, hour, account_tz, reporting_tz);
+    let stat = RawCampaignStat {
+        ts,
+        bucket,
+        key: CampaignKey {
+            platform: "meta".into(),
+            account: account.to_string(),
+            campaign_id: r.campaign_id,
+        },
+        campaign_name: r.campaign_name,
+        spend,
+        conversion_value: value,
+        account_currency: r.account_currency,
+        impressions: whole(impressions),
+        clicks: whole(clicks),
+        conversions: rust_decimal::prelude::ToPrimitive::to_f64(&conversions).unwrap_or(0.0),
+    };
+    let ad = r.ad_id.map(|ad_id| AdRef {
+        adset_id: r.adset_id.unwrap_or_default(),
+        adset_name: r.adset_name,
+        ad_id,
+        ad_name: r.ad_name,
+    });
+    Ok((stat, ad))
+}
+
+/// One page of the region report (`level=campaign`, `breakdowns=region`, daily): each row a
+/// campaign day in one region (`region`: Meta's English name, "Maharashtra"), or, when a row
+/// cannot be read, where it was and why (the page's other rows are kept). `page` is the page's
+/// number in the read (from 1), for the message. A body that is not the documented JSON at all
+/// is an error.
+pub fn parse_region_insights(
+    body: &str,
+    page: usize,
+    account: &str,
+    account_tz: Tz,
+    reporting_tz: Tz,
+    purchase_action_type: &str,
+) -> Result<RegionPage, MetaError> {
+    #[derive(Deserialize)]
+    struct Rows {
+        data: Vec<serde_json::Value>,
+        paging: Option<Paging>,
+    }
+    let p: Rows = serde_json::from_str(body).map_err(|e| MetaError::Malformed(e.to_string()))?;
+    let mut rows = Vec::with_capacity(p.data.len());
+    for (i, v) in p.data.into_iter().enumerate() {
+        let campaign_id = v["campaign_id"].as_str().unwrap_or_default().to_string();
+        let region = v["region"].as_str().unwrap_or_default().to_string();
+        let day = v["date_start"]
+            .as_str()
+            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+        let read = if region.trim().is_empty() {
+            Err(format!("no region (got {:?})", v.get("region")))
+        } else {
+            serde_json::from_value::<Row>(v)
+                .map_err(|e| e.to_string())
+                .and_then(|r| {
+                    row_stat(
+                        i,
+                        r,
+                        account,
+                        account_tz,
+                        reporting_tz,
+                        purchase_action_type,
+                    )
+                    .map_err(|e| e.to_string())
+                })
+        };
+        rows.push(match read {
+            Ok((stat, _)) => Ok(RawRegionStat { stat, region }),
+            Err(why) => Err(BadRegionRow {
+                message: format!(
+                    "Meta region report page {page} row {i} (campaign {campaign_id:?}, region {region:?}, day {day:?}): {why}",
+                    day = day.map(|d| d.to_string()).unwrap_or_default()
+                ),
+                campaign_id,
+                day,
+            }),
+        });
+    }
+    let next_after = p
+        .paging
+        .filter(|p| p.next.is_some())
+        .and_then(|p| p.cursors)
+        .and_then(|c| c.after);
+    Ok(RegionPage { rows, next_after })
+}
+
+/// One parsed page of the region report.
+#[derive(Debug)]
+pub struct RegionPage {
+    pub rows: Vec<Result<RawRegionStat, BadRegionRow>>,
+    /// Cursor of the next page, when `paging.next` says there is one.
+    pub next_after: Option<String>,
 }
 
 /// Settings of a Meta ad account source. Every key but `name` and `account_id` has a default
@@ -234,6 +326,10 @@ pub struct MetaConfig {
     /// Also read hourly rows (`hourly_stats_aggregated_by_advertiser_time_zone`) for this many
     /// most recent days (0: daily only).
     pub hourly_days: u32,
+    /// Also read the region report (`breakdowns=region`, daily, campaign level) into
+    /// `region_stats`, as its own poll (`<name>.regions`). Off by default: it is two more
+    /// paginated reads of the window per poll against the account's rate limit.
+    pub region_report: bool,
     /// Interval, look-back (Meta restates insights for up to 28 days) and throttle waits.
     #[serde(flatten)]
     pub polling: PollingConfig<MetaPolling>,
@@ -263,6 +359,7 @@ impl Default for MetaConfig {
             async_poll_ms: 2_000,
             async_timeout_secs: 600,
             hourly_days: 2,
+            region_report: false,
             polling: PollingConfig::default(),
         }
     }
@@ -349,6 +446,29 @@ impl MetaSource {
         q
     }
 
+    /// The campaign-level daily read of the region report: by region (`breakdowns=region`), or
+    /// without it (the same campaign days' totals, which the regions must add up to).
+    fn region_query(&self, window: Window, by_region: bool) -> Vec<(String, String)> {
+        let mut q = vec![
+            ("level".to_string(), "campaign".to_string()),
+            ("time_increment".into(), "1".into()),
+            (
+                "fields".into(),
+                "campaign_id,campaign_name,spend,impressions,clicks,actions,action_values,account_currency".into(),
+            ),
+            ("action_breakdowns".into(), "action_type".into()),
+            (
+                "time_range".into(),
+                format!(r#"{{"since":"{}","until":"{}"}}"#, window.since, window.until),
+            ),
+            ("limit".into(), self.cfg.page_limit.to_string()),
+        ];
+        if by_region {
+            q.push(("breakdowns".into(), "region".into()));
+        }
+        q
+    }
+
     /// One Graph API call (GET or POST) with transient failures retried.
     async fn call(
         &self,
@@ -389,14 +509,28 @@ impl MetaSource {
     async fn pages(
         &self,
         path: &str,
-        mut query: Vec<(String, String)>,
+        query: Vec<(String, String)>,
     ) -> Result<Vec<Observation>, SourceError> {
+        self.pages_with(path, query, |body, _| {
+            self.parse(body).map(|p| (p.observations, p.next_after))
+        })
+        .await
+    }
+
+    /// Every page of `path`, each read by `read(body, page number from 1)` into its items and
+    /// the next page's cursor.
+    async fn pages_with<T>(
+        &self,
+        path: &str,
+        mut query: Vec<(String, String)>,
+        read: impl Fn(&str, usize) -> Result<(Vec<T>, Option<String>), SourceError>,
+    ) -> Result<Vec<T>, SourceError> {
         let mut out = Vec::new();
         // bounded: a cursor loop that never ends is a server bug, not a reason to hang
-        for _ in 0..10_000 {
-            let page = self.parse(&self.call(false, path, &query).await?)?;
-            out.extend(page.observations);
-            match page.next_after {
+        for n in 1..=10_000 {
+            let (items, next_after) = read(&self.call(false, path, &query).await?, n)?;
+            out.extend(items);
+            match next_after {
                 Some(a) => {
                     query.retain(|(k, _)| k != "after");
                     query.push(("after".into(), a));
@@ -513,16 +647,78 @@ impl PollSource for MetaSource {
     }
 }
 
-/// Run the source with the shared loop.
+/// The region report of a Meta ad account, polled as its own source (`<name>.regions`) with the
+/// shared loop: its days have their own ledger entries, so a failed region read leaves only the
+/// region days incomplete (retried by the next poll) and never holds back the main report.
+/// Each poll reads the window's campaign days by region and, in the same poll, without the
+/// breakdown; the difference is stored as the [`UNREPORTED_REGION`](crate::sources::report::UNREPORTED_REGION)
+/// row ([`complete_regions`]). Synchronous reads only (no async report runs): a region read is
+/// campaign level, a few dozen rows per campaign day.
+pub struct MetaRegionSource(MetaSource);
+
+impl MetaRegionSource {
+    pub fn new(cfg: MetaConfig, reporting_tz: Tz) -> Result<Self, SourceError> {
+        MetaSource::new(cfg, reporting_tz).map(Self)
+    }
+}
+
+impl PollSource for MetaRegionSource {
+    fn account_timezone(&self) -> Tz {
+        self.0.tz
+    }
+
+    async fn poll(&mut self, window: Window) -> Result<Vec<Observation>, SourceError> {
+        let s = &self.0;
+        let edge = format!("{}/insights", s.cfg.account_id);
+        let read = s
+            .pages_with(&edge, s.region_query(window, true), |body, n| {
+                parse_region_insights(
+                    body,
+                    n,
+                    &s.cfg.account_id,
+                    s.tz,
+                    s.reporting_tz,
+                    &s.cfg.purchase_action_type,
+                )
+                .map(|p| (p.rows, p.next_after))
+                .map_err(|e| SourceError::Malformed(format!("Meta region report page {n}: {e}")))
+            })
+            .await?;
+        let totals = s.pages(&edge, s.region_query(window, false)).await?;
+        let (rows, bad): (Vec<_>, Vec<_>) = read.into_iter().partition(Result::is_ok);
+        let rows: Vec<RawRegionStat> = rows.into_iter().filter_map(Result::ok).collect();
+        let bad: Vec<BadRegionRow> = bad.into_iter().filter_map(Result::err).collect();
+        region_outcome(
+            window,
+            complete_regions(&totals, rows, &bad, s.reporting_tz),
+            bad,
+        )
+    }
+}
+
+/// Run the source with the shared loop, and its region report beside it when `region_report`.
 pub async fn run(cfg: MetaConfig, ctx: SourceContext) {
     let settings = cfg.polling.loop_settings();
-    run_or_report(
-        MetaSource::new(cfg, ctx.pipeline.timezone()),
-        settings,
-        ctx,
-        "meta",
-    )
-    .await
+    let tz = ctx.pipeline.timezone();
+    let regions = cfg.region_report.then(|| {
+        let rctx = SourceContext {
+            name: region_source_name(&ctx.name),
+            ..ctx.clone()
+        };
+        run_or_report(
+            MetaRegionSource::new(cfg.clone(), tz),
+            settings.clone(),
+            rctx,
+            "meta_region",
+        )
+    });
+    let main = run_or_report(MetaSource::new(cfg, tz), settings, ctx, "meta");
+    match regions {
+        Some(r) => {
+            tokio::join!(main, r);
+        }
+        None => main.await,
+    }
 }
 
 #[cfg(test)]
@@ -702,5 +898,54 @@ mod tests {
             parse_insights(&bad, "act_1", chrono_tz::UTC, chrono_tz::UTC, "purchase").unwrap_err();
         assert!(e.to_string().contains("spend"), "{e}");
         assert!(e.to_string().contains("120210000000001"), "{e}");
+    }
+
+    #[test]
+    fn region_rows_are_read_one_by_one_and_an_unreadable_one_is_named() {
+        let body = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/meta/region_page3.json"),
+        )
+        .unwrap();
+        let kolkata = chrono_tz::Asia::Kolkata;
+        let p = parse_region_insights(
+            &body,
+            3,
+            "act_2233445566",
+            kolkata,
+            kolkata,
+            "omni_purchase",
+        )
+        .unwrap();
+        assert_eq!(p.next_after, None, "the last page");
+        let good: Vec<&RawRegionStat> = p.rows.iter().filter_map(|r| r.as_ref().ok()).collect();
+        let bad: Vec<&BadRegionRow> = p.rows.iter().filter_map(|r| r.as_ref().err()).collect();
+        assert_eq!((good.len(), bad.len()), (3, 1));
+        assert_eq!(
+            (good[2].region.as_str(), good[2].stat.spend),
+            ("Telangana", dec!(87.65))
+        );
+        assert_eq!(bad[0].campaign_id, "120230000000202");
+        assert_eq!(bad[0].day, "2026-11-19".parse().ok());
+        for part in ["page 3 row 2", "Gujarat", "spend", "4,87.65"] {
+            assert!(bad[0].message.contains(part), "{part}: {}", bad[0].message);
+        }
+        // purchase values as the main report reads them (one action type, never summed)
+        let p1 = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/meta/region_page1.json"),
+        )
+        .unwrap();
+        let p = parse_region_insights(&p1, 1, "act_1", kolkata, kolkata, "omni_purchase").unwrap();
+        let first = p.rows[0].as_ref().unwrap();
+        assert_eq!(
+            (
+                first.region.as_str(),
+                first.stat.conversion_value,
+                first.stat.conversions
+            ),
+            ("Maharashtra", dec!(2499.00), 1.0)
+        );
+        assert_eq!(p.next_after.as_deref(), Some("QVFIUmRE"));
     }
 }

@@ -70,14 +70,7 @@ where
 /// The seed's KPI settings: Indian days, INR, revenue counts as profit, a 3-hour loss-rate
 /// window, a 24-hour tracking window, a break-even ROI target.
 pub fn india_settings() -> adpulse::state::SnapshotSettings {
-    adpulse::state::SnapshotSettings {
-        tz: chrono_tz::Asia::Kolkata,
-        currency: "INR".into(),
-        margin: adpulse::kpi::Margin::default(),
-        loss_rate_window_hours: 3,
-        tracking_window_hours: 24,
-        roi_target: Some(0.0),
-    }
+    adpulse::state::SnapshotSettings::inr(chrono_tz::Asia::Kolkata, Some(0.0))
 }
 
 /// An hourly row of Meta campaign `id` (account `act_1`, INR) spending `spend` at `ts`, with no
@@ -929,47 +922,54 @@ pub fn demo_observations(
     src.observations(src.epoch(), now, now)
 }
 
-/// Wait until QuestDB holds every order (refunds apart), touch, order line and campaign day row
-/// of `obs` (a refunded line is sent again with its refund and upserted: counted once).
-pub async fn wait_for_demo_rows(q: &QuestDb, obs: &[adpulse::normalize::Observation]) {
+/// How many rows of each table the demo's observations `obs` become in QuestDB: orders (refunds
+/// apart), touches, order lines (a refunded line is sent again with its refund and upserted:
+/// counted once) and campaign day rows (sent again by later batches, upserted: each key once; the
+/// attribution and CLV jobs read spend from them).
+pub struct DemoCounts {
+    pub orders: usize,
+    pub touches: usize,
+    pub lines: usize,
+    pub day_rows: usize,
+}
+
+pub fn demo_counts(obs: &[adpulse::normalize::Observation]) -> DemoCounts {
     use adpulse::normalize::Observation;
-    let orders = obs
-        .iter()
-        .filter(
-            |o| matches!(o, Observation::Order(r) if r.kind == adpulse::records::OrderKind::Order),
-        )
-        .count();
-    let touches = obs
-        .iter()
-        .filter(|o| matches!(o, Observation::Touch(_)))
-        .count();
-    let lines = obs
-        .iter()
-        .filter_map(|o| match o {
-            Observation::Line(l) => Some((l.order_id.clone(), l.line_id.clone())),
-            _ => None,
-        })
-        .collect::<std::collections::BTreeSet<_>>()
-        .len();
-    // the campaigns' day rows (sent again by later batches, upserted): each key once; the
-    // attribution and CLV jobs read spend from them
-    let day_rows = obs
-        .iter()
-        .filter_map(|o| match o {
-            Observation::Campaign(c) if c.bucket == adpulse::records::Bucket::Day => {
-                Some((c.key.clone(), c.ts))
+    use std::collections::BTreeSet;
+    let mut c = DemoCounts {
+        orders: 0,
+        touches: 0,
+        lines: 0,
+        day_rows: 0,
+    };
+    let (mut lines, mut days) = (BTreeSet::new(), BTreeSet::new());
+    for o in obs {
+        match o {
+            Observation::Order(r) if r.kind == adpulse::records::OrderKind::Order => c.orders += 1,
+            Observation::Touch(_) => c.touches += 1,
+            Observation::Line(l) => {
+                lines.insert((l.order_id.clone(), l.line_id.clone()));
             }
-            _ => None,
-        })
-        .collect::<std::collections::BTreeSet<_>>()
-        .len();
+            Observation::Campaign(r) if r.bucket == adpulse::records::Bucket::Day => {
+                days.insert((r.key.clone(), r.ts));
+            }
+            _ => {}
+        }
+    }
+    (c.lines, c.day_rows) = (lines.len(), days.len());
+    c
+}
+
+/// Wait until QuestDB holds every row of `obs` that `demo_counts` counts.
+pub async fn wait_for_demo_rows(q: &QuestDb, obs: &[adpulse::normalize::Observation]) {
+    let n = demo_counts(obs);
     for (query, n) in [
-        ("SELECT count() FROM orders WHERE kind = 'order'", orders),
-        ("SELECT count() FROM touchpoints", touches),
-        ("SELECT count() FROM order_lines", lines),
+        ("SELECT count() FROM orders WHERE kind = 'order'", n.orders),
+        ("SELECT count() FROM touchpoints", n.touches),
+        ("SELECT count() FROM order_lines", n.lines),
         (
             "SELECT count() FROM campaign_stats WHERE bucket = 'day'",
-            day_rows,
+            n.day_rows,
         ),
     ] {
         q.wait_for_count(query, n as f64).await;

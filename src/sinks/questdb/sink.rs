@@ -514,6 +514,25 @@ impl QuestDbSink {
         }
     }
 
+    /// Append every row in memory to the spool (up to `cap`) and let them go from memory: how
+    /// many. On an error they stay in memory.
+    fn spool_pending(&mut self, cap: Cap) -> Result<usize, crate::sinks::spool::SpoolError> {
+        let rows: Vec<Record> = self.pending.iter().cloned().collect();
+        self.spool.push(&rows, cap)?;
+        self.note(self.front_seq(), rows.len() as u64, Went::Spooled);
+        self.pending.clear();
+        if cap == Cap::Reserve && self.spool.in_reserve() {
+            warn!(
+                sink = SINK,
+                rows = rows.len(),
+                bytes = self.spool.bytes(),
+                max = self.cfg.spool_max_bytes,
+                "spool past its soft cap: shutdown wrote into the reserve (questdb.spool_reserve_bytes)"
+            );
+        }
+        Ok(rows.len())
+    }
+
     /// Move every row in memory to the spool (QuestDB is down: rows become durable now rather than
     /// when it comes back). With the spool full, rows stay in memory and back-pressure starts.
     fn spill(&mut self) {
@@ -525,25 +544,11 @@ impl QuestDbSink {
         } else {
             Cap::Soft
         };
-        let rows: Vec<Record> = self.pending.iter().cloned().collect();
-        match self.spool.push(&rows, cap) {
-            Ok(()) => {
-                self.note(self.front_seq(), rows.len() as u64, Went::Spooled);
-                self.pending.clear();
-                if cap == Cap::Reserve && self.spool.in_reserve() {
-                    warn!(
-                        sink = SINK,
-                        rows = rows.len(),
-                        bytes = self.spool.bytes(),
-                        max = self.cfg.spool_max_bytes,
-                        "spool past its soft cap: shutdown wrote into the reserve (questdb.spool_reserve_bytes)"
-                    );
-                }
-                self.spool_full = false;
-            }
+        match self.spool_pending(cap) {
+            Ok(_) => self.spool_full = false,
             Err(e) => {
                 if !self.spool_full {
-                    error!(sink = SINK, error = %e, rows = rows.len(), "back-pressure: rows stay in memory and sources wait until QuestDB takes rows");
+                    error!(sink = SINK, error = %e, rows = self.pending.len(), "back-pressure: rows stay in memory and sources wait until QuestDB takes rows");
                 }
                 self.spool_full = true;
             }
@@ -770,29 +775,11 @@ impl QuestDbSink {
         }
         let mut report = ShutdownReport::default();
         if !self.pending.is_empty() {
-            let rows: Vec<Record> = self.pending.iter().cloned().collect();
-            match self.spool.push(&rows, Cap::Reserve) {
-                Ok(()) => {
-                    self.note(self.front_seq(), rows.len() as u64, Went::Spooled);
-                    self.pending.clear();
-                    if self.spool.in_reserve() {
-                        warn!(
-                            sink = SINK,
-                            rows = rows.len(),
-                            bytes = self.spool.bytes(),
-                            max = self.cfg.spool_max_bytes,
-                            "spool past its soft cap: shutdown wrote into the reserve (questdb.spool_reserve_bytes)"
-                        );
-                    }
-                    info!(
-                        sink = SINK,
-                        rows = rows.len(),
-                        "unsent rows spooled for the next run"
-                    );
-                }
+            match self.spool_pending(Cap::Reserve) {
+                Ok(rows) => info!(sink = SINK, rows, "unsent rows spooled for the next run"),
                 Err(e) => {
-                    error!(sink = SINK, rows = rows.len(), error = %e, "unsent rows could not be spooled at shutdown: they are lost unless their sources read them again");
-                    report.unsaved_rows = rows.len();
+                    error!(sink = SINK, rows = self.pending.len(), error = %e, "unsent rows could not be spooled at shutdown: they are lost unless their sources read them again");
+                    report.unsaved_rows = self.pending.len();
                 }
             }
         }

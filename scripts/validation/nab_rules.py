@@ -86,6 +86,17 @@ def fmt(res):
         s.append('%s=%s(fp%d,%d/%d,max%d)'%(k[:8],sc,v[1],v[2],v[3],v[4]))
     return ' '.join(s)
 SC=('normal','alert','anomalous')
+def episodes(fi, quiet, anomalous):
+    """One alert per episode: an anomalous row alerts only after `quiet` cycles with no
+    anomalous row. `anomalous(row, calm)` judges a row given the rows since the last
+    anomalous one."""
+    q=int(round((season(fi['step']) or 24)*quiet))
+    out=[]; calm=10**9
+    for r in fi['rows']:
+        an=anomalous(r, calm)
+        out.append(an and calm>=q)
+        calm=0 if an else calm+1
+    return out
 def rule(thr=1.5,min_z=6.0,rf=0.25,quiet=0,bar_h=None,bar_k=1.0,budget=None):
     def f(fi):
         cyc=season(fi['step']) or 24

@@ -61,6 +61,10 @@ pub struct AttributionConfig {
     /// so a row that became visible late (WAL apply) is not missed. Re-read rows replace the
     /// kept ones, never add to them.
     pub reread_overlap_secs: u64,
+    /// Most entries the Markov solver may hold (about 40 bytes each): a window whose chain needs
+    /// more gets no `markov` rows, is logged and counted
+    /// (`adpulse_attribution_markov_unsolved_total`), and the run is reported incomplete.
+    pub markov_max_entries: usize,
 }
 
 impl Default for AttributionConfig {
@@ -81,6 +85,7 @@ impl Default for AttributionConfig {
             ],
             page_rows: 100_000,
             reread_overlap_secs: 600,
+            markov_max_entries: super::markov::DEFAULT_MAX_ENTRIES,
         }
     }
 }
@@ -135,6 +140,9 @@ impl AttributionConfig {
         }
         if self.page_rows == 0 {
             add("page_rows", "must be at least 1");
+        }
+        if self.markov_max_entries == 0 {
+            add("markov_max_entries", "must be at least 1");
         }
         p
     }

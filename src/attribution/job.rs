@@ -51,6 +51,10 @@ pub enum JobError {
         bad: usize,
         first: String,
     },
+    #[error(
+        "Markov attribution not solved in {windows} window(s) (first: {first}); the other rows were written"
+    )]
+    MarkovUnsolved { windows: usize, first: String },
     #[error("the attribution computation failed: {0}")]
     Compute(String),
     #[error("the QuestDB sink has stopped: {rows} rows not written")]
@@ -180,6 +184,9 @@ struct DayCredit {
     revenue: Decimal,
 }
 
+/// One model's credit in one window, by (day, channel).
+type DayCredits = BTreeMap<(NaiveDate, String), DayCredit>;
+
 /// Every model × window × (day, channel): the `attribution` rows. Within a window each model gets
 /// a row for every (day, channel) any model credited or that had spend, zeros included, so a
 /// channel one model stops crediting is overwritten with 0 rather than left stale.
@@ -191,18 +198,85 @@ pub fn build_rows(
     tz: Tz,
     currency: &str,
 ) -> Vec<AttributionRow> {
+    let spec = RunSpec {
+        models,
+        windows,
+        tz,
+        currency,
+        markov_max_entries: super::markov::DEFAULT_MAX_ENTRIES,
+        chunk_rows: usize::MAX,
+    };
+    let mut rows = Vec::new();
+    build_rows_with(j, spend, &spec, Vec::new(), |chunk| rows.extend(chunk));
+    rows
+}
+
+/// What one run computes, and how it hands its rows on.
+#[derive(Debug, Clone, Copy)]
+pub struct RunSpec<'a> {
+    pub models: &'a [Model],
+    pub windows: &'a [Window],
+    pub tz: Tz,
+    pub currency: &'a str,
+    /// Cap on the Markov solver's memory (`[attribution] markov_max_entries`).
+    pub markov_max_entries: usize,
+    /// Rows per chunk handed to `emit`.
+    pub chunk_rows: usize,
+}
+
+/// What [`build_rows_with`] produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Built {
+    pub rows: usize,
+    /// Windows whose Markov chain was past the cap: no `markov` row was written for them, and
+    /// the rows earlier runs wrote there were left as they were.
+    pub unsolved: Vec<(Window, super::chain::TooLarge)>,
+}
+
+/// The rows of [`build_rows`], computed one window at a time and handed to `emit` in chunks of
+/// `spec.chunk_rows`, with zero rows for the `previous` keys (written with credit by an earlier
+/// run) that this run does not produce (see [`zero_missing`]): what is held at once is one
+/// window's credit and one chunk, never every row of the run.
+pub fn build_rows_with(
+    j: &Journeys,
+    spend: &[SpendRow],
+    spec: &RunSpec<'_>,
+    previous: Vec<RowKey>,
+    mut emit: impl FnMut(Vec<AttributionRow>),
+) -> Built {
+    let (tz, currency) = (spec.tz, spec.currency);
+    let chunk_rows = spec.chunk_rows.max(1);
     let mut paid: BTreeMap<(NaiveDate, &str), (Decimal, f64)> = BTreeMap::new();
     for s in spend {
         let e = paid.entry((s.day, s.channel.as_str())).or_default();
         e.0 += s.spend;
         e.1 += s.platform_conversions;
     }
-    let mut rows = Vec::new();
-    for &w in windows {
-        let mut credit: Vec<BTreeMap<(NaiveDate, String), DayCredit>> = Vec::new();
-        for &m in models {
-            let fitted = Fitted::fit(&j.journeys, m, w);
-            let mut by: BTreeMap<(NaiveDate, String), DayCredit> = BTreeMap::new();
+    // previous keys by window label, then (model, day, channel)
+    let mut prev: BTreeMap<String, Vec<(String, NaiveDate, String)>> = BTreeMap::new();
+    for (day, model, window, channel) in previous {
+        prev.entry(window).or_default().push((model, day, channel));
+    }
+    let mut built = Built::default();
+    let mut chunk: Vec<AttributionRow> = Vec::new();
+    let mut push = |row: AttributionRow, built: &mut Built| {
+        chunk.push(row);
+        built.rows += 1;
+        if chunk.len() >= chunk_rows {
+            emit(std::mem::take(&mut chunk));
+        }
+    };
+    for &w in spec.windows {
+        let mut credit: Vec<(Model, DayCredits)> = Vec::new();
+        let mut skipped: Option<&'static str> = None;
+        for &m in spec.models {
+            let fitted = Fitted::fit_with(&j.journeys, m, w, spec.markov_max_entries);
+            if let Some(e) = fitted.unsolved() {
+                built.unsolved.push((w, e.clone()));
+                skipped = Some(m.label());
+                continue;
+            }
+            let mut by = DayCredits::new();
             for (journey, day) in j.journeys.iter().zip(&j.days) {
                 let (Some(day), Some(shares)) = (day, order_shares(journey, m, w, &fitted)) else {
                     continue;
@@ -218,39 +292,100 @@ pub fn build_rows(
                     c.revenue += s.revenue;
                 }
             }
-            credit.push(by);
+            credit.push((m, by));
         }
-        let mut keys: BTreeSet<(NaiveDate, String)> =
-            credit.iter().flat_map(|by| by.keys().cloned()).collect();
-        keys.extend(paid.keys().map(|(d, c)| (*d, c.to_string())));
-        for (m, by) in models.iter().zip(&credit) {
+        let mut keys: BTreeSet<(NaiveDate, &str)> = credit
+            .iter()
+            .flat_map(|(_, by)| by.keys().map(|(d, c)| (*d, c.as_str())))
+            .collect();
+        keys.extend(paid.keys().copied());
+        for (m, by) in &credit {
+            // `by`'s keys are a subset of `keys`, in the same order: walk both
+            let mut credited = by.iter().peekable();
             for key in &keys {
-                let c = by.get(key).copied().unwrap_or_default();
-                let (spend, claimed) = match paid.get(&(key.0, key.1.as_str())) {
+                let c = match credited.peek() {
+                    Some(((d, ch), c)) if (*d, ch.as_str()) == *key => {
+                        let c = **c;
+                        credited.next();
+                        c
+                    }
+                    _ => DayCredit::default(),
+                };
+                let (spend, claimed) = match paid.get(key) {
                     Some((s, c)) => (*s, Some(*c)),
                     None => (Decimal::ZERO, None),
                 };
-                rows.push(AttributionRow {
-                    ts: day_start(key.0, tz),
-                    day: key.0,
-                    model: m.label().to_string(),
-                    window: w.label(),
-                    channel: key.1.clone(),
-                    conversions: c.conversions,
-                    revenue: c.revenue,
-                    spend,
-                    roas: if spend.is_zero() {
-                        None
-                    } else {
-                        (c.revenue / spend).to_f64()
+                push(
+                    AttributionRow {
+                        ts: day_start(key.0, tz),
+                        day: key.0,
+                        model: m.label().to_string(),
+                        window: w.label(),
+                        channel: key.1.to_string(),
+                        conversions: c.conversions,
+                        revenue: c.revenue,
+                        spend,
+                        roas: if spend.is_zero() {
+                            None
+                        } else {
+                            (c.revenue / spend).to_f64()
+                        },
+                        platform_conversions: claimed,
+                        currency: currency.to_string(),
                     },
-                    platform_conversions: claimed,
-                    currency: currency.to_string(),
-                });
+                    &mut built,
+                );
+            }
+        }
+        // this window's stale keys: a channel that lost its credit, a model taken out
+        for (model, day, channel) in prev.remove(&w.label()).unwrap_or_default() {
+            let produced = credit.iter().any(|(m, _)| m.label() == model)
+                && keys.contains(&(day, channel.as_str()));
+            if !produced && skipped != Some(model.as_str()) {
+                push(
+                    zero_row(day, model, w.label(), channel, tz, currency),
+                    &mut built,
+                );
             }
         }
     }
-    rows
+    // windows taken out of the config
+    for (window, keys) in prev {
+        for (model, day, channel) in keys {
+            push(
+                zero_row(day, model, window.clone(), channel, tz, currency),
+                &mut built,
+            );
+        }
+    }
+    if !chunk.is_empty() {
+        emit(chunk);
+    }
+    built
+}
+
+/// A zero row for a key an earlier run wrote with credit.
+fn zero_row(
+    day: NaiveDate,
+    model: String,
+    window: String,
+    channel: String,
+    tz: Tz,
+    currency: &str,
+) -> AttributionRow {
+    AttributionRow {
+        ts: day_start(day, tz),
+        day,
+        model,
+        window,
+        channel,
+        conversions: 0.0,
+        revenue: Decimal::ZERO,
+        spend: Decimal::ZERO,
+        roas: None,
+        platform_conversions: None,
+        currency: currency.to_string(),
+    }
 }
 
 /// A row the table holds: (day, model, window, channel).
@@ -281,21 +416,9 @@ pub fn zero_missing(
         .filter(|(d, m, w, c)| !built.contains(&(*d, m.as_str(), w.as_str(), c.as_str())))
         .collect();
     rows.extend(
-        missing
-            .into_iter()
-            .map(|(day, model, window, channel)| AttributionRow {
-                ts: day_start(day, tz),
-                day,
-                model,
-                window,
-                channel,
-                conversions: 0.0,
-                revenue: Decimal::ZERO,
-                spend: Decimal::ZERO,
-                roas: None,
-                platform_conversions: None,
-                currency: currency.to_string(),
-            }),
+        missing.into_iter().map(|(day, model, window, channel)| {
+            zero_row(day, model, window, channel, tz, currency)
+        }),
     );
 }
 
@@ -306,6 +429,7 @@ struct JobMetrics {
     waiting: IntGauge,
     rows: IntGauge,
     rows_read: IntCounterVec,
+    markov_unsolved: IntCounterVec,
 }
 
 impl JobMetrics {
@@ -339,6 +463,17 @@ impl JobMetrics {
                          the rows stored since its last run, after the first)",
                     ),
                     &["table"],
+                ),
+            )?,
+            markov_unsolved: registered(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "adpulse_attribution_markov_unsolved_total",
+                        "Markov fits not solved because the chain needed more than \
+                         `[attribution] markov_max_entries` (no markov rows for that window)",
+                    ),
+                    &["window"],
                 ),
             )?,
         })
@@ -469,41 +604,72 @@ impl AttributionJob {
         let models = self.cfg.models();
         let windows = self.cfg.windows();
         let (tz, currency) = (self.ctx.tz, self.ctx.currency.clone());
+        let (max_entries, chunk_rows) = (self.cfg.markov_max_entries, SEND_ROWS);
         let previous = self.previous().await?;
-        let built = tokio::task::spawn_blocking(move || {
+        // computed on a blocking thread, one window at a time, handed over a send at a time:
+        // a run holds one window's credit and two sends, not every row
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<AttributionRow>>(2);
+        let compute = tokio::task::spawn_blocking(move || {
             let j = assemble(&inputs);
-            let mut rows = build_rows(&j, &inputs.spend, &models, &windows, tz, &currency);
-            zero_missing(&mut rows, previous, tz, &currency);
-            (j, rows)
-        })
-        .await;
-        let (j, rows) = match built {
+            let spec = RunSpec {
+                models: &models,
+                windows: &windows,
+                tz,
+                currency: &currency,
+                markov_max_entries: max_entries,
+                chunk_rows,
+            };
+            let built = build_rows_with(&j, &inputs.spend, &spec, previous, |chunk| {
+                // a closed channel means the write already failed: the rest is not needed
+                let _ = tx.blocking_send(chunk);
+            });
+            let orders = j.days.iter().filter(|d| d.is_some()).count();
+            (orders, j.journeys.len(), j.waiting, built)
+        });
+        let mut tickets = Vec::new();
+        let mut sent = 0usize;
+        while let Some(chunk) = rx.recv().await {
+            sent += chunk.len();
+            let ticket = self
+                .ctx
+                .sink
+                .send(chunk.into_iter().map(Record::Attribution).collect())
+                .await
+                .map_err(|_| JobError::SinkClosed { rows: sent })?;
+            tickets.push(ticket);
+        }
+        let (orders, journeys, waiting, built) = match compute.await {
             Ok(b) => b,
-            // the computation panicked (a bug): reported as a run that stored nothing
+            // the computation panicked (a bug): reported as a failed run
             Err(e) => return Err(JobError::Compute(e.to_string())),
         };
         let summary = RunSummary {
-            orders: j.days.iter().filter(|d| d.is_some()).count(),
-            journeys: j.journeys.len(),
-            waiting: j.waiting,
-            rows: rows.len(),
+            orders,
+            journeys,
+            waiting,
+            rows: built.rows,
             spooled: 0,
         };
         self.metrics.orders.set(summary.orders as i64);
         self.metrics.waiting.set(summary.waiting as i64);
         self.metrics.rows.set(summary.rows as i64);
-        let spooled = self
-            .write(rows.into_iter().map(Record::Attribution).collect())
-            .await?;
+        let spooled = settle(tickets, built.rows).await?;
         if let Some(e) = bad {
             return Err(e);
         }
+        if let Some((w, first)) = built.unsolved.first() {
+            for (w, _) in &built.unsolved {
+                self.metrics
+                    .markov_unsolved
+                    .with_label_values(&[w.label().as_str()])
+                    .inc();
+            }
+            return Err(JobError::MarkovUnsolved {
+                windows: built.unsolved.len(),
+                first: format!("{}: {first}", w.label()),
+            });
+        }
         Ok(RunSummary { spooled, ..summary })
-    }
-
-    /// Hand the rows to the sink and wait until they are durable; returns how many were spooled.
-    async fn write(&self, rows: Vec<Record>) -> Result<usize, JobError> {
-        write_durable(&self.ctx.sink, rows).await
     }
 
     /// The orders and touches stored since the last run (all of them on the first run: a restart
@@ -681,6 +847,15 @@ pub(crate) async fn write_durable(sink: &SinkHandle, rows: Vec<Record>) -> Resul
             .map_err(|_| JobError::SinkClosed { rows: total })?;
         tickets.push(ticket);
     }
+    settle(tickets, total).await
+}
+
+/// Wait until every send of a write is durable; returns how many rows were spooled. A row the
+/// store refused (dead-lettered) fails the write.
+async fn settle(
+    tickets: Vec<crate::sinks::questdb::Durable>,
+    total: usize,
+) -> Result<usize, JobError> {
     let (mut dead, mut spooled) = (0, 0);
     for t in tickets {
         let s = t

@@ -8,6 +8,7 @@
 //! Money: an order's revenue is split into `Decimal` shares to the paisa and the last touch takes
 //! the remainder, so the attributed revenue of every order adds up to the order exactly.
 
+pub mod chain;
 pub mod config;
 pub mod job;
 pub mod markov;
@@ -284,10 +285,28 @@ pub enum Fitted {
 impl Fitted {
     /// Fit `model` on every journey's in-window path, converting or not.
     pub fn fit(journeys: &[Journey], model: Model, window: Window) -> Fitted {
+        Fitted::fit_with(journeys, model, window, markov::DEFAULT_MAX_ENTRIES)
+    }
+
+    /// [`Fitted::fit`] with the Markov solver's memory capped at `markov_max_entries`.
+    pub fn fit_with(
+        journeys: &[Journey],
+        model: Model,
+        window: Window,
+        markov_max_entries: usize,
+    ) -> Fitted {
         match model {
-            Model::Markov => Fitted::Markov(fit_markov(journeys, window)),
+            Model::Markov => Fitted::Markov(fit_markov_with(journeys, window, markov_max_entries)),
             Model::Shapley => Fitted::Shapley(fit_shapley(journeys, window).values_by_set()),
             _ => Fitted::Heuristic,
+        }
+    }
+
+    /// Why this model could not be fitted (a Markov chain past its memory cap).
+    pub fn unsolved(&self) -> Option<&chain::TooLarge> {
+        match self {
+            Fitted::Markov(m) => m.unsolved.as_ref(),
+            _ => None,
         }
     }
 }
@@ -407,32 +426,45 @@ pub fn fit_shapley(journeys: &[Journey], window: Window) -> shapley::ShapleyMode
     m
 }
 
-/// Markov chain over the journeys' in-window paths, converting and not.
+/// Markov chain over the journeys' in-window paths, converting or not.
 pub fn fit_markov(journeys: &[Journey], window: Window) -> markov::MarkovModel {
-    let mut paths: BTreeMap<Vec<String>, markov::PathCount> = BTreeMap::new();
+    fit_markov_with(journeys, window, markov::DEFAULT_MAX_ENTRIES)
+}
+
+/// [`fit_markov`] with the solver's memory capped at `max_entries` (see [`markov::fit_with`]).
+pub fn fit_markov_with(
+    journeys: &[Journey],
+    window: Window,
+    max_entries: usize,
+) -> markov::MarkovModel {
+    // distinct paths, borrowing the journeys' channel names until the counts are in
+    let mut counts: BTreeMap<Vec<&str>, (f64, f64, f64)> = BTreeMap::new();
     for j in journeys {
-        let path: Vec<String> = touches_in_window(j, window)
+        let path: Vec<&str> = touches_in_window(j, window)
             .into_iter()
-            .map(|t| t.channel.clone())
+            .map(|t| t.channel.as_str())
             .collect();
         if path.is_empty() {
             continue;
         }
-        let e = paths.entry(path.clone()).or_insert(markov::PathCount {
-            path,
-            conversions: 0.0,
-            nulls: 0.0,
-            value: 0.0,
-        });
+        let e = counts.entry(path).or_default();
         if j.converted_at.is_some() {
-            e.conversions += 1.0;
-            e.value += j.revenue.to_f64().unwrap_or(0.0);
+            e.0 += 1.0;
+            e.2 += j.revenue.to_f64().unwrap_or(0.0);
         } else {
-            e.nulls += 1.0;
+            e.1 += 1.0;
         }
     }
-    let paths: Vec<markov::PathCount> = paths.into_values().collect();
-    markov::fit(&paths)
+    let paths: Vec<markov::PathCount> = counts
+        .into_iter()
+        .map(|(path, (conversions, nulls, value))| markov::PathCount {
+            path: path.into_iter().map(str::to_string).collect(),
+            conversions,
+            nulls,
+            value,
+        })
+        .collect();
+    markov::fit_with(&paths, max_entries)
 }
 
 #[cfg(test)]

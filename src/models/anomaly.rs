@@ -98,6 +98,16 @@ pub struct DetectorConfig {
     /// A context is anomalous when its non-conformity is at least this multiple of the
     /// (decayed) record of all earlier ones.
     pub knn_margin: f64,
+    /// Cycles back (before the quiet time of the current episode) searched for an earlier
+    /// point as extreme as a flagged one; 0 = no recurrence test. A recurring extreme (a spike
+    /// that comes back every day, or spikes that became the norm) is not news.
+    pub recur_cycles: u32,
+    /// An earlier point *recurs* a flagged one when it deviates from the current expectation
+    /// in the same direction by at least this fraction of the flagged point's deviation.
+    pub recur_frac: f32,
+    /// A recurring extreme may still alert through the shift statistic, when `|shift_z|` is at
+    /// least this multiple of `min_z` (a sustained run of recurring extremes is a change).
+    pub recur_shift_factor: f32,
 }
 
 impl Default for DetectorConfig {
@@ -149,6 +159,9 @@ impl DetectorConfig {
             knn_memory: 10_000.0,
             knn_min_calibration: 50,
             knn_margin: 1.3,
+            recur_cycles: 3,
+            recur_frac: 0.7,
+            recur_shift_factor: 2.0,
         }
     }
 }
@@ -211,6 +224,11 @@ pub struct Scored {
     pub knn_ratio: f64,
     /// The contextual non-conformity of the row's window (NaN when not scored).
     pub knn_alpha: f64,
+    /// The point is out in the tail (`|z| >= tail_z`) and an earlier point of the last
+    /// [`DetectorConfig::recur_cycles`] cycles was as extreme in the same direction: the
+    /// point test does not count it (the shift test only beyond `recur_shift_factor` x
+    /// `min_z`).
+    pub recurrent: bool,
 }
 
 /// The kept raw values, one slot per step: slot `s` lives at `vals[s mod cap]` while
@@ -349,7 +367,9 @@ struct Tail {
 #[derive(Debug, Clone)]
 pub struct Detector {
     cfg: DetectorConfig,
-    origin: Option<i64>,
+    /// Timestamp of the first point (`i64::MIN` before any; a sentinel rather than an
+    /// `Option` keeps the detector at its size).
+    origin: i64,
     last_slot: i64,
     seen: usize,
     /// Raw values of the last cycles, by slot.
@@ -385,7 +405,7 @@ impl Detector {
         // spread's window
         let keep = Self::keep_slots(&cfg);
         Detector {
-            origin: None,
+            origin: i64::MIN,
             last_slot: i64::MIN,
             seen: 0,
             history: SlotRing::new(keep + 1),
@@ -433,6 +453,24 @@ impl Detector {
             return (Some(alpha), 0.0);
         }
         (Some(alpha), alpha / self.knn_record)
+    }
+
+    /// True when a raw value of the last `recur_cycles` cycles, before the quiet time of an
+    /// episode (`refractory` points), deviates from the expectation `e` (transformed scale) in
+    /// the direction of `r` by at least `recur_frac` of `|r|`: the extreme has been seen lately.
+    fn recurs(&self, slot: i64, e: f64, r: f64) -> bool {
+        let c = &self.cfg;
+        let cycle = c.season_len.unwrap_or(24) as i64;
+        if c.recur_cycles == 0 || r == 0.0 {
+            return false;
+        }
+        let from = slot - i64::from(c.recur_cycles) * cycle;
+        let to = slot - c.refractory as i64;
+        let bar = f64::from(c.recur_frac) * r.abs();
+        self.history.range(from, to).any(|(_, x)| {
+            let d = self.fwd(x) - e;
+            d * r > 0.0 && d.abs() >= bar
+        })
     }
 
     /// Bytes this detector holds on the heap (its history and residual rings); add
@@ -590,7 +628,10 @@ impl Detector {
     /// duplicate timestamp, or a row out of order) is scored against the same expectation but
     /// not learned. A non-finite value is `Missing`: not scored, not learned.
     pub fn update(&mut self, ts: i64, value: f64) -> Scored {
-        let origin = *self.origin.get_or_insert(ts);
+        if self.origin == i64::MIN {
+            self.origin = ts;
+        }
+        let origin = self.origin;
         let step = self.cfg.step_secs.max(1);
         let slot = ((ts - origin) as f64 / step as f64).round() as i64;
         let ready = self.seen >= self.cfg.warmup && self.transform_decided;
@@ -618,6 +659,7 @@ impl Detector {
                     state: PointState::Missing,
                     knn_ratio,
                     knn_alpha: knn_alpha.unwrap_or(f64::NAN),
+                    recurrent: false,
                 };
                 if value.is_finite() {
                     let r = self.fwd(value) - e;
@@ -633,10 +675,15 @@ impl Detector {
                         .max(self.neg_log10_p(&self.shift_tail, shift_z))
                         - std::f64::consts::LOG10_2)
                         .max(0.0);
+                    // Only for points out in the tail (the scan is over the history ring).
+                    let recurrent =
+                        z.abs() >= self.cfg.tail_z.min(self.cfg.min_z) && self.recurs(slot, e, r);
                     let c = &self.cfg;
                     // The ensemble: the seasonal point/shift test or the contextual test.
-                    let anomalous = point_anomalous(l, z, shift_z, c.alert_log10_p, c.min_z)
-                        || context_anomalous(knn_ratio, c.knn_margin, self.since_alert, c);
+                    let anomalous =
+                        z_anomalous(l, z, shift_z, recurrent, c.alert_log10_p, c.min_z, c)
+                            || context_anomalous(knn_ratio, c.knn_margin, self.since_alert, c);
+                    out.recurrent = recurrent;
                     out.z = z;
                     out.shift_z = shift_z;
                     out.neg_log10_p = l;
@@ -689,6 +736,7 @@ impl Detector {
                     },
                     knn_ratio: 0.0,
                     knn_alpha: knn_alpha.unwrap_or(f64::NAN),
+                    recurrent: false,
                 }
             }
         };
@@ -760,8 +808,15 @@ pub fn alerts_at(
             if !scorable {
                 return false;
             }
-            let anomalous = point_anomalous(s.neg_log10_p, s.z, s.shift_z, alert_log10_p, min_z)
-                || context_anomalous(s.knn_ratio, knn_margin, since, cfg);
+            let anomalous = z_anomalous(
+                s.neg_log10_p,
+                s.z,
+                s.shift_z,
+                s.recurrent,
+                alert_log10_p,
+                min_z,
+                cfg,
+            ) || context_anomalous(s.knn_ratio, knn_margin, since, cfg);
             let alert = anomalous && since >= refractory;
             since = if anomalous {
                 0
@@ -786,9 +841,23 @@ fn context_anomalous(
 }
 
 /// The seasonal detector's rule: tail probability at most `10^-alert_log10_p` and a robust
-/// `|z|` (of the point or of the shift statistic) of at least `min_z`.
-fn point_anomalous(l: f64, z: f64, shift_z: f64, alert_log10_p: f64, min_z: f64) -> bool {
-    l >= alert_log10_p && z.abs().max(shift_z.abs()) >= min_z
+/// `|z|` (of the point or of the shift statistic) of at least `min_z`; a recurrent extreme
+/// counts only through a shift of at least `recur_shift_factor` x `min_z`.
+fn z_anomalous(
+    l: f64,
+    z: f64,
+    shift_z: f64,
+    recurrent: bool,
+    alert_log10_p: f64,
+    min_z: f64,
+    cfg: &DetectorConfig,
+) -> bool {
+    let strong = if recurrent && z.abs() >= min_z {
+        shift_z.abs() >= f64::from(cfg.recur_shift_factor) * min_z
+    } else {
+        z.abs().max(shift_z.abs()) >= min_z
+    };
+    l >= alert_log10_p && strong
 }
 
 /// Settings of the tracking-break test.
@@ -1042,6 +1111,9 @@ mod tests {
         // + 1 = 205 slots back, so 206 f64 slots = 1,648 bytes; residuals = 7 x 24 = 168 f32
         // = 672 bytes. (Two VecDeques of (slot, f64) and f64 held 3,836 bytes.)
         assert_eq!(d.heap_bytes(), 206 * 8 + 168 * 4);
+        // Inline: the settings and the state (the recurrence test's three settings are paid
+        // for by the first timestamp kept as a sentinel instead of an Option).
+        assert_eq!(std::mem::size_of::<Detector>(), 400);
     }
 
     #[test]
@@ -1055,6 +1127,33 @@ mod tests {
             .filter_map(|(i, x)| d.update(i as i64 * 3600, *x).is_anomaly.then_some(i))
             .collect();
         assert_eq!(flags, vec![24 * 15 + 5]);
+    }
+
+    #[test]
+    fn a_recurring_extreme_alerts_once() {
+        // The same x4 spike at three different hours of three days in a row (so the seasonal
+        // offset cannot absorb it): the first is news, the next two recur within 3 cycles.
+        let spikes = [24 * 10 + 7, 24 * 11 + 15, 24 * 12 + 3];
+        let mut xs = hourly(24 * 16, 4);
+        for i in spikes {
+            xs[i] *= 4.0;
+        }
+        let alerts = |cfg: DetectorConfig| -> Vec<usize> {
+            let mut d = Detector::new(cfg);
+            xs.iter()
+                .enumerate()
+                .filter_map(|(i, x)| {
+                    (d.update(i as i64 * 3600, *x).state == PointState::Alert).then_some(i)
+                })
+                .collect()
+        };
+        assert_eq!(alerts(DetectorConfig::default()), vec![spikes[0]]);
+        // Without the recurrence test each spike alerts.
+        let off = DetectorConfig {
+            recur_cycles: 0,
+            ..DetectorConfig::default()
+        };
+        assert_eq!(alerts(off), spikes.to_vec());
     }
 
     #[test]

@@ -29,10 +29,10 @@ use crate::sources::SourceContext;
 use crate::sources::http::{
     PollSource, SourceError, Window, read_secret, secret_header, send_with_retry,
 };
-use crate::sources::polling::{PollingConfig, PollingDefaults, required, run_or_report, timezone};
+use crate::sources::polling::{PollingConfig, PollingDefaults, required, timezone};
 use crate::sources::report::{
     Answer, BadRegionRow, complete_regions, days_then_recent_hours, push_row, region_outcome,
-    region_source_name, send_bearer, stamp,
+    run_with_regions, send_bearer, stamp,
 };
 
 /// Settings of one Google Ads customer. Every key but `name` and `customer_id` has a default;
@@ -677,24 +677,13 @@ pub async fn run(cfg: GoogleAdsConfig, ctx: SourceContext) {
     let settings = cfg.polling.loop_settings();
     let tz = ctx.pipeline.timezone();
     let regions = cfg.region_report.then(|| {
-        let rctx = SourceContext {
-            name: region_source_name(&ctx.name),
-            ..ctx.clone()
-        };
-        run_or_report(
+        (
             GoogleAdsRegionSource::new(cfg.clone(), tz),
-            settings.clone(),
-            rctx,
             "google_ads_region",
         )
     });
-    let main = run_or_report(GoogleAdsSource::new(cfg, tz), settings, ctx, "google_ads");
-    match regions {
-        Some(r) => {
-            tokio::join!(main, r);
-        }
-        None => main.await,
-    }
+    let main = (GoogleAdsSource::new(cfg, tz), "google_ads");
+    run_with_regions(main, regions, settings, ctx).await
 }
 
 #[cfg(test)]

@@ -26,10 +26,10 @@ use crate::platforms::meta::MetaApiConfig;
 use crate::records::{AdRef, CampaignKey};
 use crate::sources::SourceContext;
 use crate::sources::http::{PollSource, SourceError, Window, send_with_retry};
-use crate::sources::polling::{PollingConfig, PollingDefaults, required, run_or_report, timezone};
+use crate::sources::polling::{PollingConfig, PollingDefaults, required, timezone};
 use crate::sources::report::{
     BadRegionRow, complete_regions, days_then_recent_hours, push_row, region_outcome,
-    region_source_name, send_bearer, stamp,
+    run_with_regions, send_bearer, stamp,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -700,25 +700,11 @@ impl PollSource for MetaRegionSource {
 pub async fn run(cfg: MetaConfig, ctx: SourceContext) {
     let settings = cfg.polling.loop_settings();
     let tz = ctx.pipeline.timezone();
-    let regions = cfg.region_report.then(|| {
-        let rctx = SourceContext {
-            name: region_source_name(&ctx.name),
-            ..ctx.clone()
-        };
-        run_or_report(
-            MetaRegionSource::new(cfg.clone(), tz),
-            settings.clone(),
-            rctx,
-            "meta_region",
-        )
-    });
-    let main = run_or_report(MetaSource::new(cfg, tz), settings, ctx, "meta");
-    match regions {
-        Some(r) => {
-            tokio::join!(main, r);
-        }
-        None => main.await,
-    }
+    let regions = cfg
+        .region_report
+        .then(|| (MetaRegionSource::new(cfg.clone(), tz), "meta_region"));
+    let main = (MetaSource::new(cfg, tz), "meta");
+    run_with_regions(main, regions, settings, ctx).await
 }
 
 #[cfg(test)]

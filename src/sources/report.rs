@@ -11,7 +11,9 @@ use chrono_tz::Tz;
 use crate::base::Secret;
 use crate::normalize::{Observation, RawAdStat, RawCampaignStat, RawRegionStat, day_start};
 use crate::records::{AdRef, Bucket};
-use crate::sources::http::{SourceError, Window, secret_header};
+use crate::sources::SourceContext;
+use crate::sources::http::{LoopSettings, PollSource, SourceError, Window, secret_header};
+use crate::sources::polling::run_or_report;
 
 /// An HTTP answer, read whole.
 pub struct Answer {
@@ -96,6 +98,30 @@ pub const UNREPORTED_REGION: &str = "unreported";
 /// `source` column): `<source>.regions`.
 pub fn region_source_name(source: &str) -> String {
     format!("{source}.regions")
+}
+
+/// Run a platform's main report with the shared loop, and its region report beside it (as
+/// source `<name>.regions`, with its own ledger, cursor and metrics) when there is one.
+pub async fn run_with_regions<M: PollSource, R: PollSource>(
+    main: (Result<M, SourceError>, &'static str),
+    regions: Option<(Result<R, SourceError>, &'static str)>,
+    settings: LoopSettings,
+    ctx: SourceContext,
+) {
+    let regions = regions.map(|(source, kind)| {
+        let rctx = SourceContext {
+            name: region_source_name(&ctx.name),
+            ..ctx.clone()
+        };
+        run_or_report(source, settings.clone(), rctx, kind)
+    });
+    let main = run_or_report(main.0, settings, ctx, main.1);
+    match regions {
+        Some(r) => {
+            tokio::join!(main, r);
+        }
+        None => main.await,
+    }
 }
 
 /// A region report row that could not be read: where it was and why, and the campaign day it

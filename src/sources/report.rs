@@ -186,10 +186,17 @@ pub fn complete_regions(
             rest.spend -= p.spend;
             rest.conversion_value -= p.conversion_value;
             rest.conversions -= p.conversions;
-            if p.impressions > c.impressions || p.clicks > c.clicks || p.spend > c.spend {
+            if p.impressions > c.impressions
+                || p.clicks > c.clicks
+                || p.conversions > c.conversions
+                || p.spend > c.spend
+            {
                 tracing::warn!(campaign = %c.key.campaign_id, ts = %c.ts, total = %c.spend, regions = %p.spend,
                     "the regions of a campaign day exceed its total; the remainder row is negative");
             }
+            // counts stop at zero: a negative one is rejected by normalize, which would leave
+            // the day without its remainder (and incomplete) on every poll
+            rest.conversions = rest.conversions.max(0.0);
             rest.impressions = c.impressions.saturating_sub(p.impressions);
             rest.clicks = c.clicks.saturating_sub(p.clicks);
         }

@@ -6,6 +6,8 @@
 //! here from `costMicros` and `conversionsValue`, not from the parser under test.
 
 mod common;
+#[path = "support/regions.rs"]
+mod regions;
 
 use axum::Router;
 use axum::extract::State;
@@ -13,6 +15,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use common::*;
+use regions::*;
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -135,8 +138,6 @@ async fn start(dir: &std::path::Path, q: &QuestDb, base: &str) -> adpulse::app::
 }
 
 /// (campaign, day, region) -> (spend, conversion value, impressions, clicks).
-type Figures = BTreeMap<(String, String, String), (Decimal, Decimal, u64, u64)>;
-
 fn micros(v: &serde_json::Value) -> Decimal {
     Decimal::new(
         v.as_str().expect("costMicros as a string").parse().unwrap(),
@@ -231,63 +232,6 @@ fn geo_names(f: &Fake) -> BTreeMap<String, String> {
         .collect()
 }
 
-async fn stored_regions(q: &QuestDb) -> Figures {
-    q.rows("SELECT campaign_id, day, region, spend, conversion_value, impressions, clicks FROM region_stats")
-        .await
-        .into_iter()
-        .map(|r| {
-            let s = |i: usize| r[i].as_str().unwrap().to_string();
-            let n = |i: usize| r[i].as_u64().unwrap();
-            (
-                (s(0), s(1), s(2)),
-                (cell_decimal(&r[3]), cell_decimal(&r[4]), n(5), n(6)),
-            )
-        })
-        .collect()
-}
-
-/// (campaign, day) -> ((regions' spend, value), (campaign row's spend, value)).
-type DaySums = BTreeMap<(String, String), ((Decimal, Decimal), (Decimal, Decimal))>;
-
-/// Per campaign day: the sum of its `region_stats` spend and value, and its `campaign_stats`
-/// day row, joined in SQL.
-async fn sums_against_campaign_rows(q: &QuestDb) -> DaySums {
-    q.rows(
-        "WITH r AS (SELECT campaign_id, day, sum(spend) spend, sum(conversion_value) value \
-           FROM region_stats GROUP BY campaign_id, day) \
-         SELECT c.campaign_id, c.day, r.spend, r.value, c.spend, c.conversion_value \
-         FROM campaign_stats c JOIN r ON c.campaign_id = r.campaign_id AND c.day = r.day \
-         WHERE c.bucket = 'day'",
-    )
-    .await
-    .into_iter()
-    .map(|r| {
-        (
-            (
-                r[0].as_str().unwrap().to_string(),
-                r[1].as_str().unwrap().to_string(),
-            ),
-            (
-                (cell_decimal(&r[2]), cell_decimal(&r[3])),
-                (cell_decimal(&r[4]), cell_decimal(&r[5])),
-            ),
-        )
-    })
-    .collect()
-}
-
-fn ledger_incomplete(dir: &std::path::Path, source: &str) -> Vec<(String, String)> {
-    let text = std::fs::read_to_string(dir.join("ledger.json")).unwrap_or_default();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-    v[source]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(_, s)| s["state"] == "incomplete")
-        .map(|(d, s)| (d.clone(), s["reason"].as_str().unwrap_or("").to_string()))
-        .collect()
-}
-
 fn assert_all_days_add_up(sums: &DaySums, f: &Fake) {
     let totals = sum_results(&f.json("search_stream.json"), |_| Some(String::new()));
     assert_eq!(sums.len(), totals.len(), "every campaign day has regions");
@@ -323,7 +267,7 @@ async fn region_report_waits_out_the_quota_names_regions_and_adds_up_to_the_camp
         (ok >= 1.0).then_some(())
     })
     .await;
-    let stored = stored_regions(&q).await;
+    let stored = stored_regions(&q, None).await;
     assert_eq!(stored, want);
     // by hand from the fixture: PMax's first day, 8,036.12 less Maharashtra (3,120.45 + 180.00),
     // Karnataka (2,890.12); the 845.55 result without a region is in it
@@ -347,7 +291,7 @@ async fn region_report_waits_out_the_quota_names_regions_and_adds_up_to_the_camp
             .all(|k| !k.2.starts_with("geoTargetConstants/"))
     );
 
-    assert_all_days_add_up(&sums_against_campaign_rows(&q).await, &f);
+    assert_all_days_add_up(&sums_against_campaign_rows(&q, None).await, &f);
     assert!(ledger_incomplete(dir.path(), "google.regions").is_empty());
     let (_, m) = get(&format!("http://{}/metrics", running.addr)).await;
     assert_eq!(
@@ -415,13 +359,13 @@ async fn a_failed_name_lookup_keeps_rows_under_the_resource_name_until_it_recove
         (errors >= 1.0 && incomplete >= 2.0 && main == 0.0).then_some(())
     })
     .await;
-    assert_eq!(stored_regions(&q).await, unnamed);
+    assert_eq!(stored_regions(&q, None).await, unnamed);
     assert!(
         unnamed.keys().any(|k| k.2 == "geoTargetConstants/20453"),
         "{unnamed:?}"
     );
     // the names are unknown, not the money: the days still add up
-    assert_all_days_add_up(&sums_against_campaign_rows(&q).await, &f);
+    assert_all_days_add_up(&sums_against_campaign_rows(&q, None).await, &f);
     let incomplete = ledger_incomplete(dir.path(), "google.regions");
     let days: Vec<_> = incomplete.iter().map(|(d, _)| d.clone()).collect();
     assert!(
@@ -453,7 +397,7 @@ async fn a_failed_name_lookup_keeps_rows_under_the_resource_name_until_it_recove
         "the named regions and the zeroed resource-name rows",
         Duration::from_secs(180),
         || async {
-            let s = stored_regions(&q).await;
+            let s = stored_regions(&q, None).await;
             (s == want).then_some(s)
         },
     )
@@ -469,7 +413,7 @@ async fn a_failed_name_lookup_keeps_rows_under_the_resource_name_until_it_recove
         },
     )
     .await;
-    assert_all_days_add_up(&sums_against_campaign_rows(&q).await, &f);
+    assert_all_days_add_up(&sums_against_campaign_rows(&q, None).await, &f);
     assert!(f.calls("FROM geo_target_constant") > failed_lookups);
     running.stop().await;
 }

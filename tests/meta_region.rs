@@ -5,13 +5,16 @@
 //! (`tests/fixtures/meta/region_*.json`), summed here, not from the parser under test.
 
 mod common;
+#[path = "support/regions.rs"]
+mod regions;
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use common::*;
+use regions::*;
 use rust_decimal::Decimal;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -91,8 +94,6 @@ fn dec(v: &serde_json::Value) -> Decimal {
 
 /// (campaign, account day, region) -> (spend, omni_purchase value, impressions, clicks), summed
 /// from the fixture pages as the test reads them, leaving out rows whose spend is no number.
-type Figures = BTreeMap<(String, String, String), (Decimal, Decimal, u64, u64)>;
-
 fn fixture_figures(f: &Fake, names: &[&str], region: Option<&str>) -> Figures {
     let mut out = Figures::new();
     for name in names {
@@ -123,66 +124,6 @@ fn fixture_figures(f: &Fake, names: &[&str], region: Option<&str>) -> Figures {
         }
     }
     out
-}
-
-/// `region_stats` of the test account as the same map.
-async fn stored_regions(q: &QuestDb) -> Figures {
-    q.rows(&format!(
-        "SELECT campaign_id, day, region, spend, conversion_value, impressions, clicks \
-         FROM region_stats WHERE account = '{ACCOUNT}'"
-    ))
-    .await
-    .into_iter()
-    .map(|r| {
-        let s = |i: usize| r[i].as_str().unwrap().to_string();
-        let n = |i: usize| r[i].as_u64().unwrap();
-        (
-            (s(0), s(1), s(2)),
-            (cell_decimal(&r[3]), cell_decimal(&r[4]), n(5), n(6)),
-        )
-    })
-    .collect()
-}
-
-/// Per campaign day: the sum of its `region_stats` spend and value, and its `campaign_stats` day row.
-async fn sums_against_campaign_rows(
-    q: &QuestDb,
-) -> BTreeMap<(String, String), ((Decimal, Decimal), (Decimal, Decimal))> {
-    let mut out = BTreeMap::new();
-    for r in q
-        .rows(&format!(
-            "WITH r AS (SELECT campaign_id, day, sum(spend) spend, sum(conversion_value) value \
-               FROM region_stats WHERE account = '{ACCOUNT}' GROUP BY campaign_id, day) \
-             SELECT c.campaign_id, c.day, r.spend, r.value, c.spend, c.conversion_value \
-             FROM campaign_stats c JOIN r ON c.campaign_id = r.campaign_id AND c.day = r.day \
-             WHERE c.account = '{ACCOUNT}' AND c.bucket = 'day'"
-        ))
-        .await
-    {
-        out.insert(
-            (
-                r[0].as_str().unwrap().to_string(),
-                r[1].as_str().unwrap().to_string(),
-            ),
-            (
-                (cell_decimal(&r[2]), cell_decimal(&r[3])),
-                (cell_decimal(&r[4]), cell_decimal(&r[5])),
-            ),
-        );
-    }
-    out
-}
-
-fn ledger_incomplete(dir: &std::path::Path, source: &str) -> Vec<(String, String)> {
-    let text = std::fs::read_to_string(dir.join("ledger.json")).unwrap_or_default();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-    v[source]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(_, s)| s["state"] == "incomplete")
-        .map(|(d, s)| (d.clone(), s["reason"].as_str().unwrap_or("").to_string()))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -257,7 +198,7 @@ async fn region_report_pages_through_a_429_keeps_good_rows_and_adds_up_to_the_ca
     )
     .await;
 
-    let stored = stored_regions(&q).await;
+    let stored = stored_regions(&q, Some(ACCOUNT)).await;
     for (k, want) in &regions {
         assert_eq!(stored.get(k), Some(want), "{k:?}");
     }
@@ -296,7 +237,7 @@ async fn region_report_pages_through_a_429_keeps_good_rows_and_adds_up_to_the_ca
     assert_eq!(stored[&a2].0, Decimal::new(7932, 2));
 
     // the invariant, in SQL: every complete campaign day's regions add up to its campaign row
-    let sums = sums_against_campaign_rows(&q).await;
+    let sums = sums_against_campaign_rows(&q, Some(ACCOUNT)).await;
     assert_eq!(sums.len(), 4);
     for (k, (regions_sum, campaign_row)) in &sums {
         if *k == bad_day {
@@ -360,9 +301,9 @@ async fn region_report_pages_through_a_429_keeps_good_rows_and_adds_up_to_the_ca
     let gujarat = (bad_day.0.clone(), bad_day.1.clone(), "Gujarat".to_string());
     q.wait_for_count(&count, (regions.len() + 1 + 4) as f64)
         .await;
-    let stored = stored_regions(&q).await;
+    let stored = stored_regions(&q, Some(ACCOUNT)).await;
     assert_eq!(stored[&gujarat].0, Decimal::new(50000, 2));
-    let sums = sums_against_campaign_rows(&q).await;
+    let sums = sums_against_campaign_rows(&q, Some(ACCOUNT)).await;
     for (k, (regions_sum, campaign_row)) in &sums {
         assert_eq!(regions_sum, campaign_row, "{k:?}");
     }

@@ -400,6 +400,12 @@ pub fn classify_error(
     crate::platforms::meta::classify(status, headers, body).into()
 }
 
+/// The fields of the main report (one row per ad, day or hour).
+const AD_FIELDS: &str = "campaign_id,campaign_name,adset_id,adset_name,ad_id,ad_name,spend,impressions,clicks,actions,action_values,account_currency";
+/// The fields of the region report (one row per campaign, day and region).
+const CAMPAIGN_FIELDS: &str =
+    "campaign_id,campaign_name,spend,impressions,clicks,actions,action_values,account_currency";
+
 /// A running Meta source.
 pub struct MetaSource {
     cfg: MetaConfig,
@@ -421,51 +427,42 @@ impl MetaSource {
     }
 
     fn insights_query(&self, window: Window, hourly: bool) -> Vec<(String, String)> {
-        let mut q = vec![
-            ("level".to_string(), "ad".to_string()),
-            ("time_increment".into(), "1".into()),
-            (
-                "fields".into(),
-                "campaign_id,campaign_name,adset_id,adset_name,ad_id,ad_name,spend,impressions,clicks,actions,action_values,account_currency".into(),
-            ),
-            // one entry per action type (the documented default, asked for explicitly: the
-            // parser picks the configured purchase type out of this list)
-            ("action_breakdowns".into(), "action_type".into()),
-            (
-                "time_range".into(),
-                format!(r#"{{"since":"{}","until":"{}"}}"#, window.since, window.until),
-            ),
-            ("limit".into(), self.cfg.page_limit.to_string()),
-        ];
-        if hourly {
-            q.push((
-                "breakdowns".into(),
-                "hourly_stats_aggregated_by_advertiser_time_zone".into(),
-            ));
-        }
-        q
+        let breakdown = hourly.then_some("hourly_stats_aggregated_by_advertiser_time_zone");
+        self.report_query("ad", AD_FIELDS, window, breakdown)
     }
 
     /// The campaign-level daily read of the region report: by region (`breakdowns=region`), or
     /// without it (the same campaign days' totals, which the regions must add up to).
     fn region_query(&self, window: Window, by_region: bool) -> Vec<(String, String)> {
+        let breakdown = by_region.then_some("region");
+        self.report_query("campaign", CAMPAIGN_FIELDS, window, breakdown)
+    }
+
+    /// A daily insights read at `level` of `fields` over `window`, with an optional breakdown.
+    fn report_query(
+        &self,
+        level: &str,
+        fields: &str,
+        window: Window,
+        breakdown: Option<&str>,
+    ) -> Vec<(String, String)> {
         let mut q = vec![
-            ("level".to_string(), "campaign".to_string()),
+            ("level".to_string(), level.to_string()),
             ("time_increment".into(), "1".into()),
-            (
-                "fields".into(),
-                "campaign_id,campaign_name,spend,impressions,clicks,actions,action_values,account_currency".into(),
-            ),
+            ("fields".into(), fields.into()),
+            // one entry per action type (the documented default, asked for explicitly: the
+            // parser picks the configured purchase type out of this list)
             ("action_breakdowns".into(), "action_type".into()),
             (
                 "time_range".into(),
-                format!(r#"{{"since":"{}","until":"{}"}}"#, window.since, window.until),
+                format!(
+                    r#"{{"since":"{}","until":"{}"}}"#,
+                    window.since, window.until
+                ),
             ),
             ("limit".into(), self.cfg.page_limit.to_string()),
         ];
-        if by_region {
-            q.push(("breakdowns".into(), "region".into()));
-        }
+        q.extend(breakdown.map(|b| ("breakdowns".to_string(), b.to_string())));
         q
     }
 

@@ -192,7 +192,7 @@ pub fn complete_regions(
                 || p.spend > c.spend
             {
                 tracing::warn!(campaign = %c.key.campaign_id, ts = %c.ts, total = %c.spend, regions = %p.spend,
-                    "the regions of a campaign day exceed its total; the remainder row is negative");
+                    "the regions of a campaign day exceed its total: the remainder's counts stop at zero; a negative spend or value remainder is refused by normalize and the day stays incomplete until the figures agree");
             }
             // counts stop at zero: a negative one is rejected by normalize, which would leave
             // the day without its remainder (and incomplete) on every poll

@@ -212,6 +212,107 @@ struct CampaignHistory {
     /// prune, so a snapshot reads them instead of re-summing the history (empty without a
     /// timezone, see [`Store::with_timezone`]).
     day_sums: Vec<(i64, Cell, u32)>,
+    /// The hour buckets summed over each of [`CAMPAIGN_WINDOWS`] ending at the current hour of
+    /// the last prune, kept as buckets are upserted and dropped, so a snapshot at that hour reads
+    /// them instead of re-summing a week of buckets (`None` before the first prune, without a
+    /// timezone, and for ads).
+    trailing: Option<Box<Trailing>>,
+}
+
+/// A running sum of hour buckets that buckets are added to and taken back out of as they are
+/// upserted and dropped. Money and counts are exact; conversions are summed in fixed point
+/// (units of 2^-64, see [`fixed`]) so that taking a bucket back out leaves no floating-point
+/// residue however often its hour is restated (an `f64` running sum would drift, and a zero
+/// could come back as 1e-17).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Acc {
+    spend: Decimal,
+    conversion_value: Decimal,
+    impressions: u64,
+    clicks: u64,
+    /// Sum of [`fixed`] of the conversions (wrapping: adding and taking back out cancel exactly).
+    conversions: i128,
+    /// Buckets summed.
+    buckets: u32,
+}
+
+/// `x` in units of 2^-64 (exact for every value from 2^-11 to 2^63 with a 53-bit mantissa, so
+/// for any conversion count a platform reports; finer bits are truncated the same way each
+/// time, so they cancel too). Conversions are finite and non-negative (`normalize`).
+fn fixed(x: f64) -> i128 {
+    (x * 18_446_744_073_709_551_616.0) as i128
+}
+
+impl Acc {
+    fn add(&mut self, c: &Cell) {
+        self.spend += c.spend;
+        self.conversion_value += c.conversion_value;
+        self.impressions += c.impressions;
+        self.clicks += c.clicks;
+        self.conversions = self.conversions.wrapping_add(fixed(c.conversions));
+        self.buckets += 1;
+    }
+
+    fn sub(&mut self, c: &Cell) {
+        self.spend -= c.spend;
+        self.conversion_value -= c.conversion_value;
+        self.impressions = self.impressions.saturating_sub(c.impressions);
+        self.clicks = self.clicks.saturating_sub(c.clicks);
+        self.conversions = self.conversions.wrapping_sub(fixed(c.conversions));
+        self.buckets = self.buckets.saturating_sub(1);
+    }
+
+    fn totals(&self) -> Totals {
+        Totals {
+            spend: self.spend,
+            conversion_value: self.conversion_value,
+            revenue: Decimal::ZERO,
+            impressions: self.impressions,
+            clicks: self.clicks,
+            // one rounding, of the exact sum
+            conversions: self.conversions as f64 / 18_446_744_073_709_551_616.0,
+        }
+    }
+}
+
+/// One campaign's hour buckets summed over each of [`CAMPAIGN_WINDOWS`] ending at hour `at`.
+#[derive(Debug, Clone, PartialEq)]
+struct Trailing {
+    at: i64,
+    sums: [Acc; CAMPAIGN_WINDOWS.len()],
+}
+
+impl Trailing {
+    /// Sum the windows ending at `at` afresh.
+    fn sum(hours: &Cells, at: i64) -> Self {
+        let mut t = Trailing {
+            at,
+            sums: [Acc::default(); CAMPAIGN_WINDOWS.len()],
+        };
+        let from = CAMPAIGN_WINDOWS
+            .iter()
+            .map(|w| w.start(at))
+            .min()
+            .unwrap_or(at);
+        for (k, c) in hours.range(from, at.saturating_add(1)) {
+            t.apply(k, None, Some(&c));
+        }
+        t
+    }
+
+    /// The bucket of hour `t` went from `old` to `new` (`None`: absent).
+    fn apply(&mut self, t: i64, old: Option<&Cell>, new: Option<&Cell>) {
+        for (w, sum) in CAMPAIGN_WINDOWS.iter().zip(self.sums.iter_mut()) {
+            if t >= w.start(self.at) && t <= self.at {
+                if let Some(o) = old {
+                    sum.sub(o);
+                }
+                if let Some(n) = new {
+                    sum.add(n);
+                }
+            }
+        }
+    }
 }
 
 impl Cell {
@@ -256,20 +357,23 @@ impl CampaignHistory {
         &mut self.day_sums[i]
     }
 
-    /// Upsert an hour bucket, keeping its day's running totals.
-    fn put_hour(&mut self, t: i64, cell: Cell, tz: Option<Tz>) {
-        let Some(tz) = tz else {
-            self.hours.insert(t, cell);
-            return;
-        };
+    /// Upsert an hour bucket, keeping its day's and its trailing windows' running totals; the
+    /// bucket it replaced.
+    fn put_hour(&mut self, t: i64, cell: Cell, tz: Option<Tz>) -> Option<Cell> {
         let old = self.hours.get(t);
         self.hours.insert(t, cell);
-        let e = self.day_sum(t, tz);
-        match old {
-            Some(o) => e.1.sub(&o),
-            None => e.2 += 1,
+        if let Some(tr) = &mut self.trailing {
+            tr.apply(t, old.as_ref(), Some(&cell));
         }
-        e.1.add(&cell);
+        if let Some(tz) = tz {
+            let e = self.day_sum(t, tz);
+            match old {
+                Some(o) => e.1.sub(&o),
+                None => e.2 += 1,
+            }
+            e.1.add(&cell);
+        }
+        old
     }
 
     /// Drop the hour buckets before `cut`, handing each to `f`, and take them out of their
@@ -277,7 +381,11 @@ impl CampaignHistory {
     /// conversions outlives it).
     fn drop_hours_before(&mut self, cut: i64, tz: Option<Tz>, mut f: impl FnMut(i64, Cell)) {
         let mut dropped = Vec::new();
+        let trailing = &mut self.trailing;
         self.hours.drain_before(cut, |t, c| {
+            if let Some(tr) = trailing {
+                tr.apply(t, Some(&c), None);
+            }
             if tz.is_some() {
                 dropped.push((t, c));
             }
@@ -368,6 +476,10 @@ pub struct Store {
     window_retention: Duration,
     /// Business totals (all campaigns) per hour bucket older than `hour_cutoff`.
     window_hours: BTreeMap<i64, Cell>,
+    /// Business totals (all campaigns) per hour bucket the campaigns' history holds, kept as
+    /// buckets are upserted and dropped: the whole-business windows read these (at most 720
+    /// hours) instead of every campaign's buckets.
+    hour_totals: BTreeMap<i64, Acc>,
     /// Which (campaign, hour) a `window_hours` cell already holds: per campaign, per
     /// `hour.div_euclid(86_400)`, one bit per hour of that UTC day. A row repeated for such an
     /// hour (a backfill replayed) is then not counted twice.
@@ -403,6 +515,7 @@ impl Store {
             retention,
             window_retention,
             window_hours: BTreeMap::new(),
+            hour_totals: BTreeMap::new(),
             archived: HashMap::new(),
             hour_cutoff: i64::MIN,
             stale_restatements: 0,
@@ -483,7 +596,14 @@ impl Store {
                         h.name.clone_from(&c.campaign_name);
                     }
                     match c.bucket {
-                        Bucket::Hour => h.put_hour(t, cell, self.tz),
+                        Bucket::Hour => {
+                            let old = h.put_hour(t, cell, self.tz);
+                            let e = self.hour_totals.entry(t).or_default();
+                            if let Some(o) = old {
+                                e.sub(&o);
+                            }
+                            e.add(&cell);
+                        }
                         Bucket::Day => h.days.insert(day_key(c.day), cell),
                     }
                 }
@@ -536,7 +656,9 @@ impl Store {
                         h.ad.clone_from(&a.ad);
                     }
                     match c.bucket {
-                        Bucket::Hour => h.cells.put_hour(t, cell, self.tz),
+                        Bucket::Hour => {
+                            h.cells.put_hour(t, cell, self.tz);
+                        }
                         Bucket::Day => h.cells.days.insert(day_key(c.day), cell),
                     }
                 }
@@ -662,15 +784,28 @@ impl Store {
         let window_s = window_cutoff.timestamp();
         let mut folded: Vec<(CampaignKey, i64, Cell)> = Vec::new();
         let tz = self.tz;
+        // the hour the snapshot after this prune reads its trailing windows at
+        let cur_hour = tz.map(|tz| hour_floor(now, tz).timestamp());
+        let hour_totals = &mut self.hour_totals;
         self.campaigns.retain(|key, h| {
             h.drop_hours_before(cut_s, tz, |t, c| {
+                if let Some(e) = hour_totals.get_mut(&t) {
+                    e.sub(&c);
+                }
                 if t >= window_s {
                     folded.push((key.clone(), t, c));
                 }
             });
             h.days.drain_before(day_key(cut_day), |_, _| {});
+            if let Some(at) = cur_hour
+                && h.trailing.as_ref().is_none_or(|tr| tr.at != at)
+            {
+                // a new hour: summed afresh (a week of buckets, once an hour)
+                h.trailing = Some(Box::new(Trailing::sum(&h.hours, at)));
+            }
             !(h.hours.is_empty() && h.days.is_empty())
         });
+        self.hour_totals.retain(|_, e| e.buckets > 0);
         let stale_before = self.stale_restatements;
         for (key, t, c) in folded {
             self.archive_hour(&key, t, c);
@@ -728,6 +863,16 @@ impl Store {
             .map(|w| w.start(cur_hour))
             .min()
             .unwrap_or(cur_hour);
+        let oldest_camp_window = camp_windows
+            .iter()
+            .map(|w| w.start(cur_hour))
+            .min()
+            .unwrap_or(cur_hour);
+        // where each kept campaign window is in a `Trailing`'s sums
+        let camp_index: Vec<usize> = camp_windows
+            .iter()
+            .filter_map(|w| CAMPAIGN_WINDOWS.iter().position(|c| c == w))
+            .collect();
         let mut total_rolling = Rolling::zeroed(&total_windows);
         // per UTM campaign: (revenue, orders) per campaign window
         let mut rev_rolling: HashMap<&str, [(Decimal, u64); CAMPAIGN_WINDOWS.len()]> =
@@ -812,23 +957,24 @@ impl Store {
             let mut spend_last_hour = Decimal::ZERO;
             let day_start_guess = cur_hour - 26 * 3600;
             let mut rolling = Rolling::zeroed(&camp_windows);
-            let lo = day_start_guess
-                .min(loss_from)
-                .min(track_from)
-                .min(oldest_window);
+            // the trailing windows as kept since the last prune, when it was at this hour;
+            // otherwise summed here from the buckets
+            let kept = h.trailing.as_deref().filter(|tr| tr.at == cur_hour);
+            let mut lo = day_start_guess.min(loss_from).min(track_from);
+            match kept {
+                Some(tr) => {
+                    for (r, &i) in rolling.iter_mut().zip(&camp_index) {
+                        r.totals = tr.sums[i].totals();
+                    }
+                }
+                None => lo = lo.min(oldest_camp_window),
+            }
             for (t, c) in h.hours.range(lo, i64::MAX) {
-                let cell = c.totals();
-                if t <= cur_hour {
+                if kept.is_none() && t <= cur_hour {
+                    let cell = c.totals();
                     for r in rolling.iter_mut() {
                         if t >= r.window.start(cur_hour) {
                             r.totals += cell;
-                        }
-                    }
-                    if t >= self.hour_cutoff {
-                        for r in total_rolling.iter_mut() {
-                            if t >= r.window.start(cur_hour) {
-                                r.totals += cell;
-                            }
                         }
                     }
                 }
@@ -909,6 +1055,18 @@ impl Store {
         for p in platforms.values_mut() {
             p.loss_rate_per_hour =
                 loss_rate_per_hour(&p.loss_window, s.loss_rate_window_hours, s.margin);
+        }
+        // the campaigns' hours, from their business totals per hour
+        let live_from = oldest_window.max(self.hour_cutoff);
+        if live_from <= cur_hour {
+            for (&t, e) in self.hour_totals.range(live_from..=cur_hour) {
+                let cell = e.totals();
+                for r in total_rolling.iter_mut() {
+                    if t >= r.window.start(cur_hour) {
+                        r.totals += cell;
+                    }
+                }
+            }
         }
         // hours older than the per-campaign history, from the business totals
         let archive_end = self.hour_cutoff.min(cur_hour + 1);
@@ -1306,6 +1464,180 @@ mod tests {
         );
         c.drain_before(i64::MAX, |_, _| {});
         assert!(c.is_empty() && c.wide.is_empty());
+    }
+
+    mod windows {
+        //! The trailing windows kept as buckets come and go (per campaign, and the business
+        //! totals per hour) against a brute-force re-sum of the rows' last values.
+        use super::super::*;
+        use crate::records::CampaignStat;
+        use proptest::prelude::*;
+        use rust_decimal::Decimal;
+        use rust_decimal_macros::dec;
+        use std::collections::BTreeMap;
+
+        // an hour boundary in India (UTC+5:30), whose bucket starts are at :30 UTC
+        const BASE: i64 = 1_795_000_000 - 1_795_000_000 % 86_400 + 1800;
+
+        fn row(campaign: u8, t: i64, cents: i64, thirds: u32) -> Record {
+            let ts = DateTime::<Utc>::from_timestamp(t, 0).unwrap();
+            Record::CampaignStats(CampaignStat {
+                ts,
+                bucket: Bucket::Hour,
+                day: ts.date_naive(),
+                key: CampaignKey {
+                    platform: "google".into(),
+                    account: "1".into(),
+                    campaign_id: format!("c{campaign}"),
+                },
+                campaign_name: format!("C{campaign}"),
+                source: "google".into(),
+                spend: Decimal::new(cents, 2),
+                conversion_value: Decimal::new(cents, 3),
+                spend_account: Decimal::new(cents, 2),
+                conversion_value_account: Decimal::new(cents, 3),
+                account_currency: "INR".into(),
+                currency: "INR".into(),
+                impressions: 7 * u64::from(thirds),
+                clicks: u64::from(thirds),
+                // data-driven attribution: fractions with no exact binary form
+                conversions: f64::from(thirds) / 3.0,
+            })
+        }
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            /// Upsert (campaign, hour index, cents, conversions in thirds).
+            Put(u8, i64, i64, u32),
+            /// Prune and snapshot `hours` after the previous step's clock (0: same hour,
+            /// restatements only); `off` more hours between prune and snapshot.
+            Tick { hours: i64, off: i64 },
+        }
+
+        fn ops() -> impl Strategy<Value = Vec<Op>> {
+            let op = prop_oneof![
+                6 => (0u8..3, 0i64..20 * 24, 0i64..100_000, 0u32..10)
+                    .prop_map(|(c, h, v, k)| Op::Put(c, h, v, k)),
+                2 => (0i64..30, prop_oneof![4 => Just(0i64), 1 => -3i64..4])
+                    .prop_map(|(hours, off)| Op::Tick { hours, off }),
+            ];
+            prop::collection::vec(op, 1..120)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+            #[test]
+            fn kept_windows_equal_a_re_sum_after_upserts_restatements_and_prunes(ops in ops()) {
+                let tz = chrono_tz::Asia::Kolkata;
+                let settings = SnapshotSettings::inr(tz, None);
+                let retention_days = 8;
+                let mut store = Store::new(retention_days).with_timezone(tz);
+                // the reference: last (cents, thirds) per (campaign, hour start)
+                let mut value: BTreeMap<(u8, i64), (i64, u32)> = BTreeMap::new();
+                // the clock: a bucket start plus 20 minutes
+                let mut clock = BASE + 3600 * 24 * 9 + 1200;
+                for op in ops {
+                    match op {
+                        Op::Put(c, h, v, k) => {
+                            let t = BASE + 3600 * h;
+                            store.ingest(&[row(c, t, v, k)]);
+                            // below the per-campaign history: folded into the business
+                            // totals at the next prune, never part of a campaign's window
+                            value.insert((c, t), (v, k));
+                        }
+                        Op::Tick { hours, off } => {
+                            clock += 3600 * hours;
+                            let now = DateTime::<Utc>::from_timestamp(clock, 0).unwrap();
+                            store.prune(now);
+                            let cut = clock - 86_400 * i64::from(retention_days);
+                            value.retain(|&(_, t), _| t >= cut);
+                            let at_s = clock + 3600 * off;
+                            let at = DateTime::<Utc>::from_timestamp(at_s, 0).unwrap();
+                            let cur = at_s - (at_s - 1800).rem_euclid(3600);
+                            let snap = store.snapshot(at, &settings);
+                            let sum = |campaign: Option<u8>, from: i64| {
+                                let (mut cents, mut thirds, mut conv) = (0i64, 0u32, 0.0f64);
+                                for (&(c, t), &(v, k)) in &value {
+                                    if campaign.is_none_or(|x| x == c) && t >= from && t <= cur {
+                                        cents += v;
+                                        thirds += k;
+                                        conv += f64::from(k) / 3.0;
+                                    }
+                                }
+                                (cents, thirds, conv)
+                            };
+                            let check = |r: &Rolling, (cents, thirds, conv): (i64, u32, f64), what: &str| {
+                                prop_assert_eq!(r.totals.spend, Decimal::new(cents, 2), "{} {} spend", what, r.window.label);
+                                prop_assert_eq!(r.totals.conversion_value, Decimal::new(cents, 3), "{} {} value", what, r.window.label);
+                                prop_assert_eq!(r.totals.clicks, u64::from(thirds), "{} {} clicks", what, r.window.label);
+                                prop_assert_eq!(r.totals.impressions, 7 * u64::from(thirds), "{} {} impressions", what, r.window.label);
+                                // the exact sum is thirds / 3: within an f64 rounding of it,
+                                // and zero exactly when nothing converted
+                                let want = f64::from(thirds) / 3.0;
+                                prop_assert!((r.totals.conversions - want).abs() <= 1e-12 * want.max(1.0),
+                                    "{} {} conversions {} want {} (naive f64 sum {})", what, r.window.label, r.totals.conversions, want, conv);
+                                if thirds == 0 {
+                                    prop_assert_eq!(r.totals.conversions, 0.0);
+                                }
+                                Ok(())
+                            };
+                            // the windows within the per-campaign history (the longer ones
+                            // also read the hours folded at each prune: see `drift`)
+                            for r in snap.total.rolling.iter().filter(|r| r.window.hours <= 24 * retention_days) {
+                                check(r, sum(None, r.window.start(cur)), "total")?;
+                            }
+                            for c in &snap.campaigns {
+                                let id: u8 = c.key.campaign_id[1..].parse().unwrap();
+                                prop_assert_eq!(c.rolling.len(), 2);
+                                for r in &c.rolling {
+                                    check(r, sum(Some(id), r.window.start(cur)), &c.key.campaign_id)?;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn a_window_restated_to_zero_conversions_reads_zero_exactly() {
+            // 0.1 + 0.2 - 0.1 is 0.20000000000000004 in f64; the kept sums must not drift
+            let tz = chrono_tz::Asia::Kolkata;
+            let mut store = Store::new(8).with_timezone(tz);
+            let t0 = BASE + 3600 * 24 * 9;
+            let now = DateTime::<Utc>::from_timestamp(t0 + 3600 * 2 + 600, 0).unwrap();
+            let put = |store: &mut Store, h: i64, conv: f64| {
+                let Record::CampaignStats(mut r) = row(0, t0 + 3600 * h, 100, 0) else {
+                    unreachable!()
+                };
+                r.conversions = conv;
+                store.ingest(&[Record::CampaignStats(r)]);
+            };
+            put(&mut store, 0, 0.1);
+            put(&mut store, 1, 0.2);
+            store.prune(now);
+            let settings = SnapshotSettings::inr(tz, None);
+            let w24 = |store: &Store| store.snapshot(now, &settings).campaigns[0].rolling[0].totals;
+            // by hand: 0.1 + 0.2, one rounding (0.30000000000000004 is the nearest double to
+            // the exact sum of the two doubles)
+            assert_eq!(w24(&store).conversions, 0.1 + 0.2);
+            assert_eq!(w24(&store).spend, dec!(2.00));
+            // restate each hour many times, then both to zero
+            for k in 0..1000u32 {
+                put(&mut store, i64::from(k % 2), f64::from(k) / 7.0);
+            }
+            put(&mut store, 0, 0.0);
+            put(&mut store, 1, 0.2);
+            assert_eq!(w24(&store).conversions, 0.2);
+            put(&mut store, 1, 0.0);
+            let t = w24(&store);
+            assert_eq!(t.conversions, 0.0);
+            assert_eq!(t.spend, dec!(2.00));
+            assert_eq!(t.clicks, 0);
+            let total = store.snapshot(now, &settings).total.rolling[0].totals;
+            assert_eq!(total.conversions, 0.0);
+            assert_eq!(total.spend, dec!(2.00));
+        }
     }
 
     mod drift {

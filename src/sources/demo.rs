@@ -832,8 +832,34 @@ impl DemoSource {
         to: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Vec<Observation> {
+        let (h0, h1) = self.span(from, to);
+        let mut out = self.hour_observations(h0, h1, now);
+        out.extend(self.day_rollups(h0, h1, now, 0..self.campaigns.len()));
+        self.keep_own(&mut out);
+        out
+    }
+
+    /// Hour indexes of the buckets in `[from, to)`.
+    fn span(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> (i64, i64) {
         let h0 = self.hour_index(from).max(0);
-        let h1 = self.hour_index(to - Duration::seconds(1)).max(h0);
+        (h0, self.hour_index(to - Duration::seconds(1)).max(h0))
+    }
+
+    /// A shard keeps its own accounts, and the shop only where it is owned.
+    fn keep_own(&self, out: &mut Vec<Observation>) {
+        if !self.cfg.accounts.is_empty() || !self.cfg.shop {
+            out.retain(|o| match o {
+                Observation::Campaign(c) => {
+                    self.cfg.accounts.is_empty() || self.cfg.accounts.contains(&c.key.account)
+                }
+                _ => self.cfg.shop,
+            });
+        }
+    }
+
+    /// The hour rows of hours `h0..=h1` (campaigns, orders, their lines and journeys, refunds,
+    /// funnel), without the day rows.
+    fn hour_observations(&mut self, h0: i64, h1: i64, now: DateTime<Utc>) -> Vec<Observation> {
         self.generate_orders_until(h1 + 1);
         let mut out = Vec::new();
         for h in h0..=h1 {
@@ -909,16 +935,6 @@ impl DemoSource {
                 }
             }
         }
-        out.extend(self.day_rollups(h0, h1, now));
-        if !self.cfg.accounts.is_empty() || !self.cfg.shop {
-            // a shard keeps its own accounts, and the shop only where it is owned
-            out.retain(|o| match o {
-                Observation::Campaign(c) => {
-                    self.cfg.accounts.is_empty() || self.cfg.accounts.contains(&c.key.account)
-                }
-                _ => self.cfg.shop,
-            });
-        }
         out
     }
 
@@ -964,9 +980,15 @@ impl DemoSource {
         (stat, hour_orders)
     }
 
-    /// Day rows (the sum of the day's hours so far) for every reporting day that hours
-    /// `h0..=h1` touch, as the ad platforms report days beside hours.
-    fn day_rollups(&self, h0: i64, h1: i64, now: DateTime<Utc>) -> Vec<Observation> {
+    /// Day rows (the sum of the day's hours so far) of `campaigns` for every reporting day that
+    /// hours `h0..=h1` touch, as the ad platforms report days beside hours (with their regions).
+    fn day_rollups(
+        &self,
+        h0: i64,
+        h1: i64,
+        now: DateTime<Utc>,
+        campaigns: std::ops::Range<usize>,
+    ) -> Vec<Observation> {
         let mut days: Vec<chrono::NaiveDate> = (h0..=h1)
             .map(|h| self.hour_start(h))
             .filter(|hs| *hs <= now)
@@ -984,7 +1006,7 @@ impl DemoSource {
             if once && b > h1 && self.hour_start(h1 + 1) < now {
                 continue;
             }
-            for c in 0..self.campaigns.len() {
+            for c in campaigns.clone() {
                 let mut total: Option<RawCampaignStat> = None;
                 for h in a..=b {
                     if self.hour_start(h) > now || h >= self.next_hour {
@@ -1337,9 +1359,7 @@ impl DemoSource {
             if ctx.shutdown.is_cancelled() {
                 return;
             }
-            let poll = std::time::Instant::now();
-            let obs = self.observations(from, to, start);
-            if !deliver(&ctx, &stats, (poll, obs), (start, to)).await {
+            if !self.deliver(&ctx, &stats, (from, to, start), to).await {
                 return;
             }
         }
@@ -1361,32 +1381,59 @@ impl DemoSource {
                 );
             // re-send the hour that was in progress at `last` (restated) up to now
             let from = hour_floor(last, self.tz);
-            let poll = std::time::Instant::now();
-            let obs = self.observations(from, sim_now + Duration::seconds(1), sim_now);
-            deliver(&ctx, &stats, (poll, obs), (sim_now, sim_now)).await;
+            self.deliver(
+                &ctx,
+                &stats,
+                (from, sim_now + Duration::seconds(1), sim_now),
+                sim_now,
+            )
+            .await;
             last = sim_now;
         }
     }
 }
 
-/// Hand one poll's batch (started at `poll`) to the pipeline with the simulated `clock`, and count
-/// the poll: its rows, synced up to `until`, or its failure (logged). Whether it was delivered.
-async fn deliver(
-    ctx: &SourceContext,
-    stats: &crate::telemetry::SourceStats,
-    (poll, obs): (std::time::Instant, Vec<Observation>),
-    (clock, until): (DateTime<Utc>, DateTime<Utc>),
-) -> bool {
-    let n = obs.len();
-    match ctx.pipeline.emit(&ctx.name, obs, Some(clock)).await {
-        Ok(_) => stats.poll_ok(poll.elapsed(), n, Some(until)),
-        Err(e) => {
-            warn!(source = %ctx.name, error = %e, "demo batch not delivered");
-            stats.poll_failed(poll.elapsed());
-            return false;
+/// Campaigns whose day rows (each with its 12 regions: 13 rows a campaign and day) are built and
+/// handed over at a time: 4,992 rows a day, within one send (`pipeline::SEND_ROWS`). At 10,002
+/// campaigns a day's rows are 130,000, which built at once were the collector's peak (146 MiB of
+/// observations, heaptrack).
+const ROLLUP_CAMPAIGNS: usize = 384;
+
+impl DemoSource {
+    /// One poll: the observations of `[from, to)` as of `now` (also the collector's clock)
+    /// handed to the pipeline, the hour rows first and then the day rows [`ROLLUP_CAMPAIGNS`]
+    /// campaigns at a time, and the poll counted: its rows, synced up to `until`, or its
+    /// failure (logged). Whether it was delivered.
+    async fn deliver(
+        &mut self,
+        ctx: &SourceContext,
+        stats: &crate::telemetry::SourceStats,
+        (from, to, now): (DateTime<Utc>, DateTime<Utc>, DateTime<Utc>),
+        until: DateTime<Utc>,
+    ) -> bool {
+        let poll = std::time::Instant::now();
+        let (h0, h1) = self.span(from, to);
+        let mut part = self.hour_observations(h0, h1, now);
+        let mut n = 0;
+        let mut next = 0;
+        loop {
+            self.keep_own(&mut part);
+            n += part.len();
+            if let Err(e) = ctx.pipeline.emit(&ctx.name, part, Some(now)).await {
+                warn!(source = %ctx.name, error = %e, "demo batch not delivered");
+                stats.poll_failed(poll.elapsed());
+                return false;
+            }
+            if next >= self.campaigns.len() {
+                break;
+            }
+            let end = (next + ROLLUP_CAMPAIGNS).min(self.campaigns.len());
+            part = self.day_rollups(h0, h1, now, next..end);
+            next = end;
         }
+        stats.poll_ok(poll.elapsed(), n, Some(until));
+        true
     }
-    true
 }
 
 /// SplitMix-style mixing of three integers into one seed.
@@ -1406,4 +1453,108 @@ fn lognormal(rng: &mut ChaCha8Rng, sigma: f64) -> f64 {
     let u2: f64 = rng.random_range(0.0..1.0);
     let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
     (sigma * z - sigma * sigma / 2.0).exp()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::normalize::Normalizer;
+    use crate::records::Record;
+    use std::sync::Arc;
+
+    fn source(scale: u32) -> DemoSource {
+        let mut cfg = DemoConfig::new("demo");
+        cfg.scale = scale;
+        cfg.backfill_days = 1;
+        cfg.start = Some("2026-11-20T08:10:00Z".parse().unwrap());
+        DemoSource::new(cfg, chrono_tz::UTC)
+    }
+
+    /// Day rows built a few hundred campaigns at a time are the rows built at once, in order.
+    #[test]
+    fn day_rows_in_campaign_chunks_are_the_day_rows_of_every_campaign() {
+        let mut src = source(100);
+        let now = src.start();
+        let (h0, h1) = src.span(src.epoch(), now);
+        src.generate_orders_until(h1 + 1);
+        let n = src.campaigns.len();
+        assert_eq!(n, 600);
+        let whole = src.day_rollups(h0, h1, now, 0..n);
+        let mut chunks = Vec::new();
+        for a in (0..n).step_by(ROLLUP_CAMPAIGNS) {
+            chunks.extend(src.day_rollups(h0, h1, now, a..(a + ROLLUP_CAMPAIGNS).min(n)));
+        }
+        // the window touches two UTC days (from 08:00 the day before to 08:10): each campaign's
+        // two day rows with 12 regions each
+        assert_eq!(whole.len(), 600 * 2 * 13);
+        let dbg = |v: &[Observation]| v.iter().map(|o| format!("{o:?}")).collect::<Vec<_>>();
+        let (mut a, mut b) = (dbg(&whole), dbg(&chunks));
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+    }
+
+    /// A poll hands over what `observations` returns, none of it in a send larger than
+    /// `SEND_ROWS`, and the day rows apart from the hour rows.
+    #[tokio::test]
+    async fn a_poll_hands_over_its_rows_in_bounded_sends() {
+        let (handle, mut rx) = crate::sinks::questdb::SinkHandle::for_test(1024);
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = SourceContext::test(
+            "demo",
+            8,
+            Some(handle),
+            Arc::new(crate::sources::cursor::CursorStore::new(dir.path())),
+        );
+        let stats = ctx.pipeline.telemetry().source("demo", "demo");
+        let mut src = source(100);
+        let (from, now) = (src.epoch(), src.start());
+        assert!(src.deliver(&ctx, &stats, (from, now, now), now).await);
+        drop(ctx);
+        let mut sends = Vec::new();
+        while let Ok(b) = rx.try_recv() {
+            sends.push(b);
+        }
+        assert!(
+            sends
+                .iter()
+                .all(|b| b.rows().len() <= crate::pipeline::SEND_ROWS)
+        );
+        let got: Vec<String> = sends
+            .iter()
+            .flat_map(|b| b.rows())
+            .map(|r| format!("{r:?}"))
+            .collect();
+        // the same rows as the whole poll built at once and normalized
+        let mut twin = source(100);
+        let normalizer = Normalizer::new(chrono_tz::UTC, "INR", Default::default());
+        let want: Vec<Record> = twin
+            .observations(from, now, now)
+            .into_iter()
+            .map(|o| normalizer.normalize_at("demo", o, now).unwrap())
+            .collect();
+        let day_rows = want
+            .iter()
+            .filter(|r| matches!(r, Record::CampaignStats(c) if c.bucket == Bucket::Day))
+            .count();
+        assert_eq!(day_rows, 600 * 2);
+        let mut want: Vec<String> = want.iter().map(|r| format!("{r:?}")).collect();
+        let mut got_sorted = got.clone();
+        want.sort();
+        got_sorted.sort();
+        assert_eq!(got_sorted.len(), want.len());
+        assert!(got_sorted == want, "the same rows");
+        // 600 campaigns' day rows in chunks of 384 and 216 campaigns: at least two sends hold
+        // day rows only
+        let day_only = sends
+            .iter()
+            .filter(|b| {
+                b.rows().iter().all(|r| {
+                    matches!(r, Record::CampaignStats(c) if c.bucket == Bucket::Day)
+                        || matches!(r, Record::RegionStats(_))
+                })
+            })
+            .count();
+        assert!(day_only >= 2, "{day_only} sends of day rows");
+    }
 }

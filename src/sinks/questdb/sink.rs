@@ -517,20 +517,33 @@ impl QuestDbSink {
     /// Append every row in memory to the spool (up to `cap`) and let them go from memory: how
     /// many. On an error they stay in memory.
     fn spool_pending(&mut self, cap: Cap) -> Result<usize, crate::sinks::spool::SpoolError> {
-        let rows: Vec<Record> = self.pending.iter().cloned().collect();
-        self.spool.push(&rows, cap)?;
-        self.note(self.front_seq(), rows.len() as u64, Went::Spooled);
+        // written from where they are (not a copy: memory is at its fullest here)
+        let n = self.pending.len();
+        self.spool.push(self.pending.make_contiguous(), cap)?;
+        self.note(self.front_seq(), n as u64, Went::Spooled);
         self.pending.clear();
+        self.release_pending();
         if cap == Cap::Reserve && self.spool.in_reserve() {
             warn!(
                 sink = SINK,
-                rows = rows.len(),
+                rows = n,
                 bytes = self.spool.bytes(),
                 max = self.cfg.spool_max_bytes,
                 "spool past its soft cap: shutdown wrote into the reserve (questdb.spool_reserve_bytes)"
             );
         }
-        Ok(rows.len())
+        Ok(n)
+    }
+
+    /// Give back what memory's queue grew to beyond a few writes' worth once it has drained: a
+    /// `VecDeque` keeps its largest size, and 200,000 rows of [`Record`] once queued (QuestDB
+    /// down, or a large send) would otherwise stay allocated for good (131 MiB at 10,000
+    /// campaigns before sends were split).
+    fn release_pending(&mut self) {
+        let keep = self.cfg.flush_rows.saturating_mul(2);
+        if self.pending.len() <= self.cfg.flush_rows && self.pending.capacity() > 2 * keep {
+            self.pending.shrink_to(keep);
+        }
     }
 
     /// Move every row in memory to the spool (QuestDB is down: rows become durable now rather than
@@ -682,6 +695,7 @@ impl QuestDbSink {
                 }
             }
         }
+        self.release_pending();
         self.resolve();
         self.update_gauges();
     }
@@ -693,13 +707,13 @@ impl QuestDbSink {
             return;
         }
         let n = self.pending.len() - max;
-        let rows: Vec<Record> = self.pending.iter().take(n).cloned().collect();
         let cap = if self.is_draining() {
             Cap::Reserve
         } else {
             Cap::Soft
         };
-        match self.spool.push(&rows, cap) {
+        // written from where they are, not copied first
+        match self.spool.push(&self.pending.make_contiguous()[..n], cap) {
             Ok(()) => {
                 self.note(self.front_seq(), n as u64, Went::Spooled);
                 self.pending.drain(..n);

@@ -28,11 +28,12 @@
 //! episode, however long).
 //!
 //! One [`DetectorConfig`] (from [`DetectorConfig::for_step`]) serves every series: the NAB
-//! evaluation in [`super::eval::nab`] runs it on all development files.
+//! evaluation in [`super::eval::nab`] runs it on all development files. The service shares one
+//! copy among all its detectors ([`Detector::shared`]) instead of one each.
 //!
 //! [`TrackingBreak`] is the dedicated test for broken conversion tracking at low volume.
 
-use std::collections::VecDeque;
+use std::sync::Arc;
 
 use super::stats;
 
@@ -366,12 +367,15 @@ struct Tail {
 /// Streaming robust seasonal detector. Feed points in time order with [`Detector::update`].
 #[derive(Debug, Clone)]
 pub struct Detector {
-    cfg: DetectorConfig,
+    /// The settings, shared: the service keeps 60,000 detectors of one configuration, and a
+    /// copy each was 208 of a detector's 400 inline bytes.
+    cfg: Arc<DetectorConfig>,
     /// Timestamp of the first point (`i64::MIN` before any; a sentinel rather than an
     /// `Option` keeps the detector at its size).
     origin: i64,
     last_slot: i64,
-    seen: usize,
+    /// Points learned (saturating: only compared with the warm-up length).
+    seen: u32,
     /// Raw values of the last cycles, by slot.
     history: SlotRing,
     /// The detector's last `scale_window` residuals (transformed scale).
@@ -384,12 +388,14 @@ pub struct Detector {
     shift_tail: Tail,
     /// Exponentially weighted mean of clipped z.
     shift: f64,
-    /// Points scored since the last anomalous point (`usize::MAX` before any).
-    since_alert: usize,
+    /// Points scored since the last anomalous point (`u32::MAX` before any; saturating, and
+    /// read as `usize::MAX` there, see [`Detector::since_alert`]).
+    since_alert: u32,
     /// Decayed record of the contextual non-conformities (its calibration).
     knn_record: f64,
-    /// Contextual non-conformities seen.
-    knn_seen: usize,
+    /// Contextual non-conformities seen (saturating: only compared with
+    /// `knn_min_calibration`).
+    knn_seen: u32,
 }
 
 thread_local! {
@@ -401,6 +407,12 @@ thread_local! {
 impl Detector {
     /// A detector with the given settings.
     pub fn new(cfg: DetectorConfig) -> Self {
+        Self::shared(Arc::new(cfg))
+    }
+
+    /// A detector with settings shared with others (what the service does for its detector per
+    /// campaign and series); scores exactly as [`Detector::new`] with the same settings.
+    pub fn shared(cfg: Arc<DetectorConfig>) -> Self {
         // sized once to what they hold at most: the slots back to `slot - keep`, and the
         // spread's window
         let keep = Self::keep_slots(&cfg);
@@ -416,9 +428,19 @@ impl Detector {
             tail: Tail::default(),
             shift_tail: Tail::default(),
             shift: 0.0,
-            since_alert: usize::MAX,
+            since_alert: u32::MAX,
             knn_record: 0.0,
             knn_seen: 0,
+        }
+    }
+
+    /// Points scored since the last anomalous point, `usize::MAX` before any (and from
+    /// `u32::MAX` points on, which no refractory setting reaches).
+    fn since_alert(&self) -> usize {
+        if self.since_alert == u32::MAX {
+            usize::MAX
+        } else {
+            self.since_alert as usize
         }
     }
 
@@ -449,7 +471,7 @@ impl Detector {
         let Some(alpha) = knn::ncm(buf, len, c.knn_k, c.knn_reference) else {
             return (None, 0.0);
         };
-        if self.knn_seen < c.knn_min_calibration.max(1) || self.knn_record <= 0.0 {
+        if (self.knn_seen as usize) < c.knn_min_calibration.max(1) || self.knn_record <= 0.0 {
             return (Some(alpha), 0.0);
         }
         (Some(alpha), alpha / self.knn_record)
@@ -634,7 +656,7 @@ impl Detector {
         let origin = self.origin;
         let step = self.cfg.step_secs.max(1);
         let slot = ((ts - origin) as f64 / step as f64).round() as i64;
-        let ready = self.seen >= self.cfg.warmup && self.transform_decided;
+        let ready = self.seen as usize >= self.cfg.warmup && self.transform_decided;
         let mut buf = SCRATCH.with(|b| std::mem::take(&mut *b.borrow_mut()));
         let (knn_alpha, knn_ratio) = self.contextual(slot, value, &mut buf);
         let expected_t = if ready {
@@ -682,7 +704,7 @@ impl Detector {
                     // The ensemble: the seasonal point/shift test or the contextual test.
                     let anomalous =
                         z_anomalous(l, z, shift_z, recurrent, c.alert_log10_p, c.min_z, c)
-                            || context_anomalous(knn_ratio, c.knn_margin, self.since_alert, c);
+                            || context_anomalous(knn_ratio, c.knn_margin, self.since_alert(), c);
                     out.recurrent = recurrent;
                     out.z = z;
                     out.shift_z = shift_z;
@@ -695,7 +717,7 @@ impl Detector {
                     // row with nothing anomalous, however long the anomalous stretch.
                     out.state = if !anomalous {
                         PointState::Normal
-                    } else if self.since_alert >= c.refractory {
+                    } else if self.since_alert() >= c.refractory {
                         PointState::Alert
                     } else {
                         PointState::Anomalous
@@ -748,9 +770,9 @@ impl Detector {
         }
         if value.is_finite() && fresh {
             self.last_slot = slot;
-            self.seen += 1;
+            self.seen = self.seen.saturating_add(1);
             self.history.push(slot, value);
-            if !self.transform_decided && self.seen >= self.cfg.warmup {
+            if !self.transform_decided && self.seen as usize >= self.cfg.warmup {
                 self.decide_transform();
                 // Seed the spread from the warm-up so the first scored points have a scale.
                 self.seed_residuals();
@@ -940,16 +962,102 @@ pub struct TrackingStatus {
     pub broken: bool,
 }
 
+/// The hours a [`TrackingBreak`] keeps: the last `cap` of its baseline followed by the current
+/// zero-conversion run, each (clicks, platform conversions, attributed shop orders), oldest
+/// overwritten first. Stored as `f32` while every value pushed is one exactly (hourly counts
+/// below 2^24 are), else as `f64` (the whole ring converted, exactly, at the first value that
+/// is not): 12 bytes an hour instead of 24, and what is read back is bit for bit what was
+/// pushed, so the sums that subtract it stay exact.
+#[derive(Debug, Clone)]
+enum HourRing {
+    Narrow(Box<[[f32; 3]]>),
+    Wide(Box<[[f64; 3]]>),
+}
+
+impl HourRing {
+    fn slots(&self) -> usize {
+        match self {
+            HourRing::Narrow(v) => v.len(),
+            HourRing::Wide(v) => v.len(),
+        }
+    }
+
+    fn get(&self, i: usize) -> (f64, f64, f64) {
+        match self {
+            HourRing::Narrow(v) => {
+                let [a, b, c] = v[i];
+                (f64::from(a), f64::from(b), f64::from(c))
+            }
+            HourRing::Wide(v) => {
+                let [a, b, c] = v[i];
+                (a, b, c)
+            }
+        }
+    }
+
+    fn set(&mut self, i: usize, row: (f64, f64, f64)) {
+        let narrow = |x: f64| {
+            let n = x as f32;
+            (f64::from(n).to_bits() == x.to_bits()).then_some(n)
+        };
+        if let HourRing::Narrow(v) = self {
+            if let (Some(a), Some(b), Some(c)) = (narrow(row.0), narrow(row.1), narrow(row.2)) {
+                v[i] = [a, b, c];
+                return;
+            }
+            let wide: Box<[[f64; 3]]> = v
+                .iter()
+                .map(|r| r.map(f64::from))
+                .collect::<Vec<_>>()
+                .into_boxed_slice();
+            *self = HourRing::Wide(wide);
+        }
+        if let HourRing::Wide(v) = self {
+            v[i] = [row.0, row.1, row.2];
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            HourRing::Narrow(v) => std::mem::size_of_val(&**v),
+            HourRing::Wide(v) => std::mem::size_of_val(&**v),
+        }
+    }
+}
+
 /// Streaming test for broken conversion tracking at low volume. Feed one hour at a time.
+///
+/// Its memory is bounded whatever the history: the baseline's hours and the current run's are
+/// kept in one ring of `baseline_hours` slots (the run's hours are what the baseline receives
+/// when the run ends, so they enter the ring as they come, and the sums the baseline will have
+/// then are kept beside the frozen ones the test reads), and of the run only its length and
+/// sums. A campaign that never converts no longer grows a run vector by an hour each hour.
 #[derive(Debug, Clone)]
 pub struct TrackingBreak {
     cfg: TrackingBreakConfig,
-    /// (clicks, platform conversions, attributed shop orders) of the baseline hours.
-    baseline: VecDeque<(f64, f64, f64)>,
-    /// Sums of `baseline` (clicks, conversions, orders), kept up to date.
+    /// The last `cfg.baseline_hours` hours of the baseline followed by the run (allocated at the
+    /// first hour kept).
+    ring: Option<HourRing>,
+    /// Hours in the ring, and where the oldest is.
+    len: usize,
+    head: usize,
+    /// Hours of the baseline as the test reads it (before the run), at most `len`.
+    baseline_len: usize,
+    /// Sums of the baseline (clicks, conversions, orders), kept up to date; frozen during a run.
     sums: (f64, f64, f64),
-    /// (clicks, shop orders) of the current zero-conversion run.
-    run: Vec<(f64, f64)>,
+    /// What `sums` become when the run ends: the run's hours added and the hours they push out
+    /// subtracted, in the order the baseline would add and drop them.
+    pending: (f64, f64, f64),
+    /// Hours in the current zero-conversion run, and their clicks and shop orders summed in
+    /// order (what summing the run's hours gives).
+    run_hours: usize,
+    run_clicks: f64,
+    run_orders: f64,
+}
+
+/// What summing no value gives (`Sum for f64`'s neutral element), where a run's sums start.
+fn empty_sum() -> f64 {
+    std::iter::empty::<f64>().sum()
 }
 
 impl TrackingBreak {
@@ -957,9 +1065,15 @@ impl TrackingBreak {
     pub fn new(cfg: TrackingBreakConfig) -> Self {
         TrackingBreak {
             cfg,
-            baseline: VecDeque::new(),
+            ring: None,
+            len: 0,
+            head: 0,
+            baseline_len: 0,
             sums: (0.0, 0.0, 0.0),
-            run: Vec::new(),
+            pending: (0.0, 0.0, 0.0),
+            run_hours: 0,
+            run_clicks: empty_sum(),
+            run_orders: empty_sum(),
         }
     }
 
@@ -974,17 +1088,37 @@ impl TrackingBreak {
         (self.sums.1, self.sums.2)
     }
 
-    fn push_baseline(&mut self, row: (f64, f64, f64)) {
-        self.sums = (
-            self.sums.0 + row.0,
-            self.sums.1 + row.1,
-            self.sums.2 + row.2,
-        );
-        self.baseline.push_back(row);
-        while self.baseline.len() > self.cfg.baseline_hours {
-            if let Some(o) = self.baseline.pop_front() {
-                self.sums = (self.sums.0 - o.0, self.sums.1 - o.1, self.sums.2 - o.2);
-            }
+    /// Bytes this test holds on the heap (its ring of hours); add `size_of::<TrackingBreak>()`
+    /// for the whole.
+    pub fn heap_bytes(&self) -> usize {
+        self.ring.as_ref().map_or(0, HourRing::bytes)
+    }
+
+    /// Appends `row` to the ring and to the `pending` sums (added first, then the hour it
+    /// pushes out subtracted, as the baseline did).
+    fn push_hour(&mut self, row: (f64, f64, f64)) {
+        let s = self.pending;
+        self.pending = (s.0 + row.0, s.1 + row.1, s.2 + row.2);
+        let cap = self.cfg.baseline_hours;
+        if cap == 0 {
+            // the baseline holds nothing: the hour is added and dropped at once
+            let s = self.pending;
+            self.pending = (s.0 - row.0, s.1 - row.1, s.2 - row.2);
+            return;
+        }
+        let ring = self
+            .ring
+            .get_or_insert_with(|| HourRing::Narrow(vec![[0.0; 3]; cap].into_boxed_slice()));
+        debug_assert_eq!(ring.slots(), cap);
+        if self.len == cap {
+            let o = ring.get(self.head);
+            let s = self.pending;
+            self.pending = (s.0 - o.0, s.1 - o.1, s.2 - o.2);
+            ring.set(self.head, row);
+            self.head = (self.head + 1) % cap;
+        } else {
+            ring.set((self.head + self.len) % cap, row);
+            self.len += 1;
         }
     }
 
@@ -1004,26 +1138,32 @@ impl TrackingBreak {
         let valid =
             clicks.is_finite() && conversions.is_finite() && clicks >= 0.0 && conversions >= 0.0;
         if valid {
+            let o = orders.unwrap_or(0.0);
             if conversions == 0.0 && clicks > 0.0 {
-                self.run.push((clicks, orders.unwrap_or(0.0)));
+                // A run hour: the baseline receives it as (clicks, 0, orders) when the run ends.
+                self.push_hour((clicks, 0.0, o));
+                self.run_hours += 1;
+                self.run_clicks += clicks;
+                self.run_orders += o;
             } else {
-                // The run ends: its hours join the baseline as ordinary history.
-                let run: Vec<(f64, f64)> = self.run.drain(..).collect();
-                for (c, o) in run {
-                    self.push_baseline((c, 0.0, o));
-                }
-                self.push_baseline((clicks, conversions, orders.unwrap_or(0.0)));
+                // The run ends: its hours (already in the ring) join the baseline.
+                self.push_hour((clicks, conversions, o));
+                self.sums = self.pending;
+                self.baseline_len = self.len;
+                self.run_hours = 0;
+                self.run_clicks = empty_sum();
+                self.run_orders = empty_sum();
             }
         }
         self.status(pool)
     }
 
     fn status(&self, pool: (f64, f64)) -> TrackingStatus {
-        let n = self.run.len();
+        let n = self.run_hours;
         let (b_clicks, b_conv, b_orders) = self.sums;
-        let b_hours = self.baseline.len() as f64;
-        let run_clicks: f64 = self.run.iter().map(|r| r.0).sum();
-        let run_orders: f64 = self.run.iter().map(|r| r.1).sum();
+        let b_hours = self.baseline_len as f64;
+        let run_clicks = self.run_clicks;
+        let run_orders = self.run_orders;
         let click_ratio = if b_hours > 0.0 && b_clicks > 0.0 {
             run_clicks / (b_clicks / b_hours * n as f64)
         } else {
@@ -1111,9 +1251,158 @@ mod tests {
         // + 1 = 205 slots back, so 206 f64 slots = 1,648 bytes; residuals = 7 x 24 = 168 f32
         // = 672 bytes. (Two VecDeques of (slot, f64) and f64 held 3,836 bytes.)
         assert_eq!(d.heap_bytes(), 206 * 8 + 168 * 4);
-        // Inline: the settings and the state (the recurrence test's three settings are paid
-        // for by the first timestamp kept as a sentinel instead of an Option).
-        assert_eq!(std::mem::size_of::<Detector>(), 400);
+        // Inline, by hand: the shared settings' pointer 8; origin, last slot 8 + 8; seen,
+        // since-alert and contextual count (u32) 12 and the transform flag 1, padded to 16;
+        // the history ring (boxed slice 16, first and last slot 16) 32; the residual ring
+        // (boxed slice 16, length and next 16) 32; the log offset (Option<f64>) 16; two tails
+        // of 3 f64 48; shift and the contextual record 16: 184 bytes. (A copy of the 208-byte
+        // settings in each and usize counters made 400.)
+        assert_eq!(std::mem::size_of::<Detector>(), 184);
+        // The settings are not copied into a shared detector.
+        let cfg = std::sync::Arc::new(DetectorConfig::for_step(3600));
+        let shared: Vec<Detector> = (0..3).map(|_| Detector::shared(cfg.clone())).collect();
+        assert_eq!(std::sync::Arc::strong_count(&cfg), 4);
+        assert!(shared.iter().all(|d| std::ptr::eq(d.config(), &*cfg)));
+    }
+
+    #[test]
+    fn bytes_per_tracking_test() {
+        // Ten days of hours, then a month without a conversion (the run): the ring stays at
+        // the baseline's 240 hours of three f32 (12 bytes) = 2,880 bytes. (A VecDeque of
+        // (f64, f64, f64) grown to 256 and a run vector of (f64, f64) grown to 1,024 held
+        // 6,144 + 16,384 bytes.)
+        let mut tb = TrackingBreak::new(TrackingBreakConfig::default());
+        for h in 0..240 {
+            tb.update_with_orders(30.0, f64::from(h % 7 == 0), Some(1.0), (0.0, 0.0));
+        }
+        for _ in 0..24 * 30 {
+            tb.update_with_orders(30.0, 0.0, Some(0.0), (0.0, 0.0));
+        }
+        assert_eq!(tb.heap_bytes(), 240 * 12);
+        // A fractional conversion count is not an f32: the ring widens to f64 (24 bytes).
+        tb.update(30.0, 0.1);
+        assert_eq!(tb.heap_bytes(), 240 * 24);
+        // Inline, by hand: the settings 40 (two usize, three f64), the ring 24 (a tag and a
+        // boxed slice; `None` is a niche), length, head and baseline length 24, the sums and
+        // the pending sums 48, the run's length and sums 24: 160 bytes (the queue and vector
+        // made 120, besides their heap).
+        assert_eq!(std::mem::size_of::<TrackingBreak>(), 160);
+    }
+
+    /// The tracking-break test as it was before its bounded ring (a queue of the baseline's
+    /// hours and a vector of the run's), kept to check the ring against.
+    struct Reference {
+        cfg: TrackingBreakConfig,
+        baseline: std::collections::VecDeque<(f64, f64, f64)>,
+        sums: (f64, f64, f64),
+        run: Vec<(f64, f64)>,
+    }
+
+    impl Reference {
+        fn push_baseline(&mut self, row: (f64, f64, f64)) {
+            self.sums = (
+                self.sums.0 + row.0,
+                self.sums.1 + row.1,
+                self.sums.2 + row.2,
+            );
+            self.baseline.push_back(row);
+            while self.baseline.len() > self.cfg.baseline_hours {
+                if let Some(o) = self.baseline.pop_front() {
+                    self.sums = (self.sums.0 - o.0, self.sums.1 - o.1, self.sums.2 - o.2);
+                }
+            }
+        }
+
+        /// (baseline sums, baseline hours, run hours, run clicks, run orders).
+        fn update(
+            &mut self,
+            clicks: f64,
+            conversions: f64,
+            shop_orders: Option<f64>,
+        ) -> ((f64, f64, f64), usize, usize, f64, f64) {
+            let orders = shop_orders.filter(|o| o.is_finite() && *o >= 0.0);
+            let valid = clicks.is_finite()
+                && conversions.is_finite()
+                && clicks >= 0.0
+                && conversions >= 0.0;
+            if valid {
+                if conversions == 0.0 && clicks > 0.0 {
+                    self.run.push((clicks, orders.unwrap_or(0.0)));
+                } else {
+                    let run: Vec<(f64, f64)> = self.run.drain(..).collect();
+                    for (c, o) in run {
+                        self.push_baseline((c, 0.0, o));
+                    }
+                    self.push_baseline((clicks, conversions, orders.unwrap_or(0.0)));
+                }
+            }
+            (
+                self.sums,
+                self.baseline.len(),
+                self.run.len(),
+                self.run.iter().map(|r| r.0).sum(),
+                self.run.iter().map(|r| r.1).sum(),
+            )
+        }
+    }
+
+    #[test]
+    fn the_bounded_tracking_ring_keeps_the_sums_bit_for_bit() {
+        // Against the queue-and-vector version on random hours: long and short zero runs,
+        // fractional clicks and conversions (which widen the ring), missing and negative
+        // inputs, and baselines of 0, 1, 5 and 240 hours; every sum must be the same bits.
+        for (seed, baseline_hours) in [(1u64, 240usize), (2, 5), (3, 1), (4, 0), (5, 240)] {
+            let cfg = TrackingBreakConfig {
+                baseline_hours,
+                ..TrackingBreakConfig::default()
+            };
+            let mut tb = TrackingBreak::new(cfg.clone());
+            let mut old = Reference {
+                cfg,
+                baseline: Default::default(),
+                sums: (0.0, 0.0, 0.0),
+                run: Vec::new(),
+            };
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let fractional = seed >= 3;
+            for h in 0..3_000 {
+                // runs of zero conversions up to 400 hours long
+                let quiet = (h / 400) % 2 == 1 && rng.random::<f64>() < 0.99;
+                let mut clicks = f64::from(rng.random_range(0..60u32));
+                let mut conv = if quiet {
+                    0.0
+                } else {
+                    f64::from(rng.random_range(0..3u32))
+                };
+                if fractional {
+                    clicks += rng.random::<f64>();
+                    if conv > 0.0 {
+                        conv /= 3.0;
+                    }
+                }
+                if rng.random::<f64>() < 0.01 {
+                    clicks = if h % 2 == 0 { f64::NAN } else { -1.0 };
+                }
+                let orders = match rng.random_range(0..4u32) {
+                    0 => None,
+                    1 => Some(f64::NAN),
+                    n => Some(f64::from(n - 2) * if fractional { 0.7 } else { 1.0 }),
+                };
+                let got = tb.update_with_orders(clicks, conv, orders, (3.0, 5.0));
+                let (sums, b_len, n, rc, ro) = old.update(clicks, conv, orders);
+                let bits = |t: (f64, f64, f64)| (t.0.to_bits(), t.1.to_bits(), t.2.to_bits());
+                assert_eq!(bits(tb.sums), bits(sums), "seed {seed}, hour {h}");
+                assert_eq!(tb.baseline_len, b_len, "seed {seed}, hour {h}");
+                assert_eq!(got.zero_hours, n, "seed {seed}, hour {h}");
+                assert_eq!(
+                    tb.run_clicks.to_bits(),
+                    rc.to_bits(),
+                    "seed {seed}, hour {h}"
+                );
+                assert_eq!(got.unmatched_orders.to_bits(), ro.to_bits());
+            }
+            assert!(old.run.len() <= 400 + 1);
+        }
     }
 
     #[test]

@@ -102,9 +102,7 @@ pub fn campaign_hours(
     campaign_hours_between(store, last_scored, i64::MIN, cur_hour, tz)
 }
 
-/// [`campaign_hours`] for the hour buckets starting in `[from, to)` only: the runner scores the
-/// history in such slices, so that at thousands of campaigns it never holds more than one
-/// slice's points and rows.
+/// [`campaign_hours_after`] with the last scored hours in a map.
 pub fn campaign_hours_between(
     store: &crate::state::Store,
     last_scored: &HashMap<CampaignKey, i64>,
@@ -112,10 +110,24 @@ pub fn campaign_hours_between(
     to: i64,
     tz: Tz,
 ) -> Vec<CampaignHour> {
+    campaign_hours_after(store, |k| last_scored.get(k).copied(), from, to, tz)
+}
+
+/// [`campaign_hours`] for the hour buckets starting in `[from, to)` only, with `last_scored`
+/// the last scored hour of a campaign (`None`: none yet): the runner scores the history in such
+/// slices, so that at thousands of campaigns it never holds more than one slice's points and
+/// rows.
+pub fn campaign_hours_after(
+    store: &crate::state::Store,
+    last_scored: impl Fn(&CampaignKey) -> Option<i64>,
+    from: i64,
+    to: i64,
+    tz: Tz,
+) -> Vec<CampaignHour> {
     let mut out: Vec<CampaignHour> = Vec::new();
     let mut lo = i64::MAX;
     store.visit_campaign_hours_between(from, to, |key, name, t, totals| {
-        if last_scored.get(key).is_none_or(|&l| t > l) {
+        if last_scored(key).is_none_or(|l| t > l) {
             lo = lo.min(t);
             out.push(CampaignHour {
                 key: key.clone(),
@@ -215,6 +227,32 @@ struct Latest {
 /// One campaign's detectors, by [`CAMPAIGN_SERIES`] index (`None` until the series has a value).
 type CampaignDetectors = [Option<(Detector, Option<Latest>)>; CAMPAIGN_SERIES.len()];
 
+/// The latest tracking-break result of a campaign (what [`TrackingNow`] shows besides the
+/// campaign's key and name).
+#[derive(Debug, Clone, Copy)]
+struct LatestTracking {
+    score: f64,
+    broken: bool,
+    reason: &'static str,
+    unmatched_orders: f64,
+}
+
+/// What the runner keeps of one campaign, in one entry of one map (the key once, not in a map
+/// each for the detectors, the last scored hour and the latest tracking result, and once more
+/// inside that result).
+#[derive(Debug)]
+struct CampaignState {
+    /// Last hour scored (kept when the campaign leaves the live set, so that its old hours
+    /// are not scored again).
+    last_scored: i64,
+    /// Display name, as of the last scored hour.
+    name: String,
+    /// The detectors and their latest points (`None` once the campaign left the live set).
+    detectors: Option<Box<CampaignDetectors>>,
+    /// The latest tracking-break result (`None` likewise).
+    tracking: Option<LatestTracking>,
+}
+
 /// The runner task's state.
 pub struct ModelRunner {
     cfg: ModelsConfig,
@@ -225,14 +263,15 @@ pub struct ModelRunner {
     sql: Option<SqlClient>,
     sink: Option<SinkHandle>,
     outputs: Arc<ArcSwap<ModelOutputs>>,
-    /// Per campaign, for each of [`CAMPAIGN_SERIES`] (same index): its detector and its latest
-    /// scored point. One entry per campaign, boxed: a table of 60,000 (key, series) entries
-    /// holding the detectors inline was 62 MiB at 10,000 campaigns (its power-of-two capacity
-    /// about half empty), besides a key per series (heaptrack, docs/benchmarks.md).
-    detectors: HashMap<CampaignKey, Box<CampaignDetectors>>,
+    /// Per campaign: for each of [`CAMPAIGN_SERIES`] (same index) its detector and its latest
+    /// scored point, boxed (a table of 60,000 (key, series) entries holding the detectors
+    /// inline was 62 MiB at 10,000 campaigns, its power-of-two capacity about half empty,
+    /// besides a key per series: heaptrack, docs/benchmarks.md), its last scored hour and
+    /// its latest tracking result.
+    campaigns: HashMap<CampaignKey, CampaignState>,
+    /// The settings of every campaign series' detector, shared by all of them.
+    detector_cfg: Arc<DetectorConfig>,
     tracking: TrackingBank,
-    last_scored: HashMap<CampaignKey, i64>,
-    latest_tracking: HashMap<CampaignKey, TrackingNow>,
     revenue_detector: Detector,
     revenue_scored: i64,
     forecasts: Vec<ForecastNow>,
@@ -295,10 +334,9 @@ impl ModelRunner {
             sql,
             sink,
             outputs,
-            detectors: HashMap::new(),
+            campaigns: HashMap::new(),
+            detector_cfg: Arc::new(DetectorConfig::for_step(3600)),
             tracking: TrackingBank::default(),
-            last_scored: HashMap::new(),
-            latest_tracking: HashMap::new(),
             revenue_detector: Detector::new(DetectorConfig::for_step(3600)),
             revenue_scored: i64::MIN,
             forecasts: Vec::new(),
@@ -324,24 +362,25 @@ impl ModelRunner {
         }
         let prev = self.outputs.load();
         let mut anomalies: Vec<AnomalyNow> = self
-            .detectors
+            .campaigns
             .iter()
-            .flat_map(|(key, dets)| {
+            .filter_map(|(key, c)| Some((key, c, c.detectors.as_ref()?)))
+            .flat_map(|(key, c, dets)| {
                 CAMPAIGN_SERIES
                     .iter()
                     .zip(dets.iter())
-                    .map(move |(series, d)| (key, *series, d))
+                    .map(move |(series, d)| (key, c, *series, d))
             })
-            .filter_map(|(key, series, d)| {
+            .filter_map(|(key, c, series, d)| {
                 let l = d.as_ref()?.1.as_ref()?;
                 Some(AnomalyNow {
                     series,
                     key: key.clone(),
-                    campaign: self
-                        .latest_tracking
-                        .get(key)
-                        .map(|t| t.campaign.clone())
-                        .unwrap_or_default(),
+                    campaign: if c.tracking.is_some() {
+                        c.name.clone()
+                    } else {
+                        String::new()
+                    },
                     level: l.level,
                     expected: l.expected,
                     lower: l.lower,
@@ -352,7 +391,21 @@ impl ModelRunner {
             })
             .collect();
         anomalies.sort_by(|a, b| (&a.key, a.series).cmp(&(&b.key, b.series)));
-        let mut tracking: Vec<TrackingNow> = self.latest_tracking.values().cloned().collect();
+        let mut tracking: Vec<TrackingNow> = self
+            .campaigns
+            .iter()
+            .filter_map(|(key, c)| {
+                let t = c.tracking?;
+                Some(TrackingNow {
+                    key: key.clone(),
+                    campaign: c.name.clone(),
+                    score: t.score,
+                    broken: t.broken,
+                    reason: t.reason,
+                    unmatched_orders: t.unmatched_orders,
+                })
+            })
+            .collect();
         tracking.sort_by(|a, b| a.key.cmp(&b.key));
         self.outputs.store(Arc::new(ModelOutputs {
             currency: prev.currency.clone(),
@@ -396,7 +449,8 @@ impl ModelRunner {
         let cur_hour = hour_floor(now, self.tz).timestamp();
         // campaigns with data in the last two days; the others leave no stale series (below)
         let live_from = cur_hour - 2 * 86_400;
-        let last = &self.last_scored;
+        let known = &self.campaigns;
+        let last = |k: &CampaignKey| known.get(k).map(|c| c.last_scored);
         let (live, first, campaigns) = self.pipeline.with_store(|s| {
             let mut live: HashSet<CampaignKey> = HashSet::new();
             let mut first = i64::MAX;
@@ -404,7 +458,7 @@ impl ModelRunner {
                 if t >= live_from && !live.contains(key) {
                     live.insert(key.clone());
                 }
-                if t < cur_hour && last.get(key).is_none_or(|&l| t > l) {
+                if t < cur_hour && last(key).is_none_or(|l| t > l) {
                     first = first.min(t);
                 }
             });
@@ -414,10 +468,11 @@ impl ModelRunner {
         let mut from = first;
         while from < cur_hour {
             let to = from.saturating_add(step).min(cur_hour);
-            let (last, tz) = (&self.last_scored, self.tz);
+            let (known, tz) = (&self.campaigns, self.tz);
+            let last = |k: &CampaignKey| known.get(k).map(|c| c.last_scored);
             let mut points = self
                 .pipeline
-                .with_store(|s| campaign_hours_between(s, last, from, to, tz))
+                .with_store(|s| campaign_hours_after(s, last, from, to, tz))
                 .into_iter();
             // scored and handed over a send at a time: a slice's rows built whole were 32 MiB
             // at 10,000 campaigns (an hour of every campaign, 7 rows each), besides the sends
@@ -437,8 +492,13 @@ impl ModelRunner {
         let rows = self.score_revenue(now, cur_hour);
         self.write(rows).await;
         // campaigns that vanished from memory leave no stale series
-        self.latest_tracking.retain(|k, _| live.contains(k));
-        self.detectors.retain(|k, _| live.contains(k));
+        // (their last scored hour stays, so that their old hours are not scored again)
+        for (k, c) in self.campaigns.iter_mut() {
+            if !live.contains(k) {
+                c.detectors = None;
+                c.tracking = None;
+            }
+        }
         self.tracking.tests.retain(|k, _| live.contains(k));
     }
 
@@ -454,7 +514,17 @@ impl ModelRunner {
         } in points
         {
             let ts = Utc.timestamp_opt(t, 0).single().unwrap_or(now);
-            let dets = self.detectors.entry(key.clone()).or_default();
+            let cfg = &self.detector_cfg;
+            let state = self
+                .campaigns
+                .entry(key.clone())
+                .or_insert_with(|| CampaignState {
+                    last_scored: i64::MIN,
+                    name: String::new(),
+                    detectors: None,
+                    tracking: None,
+                });
+            let dets = state.detectors.get_or_insert_with(Box::default);
             for ((series, value), slot) in CAMPAIGN_SERIES
                 .iter()
                 .zip(series_values(&totals))
@@ -463,8 +533,8 @@ impl ModelRunner {
                 let Some(v) = value.filter(|v| v.is_finite()) else {
                     continue;
                 };
-                let (det, latest) = slot
-                    .get_or_insert_with(|| (Detector::new(DetectorConfig::for_step(3600)), None));
+                let (det, latest) =
+                    slot.get_or_insert_with(|| (Detector::shared(cfg.clone()), None));
                 let s = det.update(t, v);
                 *latest = Some(Latest {
                     level: v,
@@ -503,18 +573,18 @@ impl ModelRunner {
                 // The reason rides in the detector column, e.g. `tracking_break:zero_conversions`.
                 detector: format!("tracking_break:{}", st.reason.name()),
             }));
-            self.latest_tracking.insert(
-                key.clone(),
-                TrackingNow {
-                    key: key.clone(),
-                    campaign: name,
+            if let Some(state) = self.campaigns.get_mut(&key) {
+                state.tracking = Some(LatestTracking {
                     score,
                     broken: st.broken,
                     reason: st.reason.name(),
                     unmatched_orders: st.unmatched_orders,
-                },
-            );
-            self.last_scored.insert(key, t);
+                });
+                if state.name != name {
+                    state.name = name;
+                }
+                state.last_scored = t;
+            }
         }
         rows
     }

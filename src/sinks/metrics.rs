@@ -19,36 +19,9 @@ use crate::models::live::ModelOutputs;
 use crate::records::CampaignKey;
 use crate::state::{CampaignView, Rolling, Snapshot};
 
-/// A campaign's labels, escaped once, in label-name order with room for the others:
-/// `account`, `campaign`, `campaign_id` (`head`), then `currency` if any, then `platform`, then
-/// `reason`, `series` or `window` if any.
-struct CampaignLabels {
-    /// `account="…",campaign="…",campaign_id="…",`
-    head: String,
-    /// `platform="…"`
-    platform: String,
-}
-
-impl CampaignLabels {
-    fn new(key: &CampaignKey, name: &str) -> Self {
-        let mut head = String::with_capacity(96);
-        for (k, v) in [
-            ("account", key.account.as_str()),
-            ("campaign", name),
-            ("campaign_id", key.campaign_id.as_str()),
-        ] {
-            head.push_str(k);
-            head.push_str("=\"");
-            push_label_value(&mut head, v);
-            head.push_str("\",");
-        }
-        let mut platform = String::with_capacity(32);
-        platform.push_str("platform=\"");
-        push_label_value(&mut platform, &key.platform);
-        platform.push('"');
-        Self { head, platform }
-    }
-}
+#[cfg(test)]
+#[path = "metrics_reference.rs"]
+mod reference;
 
 /// `currency="…",` (escaped), the label between `campaign_id` and `platform` in name order.
 fn currency_part(cur: &str) -> String {
@@ -56,6 +29,91 @@ fn currency_part(cur: &str) -> String {
     push_label_value(&mut p, cur);
     p.push_str("\",");
     p
+}
+
+/// The label sets of the campaigns shown, escaped once per render into one buffer, in
+/// campaign order: for each campaign `{account="…",campaign="…",campaign_id="…",platform="…"`
+/// then the same with `currency="…",` before `platform`. The per-campaign families read them
+/// in that order, family after family, from one contiguous buffer: the two strings per campaign
+/// before were scattered over the heap and each family pass waited on their cache misses
+/// (perf, docs/benchmarks.md). A line is then the family name, one of these, its closing text
+/// (`} ` or `,window="…"} `) and the value.
+struct LabelSets {
+    buf: String,
+    /// Per campaign: where its plain set starts, where its money set starts and ends.
+    spans: Vec<[u32; 3]>,
+}
+
+impl LabelSets {
+    fn new<'a>(
+        campaigns: impl ExactSizeIterator<Item = (&'a CampaignKey, &'a str)>,
+        currency: &str,
+    ) -> Self {
+        let n = campaigns.len();
+        let mut buf = String::with_capacity(n * 224);
+        let mut spans = Vec::with_capacity(n);
+        let currency = currency_part(currency);
+        let mut head = String::with_capacity(128);
+        for (key, name) in campaigns {
+            head.clear();
+            for (k, v) in [
+                ("account", key.account.as_str()),
+                ("campaign", name),
+                ("campaign_id", key.campaign_id.as_str()),
+            ] {
+                head.push_str(k);
+                head.push_str("=\"");
+                push_label_value(&mut head, v);
+                head.push_str("\",");
+            }
+            let start = buf.len();
+            for cur in ["", currency.as_str()] {
+                buf.push('{');
+                buf.push_str(&head);
+                buf.push_str(cur);
+                buf.push_str("platform=\"");
+                push_label_value(&mut buf, &key.platform);
+                buf.push('"');
+                if cur.is_empty() {
+                    spans.push([start as u32, buf.len() as u32, 0]);
+                }
+            }
+            if let Some(last) = spans.last_mut() {
+                last[2] = buf.len() as u32;
+            }
+        }
+        Self { buf, spans }
+    }
+
+    /// `{account=…,platform="…"` of the `i`-th campaign.
+    fn plain(&self, i: usize) -> &str {
+        let [a, b, _] = self.spans[i];
+        &self.buf[a as usize..b as usize]
+    }
+
+    /// `{account=…,currency="…",platform="…"` of the `i`-th campaign.
+    fn money(&self, i: usize) -> &str {
+        let [_, b, c] = self.spans[i];
+        &self.buf[b as usize..c as usize]
+    }
+
+    fn get(&self, i: usize, money: bool) -> &str {
+        if money { self.money(i) } else { self.plain(i) }
+    }
+}
+
+/// One sample line: `name`, an open label set of [`LabelSets`], `close` (`} ` or
+/// `,window="…"} `) and the value. A non-finite value writes nothing.
+#[inline]
+fn write_line(out: &mut String, name: &str, labels: &str, close: &str, value: f64) {
+    if !value.is_finite() {
+        return;
+    }
+    out.reserve(name.len() + labels.len() + close.len() + 26);
+    out.push_str(name);
+    out.push_str(labels);
+    out.push_str(close);
+    push_value(out, value);
 }
 
 /// A gauge family under construction, written straight as Prometheus text (building protobuf
@@ -99,12 +157,6 @@ impl Family {
         push_value(&mut self.body, value);
     }
 
-    /// [`write_parts`] into this family (the tests compare it with [`Family::push`]).
-    #[cfg(test)]
-    fn push_parts(&mut self, parts: &[&str], value: f64) {
-        write_parts(&mut self.body, &self.name, parts, value);
-    }
-
     fn opt(&mut self, labels: &[(&'static str, &str)], value: Option<f64>) {
         if let Some(v) = value {
             self.push(labels, v);
@@ -120,22 +172,6 @@ impl Family {
         let _ = writeln!(out, "# TYPE {} gauge", self.name);
         out.push_str(&self.body);
     }
-}
-
-/// A sample whose label pairs are already escaped and in name order (`parts` joined make the
-/// text between the braces): a campaign's labels are written once per snapshot, not once per
-/// family. A non-finite value writes nothing.
-fn write_parts(out: &mut String, name: &str, parts: &[&str], value: f64) {
-    if !value.is_finite() {
-        return;
-    }
-    out.push_str(name);
-    out.push('{');
-    for p in parts {
-        out.push_str(p);
-    }
-    out.push_str("} ");
-    push_value(out, value);
 }
 
 /// A gauge family written straight into the body: its header first, then its samples, taken
@@ -164,14 +200,9 @@ impl<'a> Direct<'a> {
         }
     }
 
-    fn push_parts(&mut self, parts: &[&str], value: f64) {
-        write_parts(self.out, self.name, parts, value);
-    }
-
-    fn opt_parts(&mut self, parts: &[&str], value: Option<f64>) {
-        if let Some(v) = value {
-            self.push_parts(parts, v);
-        }
+    /// A sample of an open label set of [`LabelSets`] closed by `close` ([`write_line`]).
+    fn line(&mut self, labels: &str, close: &str, value: f64) {
+        write_line(self.out, self.name, labels, close, value);
     }
 }
 
@@ -255,11 +286,7 @@ pub fn render_kpis(s: &Snapshot, top_n: Option<usize>, text: &mut String) {
     let cur = s.currency.as_str();
     let folded = top_n.map(|n| fold_campaigns(&s.campaigns, n));
     let shown: &[CampaignView] = folded.as_deref().unwrap_or(&s.campaigns);
-    let labels: Vec<CampaignLabels> = shown
-        .iter()
-        .map(|c| CampaignLabels::new(&c.key, &c.name))
-        .collect();
-    let currency = currency_part(cur);
+    let labels = LabelSets::new(shown.iter().map(|c| (&c.key, c.name.as_str())), cur);
     // the campaign scope straight into the body, family by family; each campaign's values are
     // computed once (13 options, 208 bytes a campaign) rather than once per family
     let values: Vec<[(bool, Option<f64>); 13]> = shown
@@ -268,12 +295,9 @@ pub fn render_kpis(s: &Snapshot, top_n: Option<usize>, text: &mut String) {
         .collect();
     for (i, (n, (_, help))) in names[0].iter().zip(SCOPE_FAMILIES).enumerate() {
         let mut f = Direct::begin(text, n, help);
-        for (v, l) in values.iter().zip(&labels) {
-            let (is_money, v) = v[i];
-            if is_money {
-                f.opt_parts(&[l.head.as_str(), &currency, &l.platform], v);
-            } else {
-                f.opt_parts(&[l.head.as_str(), &l.platform], v);
+        for (ci, v) in values.iter().enumerate() {
+            if let (is_money, Some(v)) = v[i] {
+                f.line(labels.get(ci, is_money), "} ", v);
             }
         }
     }
@@ -346,11 +370,9 @@ pub fn render_kpis(s: &Snapshot, top_n: Option<usize>, text: &mut String) {
     ];
     for (name, help, is_money, pick) in windowed {
         let mut f = Direct::begin(text, name, help);
-        for (c, l) in shown.iter().zip(&labels) {
-            if is_money {
-                f.opt_parts(&[l.head.as_str(), &currency, &l.platform], pick(c));
-            } else {
-                f.opt_parts(&[l.head.as_str(), &l.platform], pick(c));
+        for (ci, c) in shown.iter().enumerate() {
+            if let Some(v) = pick(c) {
+                f.line(labels.get(ci, is_money), "} ", v);
             }
         }
     }
@@ -580,12 +602,7 @@ fn rolling_name(scope: &str, n: &str) -> String {
     }
 }
 
-fn rolling_families(
-    s: &Snapshot,
-    shown: &[CampaignView],
-    labels: &[CampaignLabels],
-    text: &mut String,
-) {
+fn rolling_families(s: &Snapshot, shown: &[CampaignView], labels: &LabelSets, text: &mut String) {
     let cur = s.currency.as_str();
     let m = s.margin;
     let mut total: Vec<Family> = TOTAL_ROLLING
@@ -621,40 +638,50 @@ fn rolling_families(
     for f in total {
         f.write(text);
     }
-    let currency = currency_part(cur);
-    // `,window="24h"` once per window, not once per sample
-    let windows: Vec<(&str, String)> = crate::kpi::TOTAL_WINDOWS
+    // `,window="24h"} ` once per window, not once per sample
+    let mut closes: Vec<(&str, String)> = crate::kpi::TOTAL_WINDOWS
         .iter()
-        .map(|w| (w.label, format!(",window=\"{}\"", w.label)))
+        .map(|w| (w.label, format!(",window=\"{}\"}} ", w.label)))
         .collect();
-    // family by family straight into the body; each sample's value is computed once, by the
-    // family that shows it
+    // each (campaign, window)'s six values computed once, in one pass over the campaigns, into
+    // one compact array that each family then reads in order
+    struct Row {
+        campaign: u32,
+        close: u32,
+        values: [f64; 6],
+    }
+    let mut rows = Vec::with_capacity(shown.len() * 2);
+    for (ci, c) in shown.iter().enumerate() {
+        for r in &c.rolling {
+            let w = r.window.label;
+            let close = closes.iter().position(|(k, _)| *k == w).unwrap_or_else(|| {
+                closes.push((w, format!(",window=\"{w}\"}} ")));
+                closes.len() - 1
+            });
+            let t = &r.totals;
+            rows.push(Row {
+                campaign: ci as u32,
+                close: close as u32,
+                values: [
+                    to_f64(t.spend),
+                    to_f64(t.revenue),
+                    to_f64(t.profit(m)),
+                    t.conversions,
+                    t.clicks as f64,
+                    r.orders as f64,
+                ],
+            });
+        }
+    }
     for (i, (n, help, money)) in CAMPAIGN_ROLLING.iter().enumerate() {
         let name = rolling_name("campaign", n);
         let mut f = Direct::begin(text, &name, help);
-        for (c, l) in shown.iter().zip(labels) {
-            for r in &c.rolling {
-                let t = &r.totals;
-                let w = r.window.label;
-                let wp: std::borrow::Cow<'_, str> =
-                    windows.iter().find(|(k, _)| *k == w).map_or_else(
-                        || format!(",window=\"{w}\"").into(),
-                        |(_, p)| std::borrow::Cow::Borrowed(p.as_str()),
-                    );
-                let v = match i {
-                    0 => to_f64(t.spend),
-                    1 => to_f64(t.revenue),
-                    2 => to_f64(t.profit(m)),
-                    3 => t.conversions,
-                    4 => t.clicks as f64,
-                    _ => r.orders as f64,
-                };
-                if *money {
-                    f.push_parts(&[&l.head, &currency, &l.platform, &wp], v);
-                } else {
-                    f.push_parts(&[&l.head, &l.platform, &wp], v);
-                }
-            }
+        for row in &rows {
+            f.line(
+                labels.get(row.campaign as usize, *money),
+                &closes[row.close as usize].1,
+                row.values[i],
+            );
         }
     }
 }
@@ -723,35 +750,50 @@ pub fn render_models(m: &ModelOutputs, keep: Option<&HashSet<CampaignKey>>, text
             |a| if a.is_anomaly { 1.0 } else { 0.0 },
         ),
     ];
-    let mut series = String::new();
+    // the kept anomalies with their campaign's label set (escaped once per run of the same
+    // campaign, not once per family) and `,series="…"} ` (once per series name)
+    let kept_anomalies: Vec<&crate::models::live::AnomalyNow> =
+        m.anomalies.iter().filter(|a| kept(&a.key)).collect();
+    let mut runs: Vec<(&CampaignKey, &str)> = Vec::new();
+    let mut series_closes: Vec<(&str, String)> = Vec::new();
+    let anomaly_rows: Vec<(u32, u32)> = kept_anomalies
+        .iter()
+        .map(|a| {
+            if runs
+                .last()
+                .is_none_or(|(k, n)| *k != &a.key || *n != a.campaign.as_str())
+            {
+                runs.push((&a.key, &a.campaign));
+            }
+            let close = series_closes
+                .iter()
+                .position(|(n, _)| *n == a.series)
+                .unwrap_or_else(|| {
+                    let mut c = String::from(",series=\"");
+                    push_label_value(&mut c, a.series);
+                    c.push_str("\"} ");
+                    series_closes.push((a.series, c));
+                    series_closes.len() - 1
+                });
+            ((runs.len() - 1) as u32, close as u32)
+        })
+        .collect();
+    let run_labels = LabelSets::new(runs.iter().copied(), cur);
+    drop(runs);
     for (name, help, pick) in anomaly {
         let mut f = Direct::begin(text, name, help);
-        let mut last: Option<(&CampaignKey, &str, CampaignLabels)> = None;
-        for a in m.anomalies.iter().filter(|a| kept(&a.key)) {
-            if !last
-                .as_ref()
-                .is_some_and(|(k, n, _)| *k == &a.key && *n == a.campaign.as_str())
-            {
-                last = Some((
-                    &a.key,
-                    &a.campaign,
-                    CampaignLabels::new(&a.key, &a.campaign),
-                ));
-            }
-            let Some((_, _, c)) = &last else { continue };
-            series.clear();
-            series.push_str(",series=\"");
-            push_label_value(&mut series, a.series);
-            series.push('"');
-            f.push_parts(&[c.head.as_str(), &c.platform, &series], pick(a));
+        for (a, (run, close)) in kept_anomalies.iter().zip(&anomaly_rows) {
+            f.line(
+                run_labels.plain(*run as usize),
+                &series_closes[*close as usize].1,
+                pick(a),
+            );
         }
     }
-    let tracking: Vec<(&crate::models::live::TrackingNow, CampaignLabels)> = m
-        .tracking
-        .iter()
-        .filter(|t| kept(&t.key))
-        .map(|t| (t, CampaignLabels::new(&t.key, &t.campaign)))
-        .collect();
+    let tracking: Vec<&crate::models::live::TrackingNow> =
+        m.tracking.iter().filter(|t| kept(&t.key)).collect();
+    let tracking_labels =
+        LabelSets::new(tracking.iter().map(|t| (&t.key, t.campaign.as_str())), cur);
     type TPick = fn(&crate::models::live::TrackingNow) -> f64;
     let per_campaign: [(&str, &str, TPick); 2] = [
         (
@@ -767,8 +809,8 @@ pub fn render_models(m: &ModelOutputs, keep: Option<&HashSet<CampaignKey>>, text
     ];
     for (name, help, pick) in per_campaign {
         let mut f = Direct::begin(text, name, help);
-        for (t, c) in &tracking {
-            f.push_parts(&[c.head.as_str(), &c.platform], pick(t));
+        for (i, t) in tracking.iter().enumerate() {
+            f.line(tracking_labels.plain(i), "} ", pick(t));
         }
     }
     {
@@ -777,11 +819,13 @@ pub fn render_models(m: &ModelOutputs, keep: Option<&HashSet<CampaignKey>>, text
             "adpulse_tracking_break_reason",
             "1, labelled with why the tracking-break detector flags the campaign (zero_conversions, unmatched_shop_orders); absent when not flagged",
         );
-        for (t, c) in tracking.iter().filter(|(t, _)| t.broken) {
-            let mut reason = String::from(",reason=\"");
+        let mut reason = String::new();
+        for (i, t) in tracking.iter().enumerate().filter(|(_, t)| t.broken) {
+            reason.clear();
+            reason.push_str(",reason=\"");
             push_label_value(&mut reason, t.reason);
-            reason.push('"');
-            f.push_parts(&[&c.head, &c.platform, &reason], 1.0);
+            reason.push_str("\"} ");
+            f.line(tracking_labels.plain(i), &reason, 1.0);
         }
     }
     {
@@ -790,8 +834,8 @@ pub fn render_models(m: &ModelOutputs, keep: Option<&HashSet<CampaignKey>>, text
             "adpulse_tracking_break_unmatched_orders",
             "Shop orders attributed to the campaign during its current run without platform conversions",
         );
-        for (t, c) in &tracking {
-            f.push_parts(&[c.head.as_str(), &c.platform], t.unmatched_orders);
+        for (i, t) in tracking.iter().enumerate() {
+            f.line(tracking_labels.plain(i), "} ", t.unmatched_orders);
         }
     }
     let mut refit = Family::new(
@@ -1453,8 +1497,13 @@ mod tests {
             campaign_id: "c\\1".into(),
         };
         let name = "Diwali\nsale";
-        let c = CampaignLabels::new(&key, name);
-        let cur = currency_part("INR");
+        let other = CampaignKey {
+            platform: "google_ads".into(),
+            account: "act_2".into(),
+            campaign_id: "c2".into(),
+        };
+        // the second campaign's sets must not run into the first's
+        let sets = LabelSets::new([(&key, name), (&other, "plain")].into_iter(), "INR");
         let pairs = [
             ("platform", "meta"),
             ("account", "act_\"1\""),
@@ -1476,12 +1525,12 @@ mod tests {
             let mut a = Family::new("m", "h");
             let mut b = Family::new("m", "h");
             a.push(&pairs, v);
-            b.push_parts(&[&c.head, &c.platform], v);
+            write_line(&mut b.body, "m", sets.plain(0), "} ", v);
             a.push(
                 &[pairs[0], pairs[1], pairs[2], pairs[3], ("currency", "INR")],
                 v,
             );
-            b.push_parts(&[&c.head, &cur, &c.platform], v);
+            write_line(&mut b.body, "m", sets.money(0), "} ", v);
             a.push(
                 &[
                     pairs[0],
@@ -1493,14 +1542,142 @@ mod tests {
                 ],
                 v,
             );
-            b.push_parts(&[&c.head, &cur, &c.platform, ",window=\"7d\""], v);
+            write_line(&mut b.body, "m", sets.money(0), ",window=\"7d\"} ", v);
             a.push(
                 &[("series", "spend"), pairs[0], pairs[1], pairs[2], pairs[3]],
                 v,
             );
-            b.push_parts(&[&c.head, &c.platform, ",series=\"spend\""], v);
+            write_line(&mut b.body, "m", sets.plain(0), ",series=\"spend\"} ", v);
+            a.push(
+                &[
+                    ("platform", "google_ads"),
+                    ("account", "act_2"),
+                    ("campaign_id", "c2"),
+                    ("campaign", "plain"),
+                    ("currency", "INR"),
+                ],
+                v,
+            );
+            write_line(&mut b.body, "m", sets.money(1), "} ", v);
             assert_eq!(a.body, b.body, "{v}");
             assert!(a.body.ends_with(&format!(" {v}\n")), "{v}: {}", a.body);
+        }
+    }
+
+    /// The lines of `new` and `old` side by side from the first that differs (a diff of 40 MiB
+    /// strings would not say where).
+    fn same_text(new: &str, old: &str, what: &str) {
+        if new == old {
+            return;
+        }
+        let first = new
+            .lines()
+            .zip(old.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(new.lines().count().min(old.lines().count()));
+        panic!(
+            "{what}: line {first} differs ({} against {} lines)\nnew: {:?}\nold: {:?}",
+            new.lines().count(),
+            old.lines().count(),
+            new.lines().nth(first),
+            old.lines().nth(first)
+        );
+    }
+
+    /// The writer against the previous one (`metrics_reference.rs`: the code before the render
+    /// pass of issue 15, with `{}` for every value): the same bytes for the bench's campaigns
+    /// (8 days of hourly rows, non-integral money) at several scales, with names and accounts
+    /// that need escaping, with and without the top-N fold, and for model outputs.
+    #[test]
+    fn the_writer_writes_what_the_previous_one_wrote() {
+        use crate::records::Record;
+        use crate::state::{SnapshotSettings, Store};
+        use chrono::{DateTime, Duration, Utc};
+        let now: DateTime<Utc> = "2026-11-20T12:40:00Z".parse().unwrap();
+        for campaigns in [1, 7, 120] {
+            let mut rows =
+                crate::bench::rows(campaigns * 8 * 24, campaigns, now - Duration::days(8));
+            for r in &mut rows {
+                if let Record::CampaignStats(c) = r
+                    && c.key.campaign_id.ends_with('3')
+                {
+                    c.campaign_name = format!("Diwali \"{}\"\\\n", c.campaign_name);
+                    c.key.account = "act_\\2".into();
+                }
+            }
+            let mut store = Store::new(8).with_timezone(chrono_tz::Asia::Kolkata);
+            store.ingest(&rows);
+            let settings = SnapshotSettings::inr(chrono_tz::Asia::Kolkata, Some(0.0));
+            let snap = store.snapshot(now, &settings);
+            for top_n in [None, Some(campaigns / 2)] {
+                let (mut new, mut old) = (String::new(), String::new());
+                render_kpis(&snap, top_n, &mut new);
+                reference::render_kpis(&snap, top_n, &mut old);
+                same_text(&new, &old, &format!("{campaigns} campaigns, top {top_n:?}"));
+                let samples = new.lines().filter(|l| !l.starts_with('#')).count();
+                let shown = top_n.map_or(campaigns, |n| n + 2).min(campaigns);
+                assert!(
+                    samples >= 25 * shown,
+                    "{samples} samples for {shown} campaigns"
+                );
+                if top_n.is_none() {
+                    assert_eq!(new.contains("Diwali \\\""), campaigns > 3);
+                }
+            }
+        }
+        // model outputs: anomalies sorted by campaign (runs of one campaign's series), values
+        // of every kind (non-integral, integral, negative, NaN left out), tracking breaks
+        let key = |i: usize| CampaignKey {
+            platform: if i % 2 == 0 { "meta" } else { "google_ads" }.into(),
+            account: if i % 5 == 0 { "act_\"q\"" } else { "act_1" }.into(),
+            campaign_id: format!("c{i:03}"),
+        };
+        let mut m = ModelOutputs {
+            currency: "INR".into(),
+            last_refit: Some("2026-11-20T12:00:00Z".parse().unwrap()),
+            ..Default::default()
+        };
+        for i in 0..40 {
+            for (j, series) in ["spend", "clicks", "conversions"].into_iter().enumerate() {
+                let x = (i * 3 + j) as f64;
+                m.anomalies.push(crate::models::live::AnomalyNow {
+                    series,
+                    key: key(i),
+                    campaign: format!("Campaign\n{i}"),
+                    level: x * 12.5,
+                    expected: x / 7.0,
+                    lower: -x / 3.0,
+                    upper: if i == 7 { f64::NAN } else { x * 1e-6 },
+                    score: 1.0 / (x + 1.0),
+                    is_anomaly: i % 4 == 0,
+                });
+            }
+            m.tracking.push(crate::models::live::TrackingNow {
+                key: key(i),
+                campaign: format!("Campaign\n{i}"),
+                score: i as f64 / 41.0,
+                broken: i % 3 == 0,
+                reason: if i % 6 == 0 {
+                    "zero_conversions"
+                } else {
+                    "unmatched_shop_orders"
+                },
+                unmatched_orders: (i % 4) as f64,
+            });
+        }
+        let keep: HashSet<CampaignKey> = (0..40).step_by(3).map(key).collect();
+        for keep in [None, Some(&keep)] {
+            let (mut new, mut old) = (String::new(), String::new());
+            render_models(&m, keep, &mut new);
+            reference::render_models(&m, keep, &mut old);
+            same_text(&new, &old, &format!("models, keep {}", keep.is_some()));
+            let anomaly_lines = new
+                .lines()
+                .filter(|l| l.starts_with("adpulse_anomaly_"))
+                .count();
+            let kept = keep.map_or(40, |k| k.len());
+            // six families of three series per campaign, one NaN upper band left out
+            assert_eq!(anomaly_lines, 6 * 3 * kept - usize::from(keep.is_none()));
         }
     }
 

@@ -220,8 +220,8 @@ fn main() -> anyhow::Result<()> {
                 s.resumed_from
                     .map(|d| format!(", resumed from {d}"))
                     .unwrap_or_default(),
-                if s.throttle_waits > 0 {
-                    format!(", {} throttle waits", s.throttle_waits)
+                if !s.waits.is_empty() {
+                    format!(", {} throttle waits", s.waits.len())
                 } else {
                     String::new()
                 }

@@ -80,11 +80,7 @@ impl RawOrder {
             kind,
             amount,
             currency: "INR".into(),
-            customer_id: None,
-            city: None,
-            utm_source: None,
-            utm_medium: None,
-            utm_campaign: None,
+            origin: OrderOrigin::default(),
             items: 1,
         }
     }
@@ -110,12 +106,19 @@ pub struct RawOrder {
     /// Shop currency; negative for refunds and cancellations.
     pub amount: Decimal,
     pub currency: String,
+    pub origin: OrderOrigin,
+    pub items: u32,
+}
+
+/// Who placed an order and how they arrived, as far as the shop knows: the customer, the city
+/// and the last click's UTM tags (each `None` where the shop has none).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrderOrigin {
     pub customer_id: Option<String>,
     pub city: Option<String>,
     pub utm_source: Option<String>,
     pub utm_medium: Option<String>,
     pub utm_campaign: Option<String>,
-    pub items: u32,
 }
 
 /// A funnel count as the analytics source reports it.
@@ -404,24 +407,33 @@ impl Normalizer {
                 stat: self.convert_campaign(source, a.stat)?,
                 ad: a.ad,
             })),
-            Observation::Order(o) => Ok(Record::Orders(OrderEvent {
-                day: self.day_of(o.ts),
-                amount: self.convert(o.amount, &o.currency)?,
-                ts: o.ts,
-                event_id: o.event_id,
-                order_id: o.order_id,
-                kind: o.kind,
-                amount_shop: o.amount,
-                shop_currency: o.currency,
-                currency: self.currency.clone(),
-                customer_id: o.customer_id,
-                city: o.city,
-                utm_source: o.utm_source,
-                utm_medium: o.utm_medium,
-                utm_campaign: o.utm_campaign,
-                items: o.items,
-                source: source.to_string(),
-            })),
+            Observation::Order(o) => {
+                let OrderOrigin {
+                    customer_id,
+                    city,
+                    utm_source,
+                    utm_medium,
+                    utm_campaign,
+                } = o.origin;
+                Ok(Record::Orders(OrderEvent {
+                    day: self.day_of(o.ts),
+                    amount: self.convert(o.amount, &o.currency)?,
+                    ts: o.ts,
+                    event_id: o.event_id,
+                    order_id: o.order_id,
+                    kind: o.kind,
+                    amount_shop: o.amount,
+                    shop_currency: o.currency,
+                    currency: self.currency.clone(),
+                    customer_id,
+                    city,
+                    utm_source,
+                    utm_medium,
+                    utm_campaign,
+                    items: o.items,
+                    source: source.to_string(),
+                }))
+            }
             Observation::Funnel(f) => Ok(Record::Funnel(FunnelStep {
                 day: self.day_of(f.ts),
                 ts: f.ts,

@@ -149,8 +149,10 @@ impl<T: Serialize + DeserializeOwned + Default> JsonFile<T> {
     }
 }
 
-/// A file of one value per key (per source: sync cursors, ledger days).
-impl<V: Serialize + DeserializeOwned + Default> JsonFile<std::collections::BTreeMap<String, V>> {
+/// A JSON state file of one `V` per key (per source: sync cursors, ledger days).
+pub type KeyedFile<V> = JsonFile<std::collections::BTreeMap<String, V>>;
+
+impl<V: Serialize + DeserializeOwned + Default> KeyedFile<V> {
     /// The value kept under `key`; its default when there is none.
     pub fn get(&self, key: &str) -> Result<V, StateFileError> {
         Ok(self.load_or_default()?.remove(key).unwrap_or_default())
@@ -166,6 +168,27 @@ impl<V: Serialize + DeserializeOwned + Default> JsonFile<std::collections::BTree
     }
 }
 
+/// A path `name` inside a fresh temporary folder, for tests: the folder is removed when the
+/// returned guard is dropped.
+#[cfg(test)]
+pub(crate) fn temp_path(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    (dir, path)
+}
+
+/// For tests: `read` of a folder holding a corrupt `name` fails with an error naming the file.
+#[cfg(test)]
+pub(crate) fn assert_corrupt_file_is_named<T: std::fmt::Debug>(
+    name: &str,
+    read: impl FnOnce(&Path) -> Result<T, StateFileError>,
+) {
+    let (dir, path) = temp_path(name);
+    std::fs::write(&path, "{oops").unwrap();
+    let e = read(dir.path()).unwrap_err();
+    assert!(e.to_string().contains(name), "{e}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,8 +196,7 @@ mod tests {
 
     #[test]
     fn missing_is_default_and_updates_survive_a_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sub/state.json");
+        let (dir, path) = temp_path("sub/state.json");
         let f: JsonFile<BTreeMap<String, u32>> = JsonFile::new(&path);
         assert_eq!(f.load().unwrap(), None);
         assert!(f.load_or_default().unwrap().is_empty());
@@ -195,8 +217,7 @@ mod tests {
 
     #[test]
     fn a_corrupt_file_is_named_and_left_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("cursors.json");
+        let (_dir, path) = temp_path("cursors.json");
         std::fs::write(&path, "{oops").unwrap();
         let f: JsonFile<BTreeMap<String, u32>> = JsonFile::new(&path);
         let e = f.update(|m| m.insert("a".into(), 1)).unwrap_err();

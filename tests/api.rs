@@ -240,15 +240,10 @@ async fn openapi_describes_every_actions_route_and_actions_answer_503_when_disab
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_and_gzip_scrapes_get_the_same_text_once_only_the_deflate_is_kept() {
     use std::io::Read;
-    let now: DateTime<Utc> = "2026-11-20T12:40:00Z".parse().unwrap();
+    let at = |t: &str| -> DateTime<Utc> { t.parse().unwrap() };
+    let now = at("2026-11-20T12:40:00Z");
     let mut store = Store::new(8);
-    store.ingest(&[row(
-        "a",
-        "2026-11-20T10:30:00Z".parse().unwrap(),
-        dec!(1000),
-        200,
-        0.0,
-    )]);
+    store.ingest(&[row("a", at("2026-11-20T10:30:00Z"), dec!(1000), 200, 0.0)]);
     let snap = Arc::new(ArcSwap::from_pointee(
         store.snapshot(now, &india_settings()),
     ));
@@ -293,13 +288,7 @@ async fn plain_and_gzip_scrapes_get_the_same_text_once_only_the_deflate_is_kept(
     );
 
     // a new snapshot, rendered after gzip was asked for: kept compressed only
-    store.ingest(&[row(
-        "a",
-        "2026-11-20T11:30:00Z".parse().unwrap(),
-        dec!(234),
-        10,
-        0.0,
-    )]);
+    store.ingest(&[row("a", at("2026-11-20T11:30:00Z"), dec!(234), 10, 0.0)]);
     snap.store(Arc::new(store.snapshot(now, &india_settings())));
     let kept = tokio::task::spawn_blocking({
         let e = exposition.clone();

@@ -120,50 +120,44 @@ async fn later_runs_read_only_new_rows_and_write_what_a_full_run_would() {
         (o0 + 1.0, t0 + 2.0),
         "the runs after the late order read its 3 rows and nothing else"
     );
-    q.wait_for_count(
-        "SELECT count() FROM wal_tables() WHERE writerTxn < sequencerTxn",
-        0.0,
-    )
-    .await;
+    q.wait_for_wal_applied().await;
 
     // 3. the table is what a full run over every stored row gives
     let orders: Vec<OrderRow> = q
-        .rows("SELECT order_id, ts, day, amount FROM orders WHERE kind = 'order'")
-        .await
-        .iter()
-        .map(|r| OrderRow {
-            order_id: text(&r[0]),
-            ts: cell_ts(&r[1]),
-            day: day(&r[2]),
-            revenue: cell_decimal(&r[3]),
-        })
-        .collect();
+        .rows_map(
+            "SELECT order_id, ts, day, amount FROM orders WHERE kind = 'order'",
+            |r| OrderRow {
+                order_id: text(&r[0]),
+                ts: cell_ts(&r[1]),
+                day: day(&r[2]),
+                revenue: cell_decimal(&r[3]),
+            },
+        )
+        .await;
     let touches: Vec<TouchRow> = q
-        .rows("SELECT journey_id, order_id, ts, position, channel FROM touchpoints")
-        .await
-        .iter()
-        .map(|r| TouchRow {
-            journey_id: text(&r[0]),
-            order_id: r[1].as_str().map(str::to_string),
-            ts: cell_ts(&r[2]),
-            position: r[3].as_i64().unwrap(),
-            channel: text(&r[4]),
-        })
-        .collect();
+        .rows_map(
+            "SELECT journey_id, order_id, ts, position, channel FROM touchpoints",
+            |r| TouchRow {
+                journey_id: text(&r[0]),
+                order_id: r[1].as_str().map(str::to_string),
+                ts: cell_ts(&r[2]),
+                position: r[3].as_i64().unwrap(),
+                channel: text(&r[4]),
+            },
+        )
+        .await;
     let spend: Vec<SpendRow> = q
-        .rows(
+        .rows_map(
             "SELECT day, platform, campaign_id, sum(spend), sum(conversions) FROM campaign_stats \
              WHERE bucket = 'day' GROUP BY day, platform, campaign_id",
+            |r| SpendRow {
+                day: day(&r[0]),
+                channel: format!("{}:{}", text(&r[1]), text(&r[2])),
+                spend: cell_decimal(&r[3]),
+                platform_conversions: r[4].as_f64().unwrap_or(0.0),
+            },
         )
-        .await
-        .iter()
-        .map(|r| SpendRow {
-            day: day(&r[0]),
-            channel: format!("{}:{}", text(&r[1]), text(&r[2])),
-            spend: cell_decimal(&r[3]),
-            platform_conversions: r[4].as_f64().unwrap_or(0.0),
-        })
-        .collect();
+        .await;
     assert!(orders.iter().any(|o| o.order_id == "late-1"));
     let inputs = Inputs {
         orders,

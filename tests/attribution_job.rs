@@ -28,12 +28,9 @@ struct Order {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attribution_job_writes_every_model_and_window_to_the_paisa() {
-    let now: DateTime<Utc> = START.parse().unwrap();
-    let mut demo = demo_backfill_at(now);
-    // a month of history: every window up to 28 days has journeys inside it
-    demo.backfill_days = 30;
-    // what the demo emits, to know when QuestDB has all of it
-    let obs = demo_observations(&demo, now);
+    // a month of history: every window up to 28 days has journeys inside it, and what the demo
+    // emits, to know when QuestDB has all of it
+    let (demo, obs) = demo_history(START, Some(30));
     let DemoCounts {
         orders: n_orders, ..
     } = demo_counts(&obs);
@@ -51,11 +48,7 @@ async fn attribution_job_writes_every_model_and_window_to_the_paisa() {
         metric(&body, "adpulse_attribution_orders"),
         Some(n_orders as f64)
     );
-    q.wait_for_count(
-        "SELECT count() FROM wal_tables() WHERE writerTxn < sequencerTxn",
-        0.0,
-    )
-    .await;
+    q.wait_for_wal_applied().await;
 
     // the orders and their journeys, as QuestDB holds them
     let mut orders: BTreeMap<String, Order> = BTreeMap::new();

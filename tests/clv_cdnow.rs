@@ -21,26 +21,29 @@ fn cdnow_fit_recovers_the_published_parameters_and_likelihoods() {
     let e = eval::evaluate_cdnow(Path::new(CDNOW)).expect("CDNOW evaluation");
     assert_eq!(e.customers.len(), 2357, "the cohort of the papers");
     let (pb, pll) = PUBLISHED_BGNBD;
-    let b = e.bgnbd.params;
+    let b = e.fit.bgnbd.params;
     // Published to 3 decimals: allow the rounding (0.0005 on 0.243 is 0.2%) and a little more.
     near("r", b.r, pb.r, 3e-3);
     near("alpha", b.alpha, pb.alpha, 1e-3);
     near("a", b.a, pb.a, 1e-3);
     near("b", b.b, pb.b, 1e-3);
     assert!(
-        (e.bgnbd.log_likelihood - pll).abs() < 0.1,
+        (e.fit.bgnbd.log_likelihood - pll).abs() < 0.1,
         "LL {}",
-        e.bgnbd.log_likelihood
+        e.fit.bgnbd.log_likelihood
     );
-    assert!(!e.bgnbd.at_bound);
+    assert!(!e.fit.bgnbd.at_bound);
 
     let (pg, gll) = PUBLISHED_GG;
-    let g = e.gamma_gamma.params;
-    assert_eq!(e.gamma_gamma.customers, 946, "repeat buyers in calibration");
+    let g = e.fit.gamma_gamma.params;
+    assert_eq!(
+        e.fit.gamma_gamma.customers, 946,
+        "repeat buyers in calibration"
+    );
     near("p", g.p, pg.p, 2e-3);
     near("q", g.q, pg.q, 2e-3);
     near("gamma", g.gamma, pg.gamma, 2e-3);
-    assert!((e.gamma_gamma.log_likelihood - gll).abs() < 0.1);
+    assert!((e.fit.gamma_gamma.log_likelihood - gll).abs() < 0.1);
 }
 
 /// Holdout purchase days per customer, read straight from the file (independent of `summarize`).
@@ -88,7 +91,7 @@ fn cdnow_holdout_forecast_beats_naive_extrapolation() {
 #[test]
 fn cdnow_clv_grows_with_the_horizon_and_follows_recency() {
     let e = eval::evaluate_cdnow(Path::new(CDNOW)).expect("CDNOW evaluation");
-    let (b, g) = (e.bgnbd.params, e.gamma_gamma.params);
+    let (b, g) = (e.fit.bgnbd.params, e.fit.gamma_gamma.params);
     let per_month = 30.4375 / 7.0;
     // Two customers with the same frequency and age, one who bought recently, one long ago: the
     // recent one is more likely alive and worth more.
@@ -113,7 +116,7 @@ fn online_retail_fits_and_reports_a_limiting_case_honestly() {
     let (e, _) = eval::evaluate_online_retail(Path::new("datasets/online-retail/invoices.csv"))
         .expect("Online Retail evaluation");
     assert!(e.customers.len() > 1000);
-    assert!(e.gamma_gamma.customers > 0);
+    assert!(e.fit.gamma_gamma.customers > 0);
     assert!(e.holdout.predicted_total > 0.0 && e.holdout.actual_total > 0.0);
     // MAE is a mean over customers of non-negative errors
     assert!(e.holdout.mae > 0.0);

@@ -82,11 +82,8 @@ struct Customer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clv_job_values_customers_and_campaigns_from_questdb() {
-    let now: DateTime<Utc> = START.parse().unwrap();
-    let mut demo = demo_backfill_at(now);
     // two months: enough returning customers for Gamma-Gamma
-    demo.backfill_days = 60;
-    let obs = demo_observations(&demo, now);
+    let (demo, obs) = demo_history(START, Some(60));
 
     let q = QuestDb::start().await;
     let (running, _spool) = start_demo_with(&q, demo, |c| {
@@ -97,11 +94,7 @@ async fn clv_job_values_customers_and_campaigns_from_questdb() {
     .await;
     wait_for_demo_rows(&q, &obs).await;
     two_more_clv_runs(running.addr).await;
-    q.wait_for_count(
-        "SELECT count() FROM wal_tables() WHERE writerTxn < sequencerTxn",
-        0.0,
-    )
-    .await;
+    q.wait_for_wal_applied().await;
     let body = get(&format!("http://{}/metrics", running.addr)).await.1;
     assert_eq!(metric(&body, "adpulse_clv_success"), Some(1.0));
 

@@ -128,7 +128,7 @@ fn shopify_orders_merge_line_items_and_book_refunds() {
     let o = orders(&p);
     assert_eq!(o.len(), 5, "3 orders + a refund + a cancellation");
     assert_eq!(o[1].items, 2, "the continuation row adds its item");
-    assert_eq!(o[0].utm_campaign.as_deref(), Some("120210000000003"));
+    assert_eq!(o[0].origin.utm_campaign.as_deref(), Some("120210000000003"));
     assert_eq!(o[2].amount, dec!(-749.70));
     let net: Decimal = o.iter().map(|o| o.amount).sum();
     assert_eq!(net, dec!(2499.00) + dec!(3798.00) - dec!(749.70));

@@ -79,14 +79,7 @@ async fn search_stream(State(f): State<Fake>, body: String) -> Response {
         .unwrap()
         .to_string();
     f.log.lock().unwrap().push(query.clone());
-    let json = |name: &str| {
-        (
-            StatusCode::OK,
-            [("content-type", "application/json")],
-            f.fixture(name),
-        )
-            .into_response()
-    };
+    let json = |name: &str| json_ok(f.fixture(name));
     if query.contains("FROM user_location_view") {
         if f.region_calls.fetch_add(1, Ordering::SeqCst) == 0 {
             return (StatusCode::TOO_MANY_REQUESTS, QUOTA).into_response();
@@ -135,6 +128,19 @@ async fn start(dir: &std::path::Path, q: &QuestDb, base: &str) -> adpulse::app::
         dt = secret_file(dir, "dt", "dev-token-abc"),
     );
     start_source(dir, q, ("google_ads", "google"), base, &keys).await
+}
+
+/// The fake Google Ads API (its name lookups failing when `lookup_fails`), a QuestDB and adpulse
+/// polling the fake into it, with its state folder.
+async fn start_with_fake(
+    lookup_fails: bool,
+) -> (Fake, QuestDb, tempfile::TempDir, adpulse::app::Running) {
+    let f = Fake::new(lookup_fails);
+    let base = serve(f.clone()).await;
+    let q = QuestDb::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(dir.path(), &q, &base).await;
+    (f, q, dir, running)
 }
 
 /// (campaign, day, region) -> (spend, conversion value, impressions, clicks).
@@ -242,11 +248,7 @@ fn assert_all_days_add_up(sums: &DaySums, f: &Fake) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn region_report_waits_out_the_quota_names_regions_and_adds_up_to_the_campaign_days() {
-    let f = Fake::new(false);
-    let base = serve(f.clone()).await;
-    let q = QuestDb::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let running = start(dir.path(), &q, &base).await;
+    let (f, q, dir, running) = start_with_fake(false).await;
 
     let want = expected(&f, &geo_names(&f));
     // 6 (campaign, day, region) keys from 7 placed results (Maharashtra's first day comes as
@@ -260,10 +262,7 @@ async fn region_report_waits_out_the_quota_names_regions_and_adds_up_to_the_camp
     )
     .await;
     wait_metrics(running.addr, "one good region poll", |m| {
-        let ok = metric(
-            m,
-            "adpulse_source_polls_total{result=\"ok\",source=\"google.regions\"}",
-        )?;
+        let ok = polls(m, "google.regions", "ok")?;
         (ok >= 1.0).then_some(())
     })
     .await;
@@ -295,11 +294,7 @@ async fn region_report_waits_out_the_quota_names_regions_and_adds_up_to_the_camp
     assert!(ledger_incomplete(dir.path(), "google.regions").is_empty());
     let (_, m) = get(&format!("http://{}/metrics", running.addr)).await;
     assert_eq!(
-        metric(
-            &m,
-            "adpulse_source_polls_total{result=\"error\",source=\"google.regions\"}"
-        )
-        .unwrap_or(0.0),
+        polls(&m, "google.regions", "error").unwrap_or(0.0),
         1.0,
         "the quota answer fails one poll; the next, after its retryDelay, reads the report"
     );
@@ -335,11 +330,7 @@ async fn region_report_waits_out_the_quota_names_regions_and_adds_up_to_the_camp
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_name_lookup_keeps_rows_under_the_resource_name_until_it_recovers() {
-    let f = Fake::new(true);
-    let base = serve(f.clone()).await;
-    let q = QuestDb::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let running = start(dir.path(), &q, &base).await;
+    let (f, q, dir, running) = start_with_fake(true).await;
 
     // every lookup fails: the rows are stored under their resource names, the poll failed and
     // the days from the first unnamed row's to today stay incomplete
@@ -347,10 +338,7 @@ async fn a_failed_name_lookup_keeps_rows_under_the_resource_name_until_it_recove
     q.wait_for_count("SELECT count() FROM region_stats", unnamed.len() as f64)
         .await;
     wait_metrics(running.addr, "a failed region poll", |m| {
-        let errors = metric(
-            m,
-            "adpulse_source_polls_total{result=\"error\",source=\"google.regions\"}",
-        )?;
+        let errors = polls(m, "google.regions", "error")?;
         let incomplete = metric(
             m,
             "adpulse_source_incomplete_days{source=\"google.regions\"}",
@@ -403,16 +391,7 @@ async fn a_failed_name_lookup_keeps_rows_under_the_resource_name_until_it_recove
     )
     .await;
     assert_eq!(stored.len(), named.len() + (unnamed.len() - 3));
-    eventually(
-        "the region days complete",
-        Duration::from_secs(60),
-        || async {
-            ledger_incomplete(dir.path(), "google.regions")
-                .is_empty()
-                .then_some(())
-        },
-    )
-    .await;
+    wait_days_complete(dir.path(), "google.regions").await;
     assert_all_days_add_up(&sums_against_campaign_rows(&q, None).await, &f);
     assert!(f.calls("FROM geo_target_constant") > failed_lookups);
     running.stop().await;

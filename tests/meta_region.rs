@@ -18,7 +18,6 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 const ACCOUNT: &str = "act_2233445566";
 /// The unreadable row of page 3 (campaign 120230000000202, Gujarat, the second fixture day).
@@ -52,14 +51,7 @@ impl Fake {
 
 async fn insights(State(f): State<Fake>, Query(q): Query<HashMap<String, String>>) -> Response {
     f.log.lock().unwrap().push(q.clone());
-    let json = |name: &str| {
-        (
-            StatusCode::OK,
-            [("content-type", "application/json")],
-            f.fixture(name),
-        )
-            .into_response()
-    };
+    let json = |name: &str| json_ok(f.fixture(name));
     match (
         q.get("level").map(String::as_str),
         q.get("breakdowns").map(String::as_str),
@@ -288,16 +280,7 @@ async fn region_report_pages_through_a_429_keeps_good_rows_and_adds_up_to_the_ca
     // restarted after the platform serves the row readably: the incomplete day is read again
     f.fixed.store(true, Ordering::SeqCst);
     let running = adpulse::app::start(cfg()).await.unwrap();
-    eventually(
-        "the region days complete",
-        Duration::from_secs(60),
-        || async {
-            ledger_incomplete(dir.path(), "meta.regions")
-                .is_empty()
-                .then_some(())
-        },
-    )
-    .await;
+    wait_days_complete(dir.path(), "meta.regions").await;
     let gujarat = (bad_day.0.clone(), bad_day.1.clone(), "Gujarat".to_string());
     q.wait_for_count(&count, (regions.len() + 1 + 4) as f64)
         .await;

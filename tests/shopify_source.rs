@@ -71,10 +71,7 @@ async fn pages_throttle_refunds_and_exact_net_revenue() {
     // let a second poll (the restatement look-back) land: QuestDB acknowledged its 6 rows too
     // (12 written in all), and the table still holds 6
     wait_metrics(running.addr, "the second poll's rows acknowledged", |m| {
-        let polls = metric(
-            m,
-            "adpulse_source_polls_total{result=\"ok\",source=\"shop\"}",
-        )?;
+        let polls = polls(m, "shop", "ok")?;
         let written = metric(
             m,
             "adpulse_sink_rows_written_total{sink=\"questdb\",table=\"orders\"}",

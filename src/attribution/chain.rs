@@ -165,15 +165,8 @@ pub fn solve(
     for (p, e) in order.iter().enumerate() {
         pos[e.state as usize] = p;
     }
-    // x = Z·conv: back substitution, the last eliminated first
-    let mut x = vec![0.0; n];
-    for e in order.iter().rev() {
-        if e.pivot > 0.0 {
-            let k = e.state as usize;
-            let s: f64 = e.nb.iter().map(|&(j, w_kj, _)| w_kj * x[j as usize]).sum();
-            x[k] = (conv[k] + s) / e.pivot;
-        }
-    }
+    // x = Z·conv: back substitution through U
+    let x = back_substitute(&order, &conv, |&(j, w_kj, _)| (j, w_kj));
     // y = πᵀZ: Ãᵀy = π with Ãᵀ = UᵀDLᵀ, forward in elimination order, then back
     let total: f64 = start.iter().map(|s| s.1).sum();
     let mut s = vec![0.0; n];
@@ -191,14 +184,7 @@ pub fn solve(
             }
         }
     }
-    let mut y = vec![0.0; n];
-    for e in order.iter().rev() {
-        if e.pivot > 0.0 {
-            let k = e.state as usize;
-            let back: f64 = e.nb.iter().map(|&(i, _, w_ik)| w_ik * y[i as usize]).sum();
-            y[k] = (s[k] + back) / e.pivot;
-        }
-    }
+    let y = back_substitute(&order, &s, |&(i, _, w_ik)| (i, w_ik));
     // diag(Z) by Takahashi's equations, the last eliminated first. Every pair of k's neighbours
     // is in the filled pattern (eliminating k joined them), held by whichever of the two was
     // eliminated first, so each Z needed is known by the time it is needed.
@@ -257,6 +243,31 @@ fn add(
 }
 
 /// (Z[j][l], Z[l][j]) for two states eliminated later than the one being processed.
+/// Back substitution, the last eliminated state first: `x[k] = (rhs[k] + Σ w·x[j]) / pivot[k]`
+/// over k's neighbours j, `weight` picking (j, w) from a neighbour entry (U's row or Lᵀ's).
+/// States with no pivot (absorbing) stay 0.
+fn back_substitute(
+    order: &[Eliminated],
+    rhs: &[f64],
+    weight: impl Fn(&(u32, f64, f64)) -> (u32, f64),
+) -> Vec<f64> {
+    let mut x = vec![0.0; rhs.len()];
+    for e in order.iter().rev() {
+        if e.pivot > 0.0 {
+            let k = e.state as usize;
+            let sum: f64 =
+                e.nb.iter()
+                    .map(|entry| {
+                        let (j, w) = weight(entry);
+                        w * x[j as usize]
+                    })
+                    .sum();
+            x[k] = (rhs[k] + sum) / e.pivot;
+        }
+    }
+    x
+}
+
 fn later_z(order: &[Eliminated], pos: &[usize], j: u32, l: u32) -> (f64, f64) {
     if j == l {
         let d = order[pos[j as usize]].z_diag;

@@ -38,7 +38,6 @@ pub struct BackfillSummary {
     pub rows: u64,
     /// Rows QuestDB refused, put in the dead-letter file: their days stay incomplete.
     pub dead_lettered: u64,
-    pub throttle_waits: u32,
     /// Every throttle wait, as decided (floor and cap applied).
     pub waits: Vec<Duration>,
 }
@@ -306,7 +305,6 @@ pub async fn backfill(
                         break;
                     }
                     throttles += 1;
-                    summary.throttle_waits += 1;
                     summary.waits.push(w.wait);
                     log_wait(source_name, &message, &w);
                     let resume =

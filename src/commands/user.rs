@@ -155,8 +155,7 @@ mod tests {
 
     #[test]
     fn add_generate_list_passwd_from_stdin_remove() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("users.toml");
+        let (_dir, path) = crate::persist::temp_path("users.toml");
         let mut out = Vec::new();
         let gen_args = PasswordArgs {
             password_file: None,

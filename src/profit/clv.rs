@@ -1,7 +1,7 @@
 //! Customer lifetime value from order history: the BG/NBD model of repeat purchasing (Fader,
 //! Hardie and Lee 2005, "Counting Your Customers the Easy Way") and the Gamma-Gamma model of spend
 //! per transaction (Fader and Hardie 2013, note 025), both fitted here by maximum likelihood; 6- and
-//! 12-month CLV per customer, and LTV:CAC per acquisition campaign.
+//! 12-month CLV per customer (LTV:CAC per acquisition channel is `profit::value`'s).
 //!
 //! Time is measured in periods of `period_days` (weeks for CDNOW, as in the papers). Transactions
 //! on the same day are one transaction, as in the papers' CDNOW preparation.
@@ -290,6 +290,21 @@ fn fit_logs<M>(
     })
 }
 
+/// The two fitted models a customer's value needs: BG/NBD (how many more purchases) and
+/// Gamma-Gamma (what one is worth).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClvFit {
+    pub bgnbd: Fitted<BgNbd>,
+    pub gamma_gamma: Fitted<GammaGamma>,
+}
+
+impl ClvFit {
+    /// A parameter of either model lies on the edge of the search box (a limiting case).
+    pub fn at_bound(&self) -> bool {
+        self.bgnbd.at_bound || self.gamma_gamma.at_bound
+    }
+}
+
 impl BgNbd {
     /// One customer's log-likelihood (Fader, Hardie and Lee 2005, eq. 6), in the log-sum form of
     /// Hardie's note 027 that avoids the overflow of the naive product.
@@ -464,57 +479,6 @@ pub fn holdout_accuracy(bg: &BgNbd, data: &[CustomerSummary], t: f64) -> Holdout
     }
 }
 
-/// LTV:CAC of one acquisition campaign.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CampaignLtv {
-    pub campaign: String,
-    pub customers: usize,
-    /// Mean CLV of the campaign's new customers.
-    pub mean_clv: f64,
-    /// Acquisition spend / new customers (`None` without spend data).
-    pub cac: Option<Decimal>,
-    pub ltv_to_cac: Option<f64>,
-}
-
-/// Group per-customer CLVs by acquisition (first-touch) campaign and set them against the
-/// campaign's acquisition spend. Customers without a known first touch are grouped as `(none)`.
-pub fn ltv_by_campaign(
-    clvs: &[(String, f64)],
-    first_touch: &BTreeMap<String, String>,
-    spend: &BTreeMap<String, Decimal>,
-) -> Vec<CampaignLtv> {
-    let mut groups: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    for (customer, v) in clvs {
-        let campaign = first_touch
-            .get(customer)
-            .cloned()
-            .unwrap_or_else(|| "(none)".into());
-        groups.entry(campaign).or_default().push(*v);
-    }
-    groups
-        .into_iter()
-        .map(|(campaign, vals)| {
-            let n = vals.len();
-            let mean_clv = vals.iter().sum::<f64>() / n as f64;
-            let cac = spend
-                .get(&campaign)
-                .filter(|_| n > 0)
-                .map(|s| *s / Decimal::from(n));
-            let ltv_to_cac = cac
-                .and_then(|c| c.to_f64())
-                .filter(|c| *c > 0.0)
-                .map(|c| mean_clv / c);
-            CampaignLtv {
-                campaign,
-                customers: n,
-                mean_clv,
-                cac,
-                ltv_to_cac,
-            }
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -609,28 +573,5 @@ mod tests {
         assert!((e - 100.0).abs() < 0.1, "{e}");
         let e1 = gg.expected_spend(1.0, Some(100.0));
         assert!(e1 > pop && e1 < 100.0);
-    }
-
-    #[test]
-    fn ltv_cac_divides_mean_clv_by_spend_per_new_customer() {
-        let clvs = vec![
-            ("c1".to_string(), 300.0),
-            ("c2".into(), 100.0),
-            ("c3".into(), 50.0),
-        ];
-        let ft: BTreeMap<String, String> = [("c1", "meta:1"), ("c2", "meta:1")]
-            .into_iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect();
-        let spend: BTreeMap<String, Decimal> = [("meta:1".to_string(), Decimal::from(400))]
-            .into_iter()
-            .collect();
-        let r = ltv_by_campaign(&clvs, &ft, &spend);
-        assert_eq!(r.len(), 2);
-        assert_eq!(r[1].campaign, "meta:1");
-        assert_eq!(r[1].cac, Some(Decimal::from(200)));
-        assert_eq!(r[1].ltv_to_cac, Some(1.0));
-        assert_eq!(r[0].campaign, "(none)");
-        assert_eq!(r[0].cac, None);
     }
 }

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::Path;
 
 use super::clv::{
-    self, BgNbd, ClvError, CustomerSummary, Fitted, GammaGamma, HoldoutAccuracy, Purchase,
+    self, BgNbd, ClvError, ClvFit, CustomerSummary, GammaGamma, HoldoutAccuracy, Purchase,
 };
 
 /// Published CDNOW BG/NBD estimates: Fader, Hardie and Lee (2005), Marketing Science 24(2),
@@ -42,8 +42,7 @@ pub struct ClvEvaluation {
     pub holdout_end: NaiveDate,
     pub period_days: f64,
     pub customers: Vec<CustomerSummary>,
-    pub bgnbd: Fitted<BgNbd>,
-    pub gamma_gamma: Fitted<GammaGamma>,
+    pub fit: ClvFit,
     pub holdout: HoldoutAccuracy,
     /// Holdout length in periods.
     pub holdout_periods: f64,
@@ -61,18 +60,19 @@ pub fn evaluate(
     if customers.is_empty() {
         return Err(ClvError::NoCustomers(cal_end));
     }
-    let bgnbd = BgNbd::fit(&customers)?;
-    let gamma_gamma = GammaGamma::fit(&customers)?;
+    let fit = ClvFit {
+        bgnbd: BgNbd::fit(&customers)?,
+        gamma_gamma: GammaGamma::fit(&customers)?,
+    };
     let holdout_periods = (holdout_end - cal_end).num_days() as f64 / period_days;
-    let holdout = clv::holdout_accuracy(&bgnbd.params, &customers, holdout_periods);
+    let holdout = clv::holdout_accuracy(&fit.bgnbd.params, &customers, holdout_periods);
     Ok(ClvEvaluation {
         dataset: dataset.to_string(),
         cal_end,
         holdout_end,
         period_days,
         customers,
-        bgnbd,
-        gamma_gamma,
+        fit,
         holdout,
         holdout_periods,
     })
@@ -109,8 +109,8 @@ pub fn evaluate_online_retail(path: &Path) -> Result<(ClvEvaluation, usize), Clv
 }
 
 fn print_eval(e: &ClvEvaluation, published: bool, out: &mut dyn Write) -> std::io::Result<()> {
-    let b = &e.bgnbd.params;
-    let g = &e.gamma_gamma.params;
+    let b = &e.fit.bgnbd.params;
+    let g = &e.fit.gamma_gamma.params;
     writeln!(
         out,
         "## {} — calibration to {}, holdout to {} ({:.1} periods of {} days), {} customers",
@@ -145,7 +145,7 @@ fn print_eval(e: &ClvEvaluation, published: bool, out: &mut dyn Write) -> std::i
         "{:<12} {:<7} {:<11.2} {}",
         "BG/NBD",
         "LL",
-        e.bgnbd.log_likelihood,
+        e.fit.bgnbd.log_likelihood,
         show(PUBLISHED_BGNBD.1)
     )?;
     for (p, v, pv) in [
@@ -160,11 +160,11 @@ fn print_eval(e: &ClvEvaluation, published: bool, out: &mut dyn Write) -> std::i
         "{:<12} {:<7} {:<11.2} {}  ({} repeat buyers)",
         "Gamma-Gamma",
         "LL",
-        e.gamma_gamma.log_likelihood,
+        e.fit.gamma_gamma.log_likelihood,
         show(PUBLISHED_GG.1),
-        e.gamma_gamma.customers
+        e.fit.gamma_gamma.customers
     )?;
-    if e.bgnbd.at_bound || e.gamma_gamma.at_bound {
+    if e.fit.at_bound() {
         writeln!(
             out,
             "note: a parameter is at the edge of the search box (exp(±{})): the data favour a limiting case",

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use super::clv::{self, BgNbd, ClvError, Fitted, GammaGamma, Purchase};
+use super::clv::{self, BgNbd, ClvError, ClvFit, Fitted, GammaGamma, Purchase};
 use super::kpi::ProfitTotals;
 use super::value_config::ClvConfig;
 use crate::attribution::job::{
@@ -87,8 +87,7 @@ pub struct Inputs {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Computed {
     pub as_of: NaiveDate,
-    pub bg: Fitted<BgNbd>,
-    pub gg: Fitted<GammaGamma>,
+    pub fit: ClvFit,
     pub customers: Vec<CustomerValueRow>,
     pub campaigns: Vec<CampaignValueRow>,
     /// Orders without a customer id: they cannot enter a per-customer model (counted, not
@@ -243,8 +242,10 @@ pub fn compute(
     let campaigns = campaign_rows(&customers, inputs, ts, as_of, currency);
     Ok(Computed {
         as_of,
-        bg,
-        gg,
+        fit: ClvFit {
+            bgnbd: bg,
+            gamma_gamma: gg,
+        },
         customers,
         campaigns,
         anonymous_orders,
@@ -395,22 +396,22 @@ impl ValueMetrics {
     }
 
     fn fitted(&self, c: &Computed) {
-        let BgNbd { r, alpha, a, b } = c.bg.params;
-        let GammaGamma { p, q, gamma } = c.gg.params;
-        for (model, param, v) in [
-            ("bg_nbd", "r", r),
-            ("bg_nbd", "alpha", alpha),
-            ("bg_nbd", "a", a),
-            ("bg_nbd", "b", b),
-            ("gamma_gamma", "p", p),
-            ("gamma_gamma", "q", q),
-            ("gamma_gamma", "gamma", gamma),
-        ] {
-            self.parameter.with_label_values(&[model, param]).set(v);
+        let BgNbd { r, alpha, a, b } = c.fit.bgnbd.params;
+        let GammaGamma { p, q, gamma } = c.fit.gamma_gamma.params;
+        let bg_nbd = [("r", r), ("alpha", alpha), ("a", a), ("b", b)];
+        let gamma_gamma = [("p", p), ("q", q), ("gamma", gamma)];
+        for (model, params) in [("bg_nbd", &bg_nbd[..]), ("gamma_gamma", &gamma_gamma[..])] {
+            for &(param, v) in params {
+                self.parameter.with_label_values(&[model, param]).set(v);
+            }
         }
         for (model, ll, bound) in [
-            ("bg_nbd", c.bg.log_likelihood, c.bg.at_bound),
-            ("gamma_gamma", c.gg.log_likelihood, c.gg.at_bound),
+            ("bg_nbd", c.fit.bgnbd.log_likelihood, c.fit.bgnbd.at_bound),
+            (
+                "gamma_gamma",
+                c.fit.gamma_gamma.log_likelihood,
+                c.fit.gamma_gamma.at_bound,
+            ),
         ] {
             self.log_likelihood.with_label_values(&[model]).set(ll);
             self.at_bound
@@ -704,15 +705,14 @@ mod tests {
         }
     }
 
+    /// `compute` with the default `[clv]` settings, India's days and INR.
+    fn compute_in_inr(i: &Inputs) -> Result<Computed, ValueError> {
+        compute(i, &ClvConfig::default(), chrono_tz::Asia::Kolkata, "INR")
+    }
+
     #[test]
     fn campaign_rows_are_the_sums_of_their_customers_and_use_profit_cac() {
-        let c = compute(
-            &inputs(),
-            &ClvConfig::default(),
-            chrono_tz::Asia::Kolkata,
-            "INR",
-        )
-        .expect("fits");
+        let c = compute_in_inr(&inputs()).expect("fits");
         assert_eq!(c.anonymous_orders, 1);
         assert_eq!(c.customers.len(), 12);
         assert_eq!(c.as_of, NaiveDate::from_ymd_opt(2026, 10, 23).unwrap());
@@ -757,27 +757,15 @@ mod tests {
     fn no_repeat_buyer_fails_the_run_rather_than_inventing_spend() {
         let mut i = inputs();
         i.orders.retain(|o| o.order_id.ends_with('a'));
-        let e = compute(&i, &ClvConfig::default(), chrono_tz::Asia::Kolkata, "INR").unwrap_err();
+        let e = compute_in_inr(&i).unwrap_err();
         assert!(matches!(e, ValueError::Fit(ClvError::NoRepeatSpend)), "{e}");
-        let e = compute(
-            &Inputs::default(),
-            &ClvConfig::default(),
-            chrono_tz::Asia::Kolkata,
-            "INR",
-        )
-        .unwrap_err();
+        let e = compute_in_inr(&Inputs::default()).unwrap_err();
         assert!(matches!(e, ValueError::NoOrders), "{e}");
     }
 
     #[test]
     fn channels_that_lost_their_customers_are_zeroed() {
-        let c = compute(
-            &inputs(),
-            &ClvConfig::default(),
-            chrono_tz::Asia::Kolkata,
-            "INR",
-        )
-        .unwrap();
+        let c = compute_in_inr(&inputs()).unwrap();
         let mut rows = c.campaigns.clone();
         let n = rows.len();
         zero_missing(&mut rows, &["meta:1".into(), "organic:x".into()], "INR");

@@ -5,10 +5,9 @@
 
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::persist::{JsonFile, StateFileError};
+use crate::persist::{JsonFile, KeyedFile, StateFileError};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SourceCursor {
@@ -22,7 +21,7 @@ pub type CursorError = StateFileError;
 /// The cursor file (`<state_dir>/cursors.json`), through the one state-file helper.
 #[derive(Debug)]
 pub struct CursorStore {
-    file: JsonFile<BTreeMap<String, SourceCursor>>,
+    file: KeyedFile<SourceCursor>,
 }
 
 impl CursorStore {
@@ -74,9 +73,8 @@ mod tests {
 
     #[test]
     fn a_corrupt_file_is_an_error_naming_it() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("cursors.json"), "{oops").unwrap();
-        let e = CursorStore::new(dir.path()).get("meta").unwrap_err();
-        assert!(e.to_string().contains("cursors.json"), "{e}");
+        crate::persist::assert_corrupt_file_is_named("cursors.json", |dir| {
+            CursorStore::new(dir).get("meta")
+        });
     }
 }

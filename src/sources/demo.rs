@@ -30,7 +30,7 @@ use tracing::{info, warn};
 
 use crate::base::Problem;
 use crate::normalize::{
-    Observation, RawCampaignStat, RawFunnel, RawOrder, RawRegionStat, hour_floor,
+    Observation, OrderOrigin, RawCampaignStat, RawFunnel, RawOrder, RawRegionStat, hour_floor,
 };
 use crate::records::{Bucket, CampaignKey, CostSource, OrderKind, OrderLine, TouchpointRow};
 use crate::sources::SourceContext;
@@ -1047,11 +1047,13 @@ impl DemoSource {
             kind: OrderKind::Order,
             amount: o.amount,
             currency: "INR".into(),
-            customer_id: Some(format!("cust-{}", 1 + o.customer)),
-            city: Some(city.into()),
-            utm_source: Some(camp.utm_source.into()),
-            utm_medium: Some(camp.utm_medium.into()),
-            utm_campaign: Some(camp.id.clone()),
+            origin: OrderOrigin {
+                customer_id: Some(format!("cust-{}", 1 + o.customer)),
+                city: Some(city.into()),
+                utm_source: Some(camp.utm_source.into()),
+                utm_medium: Some(camp.utm_medium.into()),
+                utm_campaign: Some(camp.id.clone()),
+            },
             items: self.basket(o).iter().map(|(_, q, _)| *q).sum(),
         })
     }

@@ -313,17 +313,11 @@ pub fn parse_region_stream(
         let read = serde_json::from_value::<ResultRow>(v.clone())
             .map_err(|e| SourceError::Malformed(e.to_string()))
             .and_then(|r| result_stat(i, r, customer, tz, reporting_tz, currency));
-        out.push(match read {
-            Ok((stat, _)) => Ok(RawRegionStat { stat, region }),
-            Err(e) => Err(BadRegionRow {
-                message: format!(
-                    "Google Ads region report result {i} (campaign {campaign_id:?}, region {region:?}, day {day}): {e}",
-                    day = day.map(|d| d.to_string()).unwrap_or_default()
-                ),
-                campaign_id,
-                day,
-            }),
-        });
+        out.push(BadRegionRow::or_row(
+            read,
+            || format!("Google Ads region report result {i}"),
+            (campaign_id, region, day),
+        ));
     }
     Ok(out)
 }

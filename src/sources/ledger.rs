@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::persist::{JsonFile, StateFileError};
+use crate::persist::{JsonFile, KeyedFile, StateFileError};
 
 /// What is known about one day of one source.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,7 +29,7 @@ type Days = BTreeMap<NaiveDate, DayState>;
 /// The ledger file (`<state_dir>/ledger.json`), through the one state-file helper.
 #[derive(Debug)]
 pub struct Ledger {
-    file: JsonFile<BTreeMap<String, Days>>,
+    file: KeyedFile<Days>,
 }
 
 impl Ledger {
@@ -106,9 +106,8 @@ mod tests {
 
     #[test]
     fn a_corrupt_ledger_is_an_error_naming_it() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("ledger.json"), "[").unwrap();
-        let e = Ledger::new(dir.path()).days("x").unwrap_err();
-        assert!(e.to_string().contains("ledger.json"), "{e}");
+        crate::persist::assert_corrupt_file_is_named("ledger.json", |dir| {
+            Ledger::new(dir).days("x")
+        });
     }
 }

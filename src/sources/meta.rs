@@ -269,17 +269,11 @@ pub fn parse_region_insights(
                     .map_err(|e| e.to_string())
                 })
         };
-        rows.push(match read {
-            Ok((stat, _)) => Ok(RawRegionStat { stat, region }),
-            Err(why) => Err(BadRegionRow {
-                message: format!(
-                    "Meta region report page {page} row {i} (campaign {campaign_id:?}, region {region:?}, day {day:?}): {why}",
-                    day = day.map(|d| d.to_string()).unwrap_or_default()
-                ),
-                campaign_id,
-                day,
-            }),
-        });
+        rows.push(BadRegionRow::or_row(
+            read,
+            || format!("Meta region report page {page} row {i}"),
+            (campaign_id, region, day),
+        ));
     }
     let next_after = p
         .paging

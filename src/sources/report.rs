@@ -134,6 +134,30 @@ pub struct BadRegionRow {
     pub message: String,
 }
 
+impl BadRegionRow {
+    /// A region row read as `read` (its stat, or why it could not be read) as an observation of
+    /// its region, or as a bad row named by `at` (where it stood in the report, e.g. "Meta region
+    /// report page 2 row 5") with its (campaign, region, day) as far as they could be read.
+    pub fn or_row<T, E: std::fmt::Display>(
+        read: Result<(RawCampaignStat, T), E>,
+        at: impl FnOnce() -> String,
+        (campaign_id, region, day): (String, String, Option<NaiveDate>),
+    ) -> Result<RawRegionStat, BadRegionRow> {
+        match read {
+            Ok((stat, _)) => Ok(RawRegionStat { stat, region }),
+            Err(why) => Err(BadRegionRow {
+                message: format!(
+                    "{} (campaign {campaign_id:?}, region {region:?}, day {}): {why}",
+                    at(),
+                    day.map(|d| d.to_string()).unwrap_or_default()
+                ),
+                campaign_id,
+                day,
+            }),
+        }
+    }
+}
+
 /// The `region_stats` observations of one region read: the region rows, rows sharing a
 /// (campaign, day, region) summed, and for every daily campaign row of `totals` (the same
 /// campaigns and days without the region breakdown, read in the same poll) one

@@ -26,7 +26,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::base::{Problem, Secret};
-use crate::normalize::{Observation, RawOrder};
+use crate::normalize::{Observation, OrderOrigin, RawOrder};
 use crate::records::{CostSource, OrderKind, OrderLine, TouchpointRow};
 use crate::sources::SourceContext;
 use crate::sources::http::{PollSource, SourceError, Window, send_with_retry};
@@ -577,14 +577,14 @@ fn order_depth(
             cost_source,
             refunded_quantity,
             refunded_amount,
-            customer_id: base.customer_id.clone(),
+            customer_id: base.origin.customer_id.clone(),
             new_customer,
             city: ship
                 .and_then(|a| a.city.clone())
-                .or_else(|| base.city.clone()),
+                .or_else(|| base.origin.city.clone()),
             province: ship.and_then(|a| a.province.clone()),
             country: ship.and_then(|a| a.country.clone()),
-            utm_campaign: base.utm_campaign.clone(),
+            utm_campaign: base.origin.utm_campaign.clone(),
             currency: base.currency.clone(),
             source: String::new(),
         });
@@ -746,19 +746,21 @@ pub fn parse_orders_with(body: &str, settings: &LineSettings) -> Result<OrdersPa
             kind: OrderKind::Order,
             amount: total,
             currency: currency.clone(),
-            customer_id: o
-                .customer
-                .as_ref()
-                .and_then(|c| c["id"].as_str())
-                .map(str::to_string),
-            city: o
-                .billing_address
-                .as_ref()
-                .and_then(|a| a.city.clone())
-                .or_else(|| o.shipping_address.as_ref().and_then(|a| a.city.clone())),
-            utm_source: src,
-            utm_medium: med,
-            utm_campaign: camp,
+            origin: OrderOrigin {
+                customer_id: o
+                    .customer
+                    .as_ref()
+                    .and_then(|c| c["id"].as_str())
+                    .map(str::to_string),
+                city: o
+                    .billing_address
+                    .as_ref()
+                    .and_then(|a| a.city.clone())
+                    .or_else(|| o.shipping_address.as_ref().and_then(|a| a.city.clone())),
+                utm_source: src,
+                utm_medium: med,
+                utm_campaign: camp,
+            },
             items: o.current_subtotal_line_items_quantity.unwrap_or(0),
         };
         let mut refunded = Decimal::ZERO;

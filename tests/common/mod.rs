@@ -51,6 +51,17 @@ pub async fn serve_fake(app: axum::Router) -> String {
     format!("http://{addr}")
 }
 
+/// A fake API's 200 answer with a JSON `body`.
+pub fn json_ok(body: String) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        axum::http::StatusCode::OK,
+        [("content-type", "application/json")],
+        body,
+    )
+        .into_response()
+}
+
 /// A fake Graph API answering `GET /v25.0/<account_id>/insights` (the pinned version: a request
 /// to another one is a 404) with `answer(query)`.
 pub fn meta_insights_fake<F, Fut>(account_id: &str, answer: F) -> axum::Router
@@ -525,6 +536,20 @@ impl QuestDb {
     }
 
     /// Wait until WAL tables have applied everything written so far and `query` returns `want`.
+    /// The rows of `query`, each made into a `T` by `f`.
+    pub async fn rows_map<T>(&self, query: &str, f: impl Fn(&[serde_json::Value]) -> T) -> Vec<T> {
+        self.rows(query).await.iter().map(|r| f(r)).collect()
+    }
+
+    /// Wait until every WAL table has applied what it was sent, so what was written is read.
+    pub async fn wait_for_wal_applied(&self) {
+        self.wait_for_count(
+            "SELECT count() FROM wal_tables() WHERE writerTxn < sequencerTxn",
+            0.0,
+        )
+        .await;
+    }
+
     pub async fn wait_for_count(&self, query: &str, want: f64) {
         eventually(
             &format!("`{query}` to return {want}"),
@@ -922,6 +947,24 @@ pub fn demo_observations(
     src.observations(src.epoch(), now, now)
 }
 
+/// The demo backfilling up to `start` (RFC 3339), over `days` days when given, and what it
+/// emits by then: [`demo_backfill_at`] and [`demo_observations`] together.
+pub fn demo_history(
+    start: &str,
+    days: Option<u32>,
+) -> (
+    adpulse::sources::demo::DemoConfig,
+    Vec<adpulse::normalize::Observation>,
+) {
+    let now = start.parse().unwrap();
+    let mut demo = demo_backfill_at(now);
+    if let Some(days) = days {
+        demo.backfill_days = days;
+    }
+    let obs = demo_observations(&demo, now);
+    (demo, obs)
+}
+
 /// How many rows of each table the demo's observations `obs` become in QuestDB: orders (refunds
 /// apart), touches, order lines (a refunded line is sent again with its refund and upserted:
 /// counted once) and campaign day rows (sent again by later batches, upserted: each key once; the
@@ -1045,6 +1088,14 @@ pub async fn get(url: &str) -> (u16, String) {
         }
         Err(e) => (0, e.to_string()),
     }
+}
+
+/// `adpulse_source_polls_total` of `source` with `result` (`ok`, `error`) in a /metrics body.
+pub fn polls(body: &str, source: &str, result: &str) -> Option<f64> {
+    metric(
+        body,
+        &format!("adpulse_source_polls_total{{result=\"{result}\",source=\"{source}\"}}"),
+    )
 }
 
 /// Value of an unlabelled (or first matching) sample in a /metrics body.

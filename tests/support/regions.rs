@@ -2,7 +2,7 @@
 //! check that a campaign day's regions add up to its `campaign_stats` day row, and the ledger's
 //! incomplete days. Included with `#[path]`.
 
-use crate::common::{QuestDb, cell_decimal};
+use crate::common::{QuestDb, cell_decimal, eventually};
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
 
@@ -75,4 +75,14 @@ pub fn ledger_incomplete(dir: &std::path::Path, source: &str) -> Vec<(String, St
         .filter(|(_, s)| s["state"] == "incomplete")
         .map(|(d, s)| (d.clone(), s["reason"].as_str().unwrap_or("").to_string()))
         .collect()
+}
+
+/// Wait (up to a minute) until the ledger holds no incomplete day of `source`.
+pub async fn wait_days_complete(dir: &std::path::Path, source: &str) {
+    eventually(
+        &format!("the {source} days complete"),
+        std::time::Duration::from_secs(60),
+        || async { ledger_incomplete(dir, source).is_empty().then_some(()) },
+    )
+    .await;
 }

@@ -369,8 +369,7 @@ mod tests {
 
     #[test]
     fn users_file_add_verify_lockout_passwd_remove() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("users.toml");
+        let (_dir, path) = crate::persist::temp_path("users.toml");
         let users = Users::new(&path, 3, Duration::from_secs(600));
         users.add("asha", Role::Approver, "correct horse").unwrap();
         assert!(matches!(

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use super::cells;
 use super::headers::header_key;
 use super::{Ctx, ImportOptions, Item, Rejected, cell, resolve_currency};
-use crate::normalize::{Observation, RawOrder};
+use crate::normalize::{Observation, OrderOrigin, RawOrder};
 use crate::records::OrderKind;
 
 /// Where the Shopify columns are (the export's headers are English in every shop language).
@@ -192,11 +192,13 @@ impl OrderState {
             kind: OrderKind::Order,
             amount: total.value,
             currency,
-            customer_id: Some(cell(f, c.email).to_string()).filter(|s| !s.is_empty()),
-            city: Some(cell(f, c.city).to_string()).filter(|s| !s.is_empty()),
-            utm_source,
-            utm_medium,
-            utm_campaign,
+            origin: OrderOrigin {
+                customer_id: Some(cell(f, c.email).to_string()).filter(|s| !s.is_empty()),
+                city: Some(cell(f, c.city).to_string()).filter(|s| !s.is_empty()),
+                utm_source,
+                utm_medium,
+                utm_campaign,
+            },
             items: qty,
         };
         // The export has no refund date: the refund is booked at the order's time (documented).

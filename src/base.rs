@@ -174,7 +174,7 @@ mod tests {
             check(rng.random::<f64>());
             check(rng.random::<f64>() * 1e-4);
         }
-        for edge in [1e-5, 1e15, 1e16] {
+        for edge in [1e-5_f64, 1e15, 1e16] {
             let mut up = edge;
             let mut down = edge;
             for _ in 0..1000 {

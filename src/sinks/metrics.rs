@@ -1628,8 +1628,8 @@ mod tests {
         // model outputs: anomalies sorted by campaign (runs of one campaign's series), values
         // of every kind (non-integral, integral, negative, NaN left out), tracking breaks
         let key = |i: usize| CampaignKey {
-            platform: if i % 2 == 0 { "meta" } else { "google_ads" }.into(),
-            account: if i % 5 == 0 { "act_\"q\"" } else { "act_1" }.into(),
+            platform: if i.is_multiple_of(2) { "meta" } else { "google_ads" }.into(),
+            account: if i.is_multiple_of(5) { "act_\"q\"" } else { "act_1" }.into(),
             campaign_id: format!("c{i:03}"),
         };
         let mut m = ModelOutputs {

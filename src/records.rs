@@ -523,3 +523,41 @@ impl Record {
         }
     }
 }
+
+/// `n` synthetic campaign-hour rows with distinct keys over `campaigns` campaigns, starting at
+/// `base` (INR, non-integral money): the benchmarks' and the writer tests' data.
+pub fn synthetic_campaign_hours(n: usize, campaigns: usize, base: DateTime<Utc>) -> Vec<Record> {
+    let campaigns = campaigns.max(1);
+    (0..n)
+        .map(|i| {
+            let ts = base + chrono::Duration::hours((i / campaigns) as i64);
+            let c = i % campaigns;
+            Record::CampaignStats(CampaignStat {
+                ts,
+                bucket: Bucket::Hour,
+                day: ts.with_timezone(&chrono_tz::Asia::Kolkata).date_naive(),
+                key: CampaignKey {
+                    platform: if c.is_multiple_of(2) {
+                        "meta"
+                    } else {
+                        "google_ads"
+                    }
+                    .into(),
+                    account: "act_1".into(),
+                    campaign_id: format!("c{c:05}"),
+                },
+                campaign_name: format!("Campaign {c}"),
+                source: "bench".into(),
+                spend: Decimal::new(123_456 + (i % 1000) as i64, 2),
+                conversion_value: Decimal::new(98_765, 2),
+                spend_account: Decimal::new(123_456 + (i % 1000) as i64, 2),
+                conversion_value_account: Decimal::new(98_765, 2),
+                account_currency: "INR".into(),
+                currency: "INR".into(),
+                impressions: 10_000 + (i % 777) as u64,
+                clicks: 120 + (i % 50) as u64,
+                conversions: (i % 3) as f64,
+            })
+        })
+        .collect()
+}

@@ -1595,8 +1595,11 @@ mod tests {
         use chrono::{DateTime, Duration, Utc};
         let now: DateTime<Utc> = "2026-11-20T12:40:00Z".parse().unwrap();
         for campaigns in [1, 7, 120] {
-            let mut rows =
-                crate::bench::rows(campaigns * 8 * 24, campaigns, now - Duration::days(8));
+            let mut rows = crate::records::synthetic_campaign_hours(
+                campaigns * 8 * 24,
+                campaigns,
+                now - Duration::days(8),
+            );
             for r in &mut rows {
                 if let Record::CampaignStats(c) = r
                     && c.key.campaign_id.ends_with('3')

@@ -13,9 +13,7 @@
 //!
 //! `nice -n 10 cargo bench --bench attribution` (`-- 10 1000` for some sizes only).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use adpulse::attribution::job::{Journeys, RunSpec, SpendRow, build_rows, build_rows_with};
@@ -25,40 +23,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rust_decimal::Decimal;
 
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(l) };
-        if !p.is_null() {
-            let now = LIVE.fetch_add(l.size(), Ordering::Relaxed) + l.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        unsafe { System.dealloc(p, l) };
-        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        let q = unsafe { System.realloc(p, l, new) };
-        if !q.is_null() {
-            if new > l.size() {
-                let now = LIVE.fetch_add(new - l.size(), Ordering::Relaxed) + new - l.size();
-                PEAK.fetch_max(now, Ordering::Relaxed);
-            } else {
-                LIVE.fetch_sub(l.size() - new, Ordering::Relaxed);
-            }
-        }
-        q
-    }
-}
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: counting_alloc::Counting = counting_alloc::Counting;
 
 /// CPU time of this (single-threaded) process so far (`/proc/self/schedstat`, ns on CPU).
 fn cpu_secs() -> f64 {
@@ -70,12 +39,11 @@ fn cpu_secs() -> f64 {
 
 /// Run `f`, printing its wall and CPU time and its peak heap above what was live before it.
 fn measure<T>(what: &str, campaigns: usize, f: impl FnOnce() -> T) -> T {
-    let before = LIVE.load(Ordering::Relaxed);
-    PEAK.store(before, Ordering::Relaxed);
+    let before = counting_alloc::reset_peak();
     let (t0, c0) = (Instant::now(), cpu_secs());
     let out = black_box(f());
     let (wall, cpu) = (t0.elapsed().as_secs_f64(), cpu_secs() - c0);
-    let peak = PEAK.load(Ordering::Relaxed) - before;
+    let peak = counting_alloc::peak() - before;
     println!(
         "{campaigns:>6} campaigns  {what:<34} wall {wall:>8.3} s  CPU {cpu:>8.3} s  peak heap {:>9.2} MiB",
         peak as f64 / (1024.0 * 1024.0)

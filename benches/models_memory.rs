@@ -17,9 +17,7 @@
 //! `nice -n 10 cargo bench --bench models_memory -- 10 100 1000 10000` (sizes are rounded up to
 //! a multiple of the demo's 6 campaigns).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use adpulse::models::anomaly::{Detector, DetectorConfig, Scored, TrackingStatus};
 use adpulse::models::live::{self, CAMPAIGN_SERIES, ModelOutputs, ModelRunner, TrackingBank};
@@ -32,38 +30,13 @@ use arc_swap::ArcSwap;
 use chrono::{Duration, Utc};
 use rust_decimal::prelude::ToPrimitive;
 
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(l) };
-        if !p.is_null() {
-            LIVE.fetch_add(l.size(), Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        unsafe { System.dealloc(p, l) };
-        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        let q = unsafe { System.realloc(p, l, new) };
-        if !q.is_null() {
-            LIVE.fetch_add(new, Ordering::Relaxed);
-            LIVE.fetch_sub(l.size(), Ordering::Relaxed);
-        }
-        q
-    }
-}
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: counting_alloc::Counting = counting_alloc::Counting;
 
-fn live() -> usize {
-    LIVE.load(Ordering::Relaxed)
-}
+use counting_alloc::live;
 
 /// The demo's history for `scale` x 6 campaigns, `days` days up to the current hour, in a store.
 fn demo_store(scale: u32, days: u32, config: &adpulse::config::Config) -> Store {

@@ -28,6 +28,10 @@ type Request = (HashMap<String, String>, String);
 #[derive(Clone)]
 struct Fake {
     mode: Mode,
+    /// The three report days, the three days before today in the account's timezone: the store
+    /// keeps `retention_days` (8) before now, so fixed dates would be pruned as the calendar moves
+    /// on (a test that passed only while its dates were recent).
+    days: [String; 3],
     log: Arc<Mutex<Vec<Request>>>,
 }
 
@@ -69,10 +73,11 @@ async fn insights(
         )
             .into_response(),
         Mode::ThrottleThenPages => {
+            let [d0, d1, d2] = &f.days;
             let (data, after) = match q.get("after").map(String::as_str) {
-                None => (vec![row("1", "2026-11-18", "100.10"), row("2", "2026-11-18", "200.20")], Some("c1")),
-                Some("c1") => (vec![row("1", "2026-11-19", "110.01"), row("2", "2026-11-19", "0.09")], Some("c2")),
-                Some("c2") => (vec![row("3", "2026-11-19", "5.55"), row("3", "2026-11-20", "6.66")], None),
+                None => (vec![row("1", d0, "100.10"), row("2", d0, "200.20")], Some("c1")),
+                Some("c1") => (vec![row("1", d1, "110.01"), row("2", d1, "0.09")], Some("c2")),
+                Some("c2") => (vec![row("3", d1, "5.55"), row("3", d2, "6.66")], None),
                 Some(other) => return (StatusCode::BAD_REQUEST, format!("unknown cursor {other}")).into_response(),
             };
             let mut body = serde_json::json!({"data": data, "paging": {"cursors": {"before": "b", "after": after.unwrap_or("end")}}});
@@ -85,8 +90,13 @@ async fn insights(
 }
 
 async fn fake(mode: Mode) -> (String, Fake) {
+    let today = chrono::Utc::now()
+        .with_timezone(&chrono_tz::America::Los_Angeles)
+        .date_naive();
+    let day = |n: u64| (today - chrono::Days::new(n)).to_string();
     let f = Fake {
         mode,
+        days: [day(3), day(2), day(1)],
         log: Arc::default(),
     };
     let app = Router::new()
@@ -175,6 +185,10 @@ async fn pages_through_a_throttle_honouring_its_wait() {
         || async { (pipeline.with_store(|s| s.campaign_count()) == 6 + 3).then_some(()) },
     )
     .await;
+    // and they stay there once a KPI refresh has pruned the store: rows inside the retention
+    // are kept (CI failed twice on this when the fake's fixed dates had aged out of it)
+    wait_for_kpis_computed_after_now(running.addr).await;
+    assert_eq!(pipeline.with_store(|s| s.campaign_count()), 6 + 3);
     running.stop().await;
 }
 

@@ -55,6 +55,22 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Where Prometheus text is written: a `String`, or the `/metrics` body, which may hand what it
+/// holds to its deflate stream at a [`TextOut::boundary`] (between two families, where nothing
+/// written can still be taken back).
+pub trait TextOut {
+    /// The text being written.
+    fn text(&mut self) -> &mut String;
+    /// A family ends here.
+    fn boundary(&mut self) {}
+}
+
+impl TextOut for String {
+    fn text(&mut self) -> &mut String {
+        self
+    }
+}
+
 /// Append a Prometheus text-format label value, escaped as the format requires (`\`, `\n`, `"`).
 /// The one escaper of the crate: `/metrics` and the profit families both write through it.
 pub fn push_label_value(out: &mut String, v: &str) {

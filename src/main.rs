@@ -8,14 +8,22 @@ use std::path::PathBuf;
 /// keeps freed pages per thread arena; jemalloc with background purging returns them within a
 /// second: 653 MiB steady and 804 MiB peak at 10,002 campaigns against glibc's 762 and 988
 /// (docs/benchmarks.md, "Allocators").
-#[cfg(all(target_os = "linux", not(target_env = "musl")))]
+#[cfg(all(
+    target_os = "linux",
+    not(target_env = "musl"),
+    not(feature = "system-allocator")
+))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's settings, read at its start (`_RJEM_MALLOC_CONF` in the environment overrides
 /// them): purge freed pages from a background thread, dirty pages after 1 s, no lazy
 /// ("muzzy") stage.
-#[cfg(all(target_os = "linux", not(target_env = "musl")))]
+#[cfg(all(
+    target_os = "linux",
+    not(target_env = "musl"),
+    not(feature = "system-allocator")
+))]
 #[allow(non_upper_case_globals)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 pub static malloc_conf: &[u8; 60] =
@@ -441,12 +449,13 @@ fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Metrics { campaigns, repeats } => {
             let r = adpulse::bench::metrics(campaigns, repeats);
             println!(
-                "campaigns {}  series {}  snapshot {:.1} ms  render {:.1} ms  gzip {:.1} ms  size {} bytes ({:.1} MiB, {:.1} MiB gzipped)",
+                "campaigns {}  series {}  snapshot {:.1} ms  render {:.1} ms  gzip {:.1} ms  render streamed into gzip {:.1} ms  size {} bytes ({:.1} MiB, {:.1} MiB gzipped)",
                 r.campaigns,
                 r.series,
                 r.snapshot_ms,
                 r.render_ms,
                 r.gzip_ms,
+                r.streamed_ms,
                 r.bytes,
                 r.bytes as f64 / 1048576.0,
                 r.gzip_bytes as f64 / 1048576.0

@@ -426,11 +426,11 @@ pub fn render(v: &ProfitView, currency: &str, out: &mut String) {
 /// only those campaigns get their own label sets; the others are summed per platform as
 /// `account="other",campaign_id="other"` (margins and spends add up; POAS and CAC are
 /// recomputed from the sums), as the KPI families fold them.
-pub fn render_kept(
+pub fn render_kept<O: crate::base::TextOut>(
     v: &ProfitView,
     currency: &str,
     keep: Option<&HashSet<CampaignKey>>,
-    out: &mut String,
+    sink: &mut O,
 ) {
     let cur = esc(currency);
     type Pick = fn(&WindowProfit) -> Option<f64>;
@@ -524,7 +524,8 @@ pub fn render_kept(
                 pick(w).map(|x| (labels, x))
             })
             .collect();
-        family(out, name, help, &samples);
+        family(sink.text(), name, help, &samples);
+        sink.boundary();
     }
     if v.today.is_none() {
         return;
@@ -596,10 +597,12 @@ pub fn render_kept(
         ),
     ];
     for (name, help, money, pick) in per_campaign {
-        let start = out.len();
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        let header = out.len();
+        let start = sink.text().len();
+        let _ = writeln!(sink.text(), "# HELP {name} {help}\n# TYPE {name} gauge");
+        // past its first sample the family's header stays, and the body may be flushed
+        let mut wrote = false;
         for (l, ws) in &rows {
+            let out = sink.text();
             for (t, (plain, with_cur)) in ws.iter().zip(&windows) {
                 let Some(x) = pick(t).filter(|x| x.is_finite()) else {
                     continue;
@@ -609,11 +612,16 @@ pub fn render_kept(
                 out.push_str(l);
                 out.push_str(if money { with_cur } else { plain });
                 push_sample_value(out, x);
+                wrote = true;
+            }
+            if wrote {
+                sink.boundary();
             }
         }
-        if out.len() == header {
-            out.truncate(start);
+        if !wrote {
+            sink.text().truncate(start);
         }
+        sink.boundary();
     }
     let missing: Vec<(String, f64)> = v
         .missing_cost
@@ -621,7 +629,7 @@ pub fn render_kept(
         .map(|(sku, n)| (format!("sku=\"{}\"", esc(sku)), *n as f64))
         .collect();
     family(
-        out,
+        sink.text(),
         "adpulse_profit_lines_missing_cost",
         "Order lines in the kept history with no unit cost (COGS left out), per SKU",
         &missing,

@@ -1351,6 +1351,18 @@ impl DemoSource {
         out
     }
 
+    /// Whether a live tick covering `(last, now]` re-sends the day rows (with their regions).
+    /// With a few campaigns, every tick does, so the day row follows its hours minute by
+    /// minute. At scale (hour-long backfill batches, more than 83 campaigns) only the first
+    /// tick and the tick that completes an hour do: a platform's daily report is polled less
+    /// often than its hourly one, and at 10,002 campaigns re-sending every day and region row
+    /// each second was 130,000 rows a second for figures that change by a minute's spend. The
+    /// completed hour's day is sent with that hour's final figures, the day that ends with
+    /// it included, so no day row is left short.
+    fn day_rows_due(&self, first: bool, last: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+        first || self.batch_hours() >= 24 || hour_floor(last, self.tz) != hour_floor(now, self.tz)
+    }
+
     /// Backfill, then (unless `backfill_only`) go live until shutdown.
     pub async fn run(mut self, ctx: SourceContext) {
         let name = ctx.name.clone();
@@ -1361,7 +1373,10 @@ impl DemoSource {
             if ctx.shutdown.is_cancelled() {
                 return;
             }
-            if !self.deliver(&ctx, &stats, (from, to, start), to).await {
+            if !self
+                .deliver(&ctx, &stats, (from, to, start), to, true)
+                .await
+            {
                 return;
             }
         }
@@ -1371,6 +1386,7 @@ impl DemoSource {
         }
         let real0 = std::time::Instant::now();
         let mut last = start;
+        let mut first = true;
         let tick = StdDuration::from_secs_f64(self.cfg.tick_secs);
         loop {
             tokio::select! {
@@ -1383,14 +1399,17 @@ impl DemoSource {
                 );
             // re-send the hour that was in progress at `last` (restated) up to now
             let from = hour_floor(last, self.tz);
+            let days = self.day_rows_due(first, last, sim_now);
             self.deliver(
                 &ctx,
                 &stats,
                 (from, sim_now + Duration::seconds(1), sim_now),
                 sim_now,
+                days,
             )
             .await;
             last = sim_now;
+            first = false;
         }
     }
 }
@@ -1405,13 +1424,15 @@ impl DemoSource {
     /// One poll: the observations of `[from, to)` as of `now` (also the collector's clock)
     /// handed to the pipeline, the hour rows first and then the day rows [`ROLLUP_CAMPAIGNS`]
     /// campaigns at a time, and the poll counted: its rows, synced up to `until`, or its
-    /// failure (logged). Whether it was delivered.
+    /// failure (logged). Without `days`, the hour rows only (see [`Self::day_rows_due`]).
+    /// Whether it was delivered.
     async fn deliver(
         &mut self,
         ctx: &SourceContext,
         stats: &crate::telemetry::SourceStats,
         (from, to, now): (DateTime<Utc>, DateTime<Utc>, DateTime<Utc>),
         until: DateTime<Utc>,
+        days: bool,
     ) -> bool {
         let poll = std::time::Instant::now();
         let (h0, h1) = self.span(from, to);
@@ -1426,7 +1447,7 @@ impl DemoSource {
                 stats.poll_failed(poll.elapsed());
                 return false;
             }
-            if next >= self.campaigns.len() {
+            if !days || next >= self.campaigns.len() {
                 break;
             }
             let end = (next + ROLLUP_CAMPAIGNS).min(self.campaigns.len());
@@ -1511,7 +1532,7 @@ mod tests {
         let stats = ctx.pipeline.telemetry().source("demo", "demo");
         let mut src = source(100);
         let (from, now) = (src.epoch(), src.start());
-        assert!(src.deliver(&ctx, &stats, (from, now, now), now).await);
+        assert!(src.deliver(&ctx, &stats, (from, now, now), now, true).await);
         drop(ctx);
         let mut sends = Vec::new();
         while let Ok(b) = rx.try_recv() {
@@ -1558,5 +1579,73 @@ mod tests {
             })
             .count();
         assert!(day_only >= 2, "{day_only} sends of day rows");
+    }
+
+    /// Live at scale, day rows go out on the first tick and on the tick that completes an
+    /// hour, with the figures of the hours as of that tick; the ticks in between send hours
+    /// only. With the scenario's 6 campaigns every tick sends them.
+    #[tokio::test]
+    async fn live_day_rows_at_scale_follow_completed_hours() {
+        let (handle, mut rx) = crate::sinks::questdb::SinkHandle::for_test(1 << 16);
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = SourceContext::test(
+            "demo",
+            8,
+            Some(handle),
+            Arc::new(crate::sources::cursor::CursorStore::new(dir.path())),
+        );
+        let stats = ctx.pipeline.telemetry().source("demo", "demo");
+        let mut src = source(100);
+        let start = src.start(); // 08:10 UTC
+        let minute = Duration::minutes(1);
+        // ticks a simulated minute apart from 08:10 to 09:02: the hour completes at 09:00
+        let mut last = start;
+        let mut day_rows_by_tick = Vec::new();
+        for k in 1..=52 {
+            let now = start + minute * k;
+            let days = src.day_rows_due(k == 1, last, now);
+            let from = hour_floor(last, chrono_tz::UTC);
+            assert!(src.deliver(&ctx, &stats, (from, now, now), now, days).await);
+            let mut day: Vec<crate::records::CampaignStat> = Vec::new();
+            while let Ok(b) = rx.try_recv() {
+                for r in b.rows() {
+                    if let Record::CampaignStats(c) = r
+                        && c.bucket == Bucket::Day
+                    {
+                        day.push(c.clone());
+                    }
+                }
+            }
+            if k == 50 {
+                // 09:00: each campaign's day row is the sum of its hour rows of the day as of
+                // this tick (the 08:00 hour complete, 09:00's first minute), none left short
+                assert_eq!(day.len(), 600);
+                let day0: DateTime<Utc> = "2026-11-20T00:00:00Z".parse().unwrap();
+                let mut want: HashMap<String, Decimal> = HashMap::new();
+                for o in source(100).observations(day0, now + Duration::seconds(1), now) {
+                    if let Observation::Campaign(c) = o
+                        && c.bucket == Bucket::Hour
+                        && c.ts >= day0
+                    {
+                        *want.entry(c.key.campaign_id.clone()).or_default() += c.spend;
+                    }
+                }
+                for d in &day {
+                    assert_eq!(d.ts, day0);
+                    assert_eq!(Some(&d.spend), want.get(&d.key.campaign_id), "{:?}", d.key);
+                }
+            }
+            day_rows_by_tick.push(day.len());
+            last = now;
+        }
+        let sent: Vec<usize> = day_rows_by_tick
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(i, _)| i + 1)
+            .collect();
+        assert_eq!(sent, vec![1, 50], "ticks that sent day rows");
+        let few = source(1);
+        assert!(few.day_rows_due(false, start, start + minute));
     }
 }

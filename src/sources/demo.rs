@@ -1493,6 +1493,26 @@ mod tests {
         DemoSource::new(cfg, chrono_tz::UTC)
     }
 
+    /// A source context whose pipeline hands its sends to the returned receiver (queue of
+    /// `capacity` sends), its cursors in the returned folder.
+    fn sink_context(
+        capacity: usize,
+    ) -> (
+        SourceContext,
+        tokio::sync::mpsc::Receiver<crate::sinks::questdb::Batch>,
+        tempfile::TempDir,
+    ) {
+        let (handle, rx) = crate::sinks::questdb::SinkHandle::for_test(capacity);
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = SourceContext::test(
+            "demo",
+            8,
+            Some(handle),
+            Arc::new(crate::sources::cursor::CursorStore::new(dir.path())),
+        );
+        (ctx, rx, dir)
+    }
+
     /// Day rows built a few hundred campaigns at a time are the rows built at once, in order.
     #[test]
     fn day_rows_in_campaign_chunks_are_the_day_rows_of_every_campaign() {
@@ -1521,14 +1541,7 @@ mod tests {
     /// `SEND_ROWS`, and the day rows apart from the hour rows.
     #[tokio::test]
     async fn a_poll_hands_over_its_rows_in_bounded_sends() {
-        let (handle, mut rx) = crate::sinks::questdb::SinkHandle::for_test(1024);
-        let dir = tempfile::tempdir().unwrap();
-        let ctx = SourceContext::test(
-            "demo",
-            8,
-            Some(handle),
-            Arc::new(crate::sources::cursor::CursorStore::new(dir.path())),
-        );
+        let (ctx, mut rx, _dir) = sink_context(1024);
         let stats = ctx.pipeline.telemetry().source("demo", "demo");
         let mut src = source(100);
         let (from, now) = (src.epoch(), src.start());
@@ -1586,14 +1599,7 @@ mod tests {
     /// only. With the scenario's 6 campaigns every tick sends them.
     #[tokio::test]
     async fn live_day_rows_at_scale_follow_completed_hours() {
-        let (handle, mut rx) = crate::sinks::questdb::SinkHandle::for_test(1 << 16);
-        let dir = tempfile::tempdir().unwrap();
-        let ctx = SourceContext::test(
-            "demo",
-            8,
-            Some(handle),
-            Arc::new(crate::sources::cursor::CursorStore::new(dir.path())),
-        );
+        let (ctx, mut rx, _dir) = sink_context(1 << 16);
         let stats = ctx.pipeline.telemetry().source("demo", "demo");
         let mut src = source(100);
         let start = src.start(); // 08:10 UTC

@@ -189,11 +189,42 @@ struct Body {
     held_max: usize,
 }
 
-/// The deflate stream of a [`Body`] and what it has taken.
+/// The deflate stream of a [`Body`] (and of [`deflate_of`]) and what it has taken.
 struct Stream {
     enc: flate2::write::DeflateEncoder<Vec<u8>>,
     crc: crc32fast::Hasher,
     len: usize,
+}
+
+impl Stream {
+    /// A stream behind the gzip header, its output reserved for `deflate` bytes.
+    fn new(deflate: usize) -> Self {
+        let mut buf = Vec::with_capacity(deflate.max(GZIP_HEADER.len()));
+        buf.extend_from_slice(&GZIP_HEADER);
+        Self {
+            enc: flate2::write::DeflateEncoder::new(buf, flate2::Compression::fast()),
+            crc: crc32fast::Hasher::new(),
+            len: 0,
+        }
+    }
+
+    fn write(&mut self, text: &[u8]) {
+        // writing to a Vec cannot fail
+        let _ = self.enc.write_all(text);
+        self.crc.update(text);
+        self.len += text.len();
+    }
+
+    /// The header and deflate, sync-flushed (byte-aligned, not final, so that a fresh tail can
+    /// follow in the same member), the CRC and the length of what was written.
+    fn finish(mut self) -> (Bytes, crc32fast::Hasher, usize) {
+        let _ = self.enc.flush();
+        (
+            Bytes::from(std::mem::take(self.enc.get_mut())),
+            self.crc,
+            self.len,
+        )
+    }
 }
 
 /// A rendered body: its text, or the gzip header and sync-flushed deflate of it with the
@@ -216,15 +247,9 @@ impl Body {
 
     /// A body streamed into a deflate of about `deflate` bytes, flushed every `flush_at`.
     fn deflating(deflate: usize, flush_at: usize) -> Self {
-        let mut buf = Vec::with_capacity(deflate.max(GZIP_HEADER.len()));
-        buf.extend_from_slice(&GZIP_HEADER);
         Self {
             text: String::with_capacity(flush_at.saturating_mul(2).min(4 * FLUSH_AT)),
-            stream: Some(Stream {
-                enc: flate2::write::DeflateEncoder::new(buf, flate2::Compression::fast()),
-                crc: crc32fast::Hasher::new(),
-                len: 0,
-            }),
+            stream: Some(Stream::new(deflate)),
             flush_at,
             held_max: 0,
         }
@@ -240,10 +265,7 @@ impl Body {
     fn flush(&mut self) {
         self.held_max = self.held_max.max(self.text.len());
         if let Some(s) = &mut self.stream {
-            // writing to a Vec cannot fail
-            let _ = s.enc.write_all(self.text.as_bytes());
-            s.crc.update(self.text.as_bytes());
-            s.len += self.text.len();
+            s.write(self.text.as_bytes());
             self.text.clear();
         }
     }
@@ -260,13 +282,11 @@ impl Body {
             return Finished::Text(std::mem::take(&mut self.text));
         }
         self.flush();
-        let Some(mut s) = self.stream.take() else {
+        let Some(s) = self.stream.take() else {
             unreachable!("checked above")
         };
-        // a sync flush: byte-aligned, not final, so a fresh tail can follow in the same member
-        let _ = s.enc.flush();
-        let bytes = Bytes::from(std::mem::take(s.enc.get_mut()));
-        Finished::Deflated(bytes, s.crc, s.len)
+        let (bytes, crc, len) = s.finish();
+        Finished::Deflated(bytes, crc, len)
     }
 }
 
@@ -1310,15 +1330,10 @@ const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 /// The gzip header and sync-flushed raw deflate of `text` (byte-aligned, not final, so that a
 /// tail can follow in the same member), and the CRC of `text`.
 fn deflate_of(text: &[u8]) -> (Bytes, crc32fast::Hasher) {
-    let mut buf = Vec::with_capacity(text.len() / 8);
-    buf.extend_from_slice(&GZIP_HEADER);
-    let mut e = flate2::write::DeflateEncoder::new(buf, flate2::Compression::fast());
-    // writing to a Vec cannot fail; flush() is a sync flush: byte-aligned, not final
-    let _ = e.write_all(text);
-    let _ = e.flush();
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(text);
-    (Bytes::from(std::mem::take(e.get_mut())), crc)
+    let mut s = Stream::new(text.len() / 8);
+    s.write(text);
+    let (bytes, crc, _) = s.finish();
+    (bytes, crc)
 }
 
 /// The text of a [`Rendered`] body: the kept text in one chunk, or the kept deflate inflated

@@ -58,54 +58,242 @@ fn pack(c: &Cell) -> Option<(i64, i64, [u8; 2], u32, u32)> {
 /// Scale byte of a cell kept whole in [`Cells::wide`] (a real scale is at most 28).
 const WIDE: u8 = u8::MAX;
 
-/// Time-sorted buckets in columns: the compact form of a `BTreeMap<i64, Cell>` (42 bytes a
-/// bucket instead of about 90). Money is kept exact as each amount's decimal mantissa and
-/// scale (the same value `rust_decimal` holds, so sums and their scales are unchanged); a
-/// cell whose mantissa does not fit in an `i64` or whose counts do not fit in a `u32` is kept
-/// whole in `wide` (counted by [`Store::wide_cells`]), never rounded.
+/// A column of integers held as `i32` while every value in it fits one, else as `i64`: the
+/// whole column is widened, exactly, at the first value that does not fit (and stays wide
+/// until it is empty). Spend in paise or cents, and hour keys as offsets, fit `i32`; a value
+/// read back is the one stored.
+#[derive(Debug)]
+enum Ints {
+    Narrow(Vec<i32>),
+    Wide(Vec<i64>),
+}
+
+impl Default for Ints {
+    fn default() -> Self {
+        Ints::Narrow(Vec::new())
+    }
+}
+
+impl Ints {
+    fn get(&self, i: usize) -> i64 {
+        match self {
+            Ints::Narrow(v) => i64::from(v[i]),
+            Ints::Wide(v) => v[i],
+        }
+    }
+
+    /// Widens the column (same capacity) when `x` does not fit its `i32`s; the narrow value
+    /// otherwise.
+    fn fit(&mut self, x: i64) -> Option<i32> {
+        if let Ints::Narrow(v) = self {
+            if let Ok(n) = i32::try_from(x) {
+                return Some(n);
+            }
+            let mut w = Vec::with_capacity(v.capacity());
+            w.extend(v.iter().map(|&n| i64::from(n)));
+            *self = Ints::Wide(w);
+        }
+        None
+    }
+
+    fn set(&mut self, i: usize, x: i64) {
+        match (self.fit(x), self) {
+            (Some(n), Ints::Narrow(v)) => v[i] = n,
+            (_, Ints::Wide(v)) => v[i] = x,
+            (None, Ints::Narrow(_)) => unreachable!("fit widens a column a value does not fit"),
+        }
+    }
+
+    fn insert(&mut self, i: usize, x: i64) {
+        match (self.fit(x), self) {
+            (Some(n), Ints::Narrow(v)) => v.insert(i, n),
+            (_, Ints::Wide(v)) => v.insert(i, x),
+            (None, Ints::Narrow(_)) => unreachable!("fit widens a column a value does not fit"),
+        }
+    }
+
+    fn reserve_exact(&mut self, more: usize) {
+        match self {
+            Ints::Narrow(v) => v.reserve_exact(more),
+            Ints::Wide(v) => v.reserve_exact(more),
+        }
+    }
+
+    /// Removes the first `n` values; an emptied column is narrow again.
+    fn drain_front(&mut self, n: usize) {
+        let empty = match self {
+            Ints::Narrow(v) => {
+                v.drain(..n);
+                v.is_empty()
+            }
+            Ints::Wide(v) => {
+                v.drain(..n);
+                v.is_empty()
+            }
+        };
+        if empty && matches!(self, Ints::Wide(_)) {
+            *self = Ints::default();
+        }
+    }
+
+    #[cfg(test)]
+    fn is_wide(&self) -> bool {
+        matches!(self, Ints::Wide(_))
+    }
+}
+
+/// Conversion counts held as `f32` while every value stored is one exactly (whole counts
+/// below 2^24 are, and halves and quarters), else as `f64` (the column widened, exactly, at
+/// the first value that is not): what is read back is bit for bit what was stored.
+#[derive(Debug)]
+enum Floats {
+    Narrow(Vec<f32>),
+    Wide(Vec<f64>),
+}
+
+impl Default for Floats {
+    fn default() -> Self {
+        Floats::Narrow(Vec::new())
+    }
+}
+
+impl Floats {
+    fn get(&self, i: usize) -> f64 {
+        match self {
+            Floats::Narrow(v) => f64::from(v[i]),
+            Floats::Wide(v) => v[i],
+        }
+    }
+
+    fn fit(&mut self, x: f64) -> Option<f32> {
+        if let Floats::Narrow(v) = self {
+            let n = x as f32;
+            if f64::from(n).to_bits() == x.to_bits() {
+                return Some(n);
+            }
+            let mut w = Vec::with_capacity(v.capacity());
+            w.extend(v.iter().map(|&n| f64::from(n)));
+            *self = Floats::Wide(w);
+        }
+        None
+    }
+
+    fn set(&mut self, i: usize, x: f64) {
+        match (self.fit(x), self) {
+            (Some(n), Floats::Narrow(v)) => v[i] = n,
+            (_, Floats::Wide(v)) => v[i] = x,
+            (None, Floats::Narrow(_)) => unreachable!("fit widens a column a value does not fit"),
+        }
+    }
+
+    fn insert(&mut self, i: usize, x: f64) {
+        match (self.fit(x), self) {
+            (Some(n), Floats::Narrow(v)) => v.insert(i, n),
+            (_, Floats::Wide(v)) => v.insert(i, x),
+            (None, Floats::Narrow(_)) => unreachable!("fit widens a column a value does not fit"),
+        }
+    }
+
+    fn reserve_exact(&mut self, more: usize) {
+        match self {
+            Floats::Narrow(v) => v.reserve_exact(more),
+            Floats::Wide(v) => v.reserve_exact(more),
+        }
+    }
+
+    fn drain_front(&mut self, n: usize) {
+        let empty = match self {
+            Floats::Narrow(v) => {
+                v.drain(..n);
+                v.is_empty()
+            }
+            Floats::Wide(v) => {
+                v.drain(..n);
+                v.is_empty()
+            }
+        };
+        if empty && matches!(self, Floats::Wide(_)) {
+            *self = Floats::default();
+        }
+    }
+
+    #[cfg(test)]
+    fn is_wide(&self) -> bool {
+        matches!(self, Floats::Wide(_))
+    }
+}
+
+/// Time-sorted buckets in columns: the compact form of a `BTreeMap<i64, Cell>` (26 bytes a
+/// bucket while the columns are narrow, instead of about 90). Keys are offsets from the first
+/// key stored (`base`); money is kept exact as each amount's decimal mantissa and scale (the
+/// same value `rust_decimal` holds, so sums and their scales are unchanged). A column whose
+/// value does not fit its narrow type is widened whole ([`Ints`], [`Floats`]); a cell whose
+/// mantissa does not fit in an `i64` or whose counts do not fit in a `u32` is kept whole in
+/// `wide` (counted by [`Store::wide_cells`]), never rounded.
 #[derive(Debug, Default)]
 struct Cells {
-    /// Bucket keys, ascending: hour start (unix seconds) or day number.
-    keys: Vec<i64>,
-    spend: Vec<i64>,
-    value: Vec<i64>,
+    /// Key offsets from `base`, ascending: hour start (unix seconds) or day number.
+    keys: Ints,
+    /// The first key stored (keys are held as `key - base`).
+    base: i64,
+    spend: Ints,
+    value: Ints,
     /// Scales of `spend` and `value`; [`WIDE`] when the cell is in `wide`.
     scales: Vec<[u8; 2]>,
     impressions: Vec<u32>,
     clicks: Vec<u32>,
-    conversions: Vec<f64>,
+    conversions: Floats,
     wide: BTreeMap<i64, Cell>,
 }
 
 impl Cells {
     fn len(&self) -> usize {
-        self.keys.len()
+        self.scales.len()
     }
 
     fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.scales.is_empty()
+    }
+
+    fn key(&self, i: usize) -> i64 {
+        self.base + self.keys.get(i)
     }
 
     fn cell(&self, i: usize) -> Cell {
         let [s1, s2] = self.scales[i];
         if s1 == WIDE {
-            return self.wide.get(&self.keys[i]).copied().unwrap_or_default();
+            return self.wide.get(&self.key(i)).copied().unwrap_or_default();
         }
         Cell {
-            spend: Decimal::new(self.spend[i], u32::from(s1)),
-            conversion_value: Decimal::new(self.value[i], u32::from(s2)),
+            spend: Decimal::new(self.spend.get(i), u32::from(s1)),
+            conversion_value: Decimal::new(self.value.get(i), u32::from(s2)),
             impressions: u64::from(self.impressions[i]),
             clicks: u64::from(self.clicks[i]),
-            conversions: self.conversions[i],
+            conversions: self.conversions.get(i),
         }
+    }
+
+    /// Where `k` is (`Ok`) or would go (`Err`), as `binary_search` says.
+    fn search(&self, k: i64) -> Result<usize, usize> {
+        let d = k.saturating_sub(self.base);
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.keys.get(mid).cmp(&d) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Ok(mid),
+            }
+        }
+        Err(lo)
     }
 
     fn get(&self, k: i64) -> Option<Cell> {
-        self.keys.binary_search(&k).ok().map(|i| self.cell(i))
+        self.search(k).ok().map(|i| self.cell(i))
     }
 
     fn put(&mut self, i: usize, c: &Cell) {
-        let k = self.keys[i];
+        let k = self.key(i);
         let (spend, value, scales, impressions, clicks) = match pack(c) {
             Some(p) => {
                 self.wide.remove(&k);
@@ -116,23 +304,26 @@ impl Cells {
                 (0, 0, [WIDE, WIDE], 0, 0)
             }
         };
-        self.spend[i] = spend;
-        self.value[i] = value;
+        self.spend.set(i, spend);
+        self.value.set(i, value);
         self.scales[i] = scales;
         self.impressions[i] = impressions;
         self.clicks[i] = clicks;
-        self.conversions[i] = c.conversions;
+        self.conversions.set(i, c.conversions);
     }
 
     /// Upsert: a bucket already present is replaced.
     fn insert(&mut self, k: i64, c: Cell) {
-        let i = match self.keys.binary_search(&k) {
+        if self.is_empty() {
+            self.base = k;
+        }
+        let i = match self.search(k) {
             Ok(i) => i,
             Err(i) => {
-                if self.keys.len() == self.keys.capacity() {
+                if self.scales.len() == self.scales.capacity() {
                     // grow by an eighth (at least 8), not by doubling: a campaign's history
                     // is a few hundred buckets and thousands of campaigns hold one each
-                    let more = (self.keys.len() / 8).max(8);
+                    let more = (self.len() / 8).max(8);
                     self.keys.reserve_exact(more);
                     self.spend.reserve_exact(more);
                     self.value.reserve_exact(more);
@@ -141,7 +332,7 @@ impl Cells {
                     self.clicks.reserve_exact(more);
                     self.conversions.reserve_exact(more);
                 }
-                self.keys.insert(i, k);
+                self.keys.insert(i, k.saturating_sub(self.base));
                 self.spend.insert(i, 0);
                 self.value.insert(i, 0);
                 self.scales.insert(i, [0, 0]);
@@ -156,17 +347,30 @@ impl Cells {
 
     /// Index of the first bucket at or after `k`.
     fn lower(&self, k: i64) -> usize {
-        self.keys.partition_point(|&x| x < k)
+        match self.search(k) {
+            Ok(i) | Err(i) => i,
+        }
     }
 
     /// Buckets with keys in `[from, to)`, in order.
     fn range(&self, from: i64, to: i64) -> impl Iterator<Item = (i64, Cell)> + '_ {
         let (a, b) = (self.lower(from), self.lower(to));
-        (a..b.max(a)).map(|i| (self.keys[i], self.cell(i)))
+        (a..b.max(a)).map(|i| (self.key(i), self.cell(i)))
     }
 
     fn iter(&self) -> impl Iterator<Item = (i64, Cell)> + '_ {
-        (0..self.len()).map(|i| (self.keys[i], self.cell(i)))
+        (0..self.len()).map(|i| (self.key(i), self.cell(i)))
+    }
+
+    /// Columns widened beyond their narrow type (for the tests).
+    #[cfg(test)]
+    fn widened(&self) -> [bool; 4] {
+        [
+            self.keys.is_wide(),
+            self.spend.is_wide(),
+            self.value.is_wide(),
+            self.conversions.is_wide(),
+        ]
     }
 
     /// Remove the buckets before `k`, handing each to `f` (oldest first).
@@ -176,18 +380,19 @@ impl Cells {
             return;
         }
         for i in 0..n {
-            f(self.keys[i], self.cell(i));
+            f(self.key(i), self.cell(i));
             if self.scales[i][0] == WIDE {
-                self.wide.remove(&self.keys[i]);
+                let k = self.key(i);
+                self.wide.remove(&k);
             }
         }
-        self.keys.drain(..n);
-        self.spend.drain(..n);
-        self.value.drain(..n);
+        self.keys.drain_front(n);
+        self.spend.drain_front(n);
+        self.value.drain_front(n);
         self.scales.drain(..n);
         self.impressions.drain(..n);
         self.clicks.drain(..n);
-        self.conversions.drain(..n);
+        self.conversions.drain_front(n);
     }
 }
 
@@ -1443,7 +1648,10 @@ mod tests {
         c.insert(7200, small);
         c.insert(3600, huge);
         c.insert(10_800, small);
-        assert_eq!(c.keys, vec![3600, 7200, 10_800]);
+        assert_eq!(
+            c.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            vec![3600, 7200, 10_800]
+        );
         assert_eq!(c.get(3600), Some(huge));
         assert_eq!(c.wide.len(), 1);
         let got = c.get(7200).unwrap();
@@ -1464,6 +1672,76 @@ mod tests {
         );
         c.drain_before(i64::MAX, |_, _| {});
         assert!(c.is_empty() && c.wide.is_empty());
+    }
+
+    /// Values that do not fit a column's narrow type widen that column, exactly; values read
+    /// back are the ones stored (decimal text with its scale, conversions bit for bit), and
+    /// an emptied column is narrow again. Expected values are the inputs themselves.
+    #[test]
+    fn cells_widen_a_column_exactly_when_a_value_does_not_fit_it() {
+        use std::str::FromStr;
+        let cell = |spend: &str, value: &str, conversions: f64| Cell {
+            spend: Decimal::from_str(spend).unwrap(),
+            conversion_value: Decimal::from_str(value).unwrap(),
+            impressions: 1000,
+            clicks: 10,
+            conversions,
+        };
+        let mut c = Cells::default();
+        let hours: Vec<i64> = (0..5).map(|h| 1_764_000_000 + 3600 * h).collect();
+        let a = cell("1234.56", "99.90", 3.0);
+        for &h in &hours {
+            c.insert(h, a);
+        }
+        assert_eq!(
+            c.widened(),
+            [false; 4],
+            "paise, whole counts and hour offsets fit"
+        );
+        // 21,474,836.48 is i32::MAX + 1 paise: spend widens, the rest stays narrow
+        let big = cell("21474836.48", "0.01", 2.0);
+        c.insert(hours[2], big);
+        assert_eq!(c.widened(), [false, true, false, false]);
+        // a fractional conversion that f32 does not hold exactly (0.1)
+        let frac = cell("1.00", "2.00", 0.1);
+        c.insert(hours[3], frac);
+        assert_eq!(c.widened(), [false, true, false, true]);
+        // a key more than 2^31 s (68 years) after the first
+        let far = hours[0] + (1_i64 << 31) + 3600;
+        c.insert(far, a);
+        assert_eq!(c.widened(), [true, true, false, true]);
+        let got: Vec<(i64, Cell)> = c.iter().collect();
+        let want = vec![
+            (hours[0], a),
+            (hours[1], a),
+            (hours[2], big),
+            (hours[3], frac),
+            (hours[4], a),
+            (far, a),
+        ];
+        assert_eq!(got, want);
+        assert_eq!(c.get(hours[2]).unwrap().spend.to_string(), "21474836.48");
+        assert_eq!(
+            c.get(hours[3]).unwrap().conversions.to_bits(),
+            0.1f64.to_bits()
+        );
+        assert_eq!(
+            c.get(hours[3]).unwrap().conversion_value.to_string(),
+            "2.00"
+        );
+        assert_eq!(c.range(hours[1], hours[4]).count(), 3);
+        assert_eq!(c.range(hours[4] + 1, far).count(), 0);
+        assert_eq!(c.get(far - 3600), None);
+        // a restatement below the first key (a negative offset) and before every other
+        c.insert(hours[0] - 3600, a);
+        assert_eq!(c.iter().next(), Some((hours[0] - 3600, a)));
+        c.drain_before(i64::MAX, |_, _| {});
+        assert!(c.is_empty());
+        assert_eq!(c.widened(), [false; 4], "an emptied column is narrow again");
+        // a new first key starts the offsets anew
+        c.insert(far, a);
+        assert_eq!(c.iter().collect::<Vec<_>>(), vec![(far, a)]);
+        assert_eq!(c.widened(), [false; 4]);
     }
 
     mod windows {

@@ -45,8 +45,10 @@ pub struct ForecastNow {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AnomalyNow {
     pub series: &'static str,
-    pub key: CampaignKey,
-    pub campaign: String,
+    /// Index of the campaign's key and display name in [`ModelOutputs::campaigns`] (held once
+    /// per campaign, not once per series: 60,000 copies of both were 27 MiB at 10,000
+    /// campaigns, twice over while the next outputs are built).
+    pub campaign: u32,
     pub level: f64,
     pub expected: f64,
     pub lower: f64,
@@ -73,9 +75,21 @@ pub struct TrackingNow {
 pub struct ModelOutputs {
     pub currency: String,
     pub forecasts: Vec<ForecastNow>,
+    /// Sorted by campaign key, then series name.
     pub anomalies: Vec<AnomalyNow>,
+    /// The key and display name of the campaigns [`AnomalyNow::campaign`] points at (the name
+    /// is empty for a campaign whose tracking test has no result).
+    pub campaigns: Vec<(CampaignKey, String)>,
     pub tracking: Vec<TrackingNow>,
     pub last_refit: Option<DateTime<Utc>>,
+}
+
+impl ModelOutputs {
+    /// The key and display name of an anomaly's campaign.
+    pub fn campaign_of(&self, a: &AnomalyNow) -> (&CampaignKey, &str) {
+        let (k, n) = &self.campaigns[a.campaign as usize];
+        (k, n)
+    }
 }
 
 /// One complete campaign-hour as the models score it.
@@ -361,36 +375,45 @@ impl ModelRunner {
             self.last_refit = Some((Instant::now(), now));
         }
         let prev = self.outputs.load();
-        let mut anomalies: Vec<AnomalyNow> = self
+        // campaigns in key order, each with its series in name order (what the writer
+        // expects), its key and name held once
+        let mut scored: Vec<(&CampaignKey, &CampaignState, &CampaignDetectors)> = self
             .campaigns
             .iter()
-            .filter_map(|(key, c)| Some((key, c, c.detectors.as_ref()?)))
-            .flat_map(|(key, c, dets)| {
-                CAMPAIGN_SERIES
-                    .iter()
-                    .zip(dets.iter())
-                    .map(move |(series, d)| (key, c, *series, d))
-            })
-            .filter_map(|(key, c, series, d)| {
-                let l = d.as_ref()?.1.as_ref()?;
-                Some(AnomalyNow {
-                    series,
-                    key: key.clone(),
-                    campaign: if c.tracking.is_some() {
-                        c.name.clone()
-                    } else {
-                        String::new()
-                    },
+            .filter_map(|(key, c)| Some((key, c, &**c.detectors.as_ref()?)))
+            .collect();
+        scored.sort_by(|a, b| a.0.cmp(b.0));
+        let mut by_name: Vec<usize> = (0..CAMPAIGN_SERIES.len()).collect();
+        by_name.sort_by_key(|&i| CAMPAIGN_SERIES[i]);
+        let mut campaigns = Vec::new();
+        let mut anomalies = Vec::new();
+        for (key, c, dets) in scored {
+            let index = campaigns.len() as u32;
+            let before = anomalies.len();
+            for &i in &by_name {
+                let Some(l) = dets[i].as_ref().and_then(|d| d.1.as_ref()) else {
+                    continue;
+                };
+                anomalies.push(AnomalyNow {
+                    series: CAMPAIGN_SERIES[i],
+                    campaign: index,
                     level: l.level,
                     expected: l.expected,
                     lower: l.lower,
                     upper: l.upper,
                     score: l.score,
                     is_anomaly: l.is_anomaly,
-                })
-            })
-            .collect();
-        anomalies.sort_by(|a, b| (&a.key, a.series).cmp(&(&b.key, b.series)));
+                });
+            }
+            if anomalies.len() > before {
+                let name = if c.tracking.is_some() {
+                    c.name.clone()
+                } else {
+                    String::new()
+                };
+                campaigns.push((key.clone(), name));
+            }
+        }
         let mut tracking: Vec<TrackingNow> = self
             .campaigns
             .iter()
@@ -411,6 +434,7 @@ impl ModelRunner {
             currency: prev.currency.clone(),
             forecasts: self.forecasts.clone(),
             anomalies,
+            campaigns,
             tracking,
             last_refit: self.last_refit.map(|(_, t)| t),
         }));

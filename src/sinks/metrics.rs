@@ -917,18 +917,19 @@ fn models_into(m: &ModelOutputs, keep: Option<&HashSet<CampaignKey>>, text: &mut
     ];
     // the kept anomalies with their campaign's label set (escaped once per run of the same
     // campaign, not once per family) and `,series="…"} ` (once per series name)
-    let kept_anomalies: Vec<&crate::models::live::AnomalyNow> =
-        m.anomalies.iter().filter(|a| kept(&a.key)).collect();
+    let kept_anomalies: Vec<&crate::models::live::AnomalyNow> = m
+        .anomalies
+        .iter()
+        .filter(|a| kept(m.campaign_of(a).0))
+        .collect();
     let mut runs: Vec<(&CampaignKey, &str)> = Vec::new();
     let mut series_closes: Vec<(&str, String)> = Vec::new();
     let anomaly_rows: Vec<(u32, u32)> = kept_anomalies
         .iter()
         .map(|a| {
-            if runs
-                .last()
-                .is_none_or(|(k, n)| *k != &a.key || *n != a.campaign.as_str())
-            {
-                runs.push((&a.key, &a.campaign));
+            let (key, name) = m.campaign_of(a);
+            if runs.last().is_none_or(|(k, n)| *k != key || *n != name) {
+                runs.push((key, name));
             }
             let close = series_closes
                 .iter()
@@ -1886,12 +1887,12 @@ mod tests {
             ..Default::default()
         };
         for i in 0..40 {
+            m.campaigns.push((key(i), format!("Campaign\n{i}")));
             for (j, series) in ["spend", "clicks", "conversions"].into_iter().enumerate() {
                 let x = (i * 3 + j) as f64;
                 m.anomalies.push(crate::models::live::AnomalyNow {
                     series,
-                    key: key(i),
-                    campaign: format!("Campaign\n{i}"),
+                    campaign: i as u32,
                     level: x * 12.5,
                     expected: x / 7.0,
                     lower: -x / 3.0,

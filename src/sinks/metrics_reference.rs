@@ -541,16 +541,13 @@ pub(super) fn render_models(
     for (name, help, pick) in anomaly {
         let mut f = Direct::begin(text, name, help);
         let mut last: Option<(&CampaignKey, &str, CampaignLabels)> = None;
-        for a in m.anomalies.iter().filter(|a| kept(&a.key)) {
+        for a in m.anomalies.iter().filter(|a| kept(m.campaign_of(a).0)) {
+            let (key, name) = m.campaign_of(a);
             if !last
                 .as_ref()
-                .is_some_and(|(k, n, _)| *k == &a.key && *n == a.campaign.as_str())
+                .is_some_and(|(k, n, _)| *k == key && *n == name)
             {
-                last = Some((
-                    &a.key,
-                    &a.campaign,
-                    CampaignLabels::new(&a.key, &a.campaign),
-                ));
+                last = Some((key, name, CampaignLabels::new(key, name)));
             }
             let Some((_, _, c)) = &last else { continue };
             series.clear();

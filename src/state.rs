@@ -58,168 +58,117 @@ fn pack(c: &Cell) -> Option<(i64, i64, [u8; 2], u32, u32)> {
 /// Scale byte of a cell kept whole in [`Cells::wide`] (a real scale is at most 28).
 const WIDE: u8 = u8::MAX;
 
-/// A column of integers held as `i32` while every value in it fits one, else as `i64`: the
-/// whole column is widened, exactly, at the first value that does not fit (and stays wide
-/// until it is empty). Spend in paise or cents, and hour keys as offsets, fit `i32`; a value
-/// read back is the one stored.
-#[derive(Debug)]
-enum Ints {
-    Narrow(Vec<i32>),
-    Wide(Vec<i64>),
+/// A value with a narrower form that holds some of its values exactly: `i32` for `i64` (spend
+/// in paise or cents, hour keys as offsets), `f32` for `f64` (whole counts below 2^24, halves
+/// and quarters).
+trait Narrow: Copy {
+    type Wide: Copy;
+    /// The narrow value that reads back as `w` bit for bit, if there is one.
+    fn narrow(w: Self::Wide) -> Option<Self>;
+    fn widen(self) -> Self::Wide;
 }
 
-impl Default for Ints {
-    fn default() -> Self {
-        Ints::Narrow(Vec::new())
+impl Narrow for i32 {
+    type Wide = i64;
+    fn narrow(w: i64) -> Option<i32> {
+        i32::try_from(w).ok()
+    }
+    fn widen(self) -> i64 {
+        i64::from(self)
     }
 }
 
-impl Ints {
-    fn get(&self, i: usize) -> i64 {
+impl Narrow for f32 {
+    type Wide = f64;
+    fn narrow(w: f64) -> Option<f32> {
+        let n = w as f32;
+        (f64::from(n).to_bits() == w.to_bits()).then_some(n)
+    }
+    fn widen(self) -> f64 {
+        f64::from(self)
+    }
+}
+
+/// A column held in its narrow type while every value in it has a narrow form, else in the
+/// wide one: the whole column is widened, exactly, at the first value that has none (and is
+/// narrow again once emptied). A value read back is the one stored.
+#[derive(Debug)]
+enum Col<N: Narrow> {
+    Narrow(Vec<N>),
+    Wide(Vec<N::Wide>),
+}
+
+impl<N: Narrow> Default for Col<N> {
+    fn default() -> Self {
+        Col::Narrow(Vec::new())
+    }
+}
+
+impl<N: Narrow> Col<N> {
+    fn get(&self, i: usize) -> N::Wide {
         match self {
-            Ints::Narrow(v) => i64::from(v[i]),
-            Ints::Wide(v) => v[i],
+            Col::Narrow(v) => v[i].widen(),
+            Col::Wide(v) => v[i],
         }
     }
 
-    /// Widens the column (same capacity) when `x` does not fit its `i32`s; the narrow value
-    /// otherwise.
-    fn fit(&mut self, x: i64) -> Option<i32> {
-        if let Ints::Narrow(v) = self {
-            if let Ok(n) = i32::try_from(x) {
+    /// The narrow form of `x`, or `None` after widening the column (same capacity) when `x`
+    /// has none.
+    fn fit(&mut self, x: N::Wide) -> Option<N> {
+        if let Col::Narrow(v) = self {
+            if let Some(n) = N::narrow(x) {
                 return Some(n);
             }
             let mut w = Vec::with_capacity(v.capacity());
-            w.extend(v.iter().map(|&n| i64::from(n)));
-            *self = Ints::Wide(w);
+            w.extend(v.iter().map(|n| n.widen()));
+            *self = Col::Wide(w);
         }
         None
     }
 
-    fn set(&mut self, i: usize, x: i64) {
+    fn set(&mut self, i: usize, x: N::Wide) {
         match (self.fit(x), self) {
-            (Some(n), Ints::Narrow(v)) => v[i] = n,
-            (_, Ints::Wide(v)) => v[i] = x,
-            (None, Ints::Narrow(_)) => unreachable!("fit widens a column a value does not fit"),
+            (Some(n), Col::Narrow(v)) => v[i] = n,
+            (_, Col::Wide(v)) => v[i] = x,
+            (None, Col::Narrow(_)) => unreachable!("fit widens a column a value does not fit"),
         }
     }
 
-    fn insert(&mut self, i: usize, x: i64) {
+    fn insert(&mut self, i: usize, x: N::Wide) {
         match (self.fit(x), self) {
-            (Some(n), Ints::Narrow(v)) => v.insert(i, n),
-            (_, Ints::Wide(v)) => v.insert(i, x),
-            (None, Ints::Narrow(_)) => unreachable!("fit widens a column a value does not fit"),
+            (Some(n), Col::Narrow(v)) => v.insert(i, n),
+            (_, Col::Wide(v)) => v.insert(i, x),
+            (None, Col::Narrow(_)) => unreachable!("fit widens a column a value does not fit"),
         }
     }
 
     fn reserve_exact(&mut self, more: usize) {
         match self {
-            Ints::Narrow(v) => v.reserve_exact(more),
-            Ints::Wide(v) => v.reserve_exact(more),
+            Col::Narrow(v) => v.reserve_exact(more),
+            Col::Wide(v) => v.reserve_exact(more),
         }
     }
 
     /// Removes the first `n` values; an emptied column is narrow again.
     fn drain_front(&mut self, n: usize) {
         let empty = match self {
-            Ints::Narrow(v) => {
+            Col::Narrow(v) => {
                 v.drain(..n);
                 v.is_empty()
             }
-            Ints::Wide(v) => {
+            Col::Wide(v) => {
                 v.drain(..n);
                 v.is_empty()
             }
         };
-        if empty && matches!(self, Ints::Wide(_)) {
-            *self = Ints::default();
+        if empty && matches!(self, Col::Wide(_)) {
+            *self = Col::default();
         }
     }
 
     #[cfg(test)]
     fn is_wide(&self) -> bool {
-        matches!(self, Ints::Wide(_))
-    }
-}
-
-/// Conversion counts held as `f32` while every value stored is one exactly (whole counts
-/// below 2^24 are, and halves and quarters), else as `f64` (the column widened, exactly, at
-/// the first value that is not): what is read back is bit for bit what was stored.
-#[derive(Debug)]
-enum Floats {
-    Narrow(Vec<f32>),
-    Wide(Vec<f64>),
-}
-
-impl Default for Floats {
-    fn default() -> Self {
-        Floats::Narrow(Vec::new())
-    }
-}
-
-impl Floats {
-    fn get(&self, i: usize) -> f64 {
-        match self {
-            Floats::Narrow(v) => f64::from(v[i]),
-            Floats::Wide(v) => v[i],
-        }
-    }
-
-    fn fit(&mut self, x: f64) -> Option<f32> {
-        if let Floats::Narrow(v) = self {
-            let n = x as f32;
-            if f64::from(n).to_bits() == x.to_bits() {
-                return Some(n);
-            }
-            let mut w = Vec::with_capacity(v.capacity());
-            w.extend(v.iter().map(|&n| f64::from(n)));
-            *self = Floats::Wide(w);
-        }
-        None
-    }
-
-    fn set(&mut self, i: usize, x: f64) {
-        match (self.fit(x), self) {
-            (Some(n), Floats::Narrow(v)) => v[i] = n,
-            (_, Floats::Wide(v)) => v[i] = x,
-            (None, Floats::Narrow(_)) => unreachable!("fit widens a column a value does not fit"),
-        }
-    }
-
-    fn insert(&mut self, i: usize, x: f64) {
-        match (self.fit(x), self) {
-            (Some(n), Floats::Narrow(v)) => v.insert(i, n),
-            (_, Floats::Wide(v)) => v.insert(i, x),
-            (None, Floats::Narrow(_)) => unreachable!("fit widens a column a value does not fit"),
-        }
-    }
-
-    fn reserve_exact(&mut self, more: usize) {
-        match self {
-            Floats::Narrow(v) => v.reserve_exact(more),
-            Floats::Wide(v) => v.reserve_exact(more),
-        }
-    }
-
-    fn drain_front(&mut self, n: usize) {
-        let empty = match self {
-            Floats::Narrow(v) => {
-                v.drain(..n);
-                v.is_empty()
-            }
-            Floats::Wide(v) => {
-                v.drain(..n);
-                v.is_empty()
-            }
-        };
-        if empty && matches!(self, Floats::Wide(_)) {
-            *self = Floats::default();
-        }
-    }
-
-    #[cfg(test)]
-    fn is_wide(&self) -> bool {
-        matches!(self, Floats::Wide(_))
+        matches!(self, Col::Wide(_))
     }
 }
 
@@ -227,22 +176,22 @@ impl Floats {
 /// bucket while the columns are narrow, instead of about 90). Keys are offsets from the first
 /// key stored (`base`); money is kept exact as each amount's decimal mantissa and scale (the
 /// same value `rust_decimal` holds, so sums and their scales are unchanged). A column whose
-/// value does not fit its narrow type is widened whole ([`Ints`], [`Floats`]); a cell whose
+/// value does not fit its narrow type is widened whole ([`Col`]); a cell whose
 /// mantissa does not fit in an `i64` or whose counts do not fit in a `u32` is kept whole in
 /// `wide` (counted by [`Store::wide_cells`]), never rounded.
 #[derive(Debug, Default)]
 struct Cells {
     /// Key offsets from `base`, ascending: hour start (unix seconds) or day number.
-    keys: Ints,
+    keys: Col<i32>,
     /// The first key stored (keys are held as `key - base`).
     base: i64,
-    spend: Ints,
-    value: Ints,
+    spend: Col<i32>,
+    value: Col<i32>,
     /// Scales of `spend` and `value`; [`WIDE`] when the cell is in `wide`.
     scales: Vec<[u8; 2]>,
     impressions: Vec<u32>,
     clicks: Vec<u32>,
-    conversions: Floats,
+    conversions: Col<f32>,
     wide: BTreeMap<i64, Cell>,
 }
 

@@ -471,22 +471,16 @@ impl ModelRunner {
     /// [`SLICE_POINTS`]), writing each slice's rows before building the next.
     async fn score(&mut self, now: DateTime<Utc>) {
         let cur_hour = hour_floor(now, self.tz).timestamp();
-        // campaigns with data in the last two days; the others leave no stale series (below)
-        let live_from = cur_hour - 2 * 86_400;
         let known = &self.campaigns;
         let last = |k: &CampaignKey| known.get(k).map(|c| c.last_scored);
-        let (live, first, campaigns) = self.pipeline.with_store(|s| {
-            let mut live: HashSet<CampaignKey> = HashSet::new();
+        let (first, campaigns) = self.pipeline.with_store(|s| {
             let mut first = i64::MAX;
-            s.visit_campaign_hours_between(i64::MIN, i64::MAX, |key, _, t, _| {
-                if t >= live_from && !live.contains(key) {
-                    live.insert(key.clone());
-                }
-                if t < cur_hour && last(key).is_none_or(|l| t > l) {
+            s.visit_campaign_hours_between(i64::MIN, cur_hour, |key, _, t, _| {
+                if last(key).is_none_or(|l| t > l) {
                     first = first.min(t);
                 }
             });
-            (live, first, s.campaign_count())
+            (first, s.campaign_count())
         });
         let step = 3600 * (SLICE_POINTS / campaigns.max(1)).max(1) as i64;
         let mut from = first;
@@ -515,8 +509,22 @@ impl ModelRunner {
         }
         let rows = self.score_revenue(now, cur_hour);
         self.write(rows).await;
-        // campaigns that vanished from memory leave no stale series
-        // (their last scored hour stays, so that their old hours are not scored again)
+        // campaigns with data in the last two days, as the store holds them now that the
+        // slices are scored: the others leave no stale series (their last scored hour stays,
+        // so that their old hours are not scored again). Taken before the slices, while a
+        // backfill was still arriving, the set left out the campaigns whose recent days came
+        // during the pass, and their detectors were dropped once it ended: at 10,000 campaigns
+        // every one of them, scored again from a cold start by the next cycle.
+        let live_from = cur_hour - 2 * 86_400;
+        let live: HashSet<CampaignKey> = self.pipeline.with_store(|s| {
+            let mut live = HashSet::new();
+            s.visit_campaign_hours_between(live_from, i64::MAX, |key, _, _, _| {
+                if !live.contains(key) {
+                    live.insert(key.clone());
+                }
+            });
+            live
+        });
         for (k, c) in self.campaigns.iter_mut() {
             if !live.contains(k) {
                 c.detectors = None;
@@ -1003,6 +1011,81 @@ mod tests {
         assert_eq!(by_detector.get("robust_seasonal"), Some(&(points * 6)));
         assert_eq!(by_detector.get("tracking_break"), Some(&points));
         // and the latest value of every series is published
+        assert_eq!(outputs.load().anomalies.len(), campaigns * 6);
+    }
+
+    /// A campaign whose recent days reach the store while a pass is scoring (a backfill still
+    /// arriving) keeps its detectors: the live set is read once the slices are scored. Taken
+    /// before them, it left out every such campaign and dropped its detectors when the pass
+    /// ended (at 10,000 campaigns all of them, warmed up again from scratch by the next cycle).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn campaigns_whose_recent_days_arrive_during_a_pass_keep_their_detectors() {
+        let campaigns = 60usize;
+        let config = crate::config::Config::from_toml_str("").expect("the default config");
+        let tz = chrono_tz::UTC;
+        let cur_hour = hour_floor(Utc::now(), tz).timestamp();
+        let stat = |c: usize, h: i64| {
+            let ts = Utc.timestamp_opt(cur_hour - 3600 * h, 0).unwrap();
+            Record::CampaignStats(CampaignStat {
+                ts,
+                bucket: Bucket::Hour,
+                day: ts.date_naive(),
+                key: CampaignKey {
+                    platform: "meta".into(),
+                    account: "act_1".into(),
+                    campaign_id: format!("c{c}"),
+                },
+                campaign_name: format!("C{c}"),
+                source: "meta".into(),
+                spend: Decimal::new(1000 + h * 7, 2),
+                conversion_value: Decimal::ZERO,
+                spend_account: Decimal::new(1000 + h * 7, 2),
+                conversion_value_account: Decimal::ZERO,
+                account_currency: "INR".into(),
+                currency: "INR".into(),
+                impressions: 1000 + h as u64,
+                clicks: 20 + (h % 5) as u64,
+                conversions: 1.0 + (h % 3) as f64,
+            })
+        };
+        // at the start of the pass only days older than two days are in memory
+        let mut store = Store::new(8);
+        let old: Vec<Record> = (0..campaigns)
+            .flat_map(|c| (49..=96).map(move |h| (c, h)))
+            .map(|(c, h)| stat(c, h))
+            .collect();
+        store.ingest(&old);
+        // capacity 1: with at least 3 sends in the pass (2,880 points, 7 rows each, 5,000 rows
+        // a send), the runner cannot finish before the rows below are in the store
+        let (handle, mut rx) = SinkHandle::for_test(1);
+        let pipeline = Arc::new(Pipeline::new(
+            Normalizer::new(tz, "INR", Default::default()),
+            store,
+            None,
+            Arc::new(Telemetry::new()),
+        ));
+        let outputs = Arc::new(ArcSwap::from_pointee(ModelOutputs::default()));
+        let mut runner = ModelRunner::new(
+            &config,
+            pipeline.clone(),
+            None,
+            Some(handle),
+            outputs.clone(),
+        );
+        let pass = tokio::spawn(async move {
+            runner.cycle().await;
+        });
+        let first = rx.recv().await.expect("the pass's first send");
+        assert!(!first.rows().is_empty());
+        // the recent hours arrive while the pass is held on its sends
+        let recent: Vec<Record> = (0..campaigns)
+            .flat_map(|c| (1..=3).map(move |h| (c, h)))
+            .map(|(c, h)| stat(c, h))
+            .collect();
+        pipeline.with_store(|s| s.ingest(&recent));
+        while rx.recv().await.is_some() {}
+        pass.await.expect("the pass ends");
+        // every campaign now has data in the last two days: its six series stay published
         assert_eq!(outputs.load().anomalies.len(), campaigns * 6);
     }
 }

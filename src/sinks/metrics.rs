@@ -177,6 +177,9 @@ impl Family {
 /// Text the body holds before it is handed to the deflate stream, when it streams.
 const FLUSH_AT: usize = 256 * 1024;
 
+/// Expected text size from which a body is always kept compressed (see [`Exposition::current`]).
+const DEFLATE_ALWAYS_FROM: usize = 4 * 1024 * 1024;
+
 /// A body being rendered: its text whole, or, once scrapers ask for gzip, its text handed to
 /// one deflate stream every [`FLUSH_AT`] bytes (at family boundaries or inside a family past
 /// its first sample), so that the 41 MiB text of 10,000 campaigns never exists whole beside
@@ -1171,7 +1174,11 @@ impl Exposition {
         } else {
             snapshot.campaigns.len() * 4096 + 16 * 1024
         };
-        let gzip = self.gzip_wanted.load(std::sync::atomic::Ordering::Relaxed);
+        // a large body is streamed into its deflate whether or not a scraper asked for gzip:
+        // kept as text it was the whole text at once (94 MiB at 10,000 campaigns) for as long
+        // as it was served, and scrapers without gzip get it inflated a chunk at a time
+        let gzip = self.gzip_wanted.load(std::sync::atomic::Ordering::Relaxed)
+            || expected > DEFLATE_ALWAYS_FROM;
         let mut text = if gzip {
             // Prometheus' text compresses about 15 to 1
             Body::deflating(expected / 12, FLUSH_AT)
@@ -1971,6 +1978,35 @@ mod tests {
         e.want_gzip();
         e.compress_if_wanted(&second);
         assert!(second.is_deflated());
+    }
+
+    /// A body expected past [`DEFLATE_ALWAYS_FROM`] is kept compressed even though no scraper
+    /// asked for gzip (held as text it was the whole 94 MiB at 10,000 campaigns), and a plain
+    /// scrape of it reads the same text as a body kept as text.
+    #[test]
+    fn a_large_body_is_kept_compressed_without_gzip_asked_and_reads_the_same() {
+        let snap = Arc::new(ArcSwap::from_pointee(Snapshot::empty("INR")));
+        let small = Exposition::new(snap.clone(), None, &MetricsConfig::default());
+        let kept_text = small.current();
+        assert!(!kept_text.is_deflated(), "a small body stays text");
+        let large = Exposition::new(snap.clone(), None, &MetricsConfig::default());
+        // as if the previous body had been 5 MiB
+        large
+            .last_len
+            .store(5 << 20, std::sync::atomic::Ordering::Relaxed);
+        let body = large.current();
+        assert!(body.is_deflated(), "a large body is kept compressed");
+        let strip = |b: Vec<u8>| -> String {
+            String::from_utf8(b)
+                .unwrap()
+                .lines()
+                .filter(|l| !l.starts_with("adpulse_snapshot_rendered_timestamp_seconds "))
+                .map(|l| format!("{l}\n"))
+                .collect()
+        };
+        let (plain, text) = (strip(body.plain()), strip(kept_text.plain()));
+        assert!(plain.contains("# TYPE "), "{plain}");
+        assert_eq!(plain, text);
     }
 
     /// Once a body exists a scrape never renders: with the snapshot (or the models' outputs)

@@ -937,6 +937,32 @@ mod tests {
     /// 700 campaigns with 48 complete hours each, every series defined: the first pass must
     /// hand them over in sends of at most `SEND_ROWS` rows (not one batch of all), and every
     /// campaign-hour's 6 detector rows and tracking row must arrive.
+    /// Campaign `c`'s hour row `h` hours before `cur_hour` (Meta, INR, spend rising with `h`).
+    fn hour_stat(cur_hour: i64, c: usize, h: i64) -> Record {
+        let ts = Utc.timestamp_opt(cur_hour - 3600 * h, 0).unwrap();
+        Record::CampaignStats(CampaignStat {
+            ts,
+            bucket: Bucket::Hour,
+            day: ts.date_naive(),
+            key: CampaignKey {
+                platform: "meta".into(),
+                account: "act_1".into(),
+                campaign_id: format!("c{c}"),
+            },
+            campaign_name: format!("C{c}"),
+            source: "meta".into(),
+            spend: Decimal::new(1000 + h * 7 + c as i64, 2),
+            conversion_value: Decimal::ZERO,
+            spend_account: Decimal::new(1000 + h * 7 + c as i64, 2),
+            conversion_value_account: Decimal::ZERO,
+            account_currency: "INR".into(),
+            currency: "INR".into(),
+            impressions: 1000 + h as u64,
+            clicks: 20 + (h % 5) as u64,
+            conversions: 1.0 + (h % 3) as f64,
+        })
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_first_pass_reaches_the_sink_in_bounded_sends_with_every_point() {
         let (campaigns, hours) = (700usize, 48i64);
@@ -948,28 +974,7 @@ mod tests {
         let mut rows = Vec::new();
         for c in 0..campaigns {
             for h in 1..=hours {
-                let ts = Utc.timestamp_opt(cur_hour - 3600 * h, 0).unwrap();
-                rows.push(Record::CampaignStats(CampaignStat {
-                    ts,
-                    bucket: Bucket::Hour,
-                    day: ts.date_naive(),
-                    key: CampaignKey {
-                        platform: "meta".into(),
-                        account: "act_1".into(),
-                        campaign_id: format!("c{c}"),
-                    },
-                    campaign_name: format!("C{c}"),
-                    source: "meta".into(),
-                    spend: Decimal::new(1000 + h * 7 + c as i64, 2),
-                    conversion_value: Decimal::ZERO,
-                    spend_account: Decimal::new(1000 + h * 7 + c as i64, 2),
-                    conversion_value_account: Decimal::ZERO,
-                    account_currency: "INR".into(),
-                    currency: "INR".into(),
-                    impressions: 1000 + h as u64,
-                    clicks: 20 + (h % 5) as u64,
-                    conversions: 1.0 + (h % 3) as f64,
-                }));
+                rows.push(hour_stat(cur_hour, c, h));
             }
         }
         store.ingest(&rows);
@@ -1024,30 +1029,7 @@ mod tests {
         let config = crate::config::Config::from_toml_str("").expect("the default config");
         let tz = chrono_tz::UTC;
         let cur_hour = hour_floor(Utc::now(), tz).timestamp();
-        let stat = |c: usize, h: i64| {
-            let ts = Utc.timestamp_opt(cur_hour - 3600 * h, 0).unwrap();
-            Record::CampaignStats(CampaignStat {
-                ts,
-                bucket: Bucket::Hour,
-                day: ts.date_naive(),
-                key: CampaignKey {
-                    platform: "meta".into(),
-                    account: "act_1".into(),
-                    campaign_id: format!("c{c}"),
-                },
-                campaign_name: format!("C{c}"),
-                source: "meta".into(),
-                spend: Decimal::new(1000 + h * 7, 2),
-                conversion_value: Decimal::ZERO,
-                spend_account: Decimal::new(1000 + h * 7, 2),
-                conversion_value_account: Decimal::ZERO,
-                account_currency: "INR".into(),
-                currency: "INR".into(),
-                impressions: 1000 + h as u64,
-                clicks: 20 + (h % 5) as u64,
-                conversions: 1.0 + (h % 3) as f64,
-            })
-        };
+        let stat = |c: usize, h: i64| hour_stat(cur_hour, c, h);
         // at the start of the pass only days older than two days are in memory
         let mut store = Store::new(8);
         let old: Vec<Record> = (0..campaigns)

@@ -10,7 +10,7 @@
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Timelike, Utc};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::kpi::{CAMPAIGN_WINDOWS, Margin, TOTAL_WINDOWS, Totals, Window, loss_rate_per_hour};
 use crate::normalize::hour_floor;
@@ -728,6 +728,16 @@ impl Store {
 
     pub fn campaign_count(&self) -> usize {
         self.campaigns.len()
+    }
+
+    /// Campaigns with an hour bucket starting at `from` or later (one search of each
+    /// campaign's sorted keys, not a visit of its buckets).
+    pub fn campaigns_with_hours_from(&self, from: i64) -> HashSet<CampaignKey> {
+        self.campaigns
+            .iter()
+            .filter(|(_, h)| h.hours.range(from, i64::MAX).next().is_some())
+            .map(|(k, _)| k.clone())
+            .collect()
     }
 
     /// Upsert records (same keys as the QuestDB tables: a restated bucket replaces the old one).

@@ -47,10 +47,16 @@ mod knn;
 /// detectors at 10,000 campaigns (docs/benchmarks.md).
 type Kept = f32;
 
-/// `v` as the detector keeps it: rounded to [`Kept`], saturating beyond its range.
+/// `v` rounded to [`Kept`], saturating beyond its range (NaN stays NaN).
+fn narrow(v: f64) -> Kept {
+    v.clamp(-f64::from(Kept::MAX), f64::from(Kept::MAX)) as Kept
+}
+
+/// A value as the detector keeps it: [`narrow`]ed when finite; non-finite values stay as
+/// they are (they are `Missing`, not the largest number).
 fn kept(v: f64) -> f64 {
     if v.is_finite() {
-        f64::from(v.clamp(-f64::from(Kept::MAX), f64::from(Kept::MAX)) as Kept)
+        f64::from(narrow(v))
     } else {
         v
     }
@@ -348,7 +354,7 @@ impl ResidualRing {
 
     fn push(&mut self, r: f64) {
         // beyond f32's range a residual saturates instead of becoming infinite
-        self.vals[self.next] = r.clamp(-f64::from(Kept::MAX), f64::from(Kept::MAX)) as Kept;
+        self.vals[self.next] = narrow(r);
         self.next = (self.next + 1) % self.vals.len();
         self.len = (self.len + 1).min(self.vals.len());
     }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -516,15 +516,9 @@ impl ModelRunner {
         // during the pass, and their detectors were dropped once it ended: at 10,000 campaigns
         // every one of them, scored again from a cold start by the next cycle.
         let live_from = cur_hour - 2 * 86_400;
-        let live: HashSet<CampaignKey> = self.pipeline.with_store(|s| {
-            let mut live = HashSet::new();
-            s.visit_campaign_hours_between(live_from, i64::MAX, |key, _, _, _| {
-                if !live.contains(key) {
-                    live.insert(key.clone());
-                }
-            });
-            live
-        });
+        let live = self
+            .pipeline
+            .with_store(|s| s.campaigns_with_hours_from(live_from));
         for (k, c) in self.campaigns.iter_mut() {
             if !live.contains(k) {
                 c.detectors = None;
@@ -934,9 +928,6 @@ mod tests {
     use crate::state::Store;
     use crate::telemetry::Telemetry;
 
-    /// 700 campaigns with 48 complete hours each, every series defined: the first pass must
-    /// hand them over in sends of at most `SEND_ROWS` rows (not one batch of all), and every
-    /// campaign-hour's 6 detector rows and tracking row must arrive.
     /// Campaign `c`'s hour row `h` hours before `cur_hour` (Meta, INR, spend rising with `h`).
     fn hour_stat(cur_hour: i64, c: usize, h: i64) -> Record {
         let ts = Utc.timestamp_opt(cur_hour - 3600 * h, 0).unwrap();
@@ -963,10 +954,30 @@ mod tests {
         })
     }
 
+    /// A runner over `store` (UTC, INR, the default config) with `sink`, its pipeline and the
+    /// outputs it publishes.
+    fn runner_over(
+        store: Store,
+        sink: SinkHandle,
+    ) -> (ModelRunner, Arc<Pipeline>, Arc<ArcSwap<ModelOutputs>>) {
+        let config = crate::config::Config::from_toml_str("").expect("the default config");
+        let pipeline = Arc::new(Pipeline::new(
+            Normalizer::new(chrono_tz::UTC, "INR", Default::default()),
+            store,
+            None,
+            Arc::new(Telemetry::new()),
+        ));
+        let outputs = Arc::new(ArcSwap::from_pointee(ModelOutputs::default()));
+        let runner = ModelRunner::new(&config, pipeline.clone(), None, Some(sink), outputs.clone());
+        (runner, pipeline, outputs)
+    }
+
+    /// 700 campaigns with 48 complete hours each, every series defined: the first pass must
+    /// hand them over in sends of at most `SEND_ROWS` rows (not one batch of all), and every
+    /// campaign-hour's 6 detector rows and tracking row must arrive.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_first_pass_reaches_the_sink_in_bounded_sends_with_every_point() {
         let (campaigns, hours) = (700usize, 48i64);
-        let config = crate::config::Config::from_toml_str("").expect("the default config");
         let tz = chrono_tz::UTC;
         let now = Utc::now();
         let cur_hour = hour_floor(now, tz).timestamp();
@@ -980,14 +991,7 @@ mod tests {
         store.ingest(&rows);
         drop(rows);
         let (handle, mut rx) = SinkHandle::for_test(2);
-        let pipeline = Arc::new(Pipeline::new(
-            Normalizer::new(tz, "INR", Default::default()),
-            store,
-            None,
-            Arc::new(Telemetry::new()),
-        ));
-        let outputs = Arc::new(ArcSwap::from_pointee(ModelOutputs::default()));
-        let mut runner = ModelRunner::new(&config, pipeline, None, Some(handle), outputs.clone());
+        let (mut runner, _, outputs) = runner_over(store, handle);
         let pass = tokio::spawn(async move {
             runner.cycle().await;
             // dropping the runner drops its sink handle: the receiver below then ends
@@ -1026,7 +1030,6 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn campaigns_whose_recent_days_arrive_during_a_pass_keep_their_detectors() {
         let campaigns = 60usize;
-        let config = crate::config::Config::from_toml_str("").expect("the default config");
         let tz = chrono_tz::UTC;
         let cur_hour = hour_floor(Utc::now(), tz).timestamp();
         let stat = |c: usize, h: i64| hour_stat(cur_hour, c, h);
@@ -1040,20 +1043,7 @@ mod tests {
         // capacity 1: with at least 3 sends in the pass (2,880 points, 7 rows each, 5,000 rows
         // a send), the runner cannot finish before the rows below are in the store
         let (handle, mut rx) = SinkHandle::for_test(1);
-        let pipeline = Arc::new(Pipeline::new(
-            Normalizer::new(tz, "INR", Default::default()),
-            store,
-            None,
-            Arc::new(Telemetry::new()),
-        ));
-        let outputs = Arc::new(ArcSwap::from_pointee(ModelOutputs::default()));
-        let mut runner = ModelRunner::new(
-            &config,
-            pipeline.clone(),
-            None,
-            Some(handle),
-            outputs.clone(),
-        );
+        let (mut runner, pipeline, outputs) = runner_over(store, handle);
         let pass = tokio::spawn(async move {
             runner.cycle().await;
         });

@@ -180,7 +180,8 @@ const FLUSH_AT: usize = 256 * 1024;
 /// Expected text size from which a body is always kept compressed (see [`Exposition::current`]).
 const DEFLATE_ALWAYS_FROM: usize = 4 * 1024 * 1024;
 
-/// A body being rendered: its text whole, or, once scrapers ask for gzip, its text handed to
+/// A body being rendered: its text whole, or, once scrapers ask for gzip or the body is expected
+/// past [`DEFLATE_ALWAYS_FROM`], its text handed to
 /// one deflate stream every [`FLUSH_AT`] bytes (at family boundaries or inside a family past
 /// its first sample), so that the 41 MiB text of 10,000 campaigns never exists whole beside
 /// its 2.8 MiB deflate (heaptrack: the text was 54 MiB of a 529 MiB heap peak).

@@ -142,9 +142,17 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
     let pipeline = Arc::new(Pipeline::new(
         normalizer,
         // per-day totals kept in the reporting timezone as rows arrive (the refresher's)
-        Store::new(config.general.retention_days)
-            .with_timezone(tz)
-            .with_profit(config.profit.clone()),
+        // the campaign detectors read their history from the store (models/live.rs)
+        Store::new(if config.models.enabled {
+            config
+                .general
+                .retention_days
+                .max(crate::models::live::store_days())
+        } else {
+            config.general.retention_days
+        })
+        .with_timezone(tz)
+        .with_profit(config.profit.clone()),
         sink.clone(),
         telemetry.clone(),
     ));

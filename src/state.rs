@@ -863,6 +863,22 @@ impl Store {
         }
     }
 
+    /// One campaign's hour buckets starting in `[from, to)`, oldest first (the history the
+    /// models' detectors read).
+    pub fn visit_hours_of(
+        &self,
+        key: &CampaignKey,
+        from: i64,
+        to: i64,
+        mut f: impl FnMut(i64, &Totals),
+    ) {
+        if let Some(h) = self.campaigns.get(key) {
+            for (t, c) in h.hours.range(from, to) {
+                f(t, &c.totals());
+            }
+        }
+    }
+
     /// Buckets that did not fit the compact columns and are kept whole (exact, larger).
     pub fn wide_cells(&self) -> usize {
         let of = |h: &CampaignHistory| h.hours.wide.len() + h.days.wide.len();

@@ -250,63 +250,58 @@ pub struct Scored {
     pub recurrent: bool,
 }
 
-/// The kept raw values, one slot per step: slot `s` lives at `vals[s mod cap]` while
-/// `start <= s <= last`, a missing slot is NaN. The slot is implied by the position, so a
-/// point costs 8 bytes instead of the 12 of a (slot, value) pair, and a window or a past
-/// cycle's point is found by indexing instead of a binary search.
-#[derive(Debug, Clone)]
-struct SlotRing {
-    vals: Box<[Kept]>,
+/// Where a detector reads its past raw values when it keeps none of its own
+/// ([`Detector::reading`]): the service's store already holds every campaign's hours, and a
+/// ring per campaign series was a second copy of them (824 bytes each, 49 MiB of 60,000
+/// detectors at 10,000 campaigns).
+pub trait Past {
+    /// The value the detector was given for the point at `ts` (epoch seconds), `None` when
+    /// there is none. Only the points the detector learned are asked for: from the oldest it
+    /// can read ([`Detector::history_slots`] steps back from its newest) to its newest,
+    /// which is the point of the update once it is learned.
+    fn at(&self, ts: i64) -> Option<f64>;
+}
+
+/// The history as one update reads it: the slots `start..=last`, from the detector's own ring
+/// (slot `s` at `s mod len`, NaN when missing: the slot is implied by the position, 4 bytes a
+/// point) or from the caller's [`Past`].
+struct Hist<'a> {
     /// Oldest slot held (`i64::MAX` while empty).
     start: i64,
     /// Newest slot held (`i64::MIN` while empty).
     last: i64,
+    src: Src<'a>,
 }
 
-impl SlotRing {
-    fn new(cap: usize) -> Self {
-        SlotRing {
-            vals: vec![Kept::NAN; cap.max(1)].into_boxed_slice(),
-            start: i64::MAX,
-            last: i64::MIN,
-        }
-    }
+enum Src<'a> {
+    Ring(&'a [Kept]),
+    Past {
+        past: &'a dyn Past,
+        origin: i64,
+        step: i64,
+    },
+    /// A reading detector updated without a [`Past`]: no history.
+    Empty,
+}
 
-    fn cap(&self) -> i64 {
-        self.vals.len() as i64
-    }
-
-    fn idx(&self, slot: i64) -> usize {
-        slot.rem_euclid(self.cap()) as usize
-    }
-
-    /// Stores `value` at `slot`, which must be after `last`; slots skipped become NaN and
-    /// slots older than `slot - cap + 1` are forgotten.
-    fn push(&mut self, slot: i64, value: f64) {
-        if self.last == i64::MIN {
-            self.start = slot;
-        } else {
-            // Clear the skipped slots (at most one lap of the ring).
-            let from = self.last.saturating_add(1).max(slot - self.cap() + 1);
-            for s in from..slot {
-                let i = self.idx(s);
-                self.vals[i] = Kept::NAN;
-            }
-        }
-        let i = self.idx(slot);
-        // rounded already (see `kept`): the conversion is exact
-        self.vals[i] = value as Kept;
-        self.last = slot;
-        self.start = self.start.max(slot - self.cap() + 1);
-    }
-
+impl Hist<'_> {
     /// Raw value at `slot`, if held and not missing.
     fn get(&self, slot: i64) -> Option<f64> {
         if slot < self.start || slot > self.last {
             return None;
         }
-        let v = self.vals[self.idx(slot)];
-        (!v.is_nan()).then_some(f64::from(v))
+        match self.src {
+            Src::Ring(vals) => {
+                let v = vals[slot.rem_euclid(vals.len() as i64) as usize];
+                (!v.is_nan()).then_some(f64::from(v))
+            }
+            // kept as the ring keeps it (`kept` of a kept value is itself)
+            Src::Past { past, origin, step } => past
+                .at(origin + slot * step)
+                .filter(|v| v.is_finite())
+                .map(kept),
+            Src::Empty => None,
+        }
     }
 
     /// Held values with slot in `[from, to)`, oldest first.
@@ -320,8 +315,8 @@ impl SlotRing {
         self.range(i64::MIN, i64::MAX)
     }
 
-    /// Appends the values of the slots `[from, to)` that the ring can hold to `out`, NaN for
-    /// missing slots, so that positions stay contiguous.
+    /// Appends the values of the slots `[from, to)` that the history can hold to `out`, NaN
+    /// for missing slots, so that positions stay contiguous.
     fn fill(&self, from: i64, to: i64, out: &mut Vec<f64>) {
         if self.last == i64::MIN {
             return;
@@ -331,6 +326,35 @@ impl SlotRing {
             out.push(self.get(s).unwrap_or(f64::NAN));
         }
     }
+}
+
+/// Stores `value` at `slot` (after `*last`) in a ring of `cap` slots, clearing the slots
+/// skipped (at most one lap); then moves the bounds: slots older than `slot - cap + 1` are
+/// forgotten. Without a ring only the bounds move.
+fn push_slot(
+    ring: Option<&mut [Kept]>,
+    cap: i64,
+    start: &mut i64,
+    last: &mut i64,
+    slot: i64,
+    value: f64,
+) {
+    if let Some(vals) = ring {
+        let idx = |s: i64| s.rem_euclid(cap) as usize;
+        if *last != i64::MIN {
+            let from = last.saturating_add(1).max(slot - cap + 1);
+            for s in from..slot {
+                vals[idx(s)] = Kept::NAN;
+            }
+        }
+        // rounded already (see `kept`): the conversion is exact
+        vals[idx(slot)] = value as Kept;
+    }
+    if *last == i64::MIN {
+        *start = slot;
+    }
+    *last = slot;
+    *start = (*start).max(slot - cap + 1);
 }
 
 /// The last `cap` residuals, oldest overwritten first.
@@ -395,8 +419,12 @@ pub struct Detector {
     last_slot: i64,
     /// Points learned (saturating: only compared with the warm-up length).
     seen: u32,
-    /// Raw values of the last cycles, by slot.
-    history: SlotRing,
+    /// Oldest slot of the history (`i64::MAX` while empty); the newest is `last_slot`.
+    start: i64,
+    /// Raw values of the last cycles, by slot (`slot mod len`, NaN when missing), when the
+    /// detector keeps its own ([`Detector::new`], [`Detector::shared`]); `None` for one that
+    /// reads them from a [`Past`] ([`Detector::reading`]).
+    ring: Option<Box<[Kept]>>,
     /// The detector's last `scale_window` residuals (transformed scale).
     residuals: ResidualRing,
     /// `Some(c)` once the log transform `ln(x + c)` is chosen; decided at the end of warm-up.
@@ -432,14 +460,25 @@ impl Detector {
     /// A detector with settings shared with others (what the service does for its detector per
     /// campaign and series); scores exactly as [`Detector::new`] with the same settings.
     pub fn shared(cfg: Arc<DetectorConfig>) -> Self {
-        // sized once to what they hold at most: the slots back to `slot - keep`, and the
-        // spread's window
-        let keep = Self::keep_slots(&cfg);
+        // sized once to what it holds at most: the slots back to `slot - keep`
+        let ring = vec![Kept::NAN; Self::keep_slots(&cfg) + 1].into_boxed_slice();
+        Detector {
+            ring: Some(ring),
+            ..Self::reading(cfg)
+        }
+    }
+
+    /// A detector that keeps no raw values of its own: each [`Detector::update_from`] reads
+    /// them from the caller's [`Past`] (the service's, from the hours its store holds). It
+    /// scores exactly as [`Detector::shared`] fed the same points while the past answers with
+    /// the values the detector was given.
+    pub fn reading(cfg: Arc<DetectorConfig>) -> Self {
         Detector {
             origin: i64::MIN,
             last_slot: i64::MIN,
             seen: 0,
-            history: SlotRing::new(keep + 1),
+            start: i64::MAX,
+            ring: None,
             residuals: ResidualRing::new(cfg.scale_window),
             cfg,
             log_offset: None,
@@ -475,9 +514,41 @@ impl Detector {
         (cfg.seasons_back * p + p / 2 + cfg.level_window + 1).max(cfg.warmup)
     }
 
+    /// Points a detector with `cfg` reads at most, its newest included: a [`Past`] must answer
+    /// for the points of the `history_slots(cfg) - 1` steps before the newest (206 hours for
+    /// hourly series).
+    pub fn history_slots(cfg: &DetectorConfig) -> usize {
+        Self::keep_slots(cfg) + 1
+    }
+
+    /// The history as an update reads it, from `ring` (the detector's own, taken out for the
+    /// update) or `past`.
+    fn hist<'a>(&self, ring: Option<&'a [Kept]>, past: Option<&'a dyn Past>) -> Hist<'a> {
+        let src = match (ring, past) {
+            (Some(r), _) => Src::Ring(r),
+            (None, Some(past)) => Src::Past {
+                past,
+                origin: self.origin,
+                step: self.cfg.step_secs.max(1),
+            },
+            (None, None) => Src::Empty,
+        };
+        Hist {
+            start: self.start,
+            last: self.last_slot,
+            src,
+        }
+    }
+
     /// Contextual score of `value` at `slot`: the non-conformity of the window ending at it
     /// and its ratio to the decayed record of the earlier ones (0 until calibrated).
-    fn contextual(&self, slot: i64, value: f64, buf: &mut Vec<f64>) -> (Option<f64>, f64) {
+    fn contextual(
+        &self,
+        h: &Hist,
+        slot: i64,
+        value: f64,
+        buf: &mut Vec<f64>,
+    ) -> (Option<f64>, f64) {
         let c = &self.cfg;
         let len = c.knn_window;
         if len == 0 || !value.is_finite() {
@@ -485,7 +556,7 @@ impl Detector {
         }
         buf.clear();
         let span = (c.knn_reference + 2 * len) as i64;
-        self.history.fill(slot - span, slot, buf);
+        h.fill(slot - span, slot, buf);
         buf.push(value);
         let Some(alpha) = knn::ncm(buf, len, c.knn_k, c.knn_reference) else {
             return (None, 0.0);
@@ -499,7 +570,7 @@ impl Detector {
     /// True when a raw value of the last `recur_cycles` cycles, before the quiet time of an
     /// episode (`refractory` points), deviates from the expectation `e` (transformed scale) in
     /// the direction of `r` by at least `recur_frac` of `|r|`: the extreme has been seen lately.
-    fn recurs(&self, slot: i64, e: f64, r: f64) -> bool {
+    fn recurs(&self, h: &Hist, slot: i64, e: f64, r: f64) -> bool {
         let c = &self.cfg;
         let cycle = c.season_len.unwrap_or(24) as i64;
         if c.recur_cycles == 0 || r == 0.0 {
@@ -508,16 +579,17 @@ impl Detector {
         let from = slot - i64::from(c.recur_cycles) * cycle;
         let to = slot - c.refractory as i64;
         let bar = f64::from(c.recur_frac) * r.abs();
-        self.history.range(from, to).any(|(_, x)| {
+        h.range(from, to).any(|(_, x)| {
             let d = self.fwd(x) - e;
             d * r > 0.0 && d.abs() >= bar
         })
     }
 
-    /// Bytes this detector holds on the heap (its history and residual rings); add
-    /// `size_of::<Detector>()` for the whole.
+    /// Bytes this detector holds on the heap (its history ring, if it keeps one, and its
+    /// residual ring); add `size_of::<Detector>()` for the whole.
     pub fn heap_bytes(&self) -> usize {
-        std::mem::size_of_val(&*self.history.vals) + std::mem::size_of_val(&*self.residuals.vals)
+        self.ring.as_deref().map_or(0, std::mem::size_of_val)
+            + std::mem::size_of_val(&*self.residuals.vals)
     }
 
     fn fwd(&self, x: f64) -> f64 {
@@ -534,12 +606,12 @@ impl Detector {
         }
     }
 
-    fn decide_transform(&mut self) {
+    fn decide_transform(&mut self, h: &Hist) {
         self.transform_decided = true;
         if !self.cfg.log_transform {
             return;
         }
-        let raws: Vec<f64> = self.history.iter().map(|(_, v)| v).collect();
+        let raws: Vec<f64> = h.iter().map(|(_, v)| v).collect();
         if raws.iter().any(|x| *x < 0.0) {
             return;
         }
@@ -557,21 +629,21 @@ impl Detector {
     }
 
     /// Transformed values of the history whose slot lies in `[from, to)`.
-    fn window(&self, from: i64, to: i64, out: &mut Vec<f64>) {
+    fn window(&self, h: &Hist, from: i64, to: i64, out: &mut Vec<f64>) {
         out.clear();
-        out.extend(self.history.range(from, to).map(|(_, v)| self.fwd(v)));
+        out.extend(h.range(from, to).map(|(_, v)| self.fwd(v)));
     }
 
-    fn value_at(&self, slot: i64) -> Option<f64> {
-        self.history.get(slot).map(|v| self.fwd(v))
+    fn value_at(&self, h: &Hist, slot: i64) -> Option<f64> {
+        h.get(slot).map(|v| self.fwd(v))
     }
 
     /// Level and seasonal offset for `slot` from the history before it (transformed scale).
-    fn expectation(&self, slot: i64, buf: &mut Vec<f64>) -> Option<f64> {
-        self.window(slot - self.cfg.level_window as i64, slot, buf);
+    fn expectation(&self, h: &Hist, slot: i64, buf: &mut Vec<f64>) -> Option<f64> {
+        self.window(h, slot - self.cfg.level_window as i64, slot, buf);
         if buf.len() * 2 < self.cfg.level_window {
             // Too little recent history (after a long gap): fall back to the whole history.
-            self.window(i64::MIN, slot, buf);
+            self.window(h, i64::MIN, slot, buf);
         }
         let level = stats::median_in_place(buf);
         if !level.is_finite() {
@@ -585,9 +657,11 @@ impl Detector {
         let mut devs = Vec::with_capacity(self.cfg.seasons_back);
         for k in 1..=self.cfg.seasons_back as i64 {
             let s = slot - k * p;
-            let Some(v) = self.value_at(s) else { continue };
+            let Some(v) = self.value_at(h, s) else {
+                continue;
+            };
             // Centred cycle around the past point; it ends before `slot` because half < p.
-            self.window(s - half, s - half + p, buf);
+            self.window(h, s - half, s - half + p, buf);
             if buf.len() * 2 < p as usize {
                 continue;
             }
@@ -669,6 +743,16 @@ impl Detector {
     /// duplicate timestamp, or a row out of order) is scored against the same expectation but
     /// not learned. A non-finite value is `Missing`: not scored, not learned.
     pub fn update(&mut self, ts: i64, value: f64) -> Scored {
+        self.step(ts, value, None)
+    }
+
+    /// [`Detector::update`] for a detector that reads its history from `past` (see
+    /// [`Detector::reading`]); a detector with a ring of its own reads that instead.
+    pub fn update_from(&mut self, ts: i64, value: f64, past: &dyn Past) -> Scored {
+        self.step(ts, value, Some(past))
+    }
+
+    fn step(&mut self, ts: i64, value: f64, past: Option<&dyn Past>) -> Scored {
         let value = kept(value);
         if self.origin == i64::MIN {
             self.origin = ts;
@@ -678,9 +762,12 @@ impl Detector {
         let slot = ((ts - origin) as f64 / step as f64).round() as i64;
         let ready = self.seen as usize >= self.cfg.warmup && self.transform_decided;
         let mut buf = SCRATCH.with(|b| std::mem::take(&mut *b.borrow_mut()));
-        let (knn_alpha, knn_ratio) = self.contextual(slot, value, &mut buf);
+        // taken out for the update (the history is read while the detector learns)
+        let mut ring = self.ring.take();
+        let h = self.hist(ring.as_deref(), past);
+        let (knn_alpha, knn_ratio) = self.contextual(&h, slot, value, &mut buf);
         let expected_t = if ready {
-            self.expectation(slot, &mut buf)
+            self.expectation(&h, slot, &mut buf)
         } else {
             None
         };
@@ -718,8 +805,8 @@ impl Detector {
                         - std::f64::consts::LOG10_2)
                         .max(0.0);
                     // Only for points out in the tail (the scan is over the history ring).
-                    let recurrent =
-                        z.abs() >= self.cfg.tail_z.min(self.cfg.min_z) && self.recurs(slot, e, r);
+                    let recurrent = z.abs() >= self.cfg.tail_z.min(self.cfg.min_z)
+                        && self.recurs(&h, slot, e, r);
                     let c = &self.cfg;
                     // The ensemble: the seasonal point/shift test or the contextual test.
                     let anomalous =
@@ -759,7 +846,7 @@ impl Detector {
             None => {
                 // Warming up: the running median, no band yet.
                 buf.clear();
-                buf.extend(self.history.iter().map(|(_, v)| v));
+                buf.extend(h.iter().map(|(_, v)| v));
                 let m = stats::median_in_place(&mut buf);
                 let m = if m.is_finite() { m } else { value };
                 Scored {
@@ -789,24 +876,33 @@ impl Detector {
             self.knn_seen = self.knn_seen.saturating_add(1);
         }
         if value.is_finite() && fresh {
-            self.last_slot = slot;
             self.seen = self.seen.saturating_add(1);
-            self.history.push(slot, value);
+            let cap = Self::history_slots(&self.cfg) as i64;
+            push_slot(
+                ring.as_deref_mut(),
+                cap,
+                &mut self.start,
+                &mut self.last_slot,
+                slot,
+                value,
+            );
             if !self.transform_decided && self.seen as usize >= self.cfg.warmup {
-                self.decide_transform();
+                let h = self.hist(ring.as_deref(), past);
+                self.decide_transform(&h);
                 // Seed the spread from the warm-up so the first scored points have a scale.
-                self.seed_residuals();
+                self.seed_residuals(&h);
             }
         }
+        self.ring = ring;
         scored
     }
 
-    fn seed_residuals(&mut self) {
-        let slots: Vec<i64> = self.history.iter().map(|(s, _)| s).collect();
+    fn seed_residuals(&mut self, h: &Hist) {
+        let slots: Vec<i64> = h.iter().map(|(s, _)| s).collect();
         let mut res = Vec::new();
         let mut buf = Vec::new();
         for s in slots {
-            if let (Some(e), Some(v)) = (self.expectation(s, &mut buf), self.value_at(s)) {
+            if let (Some(e), Some(v)) = (self.expectation(h, s, &mut buf), self.value_at(h, s)) {
                 res.push(v - e);
             }
         }
@@ -1254,6 +1350,82 @@ mod tests {
             .collect()
     }
 
+    /// A [`Past`] over given points by timestamp (what the service's store answers).
+    struct ByTs(std::collections::BTreeMap<i64, f64>);
+
+    impl Past for ByTs {
+        fn at(&self, ts: i64) -> Option<f64> {
+            self.0.get(&ts).copied()
+        }
+    }
+
+    #[test]
+    fn a_detector_reading_its_past_scores_as_one_keeping_its_own() {
+        // Six weeks of a daily cycle with gaps (a day missing, then single hours), NaNs, a
+        // repeated timestamp, a spike, a level shift and a zero run: every branch that reads
+        // the history (warm-up, transform, seeding, expectation, spread, contextual, recurrence).
+        let mut xs = hourly(24 * 42, 21);
+        for (i, x) in xs.iter_mut().enumerate() {
+            match i {
+                300 | 700 => *x *= 6.0,
+                800..=860 => *x *= 2.5,
+                900..=910 => *x = 0.0,
+                _ if i % 97 == 5 => *x = f64::NAN,
+                _ => {}
+            }
+        }
+        let mut points: Vec<(i64, f64)> = xs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !(400..424).contains(i) && i % 53 != 7)
+            .map(|(i, x)| (i as i64 * 3600 + 1_700_000_000, *x))
+            .collect();
+        points.insert(500, points[499]);
+        let cfg = std::sync::Arc::new(DetectorConfig::for_step(3600));
+        let mut own = Detector::shared(cfg.clone());
+        let mut reading = Detector::reading(cfg);
+        // the past as a store holds it: every point given so far (the detector asks for the
+        // ones it learned only)
+        let mut past = ByTs(Default::default());
+        let mut alerts = 0;
+        for (i, (ts, x)) in points.iter().enumerate() {
+            past.0.insert(*ts, *x);
+            let a = own.update(*ts, *x);
+            let b = reading.update_from(*ts, *x, &past);
+            // bit for bit (NaN bands of the warm-up compare by their bits too)
+            let bits = |s: &Scored| {
+                [
+                    s.score,
+                    s.neg_log10_p,
+                    s.z,
+                    s.shift_z,
+                    s.expected,
+                    s.lower,
+                    s.upper,
+                    s.knn_ratio,
+                    s.knn_alpha,
+                ]
+                .map(f64::to_bits)
+            };
+            assert_eq!(bits(&a), bits(&b), "point {i} at {ts}");
+            assert_eq!(
+                (a.state, a.is_anomaly, a.recurrent),
+                (b.state, b.is_anomaly, b.recurrent)
+            );
+            alerts += usize::from(a.state == PointState::Alert);
+        }
+        // the series exercised the scoring, not only the warm-up
+        assert!(alerts >= 2, "{alerts} alerts");
+        // without a past a reading detector has no history: it never leaves the warm-up
+        let mut blind = Detector::reading(std::sync::Arc::new(DetectorConfig::for_step(3600)));
+        let last = points
+            .iter()
+            .map(|(ts, x)| blind.update(*ts, *x))
+            .last()
+            .unwrap();
+        assert_eq!(last.state, PointState::Warmup);
+    }
+
     #[test]
     fn bytes_per_hourly_detector() {
         // What the service keeps per campaign series: an hourly detector after weeks of data.
@@ -1271,13 +1443,26 @@ mod tests {
         // + 1 = 205 slots back, so 206 f32 slots = 824 bytes (f64: 1,648); residuals = 7 x 24
         // = 168 f32 = 672 bytes. (Two VecDeques of (slot, f64) and f64 held 3,836 bytes.)
         assert_eq!(d.heap_bytes(), 206 * 4 + 168 * 4);
-        // Inline, by hand: the shared settings' pointer 8; origin, last slot 8 + 8; seen,
-        // since-alert and contextual count (u32) 12 and the transform flag 1, padded to 16;
-        // the history ring (boxed slice 16, first and last slot 16) 32; the residual ring
+        // Inline, by hand: the shared settings' pointer 8; origin, first and last slot
+        // 8 + 8 + 8; seen, since-alert and contextual count (u32) 12 and the transform flag 1,
+        // padded to 16; the history ring (an optional boxed slice) 16; the residual ring
         // (boxed slice 16, length and next 16) 32; the log offset (Option<f64>) 16; two tails
-        // of 3 f64 48; shift and the contextual record 16: 184 bytes. (A copy of the 208-byte
+        // of 3 f64 48; shift and the contextual record 16: 176 bytes. (A copy of the 208-byte
         // settings in each and usize counters made 400.)
-        assert_eq!(std::mem::size_of::<Detector>(), 184);
+        assert_eq!(std::mem::size_of::<Detector>(), 176);
+        // One that reads its history from the caller's store holds the residuals only.
+        let mut r = Detector::reading(std::sync::Arc::new(DetectorConfig::for_step(3600)));
+        let xs = hourly(24 * 30, 9);
+        let past = ByTs(
+            xs.iter()
+                .enumerate()
+                .map(|(i, x)| (i as i64 * 3600, *x))
+                .collect(),
+        );
+        for (i, x) in xs.iter().enumerate() {
+            r.update_from(i as i64 * 3600, *x, &past);
+        }
+        assert_eq!(r.heap_bytes(), 168 * 4);
         // The settings are not copied into a shared detector.
         let cfg = std::sync::Arc::new(DetectorConfig::for_step(3600));
         let shared: Vec<Detector> = (0..3).map(|_| Detector::shared(cfg.clone())).collect();

@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use crate::config::ModelsConfig;
 use crate::kpi::{Margin, Totals};
-use crate::models::anomaly::{Detector, DetectorConfig, TrackingBreak, TrackingBreakConfig};
+use crate::models::anomaly::{Detector, DetectorConfig, Past, TrackingBreak, TrackingBreakConfig};
 use crate::models::forecast::{self, FestivalCalendar, Forecast, ForecastConfig};
 use crate::models::series::{self, Point, TimestampStyle};
 use crate::normalize::{day_start, hour_floor};
@@ -296,6 +296,57 @@ fn f(d: Decimal) -> f64 {
     d.to_f64().unwrap_or(f64::NAN)
 }
 
+/// Days of hours the store must keep for the campaign detectors, which read their history from
+/// it ([`Detector::reading`]): the 206 hours an hourly detector reads back from the hour it
+/// scores, rounded up to whole days, with the hours the scoring pass trails the clock by.
+pub fn store_days() -> u32 {
+    let hours = Detector::history_slots(&DetectorConfig::for_step(3600)) as u32 + 1;
+    hours.div_ceil(24)
+}
+
+/// One campaign's [`CAMPAIGN_SERIES`] over the hours its detectors read, copied from the store
+/// for each scored point (the detectors keep no history of their own: the store holds every
+/// campaign's hours already).
+#[derive(Debug, Default)]
+struct CampaignPast {
+    /// Hour of `vals[0]` (unix seconds).
+    from: i64,
+    /// Per hour, the value of each series (NaN: none).
+    vals: Vec<[f64; CAMPAIGN_SERIES.len()]>,
+}
+
+impl CampaignPast {
+    /// `key`'s hours from `from` to `to` (both included), as the store holds them now.
+    fn fill(&mut self, store: &crate::state::Store, key: &CampaignKey, from: i64, to: i64) {
+        self.from = from;
+        self.vals.clear();
+        let n = usize::try_from((to - from) / 3600 + 1).unwrap_or(0);
+        self.vals.resize(n, [f64::NAN; CAMPAIGN_SERIES.len()]);
+        store.visit_hours_of(key, from, to.saturating_add(1), |t, totals| {
+            let d = t - from;
+            if d % 3600 == 0
+                && let Some(row) = self.vals.get_mut((d / 3600) as usize)
+            {
+                *row = series_values(totals).map(|v| v.unwrap_or(f64::NAN));
+            }
+        });
+    }
+}
+
+/// One series of a [`CampaignPast`], as a detector reads it.
+struct SeriesPast<'a>(&'a CampaignPast, usize);
+
+impl Past for SeriesPast<'_> {
+    fn at(&self, ts: i64) -> Option<f64> {
+        let d = ts.checked_sub(self.0.from)?;
+        if d < 0 || d % 3600 != 0 {
+            return None;
+        }
+        let v = self.0.vals.get(usize::try_from(d / 3600).ok()?)?[self.1];
+        (!v.is_nan()).then_some(v)
+    }
+}
+
 /// The value of each anomaly series for one campaign-hour (`None`: undefined, e.g. CPC without
 /// clicks, and not scored).
 fn series_values(t: &Totals) -> [Option<f64>; 6] {
@@ -531,6 +582,8 @@ impl ModelRunner {
     /// Score one slice of campaign-hours (in time order); returns its rows.
     fn score_points(&mut self, points: Vec<CampaignHour>, now: DateTime<Utc>) -> Vec<Record> {
         let mut rows = Vec::with_capacity(points.len() * (CAMPAIGN_SERIES.len() + 1));
+        let back = (Detector::history_slots(&self.detector_cfg) as i64 - 1) * 3600;
+        let mut past = CampaignPast::default();
         for CampaignHour {
             key,
             name,
@@ -551,17 +604,21 @@ impl ModelRunner {
                     tracking: None,
                 });
             let dets = state.detectors.get_or_insert_with(Box::default);
-            for ((series, value), slot) in CAMPAIGN_SERIES
+            // the store's lock for the copy only, not for the scoring
+            self.pipeline
+                .with_store(|s| past.fill(s, &key, t - back, t));
+            for (i, ((series, value), slot)) in CAMPAIGN_SERIES
                 .iter()
                 .zip(series_values(&totals))
                 .zip(dets.iter_mut())
+                .enumerate()
             {
                 let Some(v) = value.filter(|v| v.is_finite()) else {
                     continue;
                 };
                 let (det, latest) =
-                    slot.get_or_insert_with(|| (Detector::shared(cfg.clone()), None));
-                let s = det.update(t, v);
+                    slot.get_or_insert_with(|| (Detector::reading(cfg.clone()), None));
+                let s = det.update_from(t, v, &SeriesPast(&past, i));
                 *latest = Some(Latest {
                     level: v,
                     expected: s.expected,
@@ -1021,6 +1078,109 @@ mod tests {
         assert_eq!(by_detector.get("tracking_break"), Some(&points));
         // and the latest value of every series is published
         assert_eq!(outputs.load().anomalies.len(), campaigns * 6);
+    }
+
+    /// The campaign detectors read their history from the store: what a pass writes for each
+    /// series is what a detector keeping its own history gives for the same hours. Ten days
+    /// of a daily cycle with noise, a spike and a gap, more than the 206 hours a detector
+    /// reads, so that the store's retention and the copy's bounds count.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn detectors_reading_the_store_score_as_detectors_with_their_own_history() {
+        let (campaigns, hours) = (3usize, 240i64);
+        let tz = chrono_tz::UTC;
+        let cur_hour = hour_floor(Utc::now(), tz).timestamp();
+        let mut seed = 7u64;
+        let mut noise = move || {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 33) as f64 / (1u64 << 31) as f64
+        };
+        let mut rows = Vec::new();
+        for c in 0..campaigns {
+            for h in (1..=hours).rev() {
+                if c == 1 && (100..110).contains(&h) {
+                    continue; // a gap
+                }
+                let Record::CampaignStats(mut st) = hour_stat(cur_hour, c, h) else {
+                    unreachable!()
+                };
+                let cycle = 1.0 + 0.5 * (std::f64::consts::TAU * (h % 24) as f64 / 24.0).sin();
+                let spike = if h == 30 && c == 0 { 8.0 } else { 1.0 };
+                let paise = (50_000.0 * cycle * spike * (0.9 + 0.2 * noise())) as i64;
+                st.spend = Decimal::new(paise, 2);
+                st.clicks = (200.0 * cycle * (0.9 + 0.2 * noise())) as u64;
+                st.impressions = 10_000 + (2_000.0 * noise()) as u64;
+                st.conversions = (st.clicks / 40) as f64;
+                rows.push(Record::CampaignStats(st));
+            }
+        }
+        let mut store = Store::new(store_days());
+        store.ingest(&rows);
+        let (handle, mut rx) = SinkHandle::for_test(4);
+        let (mut runner, _, _) = runner_over(store, handle);
+        let cfg = runner.detector_cfg.clone();
+        let pass = tokio::spawn(async move {
+            runner.cycle().await;
+        });
+        let mut written: HashMap<(String, String), Vec<AnomalyRow>> = HashMap::new();
+        while let Some(batch) = rx.recv().await {
+            for r in batch.rows() {
+                if let Record::Anomalies(a) = r
+                    && a.detector == "robust_seasonal"
+                    && a.platform == "meta"
+                {
+                    let k = (a.campaign_id.clone(), a.series.clone());
+                    written.entry(k).or_default().push(a.clone());
+                }
+            }
+        }
+        pass.await.expect("the pass ends");
+        // the reference: a detector per campaign series with its own ring, fed the rows in
+        // time order
+        let mut checked = 0;
+        let mut alerts = 0;
+        for c in 0..campaigns {
+            let mine: Vec<&CampaignStat> = rows
+                .iter()
+                .filter_map(|r| match r {
+                    Record::CampaignStats(s) if s.key.campaign_id == format!("c{c}") => Some(s),
+                    _ => None,
+                })
+                .collect();
+            for (i, series) in CAMPAIGN_SERIES.iter().enumerate() {
+                let mut own = Detector::shared(cfg.clone());
+                let got = &written[&(format!("c{c}"), series.to_string())];
+                let mut expected = Vec::new();
+                for st in &mine {
+                    let totals = Totals {
+                        spend: st.spend,
+                        conversion_value: st.conversion_value,
+                        revenue: Decimal::ZERO,
+                        impressions: st.impressions,
+                        clicks: st.clicks,
+                        conversions: st.conversions,
+                    };
+                    if let Some(v) = series_values(&totals)[i].filter(|v| v.is_finite()) {
+                        expected.push((st.ts, v, own.update(st.ts.timestamp(), v)));
+                    }
+                }
+                assert_eq!(got.len(), expected.len(), "c{c} {series}");
+                for (g, (ts, v, e)) in got.iter().zip(&expected) {
+                    assert_eq!((g.ts, g.value), (*ts, *v), "c{c} {series}");
+                    let bits = |x: [f64; 4]| x.map(f64::to_bits);
+                    assert_eq!(
+                        bits([g.expected, g.lower, g.upper, g.score]),
+                        bits([e.expected, e.lower, e.upper, e.score]),
+                        "c{c} {series} at {ts}"
+                    );
+                    assert_eq!(g.is_anomaly, e.is_anomaly, "c{c} {series} at {ts}");
+                    checked += 1;
+                    alerts += usize::from(e.is_anomaly);
+                }
+            }
+        }
+        assert_eq!(checked, campaigns * 6 * hours as usize - 6 * 10);
+        // the spike is seen: the comparison covers scored points, not only the warm-up
+        assert!(alerts >= 1, "{alerts} anomalous points");
     }
 
     /// A campaign whose recent days reach the store while a pass is scoring (a backfill still

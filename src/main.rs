@@ -18,7 +18,10 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's settings, read at its start (`_RJEM_MALLOC_CONF` in the environment overrides
 /// them): purge freed pages from a background thread, dirty pages after 1 s, no lazy
-/// ("muzzy") stage.
+/// ("muzzy") stage; one arena (not four per core: each kept its own partly used pages, and
+/// the service's work is a few threads taking turns), and thread caches for small sizes only.
+/// At 10,002 campaigns one arena held 389 MiB steady and 442 MiB at peak against four per
+/// core's 419 and 497 (docs/benchmarks.md, session 28).
 #[cfg(all(
     target_os = "linux",
     not(target_env = "musl"),
@@ -26,8 +29,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 ))]
 #[allow(non_upper_case_globals)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
-pub static malloc_conf: &[u8; 60] =
-    b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+pub static malloc_conf: &[u8; 86] =
+    b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0,narenas:1,tcache_max:1024\0";
 
 #[derive(Parser)]
 #[command(
@@ -152,6 +155,14 @@ enum BenchCommand {
         campaigns: usize,
         #[arg(long, default_value_t = 5)]
         repeats: usize,
+    },
+    /// The models' first pass over N campaigns' backfill, and one live hour's pass (no
+    /// QuestDB: scoring and fitting only).
+    Models {
+        #[arg(long, default_value_t = 10_000)]
+        campaigns: usize,
+        #[arg(long, default_value_t = 8)]
+        days: usize,
     },
     /// The agency-scale scenario: `adpulse run` on the demo at N campaigns (models and actions
     /// on), backfill, live, concurrent scrapers, then SIGINT; prints RSS, snapshot, render,
@@ -444,6 +455,18 @@ fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
                     o.work_dir.join("adpulse.log").display()
                 );
             }
+            Ok(())
+        }
+        BenchCommand::Models { campaigns, days } => {
+            let r = runtime()?.block_on(adpulse::bench::models(campaigns, days));
+            println!(
+                "campaigns {}  campaign-hours {}  first pass {:.1} s ({:.0} campaign-hours/s)  next hour's pass {:.2} s",
+                r.campaigns,
+                r.campaign_hours,
+                r.first_pass_secs,
+                r.campaign_hours as f64 / r.first_pass_secs,
+                r.hour_pass_secs
+            );
             Ok(())
         }
         BenchCommand::Metrics { campaigns, repeats } => {

@@ -47,8 +47,9 @@ mod knn;
 /// detectors at 10,000 campaigns (docs/benchmarks.md).
 type Kept = f32;
 
-/// `v` rounded to [`Kept`], saturating beyond its range (NaN stays NaN).
-fn narrow(v: f64) -> Kept {
+/// `v` rounded to [`Kept`], saturating beyond its range (NaN stays NaN): how a detector keeps
+/// a value, and how a [`Past`] may hold one (its value read back is then the one kept).
+pub fn narrow(v: f64) -> Kept {
     v.clamp(-f64::from(Kept::MAX), f64::from(Kept::MAX)) as Kept
 }
 

@@ -16,7 +16,9 @@ use tracing::{info, warn};
 
 use crate::config::ModelsConfig;
 use crate::kpi::{Margin, Totals};
-use crate::models::anomaly::{Detector, DetectorConfig, Past, TrackingBreak, TrackingBreakConfig};
+use crate::models::anomaly::{
+    self, Detector, DetectorConfig, Past, TrackingBreak, TrackingBreakConfig,
+};
 use crate::models::forecast::{self, FestivalCalendar, Forecast, ForecastConfig};
 use crate::models::series::{self, Point, TimestampStyle};
 use crate::normalize::{day_start, hour_floor};
@@ -311,8 +313,9 @@ pub fn store_days() -> u32 {
 struct CampaignPast {
     /// Hour of `vals[0]` (unix seconds).
     from: i64,
-    /// Per hour, the value of each series (NaN: none).
-    vals: Vec<[f64; CAMPAIGN_SERIES.len()]>,
+    /// Per hour, the value of each series as the detectors keep it ([`anomaly::narrow`]: 24
+    /// bytes an hour; NaN: none).
+    vals: Vec<[f32; CAMPAIGN_SERIES.len()]>,
 }
 
 impl CampaignPast {
@@ -321,13 +324,13 @@ impl CampaignPast {
         self.from = from;
         self.vals.clear();
         let n = usize::try_from((to - from) / 3600 + 1).unwrap_or(0);
-        self.vals.resize(n, [f64::NAN; CAMPAIGN_SERIES.len()]);
+        self.vals.resize(n, [f32::NAN; CAMPAIGN_SERIES.len()]);
         store.visit_hours_of(key, from, to.saturating_add(1), |t, totals| {
             let d = t - from;
             if d % 3600 == 0
                 && let Some(row) = self.vals.get_mut((d / 3600) as usize)
             {
-                *row = series_values(totals).map(|v| v.unwrap_or(f64::NAN));
+                *row = series_values(totals).map(|v| anomaly::narrow(v.unwrap_or(f64::NAN)));
             }
         });
     }
@@ -343,7 +346,7 @@ impl Past for SeriesPast<'_> {
             return None;
         }
         let v = self.0.vals.get(usize::try_from(d / 3600).ok()?)?[self.1];
-        (!v.is_nan()).then_some(v)
+        (!v.is_nan()).then_some(f64::from(v))
     }
 }
 
@@ -369,9 +372,11 @@ fn series_values(t: &Totals) -> [Option<f64>; 6] {
     ]
 }
 
-/// Campaign-hours whose history is copied from the store under one hold of its lock (about
-/// 10 KiB each).
-const PAST_GROUP: usize = 64;
+/// Campaign-hours whose history is copied from the store under one hold of its lock (5 KiB
+/// each): more than a send's points, so one hold per send. A hold per 64 points queued each
+/// behind the snapshot's and the backfill's, and the first pass at 10,000 campaigns did not end
+/// within the 5 minutes a hold per slice did.
+const PAST_GROUP: usize = 1024;
 
 impl ModelRunner {
     pub fn new(

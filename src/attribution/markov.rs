@@ -59,23 +59,79 @@ pub fn fit(paths: &[PathCount]) -> MarkovModel {
 /// solved: the model says so in `unsolved` (and the log), with no removal effect, never an
 /// approximation.
 pub fn fit_with(paths: &[PathCount], max_entries: usize) -> MarkovModel {
-    let mut names: Vec<&str> = paths
-        .iter()
-        .flat_map(|p| p.path.iter().map(String::as_str))
-        .collect();
+    let solved = solve_paths(
+        paths,
+        |p| (p.path.as_slice(), p.conversions, p.nulls, p.value),
+        max_entries,
+    );
+    let channels: Vec<String> = solved.channels.iter().map(|c| c.to_string()).collect();
+    let Some(removal) = solved.removal else {
+        return MarkovModel {
+            channels,
+            conversion_probability: f64::NAN,
+            removal_effects: BTreeMap::new(),
+            conversions: BTreeMap::new(),
+            value: BTreeMap::new(),
+            unsolved: solved.unsolved,
+        };
+    };
+    let removal_effects: BTreeMap<String, f64> = channels.iter().cloned().zip(removal).collect();
+    let total_re: f64 = removal_effects.values().sum();
+    let share = |re: f64| if total_re > 0.0 { re / total_re } else { 0.0 };
+    MarkovModel {
+        channels,
+        conversion_probability: solved.base,
+        conversions: removal_effects
+            .iter()
+            .map(|(c, re)| (c.clone(), share(*re) * solved.total_conv))
+            .collect(),
+        value: removal_effects
+            .iter()
+            .map(|(c, re)| (c.clone(), share(*re) * solved.total_value))
+            .collect(),
+        removal_effects,
+        unsolved: None,
+    }
+}
+
+/// What [`solve_paths`] found.
+pub(crate) struct Solved<'a, K> {
+    /// The channels of the paths, sorted and distinct: the chain's states, in order.
+    pub channels: Vec<&'a K>,
+    /// P(conversion) from the start (NaN when unsolved).
+    pub base: f64,
+    /// Removal effect of each channel (same order as `channels`); `None` when unsolved.
+    pub removal: Option<Vec<f64>>,
+    /// Conversions and value of the non-empty paths.
+    pub total_conv: f64,
+    pub total_value: f64,
+    pub unsolved: Option<chain::TooLarge>,
+}
+
+/// The chain of `paths` (each path's channels and its conversions, nulls and value, as `parts`
+/// reads them) solved, and every channel's removal effect: [`fit_with`]'s arithmetic for any
+/// channel key whose order is the channels' name order (the names, or their ranks among the
+/// sorted names), so the states, and every sum, come in the same order either way.
+pub(crate) fn solve_paths<'a, T, K: Ord>(
+    paths: &'a [T],
+    parts: impl Fn(&'a T) -> (&'a [K], f64, f64, f64),
+    max_entries: usize,
+) -> Solved<'a, K> {
+    let mut names: Vec<&K> = paths.iter().flat_map(|p| parts(p).0.iter()).collect();
     names.sort_unstable();
     names.dedup();
-    let index = |c: &str| names.binary_search(&c).map_or(0, |i| i as u32);
+    let index = |c: &K| names.binary_search(&c).map_or(0, |i| i as u32);
     // states 0..n are the channels; the start is the distribution of first touches
     let mut states = vec![chain::State::default(); names.len()];
     let mut start: Vec<(u32, f64)> = Vec::new();
-    for pc in paths {
-        let total = pc.conversions + pc.nulls;
-        if pc.path.is_empty() || total <= 0.0 {
+    for p in paths {
+        let (path, conversions, nulls, _) = parts(p);
+        let total = conversions + nulls;
+        if path.is_empty() || total <= 0.0 {
             continue;
         }
         let mut from: Option<u32> = None;
-        for ch in &pc.path {
+        for ch in path {
             let to = index(ch);
             match from {
                 None => start.push((to, total)),
@@ -84,33 +140,30 @@ pub fn fit_with(paths: &[PathCount], max_entries: usize) -> MarkovModel {
             from = Some(to);
         }
         if let Some(last) = from {
-            states[last as usize].conv += pc.conversions;
-            states[last as usize].null += pc.nulls;
+            states[last as usize].conv += conversions;
+            states[last as usize].null += nulls;
         }
     }
     let solution = chain::solve(&states, &start, max_entries);
     drop(states);
-    let total_conv: f64 = paths
-        .iter()
-        .filter(|p| !p.path.is_empty())
-        .map(|p| p.conversions)
-        .sum();
-    let total_value: f64 = paths
-        .iter()
-        .filter(|p| !p.path.is_empty())
-        .map(|p| p.value)
-        .sum();
-    let channels: Vec<String> = names.iter().map(|c| c.to_string()).collect();
+    let (mut total_conv, mut total_value) = (0.0, 0.0);
+    for p in paths {
+        let (path, conversions, _, value) = parts(p);
+        if !path.is_empty() {
+            total_conv += conversions;
+            total_value += value;
+        }
+    }
     let sol = match solution {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "Markov attribution not solved");
-            return MarkovModel {
-                channels,
-                conversion_probability: f64::NAN,
-                removal_effects: BTreeMap::new(),
-                conversions: BTreeMap::new(),
-                value: BTreeMap::new(),
+            return Solved {
+                channels: names,
+                base: f64::NAN,
+                removal: None,
+                total_conv,
+                total_value,
                 unsolved: Some(e),
             };
         }
@@ -127,32 +180,22 @@ pub fn fit_with(paths: &[PathCount], max_entries: usize) -> MarkovModel {
         0.0
     };
     // P(conversion without k) = base − P(reach k)·P(conversion | at k) (strong Markov property)
-    let removal_effects: BTreeMap<String, f64> = channels
-        .iter()
-        .enumerate()
-        .map(|(k, c)| {
+    let removal = (0..names.len())
+        .map(|k| {
             let re = if base > 0.0 {
                 sol.reach[k] * sol.conversion[k] / base
             } else {
                 0.0
             };
-            (c.clone(), re.max(0.0))
+            re.max(0.0)
         })
         .collect();
-    let total_re: f64 = removal_effects.values().sum();
-    let share = |re: f64| if total_re > 0.0 { re / total_re } else { 0.0 };
-    MarkovModel {
-        channels,
-        conversion_probability: base,
-        conversions: removal_effects
-            .iter()
-            .map(|(c, re)| (c.clone(), share(*re) * total_conv))
-            .collect(),
-        value: removal_effects
-            .iter()
-            .map(|(c, re)| (c.clone(), share(*re) * total_value))
-            .collect(),
-        removal_effects,
+    Solved {
+        channels: names,
+        base,
+        removal: Some(removal),
+        total_conv,
+        total_value,
         unsolved: None,
     }
 }

@@ -9,6 +9,7 @@
 //! the remainder, so the attributed revenue of every order adds up to the order exactly.
 
 pub mod chain;
+mod compact;
 pub mod config;
 pub mod job;
 pub mod markov;
@@ -207,7 +208,16 @@ pub fn touches_in_window(j: &Journey, w: Window) -> Vec<&Touch> {
 
 /// Heuristic credit weights (summing to 1) for touches in time order.
 pub fn heuristic_weights(model: Model, touches: &[&Touch], end: DateTime<Utc>) -> Vec<f64> {
-    let n = touches.len();
+    weights_at(model, touches.len(), |i| touches[i].ts, end)
+}
+
+/// [`heuristic_weights`] of `n` touches, the i-th at `ts(i)`.
+pub(crate) fn weights_at(
+    model: Model,
+    n: usize,
+    ts: impl Fn(usize) -> DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Vec<f64> {
     if n == 0 {
         return Vec::new();
     }
@@ -217,8 +227,8 @@ pub fn heuristic_weights(model: Model, touches: &[&Touch], end: DateTime<Utc>) -
         Model::LastClick | Model::Markov | Model::Shapley => w[n - 1] = 1.0,
         Model::Linear => w.iter_mut().for_each(|x| *x = 1.0 / n as f64),
         Model::TimeDecay { half_life_hours } => {
-            for (x, t) in w.iter_mut().zip(touches) {
-                let hours = (end - t.ts).num_seconds() as f64 / 3600.0;
+            for (i, x) in w.iter_mut().enumerate() {
+                let hours = (end - ts(i)).num_seconds() as f64 / 3600.0;
                 *x = 0.5f64.powf(hours / half_life_hours.max(f64::MIN_POSITIVE));
             }
             let s: f64 = w.iter().sum();
@@ -318,21 +328,33 @@ fn weights_by_effect(
     end: DateTime<Utc>,
     effect: impl Fn(&str) -> f64,
 ) -> Vec<f64> {
+    let channels: Vec<&str> = touches.iter().map(|t| t.channel.as_str()).collect();
+    weights_by_effect_of(&channels, |i| touches[i].ts, end, effect)
+}
+
+/// [`weights_by_effect`] of touches by channel key (`channels[i]`, at `ts(i)`): any key type
+/// that names a channel, names or interned ranks, gives the same weights.
+pub(crate) fn weights_by_effect_of<K: Ord + Copy>(
+    channels: &[K],
+    ts: impl Fn(usize) -> DateTime<Utc>,
+    end: DateTime<Utc>,
+    effect: impl Fn(K) -> f64,
+) -> Vec<f64> {
     // a channel seen several times shares its effect among its touches
-    let mut counts: BTreeMap<&str, f64> = BTreeMap::new();
-    for t in touches {
-        *counts.entry(t.channel.as_str()).or_default() += 1.0;
+    let mut counts: BTreeMap<K, f64> = BTreeMap::new();
+    for c in channels {
+        *counts.entry(*c).or_default() += 1.0;
     }
     // a negative Shapley value (a channel that lowers the rate) earns no credit
-    let per: Vec<f64> = touches
+    let per: Vec<f64> = channels
         .iter()
-        .map(|t| effect(&t.channel).max(0.0) / counts[t.channel.as_str()])
+        .map(|c| effect(*c).max(0.0) / counts[c])
         .collect();
     let s: f64 = per.iter().sum();
     if s > 0.0 {
         per.iter().map(|x| x / s).collect()
     } else {
-        heuristic_weights(Model::Linear, touches, end)
+        weights_at(Model::Linear, channels.len(), ts, end)
     }
 }
 

@@ -13,6 +13,7 @@
 //! Shapley value of the "simplified" game of Zhao et al. (conversions counted, not rates).
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
 
 /// Largest channel set solved exactly (2^16 subsets × 16 channels per set, a few ms).
 pub const MAX_EXACT_CHANNELS: usize = 16;
@@ -27,7 +28,7 @@ pub struct SetCount {
 /// The coalition table: every channel set seen, with its journeys and conversions.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ShapleyModel {
-    sets: HashMap<Vec<String>, SetCount>,
+    sets: Coalitions<String>,
 }
 
 /// The distinct channels of a path, sorted: the key of its coalition.
@@ -41,7 +42,45 @@ pub fn channel_set<'a>(path: impl IntoIterator<Item = &'a str>) -> Vec<String> {
 impl ShapleyModel {
     /// Count one journey (its channels, in any order and with repeats) and whether it converted.
     pub fn add<'a>(&mut self, path: impl IntoIterator<Item = &'a str>, converted: bool) {
-        let set = channel_set(path);
+        self.sets.add(channel_set(path), converted);
+    }
+
+    /// The Shapley value of each channel of `set` (sorted, distinct), in the order of `set`.
+    pub fn values(&self, set: &[String]) -> Vec<f64> {
+        self.sets.values(set)
+    }
+
+    /// The values of every channel set of the converting journeys, solved once per set.
+    pub fn values_by_set(&self) -> BTreeMap<Vec<String>, Vec<f64>> {
+        self.sets.values_by_set()
+    }
+}
+
+/// The coalition table over any channel key whose order is the channels' name order (the names
+/// themselves, or their ranks among the sorted names): [`ShapleyModel`]'s arithmetic, shared
+/// with the job's interned channels so both give the same values to the bit.
+#[derive(Debug, Clone)]
+pub(crate) struct Coalitions<K> {
+    sets: HashMap<Vec<K>, SetCount>,
+}
+
+impl<K: Eq + Hash> PartialEq for Coalitions<K> {
+    fn eq(&self, other: &Self) -> bool {
+        self.sets == other.sets
+    }
+}
+
+impl<K> Default for Coalitions<K> {
+    fn default() -> Self {
+        Self {
+            sets: HashMap::new(),
+        }
+    }
+}
+
+impl<K: Ord + Hash + Clone> Coalitions<K> {
+    /// Count one journey by its channel set (sorted, distinct) and whether it converted.
+    pub(crate) fn add(&mut self, set: Vec<K>, converted: bool) {
         if set.is_empty() {
             return;
         }
@@ -53,7 +92,7 @@ impl ShapleyModel {
     }
 
     /// v(S): the conversion rate of the journeys whose channel set is exactly `set` (sorted).
-    fn worth(&self, set: &[String]) -> f64 {
+    fn worth(&self, set: &[K]) -> f64 {
         self.sets
             .get(set)
             .filter(|c| c.journeys > 0.0)
@@ -61,7 +100,7 @@ impl ShapleyModel {
     }
 
     /// The Shapley value of each channel of `set` (sorted, distinct), in the order of `set`.
-    pub fn values(&self, set: &[String]) -> Vec<f64> {
+    pub(crate) fn values(&self, set: &[K]) -> Vec<f64> {
         let n = set.len();
         if n == 0 {
             return Vec::new();
@@ -70,12 +109,15 @@ impl ShapleyModel {
             return vec![self.worth(set) / n as f64; n];
         }
         // worth of every subset, indexed by its bitmask over `set`
+        let mut members: Vec<K> = Vec::with_capacity(n);
         let worth: Vec<f64> = (0u32..1 << n)
             .map(|mask| {
-                let members: Vec<String> = (0..n)
-                    .filter(|i| mask & (1 << i) != 0)
-                    .map(|i| set[i].clone())
-                    .collect();
+                members.clear();
+                members.extend(
+                    (0..n)
+                        .filter(|i| mask & (1 << i) != 0)
+                        .map(|i| set[i].clone()),
+                );
                 self.worth(&members)
             })
             .collect();
@@ -99,7 +141,7 @@ impl ShapleyModel {
     }
 
     /// The values of every channel set of the converting journeys, solved once per set.
-    pub fn values_by_set(&self) -> BTreeMap<Vec<String>, Vec<f64>> {
+    pub(crate) fn values_by_set(&self) -> BTreeMap<Vec<K>, Vec<f64>> {
         self.sets
             .iter()
             .filter(|(_, c)| c.conversions > 0.0)

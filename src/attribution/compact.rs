@@ -5,12 +5,12 @@
 //! computation takes it, so the rows are the same to the bit; only the memory differs.
 
 use chrono::{DateTime, NaiveDate, Utc};
+use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::job::{Built, RunSpec};
 use super::shapley::Coalitions;
 use super::{Model, Window, chain, markov, split_revenue, weights_at, weights_by_effect_of};
 use crate::normalize::day_start;
@@ -112,7 +112,7 @@ impl Labels {
 pub(crate) struct Core {
     /// Channel names by rank: sorted, distinct; every channel below is among them.
     pub names: Vec<Arc<str>>,
-    /// Rank of [`super::job::UNATTRIBUTED`].
+    /// Rank of the `unattributed` channel (`job::UNATTRIBUTED`).
     pub unattributed: Rank,
     pub touches: Vec<CTouch>,
     pub journeys: Vec<CJourney>,
@@ -274,6 +274,28 @@ impl Core {
             c.revenue += j.revenue;
         }
     }
+}
+
+/// What one run computes, and how it hands its rows on.
+#[derive(Debug, Clone, Copy)]
+pub struct RunSpec<'a> {
+    pub models: &'a [Model],
+    pub windows: &'a [Window],
+    pub tz: Tz,
+    pub currency: &'a str,
+    /// Cap on the Markov solver's memory (`[attribution] markov_max_entries`).
+    pub markov_max_entries: usize,
+    /// Rows per chunk handed to `emit`.
+    pub chunk_rows: usize,
+}
+
+/// What `job::build_rows_with` produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Built {
+    pub rows: usize,
+    /// Windows whose Markov chain was past the cap: no `markov` row was written for them, and
+    /// the rows earlier runs wrote there were left as they were.
+    pub unsolved: Vec<(Window, super::chain::TooLarge)>,
 }
 
 /// The rows of one run (see `job::build_rows_with`), handed to `emit` one at a time.

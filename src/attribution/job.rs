@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::compact::{self, CJourney, CTouch, Core, Interner, Labels, PrevKey, Rank};
+pub use super::compact::{Built, RunSpec};
 use super::config::AttributionConfig;
 use super::{Journey, Model, Touch, Window};
 use crate::jobs::{JobContext, RunMetrics, registered, run_periodically};
@@ -200,28 +201,6 @@ pub fn build_rows(
     let mut rows = Vec::new();
     build_rows_with(j, spend, &spec, Vec::new(), |chunk| rows.extend(chunk));
     rows
-}
-
-/// What one run computes, and how it hands its rows on.
-#[derive(Debug, Clone, Copy)]
-pub struct RunSpec<'a> {
-    pub models: &'a [Model],
-    pub windows: &'a [Window],
-    pub tz: Tz,
-    pub currency: &'a str,
-    /// Cap on the Markov solver's memory (`[attribution] markov_max_entries`).
-    pub markov_max_entries: usize,
-    /// Rows per chunk handed to `emit`.
-    pub chunk_rows: usize,
-}
-
-/// What [`build_rows_with`] produced.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Built {
-    pub rows: usize,
-    /// Windows whose Markov chain was past the cap: no `markov` row was written for them, and
-    /// the rows earlier runs wrote there were left as they were.
-    pub unsolved: Vec<(Window, super::chain::TooLarge)>,
 }
 
 /// The rows of [`build_rows`], computed one window at a time and handed to `emit` in chunks of

@@ -36,7 +36,7 @@ impl Default for ClvConfig {
             period_days: 7.0,
             margin_ratio: 1.0,
             monthly_discount_rate: 0.0,
-            page_rows: 100_000,
+            page_rows: 20_000,
         }
     }
 }

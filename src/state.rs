@@ -59,8 +59,8 @@ fn pack(c: &Cell) -> Option<(i64, i64, [u8; 2], u32, u32)> {
 const WIDE: u8 = u8::MAX;
 
 /// A value with a narrower form that holds some of its values exactly: `i32` for `i64` (spend
-/// in paise or cents, hour keys as offsets), `f32` for `f64` (whole counts below 2^24, halves
-/// and quarters).
+/// in paise or cents, hour keys as offsets), `u16` for `u32` (an hour's impressions and clicks
+/// of most campaigns), `f32` for `f64` (whole counts below 2^24, halves and quarters).
 trait Narrow: Copy {
     type Wide: Copy;
     /// The narrow value that reads back as `w` bit for bit, if there is one.
@@ -75,6 +75,16 @@ impl Narrow for i32 {
     }
     fn widen(self) -> i64 {
         i64::from(self)
+    }
+}
+
+impl Narrow for u16 {
+    type Wide = u32;
+    fn narrow(w: u32) -> Option<u16> {
+        u16::try_from(w).ok()
+    }
+    fn widen(self) -> u32 {
+        u32::from(self)
     }
 }
 
@@ -172,7 +182,7 @@ impl<N: Narrow> Col<N> {
     }
 }
 
-/// Time-sorted buckets in columns: the compact form of a `BTreeMap<i64, Cell>` (26 bytes a
+/// Time-sorted buckets in columns: the compact form of a `BTreeMap<i64, Cell>` (22 bytes a
 /// bucket while the columns are narrow, instead of about 90). Keys are offsets from the first
 /// key stored (`base`); money is kept exact as each amount's decimal mantissa and scale (the
 /// same value `rust_decimal` holds, so sums and their scales are unchanged). A column whose
@@ -189,8 +199,8 @@ struct Cells {
     value: Col<i32>,
     /// Scales of `spend` and `value`; [`WIDE`] when the cell is in `wide`.
     scales: Vec<[u8; 2]>,
-    impressions: Vec<u32>,
-    clicks: Vec<u32>,
+    impressions: Col<u16>,
+    clicks: Col<u16>,
     conversions: Col<f32>,
     wide: BTreeMap<i64, Cell>,
 }
@@ -216,8 +226,8 @@ impl Cells {
         Cell {
             spend: Decimal::new(self.spend.get(i), u32::from(s1)),
             conversion_value: Decimal::new(self.value.get(i), u32::from(s2)),
-            impressions: u64::from(self.impressions[i]),
-            clicks: u64::from(self.clicks[i]),
+            impressions: u64::from(self.impressions.get(i)),
+            clicks: u64::from(self.clicks.get(i)),
             conversions: self.conversions.get(i),
         }
     }
@@ -256,8 +266,8 @@ impl Cells {
         self.spend.set(i, spend);
         self.value.set(i, value);
         self.scales[i] = scales;
-        self.impressions[i] = impressions;
-        self.clicks[i] = clicks;
+        self.impressions.set(i, impressions);
+        self.clicks.set(i, clicks);
         self.conversions.set(i, c.conversions);
     }
 
@@ -313,11 +323,13 @@ impl Cells {
 
     /// Columns widened beyond their narrow type (for the tests).
     #[cfg(test)]
-    fn widened(&self) -> [bool; 4] {
+    fn widened(&self) -> [bool; 6] {
         [
             self.keys.is_wide(),
             self.spend.is_wide(),
             self.value.is_wide(),
+            self.impressions.is_wide(),
+            self.clicks.is_wide(),
             self.conversions.is_wide(),
         ]
     }
@@ -339,8 +351,8 @@ impl Cells {
         self.spend.drain_front(n);
         self.value.drain_front(n);
         self.scales.drain(..n);
-        self.impressions.drain(..n);
-        self.clicks.drain(..n);
+        self.impressions.drain_front(n);
+        self.clicks.drain_front(n);
         self.conversions.drain_front(n);
     }
 }
@@ -1662,36 +1674,65 @@ mod tests {
             clicks: 10,
             conversions,
         };
+        // the most a u16 holds, and one more
+        let (fits, over) = (u64::from(u16::MAX), u64::from(u16::MAX) + 1);
         let mut c = Cells::default();
         let hours: Vec<i64> = (0..5).map(|h| 1_764_000_000 + 3600 * h).collect();
         let a = cell("1234.56", "99.90", 3.0);
         for &h in &hours {
             c.insert(h, a);
         }
+        let busy = Cell {
+            impressions: fits,
+            clicks: fits,
+            ..a
+        };
+        c.insert(hours[1], busy);
         assert_eq!(
             c.widened(),
-            [false; 4],
-            "paise, whole counts and hour offsets fit"
+            [false; 6],
+            "paise, whole counts, 65,535 impressions and clicks and hour offsets fit"
         );
         // 21,474,836.48 is i32::MAX + 1 paise: spend widens, the rest stays narrow
         let big = cell("21474836.48", "0.01", 2.0);
         c.insert(hours[2], big);
-        assert_eq!(c.widened(), [false, true, false, false]);
+        assert_eq!(c.widened(), [false, true, false, false, false, false]);
+        // 65,536 impressions widen the impressions, not the clicks
+        let seen = Cell {
+            impressions: over,
+            ..a
+        };
+        c.insert(hours[4], seen);
+        assert_eq!(c.widened(), [false, true, false, true, false, false]);
+        c.insert(
+            hours[1],
+            Cell {
+                clicks: over,
+                ..busy
+            },
+        );
+        assert_eq!(c.widened(), [false, true, false, true, true, false]);
         // a fractional conversion that f32 does not hold exactly (0.1)
         let frac = cell("1.00", "2.00", 0.1);
         c.insert(hours[3], frac);
-        assert_eq!(c.widened(), [false, true, false, true]);
+        assert_eq!(c.widened(), [false, true, false, true, true, true]);
         // a key more than 2^31 s (68 years) after the first
         let far = hours[0] + (1_i64 << 31) + 3600;
         c.insert(far, a);
-        assert_eq!(c.widened(), [true, true, false, true]);
+        assert_eq!(c.widened(), [true, true, false, true, true, true]);
         let got: Vec<(i64, Cell)> = c.iter().collect();
         let want = vec![
             (hours[0], a),
-            (hours[1], a),
+            (
+                hours[1],
+                Cell {
+                    clicks: over,
+                    ..busy
+                },
+            ),
             (hours[2], big),
             (hours[3], frac),
-            (hours[4], a),
+            (hours[4], seen),
             (far, a),
         ];
         assert_eq!(got, want);
@@ -1712,11 +1753,11 @@ mod tests {
         assert_eq!(c.iter().next(), Some((hours[0] - 3600, a)));
         c.drain_before(i64::MAX, |_, _| {});
         assert!(c.is_empty());
-        assert_eq!(c.widened(), [false; 4], "an emptied column is narrow again");
+        assert_eq!(c.widened(), [false; 6], "an emptied column is narrow again");
         // a new first key starts the offsets anew
         c.insert(far, a);
         assert_eq!(c.iter().collect::<Vec<_>>(), vec![(far, a)]);
-        assert_eq!(c.widened(), [false; 4]);
+        assert_eq!(c.widened(), [false; 6]);
     }
 
     mod windows {

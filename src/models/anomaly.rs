@@ -1081,19 +1081,37 @@ pub struct TrackingStatus {
 
 /// The hours a [`TrackingBreak`] keeps: the last `cap` of its baseline followed by the current
 /// zero-conversion run, each (clicks, platform conversions, attributed shop orders), oldest
-/// overwritten first. Stored as `f32` while every value pushed is one exactly (hourly counts
-/// below 2^24 are), else as `f64` (the whole ring converted, exactly, at the first value that
-/// is not): 12 bytes an hour instead of 24, and what is read back is bit for bit what was
-/// pushed, so the sums that subtract it stay exact.
+/// overwritten first. Stored in the narrowest of three forms that holds every value pushed
+/// exactly: quarters in a `u16` (`Quarters`: counts up to 16,383.75 in steps of 0.25, which
+/// are what most campaigns' hours hold), `f32` (hourly counts below 2^24), else `f64`. The
+/// whole ring is converted, exactly, at the first value its form does not hold: 6 bytes an hour
+/// (12 as `f32`, 24 as `f64`), and what is read back is bit for bit what was pushed, so the
+/// sums that subtract it stay exact.
 #[derive(Debug, Clone)]
 enum HourRing {
+    Quarters(Box<[[u16; 3]]>),
     Narrow(Box<[[f32; 3]]>),
     Wide(Box<[[f64; 3]]>),
+}
+
+/// `x` in quarters as a `u16`, when that reads back as `x` bit for bit (so not `-0.0`).
+fn quarters(x: f64) -> Option<u16> {
+    let q = x * 4.0;
+    if !(0.0..=f64::from(u16::MAX)).contains(&q) || q.fract() != 0.0 {
+        return None;
+    }
+    let n = q as u16;
+    (unquarter(n).to_bits() == x.to_bits()).then_some(n)
+}
+
+fn unquarter(n: u16) -> f64 {
+    f64::from(n) / 4.0
 }
 
 impl HourRing {
     fn slots(&self) -> usize {
         match self {
+            HourRing::Quarters(v) => v.len(),
             HourRing::Narrow(v) => v.len(),
             HourRing::Wide(v) => v.len(),
         }
@@ -1101,6 +1119,10 @@ impl HourRing {
 
     fn get(&self, i: usize) -> (f64, f64, f64) {
         match self {
+            HourRing::Quarters(v) => {
+                let [a, b, c] = v[i];
+                (unquarter(a), unquarter(b), unquarter(c))
+            }
             HourRing::Narrow(v) => {
                 let [a, b, c] = v[i];
                 (f64::from(a), f64::from(b), f64::from(c))
@@ -1117,6 +1139,20 @@ impl HourRing {
             let n = x as f32;
             (f64::from(n).to_bits() == x.to_bits()).then_some(n)
         };
+        if let HourRing::Quarters(v) = self {
+            if let (Some(a), Some(b), Some(c)) = (quarters(row.0), quarters(row.1), quarters(row.2))
+            {
+                v[i] = [a, b, c];
+                return;
+            }
+            // a quarter below 16,384 is an f32 exactly
+            let f: Box<[[f32; 3]]> = v
+                .iter()
+                .map(|r| r.map(|n| f32::from(n) / 4.0))
+                .collect::<Vec<_>>()
+                .into_boxed_slice();
+            *self = HourRing::Narrow(f);
+        }
         if let HourRing::Narrow(v) = self {
             if let (Some(a), Some(b), Some(c)) = (narrow(row.0), narrow(row.1), narrow(row.2)) {
                 v[i] = [a, b, c];
@@ -1136,6 +1172,7 @@ impl HourRing {
 
     fn bytes(&self) -> usize {
         match self {
+            HourRing::Quarters(v) => std::mem::size_of_val(&**v),
             HourRing::Narrow(v) => std::mem::size_of_val(&**v),
             HourRing::Wide(v) => std::mem::size_of_val(&**v),
         }
@@ -1225,7 +1262,7 @@ impl TrackingBreak {
         }
         let ring = self
             .ring
-            .get_or_insert_with(|| HourRing::Narrow(vec![[0.0; 3]; cap].into_boxed_slice()));
+            .get_or_insert_with(|| HourRing::Quarters(vec![[0; 3]; cap].into_boxed_slice()));
         debug_assert_eq!(ring.slots(), cap);
         if self.len == cap {
             let o = ring.get(self.head);
@@ -1474,8 +1511,8 @@ mod tests {
     #[test]
     fn bytes_per_tracking_test() {
         // Ten days of hours, then a month without a conversion (the run): the ring stays at
-        // the baseline's 240 hours of three f32 (12 bytes) = 2,880 bytes. (A VecDeque of
-        // (f64, f64, f64) grown to 256 and a run vector of (f64, f64) grown to 1,024 held
+        // the baseline's 240 hours of three quarter counts (6 bytes) = 1,440 bytes. (A VecDeque
+        // of (f64, f64, f64) grown to 256 and a run vector of (f64, f64) grown to 1,024 held
         // 6,144 + 16,384 bytes.)
         let mut tb = TrackingBreak::new(TrackingBreakConfig::default());
         for h in 0..240 {
@@ -1484,6 +1521,12 @@ mod tests {
         for _ in 0..24 * 30 {
             tb.update_with_orders(30.0, 0.0, Some(0.0), (0.0, 0.0));
         }
+        assert_eq!(tb.heap_bytes(), 240 * 6);
+        // Half a conversion is a quarter count too; 16,384 clicks in an hour are not, but are
+        // an f32: the ring goes to f32 (12 bytes).
+        tb.update(30.0, 0.5);
+        assert_eq!(tb.heap_bytes(), 240 * 6);
+        tb.update(16_384.0, 0.0);
         assert_eq!(tb.heap_bytes(), 240 * 12);
         // A fractional conversion count is not an f32: the ring widens to f64 (24 bytes).
         tb.update(30.0, 0.1);
@@ -1557,7 +1600,10 @@ mod tests {
         // Against the queue-and-vector version on random hours: long and short zero runs,
         // fractional clicks and conversions (which widen the ring), missing and negative
         // inputs, and baselines of 0, 1, 5 and 240 hours; every sum must be the same bits.
-        for (seed, baseline_hours) in [(1u64, 240usize), (2, 5), (3, 1), (4, 0), (5, 240)] {
+        // Seed 6 takes the ring through its three forms mid-stream: quarter counts for 1,000
+        // hours, then eighths (an f32, not a quarter), then any fraction.
+        for (seed, baseline_hours) in [(1u64, 240usize), (2, 5), (3, 1), (4, 0), (5, 240), (6, 240)]
+        {
             let cfg = TrackingBreakConfig {
                 baseline_hours,
                 ..TrackingBreakConfig::default()
@@ -1570,7 +1616,7 @@ mod tests {
                 run: Vec::new(),
             };
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            let fractional = seed >= 3;
+            let fractional = (3..6).contains(&seed);
             for h in 0..3_000 {
                 // runs of zero conversions up to 400 hours long
                 let quiet = (h / 400) % 2 == 1 && rng.random::<f64>() < 0.99;
@@ -1586,6 +1632,17 @@ mod tests {
                         conv /= 3.0;
                     }
                 }
+                if seed == 6 {
+                    let (step, every) = match h / 1000 {
+                        0 => (0.25, 4.0),
+                        1 => (0.125, 8.0),
+                        _ => (rng.random::<f64>(), 1.0),
+                    };
+                    clicks += step * f64::from(rng.random_range(0..8u32)).min(every);
+                    if conv > 0.0 {
+                        conv -= step;
+                    }
+                }
                 if rng.random::<f64>() < 0.01 {
                     clicks = if h % 2 == 0 { f64::NAN } else { -1.0 };
                 }
@@ -1596,6 +1653,14 @@ mod tests {
                 };
                 let got = tb.update_with_orders(clicks, conv, orders, (3.0, 5.0));
                 let (sums, b_len, n, rc, ro) = old.update(clicks, conv, orders);
+                if seed == 6 && matches!(h, 999 | 1999 | 2999) {
+                    let form = [6, 12, 24][h / 1000];
+                    assert_eq!(
+                        tb.heap_bytes(),
+                        240 * form,
+                        "hour {h}: {form} bytes an hour"
+                    );
+                }
                 let bits = |t: (f64, f64, f64)| (t.0.to_bits(), t.1.to_bits(), t.2.to_bits());
                 assert_eq!(bits(tb.sums), bits(sums), "seed {seed}, hour {h}");
                 assert_eq!(tb.baseline_len, b_len, "seed {seed}, hour {h}");

@@ -371,8 +371,9 @@ struct CampaignHistory {
     name: String,
     /// Hour buckets by start (unix seconds).
     hours: Cells,
-    /// Day buckets by [`day_key`], for sources that only report days.
-    days: Cells,
+    /// Day buckets by [`day_key`], for sources that only report days (`None` for the others:
+    /// an empty [`Cells`] is 248 bytes).
+    days: Option<Box<Cells>>,
     /// Running totals of the hour buckets per local day of the store's timezone (by
     /// [`day_key`], ascending) and how many buckets each holds: updated on every upsert and
     /// prune, so a snapshot reads them instead of re-summing the history (empty without a
@@ -507,6 +508,21 @@ fn local_day_key(t: i64, tz: Tz) -> i64 {
 }
 
 impl CampaignHistory {
+    /// The day buckets, made at the first.
+    fn days_mut(&mut self) -> &mut Cells {
+        self.days.get_or_insert_with(Box::default)
+    }
+
+    /// Drop the day buckets before day key `cut` (and the day columns once empty).
+    fn drop_days_before(&mut self, cut: i64) {
+        if let Some(d) = &mut self.days {
+            d.drain_before(cut, |_, _| {});
+            if d.is_empty() {
+                self.days = None;
+            }
+        }
+    }
+
     fn day_sum(&mut self, t: i64, tz: Tz) -> &mut (i64, Cell, u32) {
         let d = local_day_key(t, tz);
         let i = match self.day_sums.binary_search_by_key(&d, |e| e.0) {
@@ -632,7 +648,7 @@ type FunnelKey = (i64, Bucket, String, String, String);
 /// In-memory recent history.
 #[derive(Debug)]
 pub struct Store {
-    campaigns: HashMap<CampaignKey, CampaignHistory>,
+    campaigns: HashMap<CampaignKey, Box<CampaignHistory>>,
     orders: BTreeMap<(DateTime<Utc>, String), OrderLite>,
     funnel: HashMap<FunnelKey, (NaiveDate, u64)>,
     /// Per-campaign history kept (`general.retention_days`).
@@ -780,7 +796,7 @@ impl Store {
                             }
                             e.add(&cell);
                         }
-                        Bucket::Day => h.days.insert(day_key(c.day), cell),
+                        Bucket::Day => h.days_mut().insert(day_key(c.day), cell),
                     }
                 }
                 Record::Orders(o) => {
@@ -835,7 +851,7 @@ impl Store {
                         Bucket::Hour => {
                             h.cells.put_hour(t, cell, self.tz);
                         }
-                        Bucket::Day => h.cells.days.insert(day_key(c.day), cell),
+                        Bucket::Day => h.cells.days_mut().insert(day_key(c.day), cell),
                     }
                 }
                 Record::Funnel(f) => {
@@ -893,8 +909,9 @@ impl Store {
 
     /// Buckets that did not fit the compact columns and are kept whole (exact, larger).
     pub fn wide_cells(&self) -> usize {
-        let of = |h: &CampaignHistory| h.hours.wide.len() + h.days.wide.len();
-        self.campaigns.values().map(of).sum::<usize>()
+        let of =
+            |h: &CampaignHistory| h.hours.wide.len() + h.days.as_ref().map_or(0, |d| d.wide.len());
+        self.campaigns.values().map(|h| of(h)).sum::<usize>()
             + self
                 .ads
                 .values()
@@ -988,14 +1005,14 @@ impl Store {
                     folded.push((key.clone(), t, c));
                 }
             });
-            h.days.drain_before(day_key(cut_day), |_, _| {});
+            h.drop_days_before(day_key(cut_day));
             if let Some(at) = cur_hour
                 && h.trailing.as_ref().is_none_or(|tr| tr.at != at)
             {
                 // a new hour: summed afresh (a week of buckets, once an hour)
                 h.trailing = Some(Box::new(Trailing::sum(&h.hours, at)));
             }
-            !(h.hours.is_empty() && h.days.is_empty())
+            !(h.hours.is_empty() && h.days.is_none())
         });
         self.hour_totals.retain(|_, e| e.buckets > 0);
         let stale_before = self.stale_restatements;
@@ -1024,8 +1041,8 @@ impl Store {
         self.ads.retain(|_, ads| {
             ads.retain(|_, a| {
                 a.cells.drop_hours_before(cut_s, tz, |_, _| {});
-                a.cells.days.drain_before(day_key(cut_day), |_, _| {});
-                !(a.cells.hours.is_empty() && a.cells.days.is_empty())
+                a.cells.drop_days_before(day_key(cut_day));
+                !(a.cells.hours.is_empty() && a.cells.days.is_none())
             });
             !ads.is_empty()
         });
@@ -1184,7 +1201,8 @@ impl Store {
                     spend_last_hour = c.spend;
                 }
             }
-            if !any_hour_today && let Some(c) = h.days.get(day_key(today)) {
+            if !any_hour_today && let Some(c) = h.days.as_ref().and_then(|d| d.get(day_key(today)))
+            {
                 today_t = c.totals();
             }
             let days = daily_history(h, s.tz, self.tz == Some(s.tz), |day| {
@@ -1344,7 +1362,7 @@ fn daily_history(
     } else {
         sum_hours_by_day(h, tz, &mut by_day);
     }
-    for (k, c) in h.days.iter() {
+    for (k, c) in h.days.iter().flat_map(|d| d.iter()) {
         if let Some(day) = key_day(k) {
             by_day.entry(day).or_insert_with(|| c.totals());
         }

@@ -980,16 +980,19 @@ mod tests {
         use super::*;
         use proptest::prelude::*;
 
+        /// A campaign with its totals per day and its windows.
+        type FlatCampaign = (
+            CampaignKey,
+            Vec<(NaiveDate, ProfitTotals)>,
+            [ProfitTotals; 2],
+        );
+
         /// A view in the shape it had before issue 15: every campaign with its totals per day.
         #[derive(Debug, PartialEq)]
         struct Flat {
             today: Option<NaiveDate>,
             windows: Vec<WindowProfit>,
-            campaigns: Vec<(
-                CampaignKey,
-                Vec<(NaiveDate, ProfitTotals)>,
-                [ProfitTotals; 2],
-            )>,
+            campaigns: Vec<FlatCampaign>,
             missing_cost: BTreeMap<String, u64>,
         }
 

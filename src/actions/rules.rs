@@ -591,12 +591,13 @@ pub fn poas_below(
     today: chrono::NaiveDate,
     cur: &str,
 ) -> Option<Proposal> {
-    let p = v.campaigns.iter().find(|p| p.key == c.key)?;
+    // the view was built from the snapshot's campaigns, `c` among them: its days are the view's
+    let p = v.campaign(&c.key)?;
     let mut t = crate::profit::kpi::ProfitTotals::default();
     for back in 1..=i64::from(r.days) {
         let d = today - chrono::Duration::days(back);
-        let (_, day) = p.days.iter().find(|(day, _)| *day == d)?;
-        t += *day;
+        let (_, day) = c.days.iter().find(|(day, _)| *day == d)?;
+        t += v.campaign_day(p, d, day.spend);
     }
     if t.ad_spend <= r.min_spend {
         return None;

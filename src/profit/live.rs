@@ -5,11 +5,18 @@
 //! Every figure comes from [`ProfitTotals`] (`kpi.rs`): the same definitions as the SQL of
 //! `docs/schema.md` (query 9) and the Profit dashboards, so the three agree. Windows are reporting
 //! days: `today`, and `7d` (the last 7 days, today included).
+//!
+//! Memory (issue 15): order ids, campaign ids and the SKUs of lines without a cost are interned
+//! to `u32` (each id counted by the lines referring to it and forgotten with the last one), a
+//! line keeps its sums precomputed, a group counts its orders in a sorted `Vec` of ids, and the
+//! view keeps, per campaign, only the days with last-click lines (their sums and counts; the
+//! spend of a day is the campaign's own, [`ProfitView::campaign_day`]).
 
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use super::ProfitConfig;
 use super::kpi::{ProfitTotals, blended_cac};
@@ -22,19 +29,89 @@ pub type CampaignDays<'a> = (&'a CampaignKey, &'a [(NaiveDate, crate::kpi::Total
 /// The reporting-day windows of `/metrics` (label, days with today).
 pub const PROFIT_WINDOWS: [(&str, u32); 2] = [("today", 1), ("7d", 7)];
 
-/// What the roll-up keeps of a line.
-#[derive(Debug, Clone, PartialEq)]
+/// No id: a line without a campaign, or whose unit cost is known (no SKU kept).
+const NONE: u32 = u32::MAX;
+
+/// Strings of one kind (order ids, campaign ids, SKUs of lines without a cost) as `u32` ids,
+/// each counted by the lines referring to it and forgotten once none does (its id is reused), so
+/// it holds the kept history's strings only.
+#[derive(Debug, Clone, Default)]
+struct Interner {
+    ids: HashMap<Arc<str>, u32>,
+    /// By id (`None`: free).
+    names: Vec<Option<Arc<str>>>,
+    /// Lines referring to each id.
+    refs: Vec<u32>,
+    free: Vec<u32>,
+}
+
+impl Interner {
+    /// The id of `s`, counted once more.
+    fn acquire(&mut self, s: &str) -> u32 {
+        if let Some(&id) = self.ids.get(s) {
+            self.refs[id as usize] += 1;
+            return id;
+        }
+        let name: Arc<str> = Arc::from(s);
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.names[id as usize] = Some(name.clone());
+                self.refs[id as usize] = 1;
+                id
+            }
+            None => {
+                let id = u32::try_from(self.names.len())
+                    .ok()
+                    .filter(|id| *id != NONE)
+                    .expect("fewer than 2^32 - 1 names");
+                self.names.push(Some(name.clone()));
+                self.refs.push(1);
+                id
+            }
+        };
+        self.ids.insert(name, id);
+        id
+    }
+
+    /// Count `id` once less, forgetting it at zero.
+    fn release(&mut self, id: u32) {
+        let r = &mut self.refs[id as usize];
+        *r -= 1;
+        if *r == 0 {
+            if let Some(name) = self.names[id as usize].take() {
+                self.ids.remove(&*name);
+            }
+            self.free.push(id);
+        }
+    }
+
+    fn get(&self, s: &str) -> Option<u32> {
+        self.ids.get(s).copied()
+    }
+
+    /// The names in use with the number of lines referring to each.
+    fn counted(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.names
+            .iter()
+            .zip(&self.refs)
+            .filter_map(|(n, r)| n.as_deref().map(|n| (n, *r)))
+    }
+}
+
+/// What the roll-up keeps of a line: its sums, computed once, and interned ids.
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct LineLite {
-    day: NaiveDate,
-    order_id: String,
-    sku: String,
-    utm_campaign: Option<String>,
-    quantity: u32,
-    net_sales: Decimal,
-    shipping_charged: Decimal,
-    unit_cost: Option<Decimal>,
-    refunded_quantity: u32,
+    /// Net sales + shipping charged.
+    sales: Decimal,
     refunded_amount: Decimal,
+    /// Unit cost × units kept (units returned go back to stock); zero without a cost (`sku`).
+    cogs: Decimal,
+    day: NaiveDate,
+    order: u32,
+    /// `NONE` when untagged.
+    campaign: u32,
+    /// Set only when the unit cost is missing (the line then adds no COGS, reported per SKU).
+    sku: u32,
     new_customer: bool,
 }
 
@@ -44,26 +121,39 @@ struct LineLite {
 #[derive(Debug, Clone, Default)]
 pub struct ProfitLedger {
     cfg: ProfitConfig,
-    lines: HashMap<(String, String), LineLite>,
+    /// By (interned order id, line id).
+    lines: HashMap<(u32, Box<str>), LineLite>,
     /// Every line of a day, tagged or not.
     days: BTreeMap<NaiveDate, DayGroup>,
-    /// Lines with `utm_campaign` set, by campaign id then day.
-    campaigns: HashMap<String, BTreeMap<NaiveDate, Group>>,
-    /// Lines without a known unit cost, per SKU.
-    missing_cost: BTreeMap<String, u64>,
+    /// Lines with `utm_campaign` set, by (interned campaign id, day).
+    campaigns: HashMap<(u32, NaiveDate), Group>,
+    orders: Interner,
+    campaign_ids: Interner,
+    /// SKUs of the lines without a known unit cost, each counted by its lines (the
+    /// `missing_cost` of the view).
+    missing_cost: Interner,
+}
+
+/// One order of a group: its id, the group's lines of it, and those of a new customer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct OrderCount {
+    id: u32,
+    lines: u32,
+    new: u32,
 }
 
 /// Sums of one (day, campaign) group, with its orders counted once (each order id with the
 /// number of the group's lines it has, so that a line can leave the group again).
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Group {
-    lines: u64,
     net_sales: Decimal,
     returns: Decimal,
     cogs: Decimal,
-    orders: BTreeMap<String, u32>,
-    new_orders: BTreeMap<String, u32>,
     new_customer_sales: Decimal,
+    /// Sorted by id; the group is empty (and dropped) when no order is left.
+    orders: Vec<OrderCount>,
+    /// Orders with a new customer's line (`new > 0`).
+    new_orders: u32,
 }
 
 /// One reporting day: all its lines, and the new orders of its campaign groups summed over the
@@ -74,68 +164,82 @@ struct DayGroup {
     paid_new: u64,
 }
 
-/// Count `id` once more (`up`) or once less in a multiset of order ids.
-fn count(m: &mut BTreeMap<String, u32>, id: &str, up: bool) {
-    if up {
-        *m.entry(id.to_string()).or_default() += 1;
-    } else if let Some(n) = m.get_mut(id) {
-        *n -= 1;
-        if *n == 0 {
-            m.remove(id);
-        }
-    }
-}
-
 impl Group {
     /// Add the line (`up`) or take it back out; decimal sums are exact, so a line taken out
     /// leaves the sums as they were before it came.
     fn apply(&mut self, l: &LineLite, up: bool) {
-        let sales = l.net_sales + l.shipping_charged;
-        // units returned go back to stock; a missing cost adds nothing (reported per SKU)
-        let cogs = l.unit_cost.map(|c| {
-            let kept = i64::from(l.quantity) - i64::from(l.refunded_quantity);
-            c * Decimal::from(kept.max(0))
-        });
+        let has_cost = l.sku == NONE;
         if up {
-            self.lines += 1;
-            self.net_sales += sales;
+            self.net_sales += l.sales;
             self.returns += l.refunded_amount;
-            if let Some(c) = cogs {
-                self.cogs += c;
+            if has_cost {
+                self.cogs += l.cogs;
             }
             if l.new_customer {
-                self.new_customer_sales += sales;
+                self.new_customer_sales += l.sales;
             }
         } else {
-            self.lines -= 1;
-            self.net_sales -= sales;
+            self.net_sales -= l.sales;
             self.returns -= l.refunded_amount;
-            if let Some(c) = cogs {
-                self.cogs -= c;
+            if has_cost {
+                self.cogs -= l.cogs;
             }
             if l.new_customer {
-                self.new_customer_sales -= sales;
+                self.new_customer_sales -= l.sales;
             }
         }
-        count(&mut self.orders, &l.order_id, up);
-        if l.new_customer {
-            count(&mut self.new_orders, &l.order_id, up);
+        let at = self.orders.binary_search_by_key(&l.order, |o| o.id);
+        if up {
+            let i = at.unwrap_or_else(|i| {
+                // small groups (most campaign days) grow one order at a time, large ones by half
+                if self.orders.len() == self.orders.capacity() {
+                    self.orders.reserve_exact((self.orders.len() / 2).max(1));
+                }
+                let o = OrderCount {
+                    id: l.order,
+                    lines: 0,
+                    new: 0,
+                };
+                self.orders.insert(i, o);
+                i
+            });
+            let o = &mut self.orders[i];
+            o.lines += 1;
+            if l.new_customer {
+                if o.new == 0 {
+                    self.new_orders += 1;
+                }
+                o.new += 1;
+            }
+        } else if let Ok(i) = at {
+            let o = &mut self.orders[i];
+            o.lines -= 1;
+            if l.new_customer && o.new > 0 {
+                o.new -= 1;
+                if o.new == 0 {
+                    self.new_orders -= 1;
+                }
+            }
+            if o.lines == 0 {
+                self.orders.remove(i);
+            }
         }
     }
 
-    fn totals(&self, cfg: &ProfitConfig, ad_spend: Decimal) -> ProfitTotals {
-        sums_totals(
-            cfg,
-            ad_spend,
-            [
-                self.net_sales,
-                self.returns,
-                self.cogs,
-                self.new_customer_sales,
-            ],
-            self.orders.len() as u64,
-            self.new_orders.len() as u64,
-        )
+    fn is_empty(&self) -> bool {
+        self.orders.is_empty()
+    }
+
+    fn sums(&self, day: NaiveDate) -> DaySums {
+        DaySums {
+            day,
+            net_sales: self.net_sales,
+            returns: self.returns,
+            cogs: self.cogs,
+            new_customer_sales: self.new_customer_sales,
+            orders: u32::try_from(self.orders.len()).unwrap_or(u32::MAX),
+            new_customers: self.new_orders,
+        }
     }
 }
 
@@ -183,21 +287,29 @@ impl WindowProfit {
     }
 }
 
-/// One campaign's profit per reporting day (orders by last click, `utm_campaign` = campaign id).
+/// The sums of a campaign's last-click lines on one reporting day (the day's spend is the
+/// campaign's: [`ProfitView::campaign_day`] makes the day's [`ProfitTotals`] of both).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DaySums {
+    pub day: NaiveDate,
+    pub net_sales: Decimal,
+    pub returns: Decimal,
+    pub cogs: Decimal,
+    pub new_customer_sales: Decimal,
+    pub orders: u32,
+    pub new_customers: u32,
+}
+
+/// One campaign's profit (orders by last click, `utm_campaign` = campaign id).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CampaignProfit {
     pub key: CampaignKey,
-    pub days: Vec<(NaiveDate, ProfitTotals)>,
-    /// [`Self::window`] for each of [`PROFIT_WINDOWS`] as of the view's day, summed once per
-    /// snapshot (the render reads them; it sums nothing).
+    /// The campaign's days (those the view was given) with last-click lines, in the given
+    /// order; a day without lines has only its spend ([`ProfitView::campaign_day`]).
+    pub days: Vec<DaySums>,
+    /// [`ProfitView::campaign_window`] for each of [`PROFIT_WINDOWS`] as of the view's day,
+    /// summed once per snapshot (the render reads them; it sums nothing).
     pub windows: [ProfitTotals; PROFIT_WINDOWS.len()],
-}
-
-impl CampaignProfit {
-    /// Sum over the last `days` reporting days up to `today` (included).
-    pub fn window(&self, today: NaiveDate, days: u32) -> ProfitTotals {
-        window_of(&self.days, today, days)
-    }
 }
 
 /// Everything `/metrics` shows of profit, computed with the snapshot.
@@ -205,9 +317,69 @@ impl CampaignProfit {
 pub struct ProfitView {
     pub today: Option<NaiveDate>,
     pub windows: Vec<WindowProfit>,
+    /// In the order of the campaigns the view was given (the snapshot's: sorted by key).
     pub campaigns: Vec<CampaignProfit>,
     /// Lines without a known unit cost, per SKU (their COGS is left out, never guessed).
     pub missing_cost: BTreeMap<String, u64>,
+    /// The costs the view's totals were computed with.
+    pub cfg: ProfitConfig,
+}
+
+impl ProfitView {
+    /// The campaign `key`: a binary search when the campaigns are sorted by key (as the
+    /// snapshot gives them), a scan otherwise.
+    pub fn campaign(&self, key: &CampaignKey) -> Option<&CampaignProfit> {
+        match self.campaigns.binary_search_by(|p| p.key.cmp(key)) {
+            Ok(i) => Some(&self.campaigns[i]),
+            Err(_) => self.campaigns.iter().find(|p| p.key == *key),
+        }
+    }
+
+    /// The totals of campaign `p` on day `d` with that day's `spend` (a day of the campaign
+    /// the view was given): its lines' sums and costs, or only the spend without lines.
+    pub fn campaign_day(&self, p: &CampaignProfit, d: NaiveDate, spend: Decimal) -> ProfitTotals {
+        match p.days.iter().find(|s| s.day == d) {
+            Some(s) => day_totals(&self.cfg, s, spend),
+            None => ProfitTotals {
+                ad_spend: spend,
+                ..ProfitTotals::default()
+            },
+        }
+    }
+
+    /// Sum of campaign `p` over its last `n` reporting days up to `today` (included), with its
+    /// `days` (those the view was given).
+    pub fn campaign_window(
+        &self,
+        p: &CampaignProfit,
+        days: &[(NaiveDate, crate::kpi::Totals)],
+        today: NaiveDate,
+        n: u32,
+    ) -> ProfitTotals {
+        let from = window_from(today, n);
+        let mut t = ProfitTotals::default();
+        for (d, day) in days {
+            if *d >= from && *d <= today {
+                t += self.campaign_day(p, *d, day.spend);
+            }
+        }
+        t
+    }
+}
+
+fn day_totals(cfg: &ProfitConfig, s: &DaySums, spend: Decimal) -> ProfitTotals {
+    sums_totals(
+        cfg,
+        spend,
+        [s.net_sales, s.returns, s.cogs, s.new_customer_sales],
+        u64::from(s.orders),
+        u64::from(s.new_customers),
+    )
+}
+
+/// The first day of the window of `n` reporting days up to `today`.
+fn window_from(today: NaiveDate, n: u32) -> NaiveDate {
+    today - chrono::Duration::days(i64::from(n.max(1)) - 1)
 }
 
 impl ProfitLedger {
@@ -222,59 +394,63 @@ impl ProfitLedger {
     fn account(&mut self, l: &LineLite, up: bool) {
         let day = self.days.entry(l.day).or_default();
         day.all.apply(l, up);
-        if let Some(camp) = &l.utm_campaign {
-            let per_day = self.campaigns.entry(camp.clone()).or_default();
-            let g = per_day.entry(l.day).or_default();
-            let before = g.new_orders.len() as u64;
+        if l.campaign != NONE {
+            let g = self.campaigns.entry((l.campaign, l.day)).or_default();
+            let before = u64::from(g.new_orders);
             g.apply(l, up);
-            let after = g.new_orders.len() as u64;
+            let after = u64::from(g.new_orders);
             day.paid_new = day.paid_new + after - before;
-            if g.lines == 0 {
-                per_day.remove(&l.day);
-                if per_day.is_empty() {
-                    self.campaigns.remove(camp);
-                }
+            if g.is_empty() {
+                self.campaigns.remove(&(l.campaign, l.day));
             }
         }
-        if day.all.lines == 0 {
+        if day.all.is_empty() {
             self.days.remove(&l.day);
         }
-        if l.unit_cost.is_none() {
-            if up {
-                *self.missing_cost.entry(l.sku.clone()).or_default() += 1;
-            } else if let Some(n) = self.missing_cost.get_mut(&l.sku) {
-                *n -= 1;
-                if *n == 0 {
-                    self.missing_cost.remove(&l.sku);
-                }
-            }
+    }
+
+    /// Drop a line's references to its interned ids (after it left the sums).
+    fn release(&mut self, l: &LineLite) {
+        self.orders.release(l.order);
+        if l.campaign != NONE {
+            self.campaign_ids.release(l.campaign);
+        }
+        if l.sku != NONE {
+            self.missing_cost.release(l.sku);
         }
     }
 
     /// Upsert one line (a re-read line, e.g. with its refund, replaces the old one).
     pub fn ingest(&mut self, l: &OrderLine) {
+        let unit_cost = match l.cost_source {
+            CostSource::Missing => None,
+            _ => l.unit_cost,
+        };
+        let kept = i64::from(l.quantity) - i64::from(l.refunded_quantity);
+        let order = self.orders.acquire(&l.order_id);
         let lite = LineLite {
-            day: l.day,
-            order_id: l.order_id.clone(),
-            sku: l.sku.clone(),
-            utm_campaign: l.utm_campaign.clone(),
-            quantity: l.quantity,
-            net_sales: l.net_sales,
-            shipping_charged: l.shipping_charged,
-            unit_cost: match l.cost_source {
-                CostSource::Missing => None,
-                _ => l.unit_cost,
-            },
-            refunded_quantity: l.refunded_quantity,
+            sales: l.net_sales + l.shipping_charged,
             refunded_amount: l.refunded_amount,
+            cogs: unit_cost.map_or(Decimal::ZERO, |c| c * Decimal::from(kept.max(0))),
+            day: l.day,
+            order,
+            campaign: l
+                .utm_campaign
+                .as_deref()
+                .map_or(NONE, |c| self.campaign_ids.acquire(c)),
+            sku: match unit_cost {
+                None => self.missing_cost.acquire(&l.sku),
+                Some(_) => NONE,
+            },
             new_customer: l.new_customer,
         };
         self.account(&lite, true);
         if let Some(old) = self
             .lines
-            .insert((l.order_id.clone(), l.line_id.clone()), lite)
+            .insert((order, Box::from(l.line_id.as_str())), lite)
         {
             self.account(&old, false);
+            self.release(&old);
         }
     }
 
@@ -291,12 +467,13 @@ impl ProfitLedger {
         self.lines.retain(|_, l| {
             let keep = l.day >= oldest;
             if !keep {
-                gone.push(l.clone());
+                gone.push(*l);
             }
             keep
         });
         for l in &gone {
             self.account(l, false);
+            self.release(l);
         }
     }
 
@@ -314,8 +491,8 @@ impl ProfitLedger {
             .map(|&(label, days)| {
                 let from = today - chrono::Duration::days(i64::from(days) - 1);
                 let mut sums = [Decimal::ZERO; 4];
-                let mut orders: HashSet<&str> = HashSet::new();
-                let mut new_orders: HashSet<&str> = HashSet::new();
+                let mut orders: HashSet<u32> = HashSet::new();
+                let mut new_orders: HashSet<u32> = HashSet::new();
                 let mut paid_new = 0u64;
                 for (_, g) in self.days.range(from..=today) {
                     let a = &g.all;
@@ -325,8 +502,8 @@ impl ProfitLedger {
                     {
                         *s += v;
                     }
-                    orders.extend(a.orders.keys().map(String::as_str));
-                    new_orders.extend(a.new_orders.keys().map(String::as_str));
+                    orders.extend(a.orders.iter().map(|o| o.id));
+                    new_orders.extend(a.orders.iter().filter(|o| o.new > 0).map(|o| o.id));
                     paid_new += g.paid_new;
                 }
                 let spend: Decimal = spend_by_day.range(from..=today).map(|(_, s)| *s).sum();
@@ -344,31 +521,35 @@ impl ProfitLedger {
                 }
             })
             .collect();
-        let empty = BTreeMap::new();
+        let froms = PROFIT_WINDOWS.map(|(_, n)| window_from(today, n));
         let campaigns = campaigns
             .iter()
             .map(|(key, days)| {
-                let groups = self
-                    .campaigns
-                    .get(key.campaign_id.as_str())
-                    .unwrap_or(&empty);
-                let days: Vec<(NaiveDate, ProfitTotals)> = days
-                    .iter()
-                    .map(|(d, t)| {
-                        let totals = match groups.get(d) {
-                            Some(g) => g.totals(&self.cfg, t.spend),
-                            None => ProfitTotals {
-                                ad_spend: t.spend,
-                                ..ProfitTotals::default()
-                            },
-                        };
-                        (*d, totals)
-                    })
-                    .collect();
-                let windows = PROFIT_WINDOWS.map(|(_, n)| window_of(&days, today, n));
+                let id = self.campaign_ids.get(&key.campaign_id);
+                let mut lined: Vec<DaySums> = Vec::new();
+                let mut windows = [ProfitTotals::default(); PROFIT_WINDOWS.len()];
+                for (d, t) in *days {
+                    let totals = match id.and_then(|id| self.campaigns.get(&(id, *d))) {
+                        Some(g) => {
+                            let s = g.sums(*d);
+                            lined.push(s);
+                            day_totals(&self.cfg, &s, t.spend)
+                        }
+                        None => ProfitTotals {
+                            ad_spend: t.spend,
+                            ..ProfitTotals::default()
+                        },
+                    };
+                    for (w, from) in windows.iter_mut().zip(froms) {
+                        if *d >= from && *d <= today {
+                            *w += totals;
+                        }
+                    }
+                }
+                lined.shrink_to_fit();
                 CampaignProfit {
                     key: (*key).clone(),
-                    days,
+                    days: lined,
                     windows,
                 }
             })
@@ -377,21 +558,14 @@ impl ProfitLedger {
             today: Some(today),
             windows,
             campaigns,
-            missing_cost: self.missing_cost.clone(),
+            missing_cost: self
+                .missing_cost
+                .counted()
+                .map(|(sku, n)| (sku.to_string(), u64::from(n)))
+                .collect(),
+            cfg: self.cfg.clone(),
         }
     }
-}
-
-/// Sum of `days` over the last `n` reporting days up to `today` (included).
-fn window_of(days: &[(NaiveDate, ProfitTotals)], today: NaiveDate, n: u32) -> ProfitTotals {
-    let from = today - chrono::Duration::days(i64::from(n.max(1)) - 1);
-    let mut t = ProfitTotals::default();
-    for (d, day) in days {
-        if *d >= from && *d <= today {
-            t += *day;
-        }
-    }
-    t
 }
 
 /// Prometheus text of one gauge family (skipped when it has no sample).
@@ -781,7 +955,7 @@ mod tests {
         assert_eq!(w1.blended_cac(), None);
         assert_eq!(v.missing_cost.get("MOI-ER-009"), Some(&1));
         // the campaign: o1 on the 20th against its 2,000 spend
-        let c = v.campaigns[0].window(d("2026-11-21"), 7);
+        let c = v.campaign_window(&v.campaigns[0], &camps[0].days, d("2026-11-21"), 7);
         assert_eq!(
             c.contribution_margin(),
             dec!(3000) - dec!(800) - dec!(60) - dec!(1450)
@@ -798,19 +972,385 @@ mod tests {
         assert!(!text.contains("adpulse_profit_blended_cac{currency=\"INR\",window=\"today\"}"));
     }
 
-    /// The view of the sums kept line by line equals one regrouped from the kept lines (the
-    /// previous per-snapshot computation, written again here), after upserts that move a line
-    /// to another day, campaign or customer kind, refunds, missing costs and prunes.
+    /// The compact ledger's view equals, bit for bit (decimal values and scales), the view of
+    /// the String-keyed roll-up it replaced (copied here as `reference`), and in value one
+    /// regrouped from the kept lines, after upserts that move a line to another day, campaign
+    /// or customer kind, refunds, missing costs, prunes and mixed decimal scales.
     mod drift {
         use super::*;
         use proptest::prelude::*;
 
-        /// Regroup every kept line per (day, campaign), as the ledger did on every snapshot.
+        /// A campaign with its totals per day and its windows.
+        type FlatCampaign = (
+            CampaignKey,
+            Vec<(NaiveDate, ProfitTotals)>,
+            [ProfitTotals; 2],
+        );
+
+        /// A view in the shape it had before issue 15: every campaign with its totals per day.
+        #[derive(Debug, PartialEq)]
+        struct Flat {
+            today: Option<NaiveDate>,
+            windows: Vec<WindowProfit>,
+            campaigns: Vec<FlatCampaign>,
+            missing_cost: BTreeMap<String, u64>,
+        }
+
+        /// The compact view spelt out per day through its public API (what `poas_below` and
+        /// the render read), checking the lookups on the way.
+        fn flat(v: &ProfitView, campaigns: &[CampaignDays<'_>]) -> Flat {
+            assert_eq!(v.campaigns.len(), campaigns.len());
+            let today = v.today.unwrap();
+            let campaigns = campaigns
+                .iter()
+                .zip(&v.campaigns)
+                .map(|((key, days), p)| {
+                    assert_eq!(&p.key, *key);
+                    assert_eq!(v.campaign(key), Some(p));
+                    let per_day = days
+                        .iter()
+                        .map(|(d, t)| (*d, v.campaign_day(p, *d, t.spend)))
+                        .collect();
+                    for (w, (_, n)) in p.windows.iter().zip(PROFIT_WINDOWS) {
+                        let again = v.campaign_window(p, days, today, n);
+                        assert_eq!(format!("{w:?}"), format!("{again:?}"));
+                    }
+                    ((*key).clone(), per_day, p.windows)
+                })
+                .collect();
+            Flat {
+                today: v.today,
+                windows: v.windows.clone(),
+                campaigns,
+                missing_cost: v.missing_cost.clone(),
+            }
+        }
+
+        /// Every decimal of a view as its 16 bytes (value, scale and sign).
+        fn bits(f: &Flat) -> Vec<[u8; 16]> {
+            let mut out = Vec::new();
+            let mut push = |t: &ProfitTotals| {
+                for x in [
+                    t.net_sales,
+                    t.returns,
+                    t.cogs,
+                    t.shipping_cost,
+                    t.payment_fees,
+                    t.ad_spend,
+                    t.new_customer_sales,
+                ] {
+                    out.push(x.serialize());
+                }
+            };
+            for w in &f.windows {
+                push(&w.totals);
+            }
+            for (_, days, windows) in &f.campaigns {
+                for (_, t) in days {
+                    push(t);
+                }
+                for t in windows {
+                    push(t);
+                }
+            }
+            out
+        }
+
+        /// The String-keyed roll-up before issue 15, as it was.
+        mod reference {
+            use super::*;
+
+            #[derive(Debug, Clone, PartialEq)]
+            pub struct LineLite {
+                pub day: NaiveDate,
+                pub order_id: String,
+                pub sku: String,
+                pub utm_campaign: Option<String>,
+                pub quantity: u32,
+                pub net_sales: Decimal,
+                pub shipping_charged: Decimal,
+                pub unit_cost: Option<Decimal>,
+                pub refunded_quantity: u32,
+                pub refunded_amount: Decimal,
+                pub new_customer: bool,
+            }
+
+            #[derive(Debug, Clone, Default)]
+            pub struct Ledger {
+                pub cfg: ProfitConfig,
+                pub lines: HashMap<(String, String), LineLite>,
+                days: BTreeMap<NaiveDate, DayGroup>,
+                campaigns: HashMap<String, BTreeMap<NaiveDate, Group>>,
+                missing_cost: BTreeMap<String, u64>,
+            }
+
+            #[derive(Debug, Clone, Default, PartialEq)]
+            struct Group {
+                lines: u64,
+                net_sales: Decimal,
+                returns: Decimal,
+                cogs: Decimal,
+                orders: BTreeMap<String, u32>,
+                new_orders: BTreeMap<String, u32>,
+                new_customer_sales: Decimal,
+            }
+
+            #[derive(Debug, Clone, Default, PartialEq)]
+            struct DayGroup {
+                all: Group,
+                paid_new: u64,
+            }
+
+            fn count(m: &mut BTreeMap<String, u32>, id: &str, up: bool) {
+                if up {
+                    *m.entry(id.to_string()).or_default() += 1;
+                } else if let Some(n) = m.get_mut(id) {
+                    *n -= 1;
+                    if *n == 0 {
+                        m.remove(id);
+                    }
+                }
+            }
+
+            impl Group {
+                fn apply(&mut self, l: &LineLite, up: bool) {
+                    let sales = l.net_sales + l.shipping_charged;
+                    let cogs = l.unit_cost.map(|c| {
+                        let kept = i64::from(l.quantity) - i64::from(l.refunded_quantity);
+                        c * Decimal::from(kept.max(0))
+                    });
+                    if up {
+                        self.lines += 1;
+                        self.net_sales += sales;
+                        self.returns += l.refunded_amount;
+                        if let Some(c) = cogs {
+                            self.cogs += c;
+                        }
+                        if l.new_customer {
+                            self.new_customer_sales += sales;
+                        }
+                    } else {
+                        self.lines -= 1;
+                        self.net_sales -= sales;
+                        self.returns -= l.refunded_amount;
+                        if let Some(c) = cogs {
+                            self.cogs -= c;
+                        }
+                        if l.new_customer {
+                            self.new_customer_sales -= sales;
+                        }
+                    }
+                    count(&mut self.orders, &l.order_id, up);
+                    if l.new_customer {
+                        count(&mut self.new_orders, &l.order_id, up);
+                    }
+                }
+
+                fn totals(&self, cfg: &ProfitConfig, ad_spend: Decimal) -> ProfitTotals {
+                    sums_totals(
+                        cfg,
+                        ad_spend,
+                        [
+                            self.net_sales,
+                            self.returns,
+                            self.cogs,
+                            self.new_customer_sales,
+                        ],
+                        self.orders.len() as u64,
+                        self.new_orders.len() as u64,
+                    )
+                }
+            }
+
+            fn window_of(
+                days: &[(NaiveDate, ProfitTotals)],
+                today: NaiveDate,
+                n: u32,
+            ) -> ProfitTotals {
+                let from = today - chrono::Duration::days(i64::from(n.max(1)) - 1);
+                let mut t = ProfitTotals::default();
+                for (d, day) in days {
+                    if *d >= from && *d <= today {
+                        t += *day;
+                    }
+                }
+                t
+            }
+
+            impl Ledger {
+                pub fn new(cfg: ProfitConfig) -> Self {
+                    Self {
+                        cfg,
+                        ..Self::default()
+                    }
+                }
+
+                fn account(&mut self, l: &LineLite, up: bool) {
+                    let day = self.days.entry(l.day).or_default();
+                    day.all.apply(l, up);
+                    if let Some(camp) = &l.utm_campaign {
+                        let per_day = self.campaigns.entry(camp.clone()).or_default();
+                        let g = per_day.entry(l.day).or_default();
+                        let before = g.new_orders.len() as u64;
+                        g.apply(l, up);
+                        let after = g.new_orders.len() as u64;
+                        day.paid_new = day.paid_new + after - before;
+                        if g.lines == 0 {
+                            per_day.remove(&l.day);
+                            if per_day.is_empty() {
+                                self.campaigns.remove(camp);
+                            }
+                        }
+                    }
+                    if day.all.lines == 0 {
+                        self.days.remove(&l.day);
+                    }
+                    if l.unit_cost.is_none() {
+                        if up {
+                            *self.missing_cost.entry(l.sku.clone()).or_default() += 1;
+                        } else if let Some(n) = self.missing_cost.get_mut(&l.sku) {
+                            *n -= 1;
+                            if *n == 0 {
+                                self.missing_cost.remove(&l.sku);
+                            }
+                        }
+                    }
+                }
+
+                pub fn ingest(&mut self, l: &OrderLine) {
+                    let lite = LineLite {
+                        day: l.day,
+                        order_id: l.order_id.clone(),
+                        sku: l.sku.clone(),
+                        utm_campaign: l.utm_campaign.clone(),
+                        quantity: l.quantity,
+                        net_sales: l.net_sales,
+                        shipping_charged: l.shipping_charged,
+                        unit_cost: match l.cost_source {
+                            CostSource::Missing => None,
+                            _ => l.unit_cost,
+                        },
+                        refunded_quantity: l.refunded_quantity,
+                        refunded_amount: l.refunded_amount,
+                        new_customer: l.new_customer,
+                    };
+                    self.account(&lite, true);
+                    if let Some(old) = self
+                        .lines
+                        .insert((l.order_id.clone(), l.line_id.clone()), lite)
+                    {
+                        self.account(&old, false);
+                    }
+                }
+
+                pub fn prune(&mut self, oldest: NaiveDate) {
+                    if self
+                        .days
+                        .first_key_value()
+                        .is_none_or(|(d, _)| *d >= oldest)
+                    {
+                        return;
+                    }
+                    let mut gone = Vec::new();
+                    self.lines.retain(|_, l| {
+                        let keep = l.day >= oldest;
+                        if !keep {
+                            gone.push(l.clone());
+                        }
+                        keep
+                    });
+                    for l in &gone {
+                        self.account(l, false);
+                    }
+                }
+
+                pub fn view(&self, today: NaiveDate, campaigns: &[CampaignDays<'_>]) -> Flat {
+                    let mut spend_by_day: BTreeMap<NaiveDate, Decimal> = BTreeMap::new();
+                    for (_, days) in campaigns {
+                        for (d, t) in *days {
+                            *spend_by_day.entry(*d).or_default() += t.spend;
+                        }
+                    }
+                    let windows = PROFIT_WINDOWS
+                        .iter()
+                        .map(|&(label, days)| {
+                            let from = today - chrono::Duration::days(i64::from(days) - 1);
+                            let mut sums = [Decimal::ZERO; 4];
+                            let mut orders: HashSet<&str> = HashSet::new();
+                            let mut new_orders: HashSet<&str> = HashSet::new();
+                            let mut paid_new = 0u64;
+                            for (_, g) in self.days.range(from..=today) {
+                                let a = &g.all;
+                                for (s, v) in sums.iter_mut().zip([
+                                    a.net_sales,
+                                    a.returns,
+                                    a.cogs,
+                                    a.new_customer_sales,
+                                ]) {
+                                    *s += v;
+                                }
+                                orders.extend(a.orders.keys().map(String::as_str));
+                                new_orders.extend(a.new_orders.keys().map(String::as_str));
+                                paid_new += g.paid_new;
+                            }
+                            let spend: Decimal =
+                                spend_by_day.range(from..=today).map(|(_, s)| *s).sum();
+                            WindowProfit {
+                                label,
+                                days,
+                                totals: sums_totals(
+                                    &self.cfg,
+                                    spend,
+                                    sums,
+                                    orders.len() as u64,
+                                    new_orders.len() as u64,
+                                ),
+                                paid_new_customers: paid_new,
+                            }
+                        })
+                        .collect();
+                    let empty = BTreeMap::new();
+                    let campaigns = campaigns
+                        .iter()
+                        .map(|(key, days)| {
+                            let groups = self
+                                .campaigns
+                                .get(key.campaign_id.as_str())
+                                .unwrap_or(&empty);
+                            let days: Vec<(NaiveDate, ProfitTotals)> = days
+                                .iter()
+                                .map(|(d, t)| {
+                                    let totals = match groups.get(d) {
+                                        Some(g) => g.totals(&self.cfg, t.spend),
+                                        None => ProfitTotals {
+                                            ad_spend: t.spend,
+                                            ..ProfitTotals::default()
+                                        },
+                                    };
+                                    (*d, totals)
+                                })
+                                .collect();
+                            let windows = PROFIT_WINDOWS.map(|(_, n)| window_of(&days, today, n));
+                            ((*key).clone(), days, windows)
+                        })
+                        .collect();
+                    Flat {
+                        today: Some(today),
+                        windows,
+                        campaigns,
+                        missing_cost: self.missing_cost.clone(),
+                    }
+                }
+            }
+        }
+
+        /// Regroup every kept line of the reference per (day, campaign), as the ledger did on
+        /// every snapshot before it kept sums.
         fn recompute(
-            l: &ProfitLedger,
+            l: &reference::Ledger,
             today: NaiveDate,
             campaigns: &[CampaignDays<'_>],
-        ) -> ProfitView {
+        ) -> Flat {
             #[derive(Default)]
             struct G {
                 net_sales: Decimal,
@@ -911,14 +1451,10 @@ mod tests {
                         }
                         t
                     });
-                    CampaignProfit {
-                        key: (*key).clone(),
-                        days,
-                        windows,
-                    }
+                    ((*key).clone(), days, windows)
                 })
                 .collect();
-            ProfitView {
+            Flat {
                 today: Some(today),
                 windows,
                 campaigns,
@@ -927,25 +1463,26 @@ mod tests {
         }
 
         /// One line upserted: (order, line, day, campaign or organic, new customer, quantity,
-        /// refunded units, net sales in paise, unit cost in paise or missing).
-        type LineOp = (u8, u8, u8, u8, bool, u32, u32, i64, Option<i64>);
+        /// refunded units, net sales in the currency's smallest units, decimal scale, unit
+        /// cost or missing).
+        type LineOp = (u8, u8, u8, u8, bool, u32, u32, i64, u32, Option<i64>);
 
         /// Upserts, and prunes before a day (`Err`).
         fn ops() -> impl Strategy<Value = Vec<Result<LineOp, u8>>> {
             prop::collection::vec(
                 prop_oneof![
-                    9 => (0u8..8, 0u8..3, 0u8..10, 0u8..4, any::<bool>(), 1u32..4, 0u32..3,
-                          0i64..500_000, prop::option::of(0i64..100_000)).prop_map(Ok),
-                    1 => (0u8..10).prop_map(Err),
+                    12 => (0u8..12, 0u8..3, 0u8..10, 0u8..7, any::<bool>(), 1u32..4, 0u32..3,
+                          0i64..500_000, 0u32..4, prop::option::of(0i64..100_000)).prop_map(Ok),
+                    1 => (0u8..11).prop_map(Err),
                 ],
-                1..80,
+                1..160,
             )
         }
 
         proptest! {
-            #![proptest_config(ProptestConfig::with_cases(64))]
+            #![proptest_config(ProptestConfig::with_cases(96))]
             #[test]
-            fn kept_sums_equal_a_regrouping_of_the_kept_lines(ops in ops()) {
+            fn kept_sums_equal_the_string_keyed_roll_up_and_a_regrouping(ops in ops()) {
                 let base = d("2026-11-10");
                 let today = base + chrono::Duration::days(9);
                 let cfg = ProfitConfig {
@@ -955,9 +1492,12 @@ mod tests {
                         fixed_per_order: dec!(3),
                     },
                 };
-                let camps: Vec<CampaignView> = (0..3)
+                // c0..c3 have spend (c3 in the view on its odd days only); c4 has lines but
+                // no spend; camp 5 and 6 are organic
+                let camps: Vec<CampaignView> = (0..4)
                     .map(|c| {
                         let days: Vec<(String, Decimal)> = (0..10)
+                            .filter(|k| c < 3 || k % 2 == 1)
                             .map(|k| {
                                 ((base + chrono::Duration::days(k)).to_string(),
                                  Decimal::new(100_000 + 1_337 * k + 7 * c, 2))
@@ -968,42 +1508,253 @@ mod tests {
                         campaign(&format!("c{c}"), &r)
                     })
                     .collect();
-                let mut l = ProfitLedger::new(cfg);
-                for op in ops {
+                let mut l = ProfitLedger::new(cfg.clone());
+                let mut r = reference::Ledger::new(cfg);
+                let days = days_of(&camps);
+                for op in ops.into_iter().map(Some).chain([None]) {
                     match op {
-                        Ok((o, n, day, camp, new, qty, refunded, paise, cost)) => {
+                        Some(Ok((o, n, day, camp, new, qty, refunded, units, scale, cost))) => {
                             let mut x = line(
                                 &format!("o{o}"),
                                 &n.to_string(),
                                 &(base + chrono::Duration::days(i64::from(day))).to_string(),
-                                (camp < 3).then(|| format!("c{camp}")).as_deref(),
+                                (camp < 5).then(|| format!("c{camp}")).as_deref(),
                                 new,
                             );
                             x.sku = format!("S{}", o % 3);
                             x.quantity = qty;
                             x.refunded_quantity = refunded.min(qty);
-                            // refunds are in paise, as the shop reports them
+                            // a re-read line with its refund restates the first one
                             x.refunded_amount = Decimal::new(
-                                paise * i64::from(x.refunded_quantity) / i64::from(qty),
+                                units * i64::from(x.refunded_quantity) / i64::from(qty),
                                 2,
                             );
-                            x.net_sales = Decimal::new(paise, 2);
-                            x.shipping_charged = Decimal::new(paise % 977, 2);
+                            x.net_sales = Decimal::new(units, scale);
+                            x.shipping_charged = Decimal::new(units % 977, 2);
                             match cost {
-                                Some(c) => x.unit_cost = Some(Decimal::new(c, 2)),
+                                Some(c) => x.unit_cost = Some(Decimal::new(c, scale % 3)),
                                 None => {
                                     x.unit_cost = None;
                                     x.cost_source = CostSource::Missing;
                                 }
                             }
                             l.ingest(&x);
+                            r.ingest(&x);
                         }
-                        Err(day) => l.prune(base + chrono::Duration::days(i64::from(day))),
+                        Some(Err(day)) => {
+                            let oldest = base + chrono::Duration::days(i64::from(day));
+                            l.prune(oldest);
+                            r.prune(oldest);
+                        }
+                        // at the end everything is pruned: nothing may be left behind
+                        None => {
+                            let past = base + chrono::Duration::days(100);
+                            l.prune(past);
+                            r.prune(past);
+                            prop_assert!(l.lines.is_empty() && l.days.is_empty());
+                            prop_assert!(l.campaigns.is_empty());
+                            for i in [&l.orders, &l.campaign_ids, &l.missing_cost] {
+                                prop_assert!(i.ids.is_empty());
+                                prop_assert!(i.names.iter().all(Option::is_none));
+                                prop_assert_eq!(i.free.len(), i.names.len());
+                            }
+                        }
                     }
-                    let days = days_of(&camps);
-                    prop_assert_eq!(l.view(today, &days), recompute(&l, today, &days));
+                    let got = flat(&l.view(today, &days), &days);
+                    let want = r.view(today, &days);
+                    prop_assert_eq!(format!("{got:?}"), format!("{want:?}"));
+                    prop_assert_eq!(bits(&got), bits(&want));
+                    prop_assert_eq!(&got, &recompute(&r, today, &days));
+                    // the interned ids are those of the kept lines
+                    prop_assert_eq!(l.orders.ids.len(),
+                        r.lines.keys().map(|k| &k.0).collect::<HashSet<_>>().len());
+                    prop_assert_eq!(l.campaign_ids.ids.len(), r.lines.values()
+                        .filter_map(|x| x.utm_campaign.as_ref()).collect::<HashSet<_>>().len());
                 }
             }
+        }
+
+        /// The lookup by key is right whether the view's campaigns are sorted or not.
+        #[test]
+        fn campaign_lookup_sorted_or_not() {
+            let mut l = ProfitLedger::new(ProfitConfig::default());
+            l.ingest(&line("o1", "1", "2026-11-20", Some("c2"), true));
+            let camps: Vec<CampaignView> = ["c3", "c1", "c2", "c0"]
+                .iter()
+                .map(|c| campaign(c, &[("2026-11-20", dec!(10))]))
+                .collect();
+            let mut sorted = camps.clone();
+            sorted.sort_by(|a, b| a.key.cmp(&b.key));
+            for cs in [camps, sorted] {
+                let days = days_of(&cs);
+                let v = l.view(d("2026-11-20"), &days);
+                for c in &cs {
+                    let p = v.campaign(&c.key).expect("in the view");
+                    assert_eq!(p.key, c.key);
+                    assert_eq!(p.days.len(), usize::from(c.key.campaign_id == "c2"));
+                }
+                let mut other = cs[0].key.clone();
+                other.campaign_id = "c9".into();
+                assert!(v.campaign(&other).is_none());
+            }
+        }
+    }
+
+    /// Memory of the compact ledger and view, by capacity arithmetic (`size_of` × capacity;
+    /// what the allocator is asked for), under a bound derived by hand for a fixed load:
+    /// 10,000 lines (5,000 orders of 2 lines, 1% without a cost) over 1,000 campaigns and 5 days.
+    mod memory {
+        use super::*;
+        use std::mem::size_of;
+
+        /// A std (hashbrown) table's allocation: buckets of entries and a control byte each,
+        /// plus a group of control bytes.
+        fn table<K, V>(m: &HashMap<K, V>) -> usize {
+            let cap = m.capacity();
+            if cap == 0 {
+                return 0;
+            }
+            let buckets = if cap < 8 {
+                cap + 1
+            } else {
+                (cap * 8 / 7).next_power_of_two()
+            };
+            buckets * (size_of::<(K, V)>() + 1) + 16
+        }
+
+        /// The same for `n` entries inserted one by one: the table doubles its buckets when
+        /// 7/8 of them are full, so it has the power of two above n × 8/7 (at least 4).
+        fn table_bound(n: usize, entry: usize) -> usize {
+            let buckets = (n * 8).div_ceil(7).next_power_of_two().max(4);
+            buckets * (entry + 1) + 16
+        }
+
+        fn interner(i: &Interner) -> usize {
+            table(&i.ids)
+                + i.names.capacity() * size_of::<Option<Arc<str>>>()
+                + i.refs.capacity() * size_of::<u32>()
+                + i.free.capacity() * size_of::<u32>()
+                + i.counted()
+                    .map(|(n, _)| (2 * size_of::<usize>() + n.len()).next_multiple_of(8))
+                    .sum::<usize>()
+        }
+
+        fn group(g: &Group) -> usize {
+            g.orders.capacity() * size_of::<OrderCount>()
+        }
+
+        pub(super) fn ledger(l: &ProfitLedger) -> usize {
+            // a B-tree leaf holds 11 entries and is at least half full past the root
+            let node = 16 + 11 * size_of::<(NaiveDate, DayGroup)>() + 12 * size_of::<usize>();
+            table(&l.lines)
+                + l.lines.keys().map(|k| k.1.len()).sum::<usize>()
+                + table(&l.campaigns)
+                + l.campaigns.values().map(group).sum::<usize>()
+                + l.days.len().div_ceil(5).max(1) * node
+                + l.days.values().map(|g| group(&g.all)).sum::<usize>()
+                + interner(&l.orders)
+                + interner(&l.campaign_ids)
+                + interner(&l.missing_cost)
+        }
+
+        pub(super) fn view(v: &ProfitView) -> usize {
+            v.windows.capacity() * size_of::<WindowProfit>()
+                + v.campaigns.capacity() * size_of::<CampaignProfit>()
+                + v.campaigns
+                    .iter()
+                    .map(|c| {
+                        c.days.capacity() * size_of::<DaySums>()
+                            + c.key.platform.capacity()
+                            + c.key.account.capacity()
+                            + c.key.campaign_id.capacity()
+                    })
+                    .sum::<usize>()
+        }
+
+        #[test]
+        fn compact_ledger_and_view_stay_under_their_hand_derived_bound() {
+            const CAMPAIGNS: usize = 1_000;
+            const DAYS: usize = 5;
+            const ORDERS: usize = 5_000;
+            let base = d("2026-11-10");
+            let camps: Vec<CampaignView> = (0..CAMPAIGNS)
+                .map(|c| {
+                    let days: Vec<(String, Decimal)> = (0..DAYS as i64)
+                        .map(|k| ((base + chrono::Duration::days(k)).to_string(), dec!(100)))
+                        .collect();
+                    let r: Vec<(&str, Decimal)> =
+                        days.iter().map(|(d, s)| (d.as_str(), *s)).collect();
+                    campaign(&format!("{}", 120_000_000 + c), &r)
+                })
+                .collect();
+            let mut l = ProfitLedger::new(ProfitConfig::default());
+            for o in 0..ORDERS {
+                let order = format!("demo-{}", 100_000 + o);
+                let day = (base + chrono::Duration::days((o / (ORDERS / DAYS)) as i64)).to_string();
+                let camp = camps[o * 7 % CAMPAIGNS].key.campaign_id.clone();
+                for i in 1..=2 {
+                    let mut x = line(
+                        &order,
+                        &format!("{order}/{i}"),
+                        &day,
+                        Some(&camp),
+                        o % 3 == 0,
+                    );
+                    if o % 100 == 0 {
+                        x.sku = format!("MOI-{:03}", o % 7);
+                        x.unit_cost = None;
+                        x.cost_source = CostSource::Missing;
+                    }
+                    l.ingest(&x);
+                }
+            }
+            let lines = 2 * ORDERS;
+            // each campaign has one order a day: 5,000 (campaign, day) groups of one order
+            let groups = CAMPAIGNS * DAYS;
+            assert_eq!(l.lines.len(), lines);
+            assert_eq!(l.campaigns.len(), groups);
+            let got = ledger(&l);
+            // by hand: the line table (a line id "demo-1xxxxx/i" is 13 bytes); a group per
+            // campaign day with its one order (`reserve_exact`: capacity 1); a day group per day
+            // with its 1,000 orders (grown by halves: at most 1.5 × 1,000); the B-tree leaf of
+            // the days; the interners (a table entry, a name slot and a count, and the shared
+            // name: 16 bytes of counts + its length, 11 bytes at most here)
+            let order = size_of::<OrderCount>();
+            let name = |n: usize, len: usize| {
+                // the name slots and counts grow by doubling (from 4); nothing is freed here
+                table_bound(n, size_of::<(Arc<str>, u32)>())
+                    + n.next_power_of_two().max(4) * (size_of::<Option<Arc<str>>>() + 4)
+                    + n * (16 + len).next_multiple_of(8)
+            };
+            let bound = table_bound(lines, size_of::<((u32, Box<str>), LineLite)>())
+                + lines * 13
+                + table_bound(groups, size_of::<((u32, NaiveDate), Group)>())
+                + groups * order
+                + 16
+                + 11 * size_of::<(NaiveDate, DayGroup)>()
+                + 12 * size_of::<usize>()
+                + DAYS * (ORDERS / DAYS) * 3 / 2 * order
+                + name(ORDERS, 11)
+                + name(CAMPAIGNS, 9)
+                + name(7, 7);
+            let days = days_of(&camps);
+            let v = l.view(base + chrono::Duration::days(DAYS as i64 - 1), &days);
+            let got_view = view(&v);
+            // the view: a campaign with its 5 days of sums and its key's strings ("meta",
+            // "act_1", 9 digits), and the two windows
+            let bound_view = CAMPAIGNS
+                * (size_of::<CampaignProfit>() + DAYS * size_of::<DaySums>() + 4 + 5 + 9)
+                + PROFIT_WINDOWS.len() * size_of::<WindowProfit>();
+            println!(
+                "ledger {got} bytes (bound {bound}), view {got_view} bytes (bound {bound_view}); \
+                 line entry {} B, group entry {} B, day sums {} B, campaign profit {} B",
+                size_of::<((u32, Box<str>), LineLite)>(),
+                size_of::<((u32, NaiveDate), Group)>(),
+                size_of::<DaySums>(),
+                size_of::<CampaignProfit>(),
+            );
+            assert!(got <= bound, "ledger {got} > {bound}");
+            assert!(got_view <= bound_view, "view {got_view} > {bound_view}");
         }
     }
 }

@@ -41,6 +41,9 @@ pub enum RunError {
     Unsaved(usize),
 }
 
+/// How long shutdown waits for the audit log's last rows to be handed to the sink.
+const AUDIT_FINISH_WAIT: Duration = Duration::from_secs(10);
+
 /// What shutdown saved.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct StopReport {
@@ -62,6 +65,8 @@ pub struct Running {
     grace: Duration,
     sink_task: Option<tokio::task::JoinHandle<ShutdownReport>>,
     sink_stop: CancellationToken,
+    /// The action engine, whose audit rows are handed to the sink after the tasks stop.
+    actions: Option<Arc<crate::actions::ActionEngine>>,
 }
 
 impl Running {
@@ -91,6 +96,19 @@ impl Running {
                 tasks = ?left,
                 grace_secs = self.grace.as_secs_f64(),
                 "still busy at shutdown: stopped without waiting (their unsent work is redone by the next run)"
+            );
+        }
+        // the audit rows of the last moments (refusals of the last minute, an action the
+        // evaluation was executing) go to the sink before it closes, even when the actions task
+        // was left behind above
+        if let Some(engine) = &self.actions
+            && tokio::time::timeout(AUDIT_FINISH_WAIT, engine.finish_audit())
+                .await
+                .is_err()
+        {
+            warn!(
+                wait_secs = AUDIT_FINISH_WAIT.as_secs(),
+                "audit rows not handed to the sink at shutdown: they stay in the local log for the next run"
             );
         }
         let tasks_secs = started.elapsed().as_secs_f64();
@@ -316,6 +334,7 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
                 config.targets.iter().map(|t| (t.from, t.roi)).collect(),
             )
         });
+    let actions_engine = actions.clone();
     let app = router(AppState {
         telemetry: telemetry.clone(),
         sink_health: sink.as_ref().map(|s| s.health.clone()),
@@ -365,6 +384,7 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         grace: Duration::from_secs(config.general.shutdown_grace_secs),
         sink_task,
         sink_stop,
+        actions: actions_engine,
     })
 }
 

@@ -44,6 +44,9 @@ struct Inner {
     memory: std::sync::Mutex<Vec<ActionRow>>,
     sink: Option<SinkHandle>,
     appended: tokio::sync::Notify,
+    /// How far the log was handed to the sink (`None` until read from `actions-audit.offset`);
+    /// locked for a whole forwarding pass.
+    forwarded: tokio::sync::Mutex<Option<u64>>,
 }
 
 /// What the audit trail page asks for.
@@ -88,6 +91,7 @@ impl AuditLog {
                 memory: std::sync::Mutex::new(Vec::new()),
                 sink,
                 appended: tokio::sync::Notify::new(),
+                forwarded: tokio::sync::Mutex::new(None),
             }),
         }
     }
@@ -106,6 +110,7 @@ impl AuditLog {
                 memory: std::sync::Mutex::new(Vec::new()),
                 sink,
                 appended: tokio::sync::Notify::new(),
+                forwarded: tokio::sync::Mutex::new(None),
             }),
         })
     }
@@ -205,77 +210,107 @@ impl AuditLog {
         let Some(sink) = self.inner.sink.clone() else {
             return;
         };
-        let mut offset = self.load_offset();
         loop {
             let last_pass = stop.is_cancelled();
-            let (rows, next) = match self.read_from(offset) {
-                Ok(x) => x,
-                Err(error) => {
-                    warn!(%error, "cannot read the audit log; retrying");
-                    if last_pass {
-                        return;
-                    }
-                    (Vec::new(), offset)
-                }
-            };
-            if rows.is_empty() {
-                offset = next;
-                if last_pass {
-                    return;
-                }
-                tokio::select! {
-                    _ = stop.cancelled() => continue,
-                    _ = self.inner.appended.notified() => continue,
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => continue,
-                }
-            }
-            let mut sent_all = true;
-            for chunk in rows.chunks(FORWARD_BATCH) {
-                let batch = chunk.iter().cloned().map(Record::Actions).collect();
-                // at shutdown the sink lifts its back-pressure, so the last pass's sends finish;
-                // a sink that still takes nothing (stalled, or never started) must not hang the
-                // shutdown: the rows are already durable in the local log, the next run sends them
-                let sent = if last_pass {
-                    match tokio::time::timeout(LAST_PASS_WAIT, sink.send(batch)).await {
-                        Ok(r) => r.is_ok(),
-                        Err(_) => {
-                            warn!(
-                                wait_secs = LAST_PASS_WAIT.as_secs(),
-                                "the QuestDB sink took no audit rows at shutdown: they stay in the local log for the next run"
-                            );
-                            return;
-                        }
-                    }
-                } else {
-                    tokio::select! {
-                        // unsent rows stay in the log: the last pass sends them
-                        _ = stop.cancelled() => break,
-                        r = sink.send(batch) => r.is_ok(),
-                    }
-                };
-                if !sent {
-                    warn!(
-                        "QuestDB sink stopped: audit rows stay in the local log for the next run"
-                    );
-                    sent_all = false;
-                    break;
-                }
-            }
-            if !sent_all {
-                return;
-            }
-            if stop.is_cancelled() && !last_pass {
-                // interrupted: the last pass re-sends from the stored offset (dedup keys absorb
-                // a repeat)
-                continue;
-            }
-            offset = next;
-            self.store_offset(offset);
+            let pass = self.pass(&sink, (!last_pass).then_some(&stop)).await;
             if last_pass {
                 return;
             }
+            match pass {
+                Pass::Sent => {}
+                // interrupted: the last pass re-sends from the stored offset (dedup keys absorb
+                // a repeat)
+                Pass::Interrupted => {}
+                Pass::SinkGone => return,
+                Pass::Idle | Pass::Unreadable => {
+                    tokio::select! {
+                        _ = stop.cancelled() => {}
+                        _ = self.inner.appended.notified() => {}
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                    }
+                }
+            }
         }
     }
+
+    /// One last forwarding pass, for the shutdown: what the log holds past the stored offset is
+    /// handed to the sink (each batch waiting at most `LAST_PASS_WAIT`). It runs after the
+    /// engine's task has stopped or was left behind at the grace deadline, so rows appended by
+    /// then (the refusals of the last minute) never depend on that task having finished.
+    pub async fn finish(&self) {
+        if let Some(sink) = &self.inner.sink {
+            self.pass(sink, None).await;
+        }
+    }
+
+    /// Send the rows past the stored offset to `sink`, then store the new offset. Passes never
+    /// overlap (the offset's lock is held throughout), so the forwarder and the shutdown's
+    /// [`AuditLog::finish`] cannot both send a row or move the offset back. With `stop`, a
+    /// cancellation interrupts the pass (the offset stays); without it (the last pass), a sink
+    /// that takes nothing within `LAST_PASS_WAIT` ends it, the rest staying in the local log.
+    async fn pass(&self, sink: &SinkHandle, stop: Option<&CancellationToken>) -> Pass {
+        let mut stored = self.inner.forwarded.lock().await;
+        let offset = *stored.get_or_insert_with(|| self.load_offset());
+        let (rows, next) = match self.read_from(offset) {
+            Ok(x) => x,
+            Err(error) => {
+                warn!(%error, "cannot read the audit log; retrying");
+                return Pass::Unreadable;
+            }
+        };
+        if rows.is_empty() {
+            *stored = Some(next);
+            return Pass::Idle;
+        }
+        for chunk in rows.chunks(FORWARD_BATCH) {
+            let batch = chunk.iter().cloned().map(Record::Actions).collect();
+            let sent = match stop {
+                // unsent rows stay in the log: the last pass sends them
+                Some(stop) => tokio::select! {
+                    _ = stop.cancelled() => return Pass::Interrupted,
+                    r = sink.send(batch) => r.is_ok(),
+                },
+                // at shutdown the sink lifts its back-pressure, so the last pass's sends
+                // finish; a sink that still takes nothing (stalled, or never started) must not
+                // hang the shutdown: the rows are durable in the local log, the next run sends
+                // them
+                None => match tokio::time::timeout(LAST_PASS_WAIT, sink.send(batch)).await {
+                    Ok(r) => r.is_ok(),
+                    Err(_) => {
+                        warn!(
+                            wait_secs = LAST_PASS_WAIT.as_secs(),
+                            "the QuestDB sink took no audit rows at shutdown: they stay in the local log for the next run"
+                        );
+                        return Pass::SinkGone;
+                    }
+                },
+            };
+            if !sent {
+                warn!("QuestDB sink stopped: audit rows stay in the local log for the next run");
+                return Pass::SinkGone;
+            }
+        }
+        if stop.is_some_and(|s| s.is_cancelled()) {
+            return Pass::Interrupted;
+        }
+        *stored = Some(next);
+        self.store_offset(next);
+        Pass::Sent
+    }
+}
+
+/// How a forwarding pass ended.
+enum Pass {
+    /// Nothing past the offset.
+    Idle,
+    /// Everything past the offset was handed to the sink; the offset moved.
+    Sent,
+    /// Shutdown began mid-pass; the offset stayed.
+    Interrupted,
+    /// The sink took no more; the offset stayed.
+    SinkGone,
+    /// The log could not be read.
+    Unreadable,
 }
 
 /// Count, calls seen and first actor of one refusal reason in a minute.

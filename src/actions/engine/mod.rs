@@ -436,6 +436,15 @@ impl ActionEngine {
         )
     }
 
+    /// At shutdown, once the engine's task has stopped (or was left behind at the grace
+    /// deadline, mid-evaluation): write the refusals still counted and hand every audit row of
+    /// the local log to the sink before it closes. Repeats what a finished task already did at
+    /// no cost (nothing is past the offset then).
+    pub async fn finish_audit(&self) {
+        self.flush_refusals(true);
+        self.audit.finish().await;
+    }
+
     /// Ask the evaluation loop for an evaluation now.
     pub fn trigger(&self) {
         self.trigger.notify_one();

@@ -1233,7 +1233,7 @@ async fn refusals_of_the_last_minute_reach_questdb_at_shutdown() {
     with_actions(&mut cfg, dir.path(), &meta_url);
     // no grace: the actions task is left behind mid-step, as on a loaded machine, and the
     // shutdown itself must write the open minute and hand the log to the sink
-    cfg.general.shutdown_grace_secs = 0;
+    let grace = std::mem::replace(&mut cfg.general.shutdown_grace_secs, 0);
     let running = adpulse::app::start(cfg.clone()).await.unwrap();
     let addr = running.addr;
     for token in [None, Some("a-wrong-token")] {
@@ -1279,7 +1279,7 @@ async fn refusals_of_the_last_minute_reach_questdb_at_shutdown() {
             "chaos: the shutdown spooled {} rows behind a backlog; the next run replays them",
             report.spooled_rows
         );
-        cfg.general.shutdown_grace_secs = 3;
+        cfg.general.shutdown_grace_secs = grace;
         let again = adpulse::app::start(cfg).await.unwrap();
         let missing = wait_audit_rows(&q, &refused, Duration::from_secs(120)).await;
         assert!(missing.is_empty());
